@@ -1,0 +1,54 @@
+"""All settings in one place, read from the environment with the MIAOFA_ prefix."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"changethis", "changeme", "secret", ""}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MIAOFA_", extra="ignore")
+
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_url: str = ""
+    sim_port: int = 8010
+    sim_url: str = "http://127.0.0.1:8010"
+    sim_merchant_id: str = "miaofa-demo"
+    sim_secret: str = "sim-dev-secret-not-for-production"
+    admin_token: str = ""
+    support_token: str = ""
+    vault_key: str = ""
+    payment_window_seconds: int = 900
+    callback_grace_seconds: int = 15
+    poll_interval_seconds: int = 2
+    late_payment_watch_seconds: int = 86400
+    smtp_url: str = ""
+    mail_from: str = "Miaofa <shop@miaofa.localhost>"
+    log_level: str = "INFO"
+
+    @field_validator("admin_token", "support_token")
+    @classmethod
+    def _no_placeholder_token(cls, value: str) -> str:
+        if value and value.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("is a placeholder; set a real random token")
+        if value and len(value) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @property
+    def api_url(self) -> str:
+        return self.public_url or f"http://{self.api_host}:{self.api_port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,72 @@
+"""The key vault: AES-GCM for card keys at rest, keyed hashes for dedupe, order access tokens.
+
+One master key (MIAOFA_VAULT_KEY, 32 bytes, urlsafe base64) is split by HKDF into a subkey per
+purpose, so a leak of one derived value says nothing about the others.
+"""
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+NONCE_BYTES = 12
+
+
+class VaultKeyError(ValueError):
+    """The vault key is missing or malformed."""
+
+
+def new_vault_key() -> str:
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def parse_vault_key(text: str) -> bytes:
+    if not text:
+        raise VaultKeyError("MIAOFA_VAULT_KEY is not set")
+    try:
+        raw = base64.urlsafe_b64decode(text.encode())
+    except (ValueError, TypeError) as exc:
+        raise VaultKeyError("MIAOFA_VAULT_KEY is not valid base64") from exc
+    if len(raw) != 32:
+        raise VaultKeyError("MIAOFA_VAULT_KEY must decode to 32 bytes")
+    return raw
+
+
+def derive(master: bytes, purpose: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(master)
+
+
+class Vault:
+    def __init__(self, master_key: str) -> None:
+        master = parse_vault_key(master_key)
+        self._aead = AESGCM(derive(master, "miaofa/card-key/aes-gcm"))
+        self._hash_key = derive(master, "miaofa/card-key/dedupe-hmac")
+        self._token_key = derive(master, "miaofa/order/access-token")
+        self.payload_key = derive(master, "miaofa/temporal/payload-codec")
+        self.payload_key_id = "k-" + hashlib.sha256(self.payload_key).hexdigest()[:12]
+
+    def encrypt(self, plaintext: str) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plaintext.encode(), b"card-key")
+
+    def decrypt(self, blob: bytes) -> str:
+        return self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], b"card-key").decode()
+
+    def key_hash(self, plaintext: str) -> bytes:
+        return hmac.new(self._hash_key, plaintext.encode(), hashlib.sha256).digest()
+
+    def order_token(self, order_id: str) -> str:
+        mac = hmac.new(self._token_key, order_id.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
+
+    def check_order_token(self, order_id: str, token: str) -> bool:
+        return secrets.compare_digest(self.order_token(order_id), token or "")
+
+    def buyer_hash(self, email: str) -> str:
+        """An opaque, stable id for a buyer, safe for search attributes."""
+        return hmac.new(self._hash_key, b"buyer:" + email.strip().lower().encode(), hashlib.sha256).hexdigest()[:16]
