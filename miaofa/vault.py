@@ -67,6 +67,11 @@ class Vault:
     def check_order_token(self, order_id: str, token: str) -> bool:
         return secrets.compare_digest(self.order_token(order_id), token or "")
 
+    def idempotent_order_id(self, email: str, idempotency_key: str) -> str:
+        """The same buyer sending the same Idempotency-Key gets the same order id."""
+        scope = f"order:{email.strip().lower()}|{idempotency_key}".encode()
+        return hmac.new(self._hash_key, scope, hashlib.sha256).hexdigest()[:20]
+
     def buyer_hash(self, email: str) -> str:
         """An opaque, stable id for a buyer, safe for search attributes."""
         return hmac.new(self._hash_key, b"buyer:" + email.strip().lower().encode(), hashlib.sha256).hexdigest()[:16]

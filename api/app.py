@@ -1,0 +1,57 @@
+"""The FastAPI app: lifespan-built state, routers, one error renderer."""
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from temporalio.client import Client
+
+from api import errors, metrics
+from api.hot import HotCatalog
+from api.routes import admin, codec, health, payments, shop, support
+from api.state import State
+from miaofa import contract
+from miaofa.db.engine import make_engine, make_sessionmaker
+from miaofa.gateways.registry import build_gateways
+from miaofa.settings import Settings
+from miaofa.temporal import codec_for, connect
+from miaofa.vault import Vault
+
+log = logging.getLogger("miaofa.api")
+
+
+def create_app(settings: Settings, *, temporal: Client | None = None, task_queue: str = contract.TASK_QUEUE) -> FastAPI:
+    """Build the app. Tests pass their own Temporal client (dev server or time-skipping)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        vault = Vault(settings.vault_key)
+        engine = make_engine(settings.database_url, pool_size=20)
+        sessionmaker = make_sessionmaker(engine)
+        client = temporal or await connect(settings, vault)
+        gateways = build_gateways(settings)
+        hot = HotCatalog(sessionmaker)
+        await hot.refresh()
+        hot.start()
+        app.state.miaofa = State(settings=settings, vault=vault, engine=engine, sessionmaker=sessionmaker,
+                                 temporal=client, codec=codec_for(vault), gateways=gateways, hot=hot,
+                                 task_queue=task_queue)
+        try:
+            yield
+        finally:
+            await hot.stop()
+            for gateway in gateways.values():
+                await gateway.aclose()  # type: ignore[attr-defined]
+            await engine.dispose()
+
+    app = FastAPI(title="Miaofa 秒发", version="0.1.0", lifespan=lifespan,
+                  description="Automatic card-key delivery; every order is a durable Temporal workflow.")
+    ui = settings.temporal_ui_port
+    app.add_middleware(CORSMiddleware, allow_origins=[f"http://localhost:{ui}", f"http://127.0.0.1:{ui}"],
+                       allow_methods=["POST", "GET"], allow_headers=["*"], allow_credentials=True)
+    errors.install(app)
+    metrics.install(app)
+    for module in (health, admin, shop, payments, support, codec):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,157 @@
+"""The `miaofa` command: the whole shop (`up`), each piece alone, and merchant chores."""
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from miaofa.devstack.secrets import with_dev_defaults
+from miaofa.errors import MiaofaError
+from miaofa.settings import Settings, get_settings
+from miaofa.vault import VaultKeyError
+
+app = typer.Typer(help="Miaofa (秒发): automatic card-key delivery, every order a Temporal workflow.",
+                  no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database chores.", no_args_is_help=True)
+keys_app = typer.Typer(help="Card-key inventory.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return with_dev_defaults(get_settings())
+    except ValueError as exc:
+        _fail(f"bad settings: {str(exc).splitlines()[0]}")
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]Error:[/] {message}")
+    raise typer.Exit(1)
+
+
+def _require(settings: Settings, *names: str) -> None:
+    missing = [f"MIAOFA_{n.upper()}" for n in names if not getattr(settings, n)]
+    if missing:
+        _fail(f"{', '.join(missing)} not set (or run `miaofa up` once to create dev values).")
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def up() -> None:
+    """Start PostgreSQL, Temporal (with UI), the worker, the API and the simulator; Ctrl-C stops all."""
+    from miaofa.devstack.up import run_up
+
+    raise typer.Exit(run_up(get_settings()))
+
+
+@app.command()
+def api() -> None:
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings()
+    _require(settings, "database_url", "vault_key", "admin_token", "support_token")
+    _logging(settings)
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning",
+                access_log=False)
+
+
+@app.command()
+def worker() -> None:
+    """Run the Temporal worker."""
+    from worker import run_worker
+
+    settings = _settings()
+    _require(settings, "database_url", "vault_key")
+    _logging(settings)
+    try:
+        asyncio.run(run_worker(settings))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def sim() -> None:
+    """Run the payment gateway simulator (port 8010 by default)."""
+    import uvicorn
+
+    from miaofa.simulator.app import create_app
+
+    settings = _settings()
+    _logging(settings)
+    uvicorn.run(create_app(settings.sim_merchant_id, settings.sim_secret, settings.sim_url),
+                host="127.0.0.1", port=settings.sim_port, log_level="warning", access_log=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all database migrations."""
+    from miaofa.db import migrate
+
+    settings = _settings()
+    _require(settings, "database_url")
+    try:
+        migrate.upgrade(settings.database_url)
+    except Exception as exc:
+        _fail(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    console.print("Database is up to date.")
+
+
+@keys_app.command("import")
+def keys_import(file: Path = typer.Argument(..., help="Text file, one key a line, or CSV with a header."),
+                sku: str = typer.Option(..., "--sku", help="The product the keys are for.")) -> None:
+    """Import keys for a product; duplicates anywhere in the store are skipped."""
+    settings = _settings()
+    _require(settings, "database_url", "vault_key")
+    if not file.is_file():
+        _fail(f"{file} is not a readable file.")
+    content_type = "text/csv" if file.suffix.lower() == ".csv" else "text/plain"
+    try:
+        result, seconds = asyncio.run(_import(settings, file.read_bytes(), content_type, sku))
+    except MiaofaError as exc:
+        _fail(exc.detail)
+    except VaultKeyError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot reach the database: {exc.strerror or exc}")
+    console.print(f"Imported {result.imported} keys, skipped {result.duplicates} duplicates "
+                  f"in {seconds:.1f} s.")
+
+
+async def _import(settings: Settings, data: bytes, content_type: str, sku: str):
+    from miaofa import catalog, inventory
+    from miaofa.db.engine import make_engine, make_sessionmaker
+    from miaofa.vault import Vault
+
+    vault = Vault(settings.vault_key)
+    keys = inventory.parse_keys(data, content_type)
+    engine = make_engine(settings.database_url, pool_size=1)
+    started = time.perf_counter()
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            product = await catalog.get_product(session, sku)
+            with Progress(TextColumn("Importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console, transient=True) as progress:
+                task = progress.add_task("keys", total=len(set(keys)))
+                result = await inventory.import_keys(
+                    session, vault, product.id, keys,
+                    on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+    finally:
+        await engine.dispose()
+    return result, time.perf_counter() - started
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,68 @@
+"""Single-use coupons: issued as compensation for late delivery, redeemed once at checkout."""
+
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from miaofa.db.models import Coupon
+from miaofa.errors import InvalidInput
+
+LATE_DELIVERY_PERCENT_OFF = 10
+COUPON_VALID_FOR = timedelta(days=30)
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: codes get typed by hand
+
+
+def new_code() -> str:
+    return "MF-" + "".join(secrets.choice(CODE_ALPHABET) for _ in range(10))
+
+
+async def issue_for_late_delivery(session: AsyncSession, order_id: str, reason: str, at: datetime) -> Coupon:
+    """One coupon per order, whatever the retries."""
+    existing = await session.scalar(select(Coupon).where(Coupon.issued_for_order_id == order_id))
+    if existing is not None:
+        return existing
+    coupon = Coupon(code=new_code(), percent_off=LATE_DELIVERY_PERCENT_OFF, expires_at=at + COUPON_VALID_FOR,
+                    issued_for_order_id=order_id, reason=reason)
+    session.add(coupon)
+    await session.flush()
+    return coupon
+
+
+async def check_usable(session: AsyncSession, code: str, at: datetime, currency: str) -> Coupon:
+    coupon = await session.scalar(select(Coupon).where(Coupon.code == code.strip().upper()))
+    if coupon is None:
+        raise InvalidInput("no such coupon code", error="coupon_not_found")
+    if coupon.used_at is not None:
+        raise InvalidInput("this coupon has already been used", error="coupon_used")
+    if coupon.expires_at <= at:
+        raise InvalidInput("this coupon has expired", error="coupon_expired")
+    if coupon.amount_off_cents is not None and coupon.currency != currency:
+        raise InvalidInput(f"this coupon is for {coupon.currency} orders", error="coupon_currency")
+    return coupon
+
+
+async def redeem(session: AsyncSession, code: str, order_id: str, at: datetime, currency: str) -> Coupon:
+    """Use the coupon for this order; a conditional UPDATE, so two orders cannot both use it."""
+    coupon = await check_usable(session, code, at, currency)
+    taken = await session.execute(
+        update(Coupon).where(Coupon.id == coupon.id, Coupon.used_at.is_(None))
+        .values(used_at=at, used_by_order_id=order_id))
+    if taken.rowcount != 1:
+        raise InvalidInput("this coupon has already been used", error="coupon_used")
+    return coupon
+
+
+async def give_back(session: AsyncSession, order_id: str) -> None:
+    """An order that expired or was cancelled did not really use its coupon."""
+    await session.execute(update(Coupon).where(Coupon.used_by_order_id == order_id)
+                          .values(used_at=None, used_by_order_id=None))
+
+
+def discounted(amount_cents: int, coupon: Coupon | None) -> int:
+    if coupon is None:
+        return amount_cents
+    if coupon.percent_off is not None:
+        return amount_cents - (amount_cents * coupon.percent_off) // 100
+    return max(0, amount_cents - (coupon.amount_off_cents or 0))

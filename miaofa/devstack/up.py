@@ -1,0 +1,105 @@
+"""`miaofa up`: the whole shop on one machine, in the foreground, stopped cleanly on Ctrl-C."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from miaofa.db import migrate
+from miaofa.devstack import procs
+from miaofa.devstack.demo import seed_demo
+from miaofa.devstack.postgres import LocalPostgres
+from miaofa.devstack.secrets import EMBEDDED_PG_PORT, child_env, with_dev_defaults
+from miaofa.devstack.temporal import start_dev_server
+from miaofa.settings import Settings
+
+console = Console()
+
+
+def _sigterm_as_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait_healthy(url: str, children: dict[str, subprocess.Popen], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, proc in children.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"the {name} exited with code {proc.returncode}; see data/logs/{name}.log")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} was not healthy within {timeout:.0f} s")
+
+
+def run_up(settings: Settings) -> int:
+    started = time.monotonic()
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    own_database = not os.environ.get("MIAOFA_DATABASE_URL")
+    settings = with_dev_defaults(settings, create=True)
+    data = settings.data_dir.resolve()
+    logs = data / "logs"
+    children: dict[str, subprocess.Popen] = {}
+    postgres: LocalPostgres | None = None
+    code = 0
+    try:
+        if own_database:
+            console.print("Starting PostgreSQL…")
+            postgres = LocalPostgres(data / "postgres", EMBEDDED_PG_PORT, logs / "postgres.log")
+            postgres.start()
+            postgres.ensure_database()
+        console.print("Applying migrations…")
+        migrate.upgrade(settings.database_url)
+        if asyncio.run(seed_demo(settings.database_url, settings.vault_key)):
+            console.print("Created the demo product [bold]demo-gift-card[/] with 100 demo keys.")
+        console.print("Starting Temporal…")
+        temporal_port = int(settings.temporal_address.rsplit(":", 1)[1])
+        children["temporal"] = start_dev_server(data / "temporal.db", temporal_port, settings.temporal_ui_port,
+                                                logs / "temporal.log", codec_endpoint=f"{settings.api_url}/codec")
+        env = child_env(settings)
+        for name in ("sim", "worker", "api"):
+            children[name] = procs.spawn([sys.executable, "-m", "miaofa.cli", name], log=logs / f"{name}.log",
+                                         env=env)
+        _wait_healthy(f"{settings.api_url}/healthz", children)
+        _print_ready(settings, time.monotonic() - started)
+        while True:
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the {name} stopped (code {proc.returncode}); see {logs / (name + '.log')}")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print("\nStopping…")
+    except Exception as exc:  # one line, then a clean stop
+        console.print(f"[red]Error:[/] {exc}")
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan anything
+        for name in ("api", "worker", "sim", "temporal"):
+            if name in children:
+                procs.stop(children[name])
+        if postgres is not None:
+            postgres.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        console.print("Stopped.")
+    return code
+
+
+def _print_ready(settings: Settings, seconds: float) -> None:
+    api = settings.api_url
+    console.print(f"\n[bold green]Miaofa is up[/] in {seconds:.1f} s.\n")
+    console.print(f"  Shop (products)   {api}/products")
+    console.print(f"  API docs          {api}/docs")
+    console.print(f"  Temporal UI       http://127.0.0.1:{settings.temporal_ui_port}")
+    console.print(f"  Simulator         {settings.sim_url}")
+    console.print(f"  Admin token       {settings.admin_token}")
+    console.print(f"  Support token     {settings.support_token}")
+    console.print(f"\n  Data and logs in {Path(settings.data_dir).resolve()}. Press Ctrl-C to stop.\n")

@@ -1,0 +1,184 @@
+"""Card-key inventory: import with global dedupe, stock counts, and the reservation lifecycle.
+
+available → reserved (held for one order) → sold → refunded; a released reservation goes back to
+available. Every transition is one conditional UPDATE, so concurrent callers can never take the
+same key twice.
+"""
+
+import csv
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from miaofa.db.models import CardKey
+from miaofa.errors import InvalidInput
+from miaofa.vault import Vault
+
+MAX_KEY_LENGTH = 512
+INSERT_BATCH = 2000
+CSV_KEY_COLUMNS = ("key", "code", "card_key", "secret", "卡密")
+
+
+@dataclass
+class ImportResult:
+    imported: int
+    duplicates: int
+
+
+@dataclass
+class Stock:
+    available: int
+    reserved: int
+    sold: int
+    refunded: int = 0
+
+
+def parse_keys(data: bytes, content_type: str) -> list[str]:
+    """Keys from text/plain (one a line) or CSV with a header. Raises InvalidInput; never echoes a key."""
+    try:
+        body = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("the upload is not UTF-8 text", error="invalid_upload") from exc
+    media = content_type.split(";")[0].strip().lower()
+    keys = _parse_csv(body) if media in ("text/csv", "application/csv") else _parse_lines(body)
+    if not keys:
+        raise InvalidInput("the upload holds no keys", error="empty_upload")
+    return keys
+
+
+def _parse_lines(body: str) -> list[str]:
+    keys = []
+    for number, line in enumerate(body.splitlines(), start=1):
+        key = line.strip()
+        if key:
+            _check_length(key, number)
+            keys.append(key)
+    return keys
+
+
+def _parse_csv(body: str) -> list[str]:
+    rows = list(csv.reader(io.StringIO(body, newline=""), strict=True)) if body.strip() else []
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        return []
+    header = [cell.strip().lower() for cell in rows[0]]
+    column = next((header.index(name) for name in CSV_KEY_COLUMNS if name in header), None)
+    if column is None:
+        if len(header) != 1:
+            raise InvalidInput(f"the CSV header needs a column named one of {', '.join(CSV_KEY_COLUMNS)}",
+                               error="malformed_csv")
+        column = 0
+    keys = []
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise InvalidInput(f"CSV line {number} has {len(row)} fields, the header has {len(header)}",
+                               error="malformed_csv")
+        key = row[column].strip()
+        if key:
+            _check_length(key, number)
+            keys.append(key)
+    return keys
+
+
+def _check_length(key: str, line: int) -> None:
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(f"the key on line {line} is longer than {MAX_KEY_LENGTH} characters",
+                           error="key_too_long")
+
+
+async def import_keys(session: AsyncSession, vault: Vault, product_id: int, keys: list[str],
+                      on_progress: Callable[[int, int], None] | None = None) -> ImportResult:
+    """Insert new keys; a key already in the store (any product) or repeated in the file is a duplicate."""
+    unique: dict[bytes, str] = {}
+    for key in keys:
+        unique.setdefault(vault.key_hash(key), key)
+    imported = 0
+    items = list(unique.items())
+    for start in range(0, len(items), INSERT_BATCH):
+        batch = items[start : start + INSERT_BATCH]
+        rows = [{"product_id": product_id, "ciphertext": vault.encrypt(key), "key_hash": digest}
+                for digest, key in batch]
+        inserted = await session.scalars(
+            insert(CardKey).values(rows).on_conflict_do_nothing(index_elements=["key_hash"]).returning(CardKey.id))
+        imported += len(inserted.all())
+        if on_progress:
+            on_progress(min(start + INSERT_BATCH, len(items)), len(items))
+    return ImportResult(imported=imported, duplicates=len(keys) - imported)
+
+
+async def stock(session: AsyncSession, product_id: int) -> Stock:
+    rows = await session.execute(
+        select(CardKey.status, func.count()).where(CardKey.product_id == product_id).group_by(CardKey.status))
+    counts = dict(rows.tuples().all())
+    return Stock(available=counts.get("available", 0), reserved=counts.get("reserved", 0),
+                 sold=counts.get("sold", 0), refunded=counts.get("refunded", 0))
+
+
+async def available_by_product(session: AsyncSession) -> dict[int, int]:
+    rows = await session.execute(
+        select(CardKey.product_id, func.count()).where(CardKey.status == "available").group_by(CardKey.product_id))
+    return dict(rows.tuples().all())
+
+
+RESERVE_SQL = text("""
+    WITH picked AS (
+        SELECT id FROM card_keys
+        WHERE product_id = :product_id AND status = 'available'
+        LIMIT :quantity
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE card_keys AS k SET status = 'reserved', order_id = :order_id, reserved_at = :at
+    FROM picked WHERE k.id = picked.id
+    RETURNING k.id
+""")
+
+
+async def reserve(session: AsyncSession, *, product_id: int, order_id: str, quantity: int, at: datetime) -> list[int]:
+    """Reserve keys for the order; returns fewer ids than asked when stock is short (caller rolls back)."""
+    held = await reserved_or_sold_ids(session, order_id)
+    if held:  # a retried step: the order already holds its keys
+        return held
+    rows = await session.execute(RESERVE_SQL, {"product_id": product_id, "order_id": order_id,
+                                               "quantity": quantity, "at": at})
+    return [row[0] for row in rows]
+
+
+async def reserved_or_sold_ids(session: AsyncSession, order_id: str) -> list[int]:
+    rows = await session.scalars(select(CardKey.id).where(
+        CardKey.order_id == order_id, CardKey.status.in_(("reserved", "sold"))).order_by(CardKey.id))
+    return list(rows)
+
+
+async def release(session: AsyncSession, order_id: str) -> int:
+    result = await session.execute(
+        update(CardKey).where(CardKey.order_id == order_id, CardKey.status == "reserved")
+        .values(status="available", order_id=None, reserved_at=None))
+    return result.rowcount
+
+
+async def commit_sold(session: AsyncSession, order_id: str, at: datetime) -> list[int]:
+    """Reserved → sold, exactly once: a repeat finds nothing reserved and returns the same ids."""
+    await session.execute(
+        update(CardKey).where(CardKey.order_id == order_id, CardKey.status == "reserved")
+        .values(status="sold", sold_at=at))
+    rows = await session.scalars(
+        select(CardKey.id).where(CardKey.order_id == order_id, CardKey.status == "sold").order_by(CardKey.id))
+    return list(rows)
+
+
+async def mark_refunded(session: AsyncSession, order_id: str) -> int:
+    result = await session.execute(
+        update(CardKey).where(CardKey.order_id == order_id, CardKey.status == "sold").values(status="refunded"))
+    return result.rowcount
+
+
+async def delivered_keys(session: AsyncSession, vault: Vault, order_id: str) -> list[str]:
+    """Decrypt the order's sold keys, at read time only."""
+    rows = await session.scalars(
+        select(CardKey.ciphertext).where(CardKey.order_id == order_id, CardKey.status == "sold").order_by(CardKey.id))
+    return [vault.decrypt(blob) for blob in rows]

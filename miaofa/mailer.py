@@ -1,0 +1,31 @@
+"""Outgoing email over SMTP (MIAOFA_SMTP_URL, e.g. smtp://127.0.0.1:1025)."""
+
+import asyncio
+import smtplib
+from email.message import EmailMessage
+from urllib.parse import unquote, urlparse
+
+
+class Mailer:
+    def __init__(self, smtp_url: str, sender: str) -> None:
+        self.configured = bool(smtp_url)
+        parsed = urlparse(smtp_url) if smtp_url else None
+        self._host = parsed.hostname if parsed else None
+        self._port = parsed.port or (465 if parsed and parsed.scheme == "smtps" else 25) if parsed else 0
+        self._tls = parsed.scheme == "smtps" if parsed else False
+        self._user = unquote(parsed.username) if parsed and parsed.username else None
+        self._password = unquote(parsed.password) if parsed and parsed.password else None
+        self.sender = sender
+
+    async def send(self, to: str, subject: str, body: str) -> None:
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = self.sender, to, subject
+        message.set_content(body)
+        await asyncio.to_thread(self._send, message)
+
+    def _send(self, message: EmailMessage) -> None:
+        smtp_class = smtplib.SMTP_SSL if self._tls else smtplib.SMTP
+        with smtp_class(self._host, self._port, timeout=15) as smtp:
+            if self._user:
+                smtp.login(self._user, self._password or "")
+            smtp.send_message(message)

@@ -1,0 +1,62 @@
+"""Runs the Temporal worker: the order workflow and every activity, dependencies wired once here."""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.notify import NotifyActivities
+from activities.orders import OrderActivities
+from activities.payments import PaymentActivities
+from miaofa import contract
+from miaofa.db.engine import make_engine, make_sessionmaker
+from miaofa.gateways.base import Gateway
+from miaofa.gateways.registry import build_gateways
+from miaofa.mailer import Mailer
+from miaofa.settings import Settings, get_settings
+from miaofa.temporal import connect
+from miaofa.vault import Vault
+from workflows.order import OrderWorkflow
+
+WORKFLOWS: Sequence[type] = (OrderWorkflow,)
+
+
+def build_worker(client: Client, *, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession],
+                 vault: Vault, gateways: dict[str, Gateway], task_queue: str = contract.TASK_QUEUE) -> Worker:
+    orders = OrderActivities(sessionmaker)
+    payments = PaymentActivities(sessionmaker, gateways, settings.api_url)
+    notify = NotifyActivities(sessionmaker, vault, Mailer(settings.smtp_url, settings.mail_from), settings.api_url)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(WORKFLOWS),
+        activities=[
+            orders.open_order, orders.record_stage, orders.mark_paid, orders.deliver_keys, orders.release_stock,
+            orders.reserve_again, orders.refund_keys, orders.issue_coupon,
+            payments.create_payment, payments.query_payment, payments.close_payment, payments.refund_payment,
+            notify.send_delivery_email,
+        ],
+        max_concurrent_activities=100,
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    vault = Vault(settings.vault_key)
+    engine = make_engine(settings.database_url)
+    client = await connect(settings, vault)
+    gateways = build_gateways(settings)
+    worker = build_worker(client, settings=settings, sessionmaker=make_sessionmaker(engine), vault=vault,
+                          gateways=gateways)
+    logging.getLogger("miaofa.worker").info("worker polling task queue %s", contract.TASK_QUEUE)
+    try:
+        await worker.run()
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    asyncio.run(run_worker(get_settings()))
