@@ -16,10 +16,14 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCStatusCode
 
+import logging
+
 from api.state import State
 from miaofa import contract as c
 from miaofa.errors import Conflict, NotFound, Unavailable
 from workflows.order import OrderWorkflow
+
+log = logging.getLogger("miaofa.api.orders")
 
 
 def _search_attributes(order: c.OrderInput) -> TypedSearchAttributes:
@@ -52,6 +56,7 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
     except RPCError as exc:
         if exc.status == RPCStatusCode.ALREADY_EXISTS:
             return None
+        log.warning("opening order failed: %s", exc)
         raise Unavailable("the order service is not answering; try again", error="temporal_unavailable") from exc
 
 

@@ -114,7 +114,7 @@ async def import_keys(session: AsyncSession, vault: Vault, product_id: int, keys
 async def stock(session: AsyncSession, product_id: int) -> Stock:
     rows = await session.execute(
         select(CardKey.status, func.count()).where(CardKey.product_id == product_id).group_by(CardKey.status))
-    counts = dict(rows.tuples().all())
+    counts = {status: count for status, count in rows.all()}
     return Stock(available=counts.get("available", 0), reserved=counts.get("reserved", 0),
                  sold=counts.get("sold", 0), refunded=counts.get("refunded", 0))
 
@@ -122,7 +122,7 @@ async def stock(session: AsyncSession, product_id: int) -> Stock:
 async def available_by_product(session: AsyncSession) -> dict[int, int]:
     rows = await session.execute(
         select(CardKey.product_id, func.count()).where(CardKey.status == "available").group_by(CardKey.product_id))
-    return dict(rows.tuples().all())
+    return {key: count for key, count in rows.all()}
 
 
 RESERVE_SQL = text("""

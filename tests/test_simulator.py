@@ -21,6 +21,7 @@ from miaofa.gateways.base import GatewayError, InvalidNotify, Notice, PaymentReq
 from miaofa.gateways.sim_protocol import SIGNATURE_HEADER, TIMESTAMP_HEADER, TOLERANCE_SECONDS, make_signature
 from miaofa.gateways.simulator import SimulatorGateway
 from miaofa.simulator.app import create_app
+from tests.servers import bind, serve
 
 MERCHANT = "m_test"
 SECRET = "s3cret-for-tests"
@@ -31,31 +32,13 @@ FAST_RETRIES = (0.05, 0.05)
 
 
 def _bind() -> socket.socket:
-    # Bind first and hand the socket to uvicorn: no window for another process to take the port.
-    # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY only then, else each request waits
-    # ~40 ms on Nagle plus delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
+    return bind()
 
 
 @asynccontextmanager
 async def _serve(app: FastAPI, sock: socket.socket) -> AsyncIterator[None]:
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()  # re-raise the startup failure
-            await asyncio.sleep(0.01)
+    async with serve(app, sock):
         yield
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=5)
-        sock.close()
 
 
 @dataclass
@@ -258,6 +241,7 @@ async def test_query_failure_on_primary_leaves_backup(env: Env) -> None:
         "duplicate": False,
         "query_fail_rate": 1.0,
         "query_fail_channel": "primary",
+        "close_fail": False,
     }
 
     with pytest.raises(GatewayError, match="HTTP 503"):
@@ -268,6 +252,16 @@ async def test_query_failure_on_primary_leaves_backup(env: Env) -> None:
     await env.http.post(f"{env.sim_url}/control", json={"query_fail_channel": "both"})
     with pytest.raises(GatewayError):
         await env.gw.query(created.payment_id, req.order_id, channel="backup")
+
+
+async def test_close_failure_leaves_payment_payable(env: Env) -> None:
+    req = _request(env.rx)
+    created = await env.gw.create_payment(req)
+    await env.http.post(f"{env.sim_url}/control", json={"close_fail": True})
+    with pytest.raises(GatewayError, match="HTTP 503"):
+        await env.gw.close(created.payment_id, req.order_id)
+    paid = await env.http.post(f"{env.sim_url}/pay/{created.payment_id}")
+    assert paid.json()["status"] == "paid"
 
 
 async def test_transport_error_is_gateway_error(env: Env) -> None:
@@ -546,6 +540,7 @@ async def test_control_state_round_trip(env: Env) -> None:
         "duplicate": True,
         "query_fail_rate": 0.0,
         "query_fail_channel": "primary",
+        "close_fail": False,
     }
     assert (await env.http.get(url)).json() == updated
     assert (await env.http.post(url, json={"query_fail_rate": 1.5})).status_code == 422

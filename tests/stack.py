@@ -1,0 +1,119 @@
+"""A whole shop inside the test process: API and worker on a given Temporal env, the simulator over HTTP."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app
+from miaofa.contract import order_workflow_id
+from miaofa.gateways.registry import build_gateways
+from miaofa.settings import Settings
+from miaofa.vault import Vault
+from tests.servers import bind, serve
+from worker import build_worker
+
+ADMIN_TOKEN = "adm_test_token_0123456789"
+SUPPORT_TOKEN = "sup_test_token_0123456789"
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    env: WorkflowEnvironment
+    http: httpx.AsyncClient
+    sim: httpx.AsyncClient
+    sessionmaker: async_sessionmaker[AsyncSession]
+    task_queue: str
+
+    @property
+    def vault(self) -> Vault:
+        return Vault(self.settings.vault_key)
+
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    support = {"Authorization": f"Bearer {SUPPORT_TOKEN}"}
+
+    async def product(self, keys: list[str] | int, price_cents: int = 990, sla: int = 60,
+                      currency: str = "CNY") -> str:
+        sku = "p-" + uuid.uuid4().hex[:10]
+        created = await self.http.post("/admin/products", headers=self.admin, json={
+            "sku": sku, "name": f"Product {sku}", "price_cents": price_cents, "currency": currency,
+            "delivery_sla_seconds": sla})
+        assert created.status_code == 201, created.text
+        if isinstance(keys, int):
+            keys = [f"KEY-{sku}-{i:05d}-{uuid.uuid4().hex[:6]}" for i in range(keys)]
+        if keys:
+            imported = await self.http.post(f"/admin/products/{sku}/keys", headers=self.admin,
+                                            content="\n".join(keys), params={})
+            assert imported.status_code == 200, imported.text
+        return sku
+
+    async def order(self, sku: str, quantity: int = 1, email: str = "buyer@example.com", **extra: Any) -> httpx.Response:
+        headers = extra.pop("headers", {})
+        return await self.http.post("/orders", headers=headers, json={
+            "sku": sku, "quantity": quantity, "email": email, "gateway": "simulator", **extra})
+
+    async def ordered(self, sku: str, **kwargs: Any) -> dict[str, Any]:
+        response = await self.order(sku, **kwargs)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def pay(self, order: dict[str, Any], paid_at: datetime | None = None) -> httpx.Response:
+        body = {"paid_at": paid_at.isoformat()} if paid_at else None
+        return await self.sim.post(f"/pay/{order['payment']['payment_id']}", json=body)
+
+    async def control(self, **knobs: Any) -> None:
+        response = await self.sim.post("/control", json=knobs)
+        assert response.status_code == 200, response.text
+
+    async def view(self, order: dict[str, Any]) -> dict[str, Any]:
+        response = await self.http.get(f"/orders/{order['order_id']}",
+                                       headers={"X-Order-Token": order["access_token"]})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def wait_status(self, order: dict[str, Any], status: str, timeout: float = 20) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            view = await self.view(order)
+            if view["status"] == status:
+                return view
+            if time.monotonic() > deadline:
+                raise AssertionError(f"order stayed {view['status']!r}, expected {status!r}: {view['timeline']}")
+            await asyncio.sleep(0.05)
+
+    async def stock(self, sku: str) -> dict[str, int]:
+        response = await self.http.get(f"/admin/products/{sku}/stock", headers=self.admin)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def handle(self, order: dict[str, Any]):
+        return self.env.client.get_workflow_handle(order_workflow_id(order["order_id"]))
+
+
+@asynccontextmanager
+async def running_stack(env: WorkflowEnvironment, sessionmaker: async_sessionmaker[AsyncSession],
+                        sim_url: str, **settings: Any) -> AsyncIterator[Stack]:
+    sock = bind()
+    config = Settings(api_port=sock.getsockname()[1], admin_token=ADMIN_TOKEN, support_token=SUPPORT_TOKEN,
+                      sim_url=sim_url, **settings)
+    task_queue = f"tq-{uuid.uuid4()}"
+    app = create_app(config, temporal=env.client, task_queue=task_queue)
+    gateways = build_gateways(config)
+    worker = build_worker(env.client, settings=config, sessionmaker=sessionmaker, vault=Vault(config.vault_key),
+                          gateways=gateways, task_queue=task_queue)
+    async with worker, serve(app, sock) as url, httpx.AsyncClient(base_url=url, timeout=30) as http, \
+            httpx.AsyncClient(base_url=sim_url, timeout=10) as sim:
+        try:
+            yield Stack(config, env, http, sim, sessionmaker, task_queue)
+        finally:
+            for gateway in gateways.values():
+                await gateway.aclose()  # type: ignore[attr-defined]
