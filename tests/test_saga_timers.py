@@ -1,8 +1,11 @@
 """Every timer path of the order saga, on the time-skipping test server with real activities."""
 
-from datetime import datetime, timedelta, timezone
+import asyncio
+from datetime import timedelta
 
+from miaofa.contract import SA_DELIVERY_LATE
 from tests.stack import Stack
+from workflows.order import OrderWorkflow
 
 
 async def test_callback_in_time_delivers(ts_stack: Stack) -> None:
@@ -29,3 +32,101 @@ async def test_lost_callback_is_recovered_by_polling(ts_stack: Stack) -> None:
     stages = [event["stage"] for event in view["timeline"]]
     assert "polled" in stages and "notified" not in stages
     assert len(view["keys"]) == 1
+
+
+async def test_primary_query_channel_failing_fails_over_to_backup(ts_stack: Stack) -> None:
+    sku = await ts_stack.product(1)
+    order = await ts_stack.ordered(sku)
+    await ts_stack.control(notify="drop", query_fail_rate=1.0, query_fail_channel="primary")
+    await ts_stack.pay(order)
+    await ts_stack.env.sleep(timedelta(seconds=16))
+    view = await ts_stack.wait_status(order, "delivered")
+    stages = [event["stage"] for event in view["timeline"]]
+    assert "polled_backup" in stages and "polled" not in stages
+
+
+async def test_never_paid_expires_and_returns_stock(ts_stack: Stack) -> None:
+    sku = await ts_stack.product(2)
+    order = await ts_stack.ordered(sku)
+    assert await ts_stack.stock(sku) == {"available": 1, "reserved": 1, "sold": 0, "refunded": 0}
+    await ts_stack.env.sleep(timedelta(seconds=901))
+    view = await ts_stack.wait_status(order, "expired")
+    assert view["keys"] == []
+    assert await ts_stack.stock(sku) == {"available": 2, "reserved": 0, "sold": 0, "refunded": 0}
+    # The gateway payment was closed: the buyer can no longer pay it.
+    late = await ts_stack.pay(order)
+    assert (late.status_code, late.json()["error"]) == (409, "payment_closed")
+
+
+async def test_paid_after_expiry_is_delivered_when_stock_remains(ts_stack: Stack) -> None:
+    sku = await ts_stack.product(1)
+    order = await ts_stack.ordered(sku)
+    await ts_stack.control(close_fail=True)  # the close cannot reach the gateway
+    await ts_stack.env.sleep(timedelta(seconds=901))
+    await ts_stack.wait_status(order, "expired")
+    assert await ts_stack.stock(sku) == {"available": 1, "reserved": 0, "sold": 0, "refunded": 0}
+    assert (await ts_stack.pay(order)).status_code == 200  # the buyer pays late; the notify comes
+    view = await ts_stack.wait_status(order, "delivered")
+    stages = [event["stage"] for event in view["timeline"]]
+    assert stages.index("expired") < stages.index("paid_after_expiry") < stages.index("reserved_again")
+    assert len(view["keys"]) == 1
+    assert await ts_stack.stock(sku) == {"available": 0, "reserved": 0, "sold": 1, "refunded": 0}
+
+
+async def test_paid_after_expiry_without_stock_is_refunded(ts_stack: Stack) -> None:
+    sku = await ts_stack.product(1)
+    late_order = await ts_stack.ordered(sku, email="late@example.com")
+    await ts_stack.control(close_fail=True)
+    await ts_stack.env.sleep(timedelta(seconds=901))
+    await ts_stack.wait_status(late_order, "expired")
+    await ts_stack.control(close_fail=False)
+    await ts_stack.env.sleep(timedelta(seconds=0))
+    await asyncio.sleep(1.5)  # the API's stock hint catches up with the release within a second
+    rival = await ts_stack.ordered(sku, email="rival@example.com")  # takes the released key
+    await ts_stack.pay(rival)
+    await ts_stack.wait_status(rival, "delivered")
+    await ts_stack.pay(late_order)
+    view = await ts_stack.wait_status(late_order, "refunded")
+    stages = [event["stage"] for event in view["timeline"]]
+    assert "paid_after_expiry" in stages and "delivered" not in stages
+    assert view["keys"] == []
+    payment = (await ts_stack.sim.get(f"/api/payments/{late_order['payment']['payment_id']}",
+                                      headers={"Authorization": f"Bearer {ts_stack.settings.sim_secret}"})).json()
+    assert payment["status"] == "refunded"
+
+
+async def test_late_delivery_earns_a_single_use_coupon(ts_stack: Stack) -> None:
+    sku = await ts_stack.product(3, price_cents=1000, sla=60)
+    order = await ts_stack.ordered(sku)
+    # The gateway reports the buyer paid two minutes ago (a bank batch window): delivery is past the SLA.
+    await ts_stack.pay(order, paid_at=await ts_stack.now() - timedelta(seconds=120))
+    view = await ts_stack.wait_status(order, "delivered")
+    for _ in range(100):
+        if view["coupon"]:
+            break
+        view = await ts_stack.view(order)
+    coupon = view["coupon"]
+    assert coupon["percent_off"] == 10
+    assert "coupon" in [event["stage"] for event in view["timeline"]]
+    described = await ts_stack.handle(order).describe()
+    assert described.typed_search_attributes.get(SA_DELIVERY_LATE) is True
+
+    discounted = await ts_stack.ordered(sku, email="again@example.com", coupon_code=coupon["code"])
+    assert discounted["amount_cents"] == 900
+    reused = await ts_stack.order(sku, email="third@example.com", coupon_code=coupon["code"])
+    assert (reused.status_code, reused.json()["error"]) == (422, "coupon_used")
+    unknown = await ts_stack.order(sku, coupon_code="MF-NOSUCHCODE")
+    assert (unknown.status_code, unknown.json()["error"]) == (422, "coupon_not_found")
+
+
+async def test_on_time_delivery_earns_no_coupon(ts_stack: Stack) -> None:
+    sku = await ts_stack.product(1, sla=60)
+    order = await ts_stack.ordered(sku)
+    await ts_stack.pay(order)
+    await ts_stack.wait_status(order, "delivered")
+    for _ in range(100):
+        state = await ts_stack.handle(order).query(OrderWorkflow.state)
+        if state.status == "delivered":
+            break
+        await asyncio.sleep(0.05)
+    assert (state.status, state.coupon_issued, state.delivery_late) == ("delivered", False, False)

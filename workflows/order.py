@@ -22,6 +22,7 @@ DB_TIMEOUT = timedelta(seconds=15)
 QUERY_RETRY = RetryPolicy(maximum_attempts=1)
 QUERY_TIMEOUT = timedelta(seconds=10)
 GATEWAY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+CLOSE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 CREATE_PAYMENT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=300), maximum_attempts=3)
 
 
@@ -123,12 +124,17 @@ class OrderWorkflow:
     async def _close_unpaid(self) -> None:
         """Close the gateway payment, then release the stock. A close that lost the race is a payment."""
         status = c.CANCELLED if self._cancel_requested else c.EXPIRED
-        snapshot = await workflow.execute_activity(
-            s.CLOSE_PAYMENT, self._gateway_step(), result_type=s.PaymentSnapshot,
-            start_to_close_timeout=QUERY_TIMEOUT, retry_policy=RetryPolicy(maximum_attempts=5))
-        if snapshot.status == "paid":
-            self._on_paid(self._notice_from(snapshot, "close"))
-            return
+        try:
+            snapshot = await workflow.execute_activity(
+                s.CLOSE_PAYMENT, self._gateway_step(), result_type=s.PaymentSnapshot,
+                start_to_close_timeout=QUERY_TIMEOUT, retry_policy=CLOSE_RETRY)
+        except ActivityError:
+            # The gateway may still take the buyer's money: the late-payment watch covers that.
+            await self._record(s.StageStep(self._order_id, "close_failed", workflow.now()))
+        else:
+            if snapshot.status == "paid":
+                self._on_paid(self._notice_from(snapshot, "close"))
+                return
         await self._release(status)
 
     async def _watch_for_late_payment(self) -> bool:
