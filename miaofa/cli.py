@@ -92,7 +92,7 @@ def sim() -> None:
     settings = _settings()
     _logging(settings)
     uvicorn.run(create_app(settings.sim_merchant_id, settings.sim_secret, settings.sim_url),
-                host="127.0.0.1", port=settings.sim_port, log_level="warning", access_log=False)
+                host=settings.sim_host, port=settings.sim_port, log_level="warning", access_log=False)
 
 
 @db_app.command("upgrade")

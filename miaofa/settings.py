@@ -20,7 +20,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     public_url: str = ""
+    sim_host: str = "127.0.0.1"
     sim_port: int = 8010
+    pg_port: int = 54329
     sim_url: str = "http://127.0.0.1:8010"
     sim_merchant_id: str = "miaofa-demo"
     sim_secret: str = "sim-dev-secret-not-for-production"

@@ -9,7 +9,6 @@ from miaofa.settings import Settings
 from miaofa.vault import new_vault_key
 
 SECRETS_FILE = "dev-secrets.json"
-EMBEDDED_PG_PORT = 54329
 
 
 def load_or_create(data_dir: Path) -> dict[str, str]:
@@ -26,7 +25,7 @@ def load_or_create(data_dir: Path) -> dict[str, str]:
     return values
 
 
-def embedded_database_url(port: int = EMBEDDED_PG_PORT) -> str:
+def embedded_database_url(port: int) -> str:
     return f"postgresql://postgres@127.0.0.1:{port}/miaofa"
 
 
@@ -38,7 +37,7 @@ def with_dev_defaults(settings: Settings, create: bool = False) -> Settings:
     stored = load_or_create(settings.data_dir)
     updates = {name: value for name, value in stored.items() if not getattr(settings, name)}
     if not settings.database_url:
-        updates["database_url"] = embedded_database_url()
+        updates["database_url"] = embedded_database_url(settings.pg_port)
     return settings.model_copy(update=updates)
 
 

@@ -15,7 +15,7 @@ from miaofa.db import migrate
 from miaofa.devstack import procs
 from miaofa.devstack.demo import seed_demo
 from miaofa.devstack.postgres import LocalPostgres
-from miaofa.devstack.secrets import EMBEDDED_PG_PORT, child_env, with_dev_defaults
+from miaofa.devstack.secrets import child_env, with_dev_defaults
 from miaofa.devstack.temporal import start_dev_server
 from miaofa.settings import Settings
 
@@ -54,7 +54,7 @@ def run_up(settings: Settings) -> int:
     try:
         if own_database:
             console.print("Starting PostgreSQL…")
-            postgres = LocalPostgres(data / "postgres", EMBEDDED_PG_PORT, logs / "postgres.log")
+            postgres = LocalPostgres(data / "postgres", settings.pg_port, logs / "postgres.log")
             postgres.start()
             postgres.ensure_database()
         console.print("Applying migrations…")
