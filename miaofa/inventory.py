@@ -62,7 +62,10 @@ def _parse_lines(body: str) -> list[str]:
 
 
 def _parse_csv(body: str) -> list[str]:
-    rows = list(csv.reader(io.StringIO(body, newline=""), strict=True)) if body.strip() else []
+    try:
+        rows = list(csv.reader(io.StringIO(body, newline=""), strict=True)) if body.strip() else []
+    except csv.Error as exc:
+        raise InvalidInput(f"the CSV cannot be parsed: {exc}", error="malformed_csv") from None
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if not rows:
         return []
