@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -21,14 +22,16 @@ keys_app = typer.Typer(help="Card-key inventory.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _settings() -> Settings:
     try:
         return with_dev_defaults(get_settings())
-    except ValueError as exc:
-        _fail(f"bad settings: {str(exc).splitlines()[0]}")
+    except ValidationError as exc:
+        problems = "; ".join(f"MIAOFA_{'.'.join(map(str, e['loc'])).upper()} {e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors())
+        _fail(f"bad settings: {problems}")
 
 
 def _fail(message: str) -> None:
