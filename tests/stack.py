@@ -1,12 +1,14 @@
 """A whole shop inside the test process: API and worker on a given Temporal env, the simulator over HTTP."""
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +23,7 @@ from miaofa.vault import Vault
 from tests.servers import bind, serve
 from worker import build_worker
 
+HISTORIES = Path(__file__).parent / "histories"
 ADMIN_TOKEN = "adm_test_token_0123456789"
 SUPPORT_TOKEN = "sup_test_token_0123456789"
 
@@ -100,6 +103,14 @@ class Stack:
         response = await self.http.get(f"/admin/products/{sku}/stock", headers=self.admin)
         assert response.status_code == 200, response.text
         return response.json()
+
+    async def record_history(self, order: dict[str, Any], name: str) -> None:
+        """With MIAOFA_RECORD_HISTORIES=1, save this order's history for the replay test."""
+        if os.environ.get("MIAOFA_RECORD_HISTORIES") != "1":
+            return
+        history = await self.handle(order).fetch_history()
+        HISTORIES.mkdir(exist_ok=True)
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
 
     def handle(self, order: dict[str, Any]):
         return self.env.client.get_workflow_handle(order_workflow_id(order["order_id"]))

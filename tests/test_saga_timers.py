@@ -20,6 +20,7 @@ async def test_callback_in_time_delivers(ts_stack: Stack) -> None:
     assert "delivered" in stages
     assert view["coupon"] is None
     assert await ts_stack.stock(sku) == {"available": 0, "reserved": 0, "sold": 1, "refunded": 0}
+    await ts_stack.record_history(order, "callback_in_time")
 
 
 async def test_lost_callback_is_recovered_by_polling(ts_stack: Stack) -> None:
@@ -32,6 +33,7 @@ async def test_lost_callback_is_recovered_by_polling(ts_stack: Stack) -> None:
     stages = [event["stage"] for event in view["timeline"]]
     assert "polled" in stages and "notified" not in stages
     assert len(view["keys"]) == 1
+    await ts_stack.record_history(order, "lost_callback_polled")
 
 
 async def test_primary_query_channel_failing_fails_over_to_backup(ts_stack: Stack) -> None:
@@ -43,6 +45,7 @@ async def test_primary_query_channel_failing_fails_over_to_backup(ts_stack: Stac
     view = await ts_stack.wait_status(order, "delivered")
     stages = [event["stage"] for event in view["timeline"]]
     assert "polled_backup" in stages and "polled" not in stages
+    await ts_stack.record_history(order, "backup_channel")
 
 
 async def test_never_paid_expires_and_returns_stock(ts_stack: Stack) -> None:
@@ -56,6 +59,7 @@ async def test_never_paid_expires_and_returns_stock(ts_stack: Stack) -> None:
     # The gateway payment was closed: the buyer can no longer pay it.
     late = await ts_stack.pay(order)
     assert (late.status_code, late.json()["error"]) == (409, "payment_closed")
+    await ts_stack.record_history(order, "never_paid_expired")
 
 
 async def test_paid_after_expiry_is_delivered_when_stock_remains(ts_stack: Stack) -> None:
@@ -71,6 +75,7 @@ async def test_paid_after_expiry_is_delivered_when_stock_remains(ts_stack: Stack
     assert stages.index("expired") < stages.index("paid_after_expiry") < stages.index("reserved_again")
     assert len(view["keys"]) == 1
     assert await ts_stack.stock(sku) == {"available": 0, "reserved": 0, "sold": 1, "refunded": 0}
+    await ts_stack.record_history(order, "paid_after_expiry_delivered")
 
 
 async def test_paid_after_expiry_without_stock_is_refunded(ts_stack: Stack) -> None:
@@ -93,6 +98,7 @@ async def test_paid_after_expiry_without_stock_is_refunded(ts_stack: Stack) -> N
     payment = (await ts_stack.sim.get(f"/api/payments/{late_order['payment']['payment_id']}",
                                       headers={"Authorization": f"Bearer {ts_stack.settings.sim_secret}"})).json()
     assert payment["status"] == "refunded"
+    await ts_stack.record_history(late_order, "paid_after_expiry_refunded")
 
 
 async def test_late_delivery_earns_a_single_use_coupon(ts_stack: Stack) -> None:
@@ -117,6 +123,7 @@ async def test_late_delivery_earns_a_single_use_coupon(ts_stack: Stack) -> None:
     assert (reused.status_code, reused.json()["error"]) == (422, "coupon_used")
     unknown = await ts_stack.order(sku, coupon_code="MF-NOSUCHCODE")
     assert (unknown.status_code, unknown.json()["error"]) == (422, "coupon_not_found")
+    await ts_stack.record_history(order, "late_delivery_coupon")
 
 
 async def test_on_time_delivery_earns_no_coupon(ts_stack: Stack) -> None:

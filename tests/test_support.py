@@ -36,6 +36,7 @@ async def test_refund_a_delivered_order(dev_stack: Stack) -> None:
     again = await dev_stack.http.post(f"/support/orders/{order['order_id']}/refund", headers=dev_stack.support)
     assert again.status_code == 409
     assert again.json() == {"error": "already_refunded", "detail": "the order is already refunded"}
+    await dev_stack.record_history(order, "support_refund")
 
 
 async def test_refund_of_an_unpaid_order_is_refused(dev_stack: Stack) -> None:
@@ -69,6 +70,7 @@ async def test_resend_emails_the_keys_again(dev_stack: Stack, smtp) -> None:
     assert len(sent) == 2
     assert "RESEND-KEY-0001" in sent[1].get_payload()
     assert sent[1]["To"] == "buyer@example.com"
+    await dev_stack.record_history(order, "support_resend")
 
 
 async def test_resend_of_an_undelivered_order_is_refused(dev_stack: Stack) -> None:
@@ -90,6 +92,7 @@ async def test_cancel_an_unpaid_order_releases_stock(dev_stack: Stack) -> None:
     assert await dev_stack.stock(sku) == {"available": 1, "reserved": 0, "sold": 0, "refunded": 0}
     paid = await dev_stack.pay(order)
     assert (paid.status_code, paid.json()["error"]) == (409, "payment_closed")
+    await dev_stack.record_history(order, "support_cancel")
 
 
 async def test_cancel_of_a_delivered_order_is_refused(dev_stack: Stack) -> None:
