@@ -27,7 +27,7 @@ WORKFLOWS: Sequence[type] = (OrderWorkflow,)
 def build_worker(client: Client, *, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession],
                  vault: Vault, gateways: dict[str, Gateway], task_queue: str = contract.TASK_QUEUE) -> Worker:
     orders = OrderActivities(sessionmaker)
-    payments = PaymentActivities(sessionmaker, gateways, settings.api_url)
+    payments = PaymentActivities(sessionmaker, gateways, settings.notify_url_base)
     notify = NotifyActivities(sessionmaker, vault, Mailer(settings.smtp_url, settings.mail_from), settings.api_url)
     return Worker(
         client,

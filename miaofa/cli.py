@@ -94,7 +94,7 @@ def sim() -> None:
 
     settings = _settings()
     _logging(settings)
-    uvicorn.run(create_app(settings.sim_merchant_id, settings.sim_secret, settings.sim_url),
+    uvicorn.run(create_app(settings.sim_merchant_id, settings.sim_secret, settings.sim_public_url or settings.sim_url),
                 host=settings.sim_host, port=settings.sim_port, log_level="warning", access_log=False)
 
 

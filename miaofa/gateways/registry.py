@@ -12,6 +12,3 @@ def build_gateways(settings: Settings, client: httpx.AsyncClient | None = None) 
         "simulator": SimulatorGateway(settings.sim_url, settings.sim_merchant_id, settings.sim_secret, client=client),
     }
 
-
-def notify_url(settings: Settings, gateway: str) -> str:
-    return f"{settings.api_url}/payments/{gateway}/notify"
