@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -24,23 +24,22 @@ from workflows.order import OrderWorkflow
 WORKFLOWS: Sequence[type] = (OrderWorkflow,)
 
 
-def build_worker(client: Client, *, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession],
-                 vault: Vault, gateways: dict[str, Gateway], task_queue: str = contract.TASK_QUEUE) -> Worker:
+def saga_activities(*, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault,
+                    gateways: dict[str, Gateway]) -> list[Callable]:
     orders = OrderActivities(sessionmaker)
     payments = PaymentActivities(sessionmaker, gateways, settings.notify_url_base)
     notify = NotifyActivities(sessionmaker, vault, Mailer(settings.smtp_url, settings.mail_from), settings.api_url)
-    return Worker(
-        client,
-        task_queue=task_queue,
-        workflows=list(WORKFLOWS),
-        activities=[
-            orders.open_order, orders.record_stage, orders.mark_paid, orders.deliver_keys, orders.release_stock,
-            orders.reserve_again, orders.refund_keys, orders.issue_coupon,
-            payments.create_payment, payments.query_payment, payments.close_payment, payments.refund_payment,
-            notify.send_delivery_email,
-        ],
-        max_concurrent_activities=100,
-    )
+    return [
+        orders.open_order, orders.record_stage, orders.mark_paid, orders.deliver_keys, orders.release_stock,
+        orders.reserve_again, orders.refund_keys, orders.issue_coupon,
+        payments.create_payment, payments.query_payment, payments.close_payment, payments.refund_payment,
+        notify.send_delivery_email,
+    ]
+
+
+def build_worker(client: Client, *, activities: Sequence[Callable], task_queue: str = contract.TASK_QUEUE) -> Worker:
+    return Worker(client, task_queue=task_queue, workflows=list(WORKFLOWS), activities=list(activities),
+                  max_concurrent_activities=100)
 
 
 async def run_worker(settings: Settings) -> None:
@@ -48,8 +47,8 @@ async def run_worker(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     client = await connect(settings, vault)
     gateways = build_gateways(settings)
-    worker = build_worker(client, settings=settings, sessionmaker=make_sessionmaker(engine), vault=vault,
-                          gateways=gateways)
+    worker = build_worker(client, activities=saga_activities(
+        settings=settings, sessionmaker=make_sessionmaker(engine), vault=vault, gateways=gateways))
     logging.getLogger("miaofa.worker").info("worker polling task queue %s", contract.TASK_QUEUE)
     try:
         await worker.run()

@@ -4,7 +4,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import temporalio.activity
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import WorkflowEnvironment
 
@@ -21,7 +22,11 @@ from miaofa.gateways.registry import build_gateways
 from miaofa.settings import Settings
 from miaofa.vault import Vault
 from tests.servers import bind, serve
-from worker import build_worker
+from worker import build_worker, saga_activities
+
+
+def activity_name(fn: Callable) -> str:
+    return temporalio.activity._Definition.must_from_callable(fn).name
 
 HISTORIES = Path(__file__).parent / "histories"
 ADMIN_TOKEN = "adm_test_token_0123456789"
@@ -118,15 +123,20 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(env: WorkflowEnvironment, sessionmaker: async_sessionmaker[AsyncSession],
-                        sim_url: str, **settings: Any) -> AsyncIterator[Stack]:
+                        sim_url: str, replace_activities: Sequence[Callable] = (),
+                        **settings: Any) -> AsyncIterator[Stack]:
+    """replace_activities: stand-ins registered under a real activity's name (e.g. a failing one)."""
     sock = bind()
     config = Settings(api_port=sock.getsockname()[1], admin_token=ADMIN_TOKEN, support_token=SUPPORT_TOKEN,
                       sim_url=sim_url, **settings)
     task_queue = f"tq-{uuid.uuid4()}"
     app = create_app(config, temporal=env.client, task_queue=task_queue)
     gateways = build_gateways(config)
-    worker = build_worker(env.client, settings=config, sessionmaker=sessionmaker, vault=Vault(config.vault_key),
-                          gateways=gateways, task_queue=task_queue)
+    activities = saga_activities(settings=config, sessionmaker=sessionmaker, vault=Vault(config.vault_key),
+                                 gateways=gateways)
+    replaced = {activity_name(fn) for fn in replace_activities}
+    activities = [fn for fn in activities if activity_name(fn) not in replaced] + list(replace_activities)
+    worker = build_worker(env.client, activities=activities, task_queue=task_queue)
     async with worker, serve(app, sock) as url, httpx.AsyncClient(base_url=url, timeout=30) as http, \
             httpx.AsyncClient(base_url=sim_url, timeout=10) as sim:
         try:

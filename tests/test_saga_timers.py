@@ -138,3 +138,46 @@ async def test_on_time_delivery_earns_no_coupon(ts_stack: Stack) -> None:
             break
         await asyncio.sleep(0.05)
     assert (state.status, state.coupon_issued, state.delivery_late) == ("delivered", False, False)
+
+
+async def test_sla_timer_fires_while_delivery_is_still_retrying(ts_env, sessionmaker, sim_url, database_url,
+                                                                smtp) -> None:
+    from temporalio import activity
+
+    from activities.orders import OrderActivities
+    from miaofa import steps
+    from tests.conftest import _settings
+    from tests.stack import running_stack
+
+    real = OrderActivities(sessionmaker)
+    database_down = True
+
+    @activity.defn(name=steps.DELIVER_KEYS)
+    async def deliver_keys(step: steps.DeliverStep) -> steps.Delivered:
+        # Stands in for a database outage: delivery fails until the test lets it through.
+        if database_down:
+            raise RuntimeError("database unavailable (simulated)")
+        return await real.deliver_keys(step)
+
+    async with running_stack(ts_env, sessionmaker, sim_url, replace_activities=[deliver_keys],
+                             **_settings(database_url, smtp[0])) as stack:
+        sku = await stack.product(1, sla=60)
+        order = await stack.ordered(sku)
+        await stack.pay(order)
+        await stack.wait_status(order, "paid")
+        await stack.env.sleep(timedelta(seconds=61))  # the SLA passes with delivery still failing
+        for _ in range(200):
+            view = await stack.view(order)
+            if view["coupon"]:
+                break
+            await asyncio.sleep(0.05)
+        assert view["status"] == "paid" and view["keys"] == []
+        assert view["coupon"]["percent_off"] == 10
+        coupon_stage = [e for e in view["timeline"] if e["stage"] == "coupon"]
+        assert coupon_stage[0]["detail"] == {"reason": "sla_timer"}
+
+        database_down = False
+        await stack.env.sleep(timedelta(seconds=15))  # the next retry delivers
+        view = await stack.wait_status(order, "delivered")
+        assert len(view["keys"]) == 1
+        assert len([e for e in view["timeline"] if e["stage"] == "coupon"]) == 1  # one coupon, not two
