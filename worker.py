@@ -17,7 +17,7 @@ from miaofa.gateways.base import Gateway
 from miaofa.gateways.registry import build_gateways
 from miaofa.mailer import Mailer
 from miaofa.settings import Settings, get_settings
-from miaofa.temporal import connect
+from miaofa.temporal import connect, metrics_runtime
 from miaofa.vault import Vault
 from workflows.order import OrderWorkflow
 
@@ -45,7 +45,8 @@ def build_worker(client: Client, *, activities: Sequence[Callable], task_queue: 
 async def run_worker(settings: Settings) -> None:
     vault = Vault(settings.vault_key)
     engine = make_engine(settings.database_url)
-    client = await connect(settings, vault)
+    runtime = metrics_runtime(settings.worker_metrics_address) if settings.worker_metrics_address else None
+    client = await connect(settings, vault, runtime)
     gateways = build_gateways(settings)
     worker = build_worker(client, activities=saga_activities(
         settings=settings, sessionmaker=make_sessionmaker(engine), vault=vault, gateways=gateways))

@@ -6,6 +6,7 @@ from temporalio.client import (
     RPCError,
     WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -53,6 +54,9 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
             OrderWorkflow.open_order, start_workflow_operation=start, id="open")
     except WorkflowAlreadyStartedError:
         return None
+    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+        raise Unavailable("the order is taking too long to open; try again with the same Idempotency-Key",
+                          error="order_timeout") from exc
     except RPCError as exc:
         if exc.status == RPCStatusCode.ALREADY_EXISTS:
             return None

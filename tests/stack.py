@@ -41,6 +41,7 @@ class Stack:
     sim: httpx.AsyncClient
     sessionmaker: async_sessionmaker[AsyncSession]
     task_queue: str
+    app: Any = None
 
     @property
     def vault(self) -> Vault:
@@ -140,7 +141,7 @@ async def running_stack(env: WorkflowEnvironment, sessionmaker: async_sessionmak
     async with worker, serve(app, sock) as url, httpx.AsyncClient(base_url=url, timeout=30) as http, \
             httpx.AsyncClient(base_url=sim_url, timeout=10) as sim:
         try:
-            yield Stack(config, env, http, sim, sessionmaker, task_queue)
+            yield Stack(config, env, http, sim, sessionmaker, task_queue, app)
         finally:
             for gateway in gateways.values():
                 await gateway.aclose()  # type: ignore[attr-defined]

@@ -22,7 +22,8 @@ def _env(data_dir: Path) -> dict[str, str]:
     api, sim = free_port(), free_port()
     env.update(MIAOFA_DATA_DIR=str(data_dir), MIAOFA_API_PORT=str(api), MIAOFA_SIM_PORT=str(sim),
                MIAOFA_SIM_URL=f"http://127.0.0.1:{sim}", MIAOFA_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
-               MIAOFA_TEMPORAL_UI_PORT=str(free_port()), MIAOFA_PG_PORT=str(free_port()))
+               MIAOFA_TEMPORAL_UI_PORT=str(free_port()), MIAOFA_PG_PORT=str(free_port()),
+               MIAOFA_WORKER_METRICS_ADDRESS=f"127.0.0.1:{free_port()}")
     return env
 
 
@@ -58,6 +59,8 @@ def test_up_runs_the_shop_and_stops_cleanly(tmp_path: Path) -> None:
     try:
         _wait_healthy(proc, f"{api}/healthz")
         assert httpx.get(f"http://127.0.0.1:{env['MIAOFA_TEMPORAL_UI_PORT']}/", timeout=5).status_code == 200
+        worker_metrics = httpx.get(f"http://{env['MIAOFA_WORKER_METRICS_ADDRESS']}/metrics", timeout=5)
+        assert "temporal_" in worker_metrics.text
         products = httpx.get(f"{api}/products").json()
         assert [(p["sku"], p["available"]) for p in products] == [("demo-gift-card", 100)]
 

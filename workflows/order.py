@@ -134,7 +134,8 @@ class OrderWorkflow:
         else:
             if snapshot.status == "paid":
                 self._on_paid(self._notice_from(snapshot, "close"))
-                return
+                if self._paid is not None:  # keep the reservation: this payment gets its keys
+                    return
         await self._release(status)
 
     async def _watch_for_late_payment(self) -> bool:

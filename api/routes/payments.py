@@ -5,7 +5,7 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api import orders_flow
+from api import metrics, orders_flow
 from api.deps import StateDep
 from miaofa import contract as c
 from miaofa.db.models import NotifyLog, Order, Payment
@@ -36,6 +36,7 @@ async def payment_notify(gateway: str, request: Request, state: StateDep) -> Res
         async with state.sessionmaker.begin() as session:
             session.add(entry)
         log.info("notify from %s: %s (%s)", gateway, outcome, detail)
+        metrics.NOTIFIES.labels(gateway, outcome).inc()
         return _reply(ack)
 
     try:

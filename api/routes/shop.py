@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from api import orders_flow
+from api import metrics, orders_flow
 from api.deps import SessionDep, StateDep
 from api.state import State
 from miaofa import catalog, contract as c, coupons, inventory, orders
@@ -56,6 +56,7 @@ async def create_order(body: OrderCreate, state: StateDep,
     order_id = (state.vault.idempotent_order_id(body.email, idempotency_key) if idempotency_key
                 else uuid.uuid4().hex[:20])
     if not idempotency_key and state.hot.known_empty(product.id, body.quantity):
+        metrics.ORDERS.labels("sold_out_hint").inc()
         raise Conflict("this product is sold out", error="sold_out")
     timing = state.settings
     order = c.OrderInput(
@@ -68,6 +69,7 @@ async def create_order(body: OrderCreate, state: StateDep,
                         poll_interval_seconds=timing.poll_interval_seconds,
                         late_payment_watch_seconds=timing.late_payment_watch_seconds))
     opened = await orders_flow.open_order(state, order)
+    metrics.ORDERS.labels(opened.outcome if opened else "replayed").inc()
     if opened is None:
         return await _existing_order(state, order_id)
     if opened.outcome == c.SOLD_OUT:

@@ -1,0 +1,85 @@
+"""The buyer's API around the saga: the stock hint, live events, coupons, metrics, bad input."""
+
+import asyncio
+import json
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import event
+
+from miaofa.db.models import Coupon
+from tests.stack import Stack
+
+
+async def test_sold_out_is_answered_from_memory(dev_stack: Stack) -> None:
+    sku = await dev_stack.product(1)
+    await dev_stack.ordered(sku)
+    first = await dev_stack.order(sku, email="second@example.com")  # learns the product is empty
+    assert (first.status_code, first.json()["error"]) == (409, "sold_out")
+    statements: list[str] = []
+    engine = dev_stack.app.state.miaofa.engine.sync_engine
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        again = await dev_stack.order(sku, email="third@example.com")
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert (again.status_code, again.json()) == (409, {"error": "sold_out", "detail": "this product is sold out"})
+    assert statements == []
+
+
+async def test_order_events_stream_status_changes(dev_stack: Stack) -> None:
+    sku = await dev_stack.product(1)
+    order = await dev_stack.ordered(sku)
+    statuses: list[str] = []
+
+    async def listen() -> None:
+        async with dev_stack.http.stream("GET", f"/orders/{order['order_id']}/events",
+                                         headers={"X-Order-Token": order["access_token"]}) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    statuses.append(json.loads(line[6:])["status"])
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.3)
+    await dev_stack.pay(order)
+    await asyncio.wait_for(listener, timeout=15)  # the stream ends once the order is delivered
+    assert statuses[0] == "awaiting_payment" and statuses[-1] == "delivered"
+    forbidden = await dev_stack.http.get(f"/orders/{order['order_id']}/events", headers={"X-Order-Token": "no"})
+    assert forbidden.status_code == 404
+
+
+async def test_expired_coupon_is_refused(dev_stack: Stack) -> None:
+    async with dev_stack.sessionmaker.begin() as session:
+        session.add(Coupon(code="MF-EXPIREDTEST", percent_off=10,
+                           expires_at=datetime.now(timezone.utc) - timedelta(minutes=1)))
+    sku = await dev_stack.product(1)
+    answer = await dev_stack.order(sku, coupon_code="MF-EXPIREDTEST")
+    assert answer.status_code == 422
+    assert answer.json() == {"error": "coupon_expired", "detail": "this coupon has expired"}
+    assert await dev_stack.stock(sku) == {"available": 1, "reserved": 0, "sold": 0, "refunded": 0}
+
+
+async def test_bad_order_input_gets_clear_errors(dev_stack: Stack) -> None:
+    sku = await dev_stack.product(1)
+    cases = [({"sku": sku, "quantity": 0, "email": "a@b.co"}, 422, "invalid_input"),
+             ({"sku": sku, "quantity": 1, "email": "not-an-email"}, 422, "invalid_input"),
+             ({"sku": sku, "quantity": 1, "email": "a@b.co", "gateway": "paypal"}, 422, "unknown_gateway"),
+             ({"sku": "no-such-sku", "quantity": 1, "email": "a@b.co"}, 404, "unknown_product")]
+    for body, status, error in cases:
+        answer = await dev_stack.http.post("/orders", json=body)
+        assert (answer.status_code, answer.json()["error"]) == (status, error), body
+    assert await dev_stack.stock(sku) == {"available": 1, "reserved": 0, "sold": 0, "refunded": 0}
+    unknown = await dev_stack.http.get("/orders/nosuchorder", headers={"X-Order-Token": "whatever"})
+    assert unknown.status_code == 404 and unknown.json()["error"] == "order_not_found"
+
+
+async def test_metrics_count_orders_and_notifies(dev_stack: Stack) -> None:
+    sku = await dev_stack.product(1)
+    order = await dev_stack.ordered(sku)
+    await dev_stack.pay(order)
+    await dev_stack.wait_status(order, "delivered")
+    text = (await dev_stack.http.get("/metrics")).text
+    assert 'miaofa_orders_opened_total{outcome="created"}' in text
+    assert 'miaofa_notifies_total{gateway="simulator",outcome="accepted"}' in text
+    assert 'miaofa_http_requests_total{method="POST",route="/orders",status="201"}' in text
