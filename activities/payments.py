@@ -1,5 +1,7 @@
 """Gateway side effects: create, query, close and refund payments."""
 
+from collections.abc import Awaitable
+
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -10,10 +12,6 @@ from miaofa import steps as s
 from miaofa import contract as c
 from miaofa.db.models import Payment
 from miaofa.gateways.base import Gateway, GatewayError, PaymentRequest, PaymentState
-
-
-def _snapshot(state: PaymentState) -> s.PaymentSnapshot:
-    return s.PaymentSnapshot(state.status, state.amount_cents, state.currency, state.paid_at)
 
 
 def _unreachable(exc: GatewayError) -> ApplicationError:
@@ -55,25 +53,21 @@ class PaymentActivities:
 
     @activity.defn(name=s.QUERY_PAYMENT)
     async def query_payment(self, step: s.GatewayStep) -> s.PaymentSnapshot:
-        try:
-            state = await self._gateway(step.gateway).query(step.payment_id, step.order_id, step.channel)  # type: ignore[arg-type]
-        except GatewayError as exc:
-            raise _unreachable(exc) from exc
-        return _snapshot(state)
+        return await _answer(self._gateway(step.gateway).query(step.payment_id, step.order_id, step.channel))  # type: ignore[arg-type]
 
     @activity.defn(name=s.CLOSE_PAYMENT)
     async def close_payment(self, step: s.GatewayStep) -> s.PaymentSnapshot:
-        try:
-            state = await self._gateway(step.gateway).close(step.payment_id, step.order_id)
-        except GatewayError as exc:
-            raise _unreachable(exc) from exc
-        return _snapshot(state)
+        return await _answer(self._gateway(step.gateway).close(step.payment_id, step.order_id))
 
     @activity.defn(name=s.REFUND_PAYMENT)
     async def refund_payment(self, step: s.RefundStep) -> s.PaymentSnapshot:
-        try:
-            state = await self._gateway(step.gateway).refund(step.payment_id, step.order_id, step.amount_cents,
-                                                             step.refund_id)
-        except GatewayError as exc:
-            raise _unreachable(exc) from exc
-        return _snapshot(state)
+        return await _answer(self._gateway(step.gateway).refund(step.payment_id, step.order_id, step.amount_cents,
+                                                                step.refund_id))
+
+
+async def _answer(call: Awaitable[PaymentState]) -> s.PaymentSnapshot:
+    try:
+        state = await call
+    except GatewayError as exc:
+        raise _unreachable(exc) from exc
+    return s.PaymentSnapshot(state.status, state.amount_cents, state.currency, state.paid_at)

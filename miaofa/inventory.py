@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa.db.models import CardKey
@@ -20,7 +19,7 @@ from miaofa.errors import InvalidInput
 from miaofa.vault import Vault
 
 MAX_KEY_LENGTH = 512
-INSERT_BATCH = 2000
+IMPORT_BATCH = 10_000
 CSV_KEY_COLUMNS = ("key", "code", "card_key", "secret", "卡密")
 
 
@@ -96,21 +95,31 @@ def _check_length(key: str, line: int) -> None:
 
 async def import_keys(session: AsyncSession, vault: Vault, product_id: int, keys: list[str],
                       on_progress: Callable[[int, int], None] | None = None) -> ImportResult:
-    """Insert new keys; a key already in the store (any product) or repeated in the file is a duplicate."""
+    """Insert new keys; a key already in the store (any product) or repeated in the file is a duplicate.
+
+    Rows are COPYed into a temporary table and moved with one INSERT … ON CONFLICT DO NOTHING per
+    batch: about ten times faster than multi-row INSERTs, and still one transaction.
+    """
     unique: dict[bytes, str] = {}
     for key in keys:
         unique.setdefault(vault.key_hash(key), key)
-    imported = 0
     items = list(unique.items())
-    for start in range(0, len(items), INSERT_BATCH):
-        batch = items[start : start + INSERT_BATCH]
-        rows = [{"product_id": product_id, "ciphertext": vault.encrypt(key), "key_hash": digest}
-                for digest, key in batch]
-        inserted = await session.scalars(
-            insert(CardKey).values(rows).on_conflict_do_nothing(index_elements=["key_hash"]).returning(CardKey.id))
-        imported += len(inserted.all())
+    connection = await (await session.connection()).get_raw_connection()
+    pg = connection.driver_connection  # asyncpg, for COPY
+    await pg.execute("CREATE TEMP TABLE IF NOT EXISTS key_import (ciphertext bytea, key_hash bytea) ON COMMIT DROP")
+    imported = 0
+    for start in range(0, len(items), IMPORT_BATCH):
+        batch = items[start : start + IMPORT_BATCH]
+        await pg.copy_records_to_table("key_import", columns=["ciphertext", "key_hash"],
+                                       records=[(vault.encrypt(key), digest) for digest, key in batch])
+        status = await pg.execute(
+            "INSERT INTO card_keys (product_id, ciphertext, key_hash, status) "
+            "SELECT $1, ciphertext, key_hash, 'available' FROM key_import "
+            "ON CONFLICT (key_hash) DO NOTHING", product_id)
+        await pg.execute("TRUNCATE key_import")
+        imported += int(status.rsplit(" ", 1)[1])  # "INSERT 0 <rows>"
         if on_progress:
-            on_progress(min(start + INSERT_BATCH, len(items)), len(items))
+            on_progress(min(start + IMPORT_BATCH, len(items)), len(items))
     return ImportResult(imported=imported, duplicates=len(keys) - imported)
 
 

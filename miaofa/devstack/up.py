@@ -41,8 +41,20 @@ def _wait_healthy(url: str, children: dict[str, subprocess.Popen], timeout: floa
     raise TimeoutError(f"{url} was not healthy within {timeout:.0f} s")
 
 
+def _check_ports_free(settings: Settings, own_database: bool) -> None:
+    ports = {"API": settings.api_port, "simulator": settings.sim_port,
+             "Temporal": int(settings.temporal_address.rsplit(":", 1)[1]), "Temporal UI": settings.temporal_ui_port}
+    if own_database:
+        ports["PostgreSQL"] = settings.pg_port
+    for name, port in ports.items():
+        if procs.port_open("127.0.0.1", port):
+            raise RuntimeError(f"port {port} ({name}) is already in use; is another `miaofa up` running?")
+
+
 def run_up(settings: Settings) -> int:
     started = time.monotonic()
+    # A shell starts background jobs with SIGINT ignored; `kill -INT` must still stop the shop.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     own_database = not os.environ.get("MIAOFA_DATABASE_URL")
     settings = with_dev_defaults(settings, create=True)
@@ -52,6 +64,7 @@ def run_up(settings: Settings) -> int:
     postgres: LocalPostgres | None = None
     code = 0
     try:
+        _check_ports_free(settings, own_database)
         if own_database:
             console.print("Starting PostgreSQL…")
             postgres = LocalPostgres(data / "postgres", settings.pg_port, logs / "postgres.log")
