@@ -83,3 +83,16 @@ async def test_metrics_count_orders_and_notifies(dev_stack: Stack) -> None:
     assert 'miaofa_orders_opened_total{outcome="created"}' in text
     assert 'miaofa_notifies_total{gateway="simulator",outcome="accepted"}' in text
     assert 'miaofa_http_requests_total{method="POST",route="/orders",status="201"}' in text
+
+
+async def test_a_fully_discounted_order_is_delivered_without_payment(dev_stack: Stack) -> None:
+    async with dev_stack.sessionmaker.begin() as session:
+        session.add(Coupon(code="MF-FREEORDER1", percent_off=100,
+                           expires_at=datetime.now(timezone.utc) + timedelta(days=1)))
+    sku = await dev_stack.product(["FREE-KEY-0001"])
+    order = await dev_stack.ordered(sku, coupon_code="MF-FREEORDER1")
+    assert (order["amount_cents"], order["payment"]) == (0, None)
+    view = await dev_stack.wait_status(order, "delivered")
+    assert view["keys"] == ["FREE-KEY-0001"]
+    refund = await dev_stack.http.post(f"/support/orders/{order['order_id']}/refund", headers=dev_stack.support)
+    assert (refund.status_code, refund.json()["detail"]) == (409, "this order was free; there is no payment to refund")

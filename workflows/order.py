@@ -262,6 +262,8 @@ class OrderWorkflow:
         if self._status != c.DELIVERED:
             raise ApplicationError(f"only delivered orders can be refunded; this one is {self._status or 'new'}",
                                    type="NotRefundable")
+        if self._payment is None:
+            raise ApplicationError("this order was free; there is no payment to refund", type="NotRefundable")
 
     @workflow.update(name=c.RESEND_UPDATE)
     async def resend(self, request: c.SupportRequest) -> c.SupportResult:

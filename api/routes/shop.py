@@ -81,13 +81,14 @@ async def create_order(body: OrderCreate, state: StateDep,
     if opened.outcome == c.GATEWAY_UNAVAILABLE:
         raise Unavailable(opened.detail, error="gateway_unavailable")
     state.hot.took(product.id, body.quantity)
-    assert opened.payment is not None and opened.expires_at is not None
+    assert opened.expires_at is not None
+    payment = opened.payment  # None when a coupon made the order free: nothing to pay
     return JSONResponse(status_code=201, content={
         "order_id": order_id, "access_token": state.vault.order_token(order_id), "status": opened.status,
         "amount_cents": opened.amount_cents, "currency": opened.currency,
         "expires_at": opened.expires_at.isoformat(),
-        "payment": {"gateway": opened.payment.gateway, "payment_id": opened.payment.payment_id,
-                    "pay_url": opened.payment.pay_url}})
+        "payment": None if payment is None else {
+            "gateway": payment.gateway, "payment_id": payment.payment_id, "pay_url": payment.pay_url}})
 
 
 async def _existing_order(state: State, order_id: str) -> JSONResponse:
