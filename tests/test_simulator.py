@@ -13,7 +13,6 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
