@@ -136,7 +136,7 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
-def _settings(database_url: str, smtp_url: str, **timing) -> dict:
+def stack_settings(database_url: str, smtp_url: str, **timing) -> dict:
     return dict(database_url=database_url, vault_key=TEST_VAULT_KEY, sim_secret=SIM_SECRET,
                 sim_merchant_id=SIM_MERCHANT, smtp_url=smtp_url, **timing)
 
@@ -144,7 +144,7 @@ def _settings(database_url: str, smtp_url: str, **timing) -> dict:
 @pytest.fixture(scope="session")
 async def dev_stack(dev_env, sessionmaker, sim_url, database_url, smtp) -> AsyncIterator[Stack]:
     """Short clocks, real time: for Updates, concurrency and notify behaviour."""
-    async with running_stack(dev_env, sessionmaker, sim_url, **_settings(
+    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(
             database_url, smtp[0], payment_window_seconds=30, callback_grace_seconds=1, poll_interval_seconds=1,
             late_payment_watch_seconds=60)) as stack:
         yield stack
@@ -153,7 +153,7 @@ async def dev_stack(dev_env, sessionmaker, sim_url, database_url, smtp) -> Async
 @pytest.fixture(scope="session")
 async def ts_stack(ts_env, sessionmaker, sim_url, database_url, smtp) -> AsyncIterator[Stack]:
     """The default clocks (15 s grace, 900 s window), skipped through by the test server."""
-    async with running_stack(ts_env, sessionmaker, sim_url, **_settings(
+    async with running_stack(ts_env, sessionmaker, sim_url, **stack_settings(
             database_url, smtp[0], late_payment_watch_seconds=3600)) as stack:
         yield stack
 

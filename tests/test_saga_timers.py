@@ -146,7 +146,7 @@ async def test_sla_timer_fires_while_delivery_is_still_retrying(ts_env, sessionm
 
     from activities.orders import OrderActivities
     from miaofa import steps
-    from tests.conftest import _settings
+    from tests.conftest import stack_settings
     from tests.stack import running_stack
 
     real = OrderActivities(sessionmaker)
@@ -160,7 +160,7 @@ async def test_sla_timer_fires_while_delivery_is_still_retrying(ts_env, sessionm
         return await real.deliver_keys(step)
 
     async with running_stack(ts_env, sessionmaker, sim_url, replace_activities=[deliver_keys],
-                             **_settings(database_url, smtp[0])) as stack:
+                             **stack_settings(database_url, smtp[0])) as stack:
         sku = await stack.product(1, sla=60)
         order = await stack.ordered(sku)
         await stack.pay(order)
