@@ -3,6 +3,7 @@
 import asyncio
 from collections import Counter
 
+from miaofa.contract import SA_AMOUNT_CENTS
 from tests.stack import Stack
 
 
@@ -34,6 +35,8 @@ async def test_a_coupon_is_redeemed_once_under_a_race(dev_stack: Stack) -> None:
                                      for i in range(10)))
     created = [answer.json() for answer in answers if answer.status_code == 201]
     assert [order["amount_cents"] for order in created] == [500]
+    described = await dev_stack.handle(created[0]).describe()
+    assert described.typed_search_attributes.get(SA_AMOUNT_CENTS) == 500  # ops see what is really charged
     assert {answer.json()["error"] for answer in answers if answer.status_code != 201} == {"coupon_used"}
     assert await dev_stack.stock(sku) == {"available": 9, "reserved": 1, "sold": 0, "refunded": 0}
 

@@ -9,7 +9,7 @@ import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from miaofa import contract as c
@@ -53,7 +53,7 @@ class OrderWorkflow:
             self._opened = c.OpenOrderResult(outcome=opened.outcome, order_id=order.order_id, detail=opened.detail)
             return opened.outcome
         self._amount_cents = opened.amount_cents
-        await self._set_status(c.AWAITING_PAYMENT)
+        await self._set_status(c.AWAITING_PAYMENT, c.SA_AMOUNT_CENTS.value_set(self._amount_cents))  # after any coupon
 
         if self._amount_cents > 0:
             try:
@@ -355,10 +355,10 @@ class OrderWorkflow:
         await workflow.execute_local_activity(
             s.RECORD_STAGE, step, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
 
-    async def _set_status(self, status: str) -> None:
+    async def _set_status(self, status: str, *also: SearchAttributeUpdate) -> None:
         self._status = status
         self._stages.append(status)
-        workflow.upsert_search_attributes([c.SA_ORDER_STATUS.value_set(status)])
+        workflow.upsert_search_attributes([c.SA_ORDER_STATUS.value_set(status), *also])
 
     @staticmethod
     async def _wait_until(condition, until: datetime) -> None:
