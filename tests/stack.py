@@ -124,13 +124,13 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(env: WorkflowEnvironment, sessionmaker: async_sessionmaker[AsyncSession],
-                        sim_url: str, replace_activities: Sequence[Callable] = (),
+                        sim_url: str, replace_activities: Sequence[Callable] = (), task_queue: str | None = None,
                         **settings: Any) -> AsyncIterator[Stack]:
     """replace_activities: stand-ins registered under a real activity's name (e.g. a failing one)."""
     sock = bind()
     config = Settings(api_port=sock.getsockname()[1], admin_token=ADMIN_TOKEN, support_token=SUPPORT_TOKEN,
                       sim_url=sim_url, **settings)
-    task_queue = f"tq-{uuid.uuid4()}"
+    task_queue = task_queue or f"tq-{uuid.uuid4()}"
     app = create_app(config, temporal=env.client, task_queue=task_queue)
     gateways = build_gateways(config)
     activities = saga_activities(settings=config, sessionmaker=sessionmaker, vault=Vault(config.vault_key),
