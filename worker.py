@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.notify import NotifyActivities
 from activities.orders import OrderActivities
@@ -22,6 +23,10 @@ from miaofa.vault import Vault
 from workflows.order import OrderWorkflow
 
 WORKFLOWS: Sequence[type] = (OrderWorkflow,)
+# The contract and step types are plain, side-effect-free data: importing them once, instead of
+# again in every workflow's sandbox, makes starting an order cheaper.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("miaofa.contract", "miaofa.steps"))
 
 
 def saga_activities(*, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault,
@@ -39,7 +44,7 @@ def saga_activities(*, settings: Settings, sessionmaker: async_sessionmaker[Asyn
 
 def build_worker(client: Client, *, activities: Sequence[Callable], task_queue: str = contract.TASK_QUEUE) -> Worker:
     return Worker(client, task_queue=task_queue, workflows=list(WORKFLOWS), activities=list(activities),
-                  max_concurrent_activities=100)
+                  max_concurrent_activities=100, workflow_runner=WORKFLOW_RUNNER)
 
 
 async def run_worker(settings: Settings) -> None:

@@ -103,7 +103,7 @@ class Stack:
                 return view
             if time.monotonic() > deadline:
                 raise AssertionError(f"order stayed {view['status']!r}, expected {status!r}: {view['timeline']}")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
 
     async def stock(self, sku: str) -> dict[str, int]:
         response = await self.http.get(f"/admin/products/{sku}/stock", headers=self.admin)
