@@ -94,7 +94,10 @@ def sim() -> None:
 
     settings = _settings()
     _logging(settings)
-    uvicorn.run(create_app(settings.sim_merchant_id, settings.sim_secret, settings.sim_public_url or settings.sim_url),
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings.sim_merchant_id, settings.sim_secret, settings.sim_public_url or settings.sim_url,
+                     state_file=settings.data_dir / "simulator.json")
+    uvicorn.run(app,
                 host=settings.sim_host, port=settings.sim_port, log_level="warning", access_log=False)
 
 

@@ -547,3 +547,26 @@ async def test_control_state_round_trip(env: Env) -> None:
     reset = (await env.http.post(f"{url}/reset")).json()
     assert reset["notify"] == "normal" and reset["duplicate"] is False
     assert (await env.http.get(f"{env.sim_url}/healthz")).json() == {"status": "ok"}
+
+
+async def test_books_survive_a_restart(tmp_path) -> None:
+    state = tmp_path / "simulator.json"
+    first = create_app(MERCHANT, SECRET, "http://sim.test", state_file=state)
+    transport = httpx.ASGITransport(app=first)
+    auth = {"Authorization": f"Bearer {SECRET}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://sim.test") as http:
+        created = (await http.post("/api/payments", headers=auth, json={
+            "merchant_id": MERCHANT, "order_id": "o-persist", "amount_cents": 990, "currency": "CNY",
+            "subject": "x", "notify_url": "http://127.0.0.1:9/notify", "expires_at": "2030-01-01T00:00:00+00:00",
+        })).json()
+        await http.post("/control", json={"notify": "drop"})
+        assert (await http.post(f"/pay/{created['payment_id']}")).status_code == 200
+    second = create_app(MERCHANT, SECRET, "http://sim.test", state_file=state)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=second), base_url="http://sim.test") as http:
+        found = (await http.get(f"/api/payments/{created['payment_id']}", headers=auth)).json()
+        again = (await http.post("/api/payments", headers=auth, json={
+            "merchant_id": MERCHANT, "order_id": "o-persist", "amount_cents": 990, "currency": "CNY",
+            "subject": "x", "notify_url": "http://127.0.0.1:9/notify", "expires_at": "2030-01-01T00:00:00+00:00",
+        })).json()
+    assert (found["status"], found["amount_cents"], found["order_id"]) == ("paid", 990, "o-persist")
+    assert again["payment_id"] == created["payment_id"]

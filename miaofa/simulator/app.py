@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -94,9 +95,11 @@ def create_app(
     *,
     retry_delays: Sequence[float] = NOTIFY_RETRY_DELAYS,
     rng: Callable[[], float] = random.random,
+    state_file: Path | None = None,
 ) -> FastAPI:
-    """The simulator as an ASGI app. `retry_delays` and `rng` exist so tests can be fast and exact."""
-    sim = Simulator(merchant_id, secret, public_url, retry_delays, rng)
+    """The simulator as an ASGI app. `retry_delays` and `rng` exist so tests can be fast and exact;
+    with `state_file` its books survive a restart."""
+    sim = Simulator(merchant_id, secret, public_url, retry_delays, rng, state_file)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -158,6 +161,7 @@ def create_app(
                 )
                 sim.payments[payment.payment_id] = payment
                 sim.by_order[payment.order_id] = payment.payment_id
+                sim.save()
                 status_code = 201
         content = {"payment_id": payment.payment_id, "pay_url": sim.pay_url(payment), "status": payment.status}
         return JSONResponse(content, status_code=status_code)
@@ -184,6 +188,7 @@ def create_app(
             # Paid (or refunded) wins: the caller sees that state and learns it lost the race.
             if payment.status == "pending":
                 payment.status = "closed"
+                sim.save()
             return payment.state()
 
     @app.post("/api/payments/{payment_id}/refund")
@@ -199,6 +204,7 @@ def create_app(
             if body.amount_cents > payment.amount_cents:
                 raise SimError(422, "invalid_request", "refund exceeds the paid amount")
             payment.status = "refunded"
+            sim.save()
             payment.refund_id = body.refund_id
             payment.refund_cents = body.amount_cents
             sim.schedule_notify(payment)
@@ -242,6 +248,7 @@ def create_app(
             if payment.status == "paid":
                 raise SimError(409, "already_paid", "payment is already paid")
             payment.status = "paid"
+            sim.save()
             payment.paid_at = paid_at
             sim.schedule_notify(payment)
         return {"payment_id": payment.payment_id, "status": payment.status, "paid_at": paid_at.isoformat()}

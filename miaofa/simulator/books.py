@@ -5,8 +5,9 @@ import json
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -100,6 +101,7 @@ class Simulator:
         public_url: str,
         retry_delays: Sequence[float],
         rng: Callable[[], float],
+        state_file: Path | None = None,
     ) -> None:
         self.merchant_id = merchant_id
         self.secret = secret
@@ -114,6 +116,29 @@ class Simulator:
         self.control = Control()
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        self.state_file = state_file
+        self._load()
+
+    # -- persistence: a gateway does not forget payments when it restarts --
+
+    def _load(self) -> None:
+        if self.state_file is None or not self.state_file.exists():
+            return
+        for record in json.loads(self.state_file.read_text()):
+            for name in ("expires_at", "paid_at"):
+                if record[name]:
+                    record[name] = datetime.fromisoformat(record[name])
+            payment = Payment(**record)
+            self.payments[payment.payment_id] = payment
+            self.by_order[payment.order_id] = payment.payment_id
+
+    def save(self) -> None:
+        if self.state_file is None:
+            return
+        records = [asdict(p) for p in self.payments.values()]
+        temporary = self.state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(records, default=lambda v: v.isoformat()))
+        temporary.replace(self.state_file)  # atomic: a crash never leaves half a file
 
     def get(self, payment_id: str) -> Payment:
         payment = self.payments.get(payment_id)
