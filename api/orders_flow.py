@@ -1,5 +1,6 @@
 """Talking to order workflows from the API: open with Update-with-Start, signal, update, query."""
 
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import (
@@ -27,6 +28,7 @@ from workflows.order import OrderWorkflow
 log = logging.getLogger("miaofa.api.orders")
 
 
+
 def _search_attributes(order: c.OrderInput) -> TypedSearchAttributes:
     return TypedSearchAttributes([
         SearchAttributePair(c.SA_ORDER_STATUS, "new"),
@@ -51,7 +53,7 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
         search_attributes=_search_attributes(order))
     try:
         return await state.temporal.execute_update_with_start_workflow(
-            OrderWorkflow.open_order, start_workflow_operation=start, id="open")
+            OrderWorkflow.open_order, start_workflow_operation=start, id="open", rpc_timeout=_update_timeout(state))
     except WorkflowAlreadyStartedError:
         return None
     except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
@@ -62,6 +64,11 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
             return None
         log.warning("opening order failed: %s", exc)
         raise Unavailable("the order service is not answering; try again", error="temporal_unavailable") from exc
+
+
+def _update_timeout(state: State) -> timedelta:
+    # An Update waits for the workflow's answer; a stuck worker must not hold the HTTP request forever.
+    return timedelta(seconds=state.settings.update_timeout_seconds)
 
 
 def _handle(state: State, order_id: str):
@@ -84,13 +91,15 @@ async def run_update(state: State, order_id: str, update: Any, arg: Any = None, 
     handle = _handle(state, order_id)
     try:
         if arg is None:
-            return await handle.execute_update(update, id=update_id)
-        return await handle.execute_update(update, arg, id=update_id)
+            return await handle.execute_update(update, id=update_id, rpc_timeout=_update_timeout(state))
+        return await handle.execute_update(update, arg, id=update_id, rpc_timeout=_update_timeout(state))
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         reason = cause.message if isinstance(cause, ApplicationError) else str(cause)
         error = cause.type if isinstance(cause, ApplicationError) and cause.type else "refused"
         raise Conflict(reason, error=_snake(error)) from exc
+    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+        raise Unavailable("the order did not answer in time; try again", error="order_timeout") from exc
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise Conflict("this order is closed to changes (past its support window)", error="order_closed") from exc

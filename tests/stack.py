@@ -5,7 +5,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -125,7 +125,7 @@ class Stack:
 @asynccontextmanager
 async def running_stack(env: WorkflowEnvironment, sessionmaker: async_sessionmaker[AsyncSession],
                         sim_url: str, replace_activities: Sequence[Callable] = (), task_queue: str | None = None,
-                        **settings: Any) -> AsyncIterator[Stack]:
+                        start_worker: bool = True, **settings: Any) -> AsyncIterator[Stack]:
     """replace_activities: stand-ins registered under a real activity's name (e.g. a failing one)."""
     sock = bind()
     config = Settings(api_port=sock.getsockname()[1], admin_token=ADMIN_TOKEN, support_token=SUPPORT_TOKEN,
@@ -138,7 +138,7 @@ async def running_stack(env: WorkflowEnvironment, sessionmaker: async_sessionmak
     replaced = {activity_name(fn) for fn in replace_activities}
     activities = [fn for fn in activities if activity_name(fn) not in replaced] + list(replace_activities)
     worker = build_worker(env.client, activities=activities, task_queue=task_queue)
-    async with worker, serve(app, sock) as url, httpx.AsyncClient(base_url=url, timeout=30) as http, \
+    async with (worker if start_worker else nullcontext()), serve(app, sock) as url, httpx.AsyncClient(base_url=url, timeout=30) as http, \
             httpx.AsyncClient(base_url=sim_url, timeout=10) as sim:
         try:
             yield Stack(config, env, http, sim, sessionmaker, task_queue, app)

@@ -24,3 +24,14 @@ async def test_order_survives_the_worker_and_api_going_down(dev_env, sessionmake
         assert view["keys"] == ["SURVIVOR-KEY-1"]
         stages = [event["stage"] for event in view["timeline"]]
         assert "polled" in stages and "notified" not in stages
+
+
+async def test_no_worker_means_a_clear_503_not_a_hung_request(dev_env, sessionmaker, sim_url, database_url,
+                                                             smtp) -> None:
+    settings = stack_settings(database_url, smtp[0], update_timeout_seconds=1)
+    async with running_stack(dev_env, sessionmaker, sim_url, start_worker=False, **settings) as stack:
+        sku = await stack.product(1)
+        answer = await stack.order(sku)
+        assert answer.status_code == 503
+        assert answer.json()["error"] == "order_timeout"
+        assert await stack.stock(sku) == {"available": 1, "reserved": 0, "sold": 0, "refunded": 0}
