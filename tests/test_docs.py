@@ -1,0 +1,28 @@
+"""The README stays true: its settings table names every setting, and nothing else."""
+
+import re
+from pathlib import Path
+
+from miaofa.settings import Settings
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_settings_table_matches_the_settings_class() -> None:
+    section = README.read_text().split("## Settings", 1)[1].split("\n## ", 1)[0]
+    documented = set()
+    for row in section.splitlines():
+        if row.startswith("| `"):
+            documented |= {name.lower() for name in re.findall(r"`([A-Z_]+)`", row.split("|")[1])}
+    assert documented == set(Settings.model_fields)
+
+
+def test_quickstart_has_exactly_two_commands() -> None:
+    quickstart = README.read_text().split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    block = quickstart.split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    assert commands == [
+        "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/miaofa up",
+        "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest",
+    ]
+    assert commands[1].split("&& ", 1)[1] in (README.parent / ".ci" / "run").read_text()
