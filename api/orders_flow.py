@@ -50,7 +50,8 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
         OrderWorkflow.run, order, id=c.order_workflow_id(order.order_id), task_queue=state.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=_search_attributes(order))
+        search_attributes=_search_attributes(order),
+        static_summary=f"{order.quantity} × {order.sku} via {order.gateway}")  # shown in the UI; no buyer data
     try:
         return await state.temporal.execute_update_with_start_workflow(
             OrderWorkflow.open_order, start_workflow_operation=start, id="open", rpc_timeout=_update_timeout(state))

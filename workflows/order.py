@@ -359,6 +359,7 @@ class OrderWorkflow:
         self._status = status
         self._stages.append(status)
         workflow.upsert_search_attributes([c.SA_ORDER_STATUS.value_set(status), *also])
+        workflow.set_current_details(f"**{status}** — stages so far: {', '.join(self._stages)}")  # for the UI
 
     @staticmethod
     async def _wait_until(condition, until: datetime) -> None:
