@@ -7,11 +7,13 @@ from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from api import metrics, orders_flow
 from api.deps import SessionDep, StateDep
+from api.hot import ProductInfo
 from api.state import State
 from miaofa import catalog, contract as c, coupons, inventory, orders
 from miaofa.errors import Conflict, InvalidInput, NotFound, Unavailable
@@ -58,16 +60,7 @@ async def create_order(body: OrderCreate, state: StateDep,
     if not idempotency_key and state.hot.known_empty(product.id, body.quantity):
         metrics.ORDERS.labels("sold_out_hint").inc()
         raise Conflict("this product is sold out", error="sold_out")
-    timing = state.settings
-    order = c.OrderInput(
-        order_id=order_id, product_id=product.id, sku=product.sku, product_name=product.name,
-        unit_price_cents=product.price_cents, currency=product.currency, quantity=body.quantity,
-        email=body.email, buyer_hash=state.vault.buyer_hash(body.email), gateway=body.gateway,
-        delivery_sla_seconds=product.delivery_sla_seconds, coupon_code=body.coupon_code,
-        timing=c.Timing(payment_window_seconds=timing.payment_window_seconds,
-                        callback_grace_seconds=timing.callback_grace_seconds,
-                        poll_interval_seconds=timing.poll_interval_seconds,
-                        late_payment_watch_seconds=timing.late_payment_watch_seconds))
+    order = _order_input(state, product, body, order_id)
     opened = await orders_flow.open_order(state, order)
     metrics.ORDERS.labels(opened.outcome if opened else "replayed").inc()
     if opened is None:
@@ -91,6 +84,19 @@ async def create_order(body: OrderCreate, state: StateDep,
             "gateway": payment.gateway, "payment_id": payment.payment_id, "pay_url": payment.pay_url}})
 
 
+def _order_input(state: State, product: ProductInfo, body: OrderCreate, order_id: str) -> c.OrderInput:
+    settings = state.settings
+    return c.OrderInput(
+        order_id=order_id, product_id=product.id, sku=product.sku, product_name=product.name,
+        unit_price_cents=product.price_cents, currency=product.currency, quantity=body.quantity,
+        email=body.email, buyer_hash=state.vault.buyer_hash(body.email), gateway=body.gateway,
+        delivery_sla_seconds=product.delivery_sla_seconds, coupon_code=body.coupon_code,
+        timing=c.Timing(payment_window_seconds=settings.payment_window_seconds,
+                        callback_grace_seconds=settings.callback_grace_seconds,
+                        poll_interval_seconds=settings.poll_interval_seconds,
+                        late_payment_watch_seconds=settings.late_payment_watch_seconds))
+
+
 async def _existing_order(state: State, order_id: str) -> JSONResponse:
     async with state.sessionmaker() as session:
         try:
@@ -98,16 +104,10 @@ async def _existing_order(state: State, order_id: str) -> JSONResponse:
         except NotFound:
             raise Conflict("this product is sold out", error="sold_out") from None
     payment = view["payment"]
-    return JSONResponse(status_code=200, content=json.loads(json.dumps({
+    return JSONResponse(status_code=200, content=jsonable_encoder({
         "order_id": order_id, "access_token": state.vault.order_token(order_id), "status": view["status"],
         "amount_cents": view["amount_cents"], "currency": view["currency"], "expires_at": view["expires_at"],
-        "payment": payment}, default=_iso)))
-
-
-def _iso(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
+        "payment": payment}))
 
 
 def _check_token(state: State, order_id: str, token: str | None) -> None:
@@ -125,7 +125,7 @@ async def read_order(order_id: str, state: StateDep, session: SessionDep,
     """The order's status, timeline, coupon, and its keys once delivered."""
     _check_token(state, order_id, x_order_token)
     view = await orders.order_view(session, state.vault, order_id)
-    return JSONResponse(json.loads(json.dumps(view, default=_iso)), headers={"Cache-Control": "no-store"})
+    return JSONResponse(jsonable_encoder(view), headers={"Cache-Control": "no-store"})
 
 
 @router.post("/orders/{order_id}/check-payment")
