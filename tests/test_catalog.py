@@ -1,5 +1,6 @@
 """Catalog and key import through the admin API: counts, dedupe, encryption, all-or-nothing errors."""
 
+import asyncio
 import uuid
 
 from sqlalchemy import text
@@ -122,3 +123,14 @@ async def test_healthz(dev_stack: Stack) -> None:
     answer = await dev_stack.http.get("/healthz")
     assert answer.status_code == 200
     assert answer.json() == {"status": "ok", "database": "ok", "temporal": "ok"}
+
+
+async def test_concurrent_imports_of_the_same_keys_store_each_once(dev_stack: Stack) -> None:
+    sku = await _new_product(dev_stack)
+    tag = uuid.uuid4().hex[:8]
+    body = "\n".join(f"RACE-{tag}-{i:04d}" for i in range(1000))
+    answers = await asyncio.gather(*(_upload(dev_stack, sku, body) for _ in range(3)))
+    results = [answer.json() for answer in answers]
+    assert sum(r["imported"] for r in results) == 1000
+    assert sum(r["duplicates"] for r in results) == 2000
+    assert await dev_stack.stock(sku) == {"available": 1000, "reserved": 0, "sold": 0, "refunded": 0}

@@ -58,7 +58,10 @@ def test_up_runs_the_shop_and_stops_cleanly(tmp_path: Path) -> None:
     proc = subprocess.Popen(_miaofa("up"), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _wait_healthy(proc, f"{api}/healthz")
-        assert httpx.get(f"http://127.0.0.1:{env['MIAOFA_TEMPORAL_UI_PORT']}/", timeout=5).status_code == 200
+        ui = f"http://127.0.0.1:{env['MIAOFA_TEMPORAL_UI_PORT']}"
+        assert httpx.get(f"{ui}/", timeout=5).status_code == 200
+        # The UI decodes payloads through the API's codec endpoint.
+        assert httpx.get(f"{ui}/api/v1/settings", timeout=5).json()["Codec"]["Endpoint"] == f"{api}/codec"
         worker_metrics = httpx.get(f"http://{env['MIAOFA_WORKER_METRICS_ADDRESS']}/metrics", timeout=5)
         assert "temporal_" in worker_metrics.text
         products = httpx.get(f"{api}/products").json()
