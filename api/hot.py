@@ -1,7 +1,9 @@
 """Hot catalog: products and available stock kept in the API process.
 
-It lets POST /orders answer sold-out, and find the product, without a database round trip. It is a
-hint refreshed every second; the reservation in PostgreSQL stays the truth.
+It lets POST /orders find the product and answer sold-out without a database round trip. Orders
+in flight claim stock here first, so in a flash sale only as many buyers as there are keys go on
+to reserve; the rest hear "sold out" at once. It is a hint refreshed every second; the reservation
+in PostgreSQL stays the truth.
 """
 
 import asyncio
@@ -32,6 +34,7 @@ class HotCatalog:
         self._sessionmaker = sessionmaker
         self._products: dict[str, ProductInfo] = {}
         self._available: dict[int, int] = {}
+        self._in_flight: dict[int, int] = {}
         self._loaded_at = 0.0
         self._task: asyncio.Task | None = None
 
@@ -49,12 +52,20 @@ class HotCatalog:
             await self.refresh()  # a product created since the last refresh
         return self._products.get(sku)
 
-    def known_empty(self, product_id: int, quantity: int = 1) -> bool:
+    def claim(self, product_id: int, quantity: int) -> bool:
+        """Admit an order if the hint leaves stock for it; False means answer sold-out now."""
         fresh = time.monotonic() - self._loaded_at < 3 * REFRESH_SECONDS
-        return fresh and self._available.get(product_id, 0) < quantity
+        left = self._available.get(product_id, 0) - self._in_flight.get(product_id, 0)
+        if fresh and left < quantity:
+            return False
+        self._in_flight[product_id] = self._in_flight.get(product_id, 0) + quantity
+        return True
 
-    def took(self, product_id: int, quantity: int) -> None:
-        self._available[product_id] = max(0, self._available.get(product_id, 0) - quantity)
+    def settle(self, product_id: int, quantity: int, reserved: bool) -> None:
+        """The claimed order got its reservation (or did not)."""
+        self._in_flight[product_id] = max(0, self._in_flight.get(product_id, 0) - quantity)
+        if reserved:
+            self._available[product_id] = max(0, self._available.get(product_id, 0) - quantity)
 
     def sold_out(self, product_id: int) -> None:
         self._available[product_id] = 0

@@ -57,11 +57,17 @@ async def create_order(body: OrderCreate, state: StateDep,
             await coupons.check_usable(session, body.coupon_code, datetime.now(timezone.utc), product.currency)
     order_id = (state.vault.idempotent_order_id(body.email, idempotency_key) if idempotency_key
                 else uuid.uuid4().hex[:20])
-    if not idempotency_key and state.hot.known_empty(product.id, body.quantity):
+    # A replayed Idempotency-Key must reach its existing order, so it skips the admission hint.
+    if not idempotency_key and not state.hot.claim(product.id, body.quantity):
         metrics.ORDERS.labels("sold_out_hint").inc()
         raise Conflict("this product is sold out", error="sold_out")
-    order = _order_input(state, product, body, order_id)
-    opened = await orders_flow.open_order(state, order)
+    reserved = False
+    try:
+        opened = await orders_flow.open_order(state, _order_input(state, product, body, order_id))
+        reserved = opened is not None and opened.outcome == c.OPENED
+    finally:
+        if not idempotency_key:
+            state.hot.settle(product.id, body.quantity, reserved)
     metrics.ORDERS.labels(opened.outcome if opened else "replayed").inc()
     if opened is None:
         return await _existing_order(state, order_id)
@@ -73,7 +79,6 @@ async def create_order(body: OrderCreate, state: StateDep,
         raise InvalidInput(detail or "the coupon cannot be used", error=error or "invalid_coupon")
     if opened.outcome == c.GATEWAY_UNAVAILABLE:
         raise Unavailable(opened.detail, error="gateway_unavailable")
-    state.hot.took(product.id, body.quantity)
     assert opened.expires_at is not None
     payment = opened.payment  # None when a coupon made the order free: nothing to pay
     return JSONResponse(status_code=201, content={
