@@ -3,15 +3,19 @@
 import asyncio
 from collections import Counter
 
+from api.metrics import ORDERS
 from miaofa.contract import SA_AMOUNT_CENTS
 from tests.stack import Stack
 
 
 async def test_200_buyers_race_for_50_keys(dev_stack: Stack) -> None:
     sku = await dev_stack.product(50)
+    hinted = ORDERS.labels("sold_out_hint")._value.get()
     answers = await asyncio.gather(*(dev_stack.order(sku, email=f"buyer{i}@example.com") for i in range(200)))
     codes = Counter(answer.status_code for answer in answers)
     assert codes == {201: 50, 409: 150}
+    # Surplus buyers were turned away by the API's stock hint, before any workflow started.
+    assert ORDERS.labels("sold_out_hint")._value.get() - hinted == 150
     assert {answer.json()["error"] for answer in answers if answer.status_code == 409} == {"sold_out"}
     assert await dev_stack.stock(sku) == {"available": 0, "reserved": 50, "sold": 0, "refunded": 0}
 
