@@ -2,7 +2,9 @@
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -44,7 +46,8 @@ def saga_activities(*, settings: Settings, sessionmaker: async_sessionmaker[Asyn
 
 def build_worker(client: Client, *, activities: Sequence[Callable], task_queue: str = contract.TASK_QUEUE) -> Worker:
     return Worker(client, task_queue=task_queue, workflows=list(WORKFLOWS), activities=list(activities),
-                  max_concurrent_activities=100, workflow_runner=WORKFLOW_RUNNER)
+                  max_concurrent_activities=100, workflow_runner=WORKFLOW_RUNNER,
+                  graceful_shutdown_timeout=timedelta(seconds=10))  # running activities may finish
 
 
 async def run_worker(settings: Settings) -> None:
@@ -55,9 +58,16 @@ async def run_worker(settings: Settings) -> None:
     gateways = build_gateways(settings)
     worker = build_worker(client, activities=saga_activities(
         settings=settings, sessionmaker=make_sessionmaker(engine), vault=vault, gateways=gateways))
-    logging.getLogger("miaofa.worker").info("worker polling task queue %s", contract.TASK_QUEUE)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log = logging.getLogger("miaofa.worker")
     try:
-        await worker.run()
+        async with worker:  # on exit: stop polling, let running activities finish
+            log.info("worker polling task queue %s", contract.TASK_QUEUE)
+            await stop.wait()
+            log.info("worker stopping")
     finally:
         await engine.dispose()
 

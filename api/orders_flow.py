@@ -1,5 +1,6 @@
 """Talking to order workflows from the API: open with Update-with-Start, signal, update, query."""
 
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
@@ -58,6 +59,8 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
     except WorkflowAlreadyStartedError:
         return None
     except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+        with suppress(Exception):  # the start operation failed the same way; collect it quietly
+            await start.workflow_handle()
         raise Unavailable("the order is taking too long to open; try again with the same Idempotency-Key",
                           error="order_timeout") from exc
     except RPCError as exc:

@@ -1,6 +1,7 @@
 """The payload codec: round trip, pass-through, and the endpoint the Temporal UI calls."""
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
@@ -29,7 +30,7 @@ async def test_unencrypted_payloads_pass_through_and_foreign_keys_fail() -> None
         await codec.decode([foreign])
     tampered = Payload(metadata=dict(foreign.metadata), data=foreign.data[:-1] + bytes([foreign.data[-1] ^ 1]))
     tampered.metadata["encryption-key-id"] = codec.key_id.encode()
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidTag):
         await codec.decode([tampered])
 
 

@@ -22,18 +22,18 @@ def _die_with_parent() -> None:
 def spawn(args: list[str], *, log: Path, env: dict[str, str] | None = None, user: str | None = None,
           cwd: Path | None = None) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
-    out = open(log, "ab")
-    return subprocess.Popen(
-        args,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        user=user,
-        cwd=cwd,
-        start_new_session=True,  # Ctrl-C reaches `up` alone, which then stops children in order
-        preexec_fn=_die_with_parent,
-    )
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            user=user,
+            cwd=cwd,
+            start_new_session=True,  # Ctrl-C reaches `up` alone, which then stops children in order
+            preexec_fn=_die_with_parent,
+        )
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
