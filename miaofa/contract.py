@@ -105,6 +105,8 @@ class OpenOrderResult:
     expires_at: datetime | None = None
     payment: PaymentLink | None = None
     detail: str = ""
+    sku: str = ""
+    quantity: int = 0
 
 
 @dataclass

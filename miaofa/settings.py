@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     callback_grace_seconds: int = 15
     poll_interval_seconds: int = 2
     late_payment_watch_seconds: int = 86400
+    support_window_seconds: int = 7 * 86400
     update_timeout_seconds: float = 30  # how long the API waits for a workflow's answer
     worker_metrics_address: str = "127.0.0.1:9464"  # the worker's Prometheus /metrics; "" turns it off
     smtp_url: str = ""

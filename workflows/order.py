@@ -330,7 +330,8 @@ class OrderWorkflow:
     def _open_result(self) -> c.OpenOrderResult:
         return c.OpenOrderResult(
             outcome=c.OPENED, order_id=self._order_id, status=self._status, amount_cents=self._amount_cents,
-            currency=self._order.currency, expires_at=self._expires_at, payment=self._payment)
+            currency=self._order.currency, expires_at=self._expires_at, payment=self._payment,
+            sku=self._order.sku, quantity=self._order.quantity)
 
     async def _release(self, status: str) -> None:
         await workflow.execute_activity(

@@ -79,6 +79,9 @@ async def create_order(body: OrderCreate, state: StateDep,
         raise InvalidInput(detail or "the coupon cannot be used", error=error or "invalid_coupon")
     if opened.outcome == c.GATEWAY_UNAVAILABLE:
         raise Unavailable(opened.detail, error="gateway_unavailable")
+    if (opened.sku, opened.quantity) != (body.sku, body.quantity):
+        raise InvalidInput("this Idempotency-Key was used for another order (different product or quantity)",
+                           error="idempotency_key_reused")
     assert opened.expires_at is not None
     payment = opened.payment  # None when a coupon made the order free: nothing to pay
     return JSONResponse(status_code=201, content={
@@ -99,7 +102,8 @@ def _order_input(state: State, product: ProductInfo, body: OrderCreate, order_id
         timing=c.Timing(payment_window_seconds=settings.payment_window_seconds,
                         callback_grace_seconds=settings.callback_grace_seconds,
                         poll_interval_seconds=settings.poll_interval_seconds,
-                        late_payment_watch_seconds=settings.late_payment_watch_seconds))
+                        late_payment_watch_seconds=settings.late_payment_watch_seconds,
+                        support_window_seconds=settings.support_window_seconds))
 
 
 async def _existing_order(state: State, order_id: str) -> JSONResponse:
