@@ -34,14 +34,15 @@ async def get_order(session: AsyncSession, order_id: str) -> Order:
     return order
 
 
-async def order_view(session: AsyncSession, vault: Vault, order_id: str) -> dict[str, Any]:
+async def order_view(session: AsyncSession, vault: Vault, order_id: str, *, with_keys: bool = True) -> dict[str, Any]:
     """GET /orders/{id}: status, timeline, coupon, and the keys (decrypted here, once delivered)."""
     order = await get_order(session, order_id)
     events = await session.scalars(select(OrderEvent).where(OrderEvent.order_id == order_id)
                                    .order_by(OrderEvent.at, OrderEvent.id))
     payment = await session.scalar(select(Payment).where(Payment.order_id == order_id))
     coupon = await session.scalar(select(Coupon).where(Coupon.issued_for_order_id == order_id))
-    keys = await inventory.delivered_keys(session, vault, order_id) if order.status == "delivered" else []
+    delivered = with_keys and order.status == "delivered"
+    keys = await inventory.delivered_keys(session, vault, order_id) if delivered else []
     return {
         "order_id": order.id,
         "status": order.status,

@@ -39,7 +39,6 @@ class OrderWorkflow:
         self._cancel_requested = False
         self._delivered_key_ids: list[int] = []
         self._coupon_issued = False
-        self._delivery_late = False
         self._stages: list[str] = []
         self._support_lock = asyncio.Lock()
 
@@ -187,8 +186,7 @@ class OrderWorkflow:
     async def _compensate_late_delivery(self, reason: str) -> None:
         if self._coupon_issued:
             return
-        self._coupon_issued = True
-        self._delivery_late = True
+        self._coupon_issued = True  # a coupon is issued exactly when delivery is late
         workflow.upsert_search_attributes([c.SA_DELIVERY_LATE.value_set(True)])
         await workflow.execute_activity(
             s.ISSUE_COUPON, s.CouponStep(self._order_id, reason, workflow.now()), result_type=s.IssuedCoupon,
@@ -284,7 +282,7 @@ class OrderWorkflow:
         return c.OrderState(
             order_id=self._input.order_id if self._input else "", status=self._status,
             paid=self._paid is not None, delivered_key_count=len(self._delivered_key_ids),
-            coupon_issued=self._coupon_issued, delivery_late=self._delivery_late, stages=list(self._stages))
+            coupon_issued=self._coupon_issued, delivery_late=self._coupon_issued, stages=list(self._stages))
 
     # ---- helpers ---------------------------------------------------------------------------
 

@@ -109,7 +109,7 @@ def _order_input(state: State, product: ProductInfo, body: OrderCreate, order_id
 async def _existing_order(state: State, order_id: str) -> JSONResponse:
     async with state.sessionmaker() as session:
         try:
-            view = await orders.order_view(session, state.vault, order_id)
+            view = await orders.order_view(session, state.vault, order_id, with_keys=False)
         except NotFound:
             raise Conflict("this product is sold out", error="sold_out") from None
     payment = view["payment"]

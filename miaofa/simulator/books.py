@@ -80,15 +80,7 @@ class Payment:
         }
 
     def notice(self) -> dict[str, Any]:
-        return {
-            "payment_id": self.payment_id,
-            "order_id": self.order_id,
-            "merchant_id": self.merchant_id,
-            "status": self.status,
-            "amount_cents": self.amount_cents,
-            "currency": self.currency,
-            "paid_at": self.paid_at.isoformat() if self.paid_at else None,
-        }
+        return {**self.state(), "merchant_id": self.merchant_id}
 
 
 class Simulator:
