@@ -29,22 +29,55 @@ class ProductInfo:
     delivery_sla_seconds: int
 
 
+@dataclass(frozen=True)
+class Claim:
+    product_id: int
+    quantity: int
+
+
 class HotCatalog:
+    """Stock left for a product = the last database count − claims of orders still opening.
+
+    A refresh also notes which claimed orders it already saw reserved, so an order is never
+    subtracted twice (once by the count, once as a claim or at settle): a double subtraction
+    would answer "sold out" while keys are left.
+    """
+
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
         self._products: dict[str, ProductInfo] = {}
         self._available: dict[int, int] = {}
-        self._in_flight: dict[int, int] = {}
+        self._claims: dict[str, Claim] = {}  # order id → claim, while the order opens
+        self._counted: set[str] = set()  # claimed orders the last count already saw reserved
+        self._settled_during_refresh: dict[str, Claim] | None = None
+        self._refresh_lock = asyncio.Lock()
         self._loaded_at = 0.0
         self._task: asyncio.Task | None = None
 
     async def refresh(self) -> None:
-        async with self._sessionmaker() as session:
-            products = await catalog.list_products(session)
-            available = await inventory.available_by_product(session)
+        async with self._refresh_lock:
+            claimed = list(self._claims)
+            self._settled_during_refresh = {}
+            try:
+                async with self._sessionmaker() as session:
+                    # One snapshot for the count and the claims it saw, or an order could fall between.
+                    await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+                    products = await catalog.list_products(session)
+                    available = await inventory.available_by_product(session)
+                    counted = await inventory.orders_holding_keys(session, claimed) if claimed else set()
+                # Orders that reserved and settled while we counted, unseen by the count.
+                for order_id, claim in self._settled_during_refresh.items():
+                    if order_id not in counted:
+                        available[claim.product_id] = max(0, available.get(claim.product_id, 0) - claim.quantity)
+            finally:
+                self._settled_during_refresh = None
+            self._install(products, available, counted)
+
+    def _install(self, products, available: dict[int, int], counted: set[str]) -> None:
         self._products = {p.sku: ProductInfo(p.id, p.sku, p.name, p.price_cents, p.currency,
                                              p.delivery_sla_seconds) for p in products}
         self._available = available
+        self._counted = counted
         self._loaded_at = time.monotonic()
 
     async def product(self, sku: str) -> ProductInfo | None:
@@ -52,23 +85,31 @@ class HotCatalog:
             await self.refresh()  # a product created since the last refresh
         return self._products.get(sku)
 
-    def claim(self, product_id: int, quantity: int) -> bool:
+    def claim(self, order_id: str, product_id: int, quantity: int) -> bool:
         """Admit an order if the hint leaves stock for it; False means answer sold-out now."""
         fresh = time.monotonic() - self._loaded_at < 3 * REFRESH_SECONDS
-        left = self._available.get(product_id, 0) - self._in_flight.get(product_id, 0)
-        if fresh and left < quantity:
+        if fresh and self._left(product_id) < quantity:
             return False
-        self._in_flight[product_id] = self._in_flight.get(product_id, 0) + quantity
+        self._claims[order_id] = Claim(product_id, quantity)
         return True
 
-    def settle(self, product_id: int, quantity: int, reserved: bool) -> None:
+    def settle(self, order_id: str, reserved: bool) -> None:
         """The claimed order got its reservation (or did not)."""
-        self._in_flight[product_id] = max(0, self._in_flight.get(product_id, 0) - quantity)
-        if reserved:
-            self._available[product_id] = max(0, self._available.get(product_id, 0) - quantity)
+        claim = self._claims.pop(order_id, None)
+        if claim and reserved:
+            if order_id not in self._counted:
+                self._available[claim.product_id] = max(0, self._available.get(claim.product_id, 0) - claim.quantity)
+            if self._settled_during_refresh is not None:
+                self._settled_during_refresh[order_id] = claim
+        self._counted.discard(order_id)
 
     def sold_out(self, product_id: int) -> None:
         self._available[product_id] = 0
+
+    def _left(self, product_id: int) -> int:
+        opening = sum(c.quantity for order_id, c in self._claims.items()
+                      if c.product_id == product_id and order_id not in self._counted)
+        return self._available.get(product_id, 0) - opening
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._refresh_forever())

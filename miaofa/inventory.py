@@ -137,6 +137,11 @@ async def available_by_product(session: AsyncSession) -> dict[int, int]:
     return {key: count for key, count in rows.all()}
 
 
+async def orders_holding_keys(session: AsyncSession, order_ids: list[str]) -> set[str]:
+    rows = await session.scalars(select(CardKey.order_id).where(CardKey.order_id.in_(order_ids)).distinct())
+    return set(rows)
+
+
 RESERVE_SQL = text("""
     WITH picked AS (
         SELECT id FROM card_keys

@@ -16,6 +16,8 @@ async def test_sold_out_is_answered_from_memory(dev_stack: Stack) -> None:
     first = await dev_stack.order(sku, email="second@example.com")  # learns the product is empty
     assert (first.status_code, first.json()["error"]) == (409, "sold_out")
     statements: list[str] = []
+    hot = dev_stack.app.state.miaofa.hot
+    await hot.stop()  # its once-a-second refresh is background work, not this request's
     engine = dev_stack.app.state.miaofa.engine.sync_engine
     listener = lambda *args: statements.append(args[2])  # noqa: E731
     event.listen(engine, "before_cursor_execute", listener)
@@ -23,6 +25,7 @@ async def test_sold_out_is_answered_from_memory(dev_stack: Stack) -> None:
         again = await dev_stack.order(sku, email="third@example.com")
     finally:
         event.remove(engine, "before_cursor_execute", listener)
+        hot.start()
     assert (again.status_code, again.json()) == (409, {"error": "sold_out", "detail": "this product is sold out"})
     assert statements == []
 
@@ -96,3 +99,22 @@ async def test_a_fully_discounted_order_is_delivered_without_payment(dev_stack: 
     assert view["keys"] == ["FREE-KEY-0001"]
     refund = await dev_stack.http.post(f"/support/orders/{order['order_id']}/refund", headers=dev_stack.support)
     assert (refund.status_code, refund.json()["detail"]) == (409, "this order was free; there is no payment to refund")
+
+
+async def test_stock_hint_never_counts_a_reservation_twice(dev_stack: Stack, sessionmaker) -> None:
+    from api.hot import HotCatalog
+    from miaofa import inventory
+
+    sku = await dev_stack.product(3)
+    hot = HotCatalog(sessionmaker)
+    await hot.refresh()
+    product = await hot.product(sku)
+    assert hot.claim("race-order-1", product.id, 1)
+    async with sessionmaker.begin() as session:  # the order's reservation commits…
+        await inventory.reserve(session, product_id=product.id, order_id="race-order-1", quantity=1,
+                                at=datetime.now(timezone.utc))
+    await hot.refresh()  # …a refresh counts it before the API hears back…
+    hot.settle("race-order-1", reserved=True)  # …and then the API settles the claim.
+    assert [hot.claim(f"next-{i}", product.id, 1) for i in range(3)] == [True, True, False]
+    async with sessionmaker.begin() as session:
+        await inventory.release(session, "race-order-1")

@@ -58,7 +58,7 @@ async def create_order(body: OrderCreate, state: StateDep,
     order_id = (state.vault.idempotent_order_id(body.email, idempotency_key) if idempotency_key
                 else uuid.uuid4().hex[:20])
     # A replayed Idempotency-Key must reach its existing order, so it skips the admission hint.
-    if not idempotency_key and not state.hot.claim(product.id, body.quantity):
+    if not idempotency_key and not state.hot.claim(order_id, product.id, body.quantity):
         metrics.ORDERS.labels("sold_out_hint").inc()
         raise Conflict("this product is sold out", error="sold_out")
     reserved = False
@@ -67,7 +67,7 @@ async def create_order(body: OrderCreate, state: StateDep,
         reserved = opened is not None and opened.outcome == c.OPENED
     finally:
         if not idempotency_key:
-            state.hot.settle(product.id, body.quantity, reserved)
+            state.hot.settle(order_id, reserved)
     metrics.ORDERS.labels(opened.outcome if opened else "replayed").inc()
     if opened is None:
         return await _existing_order(state, order_id)
