@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -25,13 +26,36 @@ console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 
-def _settings() -> Settings:
+BAD_SETTINGS_EXIT = 2  # like a usage error: the command was never started
+_TYPE_MESSAGES = {"int_parsing": "must be an integer", "float_parsing": "must be a number",
+                  "bool_parsing": "must be true or false", "path_type": "must be a path"}
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """One line per problem, named as its environment variable: `MIAOFA_API_PORT must be an integer`.
+
+    Never echoes the value: it may be a secret.
+    """
+    lines = []
+    for error in exc.errors():
+        name = "MIAOFA_" + "__".join(str(part) for part in error["loc"]).upper()
+        message = _TYPE_MESSAGES.get(error["type"]) or error["msg"].removeprefix("Value error, ")
+        lines.append(f"{name} {' '.join(message.split())}")
+    return lines
+
+
+def _load_settings() -> Settings:
+    """The settings from the environment, or one line per bad setting on stderr and exit status 2."""
     try:
-        return with_dev_defaults(get_settings())
+        return get_settings()
     except ValidationError as exc:
-        problems = "; ".join(f"MIAOFA_{'.'.join(map(str, e['loc'])).upper()} {e['msg'].removeprefix('Value error, ')}"
-                             for e in exc.errors())
-        _fail(f"bad settings: {problems}")
+        for line in settings_problems(exc):
+            print(line, file=sys.stderr)
+        raise typer.Exit(BAD_SETTINGS_EXIT) from None
+
+
+def _settings() -> Settings:
+    return with_dev_defaults(_load_settings())
 
 
 def _fail(message: str) -> None:
@@ -52,9 +76,10 @@ def _logging(settings: Settings) -> None:
 @app.command()
 def up() -> None:
     """Start PostgreSQL, Temporal (with UI), the worker, the API and the simulator; Ctrl-C stops all."""
+    settings = _load_settings()  # before anything starts
     from miaofa.devstack.up import run_up
 
-    raise typer.Exit(run_up(get_settings()))
+    raise typer.Exit(run_up(settings))
 
 
 @app.command()

@@ -52,6 +52,26 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters")
         return value
 
+    @field_validator("vault_key")
+    @classmethod
+    def _vault_key_decodes(cls, value: str) -> str:
+        # Checked here, so a bad key stops every command at start rather than at the first order.
+        from miaofa.vault import VaultKeyError, parse_vault_key
+
+        if value:
+            try:
+                parse_vault_key(value)
+            except VaultKeyError as exc:
+                raise ValueError(str(exc).removeprefix("MIAOFA_VAULT_KEY ")) from None
+        return value
+
+    @field_validator("api_port", "sim_port", "pg_port", "temporal_ui_port")
+    @classmethod
+    def _port_in_range(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError("must be a port number between 1 and 65535")
+        return value
+
     @property
     def api_url(self) -> str:
         return self.public_url or f"http://{self.api_host}:{self.api_port}"

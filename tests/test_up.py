@@ -108,6 +108,5 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
                                       "once to create dev values).")
     bad = subprocess.run(_miaofa("api"), env={**env, "MIAOFA_ADMIN_TOKEN": "changethis"}, cwd=tmp_path,
                          capture_output=True, text=True)
-    assert bad.returncode == 1
-    assert bad.stderr.strip() == ("Error: bad settings: MIAOFA_ADMIN_TOKEN is a placeholder; set a real random "
-                                  "token")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "MIAOFA_ADMIN_TOKEN is a placeholder; set a real random token"
