@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 
-from api import errors, metrics
+from api import docs, errors, metrics
 from api.hot import HotCatalog
 from api.routes import admin, codec, health, payments, shop, support
 from api.state import State
@@ -45,8 +45,9 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
                 await gateway.aclose()  # type: ignore[attr-defined]
             await engine.dispose()
 
-    app = FastAPI(title="Miaofa 秒发", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="Miaofa 秒发", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Automatic card-key delivery; every order is a durable Temporal workflow.")
+    docs.install(app)  # /docs and /redoc with their assets served locally
     ui = settings.temporal_ui_port
     app.add_middleware(CORSMiddleware, allow_origins=[f"http://localhost:{ui}", f"http://127.0.0.1:{ui}"],
                        allow_methods=["POST", "GET"], allow_headers=["*"], allow_credentials=True)

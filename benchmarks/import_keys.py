@@ -33,8 +33,8 @@ def main() -> None:
                     subprocess.run([sys.executable, "-m", "miaofa.cli", "keys", "import", file.name, "--sku", sku],
                                    check=True)
             else:
-                http.post(f"{API}/admin/products/{sku}/keys", headers=admin_headers(),
-                          content=body).raise_for_status()
+                http.post(f"{API}/admin/products/{sku}/keys", content=body,
+                          headers={**admin_headers(), "Content-Type": "text/plain"}).raise_for_status()
             seconds = time.perf_counter() - started
             print(f"{way}: {args.keys} keys in {seconds:.1f} s ({args.keys / seconds:,.0f} keys/s)")
 

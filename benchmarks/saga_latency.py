@@ -17,7 +17,8 @@ def make_product(http: httpx.Client, keys: int) -> str:
     http.post(f"{API}/admin/products", headers=admin_headers(), json={
         "sku": sku, "name": "Benchmark card", "price_cents": 100, "currency": "CNY"}).raise_for_status()
     body = "\n".join(f"BENCH-{sku}-{i}-{uuid.uuid4().hex}" for i in range(keys))
-    http.post(f"{API}/admin/products/{sku}/keys", headers=admin_headers(), content=body).raise_for_status()
+    http.post(f"{API}/admin/products/{sku}/keys", content=body,
+              headers={**admin_headers(), "Content-Type": "text/plain"}).raise_for_status()
     return sku
 
 

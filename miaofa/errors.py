@@ -37,3 +37,13 @@ class InvalidInput(MiaofaError):
 class Unavailable(MiaofaError):
     status_code = 503
     error = "unavailable"
+
+
+class PayloadTooLarge(MiaofaError):
+    status_code = 413
+    error = "payload_too_large"
+
+
+class UnsupportedMediaType(MiaofaError):
+    status_code = 415
+    error = "unsupported_media_type"

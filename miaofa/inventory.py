@@ -7,6 +7,8 @@ same key twice.
 
 import csv
 import io
+import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,12 +17,16 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa.db.models import CardKey
-from miaofa.errors import InvalidInput
+from miaofa.errors import InvalidInput, UnsupportedMediaType
 from miaofa.vault import Vault
 
 MAX_KEY_LENGTH = 512
 IMPORT_BATCH = 10_000
 CSV_KEY_COLUMNS = ("key", "code", "card_key", "secret", "卡密")
+LINE_TYPES = ("text/plain",)
+CSV_TYPES = ("text/csv", "application/csv")
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 @dataclass
@@ -38,13 +44,20 @@ class Stock:
 
 
 def parse_keys(data: bytes, content_type: str) -> list[str]:
-    """Keys from text/plain (one a line) or CSV with a header. Raises InvalidInput; never echoes a key."""
+    """Keys from text/plain (one a line) or CSV with a header. Raises InvalidInput; never echoes a key.
+
+    Only CR, LF and CRLF end a line; whitespace around a key is dropped. A key holding any other
+    control or format character (Unicode Cc, Cf, Zl, Zp: NUL, tab, vertical tab, NEL, zero-width
+    space, bidi marks, …) refuses the whole upload, naming the line and the code point.
+    """
+    media = content_type.split(";")[0].strip().lower()
+    if media not in LINE_TYPES + CSV_TYPES:
+        raise UnsupportedMediaType(f"keys are parsed from text/plain or text/csv, not {media or 'nothing'}")
     try:
         body = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInput("the upload is not UTF-8 text", error="invalid_upload") from exc
-    media = content_type.split(";")[0].strip().lower()
-    keys = _parse_csv(body) if media in ("text/csv", "application/csv") else _parse_lines(body)
+    keys = _parse_csv(body) if media in CSV_TYPES else _parse_lines(body)
     if not keys:
         raise InvalidInput("the upload holds no keys", error="empty_upload")
     return keys
@@ -52,23 +65,28 @@ def parse_keys(data: bytes, content_type: str) -> list[str]:
 
 def _parse_lines(body: str) -> list[str]:
     keys = []
-    for number, line in enumerate(body.splitlines(), start=1):
+    for number, line in enumerate(_LINE_END.split(body), start=1):
         key = line.strip()
         if key:
-            _check_length(key, number)
+            _check_key(key, number)
             keys.append(key)
     return keys
 
 
 def _parse_csv(body: str) -> list[str]:
+    records: list[tuple[int, list[str]]] = []
     try:
-        rows = list(csv.reader(io.StringIO(body, newline=""), strict=True)) if body.strip() else []
+        reader = csv.reader(io.StringIO(body, newline=""), strict=True)
+        line = 0
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                records.append((line + 1, row))  # the line the record starts on
+            line = reader.line_num
     except csv.Error as exc:
         raise InvalidInput(f"the CSV cannot be parsed: {exc}", error="malformed_csv") from None
-    rows = [row for row in rows if any(cell.strip() for cell in row)]
-    if not rows:
+    if not records:
         return []
-    header = [cell.strip().lower() for cell in rows[0]]
+    header = [cell.strip().lower() for cell in records[0][1]]
     column = next((header.index(name) for name in CSV_KEY_COLUMNS if name in header), None)
     if column is None:
         if len(header) != 1:
@@ -76,21 +94,27 @@ def _parse_csv(body: str) -> list[str]:
                                error="malformed_csv")
         column = 0
     keys = []
-    for number, row in enumerate(rows[1:], start=2):
+    for number, row in records[1:]:
         if len(row) != len(header):
             raise InvalidInput(f"CSV line {number} has {len(row)} fields, the header has {len(header)}",
                                error="malformed_csv")
         key = row[column].strip()
         if key:
-            _check_length(key, number)
+            _check_key(key, number)
             keys.append(key)
     return keys
 
 
-def _check_length(key: str, line: int) -> None:
+def _check_key(key: str, line: int) -> None:
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidInput(f"the key on line {line} is longer than {MAX_KEY_LENGTH} characters",
                            error="key_too_long")
+    if key.isprintable():  # the fast path: no Cc, Cf, Zl or Zp (nor other non-printables)
+        return
+    bad = next((char for char in key if unicodedata.category(char) in _CONTROL_CATEGORIES), None)
+    if bad is not None:
+        raise InvalidInput(f"the key on line {line} contains the control character U+{ord(bad):04X}; "
+                           "keys may not contain control characters", error="control_character")
 
 
 async def import_keys(session: AsyncSession, vault: Vault, product_id: int, keys: list[str],

@@ -60,7 +60,8 @@ class Stack:
         if isinstance(keys, int):
             keys = [f"KEY-{sku}-{i:05d}-{uuid.uuid4().hex[:6]}" for i in range(keys)]
         if keys:
-            imported = await self.http.post(f"/admin/products/{sku}/keys", headers=self.admin,
+            imported = await self.http.post(f"/admin/products/{sku}/keys",
+                                            headers={**self.admin, "Content-Type": "text/plain"},
                                             content="\n".join(keys), params={})
             assert imported.status_code == 200, imported.text
         return sku

@@ -2,9 +2,14 @@
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
+import httpx
+import pytest
 from sqlalchemy import text
 
+from api import uploads
 from tests.stack import Stack
 
 
@@ -134,3 +139,199 @@ async def test_concurrent_imports_of_the_same_keys_store_each_once(dev_stack: St
     assert sum(r["imported"] for r in results) == 1000
     assert sum(r["duplicates"] for r in results) == 2000
     assert await dev_stack.stock(sku) == {"available": 1000, "reserved": 0, "sold": 0, "refunded": 0}
+
+
+# --- Exact uploads: what curl and browsers send, byte for byte. ---
+
+async def _stored_keys(stack: Stack, sku: str) -> list[str]:
+    """The product's keys as stored, decrypted: proves nothing but the file's lines became keys."""
+    async with stack.sessionmaker() as session:
+        blobs = (await session.execute(text(
+            "SELECT k.ciphertext FROM card_keys k JOIN products p ON p.id = k.product_id "
+            "WHERE p.sku = :sku ORDER BY k.id"), {"sku": sku})).scalars().all()
+    return sorted(stack.vault.decrypt(blob) for blob in blobs)
+
+
+EMPTY = {"available": 0, "reserved": 0, "sold": 0, "refunded": 0}
+
+
+async def test_curl_form_file_upload_stores_exactly_the_file_lines(dev_stack: Stack) -> None:
+    # `curl -F file=@keys.txt` sends this multipart: boundary, Content-Disposition with a filename,
+    # Content-Type text/plain, the file's bytes. Only the file's lines may become keys.
+    sku = await _new_product(dev_stack)
+    tag = uuid.uuid4().hex[:8]
+    keys = [f"MP-{tag}-{i}" for i in range(3)]
+    answer = await dev_stack.http.post(f"/admin/products/{sku}/keys", headers=dev_stack.admin,
+                                       files={"file": ("keys.txt", "\r\n".join(keys).encode() + b"\r\n", "text/plain")})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"imported": 3, "duplicates": 0}
+    assert await _stored_keys(dev_stack, sku) == sorted(keys)
+    assert await dev_stack.stock(sku) == {**EMPTY, "available": 3}
+    # A browser form posts other fields beside the file and an octet-stream part type: same result.
+    other = await _new_product(dev_stack)
+    more = [f"MP2-{tag}-{i}" for i in range(2)]
+    answer = await dev_stack.http.post(f"/admin/products/{other}/keys", headers=dev_stack.admin,
+                                       data={"note": "batch 7"},
+                                       files={"upload": ("keys", "\n".join(more).encode(), "application/octet-stream")})
+    assert answer.json() == {"imported": 2, "duplicates": 0}
+    assert await _stored_keys(dev_stack, other) == sorted(more)
+
+
+async def test_curl_data_binary_text_plain_stores_exactly_the_lines(dev_stack: Stack) -> None:
+    # `curl --data-binary @keys.txt -H 'content-type: text/plain'`: the file's bytes, untouched.
+    sku = await _new_product(dev_stack)
+    tag = uuid.uuid4().hex[:8]
+    keys = [f"DB-{tag}-{i}" for i in range(4)]
+    body = "\ufeff" + "\r\n".join(keys[:2]) + "\n" + "\r".join(keys[2:]) + "\n"  # BOM, CRLF, LF and CR
+    answer = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=body.encode(),
+                                       headers={**dev_stack.admin, "Content-Type": "text/plain; charset=utf-8"})
+    assert answer.json() == {"imported": 4, "duplicates": 0}
+    assert await _stored_keys(dev_stack, sku) == sorted(keys)
+    assert await dev_stack.stock(sku) == {**EMPTY, "available": 4}
+
+
+async def test_csv_file_part_is_parsed_as_csv(dev_stack: Stack) -> None:
+    # The part's type decides, or (a browser on Windows says application/vnd.ms-excel) the .csv suffix.
+    for name, part_type in (("keys", "text/csv"), ("keys.CSV", "application/vnd.ms-excel")):
+        tag = uuid.uuid4().hex[:8]
+        body = f'code,note\nCSV-{tag}-1,first\n"CSV-{tag}-2",second\n'.encode()
+        sku = await _new_product(dev_stack)
+        answer = await dev_stack.http.post(f"/admin/products/{sku}/keys", headers=dev_stack.admin,
+                                           files={"file": (name, body, part_type)})
+        assert answer.status_code == 200, answer.text
+        assert await _stored_keys(dev_stack, sku) == [f"CSV-{tag}-1", f"CSV-{tag}-2"]
+    other = await _new_product(dev_stack)  # application/csv as the body's own type
+    answer = await dev_stack.http.post(f"/admin/products/{other}/keys", content=body.replace(b"CSV-", b"AC-"),
+                                       headers={**dev_stack.admin, "Content-Type": "application/csv"})
+    assert answer.json() == {"imported": 2, "duplicates": 0}
+
+
+async def test_curl_d_form_urlencoded_and_other_types_get_415_and_store_nothing(dev_stack: Stack) -> None:
+    sku = await _new_product(dev_stack)
+    tag = uuid.uuid4().hex[:8]
+    glued = f"UE-{tag}-1UE-{tag}-2".encode()  # `curl -d @keys.txt` drops the newlines
+    cases = [(glued, "application/x-www-form-urlencoded"), (b'["K"]', "application/json"),
+             (glued, None), (glued, "application/octet-stream"), (glued, "text/html"),
+             (glued, "text/plain; charset=latin-1")]
+    for body, content_type in cases:
+        headers = {**dev_stack.admin, **({"Content-Type": content_type} if content_type else {})}
+        answer = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=body, headers=headers)
+        assert answer.status_code == 415, (content_type, answer.text)
+        assert answer.json()["error"] == "unsupported_media_type"
+        assert "text/plain" in answer.json()["detail"] or "UTF-8" in answer.json()["detail"]
+    refused = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=glued, headers={
+        **dev_stack.admin, "Content-Type": "application/x-www-form-urlencoded"})
+    assert refused.json() == {"error": "unsupported_media_type", "detail":
+                              "send the keys as text/plain, text/csv (or application/csv), or multipart/form-data "
+                              "with one file part; got application/x-www-form-urlencoded"}
+    assert await dev_stack.stock(sku) == EMPTY
+
+
+async def test_a_control_character_refuses_the_whole_upload_without_echoing_the_key(dev_stack: Stack) -> None:
+    sku = await _new_product(dev_stack)
+    tag = uuid.uuid4().hex[:8]
+    secret = f"SECRET-{tag}"
+    cases = [  # (body, content type, line named)
+        (f"OK-{tag}-1\nOK-{tag}-2\n{secret}\x00X\n", "text/plain", 3),
+        (f"OK-{tag}-1\n{secret}\tX\n", "text/plain", 2),
+        (f"{secret}\x0bX\nOK-{tag}-1", "text/plain", 1),  # a vertical tab is not a line end here
+        (f"OK-{tag}-1\n\n{secret}\u200bX", "text/plain", 3),  # zero-width space (Cf)
+        (f'code,note\nOK-{tag}-1,a\n"{secret}\nX",b\n', "text/csv", 3),  # a newline inside a quoted key
+    ]
+    for body, content_type, line in cases:
+        answer = await _upload(dev_stack, sku, body, content_type)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"] == "control_character"
+        assert f"line {line} " in answer.json()["detail"]
+        assert secret not in answer.text and f"OK-{tag}" not in answer.text
+    multipart = await dev_stack.http.post(f"/admin/products/{sku}/keys", headers=dev_stack.admin, files={
+        "file": ("keys.txt", f"OK-{tag}-1\n{secret}\x00\n".encode(), "text/plain")})
+    assert (multipart.status_code, multipart.json()["error"]) == (422, "control_character")
+    assert secret not in multipart.text
+    assert await dev_stack.stock(sku) == EMPTY
+
+
+async def test_multipart_needs_exactly_one_file_part(dev_stack: Stack) -> None:
+    sku = await _new_product(dev_stack)
+    tag = uuid.uuid4().hex[:8]
+    no_file = await dev_stack.http.post(f"/admin/products/{sku}/keys", headers=dev_stack.admin,
+                                        files={"file": (None, f"NF-{tag}")})  # `curl -F file=<keys.txt`: no filename
+    assert (no_file.status_code, no_file.json()["error"]) == (422, "malformed_multipart")
+    assert "exactly one complete file part" in no_file.json()["detail"] and "got 0" in no_file.json()["detail"]
+    two = await dev_stack.http.post(f"/admin/products/{sku}/keys", headers=dev_stack.admin, files=[
+        ("file", ("a.txt", f"TA-{tag}".encode(), "text/plain")),
+        ("file", ("b.txt", f"TB-{tag}".encode(), "text/plain"))])
+    assert (two.status_code, two.json()["error"]) == (422, "malformed_multipart")
+    assert "got 2" in two.json()["detail"]
+    whole = httpx.Request("POST", "/", files={"file": ("keys.txt", f"TR-{tag}-1\nTR-{tag}-2\n".encode(), "text/plain")})
+    truncated = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=whole.read()[:-40],
+                                          headers={**dev_stack.admin, "Content-Type": whole.headers["content-type"]})
+    assert (truncated.status_code, truncated.json()["error"]) == (422, "malformed_multipart")
+    no_boundary = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=f"NB-{tag}".encode(),
+                                            headers={**dev_stack.admin, "Content-Type": "multipart/form-data"})
+    assert (no_boundary.status_code, no_boundary.json()["error"]) == (422, "malformed_multipart")
+    assert await dev_stack.stock(sku) == EMPTY
+
+
+async def _raw_post(stack: Stack, path: str, headers: dict[str, str], first_bytes: bytes) -> bytes:
+    """Send the headers and only the first bytes of a body, then read the answer: the server must not wait."""
+    url = urlsplit(str(stack.http.base_url))
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        head = "".join(f"{name}: {value}\r\n" for name, value in {"Host": "shop", **headers}.items())
+        writer.write(f"POST {path} HTTP/1.1\r\n{head}\r\n".encode() + first_bytes)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(4096), timeout=10)
+    finally:
+        writer.close()
+
+
+async def test_token_and_size_are_checked_before_the_body_is_read(dev_stack: Stack) -> None:
+    sku = await _new_product(dev_stack)
+    path = f"/admin/products/{sku}/keys"
+    chunk = b"K\n" * 32768
+    anonymous = await _raw_post(dev_stack, path, {"Content-Type": "text/plain", "Content-Length": "50000000"}, chunk)
+    assert anonymous.startswith(b"HTTP/1.1 401 ") and b"missing_token" in anonymous
+    token = dev_stack.admin["Authorization"]
+    huge = await _raw_post(dev_stack, path, {"Authorization": token, "Content-Type": "text/plain",
+                                             "Content-Length": str(uploads.MAX_UPLOAD_BYTES + 1)}, chunk)
+    assert huge.startswith(b"HTTP/1.1 413 ") and b"upload_too_large" in huge
+    form = await _raw_post(dev_stack, path, {"Authorization": token, "Content-Length": "50000000",
+                                             "Content-Type": "application/x-www-form-urlencoded"}, chunk)
+    assert form.startswith(b"HTTP/1.1 415 ")
+    assert await dev_stack.stock(sku) == EMPTY
+
+
+async def test_an_upload_past_the_limit_stops_while_streaming(dev_stack: Stack,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(uploads, "MAX_UPLOAD_BYTES", 256 * 1024)
+    sku = await _new_product(dev_stack)
+    tag = uuid.uuid4().hex[:8]
+
+    def body(size: int) -> bytes:
+        return "".join(f"BIG-{tag}-{i:08d}\n" for i in range(size // 22)).encode()
+
+    async def chunked(data: bytes) -> AsyncIterator[bytes]:  # no Content-Length: the limit is counted while reading
+        for start in range(0, len(data), 16384):
+            yield data[start : start + 16384]
+
+    data = body(300 * 1024)
+    multipart = httpx.Request("POST", "/", files={"file": ("keys.txt", data, "text/plain")})
+    for content, content_type in ((data, "text/plain"), (multipart.read(), multipart.headers["content-type"])):
+        answer = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=chunked(content),
+                                           headers={**dev_stack.admin, "Content-Type": content_type})
+        assert answer.status_code == 413, (content_type, answer.text)
+        assert answer.json()["error"] == "upload_too_large"
+    assert await dev_stack.stock(sku) == EMPTY
+    fits = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=chunked(body(200 * 1024)),
+                                     headers={**dev_stack.admin, "Content-Type": "text/plain"})
+    assert fits.status_code == 200, fits.text
+    assert await dev_stack.stock(sku) == {**EMPTY, "available": 200 * 1024 // 22}
+
+
+async def test_openapi_declares_the_upload_body(dev_stack: Stack) -> None:
+    schema = (await dev_stack.http.get("/openapi.json")).json()
+    body = schema["paths"]["/admin/products/{sku}/keys"]["post"]["requestBody"]
+    assert set(body["content"]) == {"text/plain", "text/csv", "multipart/form-data"}
+    form = body["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["file"] and form["properties"]["file"]["format"] == "binary"

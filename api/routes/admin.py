@@ -1,17 +1,14 @@
 """Catalog and inventory for the merchant (admin token)."""
 
-from typing import Annotated
-
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from api import uploads
 from api.deps import AdminDep, SessionDep, StateDep
 from miaofa import catalog, inventory
 from miaofa.db.models import AuditLog
-from miaofa.errors import InvalidInput
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
 class ProductCreate(BaseModel):
@@ -52,15 +49,31 @@ async def create_product(body: ProductCreate, actor: AdminDep, session: SessionD
     return ProductPublic.model_validate(product, from_attributes=True)
 
 
-@router.post("/products/{sku}/keys")
-async def import_keys(sku: str, request: Request, actor: AdminDep, session: SessionDep, state: StateDep,
-                      content_type: Annotated[str, Header()] = "text/plain") -> ImportAnswer:
-    """Import keys: text/plain one a line, or text/csv with a header. All or nothing."""
+_BINARY = {"type": "string", "format": "binary"}
+_IMPORT_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": {**_BINARY, "description": "keys.txt or keys.csv"}}}},
+    "text/plain": {"schema": {"type": "string"}, "example": "KEY-0001\nKEY-0002\n"},
+    "text/csv": {"schema": _BINARY},
+}}}
+_IMPORT_ERRORS = {
+    401: {"description": "no admin token (checked before the body is read)"},
+    404: {"description": "no such product"},
+    413: {"description": "the upload is larger than 64 MiB"},
+    415: {"description": "not text/plain, text/csv or multipart/form-data"},
+    422: {"description": "no keys, malformed CSV or multipart, a key too long or holding a control character"},
+}
+
+
+@router.post("/products/{sku}/keys", openapi_extra=_IMPORT_BODY, responses=_IMPORT_ERRORS)
+async def import_keys(sku: str, request: Request, actor: AdminDep, session: SessionDep,
+                      state: StateDep) -> ImportAnswer:
+    """Import keys: text/plain one a line, text/csv with a header, or a multipart file upload
+    (`curl -F file=@keys.txt`). All or nothing; any other content type is refused with 415."""
+    uploads.check_media_type(request.headers.get("content-type"))  # 415 before a byte is read
     product = await catalog.get_product(session, sku)
-    data = await request.body()
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise InvalidInput("the upload is larger than 64 MiB; split it", error="upload_too_large")
-    keys = inventory.parse_keys(data, content_type)
+    data, media = await uploads.read_upload(request)
+    keys = inventory.parse_keys(data, media)
     result = await inventory.import_keys(session, state.vault, product.id, keys)
     session.add(AuditLog(actor=actor, action="keys.import", target=sku,
                          detail={"imported": result.imported, "duplicates": result.duplicates}))
