@@ -27,6 +27,14 @@ def dev_server_args(db_file: Path | None, port: int, ui_port: int, codec_endpoin
             "--ui-port", str(ui_port), "--log-level", "warn", "--log-format", "pretty"]
     if db_file is not None:
         # WAL + synchronous=normal: about as fast as in-memory, twice as fast as the defaults.
+        # What it keeps: every committed transaction survives a crash of the Temporal process (or of
+        # `miaofa up`), because a commit is in the WAL file, which the OS holds, before it returns.
+        # What it risks: on a power loss or kernel crash the last transactions before it may roll
+        # back (the WAL is fsynced at checkpoints, not at each commit); the database stays
+        # consistent, never corrupt. Then a workflow may fall back a few events and re-run its
+        # idempotent activities against PostgreSQL (durable: synchronous commit), and an order
+        # started in that last moment may be missing from Temporal. Acceptable for a dev server on
+        # one machine; production runs the compose Temporal on PostgreSQL, without this relaxation.
         args += ["--db-filename", str(db_file), "--sqlite-pragma", "journal_mode=wal",
                  "--sqlite-pragma", "synchronous=normal"]
     for name, kind in SEARCH_ATTRIBUTES.items():
