@@ -90,7 +90,8 @@ def p99(samples: list[float]) -> float:
 
 
 async def main(rounds: int, orders: int, burst_orders: int) -> None:
-    results: dict[str, dict[str, list[float]]] = {mode: {"commits": [], "lat": [], "burst": []} for mode in ("off", "on")}
+    results: dict[str, dict[str, list[float]]] = {mode: {"commits": [], "lat": [], "burst": []}
+                                                  for mode in ("off", "on")}
     with httpx.Client(timeout=60) as http:
         sku = make_product(http, rounds * 2 * (orders + burst_orders + 2))
         order_and_pay(http, sku)  # warm up: first order, first imports

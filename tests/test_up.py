@@ -110,3 +110,130 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "MIAOFA_ADMIN_TOKEN is a placeholder; set a real random token"
+
+
+def _worker_pid(up: subprocess.Popen) -> int | None:
+    for child in psutil.Process(up.pid).children(recursive=True):
+        try:
+            if child.cmdline()[-2:] == ["miaofa.cli", "worker"] and child.status() != psutil.STATUS_ZOMBIE:
+                return child.pid
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+async def _open_orders(api: str, count: int) -> list[dict]:
+    import asyncio
+
+    async with httpx.AsyncClient(timeout=60) as http:
+        async def one(i: int) -> dict:
+            answer = await http.post(f"{api}/orders", json={"sku": "demo-gift-card", "quantity": 1,
+                                                            "email": f"buyer{i}@example.com", "gateway": "simulator"},
+                                     headers={"Idempotency-Key": f"supervise-{i}"})
+            assert answer.status_code == 201, answer.text
+            return answer.json()
+
+        orders = []
+        for start in range(0, count, 10):  # ten at a time: modest on two shared cores
+            orders += await asyncio.gather(*(one(i) for i in range(start, min(count, start + 10))))
+        return orders
+
+
+async def _pay_killing_the_worker(sim: str, orders: list[dict], up: subprocess.Popen) -> int:
+    """Pay every order at the gateway; after a third of them, `kill -9` the worker. Returns its pid."""
+    import asyncio
+
+    victim = _worker_pid(up)
+    assert victim is not None
+    async with httpx.AsyncClient(timeout=30) as http:
+        for i, order in enumerate(orders):
+            if i == len(orders) // 3:
+                os.kill(victim, signal.SIGKILL)
+            (await http.post(f"{sim}/pay/{order['payment']['payment_id']}")).raise_for_status()
+            await asyncio.sleep(0.02)
+    return victim
+
+
+async def _wait_delivered(api: str, orders: list[dict], timeout: float = 120) -> dict[str, list[str]]:
+    import asyncio
+
+    keys: dict[str, list[str]] = {}
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=10) as http:
+        while len(keys) < len(orders):
+            assert time.monotonic() < deadline, f"only {len(keys)} of {len(orders)} orders delivered"
+            for order in orders:
+                if order["order_id"] in keys:
+                    continue
+                view = (await http.get(f"{api}/orders/{order['order_id']}",
+                                       headers={"X-Order-Token": order["access_token"]})).json()
+                if view["status"] == "delivered":
+                    keys[order["order_id"]] = view["keys"]
+            await asyncio.sleep(0.5)
+    return keys
+
+
+def test_up_restarts_a_killed_worker_and_every_order_is_delivered_once(tmp_path: Path) -> None:
+    import asyncio
+
+    import asyncpg
+
+    env = _env(tmp_path / "data")
+    api = f"http://127.0.0.1:{env['MIAOFA_API_PORT']}"
+    sim = env["MIAOFA_SIM_URL"]
+    proc = subprocess.Popen(_miaofa("up"), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_healthy(proc, f"{api}/healthz")
+
+        async def durable() -> str:  # the PostgreSQL `miaofa up` runs commits synchronously
+            conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{env['MIAOFA_PG_PORT']}/miaofa")
+            try:
+                return await conn.fetchval("SHOW synchronous_commit")
+            finally:
+                await conn.close()
+
+        assert asyncio.run(durable()) == "on"
+        orders = asyncio.run(_open_orders(api, 50))
+        victim = asyncio.run(_pay_killing_the_worker(sim, orders, proc))
+        delivered = asyncio.run(_wait_delivered(api, orders))
+
+        assert proc.poll() is None  # `miaofa up` kept going
+        restarted = _worker_pid(proc)
+        assert restarted is not None and restarted != victim
+        all_keys = [key for keys in delivered.values() for key in keys]
+        assert all(len(keys) == 1 for keys in delivered.values())
+        assert len(set(all_keys)) == 50  # exactly once: no key twice, no order without its key
+        secrets = json.loads((tmp_path / "data" / "dev-secrets.json").read_text())
+        stock = httpx.get(f"{api}/admin/products/demo-gift-card/stock",
+                          headers={"Authorization": f"Bearer {secrets['admin_token']}"}).json()
+        assert (stock["sold"], stock["reserved"], stock["available"]) == (50, 0, 50)
+    finally:
+        _stop(proc)
+    output = proc.stdout.read().decode()
+    assert "worker exited with code -9; restarting in 0.5 s" in output, output
+    assert "worker exited with code -9; restarting in 0.5 s" in (tmp_path / "data" / "logs" / "worker.log").read_text()
+    assert "Stopped." in output
+
+
+def test_supervisor_backoff_doubles_to_30_s_and_resets_after_a_stable_run() -> None:
+    from miaofa.devstack.supervisor import Supervised
+
+    class Dead:
+        returncode = -9
+
+        def poll(self) -> int:
+            return self.returncode
+
+    started: list[float] = []
+    child = Supervised("worker", start=lambda: started.append(1) or Dead(), proc=Dead(), started_at=0.0)
+    now, waits = 0.0, []
+    for _ in range(9):  # dies at once every time
+        line = child.check(now)
+        waits.append(float(line.rsplit("restarting in ", 1)[1].removesuffix(" s")))
+        assert line.startswith("worker exited with code -9; restarting in ")
+        assert child.check(now + waits[-1] - 0.01) is None and len(started) == len(waits) - 1  # not yet
+        now += waits[-1]
+        assert child.check(now) is None and len(started) == len(waits)  # restarted
+    assert waits == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    # After a minute up, the next death restarts quickly again.
+    assert child.check(now + 61).endswith("restarting in 0.5 s")

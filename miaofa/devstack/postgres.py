@@ -61,6 +61,12 @@ class LocalPostgres:
         )
 
     def start(self, timeout: float = 30) -> None:
+        self.spawn()
+        procs.wait_port("127.0.0.1", self.port, timeout, self.proc, "PostgreSQL")
+        self._wait_accepting(timeout)
+
+    def spawn(self) -> subprocess.Popen:
+        """Launch the server without waiting for it (a restart after a crash runs its recovery)."""
         self.init()
         if self.user:
             self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +82,7 @@ class LocalPostgres:
              "-c", "fsync=on"],
             log=self.log, user=self.user,
         )
-        procs.wait_port("127.0.0.1", self.port, timeout, self.proc, "PostgreSQL")
-        self._wait_accepting(timeout)
+        return self.proc
 
     def _wait_accepting(self, timeout: float) -> None:
         import time

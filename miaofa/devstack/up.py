@@ -1,4 +1,11 @@
-"""`miaofa up`: the whole shop on one machine, in the foreground, stopped cleanly on Ctrl-C."""
+"""`miaofa up`: the whole shop on one machine, in the foreground, stopped cleanly on Ctrl-C.
+
+Once the shop is up, `up` supervises it: any child that dies — worker, API, simulator, and also
+the Temporal dev server or PostgreSQL — is started again with a backoff (0.5 s doubling to 30 s,
+back to 0.5 s after a minute up), with one line printed and written to the child's log. Orders in
+flight finish: Temporal retries their work on the restarted worker. A child that dies while the
+shop is still starting stops `up` instead, with the reason.
+"""
 
 import asyncio
 import os
@@ -6,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,7 +24,8 @@ from miaofa.devstack import procs
 from miaofa.devstack.demo import seed_demo
 from miaofa.devstack.postgres import LocalPostgres
 from miaofa.devstack.secrets import child_env, with_dev_defaults
-from miaofa.devstack.temporal import start_dev_server
+from miaofa.devstack.supervisor import Supervised
+from miaofa.devstack.temporal import dev_server_args, start_dev_server
 from miaofa.settings import Settings
 
 console = Console()
@@ -61,6 +70,7 @@ def run_up(settings: Settings) -> int:
     data = settings.data_dir.resolve()
     logs = data / "logs"
     children: dict[str, subprocess.Popen] = {}
+    watched: list[Supervised] = []
     postgres: LocalPostgres | None = None
     code = 0
     try:
@@ -76,19 +86,28 @@ def run_up(settings: Settings) -> int:
             console.print("Created the demo product [bold]demo-gift-card[/] with 100 demo keys.")
         console.print("Starting Temporal…")
         temporal_port = int(settings.temporal_address.rsplit(":", 1)[1])
+        temporal_args = dev_server_args(data / "temporal.db", temporal_port, settings.temporal_ui_port,
+                                        f"{settings.api_url}/codec")
         children["temporal"] = start_dev_server(data / "temporal.db", temporal_port, settings.temporal_ui_port,
                                                 logs / "temporal.log", codec_endpoint=f"{settings.api_url}/codec")
+        starters = {"temporal": lambda: procs.spawn(temporal_args, log=logs / "temporal.log")}
+        if postgres is not None:
+            starters["postgres"] = postgres.spawn
         env = child_env(settings)
         for name in ("sim", "worker", "api"):
-            children[name] = procs.spawn([sys.executable, "-m", "miaofa.cli", name], log=logs / f"{name}.log",
-                                         env=env)
+            starters[name] = _starter([sys.executable, "-m", "miaofa.cli", name], logs / f"{name}.log", env)
+            children[name] = starters[name]()
         _wait_healthy(f"{settings.api_url}/healthz", children)
         _print_ready(settings, time.monotonic() - started)
+        now = time.monotonic()
+        watched = [Supervised(name, start, postgres.proc if name == "postgres" else children[name], started_at=now)
+                   for name, start in starters.items()]
         while True:
-            for name, proc in children.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the {name} stopped (code {proc.returncode}); see {logs / (name + '.log')}")
-            time.sleep(0.5)
+            for child in watched:
+                line = child.check(time.monotonic())
+                if line:
+                    _report(line, logs / f"{child.name}.log")
+            time.sleep(0.2)
     except KeyboardInterrupt:
         console.print("\nStopping…")
     except Exception as exc:  # one line, then a clean stop
@@ -96,6 +115,7 @@ def run_up(settings: Settings) -> int:
         code = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan anything
+        children.update({child.name: child.proc for child in watched if child.name != "postgres"})
         for name in ("api", "worker", "sim", "temporal"):
             if name in children:
                 procs.stop(children[name])
@@ -104,6 +124,20 @@ def run_up(settings: Settings) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         console.print("Stopped.")
     return code
+
+
+def _starter(args: list[str], log: Path, env: dict[str, str]) -> Callable[[], subprocess.Popen]:
+    return lambda: procs.spawn(args, log=log, env=env)
+
+
+def _report(line: str, log: Path) -> None:
+    """One line on the console, and the same line in the child's log, where its crash is."""
+    console.print(line, markup=False, highlight=False)
+    try:
+        with open(log, "a") as out:
+            out.write(f"--- miaofa up: {line}\n")
+    except OSError:
+        pass
 
 
 def _print_ready(settings: Settings, seconds: float) -> None:
