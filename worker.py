@@ -14,17 +14,21 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.notify import NotifyActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
+from activities.reconcile import ReconcileActivities
 from miaofa import contract
 from miaofa.db.engine import make_engine, make_sessionmaker
 from miaofa.gateways.base import Gateway
 from miaofa.gateways.registry import build_gateways
 from miaofa.mailer import Mailer
 from miaofa.settings import Settings, get_settings
+from miaofa.schedules import apply_reconcile_schedule
 from miaofa.temporal import connect, metrics_runtime
 from miaofa.vault import Vault
 from workflows.order import OrderWorkflow
+from workflows.reconcile import ReconcileWorkflow
+from workflows.stray import StrayPaymentWorkflow
 
-WORKFLOWS: Sequence[type] = (OrderWorkflow,)
+WORKFLOWS: Sequence[type] = (OrderWorkflow, StrayPaymentWorkflow, ReconcileWorkflow)
 # The contract and step types are plain, side-effect-free data: importing them once, instead of
 # again in every workflow's sandbox, makes starting an order cheaper.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
@@ -32,15 +36,17 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 
 
 def saga_activities(*, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault,
-                    gateways: dict[str, Gateway]) -> list[Callable]:
+                    gateways: dict[str, Gateway], temporal: Client) -> list[Callable]:
     orders = OrderActivities(sessionmaker)
-    payments = PaymentActivities(sessionmaker, gateways, settings.notify_url_base)
+    payments = PaymentActivities(sessionmaker, gateways, settings.notify_url_base, settings.api_url, vault, temporal)
     notify = NotifyActivities(sessionmaker, vault, Mailer(settings.smtp_url, settings.mail_from), settings.api_url)
+    reconcile = ReconcileActivities(sessionmaker, gateways, temporal)
     return [
-        orders.open_order, orders.record_stage, orders.mark_paid, orders.deliver_keys, orders.release_stock,
+        orders.open_order, orders.record_stage, orders.accept_payment, orders.deliver_keys, orders.release_stock,
         orders.reserve_again, orders.refund_keys, orders.issue_coupon,
         payments.create_payment, payments.query_payment, payments.close_payment, payments.refund_payment,
-        notify.send_delivery_email,
+        payments.review_stray, payments.record_stray_refund,
+        notify.send_delivery_email, reconcile.reconcile_payments,
     ]
 
 
@@ -57,7 +63,8 @@ async def run_worker(settings: Settings) -> None:
     client = await connect(settings, vault, runtime)
     gateways = build_gateways(settings)
     worker = build_worker(client, activities=saga_activities(
-        settings=settings, sessionmaker=make_sessionmaker(engine), vault=vault, gateways=gateways))
+        settings=settings, sessionmaker=make_sessionmaker(engine), vault=vault, gateways=gateways, temporal=client))
+    await apply_reconcile_schedule(client, settings)  # idempotent: every worker may, one schedule results
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

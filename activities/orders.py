@@ -2,14 +2,15 @@
 
 import logging
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
+from activities.db import transaction
+from miaofa import audit, coupons, inventory, orders, payments
 from miaofa import contract as c
-from miaofa import coupons, inventory, orders
 from miaofa import steps as s
-from miaofa.db.models import AuditLog, Order, Payment
+from miaofa.db.models import Order
 from miaofa.errors import InvalidInput
 
 log = logging.getLogger("miaofa.activities.orders")
@@ -27,7 +28,7 @@ class OrderActivities:
     async def open_order(self, step: s.OpenOrderStep) -> s.OpenedOrder:
         """Insert the order, redeem its coupon and reserve its keys — all or nothing."""
         try:
-            async with self.sessionmaker.begin() as session:
+            async with transaction(self.sessionmaker) as session:
                 existing = await session.get(Order, step.order_id)
                 if existing is not None:  # a retried step after a commit we never heard back from
                     return s.OpenedOrder(c.OPENED, existing.amount_cents)
@@ -54,48 +55,45 @@ class OrderActivities:
         except SoldOut:
             return s.OpenedOrder(c.SOLD_OUT, detail="not enough stock for this quantity")
         except InvalidInput as exc:
-            return s.OpenedOrder(c.COUPON_INVALID, detail=f"{exc.error}: {exc.detail}")
+            return s.OpenedOrder(c.COUPON_INVALID, detail=exc.detail, error=exc.error)
 
     @activity.defn(name=s.RECORD_STAGE)
     async def record_stage(self, step: s.StageStep) -> None:
-        async with self.sessionmaker.begin() as session:
+        async with transaction(self.sessionmaker) as session:
             await orders.add_event(session, step.order_id, step.stage, step.at, step.detail, once=False)
             if step.status:
                 await orders.set_status(session, step.order_id, step.status)
 
-    @activity.defn(name=s.MARK_PAID)
-    async def mark_paid(self, step: s.PaidStep) -> None:
-        stage = {"notify": "notified", "poll": "polled", "poll_backup": "polled_backup",
-                 "check": "checked", "close": "paid_at_close", "free": "free"}.get(step.source, step.source)
-        async with self.sessionmaker.begin() as session:
-            await orders.add_event(session, step.order_id, stage, step.at)
-            await orders.add_event(session, step.order_id, "paid", step.paid_at, {"source": step.source})
-            await orders.set_status(session, step.order_id, c.PAID, paid_at=step.paid_at)
-            await session.execute(update(Payment).where(Payment.order_id == step.order_id)
-                                  .values(status="paid", paid_at=step.paid_at))
+    @activity.defn(name=s.ACCEPT_PAYMENT)
+    async def accept_payment(self, step: s.AcceptPaymentStep) -> s.PaymentVerdict:
+        async with transaction(self.sessionmaker) as session:
+            return await payments.accept_proof(session, step)
 
     @activity.defn(name=s.DELIVER_KEYS)
     async def deliver_keys(self, step: s.DeliverStep) -> s.Delivered:
-        async with self.sessionmaker.begin() as session:
+        async with transaction(self.sessionmaker) as session:
             key_ids = await inventory.commit_sold(session, step.order_id, step.at)
             if not key_ids:
-                raise RuntimeError("the order holds no reserved keys to deliver")
+                # A broken invariant, not an outage: retrying cannot conjure keys.
+                raise ApplicationError("the order holds no reserved keys to deliver", type=s.NO_RESERVED_KEYS,
+                                       non_retryable=True)
             await orders.set_status(session, step.order_id, c.DELIVERED, delivered_at=step.at)
             await orders.add_event(session, step.order_id, "delivered", step.at, {"keys": str(len(key_ids))})
         return s.Delivered(key_ids)
 
     @activity.defn(name=s.RELEASE_STOCK)
     async def release_stock(self, step: s.ReleaseStep) -> None:
-        async with self.sessionmaker.begin() as session:
+        async with transaction(self.sessionmaker) as session:
             released = await inventory.release(session, step.order_id)
             await coupons.give_back(session, step.order_id)
             await orders.set_status(session, step.order_id, step.status)
-            await orders.add_event(session, step.order_id, step.status, step.at, {"released": str(released)})
+            detail = {"released": str(released), **({"actor": step.actor} if step.actor != "system" else {})}
+            await orders.add_event(session, step.order_id, step.status, step.at, detail)
 
     @activity.defn(name=s.RESERVE_AGAIN)
     async def reserve_again(self, step: s.DeliverStep) -> bool:
         try:
-            async with self.sessionmaker.begin() as session:
+            async with transaction(self.sessionmaker) as session:
                 order = await orders.get_order(session, step.order_id)
                 key_ids = await inventory.reserve(session, product_id=order.product_id, order_id=order.id,
                                                   quantity=order.quantity, at=step.at)
@@ -108,19 +106,18 @@ class OrderActivities:
 
     @activity.defn(name=s.REFUND_KEYS)
     async def refund_keys(self, step: s.RefundKeysStep) -> None:
-        async with self.sessionmaker.begin() as session:
+        async with transaction(self.sessionmaker) as session:
             await inventory.mark_refunded(session, step.order_id)
             await inventory.release(session, step.order_id)
             await orders.set_status(session, step.order_id, c.REFUNDED)
-            await session.execute(update(Payment).where(Payment.order_id == step.order_id)
-                                  .values(status="refunded", refunded_at=step.at))
-            await orders.add_event(session, step.order_id, "refunded", step.at, {"reason": step.reason[:200]})
-            session.add(AuditLog(actor=step.actor[:40], action="order.refund", target=step.order_id,
-                                 detail={"reason": step.reason[:200]}))
+            await payments.mark_refunded(session, step.order_id, step.at)
+            await orders.add_event(session, step.order_id, "refunded", step.at,
+                                   {"reason": step.reason[:200], "actor": step.actor[:40]})
+            audit.record(session, step.actor, "order.refund", step.order_id, reason=step.reason)
 
     @activity.defn(name=s.ISSUE_COUPON)
     async def issue_coupon(self, step: s.CouponStep) -> s.IssuedCoupon:
-        async with self.sessionmaker.begin() as session:
+        async with transaction(self.sessionmaker) as session:
             coupon = await coupons.issue_for_late_delivery(session, step.order_id, step.reason, step.at)
             await orders.add_event(session, step.order_id, "coupon", step.at, {"reason": step.reason})
         return s.IssuedCoupon(coupon.id)

@@ -1,30 +1,37 @@
-"""Gateway side effects: create, query, close and refund payments."""
+"""Gateway side effects: create, query, close and refund payments; review stray payments."""
 
 from collections.abc import Awaitable
 
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from miaofa import orders
-from miaofa import steps as s
+from activities.db import transaction
 from miaofa import contract as c
-from miaofa.db.models import Payment
-from miaofa.gateways.base import Gateway, GatewayError, PaymentRequest, PaymentState
+from miaofa import payments
+from miaofa import steps as s
+from miaofa.gateways.base import Gateway, GatewayError, GatewayRefused, PaymentRequest, PaymentState
+from miaofa.temporal import nudge_order
+from miaofa.vault import Vault
 
 
-def _unreachable(exc: GatewayError) -> ApplicationError:
+def _gateway_failed(exc: GatewayError) -> ApplicationError:
+    if isinstance(exc, GatewayRefused):  # the gateway said no: asking again changes nothing
+        return ApplicationError(str(exc), type="GatewayRefused", non_retryable=True)
     # Gateways fail often and recover; retries are expected, not alarming.
     return ApplicationError(str(exc), type="GatewayError", category=ApplicationErrorCategory.BENIGN)
 
 
 class PaymentActivities:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], gateways: dict[str, Gateway],
-                 notify_base_url: str) -> None:
+                 notify_base_url: str, shop_url: str, vault: Vault, temporal: Client | None = None) -> None:
         self.sessionmaker = sessionmaker
         self.gateways = gateways
         self.notify_base_url = notify_base_url.rstrip("/")
+        self.shop_url = shop_url.rstrip("/")
+        self.vault = vault
+        self.temporal = temporal
 
     def _gateway(self, name: str) -> Gateway:
         gateway = self.gateways.get(name)
@@ -36,19 +43,19 @@ class PaymentActivities:
     async def create_payment(self, step: s.CreatePaymentStep) -> c.PaymentLink:
         """Idempotent on the order id at the gateway and here."""
         gateway = self._gateway(step.gateway)
+        # The buyer's browser comes back to the order's own link, as with a real gateway's return URL.
+        return_url = f"{self.shop_url}/orders/{step.order_id}?token={self.vault.order_token(step.order_id)}"
         try:
             created = await gateway.create_payment(PaymentRequest(
                 order_id=step.order_id, amount_cents=step.amount_cents, currency=step.currency,
                 subject=step.subject, notify_url=f"{self.notify_base_url}/payments/{step.gateway}/notify",
-                expires_at=step.expires_at))
+                expires_at=step.expires_at, return_url=return_url))
         except GatewayError as exc:
-            raise _unreachable(exc) from exc
-        async with self.sessionmaker.begin() as session:
-            await session.execute(insert(Payment).values(
-                order_id=step.order_id, gateway=step.gateway, payment_id=created.payment_id,
-                pay_url=created.pay_url, amount_cents=step.amount_cents, currency=step.currency,
-            ).on_conflict_do_nothing(index_elements=["order_id"]))
-            await orders.add_event(session, step.order_id, "payment_created", step.at, {"gateway": step.gateway})
+            raise _gateway_failed(exc) from exc
+        async with transaction(self.sessionmaker) as session:
+            await payments.record_created(
+                session, order_id=step.order_id, gateway=step.gateway, payment_id=created.payment_id,
+                pay_url=created.pay_url, amount_cents=step.amount_cents, currency=step.currency, at=step.at)
         return c.PaymentLink(step.gateway, created.payment_id, created.pay_url)
 
     @activity.defn(name=s.QUERY_PAYMENT)
@@ -64,10 +71,42 @@ class PaymentActivities:
         return await _answer(self._gateway(step.gateway).refund(step.payment_id, step.order_id, step.amount_cents,
                                                                 step.refund_id))
 
+    @activity.defn(name=s.REVIEW_STRAY)
+    async def review_stray(self, stray: c.StrayPayment) -> s.StrayReview:
+        """Ask the gateway about the payment, then judge it: an open order's own payment goes to that
+        order; anything else that is paid is refunded."""
+        try:
+            state = await self._gateway(stray.gateway).query(stray.payment_id, "", "primary")
+        except GatewayError as exc:
+            raise _gateway_failed(exc) from exc
+        if state.status != "paid":
+            return s.StrayReview("nothing", detail=f"the gateway says {state.status}")
+        proof = payments.Proof(state.payment_id, state.order_id, "paid", state.amount_cents, state.currency,
+                               state.paid_at)
+        async with transaction(self.sessionmaker) as session:
+            order, payment = await payments.order_and_payment(session, state.order_id)
+        if order is not None and order.gateway != stray.gateway:
+            order = payment = None
+        judgement = payments.judge(order, payment, proof, merchant_id=None)
+        if order is not None and judgement.verdict in (s.ACCEPTED, s.DUPLICATE):
+            assert self.temporal is not None
+            if await nudge_order(self.temporal, order.id, stray.found_by):
+                return s.StrayReview("handed_to_order", state.amount_cents, "its order is open and looks again")
+            if judgement.verdict == s.DUPLICATE and order.status == c.DELIVERED:
+                return s.StrayReview("nothing", detail="its order took it and was delivered")
+            return s.StrayReview("refund", state.amount_cents, "its order has closed")
+        return s.StrayReview("refund", state.amount_cents, judgement.reason)
+
+    @activity.defn(name=s.RECORD_STRAY_REFUND)
+    async def record_stray_refund(self, step: s.StrayRefunded) -> None:
+        async with transaction(self.sessionmaker) as session:
+            await payments.record_stray_outcome(session, step.stray, step.outcome, step.refund_id, step.at,
+                                                step.detail)
+
 
 async def _answer(call: Awaitable[PaymentState]) -> s.PaymentSnapshot:
     try:
         state = await call
     except GatewayError as exc:
-        raise _unreachable(exc) from exc
-    return s.PaymentSnapshot(state.status, state.amount_cents, state.currency, state.paid_at)
+        raise _gateway_failed(exc) from exc
+    return s.PaymentSnapshot(state.status, state.amount_cents, state.currency, state.paid_at, state.payment_id)

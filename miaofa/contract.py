@@ -11,9 +11,20 @@ from temporalio.common import SearchAttributeKey
 
 TASK_QUEUE = "miaofa-orders"
 
+# Workflow types, by name: the API starts and messages them without importing workflows/.
+ORDER_WORKFLOW = "OrderWorkflow"
+STRAY_PAYMENT_WORKFLOW = "StrayPaymentWorkflow"
+RECONCILE_WORKFLOW = "ReconcileWorkflow"
+RECONCILE_SCHEDULE_ID = "miaofa-reconcile"
+
 
 def order_workflow_id(order_id: str) -> str:
     return f"order-{order_id}"
+
+
+def stray_workflow_id(gateway: str, payment_id: str) -> str:
+    """One review per gateway payment, however many notifies or reconciliations find it."""
+    return f"stray-{gateway}-{payment_id}"
 
 
 # Statuses (DESIGN.md): the order row, the status query and the OrderStatus search attribute agree.
@@ -21,17 +32,27 @@ AWAITING_PAYMENT = "awaiting_payment"
 IN_REVIEW = "in_review"
 PAID = "paid"
 DELIVERED = "delivered"
+DELIVERY_FAILED = "delivery_failed"  # passing: the keys could not be committed; the payment is refunded
 EXPIRED = "expired"
 CANCELLED = "cancelled"
 REJECTED = "rejected"
 REFUNDED = "refunded"
-STATUSES = (AWAITING_PAYMENT, IN_REVIEW, PAID, DELIVERED, EXPIRED, CANCELLED, REJECTED, REFUNDED)
+STATUSES = (AWAITING_PAYMENT, IN_REVIEW, PAID, DELIVERED, DELIVERY_FAILED, EXPIRED, CANCELLED, REJECTED, REFUNDED)
 
 # Outcomes of opening an order (the answer POST /orders waits for).
 OPENED = "created"
 SOLD_OUT = "sold_out"
 COUPON_INVALID = "coupon_invalid"
 GATEWAY_UNAVAILABLE = "gateway_unavailable"
+INVALID_ORDER = "invalid_order"  # the database refused the order's data: nothing was kept
+
+# Refusal codes of the order's Updates (the API renders each as a 409 with this code).
+REFUSED_ALREADY_REFUNDED = "already_refunded"
+REFUSED_NOT_REFUNDABLE = "not_refundable"
+REFUSED_NOT_CANCELLABLE = "not_cancellable"
+REFUSED_NOT_DELIVERED = "not_delivered"
+REFUSED_NO_PAYMENT = "no_payment"
+REFUSED_MISSING_INPUT = "missing_input"
 
 # Message names.
 OPEN_UPDATE = "open_order"
@@ -69,6 +90,8 @@ class Timing:
     poll_max_interval_seconds: int = 30
     late_payment_watch_seconds: int = 86400
     support_window_seconds: int = 7 * 86400
+    late_poll_interval_seconds: int = 60  # during the late-payment watch, doubling up to an hour
+    late_poll_max_interval_seconds: int = 3600
 
 
 @dataclass
@@ -97,8 +120,9 @@ class PaymentLink:
 
 @dataclass
 class OpenOrderResult:
-    outcome: str  # OPENED, SOLD_OUT, COUPON_INVALID or GATEWAY_UNAVAILABLE
+    outcome: str  # OPENED, SOLD_OUT, COUPON_INVALID, GATEWAY_UNAVAILABLE or INVALID_ORDER
     order_id: str
+    error: str = ""  # with COUPON_INVALID: the public error code (miaofa.errors catalogue)
     status: str = ""
     amount_cents: int = 0
     currency: str = ""
@@ -110,14 +134,12 @@ class OpenOrderResult:
 
 
 @dataclass
-class PaymentNotice:
-    """The gateway says the buyer paid; from a verified notify, a poll or a buyer's check."""
+class PaymentNotified:
+    """The payment signal. It is a hint, never proof: the workflow confirms it with the verified
+    notify-log row `notify_id`, or, without one (reconciliation, ops), by asking the gateway."""
 
-    payment_id: str
-    amount_cents: int
-    currency: str
-    paid_at: datetime
-    source: str  # notify | poll | poll_backup | check | close
+    notify_id: int | None = None
+    source: str = "notify"  # notify | reconcile
 
 
 @dataclass
@@ -128,8 +150,37 @@ class CheckPaymentResult:
 
 @dataclass
 class SupportRequest:
+    """The input of every support Update: who acts, and why."""
+
     reason: str = ""
-    actor: str = "support"
+    actor: str = ""
+
+
+@dataclass
+class StrayPayment:
+    """A payment no open order took: reviewed with the gateway, then refunded (or handed to its order)."""
+
+    gateway: str
+    payment_id: str
+    order_id: str  # as the gateway names it; may be unknown to us
+    amount_cents: int
+    currency: str
+    reason: str  # why no order took it: order_closed | wrong_amount | other_payment | unknown_order
+    found_by: str  # notify | reconcile | order
+
+
+@dataclass
+class ReconcileInput:
+    lookback_seconds: int = 2 * 86400
+    grace_seconds: int = 120  # payments younger than this may still be on their way in
+
+
+@dataclass
+class ReconcileReport:
+    checked: int
+    findings: dict[str, int] = field(default_factory=dict)  # kind → count
+    refunds_started: int = 0
+    orders_nudged: int = 0
 
 
 @dataclass

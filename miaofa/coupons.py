@@ -7,7 +7,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa.db.models import Coupon
-from miaofa.errors import InvalidInput
+from miaofa.errors import CouponCurrency, CouponExpired, CouponNotFound, CouponUsed
 
 LATE_DELIVERY_PERCENT_OFF = 10
 COUPON_VALID_FOR = timedelta(days=30)
@@ -33,13 +33,13 @@ async def issue_for_late_delivery(session: AsyncSession, order_id: str, reason: 
 async def check_usable(session: AsyncSession, code: str, at: datetime, currency: str) -> Coupon:
     coupon = await session.scalar(select(Coupon).where(Coupon.code == code.strip().upper()))
     if coupon is None:
-        raise InvalidInput("no such coupon code", error="coupon_not_found")
+        raise CouponNotFound("no such coupon code")
     if coupon.used_at is not None:
-        raise InvalidInput("this coupon has already been used", error="coupon_used")
+        raise CouponUsed("this coupon has already been used")
     if coupon.expires_at <= at:
-        raise InvalidInput("this coupon has expired", error="coupon_expired")
+        raise CouponExpired("this coupon has expired")
     if coupon.amount_off_cents is not None and coupon.currency != currency:
-        raise InvalidInput(f"this coupon is for {coupon.currency} orders", error="coupon_currency")
+        raise CouponCurrency(f"this coupon is for {coupon.currency} orders")
     return coupon
 
 
@@ -50,7 +50,7 @@ async def redeem(session: AsyncSession, code: str, order_id: str, at: datetime, 
         update(Coupon).where(Coupon.id == coupon.id, Coupon.used_at.is_(None))
         .values(used_at=at, used_by_order_id=order_id))
     if taken.rowcount != 1:
-        raise InvalidInput("this coupon has already been used", error="coupon_used")
+        raise CouponUsed("this coupon has already been used")
     return coupon
 
 

@@ -1,9 +1,19 @@
-"""One error base class; the API renders every subclass as {"error", "detail"} with its status."""
+"""One error base class; the API renders every subclass as {"error", "detail"} with its status.
+
+The catalogue: each public error code is one class, so a code that crosses a process boundary (an
+activity's result, a workflow's refusal) turns back into the same error with `from_code`.
+"""
+
+CATALOGUE: dict[str, type["MiaofaError"]] = {}
 
 
 class MiaofaError(Exception):
     status_code = 400
     error = "bad_request"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        CATALOGUE.setdefault(cls.error, cls)
 
     def __init__(self, detail: str, *, error: str | None = None, status_code: int | None = None) -> None:
         super().__init__(detail)
@@ -47,3 +57,75 @@ class PayloadTooLarge(MiaofaError):
 class UnsupportedMediaType(MiaofaError):
     status_code = 415
     error = "unsupported_media_type"
+
+
+def from_code(code: str, detail: str, default: type[MiaofaError]) -> MiaofaError:
+    """The catalogued error for a code; an unknown code keeps its text under the default's status."""
+    cls = CATALOGUE.get(code)
+    return cls(detail) if cls is not None else default(detail, error=code or default.error)
+
+
+# ---- buyers ----------------------------------------------------------------------------------
+
+
+class SoldOut(Conflict):
+    error = "sold_out"
+
+
+class OrderNotFound(NotFound):
+    error = "order_not_found"
+
+
+class CouponNotFound(InvalidInput):
+    error = "coupon_not_found"
+
+
+class CouponUsed(InvalidInput):
+    error = "coupon_used"
+
+
+class CouponExpired(InvalidInput):
+    error = "coupon_expired"
+
+
+class CouponCurrency(InvalidInput):
+    error = "coupon_currency"
+
+
+# ---- the order's answers to support (codes shared with the workflow through miaofa.contract) ----
+
+
+class AlreadyRefunded(Conflict):
+    error = "already_refunded"
+
+
+class NotRefundable(Conflict):
+    error = "not_refundable"
+
+
+class NotCancellable(Conflict):
+    error = "not_cancellable"
+
+
+class NotDelivered(Conflict):
+    error = "not_delivered"
+
+
+class NoPayment(Conflict):
+    error = "no_payment"
+
+
+class MissingInput(InvalidInput):
+    error = "missing_input"
+
+
+class OrderClosed(Conflict):
+    error = "order_closed"
+
+
+class OrderTimeout(Unavailable):
+    error = "order_timeout"
+
+
+class TemporalUnavailable(Unavailable):
+    error = "temporal_unavailable"

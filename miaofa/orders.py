@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa import inventory
 from miaofa.db.models import Coupon, Order, OrderEvent, Payment
-from miaofa.errors import NotFound
+from miaofa.errors import OrderNotFound
 from miaofa.vault import Vault
 
 
@@ -30,7 +30,7 @@ async def set_status(session: AsyncSession, order_id: str, status: str, **values
 async def get_order(session: AsyncSession, order_id: str) -> Order:
     order = await session.get(Order, order_id)
     if order is None:
-        raise NotFound("no such order", error="order_not_found")
+        raise OrderNotFound("no such order")
     return order
 
 
@@ -68,3 +68,22 @@ def coupon_view(coupon: Coupon) -> dict[str, Any]:
     else:
         view["amount_off_cents"] = coupon.amount_off_cents
     return view
+
+
+async def search(session: AsyncSession, *, buyer_hash: str | None = None, status: str | None = None,
+                 sku: str | None = None, limit: int = 50) -> list[Order]:
+    """Orders for support, newest first; a buyer is found by the hash of their email, never the email."""
+    query = select(Order).order_by(Order.created_at.desc(), Order.id).limit(limit)
+    if buyer_hash is not None:
+        query = query.where(Order.buyer_hash == buyer_hash)
+    if status is not None:
+        query = query.where(Order.status == status)
+    if sku is not None:
+        query = query.where(Order.sku == sku)
+    return list(await session.scalars(query))
+
+
+def summary(order: Order) -> dict[str, Any]:
+    return {"order_id": order.id, "status": order.status, "sku": order.sku, "quantity": order.quantity,
+            "amount_cents": order.amount_cents, "currency": order.currency, "gateway": order.gateway,
+            "created_at": order.created_at, "paid_at": order.paid_at, "delivered_at": order.delivered_at}

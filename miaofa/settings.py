@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     smtp_url: str = ""
     mail_from: str = "Miaofa <shop@miaofa.localhost>"
     log_level: str = "INFO"
+    late_poll_interval_seconds: int = 60  # during the late-payment watch; doubles up to an hour
+    reconcile_interval_seconds: int = 600  # how often the reconcile schedule runs
+    reconcile_lookback_seconds: int = 2 * 86400  # the statement window each run compares
+    reconcile_grace_seconds: int = 120  # payments younger than this may still be on their way in
 
     @field_validator("admin_token", "support_token")
     @classmethod

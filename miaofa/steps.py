@@ -7,19 +7,35 @@ talks to PostgreSQL and gateways) into its sandbox.
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from miaofa.contract import StrayPayment
+
 OPEN_ORDER = "open_order"
 CREATE_PAYMENT = "create_payment"
 QUERY_PAYMENT = "query_payment"
 CLOSE_PAYMENT = "close_payment"
 REFUND_PAYMENT = "refund_payment"
 RECORD_STAGE = "record_stage"
-MARK_PAID = "mark_paid"
+ACCEPT_PAYMENT = "accept_payment"
 DELIVER_KEYS = "deliver_keys"
 RELEASE_STOCK = "release_stock"
 RESERVE_AGAIN = "reserve_again"
 REFUND_KEYS = "refund_keys"
 ISSUE_COUPON = "issue_coupon"
 SEND_DELIVERY_EMAIL = "send_delivery_email"
+REVIEW_STRAY = "review_stray_payment"
+RECORD_STRAY_REFUND = "record_stray_refund"
+RECONCILE = "reconcile_payments"
+
+# Verdicts of ACCEPT_PAYMENT: what a proof of payment means for its order (miaofa.payments.judge).
+ACCEPTED = "accepted"  # the order's payment, paid in full: the order is paid now
+DUPLICATE = "duplicate"  # the order's payment, already accepted: nothing changes
+STRAY = "stray"  # money the order cannot take (wrong amount or currency, another payment): refund it
+UNCONFIRMED = "unconfirmed"  # a signal with no verified notify behind it: ignored
+NOT_PAID = "not_paid"
+
+# Error type of a step that must not be retried: the data is wrong, not the weather.
+DATA_ERROR = "DataError"
+NO_RESERVED_KEYS = "NoReservedKeys"
 
 
 @dataclass
@@ -43,6 +59,7 @@ class OpenedOrder:
     outcome: str
     amount_cents: int = 0
     detail: str = ""
+    error: str = ""  # public error code when the outcome is a refusal
 
 
 @dataclass
@@ -79,6 +96,7 @@ class PaymentSnapshot:
     amount_cents: int
     currency: str
     paid_at: datetime | None = None
+    payment_id: str = ""
 
 
 @dataclass
@@ -91,11 +109,27 @@ class StageStep:
 
 
 @dataclass
-class PaidStep:
+class AcceptPaymentStep:
+    """A proof of payment for the order: a verified notify (by its log row) or a gateway answer."""
+
     order_id: str
-    paid_at: datetime
-    source: str
+    source: str  # notify | poll | poll_backup | check | close | late_poll | reconcile | free
     at: datetime
+    notify_id: int | None = None
+    payment_id: str = ""
+    amount_cents: int = 0
+    currency: str = ""
+    paid_at: datetime | None = None
+
+
+@dataclass
+class PaymentVerdict:
+    verdict: str  # ACCEPTED | DUPLICATE | STRAY | UNCONFIRMED | NOT_PAID
+    payment_id: str = ""
+    amount_cents: int = 0
+    currency: str = ""
+    paid_at: datetime | None = None
+    reason: str = ""  # with STRAY: wrong_amount | other_payment
 
 
 @dataclass
@@ -114,6 +148,7 @@ class ReleaseStep:
     order_id: str
     status: str
     at: datetime
+    actor: str = "system"
 
 
 @dataclass
@@ -134,3 +169,26 @@ class CouponStep:
 @dataclass
 class IssuedCoupon:
     coupon_id: int
+
+
+@dataclass
+class StrayReview:
+    action: str  # refund | nothing | handed_to_order
+    amount_cents: int = 0
+    detail: str = ""
+
+
+@dataclass
+class StrayRefunded:
+    stray: StrayPayment
+    refund_id: str
+    at: datetime
+    outcome: str  # refunded | nothing_to_refund | handed_to_order
+    detail: str = ""
+
+
+@dataclass
+class ReconcileStep:
+    start: datetime
+    end: datetime
+    at: datetime

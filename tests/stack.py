@@ -135,7 +135,7 @@ async def running_stack(env: WorkflowEnvironment, sessionmaker: async_sessionmak
     app = create_app(config, temporal=env.client, task_queue=task_queue)
     gateways = build_gateways(config)
     activities = saga_activities(settings=config, sessionmaker=sessionmaker, vault=Vault(config.vault_key),
-                                 gateways=gateways)
+                                 gateways=gateways, temporal=env.client)
     replaced = {activity_name(fn) for fn in replace_activities}
     activities = [fn for fn in activities if activity_name(fn) not in replaced] + list(replace_activities)
     worker = build_worker(env.client, activities=activities, task_queue=task_queue)

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
+
+from miaofa.payments import FOREIGN, Judgement, Proof, judge
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
@@ -472,10 +474,17 @@ async def test_forged_or_stale_notifies_are_refused(env: Env) -> None:
     finally:
         await late.aclose()
 
+    # Another merchant's notify verifies, but the one payment rule (miaofa.payments.judge) refuses it.
     other_merchant = json.loads(real.body) | {"merchant_id": "m_other"}
     headers, body = _signed(other_merchant, int(time.time()))
-    with pytest.raises(InvalidNotify, match="merchant_id"):
-        env.gw.verify_notify(headers, body, {})
+    notice = env.gw.verify_notify(headers, body, {})
+    proof = Proof(notice.payment_id, notice.order_id, notice.status, notice.amount_cents, notice.currency,
+                  notice.paid_at, notice.merchant_id)
+    assert judge(None, None, proof, merchant_id=env.gw.merchant_id) == Judgement(FOREIGN, "another merchant")
+
+    nul = json.loads(real.body) | {"order_id": "o\u0000x"}
+    with pytest.raises(InvalidNotify, match="bad order_id"):
+        env.gw.verify_notify(*_signed(nul, int(time.time())), {})
 
     with pytest.raises(InvalidNotify, match="missing"):
         env.gw.verify_notify({}, real.body, {})

@@ -1,8 +1,8 @@
 """OrderWorkflow: one durable workflow per order, reading like the saga in DESIGN.md.
 
 open (reserve) → create payment → wait for the callback, then poll → paid → deliver (with the
-SLA watch and its coupon) → serve support until the support window closes. Or: window ends →
-close and release → watch for a late payment → deliver again or refund it.
+SLA watch and its coupon). Or: window ends → close and release. Then, until the order closes,
+every proof of payment still ends in a delivery or a refund, and support can act.
 """
 
 import asyncio
@@ -10,13 +10,14 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 from miaofa import contract as c
 from miaofa import steps as s
 
-# DB steps must not give up: a database outage leaves the order retrying, never half-done.
-DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10))
+# DB steps retry through an outage, never through bad data: that ends with a reason.
+DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10),
+                       non_retryable_error_types=[s.DATA_ERROR, s.NO_RESERVED_KEYS])
 DB_TIMEOUT = timedelta(seconds=15)
 # One query attempt per channel: the workflow does the failover and the backoff itself.
 QUERY_RETRY = RetryPolicy(maximum_attempts=1)
@@ -24,9 +25,15 @@ QUERY_TIMEOUT = timedelta(seconds=10)
 GATEWAY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 CLOSE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 CREATE_PAYMENT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=300), maximum_attempts=3)
+MAX_QUEUED_PROOFS = 50  # a signal flood cannot grow the workflow's state without bound
 
 
-@workflow.defn
+def _refuse(message: str, code: str) -> ApplicationError:
+    """A support Update's refusal: final, so neither the API nor the Temporal CLI retries it."""
+    return ApplicationError(message, type=code, non_retryable=True)
+
+
+@workflow.defn(name=c.ORDER_WORKFLOW)
 class OrderWorkflow:
     def __init__(self) -> None:
         self._input: c.OrderInput | None = None
@@ -35,8 +42,15 @@ class OrderWorkflow:
         self._amount_cents = 0
         self._expires_at: datetime | None = None
         self._payment: c.PaymentLink | None = None
-        self._paid: c.PaymentNotice | None = None
+        self._paid: s.PaymentVerdict | None = None
+        self._paid_source = ""
+        self._proofs: list[s.AcceptPaymentStep] = []
+        self._seen_notifies: set[int] = set()
+        self._look_requested = False
+        self._close_failed = False
+        self._strays: set[str] = set()
         self._cancel_requested = False
+        self._cancel_actor = "system"
         self._delivered_key_ids: list[int] = []
         self._coupon_issued = False
         self._stages: list[str] = []
@@ -49,7 +63,8 @@ class OrderWorkflow:
         self._input = order
         opened = await self._open(order)
         if opened.outcome != c.OPENED:
-            self._opened = c.OpenOrderResult(outcome=opened.outcome, order_id=order.order_id, detail=opened.detail)
+            self._opened = c.OpenOrderResult(outcome=opened.outcome, order_id=order.order_id, detail=opened.detail,
+                                             error=opened.error)
             return opened.outcome
         self._amount_cents = opened.amount_cents
         await self._set_status(c.AWAITING_PAYMENT, c.SA_AMOUNT_CENTS.value_set(self._amount_cents))  # after any coupon
@@ -64,30 +79,34 @@ class OrderWorkflow:
                     detail="the payment gateway did not answer; nothing was charged")
                 return c.GATEWAY_UNAVAILABLE
         else:
-            self._on_paid(c.PaymentNotice("free", 0, order.currency, workflow.now(), "free"))
+            self._proofs.append(s.AcceptPaymentStep(order.order_id, "free", workflow.now()))
         self._opened = self._open_result()
 
         if await self._await_payment():
             await self._deliver()
         else:
             await self._close_unpaid()
-            if await self._watch_for_late_payment():
-                await self._deliver_late_payment()
-        await self._serve_support()
+            if self._paid is not None:  # the close lost the race to the buyer
+                await self._deliver()
+        await self._until_closed()
         return self._status
 
     async def _open(self, order: c.OrderInput) -> s.OpenedOrder:
         now = workflow.now()
         self._expires_at = now + timedelta(seconds=order.timing.payment_window_seconds)
-        return await workflow.execute_local_activity(
-            s.OPEN_ORDER,
-            s.OpenOrderStep(
-                order_id=order.order_id, product_id=order.product_id, sku=order.sku,
-                quantity=order.quantity, unit_price_cents=order.unit_price_cents,
-                currency=order.currency, email=order.email, buyer_hash=order.buyer_hash,
-                gateway=order.gateway, coupon_code=order.coupon_code, at=now,
-                expires_at=self._expires_at),
-            result_type=s.OpenedOrder, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+        try:
+            return await workflow.execute_local_activity(
+                s.OPEN_ORDER,
+                s.OpenOrderStep(
+                    order_id=order.order_id, product_id=order.product_id, sku=order.sku,
+                    quantity=order.quantity, unit_price_cents=order.unit_price_cents,
+                    currency=order.currency, email=order.email, buyer_hash=order.buyer_hash,
+                    gateway=order.gateway, coupon_code=order.coupon_code, at=now,
+                    expires_at=self._expires_at),
+                result_type=s.OpenedOrder, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+        except ActivityError:
+            return s.OpenedOrder(c.INVALID_ORDER, detail="the order's data was refused; nothing was kept",
+                                 error="invalid_input")
 
     async def _create_payment(self, order: c.OrderInput) -> c.PaymentLink:
         assert self._expires_at is not None
@@ -101,24 +120,28 @@ class OrderWorkflow:
 
     async def _await_payment(self) -> bool:
         """Wait for the callback; after the grace time poll with backoff until the window ends."""
-        order = self._order
+        timing = self._order.timing
         assert self._expires_at is not None
-        settled = lambda: self._paid is not None or self._cancel_requested  # noqa: E731
-        grace_end = workflow.now() + timedelta(seconds=order.timing.callback_grace_seconds)
-        await self._wait_until(settled, min(grace_end, self._expires_at))
-        interval = order.timing.poll_interval_seconds
-        while not settled() and workflow.now() < self._expires_at:
-            await self._poll_gateway()
-            await self._wait_until(settled, min(workflow.now() + timedelta(seconds=interval), self._expires_at))
-            interval = min(interval * 2, order.timing.poll_max_interval_seconds)
-        if self._paid is None and not self._cancel_requested:
-            await self._poll_gateway()  # the last look before the window closes
+        next_poll = workflow.now() + timedelta(seconds=timing.callback_grace_seconds)
+        interval = timing.poll_interval_seconds
+        while True:
+            await self._settle_proofs()
+            if self._paid is not None:
+                return True
+            if self._cancel_requested or workflow.now() >= self._expires_at:
+                break
+            if self._look_requested or workflow.now() >= next_poll:
+                if not self._look_requested:
+                    next_poll = workflow.now() + timedelta(seconds=interval)
+                    interval = min(interval * 2, timing.poll_max_interval_seconds)
+                self._look_requested = False
+                await self._poll_gateway("poll")
+                continue
+            await self._wait_until(self._has_news, min(next_poll, self._expires_at))
+        if not self._cancel_requested:
+            await self._poll_gateway("poll")  # the last look before the window closes
+            await self._settle_proofs()
         return self._paid is not None
-
-    async def _poll_gateway(self) -> None:
-        answer = await self._query_gateway()
-        if answer is not None and answer[0].status == "paid":
-            self._on_paid(self._notice_from(answer[0], "poll" if answer[1] == "primary" else "poll_backup"))
 
     async def _close_unpaid(self) -> None:
         """Close the gateway payment, then release the stock. A close that lost the race is a payment."""
@@ -128,40 +151,65 @@ class OrderWorkflow:
                 s.CLOSE_PAYMENT, self._gateway_step(), result_type=s.PaymentSnapshot,
                 start_to_close_timeout=QUERY_TIMEOUT, retry_policy=CLOSE_RETRY)
         except ActivityError:
-            # The gateway may still take the buyer's money: the late-payment watch covers that.
+            # The gateway may still take the buyer's money: the late-payment watch looks for it.
+            self._close_failed = True
             await self._record(s.StageStep(self._order_id, "close_failed", workflow.now()))
         else:
             if snapshot.status == "paid":
-                self._on_paid(self._notice_from(snapshot, "close"))
+                self._queue_snapshot(snapshot, "close")
+                await self._settle_proofs()
                 if self._paid is not None:  # keep the reservation: this payment gets its keys
                     return
         await self._release(status)
 
-    async def _watch_for_late_payment(self) -> bool:
-        if self._paid is not None:
-            return True
-        watch_end = workflow.now() + timedelta(seconds=self._order.timing.late_payment_watch_seconds)
-        await self._wait_until(lambda: self._paid is not None, watch_end)
-        return self._paid is not None
+    async def _until_closed(self) -> None:
+        """Until the support window ends, every proof of payment still ends in delivery or refund.
+
+        While the gateway may still take money (its close failed), look for it with a backoff.
+        """
+        timing = self._order.timing
+        closes_at = workflow.now() + timedelta(seconds=max(timing.support_window_seconds,
+                                                           timing.late_payment_watch_seconds))
+        watch_end = workflow.now() + timedelta(seconds=timing.late_payment_watch_seconds)
+        interval = timing.late_poll_interval_seconds
+        next_look = workflow.now() + timedelta(seconds=interval)
+        while True:
+            await self._settle_proofs()
+            if self._paid is not None and self._status in (c.EXPIRED, c.CANCELLED):
+                await self._deliver_late_payment()
+                continue
+            unpaid = self._paid is None and self._payment is not None
+            watching = unpaid and self._close_failed and workflow.now() < watch_end
+            if unpaid and (self._look_requested or (watching and workflow.now() >= next_look)):
+                if not self._look_requested:
+                    next_look = workflow.now() + timedelta(seconds=interval)
+                    interval = min(interval * 2, timing.late_poll_max_interval_seconds)
+                self._look_requested = False
+                await self._poll_gateway("late_poll")
+                continue
+            self._look_requested = False
+            if workflow.now() >= closes_at:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not self._proofs:
+                    return
+                continue
+            await self._wait_until(lambda: bool(self._proofs) or self._look_requested,
+                                   min(next_look, closes_at) if watching else closes_at)
 
     async def _deliver_late_payment(self) -> None:
         """Paid after the window: deliver if stock can be reserved again, otherwise refund."""
-        if self._status in (c.EXPIRED, c.CANCELLED):
-            await self._record(s.StageStep(self._order_id, "paid_after_expiry", workflow.now()))
-            reserved = await workflow.execute_activity(
-                s.RESERVE_AGAIN, s.DeliverStep(self._order_id, workflow.now()), result_type=bool,
-                start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
-            if not reserved:
-                await self._refund("paid after expiry and out of stock", actor="system")
-                return
+        await self._record(s.StageStep(self._order_id, "paid_after_expiry", workflow.now()))
+        reserved = await workflow.execute_activity(
+            s.RESERVE_AGAIN, s.DeliverStep(self._order_id, workflow.now()), result_type=bool,
+            start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+        if not reserved:
+            await self._refund("paid after expiry and out of stock", actor="system")
+            return
         await self._deliver()
 
     async def _deliver(self) -> None:
         """Commit the reserved keys as sold, watching the SLA counted from the gateway's paid time."""
-        assert self._paid is not None
-        await workflow.execute_local_activity(
-            s.MARK_PAID, s.PaidStep(self._order_id, self._paid.paid_at, self._paid.source, workflow.now()),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+        assert self._paid is not None and self._paid.paid_at is not None
         await self._set_status(c.PAID)
         sla_deadline = self._paid.paid_at + timedelta(seconds=self._order.delivery_sla_seconds)
         delivery = asyncio.create_task(self._commit_keys())
@@ -171,7 +219,11 @@ class OrderWorkflow:
                 await workflow.wait_condition(delivery.done, timeout=remaining, timeout_summary="delivery-sla")
             except asyncio.TimeoutError:
                 await self._compensate_late_delivery("sla_timer")
-        await delivery
+        try:
+            await delivery
+        except ActivityError as failure:
+            await self._delivery_failed(failure)
+            return
         if workflow.now() > sla_deadline:
             await self._compensate_late_delivery("delivered_late")
         await self._set_status(c.DELIVERED)
@@ -182,6 +234,18 @@ class OrderWorkflow:
             s.DELIVER_KEYS, s.DeliverStep(self._order_id, workflow.now()), result_type=s.Delivered,
             start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
         self._delivered_key_ids = delivered.key_ids
+
+    async def _delivery_failed(self, failure: ActivityError) -> None:
+        """The keys cannot be committed (a broken invariant, bad data): say so, and give the money back."""
+        cause = failure.cause
+        reason = cause.type if isinstance(cause, ApplicationError) and cause.type else "delivery_error"
+        workflow.logger.error("delivery failed for order %s: %s", self._order_id, reason)
+        workflow.metric_meter().create_counter(
+            "miaofa_delivery_failures", "Paid orders whose keys could not be delivered (refunded)").add(1)
+        await self._set_status(c.DELIVERY_FAILED)
+        await self._record(s.StageStep(self._order_id, "delivery_failed", workflow.now(), status=c.DELIVERY_FAILED,
+                                       detail={"reason": reason}))
+        await self._refund(f"delivery failed ({reason})", actor="system")
 
     async def _compensate_late_delivery(self, reason: str) -> None:
         if self._coupon_issued:
@@ -199,10 +263,54 @@ class OrderWorkflow:
             retry_policy=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5),
                                      maximum_attempts=10))
 
-    async def _serve_support(self) -> None:
-        """Stay open for support Updates until the support window ends; they answer, or refuse why."""
-        await workflow.sleep(timedelta(seconds=self._order.timing.support_window_seconds))
-        await workflow.wait_condition(workflow.all_handlers_finished)
+    # ---- proofs of payment ------------------------------------------------------------------
+
+    async def _settle_proofs(self) -> None:
+        """Judge each queued proof (miaofa.payments.judge, in one local step): the order's own
+        payment makes it paid; money it cannot take goes to a stray-payment review and refund."""
+        while self._proofs:
+            proof = self._proofs.pop(0)
+            verdict = await workflow.execute_local_activity(
+                s.ACCEPT_PAYMENT, proof, result_type=s.PaymentVerdict, start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY)
+            if verdict.verdict in (s.ACCEPTED, s.DUPLICATE):  # a duplicate after a lost answer is still ours
+                if self._paid is None:
+                    self._paid, self._paid_source = verdict, proof.source
+            elif verdict.verdict == s.STRAY:
+                await self._hand_over_stray(verdict, proof.source)
+            elif verdict.verdict == s.UNCONFIRMED:
+                workflow.logger.warning("order %s: payment signal without a verified notify ignored", self._order_id)
+
+    async def _hand_over_stray(self, verdict: s.PaymentVerdict, source: str) -> None:
+        if verdict.payment_id in self._strays:
+            return
+        self._strays.add(verdict.payment_id)
+        stray = c.StrayPayment(gateway=self._order.gateway, payment_id=verdict.payment_id, order_id=self._order_id,
+                               amount_cents=verdict.amount_cents, currency=verdict.currency, reason=verdict.reason,
+                               found_by=source)
+        try:
+            await workflow.start_child_workflow(
+                c.STRAY_PAYMENT_WORKFLOW, stray, id=c.stray_workflow_id(stray.gateway, stray.payment_id),
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                static_summary=f"stray payment of order {self._order_id}: {stray.reason}")
+        except WorkflowAlreadyStartedError:
+            pass  # a notify or a reconciliation already handed it over
+        await self._record(s.StageStep(self._order_id, "stray_payment", workflow.now(),
+                                       detail={"payment_id": stray.payment_id, "reason": stray.reason}))
+
+    async def _poll_gateway(self, source: str) -> None:
+        answer = await self._query_gateway()
+        if answer is not None and answer[0].status == "paid":
+            self._queue_snapshot(answer[0], source if answer[1] == "primary" else f"{source}_backup")
+
+    def _queue_snapshot(self, snapshot: s.PaymentSnapshot, source: str) -> None:
+        assert self._payment is not None
+        self._proofs.append(s.AcceptPaymentStep(
+            self._order_id, source, workflow.now(), payment_id=snapshot.payment_id or self._payment.payment_id,
+            amount_cents=snapshot.amount_cents, currency=snapshot.currency, paid_at=snapshot.paid_at or workflow.now()))
+
+    def _has_news(self) -> bool:
+        return bool(self._proofs) or self._look_requested or self._cancel_requested
 
     # ---- messages -------------------------------------------------------------------------
 
@@ -214,57 +322,72 @@ class OrderWorkflow:
         return self._opened
 
     @workflow.signal(name=c.PAYMENT_SIGNAL)
-    def payment_notified(self, notice: c.PaymentNotice) -> None:
-        self._on_paid(notice)
+    def payment_notified(self, notified: c.PaymentNotified | None = None) -> None:
+        """A hint, never proof: a notify id is confirmed against its verified log row; without one,
+        the workflow asks the gateway."""
+        if notified is None or notified.notify_id is None:
+            self._look_requested = True
+        elif notified.notify_id not in self._seen_notifies and len(self._proofs) < MAX_QUEUED_PROOFS:
+            self._seen_notifies.add(notified.notify_id)
+            self._proofs.append(s.AcceptPaymentStep(self._order_id, "notify", workflow.now(),
+                                                    notify_id=notified.notify_id))
 
     @workflow.update(name=c.CHECK_PAYMENT_UPDATE)
     async def check_payment(self) -> c.CheckPaymentResult:
         """The buyer's "I have paid" button: ask the gateway now instead of at the next poll."""
+        found = False
         if self._paid is None and self._payment is not None:
             answer = await self._query_gateway()
             if answer is not None and answer[0].status == "paid":
-                self._on_paid(self._notice_from(answer[0], "check"))
-        return c.CheckPaymentResult(status=self._status, paid=self._paid is not None)
+                self._queue_snapshot(answer[0], "check")
+                found = True
+        return c.CheckPaymentResult(status=self._status, paid=found or self._paid is not None)
 
     @check_payment.validator
     def _validate_check_payment(self) -> None:
         if self._payment is None:
-            raise ApplicationError("this order has no payment to check", type="NoPayment")
+            raise _refuse("this order has no payment to check", c.REFUSED_NO_PAYMENT)
 
     @workflow.update(name=c.CANCEL_UPDATE)
-    async def cancel(self, request: c.SupportRequest) -> c.SupportResult:
+    async def cancel(self, request: c.SupportRequest | None = None) -> c.SupportResult:
+        assert request is not None
         self._cancel_requested = True
+        self._cancel_actor = request.actor
         await workflow.wait_condition(lambda: self._status != c.AWAITING_PAYMENT)
         if self._status != c.CANCELLED:
-            raise ApplicationError(f"the payment arrived first; the order is {self._status}", type="NotCancellable")
+            raise _refuse(f"the payment arrived first; the order is {self._status}", c.REFUSED_NOT_CANCELLABLE)
         return c.SupportResult(self._order_id, self._status, "order cancelled and its stock released")
 
     @cancel.validator
-    def _validate_cancel(self, request: c.SupportRequest) -> None:
+    def _validate_cancel(self, request: c.SupportRequest | None = None) -> None:
+        _require_input(request, "cancel")
         if self._status != c.AWAITING_PAYMENT or self._paid is not None:
-            raise ApplicationError(f"only unpaid orders can be cancelled; this one is {self._status}",
-                                   type="NotCancellable")
+            raise _refuse(f"only unpaid orders can be cancelled; this one is {self._status or 'new'}",
+                          c.REFUSED_NOT_CANCELLABLE)
 
     @workflow.update(name=c.REFUND_UPDATE)
-    async def refund(self, request: c.SupportRequest) -> c.SupportResult:
+    async def refund(self, request: c.SupportRequest | None = None) -> c.SupportResult:
+        assert request is not None
         async with self._support_lock:
             if self._status == c.REFUNDED:
-                raise ApplicationError("the order is already refunded", type="AlreadyRefunded")
+                raise _refuse("the order is already refunded", c.REFUSED_ALREADY_REFUNDED)
             await self._refund(request.reason or "support refund", actor=request.actor)
         return c.SupportResult(self._order_id, self._status, "refunded at the gateway; keys marked refunded")
 
     @refund.validator
-    def _validate_refund(self, request: c.SupportRequest) -> None:
+    def _validate_refund(self, request: c.SupportRequest | None = None) -> None:
+        _require_input(request, "refund")
         if self._status == c.REFUNDED:
-            raise ApplicationError("the order is already refunded", type="AlreadyRefunded")
+            raise _refuse("the order is already refunded", c.REFUSED_ALREADY_REFUNDED)
         if self._status != c.DELIVERED:
-            raise ApplicationError(f"only delivered orders can be refunded; this one is {self._status or 'new'}",
-                                   type="NotRefundable")
+            raise _refuse(f"only delivered orders can be refunded; this one is {self._status or 'new'}",
+                          c.REFUSED_NOT_REFUNDABLE)
         if self._payment is None:
-            raise ApplicationError("this order was free; there is no payment to refund", type="NotRefundable")
+            raise _refuse("this order was free; there is no payment to refund", c.REFUSED_NOT_REFUNDABLE)
 
     @workflow.update(name=c.RESEND_UPDATE)
-    async def resend(self, request: c.SupportRequest) -> c.SupportResult:
+    async def resend(self, request: c.SupportRequest | None = None) -> c.SupportResult:
+        assert request is not None
         async with self._support_lock:
             await self._record(s.StageStep(self._order_id, "resent", workflow.now(),
                                            detail={"actor": request.actor}))
@@ -272,10 +395,11 @@ class OrderWorkflow:
         return c.SupportResult(self._order_id, self._status, "delivery email sent again")
 
     @resend.validator
-    def _validate_resend(self, request: c.SupportRequest) -> None:
+    def _validate_resend(self, request: c.SupportRequest | None = None) -> None:
+        _require_input(request, "resend")
         if self._status != c.DELIVERED:
-            raise ApplicationError(f"only delivered orders can be resent; this one is {self._status or 'new'}",
-                                   type="NotDelivered")
+            raise _refuse(f"only delivered orders can be resent; this one is {self._status or 'new'}",
+                          c.REFUSED_NOT_DELIVERED)
 
     @workflow.query(name=c.STATUS_QUERY)
     def state(self) -> c.OrderState:
@@ -294,20 +418,6 @@ class OrderWorkflow:
     @property
     def _order_id(self) -> str:
         return self._order.order_id
-
-    def _on_paid(self, notice: c.PaymentNotice) -> None:
-        """The one transition notify, poll, check and close share: the first proof of payment wins."""
-        if self._paid is not None:
-            return
-        if notice.amount_cents != self._amount_cents or notice.currency != self._order.currency:
-            workflow.logger.warning("payment with the wrong amount or currency ignored")
-            return
-        self._paid = notice
-
-    def _notice_from(self, snapshot: s.PaymentSnapshot, source: str) -> c.PaymentNotice:
-        assert self._payment is not None
-        return c.PaymentNotice(self._payment.payment_id, snapshot.amount_cents, snapshot.currency,
-                               snapshot.paid_at or workflow.now(), source)
 
     def _gateway_step(self, channel: str = "primary") -> s.GatewayStep:
         assert self._payment is not None
@@ -332,8 +442,9 @@ class OrderWorkflow:
             sku=self._order.sku, quantity=self._order.quantity)
 
     async def _release(self, status: str) -> None:
+        actor = self._cancel_actor if status == c.CANCELLED else "system"
         await workflow.execute_activity(
-            s.RELEASE_STOCK, s.ReleaseStep(self._order_id, status, workflow.now()),
+            s.RELEASE_STOCK, s.ReleaseStep(self._order_id, status, workflow.now(), actor=actor),
             start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
         await self._set_status(status)
 
@@ -370,3 +481,12 @@ class OrderWorkflow:
             await workflow.wait_condition(condition, timeout=seconds)
         except asyncio.TimeoutError:
             pass
+
+
+def _require_input(request: c.SupportRequest | None, update: str) -> None:
+    """The Temporal CLI can send an Update with no input; say what it needs instead of a TypeError."""
+    if request is None:
+        raise _refuse(f'{update} needs its input, e.g. {{"reason": "…", "actor": "your name"}}',
+                      c.REFUSED_MISSING_INPUT)
+    if not request.actor.strip():
+        raise _refuse(f"{update} needs an actor: who is acting", c.REFUSED_MISSING_INPUT)

@@ -11,13 +11,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from api import metrics, orders_flow
+from api import metrics, order_client
 from api.deps import SessionDep, StateDep
 from api.hot import ProductInfo
 from api.state import State
 from miaofa import catalog, contract as c, coupons, inventory, orders
-from miaofa.errors import Conflict, InvalidInput, NotFound, Unavailable
-from workflows.order import OrderWorkflow
+from miaofa import errors
+from miaofa.errors import InvalidInput, NotFound, OrderNotFound, SoldOut, Unavailable
 
 router = APIRouter(tags=["shop"])
 MAX_QUANTITY = 10
@@ -60,10 +60,10 @@ async def create_order(body: OrderCreate, state: StateDep,
     # A replayed Idempotency-Key must reach its existing order, so it skips the admission hint.
     if not idempotency_key and not state.hot.claim(order_id, product.id, body.quantity):
         metrics.ORDERS.labels("sold_out_hint").inc()
-        raise Conflict("this product is sold out", error="sold_out")
+        raise SoldOut("this product is sold out")
     reserved = False
     try:
-        opened = await orders_flow.open_order(state, _order_input(state, product, body, order_id))
+        opened = await order_client.open_order(state, _order_input(state, product, body, order_id))
         reserved = opened is not None and opened.outcome == c.OPENED
     finally:
         if not idempotency_key:
@@ -73,10 +73,9 @@ async def create_order(body: OrderCreate, state: StateDep,
         return await _existing_order(state, order_id)
     if opened.outcome == c.SOLD_OUT:
         state.hot.sold_out(product.id)
-        raise Conflict("this product is sold out", error="sold_out")
-    if opened.outcome == c.COUPON_INVALID:
-        error, _, detail = opened.detail.partition(": ")
-        raise InvalidInput(detail or "the coupon cannot be used", error=error or "invalid_coupon")
+        raise SoldOut("this product is sold out")
+    if opened.outcome in (c.COUPON_INVALID, c.INVALID_ORDER):
+        raise errors.from_code(opened.error, opened.detail or "the order cannot be made", InvalidInput)
     if opened.outcome == c.GATEWAY_UNAVAILABLE:
         raise Unavailable(opened.detail, error="gateway_unavailable")
     if (opened.sku, opened.quantity) != (body.sku, body.quantity):
@@ -103,6 +102,7 @@ def _order_input(state: State, product: ProductInfo, body: OrderCreate, order_id
                         callback_grace_seconds=settings.callback_grace_seconds,
                         poll_interval_seconds=settings.poll_interval_seconds,
                         late_payment_watch_seconds=settings.late_payment_watch_seconds,
+                        late_poll_interval_seconds=settings.late_poll_interval_seconds,
                         support_window_seconds=settings.support_window_seconds))
 
 
@@ -111,7 +111,7 @@ async def _existing_order(state: State, order_id: str) -> JSONResponse:
         try:
             view = await orders.order_view(session, state.vault, order_id, with_keys=False)
         except NotFound:
-            raise Conflict("this product is sold out", error="sold_out") from None
+            raise SoldOut("this product is sold out") from None
     payment = view["payment"]
     return JSONResponse(status_code=200, content=jsonable_encoder({
         "order_id": order_id, "access_token": state.vault.order_token(order_id), "status": view["status"],
@@ -122,7 +122,7 @@ async def _existing_order(state: State, order_id: str) -> JSONResponse:
 def _check_token(state: State, order_id: str, token: str | None) -> None:
     # Unknown order and wrong token answer alike, so order ids cannot be probed.
     if not token or not state.vault.check_order_token(order_id, token):
-        raise NotFound("no such order", error="order_not_found")
+        raise OrderNotFound("no such order")
 
 
 TokenHeader = Annotated[str | None, Header(alias="X-Order-Token")]
@@ -130,18 +130,22 @@ TokenHeader = Annotated[str | None, Header(alias="X-Order-Token")]
 
 @router.get("/orders/{order_id}")
 async def read_order(order_id: str, state: StateDep, session: SessionDep,
-                     x_order_token: TokenHeader = None) -> JSONResponse:
-    """The order's status, timeline, coupon, and its keys once delivered."""
-    _check_token(state, order_id, x_order_token)
+                     x_order_token: TokenHeader = None, token: str | None = None) -> JSONResponse:
+    """The order's status, timeline, coupon, and its keys once delivered.
+
+    The token comes in the X-Order-Token header, or as `?token=` in the link the buyer was sent."""
+    _check_token(state, order_id, x_order_token or token)
     view = await orders.order_view(session, state.vault, order_id)
     return JSONResponse(jsonable_encoder(view), headers={"Cache-Control": "no-store"})
 
 
 @router.post("/orders/{order_id}/check-payment")
-async def check_payment(order_id: str, state: StateDep, x_order_token: TokenHeader = None) -> dict[str, Any]:
+async def check_payment(order_id: str, state: StateDep, x_order_token: TokenHeader = None,
+                        token: str | None = None) -> dict[str, Any]:
     """The buyer says they paid: ask the gateway now (a return page is never proof)."""
-    _check_token(state, order_id, x_order_token)
-    result: c.CheckPaymentResult = await orders_flow.run_update(state, order_id, OrderWorkflow.check_payment)
+    _check_token(state, order_id, x_order_token or token)
+    result: c.CheckPaymentResult = await order_client.run_update(state, order_id, c.CHECK_PAYMENT_UPDATE,
+                                                                 result_type=c.CheckPaymentResult)
     return {"order_id": order_id, "status": result.status, "paid": result.paid}
 
 

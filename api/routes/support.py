@@ -1,15 +1,17 @@
-"""Support staff act through the order's workflow Updates: each answered 200 or 409 with a reason."""
+"""Support staff read orders, and act through the order's workflow Updates: each answered 200, or
+409 with the refusal's code and reason. Every action carries who did it."""
 
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Query
+from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field
 
-from api import orders_flow
-from api.deps import StateDep, SupportDep
+from api import order_client
+from api.deps import SessionDep, StateDep, SupportDep
 from miaofa import contract as c
-from workflows.order import OrderWorkflow
+from miaofa import inventory, orders, payments
 
 router = APIRouter(prefix="/support/orders", tags=["support"])
 
@@ -18,34 +20,58 @@ class SupportBody(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
-async def _act(state, order_id: str, update, actor: str, body: SupportBody | None, key: str | None) -> dict[str, Any]:
-    await orders_flow.ensure_exists(state, order_id)
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+
+async def _act(state, order_id: str, update: str, actor: str, body: SupportBody | None, key: str | None) -> dict[str, Any]:
+    await order_client.ensure_exists(state, order_id)
     request = c.SupportRequest(reason=(body.reason if body else ""), actor=actor)
     # An Idempotency-Key makes a retried click the same Update, answered once.
-    update_id = f"{update.__name__}-{key or uuid.uuid4().hex}"
-    result: c.SupportResult = await orders_flow.run_update(state, order_id, update, request, update_id)
+    update_id = f"{update}-{key or uuid.uuid4().hex}"
+    result: c.SupportResult = await order_client.run_update(state, order_id, update, request,
+                                                            result_type=c.SupportResult, update_id=update_id)
     return {"order_id": result.order_id, "status": result.status, "detail": result.detail}
 
 
-IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+@router.get("")
+async def find_orders(state: StateDep, session: SessionDep, _: SupportDep,
+                      email: Annotated[str | None, Query(max_length=254)] = None,
+                      status: Annotated[str | None, Query(max_length=24)] = None,
+                      sku: Annotated[str | None, Query(max_length=64)] = None,
+                      limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[dict[str, Any]]:
+    """Find orders by buyer email (hashed here, as in the BuyerHash search attribute), status or SKU."""
+    buyer_hash = state.vault.buyer_hash(email) if email else None
+    found = await orders.search(session, buyer_hash=buyer_hash, status=status, sku=sku, limit=limit)
+    return jsonable_encoder([orders.summary(order) for order in found])
+
+
+@router.get("/{order_id}")
+async def read_order(order_id: str, state: StateDep, session: SessionDep, _: SupportDep) -> dict[str, Any]:
+    """The order as support sees it: timeline, payment, notify log, and its keys masked."""
+    view = await orders.order_view(session, state.vault, order_id, with_keys=False)
+    view.pop("keys")
+    view["payment"] = await payments.payment_view(session, order_id)
+    view["notifies"] = await payments.notify_log(session, order_id)
+    view["keys"] = await inventory.masked_keys(session, state.vault, order_id)
+    return jsonable_encoder(view)
 
 
 @router.post("/{order_id}/refund")
 async def refund(order_id: str, state: StateDep, actor: SupportDep, body: SupportBody | None = None,
                  key: IdemKey = None) -> dict[str, Any]:
     """Refund at the gateway and mark the keys refunded."""
-    return await _act(state, order_id, OrderWorkflow.refund, actor, body, key)
+    return await _act(state, order_id, c.REFUND_UPDATE, actor, body, key)
 
 
 @router.post("/{order_id}/resend")
 async def resend(order_id: str, state: StateDep, actor: SupportDep, body: SupportBody | None = None,
                  key: IdemKey = None) -> dict[str, Any]:
     """Send the delivery email again."""
-    return await _act(state, order_id, OrderWorkflow.resend, actor, body, key)
+    return await _act(state, order_id, c.RESEND_UPDATE, actor, body, key)
 
 
 @router.post("/{order_id}/cancel")
 async def cancel(order_id: str, state: StateDep, actor: SupportDep, body: SupportBody | None = None,
                  key: IdemKey = None) -> dict[str, Any]:
     """Cancel an unpaid order: close its payment and release its stock."""
-    return await _act(state, order_id, OrderWorkflow.cancel, actor, body, key)
+    return await _act(state, order_id, c.CANCEL_UPDATE, actor, body, key)

@@ -143,6 +143,9 @@ class NotifyLog(Base):
     order_id: Mapped[str | None] = mapped_column(String(40), index=True)
     outcome: Mapped[str] = mapped_column(String(40))
     detail: Mapped[str] = mapped_column(Text, default="")
+    # What the verified notify proves (payment id, amount, currency, paid_at, status); the order
+    # workflow confirms a payment signal against this, never against the signal itself.
+    proof: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
 
 
 class Coupon(Base):
@@ -177,3 +180,25 @@ class AuditLog(Base):
     action: Mapped[str] = mapped_column(String(60))
     target: Mapped[str] = mapped_column(String(80))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
+class ReconcileFinding(Base):
+    """A mismatch between a gateway's statement and our orders, and what was done about it."""
+
+    __tablename__ = "reconcile_findings"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(32))
+    payment_id: Mapped[str] = mapped_column(String(128))
+    order_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(40))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    times_seen: Mapped[int] = mapped_column(Integer, default=1)
+
+    __table_args__ = (
+        Index("ix_reconcile_findings_payment_kind", "gateway", "payment_id", "kind", unique=True),
+    )

@@ -16,6 +16,10 @@ class GatewayError(Exception):
     """The gateway could not be reached or answered with an error; worth retrying."""
 
 
+class GatewayRefused(GatewayError):
+    """The gateway understood and said no (not paid, unknown payment): retrying changes nothing."""
+
+
 class InvalidNotify(Exception):
     """A notify that must not be trusted (bad signature, stale, malformed)."""
 
@@ -28,6 +32,7 @@ class PaymentRequest:
     subject: str
     notify_url: str
     expires_at: datetime
+    return_url: str | None = None  # where the buyer's browser goes after paying (never proof)
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,10 @@ class Gateway(Protocol):
         ...
 
     async def refund(self, payment_id: str, order_id: str, amount_cents: int, refund_id: str) -> PaymentState: ...
+
+    async def statement(self, start: datetime, end: datetime) -> list[PaymentState]:
+        """Every payment paid within [start, end), refunded ones included (the bill download)."""
+        ...
 
     def verify_notify(self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]) -> Notice:
         """Check signature and freshness and parse; raise InvalidNotify otherwise."""

@@ -15,6 +15,7 @@ from miaofa.gateways.base import (
     Ack,
     CreatedPayment,
     GatewayError,
+    GatewayRefused,
     InvalidNotify,
     Notice,
     PaymentRequest,
@@ -74,6 +75,7 @@ class SimulatorGateway:
             "subject": request.subject,
             "notify_url": request.notify_url,
             "expires_at": request.expires_at.isoformat(),
+            **({"return_url": request.return_url} if request.return_url else {}),
         }
         response = await self._call("create", "POST", "/api/payments", json=payload)
         self._expect_ok("create", response)
@@ -109,6 +111,26 @@ class SimulatorGateway:
         )
         self._expect_ok("refund", response)
         return self._state("refund", response, payment_id, order_id)
+
+    async def statement(self, start: datetime, end: datetime) -> list[PaymentState]:
+        response = await self._call("statement", "GET", "/api/statements",
+                                    params={"start": start.isoformat(), "end": end.isoformat()})
+        self._expect_ok("statement", response)
+        try:
+            rows = response.json()
+        except ValueError:
+            raise GatewayError("simulator statement: response is not JSON") from None
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise GatewayError("simulator statement: malformed response")
+        states = []
+        for row in rows:
+            try:
+                states.append(PaymentState(payment_id=_str(row, "payment_id"), order_id=_str(row, "order_id"),
+                                           status=_status(row), amount_cents=_cents(row), currency=_currency(row),
+                                           paid_at=_when(row)))
+            except ValueError as exc:
+                raise GatewayError(f"simulator statement: malformed row ({exc})") from None
+        return states
 
     # ---- notify ----
 
@@ -173,7 +195,9 @@ class SimulatorGateway:
                 error = body["error"][:64]
         except ValueError:
             pass
-        raise GatewayError(f"simulator {op}: HTTP {response.status_code} {error}")
+        kind = GatewayRefused if 400 <= response.status_code < 500 and response.status_code not in (401, 408, 429) \
+            else GatewayError
+        raise kind(f"simulator {op}: HTTP {response.status_code} {error}")
 
     def _json(self, op: str, response: httpx.Response) -> dict[str, Any]:
         try:
@@ -215,8 +239,7 @@ class SimulatorGateway:
             )
         except ValueError as exc:
             raise InvalidNotify(str(exc)) from None
-        if notice.merchant_id != self.merchant_id:
-            raise InvalidNotify("merchant_id is not ours")
+        # Whether the merchant is ours is judged with the rest (miaofa.payments.judge).
         if notice.status in ("paid", "refunded") and notice.paid_at is None:
             raise InvalidNotify(f"{notice.status} without paid_at")
         return notice
@@ -227,7 +250,7 @@ class SimulatorGateway:
 
 def _str(data: Mapping[str, Any], key: str) -> str:
     value = data.get(key)
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value or len(value) > 128 or not value.isprintable():
         raise ValueError(f"bad {key}")
     return value
 

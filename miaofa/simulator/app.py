@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -48,6 +48,7 @@ class CreatePaymentIn(BaseModel):
     currency: str = Field(pattern=r"^[A-Za-z]{3}$")
     subject: str = Field(min_length=1, max_length=256)
     notify_url: str = Field(pattern=r"^https?://", max_length=2048)
+    return_url: str | None = Field(default=None, pattern=r"^https?://", max_length=2048)
     expires_at: datetime
 
 
@@ -58,6 +59,7 @@ class RefundIn(BaseModel):
 
 class PayIn(BaseModel):
     paid_at: datetime | None = None
+    amount_cents: StrictInt | None = Field(default=None, gt=0)  # a buyer who pays the wrong amount
 
 
 class ControlIn(BaseModel):
@@ -158,6 +160,7 @@ def create_app(
                     subject=body.subject,
                     notify_url=body.notify_url,
                     expires_at=_utc(body.expires_at),
+                    return_url=body.return_url,
                 )
                 sim.payments[payment.payment_id] = payment
                 sim.by_order[payment.order_id] = payment.payment_id
@@ -178,6 +181,13 @@ def create_app(
         if payment_id is None:
             raise SimError(404, "not_found", "no payment for this order")
         return sim.payments[payment_id].state()
+
+    @app.get("/api/statements")
+    async def statement(start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """The bill download: every payment paid within [start, end), refunded ones included."""
+        since, until = _utc(start), _utc(end)
+        return [p.state() for p in sim.payments.values()
+                if p.paid_at is not None and since <= p.paid_at < until and p.status in ("paid", "refunded")]
 
     @app.post("/api/payments/{payment_id}/close")
     async def close_payment(payment_id: str) -> dict[str, Any]:
@@ -201,12 +211,12 @@ def create_app(
                 return payment.state()  # a repeat: no second refund, no second notify
             if payment.status != "paid":
                 raise SimError(409, "not_paid", f"cannot refund a {payment.status} payment")
-            if body.amount_cents > payment.amount_cents:
+            if body.amount_cents > payment.state()["amount_cents"]:
                 raise SimError(422, "invalid_request", "refund exceeds the paid amount")
             payment.status = "refunded"
-            sim.save()
             payment.refund_id = body.refund_id
             payment.refund_cents = body.amount_cents
+            sim.save()
             sim.schedule_notify(payment)
             return payment.state()
 
@@ -229,18 +239,22 @@ def create_app(
         )
         return HTMLResponse(page)
 
-    @app.post("/pay/{payment_id}")
-    async def pay(payment_id: str, request: Request) -> dict[str, Any]:
+    @app.post("/pay/{payment_id}", response_model=None)
+    async def pay(payment_id: str, request: Request) -> dict[str, Any] | Response:
         paid_at = datetime.now(timezone.utc)
         raw = await request.body()
-        # The HTML form posts an empty form body; tests may post JSON to back-date the payment.
-        if raw.strip() and request.headers.get("content-type", "").startswith("application/json"):
+        wants_json = request.headers.get("content-type", "").startswith("application/json")
+        paid_cents = None
+        # The HTML form posts an empty form body; tests may post JSON to back-date the payment
+        # or to pay the wrong amount.
+        if raw.strip() and wants_json:
             try:
-                requested = PayIn.model_validate_json(raw).paid_at
+                requested = PayIn.model_validate_json(raw)
             except ValidationError as exc:
                 raise SimError(422, "invalid_request", _describe(exc.errors())) from None
-            if requested is not None:
-                paid_at = _utc(requested)
+            if requested.paid_at is not None:
+                paid_at = _utc(requested.paid_at)
+            paid_cents = requested.amount_cents
         async with sim.lock:
             payment = sim.get(payment_id)
             if payment.status in ("closed", "refunded"):
@@ -248,10 +262,29 @@ def create_app(
             if payment.status == "paid":
                 raise SimError(409, "already_paid", "payment is already paid")
             payment.status = "paid"
-            sim.save()
             payment.paid_at = paid_at
+            if paid_cents is not None and paid_cents != payment.amount_cents:
+                payment.paid_cents = paid_cents
+            sim.save()
             sim.schedule_notify(payment)
+        from_browser = ("text/html" in request.headers.get("accept", "")
+                        or request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"))
+        if payment.return_url and from_browser:
+            # Like a real gateway: the buyer's browser goes back to the shop (never proof of payment).
+            return RedirectResponse(payment.return_url, status_code=303)
         return {"payment_id": payment.payment_id, "status": payment.status, "paid_at": paid_at.isoformat()}
+
+    @app.post("/pay/{payment_id}/again")
+    async def pay_again(payment_id: str) -> dict[str, Any]:
+        """The buyer pays the same order a second time (two QR codes, two tabs): a new paid payment."""
+        async with sim.lock:
+            first = sim.get(payment_id)
+            second = replace(first, payment_id="sim_" + secrets.token_hex(12), status="paid",
+                             paid_at=datetime.now(timezone.utc), paid_cents=None, refund_id=None, refund_cents=None)
+            sim.payments[second.payment_id] = second
+            sim.save()
+            sim.schedule_notify(second)
+        return {"payment_id": second.payment_id, "status": second.status, "paid_at": second.paid_at.isoformat()}
 
     # -- test controls (loopback only, no auth) --
 

@@ -68,13 +68,15 @@ class Payment:
     paid_at: datetime | None = None
     refund_id: str | None = None
     refund_cents: int | None = None
+    return_url: str | None = None  # where the buyer's browser goes after paying
+    paid_cents: int | None = None  # what the buyer actually paid, when it differs (a wrong transfer)
 
     def state(self) -> dict[str, Any]:
         return {
             "payment_id": self.payment_id,
             "order_id": self.order_id,
             "status": self.status,
-            "amount_cents": self.amount_cents,
+            "amount_cents": self.paid_cents if self.paid_cents is not None else self.amount_cents,
             "currency": self.currency,
             "paid_at": self.paid_at.isoformat() if self.paid_at else None,
         }

@@ -1,5 +1,7 @@
-"""Talking to order workflows from the API: open with Update-with-Start, signal, update, query."""
+"""Talking to order workflows from the API, by the names in miaofa.contract only: open with
+Update-with-Start, signal, update, query. The API never imports workflows/."""
 
+import logging
 from contextlib import suppress
 from datetime import timedelta
 from typing import Any
@@ -19,15 +21,13 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCStatusCode
 
-import logging
-
 from api.state import State
 from miaofa import contract as c
-from miaofa.errors import Conflict, NotFound, Unavailable
-from workflows.order import OrderWorkflow
+from miaofa import errors
+from miaofa.errors import Conflict, OrderClosed, OrderNotFound, OrderTimeout, TemporalUnavailable
+from miaofa.temporal import start_stray_review
 
 log = logging.getLogger("miaofa.api.orders")
-
 
 
 def _search_attributes(order: c.OrderInput) -> TypedSearchAttributes:
@@ -48,26 +48,26 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
     after the order closed): the caller then answers from the database.
     """
     start = WithStartWorkflowOperation(
-        OrderWorkflow.run, order, id=c.order_workflow_id(order.order_id), task_queue=state.task_queue,
+        c.ORDER_WORKFLOW, order, id=c.order_workflow_id(order.order_id), task_queue=state.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=_search_attributes(order),
+        search_attributes=_search_attributes(order), result_type=str,
         static_summary=f"{order.quantity} × {order.sku} via {order.gateway}")  # shown in the UI; no buyer data
     try:
         return await state.temporal.execute_update_with_start_workflow(
-            OrderWorkflow.open_order, start_workflow_operation=start, id="open", rpc_timeout=_update_timeout(state))
+            c.OPEN_UPDATE, start_workflow_operation=start, id="open", result_type=c.OpenOrderResult,
+            rpc_timeout=_update_timeout(state))
     except WorkflowAlreadyStartedError:
         return None
     except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
         with suppress(Exception):  # the start operation failed the same way; collect it quietly
             await start.workflow_handle()
-        raise Unavailable("the order is taking too long to open; try again with the same Idempotency-Key",
-                          error="order_timeout") from exc
+        raise OrderTimeout("the order is taking too long to open; try again with the same Idempotency-Key") from exc
     except RPCError as exc:
         if exc.status == RPCStatusCode.ALREADY_EXISTS:
             return None
-        log.warning("opening order failed: %s", exc)
-        raise Unavailable("the order service is not answering; try again", error="temporal_unavailable") from exc
+        log.warning("opening order failed: %s", type(exc).__name__)
+        raise TemporalUnavailable("the order service is not answering; try again") from exc
 
 
 def _update_timeout(state: State) -> timedelta:
@@ -79,43 +79,48 @@ def _handle(state: State, order_id: str):
     return state.temporal.get_workflow_handle(c.order_workflow_id(order_id))
 
 
-async def signal_payment(state: State, order_id: str, notice: c.PaymentNotice) -> bool:
-    """False when the workflow is gone (closed long after expiry): the caller records an orphan."""
+async def signal_payment(state: State, order_id: str, notify_id: int) -> bool:
+    """Tell the order a verified notify is logged; False when its workflow has closed (or never was)."""
     try:
-        await _handle(state, order_id).signal(OrderWorkflow.payment_notified, notice)
+        await _handle(state, order_id).signal(c.PAYMENT_SIGNAL, c.PaymentNotified(notify_id=notify_id))
         return True
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return False
-        raise Unavailable("the order service is not answering", error="temporal_unavailable") from exc
+        raise TemporalUnavailable("the order service is not answering") from exc
 
 
-async def run_update(state: State, order_id: str, update: Any, arg: Any = None, update_id: str | None = None) -> Any:
-    """Run a workflow Update; a refusal (validator or handler) becomes 409 with its reason."""
-    handle = _handle(state, order_id)
+async def review_stray(state: State, stray: c.StrayPayment) -> None:
     try:
-        if arg is None:
-            return await handle.execute_update(update, id=update_id, rpc_timeout=_update_timeout(state))
-        return await handle.execute_update(update, arg, id=update_id, rpc_timeout=_update_timeout(state))
+        await start_stray_review(state.temporal, state.task_queue, stray)
+    except RPCError as exc:
+        raise TemporalUnavailable("the order service is not answering") from exc
+
+
+async def run_update(state: State, order_id: str, update: str, arg: Any = None, *, result_type: type,
+                     update_id: str | None = None) -> Any:
+    """Run a workflow Update; a refusal (validator or handler) becomes its catalogued error."""
+    handle = _handle(state, order_id)
+    args = [] if arg is None else [arg]
+    try:
+        return await handle.execute_update(update, args=args, id=update_id, result_type=result_type,
+                                           rpc_timeout=_update_timeout(state))
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
-        reason = cause.message if isinstance(cause, ApplicationError) else str(cause)
-        error = cause.type if isinstance(cause, ApplicationError) and cause.type else "refused"
-        raise Conflict(reason, error=_snake(error)) from exc
+        if isinstance(cause, ApplicationError) and cause.type:
+            raise errors.from_code(cause.type, cause.message, Conflict) from exc
+        log.warning("update %s on order %s failed: %s", update, order_id, type(cause).__name__)
+        raise Conflict("the order could not do this now; see its timeline", error="refused") from exc
     except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
-        raise Unavailable("the order did not answer in time; try again", error="order_timeout") from exc
+        raise OrderTimeout("the order did not answer in time; try again") from exc
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            raise Conflict("this order is closed to changes (past its support window)", error="order_closed") from exc
-        raise Unavailable("the order service is not answering", error="temporal_unavailable") from exc
-
-
-def _snake(name: str) -> str:
-    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name).lstrip("_")
+            raise OrderClosed("this order is closed to changes (past its support window)") from exc
+        raise TemporalUnavailable("the order service is not answering") from exc
 
 
 async def ensure_exists(state: State, order_id: str) -> None:
     try:
         await _handle(state, order_id).describe()
     except RPCError as exc:
-        raise NotFound("no such order", error="order_not_found") from exc
+        raise OrderNotFound("no such order") from exc

@@ -1,0 +1,61 @@
+"""Reconciliation's side effects: fetch each gateway's statement, compare, and repair."""
+
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.client import Client
+
+from activities.db import transaction
+from activities.payments import _gateway_failed
+from miaofa import contract as c
+from miaofa import reconcile
+from miaofa import steps as s
+from miaofa.gateways.base import Gateway, GatewayError
+from miaofa.temporal import nudge_order, start_stray_review
+
+log = logging.getLogger("miaofa.activities.reconcile")
+
+
+class ReconcileActivities:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], gateways: dict[str, Gateway],
+                 temporal: Client) -> None:
+        self.sessionmaker = sessionmaker
+        self.gateways = gateways
+        self.temporal = temporal
+
+    @activity.defn(name=s.RECONCILE)
+    async def reconcile_payments(self, step: s.ReconcileStep) -> c.ReconcileReport:
+        """Idempotent: a retry finds the same mismatches; nudges and reviews are safe to repeat."""
+        report = c.ReconcileReport(checked=0)
+        mismatches = activity.metric_meter().create_counter(
+            "miaofa_reconcile_mismatches", "Mismatches between gateway statements and orders")
+        for name, gateway in self.gateways.items():
+            try:
+                entries = await gateway.statement(step.start, step.end)
+            except GatewayError as exc:
+                raise _gateway_failed(exc) from exc
+            async with transaction(self.sessionmaker) as session:
+                findings = await reconcile.compare(session, name, entries, step.start, step.end)
+            done = []
+            for finding in findings:
+                if finding.action == reconcile.NUDGE:
+                    if await nudge_order(self.temporal, finding.order_id, "reconcile"):
+                        report.orders_nudged += 1
+                        done.append(finding)
+                        continue
+                    finding = reconcile.Finding("paid_order_closed", reconcile.REFUND, finding.gateway,
+                                                finding.payment_id, finding.order_id, finding.amount_cents,
+                                                finding.currency)
+                if finding.action == reconcile.REFUND:
+                    await start_stray_review(self.temporal, activity.info().task_queue, finding.stray())
+                    report.refunds_started += 1
+                done.append(finding)
+            async with transaction(self.sessionmaker) as session:
+                await reconcile.save(session, done, step.at)
+            for finding in done:
+                report.findings[finding.kind] = report.findings.get(finding.kind, 0) + 1
+                mismatches.add(1, {"gateway": name, "kind": finding.kind, "action": finding.action})
+            report.checked += len(entries)
+            log.info("reconciled %s: %d payments, %d mismatches", name, len(entries), len(done))
+        return report

@@ -1,0 +1,222 @@
+"""Payments: their rows, the notify log, and the one rule that says whether a proof of payment
+belongs to an order — merchant, payment id, amount, currency (`judge`).
+
+Every way money is seen — a verified notify, a poll, the buyer's check, a close that lost the
+race, a reconciliation statement — is judged here, so they can never disagree.
+"""
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Mapping
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from miaofa import audit, orders
+from miaofa import contract as c
+from miaofa import steps as s
+from miaofa.db.models import NotifyLog, Order, Payment
+
+# Timeline stage written for each way a payment is found.
+SOURCE_STAGES = {"notify": "notified", "poll": "polled", "poll_backup": "polled_backup", "check": "checked",
+                 "close": "paid_at_close", "late_poll": "polled_late", "reconcile": "reconciled", "free": "free"}
+# What is kept of a notify: enough to investigate, bounded whatever a client sends.
+MAX_STORED_BODY = 16 * 1024
+MAX_STORED_REJECTED_BODY = 1024
+MAX_STORED_HEADERS = 40
+MAX_STORED_HEADER_VALUE = 512
+REDACTED_HEADERS = {"authorization", "cookie"}
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What a gateway says about one payment."""
+
+    payment_id: str
+    order_id: str
+    status: str  # pending | paid | closed | refunded | unknown
+    amount_cents: int
+    currency: str
+    paid_at: datetime | None
+    merchant_id: str | None = None  # None: from our own authenticated call to the gateway
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["paid_at"] = self.paid_at.isoformat() if self.paid_at else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Proof":
+        paid_at = data.get("paid_at")
+        return cls(**{**data, "paid_at": datetime.fromisoformat(paid_at) if paid_at else None})
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: str  # steps.ACCEPTED | DUPLICATE | STRAY | NOT_PAID, or FOREIGN
+    reason: str = ""
+
+
+FOREIGN = "foreign"  # another merchant's payment: not our money, nothing to refund
+
+
+def judge(order: Order | None, payment: Payment | None, proof: Proof, merchant_id: str | None) -> Judgement:
+    """The rule: a paid proof is the order's payment when merchant, payment id, amount and currency match.
+
+    merchant_id is None for a proof whose merchant was already checked (a logged notify).
+    """
+    if merchant_id is not None and proof.merchant_id is not None and proof.merchant_id != merchant_id:
+        return Judgement(FOREIGN, "another merchant")
+    if proof.status != "paid":
+        return Judgement(s.NOT_PAID, proof.status)
+    if order is None:
+        return Judgement(s.STRAY, "unknown_order")
+    if payment is None or proof.payment_id != payment.payment_id or proof.order_id != order.id:
+        return Judgement(s.STRAY, "other_payment")
+    if proof.amount_cents != order.amount_cents or proof.currency != order.currency:
+        return Judgement(s.STRAY, "wrong_amount")
+    if payment.status in ("paid", "refunded"):
+        return Judgement(s.DUPLICATE)
+    return Judgement(s.ACCEPTED)
+
+
+async def order_and_payment(session: AsyncSession, order_id: str, *, lock: bool = False
+                            ) -> tuple[Order | None, Payment | None]:
+    order = await session.get(Order, order_id, with_for_update=lock)
+    payment = None
+    if order is not None:
+        payment = await session.scalar(select(Payment).where(Payment.order_id == order_id))
+    return order, payment
+
+
+async def record_created(session: AsyncSession, *, order_id: str, gateway: str, payment_id: str, pay_url: str,
+                         amount_cents: int, currency: str, at: datetime) -> None:
+    """The gateway payment of an order; a retried step finds the row already there."""
+    await session.execute(insert(Payment).values(
+        order_id=order_id, gateway=gateway, payment_id=payment_id, pay_url=pay_url, amount_cents=amount_cents,
+        currency=currency).on_conflict_do_nothing(index_elements=["order_id"]))
+    await orders.add_event(session, order_id, "payment_created", at, {"gateway": gateway})
+
+
+# ---- notifies -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NotifyDecision:
+    notify_id: int
+    outcome: str  # accepted | duplicate | stray | ignored | foreign
+    order_id: str | None
+    stray: c.StrayPayment | None = None
+
+
+def _stored_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    kept = [(k, v) for k, v in headers.items() if k.lower() not in REDACTED_HEADERS][:MAX_STORED_HEADERS]
+    return {k[:64]: v[:MAX_STORED_HEADER_VALUE] for k, v in kept}
+
+
+async def log_rejected_notify(session: AsyncSession, gateway: str, headers: Mapping[str, str], body: bytes,
+                              reason: str) -> None:
+    session.add(NotifyLog(gateway=gateway, headers=_stored_headers(headers), outcome="rejected", detail=reason[:200],
+                          body=body[:MAX_STORED_REJECTED_BODY].decode("utf-8", "replace").replace("\x00", "")))
+
+
+async def accept_notify(session: AsyncSession, gateway: str, merchant_id: str, proof: Proof,
+                        headers: Mapping[str, str], body: bytes) -> NotifyDecision:
+    """Judge a verified notify and log it with its proof; the caller signals the order or starts a review."""
+    order, payment = await order_and_payment(session, proof.order_id)
+    if order is not None and order.gateway != gateway:
+        order, payment = None, None
+    judgement = judge(order, payment, proof, merchant_id)
+    outcome = {s.ACCEPTED: "accepted", s.DUPLICATE: "duplicate", s.STRAY: "stray", s.NOT_PAID: "ignored",
+               FOREIGN: "foreign"}[judgement.verdict]
+    entry = NotifyLog(gateway=gateway, headers=_stored_headers(headers), outcome=outcome,
+                      detail=judgement.reason or proof.status, order_id=order.id if order else None,
+                      proof=proof.to_json(), body=body[:MAX_STORED_BODY].decode("utf-8", "replace").replace("\x00", ""))
+    session.add(entry)
+    await session.flush()
+    stray = None
+    if judgement.verdict == s.STRAY:
+        stray = c.StrayPayment(gateway=gateway, payment_id=proof.payment_id, order_id=proof.order_id,
+                               amount_cents=proof.amount_cents, currency=proof.currency, reason=judgement.reason,
+                               found_by="notify")
+    return NotifyDecision(entry.id, outcome, entry.order_id, stray)
+
+
+async def mark_orphaned(session: AsyncSession, notify_id: int) -> None:
+    """The order's workflow has closed: the notify's payment goes to review (and refund) instead."""
+    await session.execute(update(NotifyLog).where(NotifyLog.id == notify_id)
+                          .values(outcome="stray", detail="order_closed"))
+
+
+# ---- the order's side -----------------------------------------------------------------------
+
+
+async def accept_proof(session: AsyncSession, step: s.AcceptPaymentStep) -> s.PaymentVerdict:
+    """Confirm a proof for the order and, when it is the order's payment, mark the order paid.
+
+    A notify is confirmed only through its verified log row, so a bare signal proves nothing.
+    """
+    order, payment = await order_and_payment(session, step.order_id, lock=True)
+    if order is None:
+        return s.PaymentVerdict(s.UNCONFIRMED, reason="no such order")
+    if step.source == "free":
+        if order.amount_cents != 0:
+            return s.PaymentVerdict(s.UNCONFIRMED, reason="the order is not free")
+        await _mark_paid(session, order, None, step.source, step.at, step.at)
+        return s.PaymentVerdict(s.ACCEPTED, paid_at=step.at)
+    if step.notify_id is not None:
+        row = await session.get(NotifyLog, step.notify_id)
+        if row is None or row.order_id != order.id or row.proof is None or row.outcome not in ("accepted", "duplicate"):
+            return s.PaymentVerdict(s.UNCONFIRMED, reason="no verified notify behind the signal")
+        proof = Proof.from_json(row.proof)
+    else:
+        proof = Proof(step.payment_id, order.id, "paid", step.amount_cents, step.currency, step.paid_at)
+    judgement = judge(order, payment, proof, merchant_id=None)
+    if judgement.verdict == s.ACCEPTED:
+        await _mark_paid(session, order, payment, step.source, proof.paid_at or step.at, step.at)
+    return s.PaymentVerdict(judgement.verdict, proof.payment_id, proof.amount_cents, proof.currency,
+                            proof.paid_at, judgement.reason)
+
+
+async def _mark_paid(session: AsyncSession, order: Order, payment: Payment | None, source: str, paid_at: datetime,
+                     at: datetime) -> None:
+    await orders.add_event(session, order.id, SOURCE_STAGES.get(source, source), at)
+    await orders.add_event(session, order.id, "paid", paid_at, {"source": source})
+    await orders.set_status(session, order.id, c.PAID, paid_at=paid_at)
+    if payment is not None:
+        payment.status, payment.paid_at = "paid", paid_at
+
+
+async def mark_refunded(session: AsyncSession, order_id: str, at: datetime) -> None:
+    await session.execute(update(Payment).where(Payment.order_id == order_id)
+                          .values(status="refunded", refunded_at=at))
+
+
+async def record_stray_outcome(session: AsyncSession, stray: c.StrayPayment, outcome: str, refund_id: str,
+                               at: datetime, detail: str = "") -> None:
+    """A reviewed stray payment: in the audit log, and on its order's timeline when we know the order."""
+    audit.record(session, "system", f"payment.stray_{outcome}", f"{stray.gateway}:{stray.payment_id}",
+                 order_id=stray.order_id, reason=stray.reason, found_by=stray.found_by,
+                 amount_cents=stray.amount_cents, currency=stray.currency, refund_id=refund_id, detail=detail)
+    order, _ = await order_and_payment(session, stray.order_id)
+    if order is not None:
+        await orders.add_event(session, order.id, f"stray_payment_{outcome}", at,
+                               {"payment_id": stray.payment_id, "reason": stray.reason, "found_by": stray.found_by},
+                               once=False)
+
+
+async def notify_log(session: AsyncSession, order_id: str) -> list[dict[str, Any]]:
+    """What the gateways told us about an order, for support (bodies stay in the database)."""
+    rows = await session.scalars(select(NotifyLog).where(NotifyLog.order_id == order_id).order_by(NotifyLog.id))
+    return [{"id": row.id, "gateway": row.gateway, "received_at": row.received_at, "outcome": row.outcome,
+             "detail": row.detail, "proof": row.proof} for row in rows]
+
+
+async def payment_view(session: AsyncSession, order_id: str) -> dict[str, Any] | None:
+    payment = await session.scalar(select(Payment).where(Payment.order_id == order_id))
+    if payment is None:
+        return None
+    return {"gateway": payment.gateway, "payment_id": payment.payment_id, "status": payment.status,
+            "amount_cents": payment.amount_cents, "currency": payment.currency, "paid_at": payment.paid_at,
+            "refunded_at": payment.refunded_at}

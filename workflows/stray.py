@@ -1,0 +1,41 @@
+"""StrayPaymentWorkflow: money that no open order took is confirmed with the gateway, then refunded.
+
+A payment for a closed or unknown order, with the wrong amount or currency, or a second payment
+for an order: whoever finds it (a notify, an order, reconciliation) starts this workflow with id
+`stray-<gateway>-<payment_id>`, so one payment is reviewed once however often it is found.
+"""
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+from miaofa import contract as c
+from miaofa import steps as s
+
+GATEWAY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5),
+                            non_retryable_error_types=[s.DATA_ERROR, "GatewayRefused"])
+DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10),
+                       non_retryable_error_types=[s.DATA_ERROR])
+
+
+@workflow.defn(name=c.STRAY_PAYMENT_WORKFLOW)
+class StrayPaymentWorkflow:
+    @workflow.run
+    async def run(self, stray: c.StrayPayment) -> str:
+        # Ask the gateway, never the finder: is it paid, how much, and does an open order want it?
+        review = await workflow.execute_activity(
+            s.REVIEW_STRAY, stray, result_type=s.StrayReview, start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=GATEWAY_RETRY)
+        outcome, refund_id = review.action, ""
+        if review.action == "refund":
+            refund_id = f"refund-{stray.payment_id}"
+            await workflow.execute_activity(
+                s.REFUND_PAYMENT, s.RefundStep(stray.order_id, stray.gateway, stray.payment_id, review.amount_cents,
+                                               refund_id=refund_id),
+                result_type=s.PaymentSnapshot, start_to_close_timeout=timedelta(seconds=30), retry_policy=GATEWAY_RETRY)
+            outcome = "refunded"
+        await workflow.execute_activity(
+            s.RECORD_STRAY_REFUND, s.StrayRefunded(stray, refund_id, workflow.now(), outcome, review.detail),
+            start_to_close_timeout=timedelta(seconds=15), retry_policy=DB_RETRY)
+        return outcome
