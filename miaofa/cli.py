@@ -184,5 +184,10 @@ async def _import(settings: Settings, data: bytes, content_type: str, sku: str):
     return result, time.perf_counter() - started
 
 
+from miaofa.cli_reconcile import reconcile_app, schedules_app  # noqa: E402  (they use the helpers above)
+
+app.add_typer(schedules_app, name="schedules")
+app.add_typer(reconcile_app, name="reconcile")
+
 if __name__ == "__main__":
     app()

@@ -99,7 +99,7 @@ async def save(session: AsyncSession, findings: list[Finding], at: datetime) -> 
         if inserted.scalar_one() != 1:
             continue
         audit.record(session, "reconcile", f"reconcile.{finding.kind}", f"{finding.gateway}:{finding.payment_id}",
-                     order_id=finding.order_id, action=finding.action)
+                     order_id=finding.order_id, repair=finding.action)
         if await session.get(Order, finding.order_id[:40]) is not None:
             await orders.add_event(session, finding.order_id, "reconcile", at,
                                    {"kind": finding.kind, "action": finding.action}, once=False)
