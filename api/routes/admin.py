@@ -5,8 +5,7 @@ from pydantic import BaseModel, Field
 
 from api import uploads
 from api.deps import AdminDep, SessionDep, StateDep
-from miaofa import catalog, inventory
-from miaofa.db.models import AuditLog
+from miaofa import audit, catalog, inventory
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -43,7 +42,7 @@ class StockAnswer(BaseModel):
 async def create_product(body: ProductCreate, actor: AdminDep, session: SessionDep, state: StateDep) -> ProductPublic:
     """Create a product."""
     product = await catalog.create_product(session, **body.model_dump())
-    session.add(AuditLog(actor=actor, action="product.create", target=product.sku, detail={}))
+    audit.record(session, actor, "product.create", product.sku)
     await session.commit()
     await state.hot.refresh()
     return ProductPublic.model_validate(product, from_attributes=True)
@@ -75,8 +74,7 @@ async def import_keys(sku: str, request: Request, actor: AdminDep, session: Sess
     data, media = await uploads.read_upload(request)
     keys = inventory.parse_keys(data, media)
     result = await inventory.import_keys(session, state.vault, product.id, keys)
-    session.add(AuditLog(actor=actor, action="keys.import", target=sku,
-                         detail={"imported": result.imported, "duplicates": result.duplicates}))
+    audit.record(session, actor, "keys.import", sku, imported=result.imported, duplicates=result.duplicates)
     await session.commit()
     await state.hot.refresh()
     return ImportAnswer(imported=result.imported, duplicates=result.duplicates)
