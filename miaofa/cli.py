@@ -118,10 +118,12 @@ def sim() -> None:
     from miaofa.simulator.app import create_app
 
     settings = _settings()
+    _require(settings, "sim_secret")
     _logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Never trust_client_clock here: paid_at is the simulator's own clock outside the tests.
     app = create_app(settings.sim_merchant_id, settings.sim_secret, settings.sim_public_url or settings.sim_url,
-                     state_file=settings.data_dir / "simulator.json")
+                     state_file=settings.data_dir / "simulator.json", control_token=settings.sim_control_token)
     uvicorn.run(app,
                 host=settings.sim_host, port=settings.sim_port, log_level="warning", access_log=False)
 

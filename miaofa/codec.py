@@ -5,12 +5,18 @@ import os
 from collections.abc import Sequence
 
 import temporalio.converter
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 ENCODING = b"binary/encrypted"
 NONCE_BYTES = 12
+
+
+class UndecodablePayload(ValueError):
+    """A payload marked as ours that this key cannot open: another key id, or damaged ciphertext."""
 
 
 class EncryptionCodec(temporalio.converter.PayloadCodec):
@@ -33,10 +39,13 @@ class EncryptionCodec(temporalio.converter.PayloadCodec):
             if payload.metadata.get("encoding", b"") != ENCODING:
                 decoded.append(payload)  # not ours (or from before encryption): pass it through
                 continue
-            key_id = payload.metadata.get("encryption-key-id", b"").decode()
+            key_id = payload.metadata.get("encryption-key-id", b"").decode("utf-8", "replace")
             if key_id != self.key_id:
-                raise ValueError(f"payload encrypted with unknown key id {key_id!r}")
-            decoded.append(Payload.FromString(self._decrypt(payload.data)))
+                raise UndecodablePayload(f"payload encrypted with unknown key id {key_id[:64]!r}")
+            try:
+                decoded.append(Payload.FromString(self._decrypt(payload.data)))
+            except (InvalidTag, DecodeError, ValueError) as exc:  # short, tampered or not a payload
+                raise UndecodablePayload("payload ciphertext does not open with this key (damaged or forged)") from exc
         return decoded
 
     def _encrypt(self, data: bytes) -> bytes:

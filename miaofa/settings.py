@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     sim_url: str = "http://127.0.0.1:8010"
     sim_public_url: str = ""  # the simulator as buyers' browsers reach it (pay links); defaults to sim_url
     sim_merchant_id: str = "miaofa-demo"
-    sim_secret: str = "sim-dev-secret-not-for-production"
+    sim_secret: str = ""  # unset: no simulator gateway (miaofa up generates one for the demo)
     admin_token: str = ""
     support_token: str = ""
     vault_key: str = ""
@@ -46,6 +46,17 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: int = 600  # how often the reconcile schedule runs
     reconcile_lookback_seconds: int = 2 * 86400  # the statement window each run compares
     reconcile_grace_seconds: int = 120  # payments younger than this may still be on their way in
+
+    sim_control_token: str = ""  # bearer token of the simulator's /control; unset: /control refused
+
+    @field_validator("sim_secret", "sim_control_token")
+    @classmethod
+    def _no_public_sim_secret(cls, value: str) -> str:
+        if value and (value.lower() in PLACEHOLDER_SECRETS or value == "sim-dev-secret-not-for-production"):
+            raise ValueError("is a placeholder or a published value; set a real random secret")
+        if value and len(value) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
 
     @field_validator("admin_token", "support_token")
     @classmethod

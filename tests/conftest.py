@@ -33,6 +33,7 @@ from tests.stack import Stack, running_stack
 TEST_VAULT_KEY = base64.urlsafe_b64encode(b"miaofa-test-vault-key-32-bytes!!").decode()
 SIM_SECRET = "sim-test-secret-0123456789"
 SIM_MERCHANT = "m-test"
+SIM_CONTROL_TOKEN = "sim-control-test-token-0123"
 
 
 def replay_data_converter():
@@ -81,7 +82,9 @@ async def sessionmaker(database_url: str):
 
 @pytest.fixture(scope="session")
 async def sim_url() -> AsyncIterator[str]:
-    app = create_sim(SIM_MERCHANT, SIM_SECRET, "http://sim.invalid", retry_delays=(0.2, 0.5, 1.0))
+    # trust_client_clock: the time-skipping tests pay at the workflows' (skipped) time.
+    app = create_sim(SIM_MERCHANT, SIM_SECRET, "http://sim.invalid", retry_delays=(0.2, 0.5, 1.0),
+                     control_token=SIM_CONTROL_TOKEN, trust_client_clock=True)
     sock = bind()
     app_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     async with serve(app, sock) as url:
@@ -166,4 +169,5 @@ async def reset_sim(request) -> AsyncIterator[None]:
         import httpx
 
         async with httpx.AsyncClient() as http:
-            await http.post(f"{request.getfixturevalue('sim_url')}/control/reset")
+            await http.post(f"{request.getfixturevalue('sim_url')}/control/reset",
+                            headers={"Authorization": f"Bearer {SIM_CONTROL_TOKEN}"})

@@ -87,7 +87,10 @@ class Stack:
         return await self.sim.post(f"/pay/{order['payment']['payment_id']}", json=body)
 
     async def control(self, **knobs: Any) -> None:
-        response = await self.sim.post("/control", json=knobs)
+        from tests.conftest import SIM_CONTROL_TOKEN
+
+        response = await self.sim.post("/control", json=knobs,
+                                       headers={"Authorization": f"Bearer {SIM_CONTROL_TOKEN}"})
         assert response.status_code == 200, response.text
 
     async def view(self, order: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,9 @@ EXPECTED_COMMANDS = {"migrate": ["db", "upgrade"], "api": ["api"], "worker": ["w
 REQUIRED_SETTINGS = {"migrate": ["database_url"],
                      "api": ["database_url", "vault_key", "admin_token", "support_token"],
                      "worker": ["database_url", "vault_key"]}
-SECRETS = ["MIAOFA_ADMIN_TOKEN", "MIAOFA_SUPPORT_TOKEN", "MIAOFA_VAULT_KEY", "MIAOFA_SIM_SECRET"]
+SECRETS = ["MIAOFA_ADMIN_TOKEN", "MIAOFA_SUPPORT_TOKEN", "MIAOFA_VAULT_KEY"]
+# The simulator's: optional, set for staging only; without them there is no simulator gateway.
+STAGING_SECRETS = ["MIAOFA_SIM_SECRET", "MIAOFA_SIM_CONTROL_TOKEN"]
 DEPENDS_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
 
@@ -156,6 +158,13 @@ def test_secrets_come_from_the_users_environment_and_are_required():
                 seen.add(secret)
                 assert env[secret] == f"${{{secret}:?set {secret}}}", (service, secret)
     assert seen == set(SECRETS)
+    staging = set()
+    for service in SERVICES:
+        for secret in STAGING_SECRETS:
+            if secret in _env(service):
+                staging.add(secret)
+                assert _env(service)[secret] == f"${{{secret}:-}}", (service, secret)  # no default value
+    assert staging == set(STAGING_SECRETS)
     password = "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
     assert _env("postgres")["POSTGRES_PASSWORD"] == password
     assert _env("temporal")["POSTGRES_PWD"] == password
@@ -183,7 +192,7 @@ def test_processes_listen_on_all_interfaces_inside_their_containers():
 def test_simulator_gets_only_its_own_settings():
     """It plays an outside party: no database URL, vault key or shop tokens."""
     allowed = {"MIAOFA_SIM_URL", "MIAOFA_SIM_SECRET", "MIAOFA_SIM_HOST", "MIAOFA_SIM_PORT", "MIAOFA_SIM_MERCHANT_ID",
-               "MIAOFA_SIM_PUBLIC_URL", "MIAOFA_LOG_LEVEL"}
+               "MIAOFA_SIM_PUBLIC_URL", "MIAOFA_SIM_CONTROL_TOKEN", "MIAOFA_LOG_LEVEL"}
     assert sorted(set(_env("sim")) - allowed) == []
     assert _env("sim")["MIAOFA_SIM_SECRET"] == _env("api")["MIAOFA_SIM_SECRET"]
 
@@ -226,6 +235,76 @@ def test_temporal_ui_codec_endpoint_and_cors_match_the_api():
     assert router.prefix == "/codec"
     assert ui["TEMPORAL_CODEC_ENDPOINT"] == f"http://localhost:{api_host_port}{router.prefix}"
     assert ui["TEMPORAL_CORS_ORIGINS"] == f"http://localhost:{ui_port}"
+
+
+# --- networks: who can reach whom (issue 7, items 3 and 7) --------------------------------------
+
+def _networks(name: str) -> set[str]:
+    networks = SERVICES[name].get("networks")
+    return set(networks or ["default"])
+
+
+def _subnet(network: str) -> str:
+    [config] = COMPOSE["networks"][network]["ipam"]["config"]
+    return config["subnet"]
+
+
+def test_every_service_names_its_networks():
+    """No service falls back to the implicit `default` network, which would join everything again."""
+    for name, service in SERVICES.items():
+        assert service.get("networks"), f"{name} must list its networks"
+        assert _networks(name) <= set(COMPOSE["networks"]), name
+
+
+def test_simulator_shares_no_network_with_temporal_or_postgres():
+    """The simulator is an outside party: it must not reach temporal:7233 (start, signal, terminate or
+    update any order) nor postgres:5432; it reaches the API (notify) and the worker reaches it (queries)."""
+    sim = _networks("sim")
+    for name in ("temporal", "temporal-ui", "temporal-register", "postgres", "migrate"):
+        assert not sim & _networks(name), f"sim shares {sim & _networks(name)} with {name}"
+    assert sim & _networks("api") and sim & _networks("worker")
+    shared = set.union(*(sim & _networks(name) for name in ("api", "worker")))
+    for network in shared:
+        assert COMPOSE["networks"][network].get("internal") is True, network  # no way out, no published port
+        members = sorted(name for name in SERVICES if network in _networks(name))
+        assert members == ["api", "sim", "worker"], (network, members)
+    # Its other network publishes the pay page and holds nothing of the shop.
+    for network in sim - shared:
+        assert [name for name in SERVICES if network in _networks(name)] == ["sim"]
+
+
+def test_simulator_runs_for_staging_only():
+    assert SERVICES["sim"].get("profiles") == ["staging"]
+    assert not any(SERVICES[name].get("profiles") for name in SERVICES if name != "sim")
+    assert "sim" not in {dep for name in SERVICES for dep in _depends_on(name)}
+    example = (ROOT / "deploy" / "miaofa.env.example").read_text()
+    for secret in STAGING_SECRETS:  # the production example leaves the simulator off
+        assert not re.search(rf"^{secret}=\S", example, re.M), secret
+
+
+def test_codec_trusts_only_the_backend_subnet():
+    """Not 172.16.0.0/12 (the AWS default VPC lives there): only the network the UI's requests arrive from."""
+    import ipaddress
+
+    backend = _subnet("backend")
+    match = re.fullmatch(r"\$\{BACKEND_SUBNET:-([^}]+)\}", backend)
+    assert match, backend
+    default = ipaddress.ip_network(match.group(1))
+    assert default.prefixlen >= 24 and not default.overlaps(ipaddress.ip_network("172.31.0.0/16"))
+    for name in ("api", "worker", "migrate"):
+        trusted = _env(name)["MIAOFA_CODEC_TRUSTED_NETWORKS"].split(",")
+        assert trusted == ["127.0.0.0/8", "::1/128", backend], name
+    # The API's published port arrives through backend, its only network with a way out.
+    assert [n for n in sorted(_networks("api")) if not COMPOSE["networks"][n] or
+            not COMPOSE["networks"][n].get("internal")] == ["backend"]
+    assert "backend" not in _networks("sim")
+
+
+def test_temporal_frontend_and_ui_are_loopback_only_and_the_ui_read_only():
+    for name in ("temporal", "temporal-ui", "sim"):
+        for spec in SERVICES[name].get("ports") or []:
+            assert str(spec).startswith("127.0.0.1:"), (name, spec)
+    assert _env("temporal-ui")["TEMPORAL_DISABLE_WRITE_ACTIONS"] == "true"
 
 
 # --- search attributes ----------------------------------------------------------------------

@@ -26,6 +26,8 @@ from tests.servers import bind, serve
 
 MERCHANT = "m_test"
 SECRET = "s3cret-for-tests"
+CONTROL_TOKEN = "control-token-for-tests"
+CONTROL = {"Authorization": f"Bearer {CONTROL_TOKEN}"}
 FAST_RETRIES = (0.05, 0.05)
 
 
@@ -91,7 +93,7 @@ async def servers() -> AsyncIterator[tuple[str, Receiver]]:
     sim_sock, rx_sock = _bind(), _bind()
     sim_url = f"http://127.0.0.1:{sim_sock.getsockname()[1]}"
     rx = Receiver(url=f"http://127.0.0.1:{rx_sock.getsockname()[1]}")
-    sim_app = create_app(MERCHANT, SECRET, sim_url, retry_delays=FAST_RETRIES)
+    sim_app = create_app(MERCHANT, SECRET, sim_url, retry_delays=FAST_RETRIES, control_token=CONTROL_TOKEN)
     async with _serve(sim_app, sim_sock), _serve(_receiver_app(rx), rx_sock):
         yield sim_url, rx
 
@@ -105,7 +107,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def env(servers: tuple[str, Receiver], http: httpx.AsyncClient) -> AsyncIterator[Env]:
     sim_url, rx = servers
-    await http.post(f"{sim_url}/control/reset")
+    await http.post(f"{sim_url}/control/reset", headers=CONTROL)
     rx.received.clear()
     rx.script.clear()
     # A shared client the gateway does not own (the owned-client path is used further down).
@@ -235,7 +237,7 @@ async def test_query_unknown_payment(env: Env) -> None:
 async def test_query_failure_on_primary_leaves_backup(env: Env) -> None:
     req = _request(env.rx)
     created = await env.gw.create_payment(req)
-    control = (await env.http.post(f"{env.sim_url}/control", json={"query_fail_rate": 1.0})).json()
+    control = (await env.http.post(f"{env.sim_url}/control", headers=CONTROL, json={"query_fail_rate": 1.0})).json()
     assert control == {
         "notify": "normal",
         "delay_seconds": 0.0,
@@ -250,7 +252,7 @@ async def test_query_failure_on_primary_leaves_backup(env: Env) -> None:
     backup = await env.gw.query(created.payment_id, req.order_id, channel="backup")
     assert (backup.payment_id, backup.status) == (created.payment_id, "pending")
 
-    await env.http.post(f"{env.sim_url}/control", json={"query_fail_channel": "both"})
+    await env.http.post(f"{env.sim_url}/control", headers=CONTROL, json={"query_fail_channel": "both"})
     with pytest.raises(GatewayError):
         await env.gw.query(created.payment_id, req.order_id, channel="backup")
 
@@ -258,7 +260,7 @@ async def test_query_failure_on_primary_leaves_backup(env: Env) -> None:
 async def test_close_failure_leaves_payment_payable(env: Env) -> None:
     req = _request(env.rx)
     created = await env.gw.create_payment(req)
-    await env.http.post(f"{env.sim_url}/control", json={"close_fail": True})
+    await env.http.post(f"{env.sim_url}/control", headers=CONTROL, json={"close_fail": True})
     with pytest.raises(GatewayError, match="HTTP 503"):
         await env.gw.close(created.payment_id, req.order_id)
     paid = await env.http.post(f"{env.sim_url}/pay/{created.payment_id}")
@@ -318,18 +320,49 @@ async def test_pay_sends_verifiable_notify(env: Env) -> None:
     assert again.json()["error"] == "already_paid"
 
 
-async def test_pay_can_be_back_dated(env: Env) -> None:
+async def test_pay_refuses_a_client_clock_by_default(env: Env) -> None:
+    """paid_at is the gateway's own clock: a back-dated payment (a free late-delivery coupon) is refused."""
     req = _request(env.rx)
     created = await env.gw.create_payment(req)
-    when = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    paid = await env.http.post(created.pay_url, json={"paid_at": when.isoformat()})
-    assert paid.json()["paid_at"] == "2025-01-02T03:04:05+00:00"
+    back_dated = await env.http.post(created.pay_url, json={"paid_at": "2025-01-02T03:04:05+00:00"})
+    assert back_dated.status_code == 422
+    assert back_dated.json()["error"] == "paid_at_refused"
     state = await env.gw.query(created.payment_id, req.order_id, channel="backup")
-    assert state.paid_at == when
+    assert (state.status, state.paid_at) == ("pending", None)  # nothing changed
+    before = datetime.now(timezone.utc)
+    paid = await env.http.post(created.pay_url, json={"amount_cents": 990})
+    assert paid.status_code == 200
+    state = await env.gw.query(created.payment_id, req.order_id, channel="backup")
+    assert state.status == "paid" and before - timedelta(seconds=1) <= state.paid_at <= datetime.now(timezone.utc)
+
+
+async def test_pay_can_be_back_dated_only_by_a_test_app() -> None:
+    """trust_client_clock (the time-skipping tests' sim fixture) lets the buyer's clock through."""
+    app = create_app(MERCHANT, SECRET, "http://sim.test", trust_client_clock=True, control_token=CONTROL_TOKEN)
+    auth = {"Authorization": f"Bearer {SECRET}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim.test") as http:
+        await http.post("/control", headers=CONTROL, json={"notify": "drop"})
+        created = (await http.post("/api/payments", headers=auth, json={
+            "merchant_id": MERCHANT, "order_id": "o-back-dated", "amount_cents": 990, "currency": "CNY",
+            "subject": "x", "notify_url": "http://127.0.0.1:9/notify", "expires_at": "2030-01-01T00:00:00+00:00",
+        })).json()
+        paid = await http.post(f"/pay/{created['payment_id']}", json={"paid_at": "2025-01-02T03:04:05+00:00"})
+        assert paid.json()["paid_at"] == "2025-01-02T03:04:05+00:00"
+        found = (await http.get(f"/api/payments/{created['payment_id']}", headers=auth)).json()
+    assert datetime.fromisoformat(found["paid_at"]) == datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+def test_miaofa_sim_never_trusts_the_client_clock() -> None:
+    import inspect
+
+    from miaofa import cli
+
+    source = inspect.getsource(cli.sim)
+    assert "create_app(" in source and "trust_client_clock" not in source.split("create_app(", 1)[1]
 
 
 async def test_dropped_notify_still_queries_paid(env: Env) -> None:
-    await env.http.post(f"{env.sim_url}/control", json={"notify": "drop"})
+    await env.http.post(f"{env.sim_url}/control", headers=CONTROL, json={"notify": "drop"})
     req = _request(env.rx)
     created = await env.gw.create_payment(req)
     assert (await env.http.post(created.pay_url)).status_code == 200
@@ -341,7 +374,7 @@ async def test_dropped_notify_still_queries_paid(env: Env) -> None:
 
 
 async def test_delayed_notify(env: Env) -> None:
-    await env.http.post(f"{env.sim_url}/control", json={"notify": "delay", "delay_seconds": 0.3})
+    await env.http.post(f"{env.sim_url}/control", headers=CONTROL, json={"notify": "delay", "delay_seconds": 0.3})
     req = _request(env.rx)
     created = await env.gw.create_payment(req)
     await env.http.post(created.pay_url)
@@ -352,7 +385,7 @@ async def test_delayed_notify(env: Env) -> None:
 
 
 async def test_duplicate_sends_exactly_two(env: Env) -> None:
-    await env.http.post(f"{env.sim_url}/control", json={"duplicate": True})
+    await env.http.post(f"{env.sim_url}/control", headers=CONTROL, json={"duplicate": True})
     req = _request(env.rx)
     created = await env.gw.create_payment(req)
     await env.http.post(created.pay_url)
@@ -541,7 +574,8 @@ async def test_ack_and_nack() -> None:
 
 async def test_control_state_round_trip(env: Env) -> None:
     url = f"{env.sim_url}/control"
-    updated = (await env.http.post(url, json={"notify": "delay", "delay_seconds": 2.5, "duplicate": True})).json()
+    updated = (await env.http.post(url, headers=CONTROL,
+                                   json={"notify": "delay", "delay_seconds": 2.5, "duplicate": True})).json()
     assert updated == {
         "notify": "delay",
         "delay_seconds": 2.5,
@@ -550,17 +584,35 @@ async def test_control_state_round_trip(env: Env) -> None:
         "query_fail_channel": "primary",
         "close_fail": False,
     }
-    assert (await env.http.get(url)).json() == updated
-    assert (await env.http.post(url, json={"query_fail_rate": 1.5})).status_code == 422
-    assert (await env.http.post(url, json={"notfy": "drop"})).status_code == 422
-    reset = (await env.http.post(f"{url}/reset")).json()
+    assert (await env.http.get(url, headers=CONTROL)).json() == updated
+    assert (await env.http.post(url, headers=CONTROL, json={"query_fail_rate": 1.5})).status_code == 422
+    assert (await env.http.post(url, headers=CONTROL, json={"notfy": "drop"})).status_code == 422
+    reset = (await env.http.post(f"{url}/reset", headers=CONTROL)).json()
     assert reset["notify"] == "normal" and reset["duplicate"] is False
     assert (await env.http.get(f"{env.sim_url}/healthz")).json() == {"status": "ok"}
 
 
+async def test_control_needs_its_token(env: Env) -> None:
+    url = f"{env.sim_url}/control"
+    for headers in ({}, {"Authorization": f"Bearer {SECRET}"}, {"Authorization": "Bearer wrong-token"},
+                    {"Authorization": "Bearer t\u00f6ken".encode()}, {"Authorization": CONTROL_TOKEN}):
+        for method, path in (("POST", url), ("GET", url), ("POST", f"{url}/reset")):
+            answer = await env.http.request(method, path, headers=headers, json={"notify": "drop"})
+            assert answer.status_code == 401, (headers, path, answer.text)
+            assert answer.json()["error"] == "unauthorized"
+    assert (await env.http.get(url, headers=CONTROL)).json()["notify"] == "normal"  # nothing changed
+    # No token configured: /control is closed to everyone.
+    closed = create_app(MERCHANT, SECRET, "http://sim.test")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=closed), base_url="http://sim.test") as http:
+        answer = await http.post("/control", headers=CONTROL, json={"notify": "drop"})
+    assert (answer.status_code, answer.json()["error"]) == (403, "control_disabled")
+    with pytest.raises(ValueError):
+        create_app(MERCHANT, "", "http://sim.test")
+
+
 async def test_books_survive_a_restart(tmp_path) -> None:
     state = tmp_path / "simulator.json"
-    first = create_app(MERCHANT, SECRET, "http://sim.test", state_file=state)
+    first = create_app(MERCHANT, SECRET, "http://sim.test", state_file=state, control_token=CONTROL_TOKEN)
     transport = httpx.ASGITransport(app=first)
     auth = {"Authorization": f"Bearer {SECRET}"}
     async with httpx.AsyncClient(transport=transport, base_url="http://sim.test") as http:
@@ -568,7 +620,7 @@ async def test_books_survive_a_restart(tmp_path) -> None:
             "merchant_id": MERCHANT, "order_id": "o-persist", "amount_cents": 990, "currency": "CNY",
             "subject": "x", "notify_url": "http://127.0.0.1:9/notify", "expires_at": "2030-01-01T00:00:00+00:00",
         })).json()
-        await http.post("/control", json={"notify": "drop"})
+        await http.post("/control", headers=CONTROL, json={"notify": "drop"})
         assert (await http.post(f"/pay/{created['payment_id']}")).status_code == 200
     second = create_app(MERCHANT, SECRET, "http://sim.test", state_file=state)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=second), base_url="http://sim.test") as http:

@@ -82,6 +82,7 @@ def test_up_runs_the_shop_and_stops_cleanly(tmp_path: Path) -> None:
         stock = httpx.get(f"{api}/admin/products/demo-gift-card/stock",
                           headers={"Authorization": f"Bearer {secrets['admin_token']}"}).json()
         assert stock == {"available": 1100, "reserved": 0, "sold": 0, "refunded": 0}
+        _check_private_and_locked(tmp_path / "data", env, secrets)
     finally:
         descendants = _stop(proc)
     assert [p.pid for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
@@ -97,6 +98,58 @@ def test_up_runs_the_shop_and_stops_cleanly(tmp_path: Path) -> None:
     finally:
         _stop(again)
     assert json.loads((tmp_path / "data" / "dev-secrets.json").read_text()) == secrets
+
+
+def _check_private_and_locked(data: Path, env: dict[str, str], secrets: dict[str, str]) -> None:
+    """Issue 7, items 7 and 8: what `miaofa up` keeps is its user's alone, and nothing is open by default."""
+    import asyncio
+
+    import asyncpg
+
+    # Data and logs: no access for other users (as root, the postgres user's group may traverse).
+    assert os.stat(data).st_mode & 0o067 == 0 and (os.geteuid() == 0 or os.stat(data).st_mode & 0o777 == 0o700)
+    assert os.stat(data / "logs").st_mode & 0o777 == 0o700
+    assert os.stat(data / "dev-secrets.json").st_mode & 0o777 == 0o600
+    for log in (data / "logs").iterdir():
+        assert os.stat(log).st_mode & 0o777 == 0o600, log
+    for name in ("temporal.db", "simulator.json"):
+        if (data / name).exists():
+            assert os.stat(data / name).st_mode & 0o077 == 0, name
+    assert os.stat(data / "postgres").st_mode & 0o777 == 0o700
+
+    # PostgreSQL asks for the generated password, even on loopback.
+    assert {"postgres_password", "sim_secret", "sim_control_token"} <= set(secrets)
+    port = env["MIAOFA_PG_PORT"]
+
+    async def login(password: str | None) -> int:
+        conn = await asyncpg.connect(host="127.0.0.1", port=int(port), user="postgres", database="miaofa",
+                                     password=password)
+        try:
+            return await conn.fetchval("SELECT 1")
+        finally:
+            await conn.close()
+
+    for wrong in (None, "wrong-password"):
+        with pytest.raises((asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)):
+            asyncio.run(login(wrong))
+    assert asyncio.run(login(secrets["postgres_password"])) == 1
+
+    # The simulator: /control needs its token, and paid_at is its own clock.
+    sim = env["MIAOFA_SIM_URL"]
+    assert httpx.post(f"{sim}/control", json={"notify": "drop"}).status_code == 401
+    control = {"Authorization": f"Bearer {secrets['sim_control_token']}"}
+    assert httpx.get(f"{sim}/control", headers=control).json()["notify"] == "normal"
+    merchant = {"Authorization": f"Bearer {secrets['sim_secret']}"}
+    payment = httpx.post(f"{sim}/api/payments", headers=merchant, json={
+        "merchant_id": "miaofa-demo", "order_id": "o-up-check", "amount_cents": 100, "currency": "CNY",
+        "subject": "x", "notify_url": "http://127.0.0.1:9/notify", "expires_at": "2099-01-01T00:00:00+00:00"}).json()
+    back_dated = httpx.post(payment["pay_url"], json={"paid_at": "2020-01-01T00:00:00+00:00"})
+    assert (back_dated.status_code, back_dated.json()["error"]) == (422, "paid_at_refused")
+    api = f"http://127.0.0.1:{env['MIAOFA_API_PORT']}"
+    # The codec refuses a rebinding page on loopback.
+    rebound = httpx.post(f"{api}/codec/decode", content=b'{"payloads": []}',
+                         headers={"Host": "evil.example", "Content-Type": "application/json"})
+    assert rebound.status_code == 401
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
@@ -179,6 +232,7 @@ def test_up_restarts_a_killed_worker_and_every_order_is_delivered_once(tmp_path:
     import asyncpg
 
     env = _env(tmp_path / "data")
+    env["MIAOFA_RISK_EXEMPT_NETWORKS"] = "127.0.0.0/8"  # 50 orders from one address: a load run, by setting
     api = f"http://127.0.0.1:{env['MIAOFA_API_PORT']}"
     sim = env["MIAOFA_SIM_URL"]
     proc = subprocess.Popen(_miaofa("up"), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -186,7 +240,9 @@ def test_up_restarts_a_killed_worker_and_every_order_is_delivered_once(tmp_path:
         _wait_healthy(proc, f"{api}/healthz")
 
         async def durable() -> str:  # the PostgreSQL `miaofa up` runs commits synchronously
-            conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{env['MIAOFA_PG_PORT']}/miaofa")
+            password = json.loads((tmp_path / "data" / "dev-secrets.json").read_text())["postgres_password"]
+            conn = await asyncpg.connect(host="127.0.0.1", port=int(env["MIAOFA_PG_PORT"]), user="postgres",
+                                         password=password, database="miaofa")
             try:
                 return await conn.fetchval("SHOW synchronous_commit")
             finally:

@@ -19,20 +19,36 @@ def _die_with_parent() -> None:
         pass
 
 
+def as_user(user: str | None) -> dict:
+    """Popen arguments that run a child as `user` with that user's group only (not root's groups)."""
+    if user is None:
+        return {}
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
 def spawn(args: list[str], *, log: Path, env: dict[str, str] | None = None, user: str | None = None,
           cwd: Path | None = None) -> subprocess.Popen:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Logs are the owner's alone (0600, also an older, wider one), and so is whatever the child
+    # creates (umask 077): the Temporal database, the simulator's books.
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    identity = as_user(user)
+    os.fchmod(fd, 0o600)
+    with open(fd, "ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             args,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            user=user,
             cwd=cwd,
+            **identity,
             start_new_session=True,  # Ctrl-C reaches `up` alone, which then stops children in order
             preexec_fn=_die_with_parent,
+            umask=0o077,
         )
 
 

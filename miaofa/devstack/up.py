@@ -23,7 +23,7 @@ from miaofa.db import migrate
 from miaofa.devstack import procs
 from miaofa.devstack.demo import seed_demo
 from miaofa.devstack.postgres import LocalPostgres
-from miaofa.devstack.secrets import child_env, with_dev_defaults
+from miaofa.devstack.secrets import child_env, make_private_dir, postgres_password, with_dev_defaults
 from miaofa.devstack.supervisor import Supervised
 from miaofa.devstack.temporal import dev_server_args, start_dev_server
 from miaofa.settings import Settings
@@ -60,15 +60,29 @@ def _check_ports_free(settings: Settings, own_database: bool) -> None:
             raise RuntimeError(f"port {port} ({name}) is already in use; is another `miaofa up` running?")
 
 
+def make_private(data: Path) -> None:
+    """The data dir is the owner's alone: 0700 dirs, 0600 files (also those an older version left wider).
+
+    It holds the dev secrets, the Temporal database (every order's history), the simulator's books
+    and logs; PostgreSQL keeps its own dir 0700.
+    """
+    make_private_dir(data)
+    make_private_dir(data / "logs")
+    for path in [*data.iterdir(), *(data / "logs").iterdir()]:
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+
+
 def run_up(settings: Settings) -> int:
     started = time.monotonic()
     # A shell starts background jobs with SIGINT ignored; `kill -INT` must still stop the shop.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     own_database = not os.environ.get("MIAOFA_DATABASE_URL")
-    settings = with_dev_defaults(settings, create=True)
+    settings = with_dev_defaults(settings, create=True)  # generates the dev secrets on first start
     data = settings.data_dir.resolve()
     logs = data / "logs"
+    make_private(data)
     children: dict[str, subprocess.Popen] = {}
     watched: list[Supervised] = []
     postgres: LocalPostgres | None = None
@@ -77,7 +91,8 @@ def run_up(settings: Settings) -> int:
         _check_ports_free(settings, own_database)
         if own_database:
             console.print("Starting PostgreSQL…")
-            postgres = LocalPostgres(data / "postgres", settings.pg_port, logs / "postgres.log")
+            postgres = LocalPostgres(data / "postgres", settings.pg_port, logs / "postgres.log",
+                                     password=postgres_password(settings))
             postgres.start()
             postgres.ensure_database()
         console.print("Applying migrations…")

@@ -3,6 +3,16 @@
 It keeps payments in memory and behaves like the real ones where it matters to the shop: signed
 notifies that may be late, lost, duplicated or retried, a query API that can fail on one channel,
 and the close-versus-pay race. `POST /control` switches those behaviours at run time.
+
+It is an outside party, and a test double that can mark payments paid, so it trusts nobody:
+- the merchant API (`/api/...`) needs the shared secret as a bearer token;
+- `/control` needs its own token (`control_token`); without one configured it is refused;
+- `POST /pay/{id}` stamps `paid_at` with the simulator's own clock. A client clock (a back-dated
+  payment, to earn a late-delivery coupon) is accepted only by an app built with
+  `trust_client_clock=True`, which the time-skipping tests use and `miaofa sim` never does.
+- What a buyer may still do, because it moves the buyer's own money and is what real buyers do:
+  pay a different amount (JSON `amount_cents`) and pay the same order twice (`/pay/{id}/again`).
+  The shop must refund both; tests/test_stray_payments.py and tests/test_reconcile.py prove it.
 """
 
 import hmac
@@ -98,9 +108,15 @@ def create_app(
     retry_delays: Sequence[float] = NOTIFY_RETRY_DELAYS,
     rng: Callable[[], float] = random.random,
     state_file: Path | None = None,
+    control_token: str = "",
+    trust_client_clock: bool = False,
 ) -> FastAPI:
     """The simulator as an ASGI app. `retry_delays` and `rng` exist so tests can be fast and exact;
-    with `state_file` its books survive a restart."""
+    with `state_file` its books survive a restart. `/control` answers `control_token` holders only
+    (none configured: nobody). `trust_client_clock` is for time-skipping tests only: it lets
+    `POST /pay` take the buyer's `paid_at`, so the gateway's clock agrees with the workflows'."""
+    if not secret:
+        raise ValueError("the simulator needs a signing secret")
     sim = Simulator(merchant_id, secret, public_url, retry_delays, rng, state_file)
 
     @asynccontextmanager
@@ -129,10 +145,15 @@ def create_app(
     @app.middleware("http")
     async def _merchant_auth(request: Request, call_next: Callable[[Request], Any]) -> Response:
         # Checked before any body parsing, so an anonymous caller learns nothing but 401.
-        if request.url.path.startswith("/api/"):
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), secret.encode()):
+        path = request.url.path
+        if path.startswith("/api/"):
+            if not _bearer_is(request, secret):
                 return _error_response(401, "unauthorized", "missing or wrong bearer token")
+        elif path == "/control" or path.startswith("/control/"):
+            if not control_token:
+                return _error_response(403, "control_disabled", "this simulator has no control token configured")
+            if not _bearer_is(request, control_token):
+                return _error_response(401, "unauthorized", "missing or wrong control token")
         return await call_next(request)
 
     # -- merchant API --
@@ -245,14 +266,16 @@ def create_app(
         raw = await request.body()
         wants_json = request.headers.get("content-type", "").startswith("application/json")
         paid_cents = None
-        # The HTML form posts an empty form body; tests may post JSON to back-date the payment
-        # or to pay the wrong amount.
+        # The HTML form posts an empty form body; a buyer may post JSON to pay the wrong amount.
+        # `paid_at` is the simulator's own clock: a client's is taken only by a time-skipping test app.
         if raw.strip() and wants_json:
             try:
                 requested = PayIn.model_validate_json(raw)
             except ValidationError as exc:
                 raise SimError(422, "invalid_request", _describe(exc.errors())) from None
             if requested.paid_at is not None:
+                if not trust_client_clock:
+                    raise SimError(422, "paid_at_refused", "paid_at is the gateway's own clock; leave it out")
                 paid_at = _utc(requested.paid_at)
             paid_cents = requested.amount_cents
         async with sim.lock:
@@ -286,7 +309,7 @@ def create_app(
             sim.schedule_notify(second)
         return {"payment_id": second.payment_id, "status": second.status, "paid_at": second.paid_at.isoformat()}
 
-    # -- test controls (loopback only, no auth) --
+    # -- test controls (bearer control token, checked in the middleware above) --
 
     @app.get("/control")
     async def get_control() -> dict[str, Any]:
@@ -307,6 +330,12 @@ def create_app(
         return {"status": "ok"}
 
     return app
+
+
+def _bearer_is(request: Request, expected: str) -> bool:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    # Bytes: compare_digest refuses non-ASCII str, and a stranger's header must not make a 500.
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
 
 
 def _describe(errors: Sequence[Any]) -> list[dict[str, Any]]:
