@@ -3,7 +3,11 @@
 It lets POST /orders find the product and answer sold-out without a database round trip. Orders
 in flight claim stock here first, so in a flash sale only as many buyers as there are keys go on
 to reserve; the rest hear "sold out" at once. It is a hint refreshed every second; the reservation
-in PostgreSQL stays the truth.
+in PostgreSQL stays the truth. GET /products is served from it too, so listing the catalog never
+counts card keys.
+
+An unknown SKU costs one indexed lookup of that SKU (concurrent askers share it), and is then
+remembered as unknown for a second: a stream of made-up SKUs cannot force full refreshes.
 """
 
 import asyncio
@@ -14,8 +18,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from miaofa import catalog, inventory
+from miaofa.errors import NotFound
 
 REFRESH_SECONDS = 1.0
+UNKNOWN_SKU_SECONDS = 1.0  # how long an unknown SKU is answered from memory
+MAX_UNKNOWN_SKUS = 10_000
 log = logging.getLogger("miaofa.api.hot")
 
 
@@ -53,6 +60,8 @@ class HotCatalog:
         self._refresh_lock = asyncio.Lock()
         self._loaded_at = 0.0
         self._task: asyncio.Task | None = None
+        self._unknown: dict[str, float] = {}  # sku → until when it is answered "unknown" from memory
+        self._lookups: dict[str, asyncio.Future] = {}  # sku → the lookup in flight, shared
 
     async def refresh(self) -> None:
         async with self._refresh_lock:
@@ -81,14 +90,53 @@ class HotCatalog:
         self._loaded_at = time.monotonic()
 
     async def product(self, sku: str) -> ProductInfo | None:
-        if sku not in self._products:
-            await self.refresh()  # a product created since the last refresh
-        return self._products.get(sku)
+        info = self._products.get(sku)
+        if info is not None:
+            return info
+        if self._unknown.get(sku, 0.0) > time.monotonic():
+            return None
+        lookup = self._lookups.get(sku)
+        if lookup is None:  # a product created since the last refresh (maybe by another API process)?
+            lookup = self._lookups[sku] = asyncio.ensure_future(self._look_up(sku))
+            lookup.add_done_callback(lambda _: self._lookups.pop(sku, None))
+        return await asyncio.shield(lookup)  # one caller giving up does not cancel the others' lookup
+
+    async def _look_up(self, sku: str) -> ProductInfo | None:
+        async with self._sessionmaker() as session:
+            try:
+                p = await catalog.get_product(session, sku)
+            except NotFound:
+                p = None
+            stock = await inventory.stock(session, p.id) if p is not None else None
+        if p is None or stock is None:  # (both or neither)
+            if len(self._unknown) >= MAX_UNKNOWN_SKUS:
+                now = time.monotonic()
+                self._unknown = {k: until for k, until in self._unknown.items() if until > now}
+                if len(self._unknown) >= MAX_UNKNOWN_SKUS:
+                    self._unknown.clear()
+            self._unknown[sku] = time.monotonic() + UNKNOWN_SKU_SECONDS
+            return None
+        info = ProductInfo(p.id, p.sku, p.name, p.price_cents, p.currency, p.delivery_sla_seconds)
+        self._products = {**self._products, sku: info}
+        self._available.setdefault(p.id, stock.available)
+        return info
+
+    def products(self) -> list[ProductInfo]:
+        """The catalog as last loaded, in creation order."""
+        return sorted(self._products.values(), key=lambda p: p.id)
+
+    def available(self, product_id: int) -> int:
+        """Stock left by the hint: the last count minus the orders opening now."""
+        return max(0, self._left(product_id))
+
+    def has_stock(self, product_id: int, quantity: int) -> bool:
+        """claim()'s test without claiming: False means answer sold-out now."""
+        fresh = time.monotonic() - self._loaded_at < 3 * REFRESH_SECONDS
+        return not fresh or self._left(product_id) >= quantity
 
     def claim(self, order_id: str, product_id: int, quantity: int) -> bool:
         """Admit an order if the hint leaves stock for it; False means answer sold-out now."""
-        fresh = time.monotonic() - self._loaded_at < 3 * REFRESH_SECONDS
-        if fresh and self._left(product_id) < quantity:
+        if not self.has_stock(product_id, quantity):
             return False
         self._claims[order_id] = Claim(product_id, quantity)
         return True

@@ -1,8 +1,8 @@
 """Talking to order workflows from the API, by the names in miaofa.contract only: open with
 Update-with-Start, signal, update, query. The API never imports workflows/."""
 
+import asyncio
 import logging
-from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
@@ -54,14 +54,14 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
         search_attributes=_search_attributes(order), result_type=str,
         static_summary=f"{order.quantity} × {order.sku} via {order.gateway}")  # shown in the UI; no buyer data
     try:
-        return await state.temporal.execute_update_with_start_workflow(
-            c.OPEN_UPDATE, start_workflow_operation=start, id="open", result_type=c.OpenOrderResult,
-            rpc_timeout=_update_timeout(state))
+        async with asyncio.timeout(_update_timeout(state).total_seconds()):
+            return await state.temporal.execute_update_with_start_workflow(
+                c.OPEN_UPDATE, start_workflow_operation=start, id="open", result_type=c.OpenOrderResult,
+                rpc_timeout=_update_timeout(state))
     except WorkflowAlreadyStartedError:
         return None
-    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
-        with suppress(Exception):  # the start operation failed the same way; collect it quietly
-            await start.workflow_handle()
+    except (WorkflowUpdateRPCTimeoutOrCancelledError, TimeoutError) as exc:
+        await _collect(start)
         raise OrderTimeout("the order is taking too long to open; try again with the same Idempotency-Key") from exc
     except RPCError as exc:
         if exc.status == RPCStatusCode.ALREADY_EXISTS:
@@ -70,8 +70,24 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
         raise TemporalUnavailable("the order service is not answering; try again") from exc
 
 
+async def _collect(start: WithStartWorkflowOperation) -> None:
+    """The start operation failed the way the update did (timed out, cancelled): collect it quietly."""
+    try:
+        await asyncio.wait_for(start.workflow_handle(), 1)
+    except asyncio.CancelledError:
+        # The SDK stores the cancellation that ended our wait in the start's future; only a
+        # cancellation of this request's own task goes on.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    except Exception:
+        pass
+
+
 def _update_timeout(state: State) -> timedelta:
     # An Update waits for the workflow's answer; a stuck worker must not hold the HTTP request forever.
+    # rpc_timeout bounds each RPC only: the SDK asks again while the Update is not yet accepted (no
+    # worker polls), so the whole wait is bounded by asyncio.timeout as well.
     return timedelta(seconds=state.settings.update_timeout_seconds)
 
 
@@ -103,15 +119,16 @@ async def run_update(state: State, order_id: str, update: str, arg: Any = None, 
     handle = _handle(state, order_id)
     args = [] if arg is None else [arg]
     try:
-        return await handle.execute_update(update, args=args, id=update_id, result_type=result_type,
-                                           rpc_timeout=_update_timeout(state))
+        async with asyncio.timeout(_update_timeout(state).total_seconds()):
+            return await handle.execute_update(update, args=args, id=update_id, result_type=result_type,
+                                               rpc_timeout=_update_timeout(state))
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         if isinstance(cause, ApplicationError) and cause.type:
             raise errors.from_code(cause.type, cause.message, Conflict) from exc
         log.warning("update %s on order %s failed: %s", update, order_id, type(cause).__name__)
         raise Conflict("the order could not do this now; see its timeline", error="refused") from exc
-    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+    except (WorkflowUpdateRPCTimeoutOrCancelledError, TimeoutError) as exc:
         raise OrderTimeout("the order did not answer in time; try again") from exc
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:

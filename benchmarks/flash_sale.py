@@ -2,6 +2,9 @@
 
     .venv/bin/python -m benchmarks.flash_sale --buyers 500 --keys 100
 
+Every buyer comes from this machine: start the shop with MIAOFA_RISK_EXEMPT_NETWORKS=127.0.0.1/32,
+or its per-address admission rules refuse most of them (README, "Buyer API").
+
 Prints oversold (must be 0), duplicate keys (0), delivered (= K), the sold-out answer latency and
 the end-to-end rate from the first order to the last key on screen.
 """

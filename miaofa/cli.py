@@ -92,8 +92,10 @@ def api() -> None:
     settings = _settings()
     _require(settings, "database_url", "vault_key", "admin_token", "support_token")
     _logging(settings)
+    # proxy_headers=False: uvicorn would take X-Forwarded-For from any local peer as the client; the
+    # API reads it itself, from MIAOFA_TRUSTED_PROXIES only (api/client_ip.py).
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning",
-                access_log=False)
+                access_log=False, proxy_headers=False)
 
 
 @app.command()

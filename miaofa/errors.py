@@ -129,3 +129,28 @@ class OrderTimeout(Unavailable):
 
 class TemporalUnavailable(Unavailable):
     error = "temporal_unavailable"
+
+
+# ---- order admission (miaofa/risk.py) and other abuse guards -------------------------------------
+
+
+class TooManyRequests(MiaofaError):
+    """Slow down: `retry_after` seconds (sent as the Retry-After header)."""
+
+    status_code = 429
+    error = "too_many_requests"
+
+    def __init__(self, detail: str, *, retry_after: float = 1, **kwargs) -> None:
+        super().__init__(detail, **kwargs)
+        self.retry_after = max(1, int(retry_after + 0.999))
+        self.headers = {"Retry-After": str(self.retry_after)}
+
+
+class TooManyOpenOrders(MiaofaError):
+    status_code = 403
+    error = "too_many_open_orders"
+
+
+class QuantityLimit(MiaofaError):
+    status_code = 403
+    error = "quantity_limit"

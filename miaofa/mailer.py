@@ -18,14 +18,16 @@ class Mailer:
         self.sender = sender
 
     async def send(self, to: str, subject: str, body: str) -> None:
+        """Send to exactly one recipient: `to` is the envelope's only RCPT, whatever the To header
+        would parse into (`a@x.io,b@y.io` is one odd address here, never two recipients)."""
         message = EmailMessage()
         message["From"], message["To"], message["Subject"] = self.sender, to, subject
         message.set_content(body)
-        await asyncio.to_thread(self._send, message)
+        await asyncio.to_thread(self._send, message, to)
 
-    def _send(self, message: EmailMessage) -> None:
+    def _send(self, message: EmailMessage, to: str) -> None:
         smtp_class = smtplib.SMTP_SSL if self._tls else smtplib.SMTP
         with smtp_class(self._host, self._port, timeout=15) as smtp:
             if self._user:
                 smtp.login(self._user, self._password or "")
-            smtp.send_message(message)
+            smtp.send_message(message, to_addrs=[to])

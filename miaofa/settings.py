@@ -46,6 +46,30 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: int = 600  # how often the reconcile schedule runs
     reconcile_lookback_seconds: int = 2 * 86400  # the statement window each run compares
     reconcile_grace_seconds: int = 120  # payments younger than this may still be on their way in
+    # Order admission (miaofa/risk.py), cheapest first; 0 turns a rule off. "Open" = awaiting payment.
+    risk_rate_per_ip_per_minute: int = 20  # order attempts per client address (sliding minute, per API process)
+    risk_rate_per_email_per_minute: int = 5  # order attempts per buyer email (sliding minute, per API process)
+    risk_max_open_orders_per_email: int = 3  # unpaid orders one buyer email may hold at once
+    risk_max_open_orders_per_ip: int = 10  # unpaid orders one client address may hold at once
+    risk_max_open_units_per_ip: int = 20  # units those unpaid orders of one client address may hold
+    risk_max_open_orders_per_buyer_product: int = 2  # unpaid orders of one email for one product
+    risk_max_units_per_buyer_per_product: int = 10  # units of one product: this order + that email's unpaid ones
+    risk_exempt_networks: str = ""  # CIDRs whose clients skip the admission rules and caps (a load generator)
+    trusted_proxies: str = ""  # CIDRs of reverse proxies whose X-Forwarded-For names the client; none by default
+    sse_max_streams_per_ip: int = 8  # live order-event streams per client address (per API process)
+    check_payment_interval_seconds: float = 5  # "I have paid" asks the gateway at most this often per order
+
+    @field_validator("risk_exempt_networks", "trusted_proxies")
+    @classmethod
+    def _networks_parse(cls, value: str) -> str:
+        import ipaddress
+
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not an address or network (e.g. 10.0.0.0/8)") from None
+        return value
 
     sim_control_token: str = ""  # bearer token of the simulator's /control; unset: /control refused
 

@@ -21,7 +21,9 @@ def bind() -> socket.socket:
 @asynccontextmanager
 async def serve(app, sock: socket.socket) -> AsyncIterator[str]:
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    # proxy_headers=False, as `miaofa api` runs: X-Forwarded-For is read by the app, from trusted proxies only.
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                           proxy_headers=False))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

@@ -29,6 +29,9 @@ def activity_name(fn: Callable) -> str:
     return temporalio.activity._Definition.must_from_callable(fn).name
 
 HISTORIES = Path(__file__).parent / "histories"
+RISK_OFF = dict(risk_rate_per_ip_per_minute=0, risk_rate_per_email_per_minute=0, risk_max_open_orders_per_email=0,
+                risk_max_open_orders_per_ip=0, risk_max_open_units_per_ip=0, risk_max_open_orders_per_buyer_product=0,
+                risk_max_units_per_buyer_per_product=0, sse_max_streams_per_ip=0, check_payment_interval_seconds=0)
 ADMIN_TOKEN = "adm_test_token_0123456789"
 SUPPORT_TOKEN = "sup_test_token_0123456789"
 
@@ -130,7 +133,11 @@ class Stack:
 async def running_stack(env: WorkflowEnvironment, sessionmaker: async_sessionmaker[AsyncSession],
                         sim_url: str, replace_activities: Sequence[Callable] = (), task_queue: str | None = None,
                         start_worker: bool = True, **settings: Any) -> AsyncIterator[Stack]:
-    """replace_activities: stand-ins registered under a real activity's name (e.g. a failing one)."""
+    """replace_activities: stand-ins registered under a real activity's name (e.g. a failing one).
+
+    The buyer rate limits and open-order caps are off unless a test sets them: the tests order
+    many times from one address and one email (tests/test_abuse.py turns them on)."""
+    settings = {**RISK_OFF, **settings}
     sock = bind()
     config = Settings(api_port=sock.getsockname()[1], admin_token=ADMIN_TOKEN, support_token=SUPPORT_TOKEN,
                       sim_url=sim_url, **settings)

@@ -23,7 +23,8 @@ def _env(data_dir: Path) -> dict[str, str]:
     env.update(MIAOFA_DATA_DIR=str(data_dir), MIAOFA_API_PORT=str(api), MIAOFA_SIM_PORT=str(sim),
                MIAOFA_SIM_URL=f"http://127.0.0.1:{sim}", MIAOFA_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
                MIAOFA_TEMPORAL_UI_PORT=str(free_port()), MIAOFA_PG_PORT=str(free_port()),
-               MIAOFA_WORKER_METRICS_ADDRESS=f"127.0.0.1:{free_port()}")
+               MIAOFA_WORKER_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
+               MIAOFA_RISK_EXEMPT_NETWORKS="127.0.0.1/32")  # many buyers from this one machine (README)
     return env
 
 
@@ -182,7 +183,7 @@ async def _open_orders(api: str, count: int) -> list[dict]:
         async def one(i: int) -> dict:
             answer = await http.post(f"{api}/orders", json={"sku": "demo-gift-card", "quantity": 1,
                                                             "email": f"buyer{i}@example.com", "gateway": "simulator"},
-                                     headers={"Idempotency-Key": f"supervise-{i}"})
+                                     headers={"Idempotency-Key": f"supervise-order-{i:06d}"})
             assert answer.status_code == 201, answer.text
             return answer.json()
 

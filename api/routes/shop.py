@@ -1,73 +1,167 @@
-"""The buyer's JSON API: products, orders, live order events, "I have paid"."""
+"""The buyer's JSON API: products, orders, live order events, "I have paid".
+
+Every text a buyer sends is checked at the edge (no control characters, one email address), and
+every order passes the admission rules of miaofa/risk.py before anything is reserved.
+"""
 
 import asyncio
 import json
+import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 from api import metrics, order_client
+from api.client_ip import client_ip, networks, within
 from api.deps import SessionDep, StateDep
 from api.hot import ProductInfo
 from api.state import State
-from miaofa import catalog, contract as c, coupons, inventory, orders
+from miaofa import contract as c, coupons, orders, risk
 from miaofa import errors
-from miaofa.errors import InvalidInput, NotFound, OrderNotFound, SoldOut, Unavailable
+from miaofa.errors import InvalidInput, MiaofaError, NotFound, OrderNotFound, SoldOut, TooManyRequests, Unavailable
+from miaofa.text import control_character, email_problem
 
 router = APIRouter(tags=["shop"])
 MAX_QUANTITY = 10
-EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
+STREAM_TERMINAL = frozenset({c.DELIVERED, c.REFUNDED, c.REJECTED, c.EXPIRED, c.CANCELLED})
+
+
+def _no_control(value: Any) -> Any:
+    if isinstance(value, str) and control_character(value):
+        raise PydanticCustomError("control_character", "must not contain control characters")
+    return value
+
+
+def _one_address(value: str) -> str:
+    if problem := email_problem(value):
+        raise PydanticCustomError("email", problem)
+    return value
+
+
+Plain = BeforeValidator(_no_control)
 
 
 class OrderCreate(BaseModel):
-    sku: str = Field(min_length=1, max_length=64)
+    sku: Annotated[str, Plain, Field(min_length=1, max_length=64)]
     quantity: int = Field(default=1, ge=1, le=MAX_QUANTITY)
-    email: str = Field(max_length=254, pattern=EMAIL_PATTERN)
-    gateway: str = Field(default="simulator", max_length=32)
-    coupon_code: str | None = Field(default=None, min_length=1, max_length=40)
+    email: Annotated[str, Plain, Field(max_length=254), AfterValidator(_one_address)] = Field(
+        description="one address (name@domain); no display name, no list")
+    gateway: Annotated[str, Plain, Field(max_length=32)] = "simulator"
+    coupon_code: Annotated[str | None, Plain] = Field(default=None, min_length=1, max_length=40)
+
+
+def _plain(name: str, value: str) -> str:
+    """A header or path parameter, checked like the body's text fields."""
+    if control_character(value):
+        raise InvalidInput(f"{name}: must not contain control characters")
+    return value
+
+
+def _order_id(order_id: Annotated[str, Path(min_length=1, max_length=64)]) -> str:
+    return _plain("order_id", order_id)
+
+
+OrderId = Annotated[str, Depends(_order_id)]
+
+
+def _guards(request: Request, state: State) -> risk.Guards:
+    # One per app, built on first use from the app's settings.
+    guards = getattr(request.app.state, "buyer_guards", None)
+    if guards is None:
+        guards = request.app.state.buyer_guards = risk.Guards(state.settings)
+    return guards
+
+
+def _client(request: Request, state: State) -> str | None:
+    """The client's address, or None when it is in an exempt network (no admission rules, no caps)."""
+    ip = client_ip(request, state.settings.trusted_proxies)
+    return None if within(ip, networks(state.settings.risk_exempt_networks)) else ip
+
+
+def _refused(exc: MiaofaError) -> JSONResponse:
+    """A refusal with its headers (Retry-After)."""
+    return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
 
 
 @router.get("/products")
-async def list_products(state: StateDep, session: SessionDep) -> list[dict[str, Any]]:
-    """The catalog with what is in stock now."""
-    products = await catalog.list_products(session)
-    available = await inventory.available_by_product(session)
+async def list_products(state: StateDep) -> list[dict[str, Any]]:
+    """The catalog with what is in stock now, from the stock hint (refreshed every second)."""
     return [{"sku": p.sku, "name": p.name, "price_cents": p.price_cents, "currency": p.currency,
-             "delivery_sla_seconds": p.delivery_sla_seconds, "available": available.get(p.id, 0)}
-            for p in products]
+             "delivery_sla_seconds": p.delivery_sla_seconds, "available": state.hot.available(p.id)}
+            for p in state.hot.products()]
 
 
 @router.post("/orders", status_code=201)
-async def create_order(body: OrderCreate, state: StateDep,
-                       idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JSONResponse:
-    """Reserve stock and create the payment in one round trip: 201 with the pay link, or 409 sold_out."""
+async def create_order(body: OrderCreate, request: Request, state: StateDep,
+                       idempotency_key: Annotated[str | None, Header(
+                           min_length=16, max_length=200, description="a random value (e.g. a UUID), 16+ characters; "
+                           "the same email and key are the same order")] = None
+                       ) -> JSONResponse:
+    """Reserve stock and create the payment in one round trip: 201 with the pay link, or 409 sold_out.
+
+    The admission rules run first, cheapest first: the rate per address and email (memory), then
+    sold-out (the stock hint), then the open-order caps (PostgreSQL). A refusal reserves nothing.
+    A replayed Idempotency-Key answers 200 with the order's state and payment link, without its
+    access token (README, "Idempotency-Key").
+    """
+    if idempotency_key is not None:
+        _plain("Idempotency-Key", idempotency_key)
+    guards = _guards(request, state)
+    ip = _client(request, state)  # None: an exempt network (a load generator) skips the admission rules
+    client_hash = guards.admission.client_hash(ip) if ip is not None else None
+    buyer_hash = state.vault.buyer_hash(body.email)
+    if ip is not None:
+        try:
+            guards.admission.check_rate(client_hash, buyer_hash)
+        except TooManyRequests as exc:
+            metrics.ORDERS.labels(exc.error).inc()
+            return _refused(exc)
     product = await state.hot.product(body.sku)
     if product is None:
         raise NotFound(f"no product with sku {body.sku!r}", error="unknown_product")
     if body.gateway not in state.gateways:
         raise InvalidInput(f"unknown gateway {body.gateway!r}; use one of {', '.join(state.gateways)}",
                            error="unknown_gateway")
+    order_id = (state.vault.idempotent_order_id(body.email, idempotency_key) if idempotency_key
+                else uuid.uuid4().hex[:20])
+    if idempotency_key:
+        if (replayed := await _replayed(state, order_id, body)) is not None:
+            metrics.ORDERS.labels("replayed").inc()
+            return replayed
+    elif not state.hot.has_stock(product.id, body.quantity):  # answered from memory
+        metrics.ORDERS.labels("sold_out_hint").inc()
+        raise SoldOut("this product is sold out")
     if body.coupon_code:
         async with state.sessionmaker() as session:
             await coupons.check_usable(session, body.coupon_code, datetime.now(timezone.utc), product.currency)
-    order_id = (state.vault.idempotent_order_id(body.email, idempotency_key) if idempotency_key
-                else uuid.uuid4().hex[:20])
-    # A replayed Idempotency-Key must reach its existing order, so it skips the admission hint.
+    capped = ip is not None and guards.admission.applies(client_hash)  # open-order caps, in PostgreSQL
+    if capped:
+        async with state.sessionmaker.begin() as session:
+            await guards.admission.admit(session, risk.Applicant(order_id, buyer_hash, client_hash, product.id,
+                                                                 body.quantity), datetime.now(timezone.utc))
+    # A retried Idempotency-Key must reach its order, so it skips the stock hint.
     if not idempotency_key and not state.hot.claim(order_id, product.id, body.quantity):
+        if capped:
+            await _forget(state, order_id)
         metrics.ORDERS.labels("sold_out_hint").inc()
         raise SoldOut("this product is sold out")
     reserved = False
     try:
         opened = await order_client.open_order(state, _order_input(state, product, body, order_id))
         reserved = opened is not None and opened.outcome == c.OPENED
-    finally:
+    finally:  # however the request ends (answer, timeout, error, cancelled): the claim goes back
         if not idempotency_key:
             state.hot.settle(order_id, reserved)
+    if capped and opened is not None and opened.outcome != c.OPENED:
+        await _forget(state, order_id)  # nothing is held: it must not count against the buyer
     metrics.ORDERS.labels(opened.outcome if opened else "replayed").inc()
     if opened is None:
         return await _existing_order(state, order_id)
@@ -91,6 +185,11 @@ async def create_order(body: OrderCreate, state: StateDep,
             "gateway": payment.gateway, "payment_id": payment.payment_id, "pay_url": payment.pay_url}})
 
 
+async def _forget(state: State, order_id: str) -> None:
+    async with state.sessionmaker.begin() as session:
+        await risk.forget(session, order_id)
+
+
 def _order_input(state: State, product: ProductInfo, body: OrderCreate, order_id: str) -> c.OrderInput:
     settings = state.settings
     return c.OrderInput(
@@ -106,17 +205,35 @@ def _order_input(state: State, product: ProductInfo, body: OrderCreate, order_id
                         support_window_seconds=settings.support_window_seconds))
 
 
+async def _replayed(state: State, order_id: str, body: OrderCreate) -> JSONResponse | None:
+    """The answer to an Idempotency-Key whose order exists already; None when it does not (yet)."""
+    async with state.sessionmaker() as session:
+        try:
+            view = await orders.order_view(session, state.vault, order_id, with_keys=False)
+        except NotFound:
+            return None
+    if (view["sku"], view["quantity"]) != (body.sku, body.quantity):
+        raise InvalidInput("this Idempotency-Key was used for another order (different product or quantity)",
+                           error="idempotency_key_reused")
+    return _replay_answer(order_id, view)
+
+
 async def _existing_order(state: State, order_id: str) -> JSONResponse:
     async with state.sessionmaker() as session:
         try:
             view = await orders.order_view(session, state.vault, order_id, with_keys=False)
         except NotFound:
             raise SoldOut("this product is sold out") from None
-    payment = view["payment"]
+    return _replay_answer(order_id, view)
+
+
+def _replay_answer(order_id: str, view: dict[str, Any]) -> JSONResponse:
+    # Email + Idempotency-Key are not proof of being the buyer: no access token here. The buyer has
+    # it from the first answer, from the gateway's return link after paying, and in the email.
     return JSONResponse(status_code=200, content=jsonable_encoder({
-        "order_id": order_id, "access_token": state.vault.order_token(order_id), "status": view["status"],
+        "order_id": order_id, "access_token": None, "replayed": True, "status": view["status"],
         "amount_cents": view["amount_cents"], "currency": view["currency"], "expires_at": view["expires_at"],
-        "payment": payment}))
+        "payment": view["payment"]}))
 
 
 def _check_token(state: State, order_id: str, token: str | None) -> None:
@@ -129,7 +246,7 @@ TokenHeader = Annotated[str | None, Header(alias="X-Order-Token")]
 
 
 @router.get("/orders/{order_id}")
-async def read_order(order_id: str, state: StateDep, session: SessionDep,
+async def read_order(order_id: OrderId, state: StateDep, session: SessionDep,
                      x_order_token: TokenHeader = None, token: str | None = None) -> JSONResponse:
     """The order's status, timeline, coupon, and its keys once delivered.
 
@@ -140,22 +257,60 @@ async def read_order(order_id: str, state: StateDep, session: SessionDep,
 
 
 @router.post("/orders/{order_id}/check-payment")
-async def check_payment(order_id: str, state: StateDep, x_order_token: TokenHeader = None,
+async def check_payment(order_id: OrderId, request: Request, state: StateDep, x_order_token: TokenHeader = None,
                         token: str | None = None) -> dict[str, Any]:
-    """The buyer says they paid: ask the gateway now (a return page is never proof)."""
+    """The buyer says they paid: ask the gateway now (a return page is never proof).
+
+    At most once per CHECK_PAYMENT_INTERVAL_SECONDS per order (429 with Retry-After otherwise), so
+    a script cannot grow the order's history or hammer the gateway."""
     _check_token(state, order_id, x_order_token or token)
+    if wait := _guards(request, state).check_payment.take(order_id, time.monotonic()):
+        return _refused(TooManyRequests(  # type: ignore[return-value]
+            f"the gateway was just asked about this order; ask again in {int(wait + 0.999)} s", retry_after=wait))
     result: c.CheckPaymentResult = await order_client.run_update(state, order_id, c.CHECK_PAYMENT_UPDATE,
                                                                  result_type=c.CheckPaymentResult)
     return {"order_id": order_id, "status": result.status, "paid": result.paid}
 
 
+class _HeldStream(StreamingResponse):
+    """A stream holding a slot of its client's stream cap until it ends, however it ends."""
+
+    def __init__(self, content: Any, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._release: Callable[[], None] | None = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
 @router.get("/orders/{order_id}/events")
-async def order_events(order_id: str, request: Request, state: StateDep,
+async def order_events(order_id: OrderId, request: Request, state: StateDep,
                        x_order_token: TokenHeader = None, token: str | None = None) -> StreamingResponse:
-    """Server-Sent Events: one `status` event per change, until the order settles."""
+    """Server-Sent Events: one `status` event per change, until the order settles (delivered,
+    expired, cancelled, rejected or refunded). At most SSE_MAX_STREAMS_PER_IP at once per address."""
     _check_token(state, order_id, x_order_token or token)
-    async with state.sessionmaker() as session:
-        await orders.get_order(session, order_id)
+    guards = _guards(request, state)
+    ip = _client(request, state)
+    slot = risk.client_bucket(ip) if ip is not None else None
+    if slot is not None and not guards.streams.acquire(slot):
+        return _refused(TooManyRequests(  # type: ignore[return-value]
+            "too many live order streams from your address; close one first", retry_after=5))
+
+    def release() -> None:
+        if slot is not None:
+            guards.streams.release(slot)
+
+    try:
+        async with state.sessionmaker() as session:
+            await orders.get_order(session, order_id)
+    except BaseException:
+        release()
+        raise
 
     async def stream():
         last = None
@@ -167,8 +322,8 @@ async def order_events(order_id: str, request: Request, state: StateDep,
             if order.status != last:
                 last = order.status
                 yield f"event: status\ndata: {json.dumps({'order_id': order_id, 'status': last})}\n\n"
-            if last in (c.DELIVERED, c.REFUNDED, c.REJECTED):
+            if last in STREAM_TERMINAL:
                 return
             await asyncio.sleep(0.5)
 
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    return _HeldStream(stream(), release, media_type="text/event-stream", headers={"Cache-Control": "no-store"})

@@ -202,3 +202,24 @@ class ReconcileFinding(Base):
     __table_args__ = (
         Index("ix_reconcile_findings_payment_kind", "gateway", "payment_id", "kind", unique=True),
     )
+
+
+class OrderAdmission(Base):
+    """One row per order the API let through its admission rules (miaofa/risk.py), written before the
+    order's workflow starts, so concurrent requests and other API processes count it at once. Only
+    keyed hashes: of the buyer's email and of the client's address (an IPv6 client by its /64)."""
+
+    __tablename__ = "order_admissions"
+
+    order_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    buyer_hash: Mapped[str] = mapped_column(String(32))
+    client_hash: Mapped[str] = mapped_column(String(32))
+    product_id: Mapped[int] = mapped_column(Integer)
+    quantity: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_order_admissions_buyer", "buyer_hash", "created_at"),
+        Index("ix_order_admissions_client", "client_hash", "created_at"),
+        Index("ix_order_admissions_created", "created_at"),
+    )

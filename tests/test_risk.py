@@ -1,0 +1,187 @@
+"""The admission rules on their own: rate windows, caps counted in PostgreSQL under concurrency,
+text checks at the edge, and who the client is."""
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from starlette.requests import Request
+
+from api.client_ip import client_ip
+from miaofa import catalog, contract as c, risk
+from miaofa.db.models import Order, OrderAdmission
+from miaofa.errors import QuantityLimit, TooManyOpenOrders, TooManyRequests
+from miaofa.text import control_character, email_problem
+from tests.conftest import TEST_VAULT_KEY
+
+
+def test_sliding_window_counts_the_last_minute() -> None:
+    window = risk.SlidingWindow(3, window=60)
+    for t in (0, 10, 20):
+        assert window.wait("k", t) == 0
+        window.hit("k", t)
+    assert window.wait("k", 30) == pytest.approx(30)  # the hit at 0 leaves at 60
+    assert window.wait("other", 30) == 0
+    assert window.wait("k", 60.5) == 0  # sliding: one slot free again, not a whole new minute
+    window.hit("k", 60.5)
+    assert window.wait("k", 61) == pytest.approx(9)
+    assert risk.SlidingWindow(0).wait("k", 0) == 0  # 0 = off
+
+
+def test_sliding_window_memory_is_bounded() -> None:
+    window = risk.SlidingWindow(1, max_keys=100)
+    for i in range(1000):
+        window.hit(f"k{i}", 0)
+    assert len(window._hits) == 100
+
+
+def test_min_interval_and_slots() -> None:
+    every = risk.MinInterval(5)
+    assert every.take("o1", 100) == 0
+    assert every.take("o1", 101) == pytest.approx(4)
+    assert every.take("o2", 101) == 0
+    assert every.take("o1", 105) == 0
+    slots = risk.Slots(2)
+    assert [slots.acquire("ip"), slots.acquire("ip"), slots.acquire("ip")] == [True, True, False]
+    slots.release("ip")
+    assert slots.acquire("ip") and slots.held("ip") == 2
+    assert risk.Slots(0).acquire("ip")  # 0 = off
+
+
+def test_rate_check_refuses_with_retry_after() -> None:
+    admission = risk.Admission(risk.Limits(rate_per_ip=2, rate_per_email=3), TEST_VAULT_KEY)
+    ip = admission.client_hash("198.51.100.7")
+    admission.check_rate(ip, "buyer-a", now=0)
+    admission.check_rate(ip, "buyer-b", now=1)
+    with pytest.raises(TooManyRequests) as refused:
+        admission.check_rate(ip, "buyer-c", now=2)
+    assert refused.value.headers == {"Retry-After": "58"} and refused.value.status_code == 429
+    admission.check_rate(None, "buyer-c", now=2)  # an exempt address: only the email counts
+    for t in (3, 4):
+        admission.check_rate(None, "buyer-a", now=t)
+    with pytest.raises(TooManyRequests, match="this email"):
+        admission.check_rate(None, "buyer-a", now=5)
+
+
+def test_ipv6_clients_count_by_their_64() -> None:
+    assert risk.client_bucket("2001:db8:1:2:aaaa::1") == risk.client_bucket("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert risk.client_bucket("::ffff:192.0.2.1") == "192.0.2.1"
+    admission = risk.Admission(risk.Limits(), TEST_VAULT_KEY)
+    assert admission.client_hash("192.0.2.1") == admission.client_hash("::ffff:192.0.2.1")
+    assert "192.0.2.1" not in admission.client_hash("192.0.2.1")  # stored as a keyed hash only
+
+
+def _request(peer: str, forwarded: str | None = None) -> Request:
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+    return Request({"type": "http", "client": (peer, 1234), "headers": headers})
+
+
+def test_x_forwarded_for_is_read_only_from_trusted_proxies() -> None:
+    assert client_ip(_request("203.0.113.9", "1.2.3.4"), "") == "203.0.113.9"
+    assert client_ip(_request("203.0.113.9", "1.2.3.4"), "10.0.0.0/8") == "203.0.113.9"
+    assert client_ip(_request("10.0.0.2", "1.2.3.4"), "10.0.0.0/8") == "1.2.3.4"
+    # A client's own X-Forwarded-For comes first: only the hop our proxy appended counts.
+    assert client_ip(_request("10.0.0.2", "6.6.6.6, 1.2.3.4, 10.0.0.7"), "10.0.0.0/8") == "1.2.3.4"
+    assert client_ip(_request("10.0.0.2", "not-an-ip"), "10.0.0.0/8") == "10.0.0.2"
+    assert client_ip(_request("10.0.0.2"), "10.0.0.0/8") == "10.0.0.2"
+
+
+def test_text_checks() -> None:
+    for bad in ("a\x00b", "a\tb", "a\u200bb", "a\u202eb", "a\u2028b", "a\x85b", "line\n"):
+        assert control_character(bad), repr(bad)
+    assert control_character("Steam ¥50 卡密") is None
+    for ok in ("me@example.com", "o'brien+shop@mail.example.co.uk", "买家@例子.中国"):
+        assert email_problem(ok) is None, ok
+    for bad in ("me@example.com,evil.com", "me@example.com, you@example.com", "a@b.co;c@d.co", "a b@c.co",
+                "<me@example.com>", "Me <me@example.com>", '"me"@example.com', "me@example", "me@@example.com",
+                "me@[127.0.0.1]", "user%relay@example.com", ".me@example.com", "me@-x.com", "me@example.com.",
+                "not-an-email", "@example.com"):
+        assert email_problem(bad), bad
+
+
+# ---- the caps, in PostgreSQL -------------------------------------------------------------------
+
+
+CAPS = risk.Limits(open_per_email=3, open_per_ip=4, open_units_per_ip=6, open_per_buyer_product=2,
+                   units_per_buyer_product=5, payment_window_seconds=900, pending_seconds=60)
+
+
+async def _product(sessionmaker) -> int:
+    async with sessionmaker.begin() as session:
+        product = await catalog.create_product(session, sku="r-" + uuid.uuid4().hex[:10], name="risk test",
+                                               price_cents=100, currency="CNY")
+        return product.id
+
+
+async def _admit(sessionmaker, admission: risk.Admission, buyer: str, client: str | None, product_id: int,
+                 quantity: int = 1, order_id: str | None = None) -> str:
+    """The order id admitted, or the refusal's error code."""
+    order_id = order_id or uuid.uuid4().hex[:20]
+    try:
+        async with sessionmaker.begin() as session:
+            await admission.admit(session, risk.Applicant(order_id, buyer, client, product_id, quantity),
+                                  datetime.now(timezone.utc))
+    except (TooManyOpenOrders, QuantityLimit) as exc:
+        return exc.error
+    return order_id
+
+
+async def test_caps_hold_across_api_processes_under_a_burst(sessionmaker) -> None:
+    product_id = await _product(sessionmaker)
+    # Three API processes (three Admission objects), 30 requests at once from one buyer.
+    processes = [risk.Admission(CAPS, TEST_VAULT_KEY) for _ in range(3)]
+    buyer = "b-" + uuid.uuid4().hex[:12]
+    answers = await asyncio.gather(*(_admit(sessionmaker, processes[i % 3], buyer, None, product_id)
+                                     for i in range(30)))
+    admitted = [a for a in answers if a != "too_many_open_orders"]
+    assert len(admitted) == 2  # per buyer and product
+    # One address, many buyers: 4 orders at most, 6 units at most.
+    client = processes[0].client_hash("198.51.100.20")
+    answers = await asyncio.gather(*(_admit(sessionmaker, processes[i % 3], f"x-{uuid.uuid4().hex[:8]}", client,
+                                            product_id, quantity=2) for i in range(20)))
+    assert sum(a not in ("too_many_open_orders", "quantity_limit") for a in answers) == 3  # 3 × 2 units = 6
+
+
+async def test_quantity_and_email_caps(sessionmaker) -> None:
+    p1, p2, p3 = [await _product(sessionmaker) for _ in range(3)]
+    admission = risk.Admission(CAPS, TEST_VAULT_KEY)
+    buyer = "q-" + uuid.uuid4().hex[:12]
+    assert await _admit(sessionmaker, admission, buyer, None, p1, quantity=6) == "quantity_limit"
+    first = await _admit(sessionmaker, admission, buyer, None, p1, quantity=3)
+    assert await _admit(sessionmaker, admission, buyer, None, p1, quantity=3) == "quantity_limit"
+    assert await _admit(sessionmaker, admission, buyer, None, p1, quantity=2) not in ("quantity_limit",)
+    assert await _admit(sessionmaker, admission, buyer, None, p2) != "too_many_open_orders"
+    assert await _admit(sessionmaker, admission, buyer, None, p3) == "too_many_open_orders"  # 3 open already
+    # A retried order id is already counted: it is never refused for itself.
+    assert await _admit(sessionmaker, admission, buyer, None, p1, quantity=3, order_id=first) == first
+    # The order settles (paid, expired …): it stops counting; a forgotten admission too.
+    async with sessionmaker.begin() as session:
+        now = datetime.now(timezone.utc)
+        session.add(Order(id=first, product_id=p1, sku="x", quantity=3, email="q@example.com", buyer_hash=buyer,
+                          amount_cents=300, currency="CNY", gateway="simulator", status=c.DELIVERED,
+                          expires_at=now + timedelta(minutes=15)))
+    assert await _admit(sessionmaker, admission, buyer, None, p3) != "too_many_open_orders"
+
+
+async def test_open_orders_count_until_they_settle(sessionmaker) -> None:
+    product_id = await _product(sessionmaker)
+    admission = risk.Admission(CAPS, TEST_VAULT_KEY)
+    buyer = "o-" + uuid.uuid4().hex[:12]
+    long_ago = datetime.now(timezone.utc) - timedelta(minutes=5)  # past the API's wait
+    async with sessionmaker.begin() as session:
+        for status, order_id in ((c.AWAITING_PAYMENT, "open-" + uuid.uuid4().hex[:8]),
+                                 (c.EXPIRED, "expd-" + uuid.uuid4().hex[:8]),
+                                 (None, "lost-" + uuid.uuid4().hex[:8])):  # its workflow never wrote the order
+            session.add(OrderAdmission(order_id=order_id, buyer_hash=buyer, client_hash="", product_id=product_id,
+                                       quantity=1, created_at=long_ago))
+            if status:
+                session.add(Order(id=order_id, product_id=product_id, sku="x", quantity=1, email="o@example.com",
+                                  buyer_hash=buyer, amount_cents=100, currency="CNY", gateway="simulator",
+                                  status=status, expires_at=long_ago + timedelta(minutes=15)))
+    second = await _admit(sessionmaker, admission, buyer, None, product_id)  # 1 open + this one
+    assert second != "too_many_open_orders"
+    assert await _admit(sessionmaker, admission, buyer, None, product_id) == "too_many_open_orders"  # 2 per product
+    async with sessionmaker.begin() as session:  # the second did not open (sold out): forgotten at once
+        await risk.forget(session, second)
+    assert await _admit(sessionmaker, admission, buyer, None, product_id) != "too_many_open_orders"
