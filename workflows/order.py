@@ -15,10 +15,16 @@ from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlrea
 from miaofa import contract as c
 from miaofa import steps as s
 
+# Short steps — every database step, and creating the payment — run as local activities in the
+# workflow task that needs them: no task round trip through the server per step. Gateway queries,
+# closes and refunds stay activities (they may be slow, and retry for a long time).
 # DB steps retry through an outage, never through bad data: that ends with a reason.
 DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10),
                        non_retryable_error_types=[s.DATA_ERROR, s.NO_RESERVED_KEYS])
 DB_TIMEOUT = timedelta(seconds=15)
+# Past a few quick in-process retries, a failing local step waits on a durable timer instead of
+# holding the workflow task: the SLA timer can fire meanwhile, and a worker restart loses nothing.
+DB_STEP = dict(start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY, local_retry_threshold=timedelta(seconds=3))
 # One query attempt per channel: the workflow does the failover and the backoff itself.
 QUERY_RETRY = RetryPolicy(maximum_attempts=1)
 QUERY_TIMEOUT = timedelta(seconds=10)
@@ -26,6 +32,16 @@ GATEWAY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_inter
 CLOSE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 CREATE_PAYMENT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=300), maximum_attempts=3)
 MAX_QUEUED_PROOFS = 50  # a signal flood cannot grow the workflow's state without bound
+
+
+# A step that failed for good: an activity raises ActivityError (the ApplicationError is its cause), a
+# local activity raises the ApplicationError itself (temporalio 1.35). Every handler catches both.
+STEP_FAILED = (ActivityError, ApplicationError)
+
+
+def _failure_type(error: BaseException) -> str:
+    cause = error.cause if isinstance(error, ActivityError) else error
+    return cause.type if isinstance(cause, ApplicationError) and cause.type else ""
 
 
 def _refuse(message: str, code: str) -> ApplicationError:
@@ -72,7 +88,7 @@ class OrderWorkflow:
         if self._amount_cents > 0:
             try:
                 self._payment = await self._create_payment(order)
-            except ActivityError:
+            except STEP_FAILED:
                 await self._release(c.CANCELLED)
                 self._opened = c.OpenOrderResult(
                     outcome=c.GATEWAY_UNAVAILABLE, order_id=order.order_id,
@@ -103,14 +119,14 @@ class OrderWorkflow:
                     currency=order.currency, email=order.email, buyer_hash=order.buyer_hash,
                     gateway=order.gateway, coupon_code=order.coupon_code, at=now,
                     expires_at=self._expires_at),
-                result_type=s.OpenedOrder, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
-        except ActivityError:
+                result_type=s.OpenedOrder, **DB_STEP)
+        except STEP_FAILED:
             return s.OpenedOrder(c.INVALID_ORDER, detail="the order's data was refused; nothing was kept",
                                  error="invalid_input")
 
     async def _create_payment(self, order: c.OrderInput) -> c.PaymentLink:
         assert self._expires_at is not None
-        return await workflow.execute_activity(
+        return await workflow.execute_local_activity(
             s.CREATE_PAYMENT,
             s.CreatePaymentStep(order_id=order.order_id, gateway=order.gateway, amount_cents=self._amount_cents,
                                 currency=order.currency, subject=order.product_name,
@@ -199,9 +215,9 @@ class OrderWorkflow:
     async def _deliver_late_payment(self) -> None:
         """Paid after the window: deliver if stock can be reserved again, otherwise refund."""
         await self._record(s.StageStep(self._order_id, "paid_after_expiry", workflow.now()))
-        reserved = await workflow.execute_activity(
+        reserved = await workflow.execute_local_activity(
             s.RESERVE_AGAIN, s.DeliverStep(self._order_id, workflow.now()), result_type=bool,
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+            **DB_STEP)
         if not reserved:
             await self._refund("paid after expiry and out of stock", actor="system")
             return
@@ -221,7 +237,7 @@ class OrderWorkflow:
                 await self._compensate_late_delivery("sla_timer")
         try:
             await delivery
-        except ActivityError as failure:
+        except STEP_FAILED as failure:
             await self._delivery_failed(failure)
             return
         if workflow.now() > sla_deadline:
@@ -230,15 +246,14 @@ class OrderWorkflow:
         await self._send_delivery_email()
 
     async def _commit_keys(self) -> None:
-        delivered = await workflow.execute_activity(
+        delivered = await workflow.execute_local_activity(
             s.DELIVER_KEYS, s.DeliverStep(self._order_id, workflow.now()), result_type=s.Delivered,
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+            **DB_STEP)
         self._delivered_key_ids = delivered.key_ids
 
-    async def _delivery_failed(self, failure: ActivityError) -> None:
+    async def _delivery_failed(self, failure: BaseException) -> None:
         """The keys cannot be committed (a broken invariant, bad data): say so, and give the money back."""
-        cause = failure.cause
-        reason = cause.type if isinstance(cause, ApplicationError) and cause.type else "delivery_error"
+        reason = _failure_type(failure) or "delivery_error"
         workflow.logger.error("delivery failed for order %s: %s", self._order_id, reason)
         workflow.metric_meter().create_counter(
             "miaofa_delivery_failures", "Paid orders whose keys could not be delivered (refunded)").add(1)
@@ -252,16 +267,17 @@ class OrderWorkflow:
             return
         self._coupon_issued = True  # a coupon is issued exactly when delivery is late
         workflow.upsert_search_attributes([c.SA_DELIVERY_LATE.value_set(True)])
-        await workflow.execute_activity(
+        await workflow.execute_local_activity(
             s.ISSUE_COUPON, s.CouponStep(self._order_id, reason, workflow.now()), result_type=s.IssuedCoupon,
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+            **DB_STEP)
 
     async def _send_delivery_email(self) -> None:
-        await workflow.execute_activity(
+        await workflow.execute_local_activity(
             s.SEND_DELIVERY_EMAIL, s.DeliverStep(self._order_id, workflow.now()),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5),
-                                     maximum_attempts=10))
+                                     maximum_attempts=10),
+            local_retry_threshold=timedelta(seconds=3))  # an SMTP outage waits on timers, not in the task
 
     # ---- proofs of payment ------------------------------------------------------------------
 
@@ -271,8 +287,7 @@ class OrderWorkflow:
         while self._proofs:
             proof = self._proofs.pop(0)
             verdict = await workflow.execute_local_activity(
-                s.ACCEPT_PAYMENT, proof, result_type=s.PaymentVerdict, start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=DB_RETRY)
+                s.ACCEPT_PAYMENT, proof, result_type=s.PaymentVerdict, **DB_STEP)
             if verdict.verdict in (s.ACCEPTED, s.DUPLICATE):  # a duplicate after a lost answer is still ours
                 if self._paid is None:
                     self._paid, self._paid_source = verdict, proof.source
@@ -443,9 +458,9 @@ class OrderWorkflow:
 
     async def _release(self, status: str) -> None:
         actor = self._cancel_actor if status == c.CANCELLED else "system"
-        await workflow.execute_activity(
+        await workflow.execute_local_activity(
             s.RELEASE_STOCK, s.ReleaseStep(self._order_id, status, workflow.now(), actor=actor),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+            **DB_STEP)
         await self._set_status(status)
 
     async def _refund(self, reason: str, actor: str) -> None:
@@ -455,15 +470,16 @@ class OrderWorkflow:
             s.RefundStep(self._order_id, self._order.gateway, self._payment.payment_id, self._amount_cents,
                          refund_id=f"refund-{self._order_id}"),
             result_type=s.PaymentSnapshot, start_to_close_timeout=QUERY_TIMEOUT, retry_policy=GATEWAY_RETRY)
-        await workflow.execute_activity(
+        await workflow.execute_local_activity(
             s.REFUND_KEYS, s.RefundKeysStep(self._order_id, reason, actor, workflow.now()),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+            **DB_STEP)
         await self._set_status(c.REFUNDED)
 
     async def _record(self, step: s.StageStep) -> None:
-        self._stages.append(step.stage)
+        if step.stage != step.status:  # a status's own timeline row: _set_status already listed it
+            self._stages.append(step.stage)
         await workflow.execute_local_activity(
-            s.RECORD_STAGE, step, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+            s.RECORD_STAGE, step, **DB_STEP)
 
     async def _set_status(self, status: str, *also: SearchAttributeUpdate) -> None:
         self._status = status
