@@ -80,5 +80,7 @@ async def run_worker(settings: Settings) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
+    from miaofa import logs
+
+    logs.configure(get_settings().log_level)  # error types and ids only, as `miaofa worker` logs
     asyncio.run(run_worker(get_settings()))

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 
-from api import docs, errors, metrics
+from api import docs, errors, limits, metrics
 from api.hot import HotCatalog
 from api.routes import admin, codec, health, payments, shop, support
 from api.state import State
@@ -46,13 +46,19 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
             await engine.dispose()
 
     app = FastAPI(title="Miaofa 秒发", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Automatic card-key delivery; every order is a durable Temporal workflow.")
+                  description="Automatic card-key delivery; every order is a durable Temporal workflow.",
+                  responses=errors.ERROR_RESPONSES)
     docs.install(app)  # /docs and /redoc with their assets served locally
+    errors.install(app)
+    errors.install_schema(app)
+    # Middleware, outermost last: metrics count everything; CORS headers go on every answer to the UI,
+    # refusals included; tokens and body sizes are checked before any route or body parser runs.
+    app.add_middleware(limits.RequestLimits, settings=settings)
     ui = settings.temporal_ui_port
     app.add_middleware(CORSMiddleware, allow_origins=[f"http://localhost:{ui}", f"http://127.0.0.1:{ui}"],
                        allow_methods=["POST", "GET"], allow_headers=["*"], allow_credentials=True)
-    errors.install(app)
     metrics.install(app)
+    app.state.rejected_notifies = limits.RateBound(settings.rejected_notify_log_per_second)
     for module in (health, admin, shop, payments, support, codec):
         app.include_router(module.router)
     return app

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.state import State
 from miaofa.errors import Unauthorized
+from miaofa.settings import Settings
 
 
 def get_state(request: Request) -> State:
@@ -38,20 +39,36 @@ def _bearer(authorization: str | None) -> str:
     return authorization[7:].strip()
 
 
-def require_admin(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> str:
-    if not secrets.compare_digest(_bearer(authorization), state.settings.admin_token):
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time, for any text a client sends (compare_digest refuses non-ASCII str); an unset
+    secret matches nothing."""
+    if not expected:
+        return False
+    return secrets.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+def admin_actor(authorization: str | None, settings: Settings) -> str:
+    if not same_secret(_bearer(authorization), settings.admin_token):
         raise Unauthorized("the token is not the admin token", error="invalid_token")
     return "admin"
 
 
-def require_support(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> str:
+def support_actor(authorization: str | None, settings: Settings) -> str:
     token = _bearer(authorization)
     # The admin may do what support does.
-    if secrets.compare_digest(token, state.settings.support_token):
+    if same_secret(token, settings.support_token):
         return "support"
-    if secrets.compare_digest(token, state.settings.admin_token):
+    if same_secret(token, settings.admin_token):
         return "admin"
     raise Unauthorized("the token is not a support token", error="invalid_token")
+
+
+def require_admin(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> str:
+    return admin_actor(authorization, state.settings)
+
+
+def require_support(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> str:
+    return support_actor(authorization, state.settings)
 
 
 AdminDep = Annotated[str, Depends(require_admin)]

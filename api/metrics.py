@@ -2,8 +2,9 @@
 
 import time
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 registry = CollectorRegistry()
 REQUESTS = Counter("miaofa_http_requests_total", "HTTP requests", ["route", "method", "status"], registry=registry)
@@ -12,18 +13,44 @@ LATENCY = Histogram("miaofa_http_request_seconds", "HTTP request latency", ["rou
 ORDERS = Counter("miaofa_orders_opened_total", "Order openings by outcome", ["outcome"], registry=registry)
 NOTIFIES = Counter("miaofa_notifies_total", "Gateway notifies by outcome", ["gateway", "outcome"],
                    registry=registry)
+REFUSED = Counter("miaofa_http_refused_total", "Requests refused before their body was read (or while)",
+                  ["reason"], registry=registry)
+REJECTED_UNLOGGED = Counter("miaofa_notifies_rejected_unlogged_total",
+                            "Rejected notifies past the per-gateway rate bound: counted, not stored", ["gateway"],
+                            registry=registry)
+
+
+class Measure:
+    """Latency and count per route template, method and status (pure ASGI: it never touches the body)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def watched(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        finally:
+            # The router writes the matched route into this same scope.
+            path = getattr(scope.get("route"), "path", "unmatched")
+            LATENCY.labels(path, scope["method"]).observe(time.perf_counter() - started)
+            REQUESTS.labels(path, scope["method"], str(status)).inc()
 
 
 def install(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        LATENCY.labels(path, request.method).observe(time.perf_counter() - started)
-        REQUESTS.labels(path, request.method, str(response.status_code)).inc()
-        return response
+    """Outermost middleware when installed last: refusals before the routes are counted too."""
+    app.add_middleware(Measure)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -70,7 +70,10 @@ def _require(settings: Settings, *names: str) -> None:
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Error types and ids only: exception messages (SQL parameters, emails) never reach a log.
+    from miaofa import logs
+
+    logs.configure(settings.log_level)
 
 
 @app.command()

@@ -21,11 +21,15 @@ from miaofa.db.models import NotifyLog, Order, Payment
 # Timeline stage written for each way a payment is found.
 SOURCE_STAGES = {"notify": "notified", "poll": "polled", "poll_backup": "polled_backup", "check": "checked",
                  "close": "paid_at_close", "late_poll": "polled_late", "reconcile": "reconciled", "free": "free"}
-# What is kept of a notify: enough to investigate, bounded whatever a client sends.
+# What is kept of a notify: enough to investigate, bounded whatever a client sends. A rejected one
+# (anybody can send it) is kept to ~2 KiB in all: 1 KiB of body, 768 characters of headers.
 MAX_STORED_BODY = 16 * 1024
 MAX_STORED_REJECTED_BODY = 1024
 MAX_STORED_HEADERS = 40
+MAX_STORED_HEADER_NAME = 64
 MAX_STORED_HEADER_VALUE = 512
+MAX_STORED_REJECTED_HEADERS = 768  # names and values together
+MAX_STORED_REJECTED_DETAIL = 200
 REDACTED_HEADERS = {"authorization", "cookie"}
 
 
@@ -110,14 +114,31 @@ class NotifyDecision:
     stray: c.StrayPayment | None = None
 
 
-def _stored_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    kept = [(k, v) for k, v in headers.items() if k.lower() not in REDACTED_HEADERS][:MAX_STORED_HEADERS]
-    return {k[:64]: v[:MAX_STORED_HEADER_VALUE] for k, v in kept}
+def _stored_headers(headers: Mapping[str, str], budget: int | None = None) -> dict[str, str]:
+    """The headers worth keeping: at most MAX_STORED_HEADERS, each cut, and with a budget at most that
+    many characters of names and values in all."""
+    stored: dict[str, str] = {}
+    left = budget
+    for name, value in headers.items():
+        if len(stored) >= MAX_STORED_HEADERS or (left is not None and left <= 0):
+            break
+        if name.lower() in REDACTED_HEADERS:
+            continue
+        name = name[:MAX_STORED_HEADER_NAME].replace("\x00", "")
+        value = value[:MAX_STORED_HEADER_VALUE].replace("\x00", "")
+        if left is not None:
+            name = name[:left]
+            value = value[: max(left - len(name), 0)]
+            left -= len(name) + len(value)
+        stored[name] = value
+    return stored
 
 
 async def log_rejected_notify(session: AsyncSession, gateway: str, headers: Mapping[str, str], body: bytes,
                               reason: str) -> None:
-    session.add(NotifyLog(gateway=gateway, headers=_stored_headers(headers), outcome="rejected", detail=reason[:200],
+    """A notify that failed verification: kept compact (~2 KiB at most), for investigation only."""
+    session.add(NotifyLog(gateway=gateway, headers=_stored_headers(headers, MAX_STORED_REJECTED_HEADERS),
+                          outcome="rejected", detail=reason[:MAX_STORED_REJECTED_DETAIL].replace("\x00", ""),
                           body=body[:MAX_STORED_REJECTED_BODY].decode("utf-8", "replace").replace("\x00", "")))
 
 

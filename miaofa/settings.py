@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     smtp_url: str = ""
     mail_from: str = "Miaofa <shop@miaofa.localhost>"
     log_level: str = "INFO"
+    max_json_body_bytes: int = 64 * 1024  # every request body not listed below (JSON APIs)
+    max_notify_body_bytes: int = 64 * 1024  # a gateway notify
+    max_codec_body_bytes: int = 4 * 1024 * 1024  # payloads the Temporal UI sends to /codec
+    rejected_notify_log_per_second: float = 5  # per gateway; rejected notifies past it are counted, not stored
     late_poll_interval_seconds: int = 60  # during the late-payment watch; doubles up to an hour
     reconcile_interval_seconds: int = 600  # how often the reconcile schedule runs
     reconcile_lookback_seconds: int = 2 * 86400  # the statement window each run compares

@@ -65,7 +65,13 @@ class Vault:
         return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
 
     def check_order_token(self, order_id: str, token: str) -> bool:
-        return secrets.compare_digest(self.order_token(order_id), token or "")
+        # Compared as bytes: compare_digest raises TypeError on a non-ASCII str, and a client sends anything.
+        try:
+            expected = self.order_token(order_id).encode()
+            given = (token or "").encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: no token of ours
+            return False
+        return secrets.compare_digest(expected, given)
 
     def idempotent_order_id(self, email: str, idempotency_key: str) -> str:
         """The same buyer sending the same Idempotency-Key gets the same order id."""

@@ -26,12 +26,17 @@ async def payment_notify(gateway: str, request: Request, state: StateDep) -> Res
     adapter = state.gateways.get(gateway)
     if adapter is None:
         return Response("unknown gateway", status_code=404, media_type="text/plain")
-    body = await request.body()
+    body = await request.body()  # at most MAX_NOTIFY_BODY_BYTES: api/limits.py stops a larger one (413)
     try:
         notice = adapter.verify_notify(request.headers, body, request.query_params)
     except InvalidNotify as exc:
-        async with state.sessionmaker.begin() as session:
-            await payments.log_rejected_notify(session, gateway, request.headers, body, str(exc))
+        # Stored cut short, and only so many per second per gateway: a flood of forgeries is counted,
+        # not written.
+        if request.app.state.rejected_notifies.allow(gateway):
+            async with state.sessionmaker.begin() as session:
+                await payments.log_rejected_notify(session, gateway, request.headers, body, str(exc))
+        else:
+            metrics.REJECTED_UNLOGGED.labels(gateway).inc()
         return _done(gateway, "rejected", str(exc), adapter.nack(str(exc)))
 
     proof = payments.Proof(notice.payment_id, notice.order_id, notice.status, notice.amount_cents, notice.currency,

@@ -1,0 +1,163 @@
+"""What a client may make the API read: a size limit on every request body, and admin and support
+callers authenticated before a byte of their body is read. Plus the in-process rate bound that
+keeps rejected notifies from filling the notify log.
+
+`RequestLimits` is a pure ASGI middleware, so it decides before any route, dependency or body
+parser runs:
+- /admin… and /support… need a valid bearer token, checked from the headers alone (401);
+- a declared Content-Length over the route's limit is refused at once (413), and a body without
+  one (chunked) is counted while the route reads it and stopped at the limit (413);
+- both early refusals close the connection, so the rest of the body is never read.
+The routes' own dependencies still check the tokens: this is the first door, not the only one.
+"""
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import deps, metrics
+from miaofa.errors import MiaofaError
+from miaofa.settings import Settings
+
+# api/uploads.py streams the key upload and stops it at its own limit (64 MiB), after its 415 check.
+KEY_UPLOAD = re.compile(r"^/admin/products/[^/]+/keys/?$")
+
+
+def _size(limit: int) -> str:
+    return f"{limit // (1024 * 1024)} MiB" if limit >= 1024 * 1024 and limit % (1024 * 1024) == 0 else (
+        f"{limit // 1024} KiB" if limit % 1024 == 0 else f"{limit} bytes")
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from the body stream; rendered by api/errors.py like any refusal."""
+
+    error = "payload_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, detail=f"the request body is larger than this route accepts ({_size(limit)})")
+
+
+def body_limit(path: str, settings: Settings) -> int | None:
+    """The largest body a path accepts; None when the route limits its own stream."""
+    if KEY_UPLOAD.match(path):
+        return None
+    if path.startswith("/payments/") and path.rstrip("/").endswith("/notify"):
+        return settings.max_notify_body_bytes
+    if path.startswith("/codec/"):
+        return settings.max_codec_body_bytes
+    return settings.max_json_body_bytes
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def authenticate(path: str, authorization: str | None, settings: Settings) -> None:
+    """Unauthorized unless the caller may use this path at all (the route decides the rest)."""
+    if _under(path, "/admin"):
+        deps.admin_actor(authorization, settings)
+    elif _under(path, "/support"):
+        deps.support_actor(authorization, settings)
+
+
+class RequestLimits:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        headers = Headers(scope=scope)
+        try:
+            authenticate(path, headers.get("authorization"), self.settings)
+        except MiaofaError as exc:
+            metrics.REFUSED.labels("unauthorized").inc()
+            await _refuse(scope, receive, send, exc.status_code, exc.error, exc.detail,
+                          {"WWW-Authenticate": "Bearer"})
+            return
+        limit = body_limit(path, self.settings)
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            metrics.REFUSED.labels("declared_too_large").inc()
+            too_large = BodyTooLarge(limit)
+            await _refuse(scope, receive, send, 413, too_large.error, str(too_large.detail))
+            return
+
+        received = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    metrics.REFUSED.labels("streamed_too_large").inc()
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except Exception as exc:
+            # A route that let the refusal escape its handlers: answer it here if nothing was sent yet.
+            too_large = _too_large_in(exc)
+            if too_large is None or started:
+                raise
+            await _refuse(scope, receive, send, 413, too_large.error, str(too_large.detail))
+
+
+def _too_large_in(exc: BaseException) -> BodyTooLarge | None:
+    if isinstance(exc, BodyTooLarge):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _too_large_in(inner)) is not None:
+                return found
+    return None
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, error: str, detail: str,
+                  headers: dict[str, str] | None = None) -> None:
+    # Connection: close — the server drops the unread rest of the body instead of reading it.
+    response = JSONResponse({"error": error, "detail": detail}, status_code=status,
+                            headers={**(headers or {}), "Connection": "close"})
+    await response(scope, receive, send)
+
+
+class RateBound:
+    """At most `per_second` events per key per second on average, with bursts of that many (a token
+    bucket per key). In-process: each API process bounds its own share."""
+
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = max(per_second, 0.0)
+        self.burst = max(self.rate, 1.0) if self.rate > 0 else 0.0
+        self.clock = clock
+        self._buckets: dict[Any, tuple[float, float]] = {}
+
+    def allow(self, key: Any) -> bool:
+        if self.rate <= 0:
+            return False
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        return allowed

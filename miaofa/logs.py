@@ -1,0 +1,104 @@
+"""Logs carry ids and error types, never emails, keys, tokens or SQL parameters.
+
+An exception's message can hold whatever the failing call was given: PostgreSQL echoes the
+offending value, SQLAlchemy appends `[parameters: …]`, an asyncpg error quotes the duplicate key,
+and uvicorn prints "Exception in ASGI application" with the whole chain. So every log record is
+made safe where it is created, whichever library logs it and whichever handler writes it:
+- an exception attached to a record (`exc_info`) becomes its type and its trace's frames, with
+  every message in the chain withheld;
+- an exception passed as the message or as an argument becomes its type name.
+SQLAlchemy's own loggers stay at WARNING or above whatever the level (at INFO/DEBUG they print
+statements' parameters and result rows), and engines are made with `hide_parameters=True`.
+"""
+
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+WITHHELD = "(message withheld: it may carry client data)"
+QUIET_LOGGERS = ("sqlalchemy",)  # never below WARNING: statements, parameters, rows
+
+_previous_factory: Callable[..., logging.LogRecord] | None = None
+
+
+def error_type(exc: BaseException) -> str:
+    kind = type(exc)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def safe_traceback(exc: BaseException) -> str:
+    """Like traceback.format_exception, frames and types only: no exception's message, no notes."""
+    chain: list[tuple[BaseException, str]] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    link = ""
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append((current, link))
+        if current.__cause__ is not None:
+            current, link = current.__cause__, "The above exception was the direct cause of the following exception:"
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, link = current.__context__, "During handling of the above exception, another exception occurred:"
+        else:
+            current = None
+    parts: list[str] = []
+    for index, (item, _) in enumerate(reversed(chain)):
+        if index:
+            parts.append(f"\n{chain[len(chain) - index][1]}\n\n")
+        parts.append("Traceback (most recent call last):\n")
+        parts.extend(traceback.format_tb(item.__traceback__))
+        parts.append(f"{error_type(item)}: {WITHHELD}\n")
+    return "".join(parts).rstrip("\n")
+
+
+def _safe_arg(value: Any) -> Any:
+    return f"<{error_type(value)}>" if isinstance(value, BaseException) else value
+
+
+def make_safe(record: logging.LogRecord) -> logging.LogRecord:
+    exc_info = record.exc_info
+    if exc_info and exc_info[1] is not None:
+        record.exc_text = safe_traceback(exc_info[1])
+        record.exc_info = None
+    if isinstance(record.msg, BaseException):
+        record.msg = _safe_arg(record.msg)
+    if isinstance(record.args, tuple):
+        record.args = tuple(_safe_arg(arg) for arg in record.args)
+    elif isinstance(record.args, dict):
+        record.args = {key: _safe_arg(value) for key, value in record.args.items()}
+    return record
+
+
+def install() -> None:
+    """Make every record created from now on safe (idempotent)."""
+    global _previous_factory
+    if _previous_factory is not None:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        return make_safe(previous(*args, **kwargs))
+
+    _previous_factory = previous
+    logging.setLogRecordFactory(factory)
+
+
+def uninstall() -> None:
+    """Back to the factory before install() (for tests)."""
+    global _previous_factory
+    if _previous_factory is not None:
+        logging.setLogRecordFactory(_previous_factory)
+        _previous_factory = None
+
+
+def configure(level: str | int = "INFO") -> None:
+    """The log setup of every miaofa process: one format, safe records, quiet SQL loggers."""
+    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    logging.basicConfig(level=numeric, format=FORMAT)
+    install()
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
