@@ -136,8 +136,15 @@ async def run_update(state: State, order_id: str, update: str, arg: Any = None, 
         raise TemporalUnavailable("the order service is not answering") from exc
 
 
+# Temporal being down or overloaded is not an unknown order: support must not be told "no such order".
+_OUTAGE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED,
+           RPCStatusCode.CANCELLED, RPCStatusCode.UNKNOWN, RPCStatusCode.INTERNAL}
+
+
 async def ensure_exists(state: State, order_id: str) -> None:
     try:
         await _handle(state, order_id).describe()
     except RPCError as exc:
-        raise OrderNotFound("no such order") from exc
+        if exc.status in _OUTAGE:
+            raise TemporalUnavailable("the order service is not answering; try again") from exc
+        raise OrderNotFound("no such order") from exc  # not found, or an id Temporal refuses

@@ -24,6 +24,9 @@ class MiaofaError(Exception):
             self.status_code = status_code
 
 
+CATALOGUE[MiaofaError.error] = MiaofaError  # the base's own code too: from_code("bad_request") is a 400
+
+
 class Unauthorized(MiaofaError):
     status_code = 401
     error = "unauthorized"
