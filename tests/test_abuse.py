@@ -163,11 +163,12 @@ async def test_an_exempt_network_runs_the_acceptance_load(dev_env, sessionmaker,
     async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(database_url, smtp[0]),
                              risk_exempt_networks="127.0.0.1/32", **defaults) as stack:
         assert stack.settings.risk_max_open_orders_per_ip > 0
-        sku = await stack.product(100)
+        sku = await stack.product(30)  # 30 keys, light on two shared cores: the rest hear sold_out, not 403/429
         answers = await asyncio.gather(*(stack.order(sku, email=f"fan{i}-{uuid.uuid4().hex[:6]}@example.com")
                                          for i in range(100)))
-        assert Counter(a.status_code for a in answers) == {201: 100}
-        assert await stack.stock(sku) == {"available": 0, "reserved": 100, "sold": 0, "refunded": 0}
+        assert Counter((a.status_code, a.json().get("error")) for a in answers) == {(201, None): 30,
+                                                                                  (409, "sold_out"): 70}
+        assert await stack.stock(sku) == {"available": 0, "reserved": 30, "sold": 0, "refunded": 0}
 
 
 # ---- item 2: control characters, one recipient, a wait that ends, a claim always released ------------
