@@ -3,11 +3,12 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.exceptions import ApplicationError
 
 from miaofa import steps as s
+from miaofa.db.engine import refused_data
 
 
 @asynccontextmanager
@@ -17,7 +18,9 @@ async def transaction(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIt
     try:
         async with sessionmaker.begin() as session:
             yield session
-    except (IntegrityError, DataError) as exc:
-        cause = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
-        raise ApplicationError(f"the database refused the data ({cause})", type=s.DATA_ERROR,
+    except DBAPIError as exc:
+        kind = refused_data(exc)  # SQLSTATE class 22 or 23; anything else (a restart, a lost link) heals
+        if kind is None:
+            raise
+        raise ApplicationError(f"the database refused the {kind} ({type(exc.orig).__name__})", type=s.DATA_ERROR,
                                non_retryable=True) from None

@@ -204,9 +204,6 @@ async def test_a_nul_in_any_field_is_refused_at_the_edge(dev_stack: Stack) -> No
     assert (await dev_stack.order(sku, email="nul@example.com")).status_code == 201
 
 
-@pytest.mark.xfail(strict=True, reason="activities/db.py: SQLAlchemy's asyncpg dialect raises the generic "
-                   "DBAPIError (not DataError) for SQLSTATE class 22 such as 'invalid byte sequence 0x00', so "
-                   "open_order retries it forever; classify by exc.orig.sqlstate[:2] in ('22', '23')")
 async def test_a_data_error_past_the_edge_ends_the_order_invalid(dev_stack: Stack) -> None:
     """Were a NUL to slip past the API, the database refuses it once and the order ends — no retry loop."""
     sku = await dev_stack.product(1)

@@ -631,3 +631,33 @@ async def test_books_survive_a_restart(tmp_path) -> None:
         })).json()
     assert (found["status"], found["amount_cents"], found["order_id"]) == ("paid", 990, "o-persist")
     assert again["payment_id"] == created["payment_id"]
+
+
+async def test_books_are_an_append_only_log(tmp_path) -> None:
+    state = tmp_path / "simulator.json"
+    state.write_text(json.dumps([{  # a file in the old format (one JSON array) is read, then compacted
+        "payment_id": "sim_old", "merchant_id": MERCHANT, "order_id": "o-old", "amount_cents": 500,
+        "currency": "CNY", "subject": "x", "notify_url": "http://127.0.0.1:9/n",
+        "expires_at": "2030-01-01T00:00:00+00:00", "status": "paid", "paid_at": "2026-01-01T00:00:00+00:00",
+        "refund_id": None, "refund_cents": None}]))
+    app = create_app(MERCHANT, SECRET, "http://sim.test", state_file=state, control_token=CONTROL_TOKEN)
+    assert len(state.read_text().splitlines()) == 1
+    auth = {"Authorization": f"Bearer {SECRET}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim.test") as http:
+        await http.post("/control", headers=CONTROL, json={"notify": "drop"})
+        for number in range(3):
+            created = (await http.post("/api/payments", headers=auth, json={
+                "merchant_id": MERCHANT, "order_id": f"o-log-{number}", "amount_cents": 990, "currency": "CNY",
+                "subject": "x", "notify_url": "http://127.0.0.1:9/notify",
+                "expires_at": "2030-01-01T00:00:00+00:00"})).json()
+            assert (await http.post(f"/pay/{created['payment_id']}")).status_code == 200
+    assert len(state.read_text().splitlines()) == 1 + 3 * 2  # one line per change, nothing rewritten
+    with state.open("a") as log:
+        log.write('{"payment_id": "sim_torn", "merch')  # a crash in the middle of the last write
+    again = create_app(MERCHANT, SECRET, "http://sim.test", state_file=state)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=again), base_url="http://sim.test") as http:
+        old = (await http.get("/api/payments/sim_old", headers=auth)).json()
+        last = (await http.get("/api/v2/trade/query", params={"order_id": "o-log-2"}, headers=auth)).json()
+    assert (old["status"], old["amount_cents"]) == ("paid", 500)
+    assert last["status"] == "paid"
+    assert len(state.read_text().splitlines()) == 4  # compacted at start: one line per payment

@@ -9,6 +9,7 @@ from api import metrics, order_client
 from api.deps import StateDep
 from miaofa import contract as c
 from miaofa import payments
+from miaofa.errors import NotFound
 from miaofa.gateways.base import Ack, InvalidNotify
 
 router = APIRouter(tags=["payments"])
@@ -25,7 +26,7 @@ async def payment_notify(gateway: str, request: Request, state: StateDep) -> Res
     order confirms it against that log row. Money no open order can take is reviewed and refunded."""
     adapter = state.gateways.get(gateway)
     if adapter is None:
-        return Response("unknown gateway", status_code=404, media_type="text/plain")
+        raise NotFound(f"no gateway {gateway[:32]!r} is configured", error="unknown_gateway")
     body = await request.body()  # at most MAX_NOTIFY_BODY_BYTES: api/limits.py stops a larger one (413)
     try:
         notice = adapter.verify_notify(request.headers, body, request.query_params)

@@ -99,7 +99,8 @@ async def list_products(state: StateDep) -> list[dict[str, Any]]:
             for p in state.hot.products()]
 
 
-@router.post("/orders", status_code=201)
+@router.post("/orders", status_code=201, responses={200: {"description": "an Idempotency-Key replay: the same "
+                                                                         "order, without its access token"}})
 async def create_order(body: OrderCreate, request: Request, state: StateDep,
                        idempotency_key: Annotated[str | None, Header(
                            min_length=16, max_length=200, description="a random value (e.g. a UUID), 16+ characters; "

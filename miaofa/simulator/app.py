@@ -185,7 +185,7 @@ def create_app(
                 )
                 sim.payments[payment.payment_id] = payment
                 sim.by_order[payment.order_id] = payment.payment_id
-                sim.save()
+                sim.save(payment)
                 status_code = 201
         content = {"payment_id": payment.payment_id, "pay_url": sim.pay_url(payment), "status": payment.status}
         return JSONResponse(content, status_code=status_code)
@@ -219,7 +219,7 @@ def create_app(
             # Paid (or refunded) wins: the caller sees that state and learns it lost the race.
             if payment.status == "pending":
                 payment.status = "closed"
-                sim.save()
+                sim.save(payment)
             return payment.state()
 
     @app.post("/api/payments/{payment_id}/refund")
@@ -237,7 +237,7 @@ def create_app(
             payment.status = "refunded"
             payment.refund_id = body.refund_id
             payment.refund_cents = body.amount_cents
-            sim.save()
+            sim.save(payment)
             sim.schedule_notify(payment)
             return payment.state()
 
@@ -288,7 +288,7 @@ def create_app(
             payment.paid_at = paid_at
             if paid_cents is not None and paid_cents != payment.amount_cents:
                 payment.paid_cents = paid_cents
-            sim.save()
+            sim.save(payment)
             sim.schedule_notify(payment)
         from_browser = ("text/html" in request.headers.get("accept", "")
                         or request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"))
@@ -305,7 +305,7 @@ def create_app(
             second = replace(first, payment_id="sim_" + secrets.token_hex(12), status="paid",
                              paid_at=datetime.now(timezone.utc), paid_cents=None, refund_id=None, refund_cents=None)
             sim.payments[second.payment_id] = second
-            sim.save()
+            sim.save(second)
             sim.schedule_notify(second)
         return {"payment_id": second.payment_id, "status": second.status, "paid_at": second.paid_at.isoformat()}
 

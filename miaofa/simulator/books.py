@@ -36,6 +36,23 @@ class SimError(Exception):
         self.detail = detail
 
 
+def _log_records(text: str) -> list[dict[str, Any]]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if number == len(lines):  # the last write was cut short by a crash: that change is lost
+                break
+            raise
+    return records
+
+
+def _line(payment: "Payment") -> str:
+    return json.dumps(asdict(payment), default=lambda v: v.isoformat(), separators=(",", ":")) + "\n"
+
+
 def _utc(dt: datetime) -> datetime:
     # Naive datetimes from callers are taken as UTC rather than local time.
     return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
@@ -114,25 +131,33 @@ class Simulator:
         self._load()
 
     # -- persistence: a gateway does not forget payments when it restarts --
+    # An append-only log, one JSON line per change of a payment (the last line wins): a change
+    # costs one short write, whatever the number of payments. Compacted once at start.
 
     def _load(self) -> None:
         if self.state_file is None or not self.state_file.exists():
             return
-        for record in json.loads(self.state_file.read_text()):
+        text = self.state_file.read_text()
+        for record in json.loads(text) if text.lstrip().startswith("[") else _log_records(text):
             for name in ("expires_at", "paid_at"):
-                if record[name]:
+                if record.get(name):
                     record[name] = datetime.fromisoformat(record[name])
             payment = Payment(**record)
             self.payments[payment.payment_id] = payment
-            self.by_order[payment.order_id] = payment.payment_id
+            self.by_order.setdefault(payment.order_id, payment.payment_id)  # the order's first payment
+        self._compact()
 
-    def save(self) -> None:
+    def _compact(self) -> None:
+        assert self.state_file is not None
+        temporary = self.state_file.with_suffix(".tmp")
+        temporary.write_text("".join(_line(p) for p in self.payments.values()))
+        temporary.replace(self.state_file)  # atomic: a crash never leaves half a file
+
+    def save(self, payment: Payment) -> None:
         if self.state_file is None:
             return
-        records = [asdict(p) for p in self.payments.values()]
-        temporary = self.state_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(records, default=lambda v: v.isoformat()))
-        temporary.replace(self.state_file)  # atomic: a crash never leaves half a file
+        with self.state_file.open("a") as log:
+            log.write(_line(payment))
 
     def get(self, payment_id: str) -> Payment:
         payment = self.payments.get(payment_id)
