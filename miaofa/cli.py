@@ -196,5 +196,9 @@ from miaofa.cli_reconcile import reconcile_app, schedules_app  # noqa: E402  (th
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(reconcile_app, name="reconcile")
 
+from miaofa.bench.cli import bench_app  # noqa: E402
+
+app.add_typer(bench_app, name="bench")
+
 if __name__ == "__main__":
     app()
