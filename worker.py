@@ -9,6 +9,7 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.notify import NotifyActivities
@@ -50,9 +51,11 @@ def saga_activities(*, settings: Settings, sessionmaker: async_sessionmaker[Asyn
     ]
 
 
-def build_worker(client: Client, *, activities: Sequence[Callable], task_queue: str = contract.TASK_QUEUE) -> Worker:
+def build_worker(client: Client, *, activities: Sequence[Callable], task_queue: str = contract.TASK_QUEUE,
+                 sandboxed: bool = True) -> Worker:
+    runner = WORKFLOW_RUNNER if sandboxed else UnsandboxedWorkflowRunner()
     return Worker(client, task_queue=task_queue, workflows=list(WORKFLOWS), activities=list(activities),
-                  max_concurrent_activities=100, workflow_runner=WORKFLOW_RUNNER,
+                  max_concurrent_activities=100, workflow_runner=runner,
                   graceful_shutdown_timeout=timedelta(seconds=10))  # running activities may finish
 
 
@@ -63,7 +66,8 @@ async def run_worker(settings: Settings) -> None:
     client = await connect(settings, vault, runtime)
     gateways = build_gateways(settings)
     worker = build_worker(client, activities=saga_activities(
-        settings=settings, sessionmaker=make_sessionmaker(engine), vault=vault, gateways=gateways, temporal=client))
+        settings=settings, sessionmaker=make_sessionmaker(engine), vault=vault, gateways=gateways, temporal=client),
+        sandboxed=settings.workflow_sandbox)
     await apply_reconcile_schedule(client, settings)  # idempotent: every worker may, one schedule results
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: int = 600  # how often the reconcile schedule runs
     reconcile_lookback_seconds: int = 2 * 86400  # the statement window each run compares
     reconcile_grace_seconds: int = 120  # payments younger than this may still be on their way in
+    workflow_sandbox: bool = True  # run workflow code in Temporal's sandbox (a benchmark lever; keep on)
     # Order admission (miaofa/risk.py), cheapest first; 0 turns a rule off. "Open" = awaiting payment.
     risk_rate_per_ip_per_minute: int = 20  # order attempts per client address (sliding minute, per API process)
     risk_rate_per_email_per_minute: int = 5  # order attempts per buyer email (sliding minute, per API process)
