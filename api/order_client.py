@@ -64,6 +64,7 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
         await _collect(start)
         raise OrderTimeout("the order is taking too long to open; try again with the same Idempotency-Key") from exc
     except RPCError as exc:
+        await _collect(start)
         if exc.status == RPCStatusCode.ALREADY_EXISTS:
             return None
         log.warning("opening order failed: %s", type(exc).__name__)

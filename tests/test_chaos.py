@@ -287,8 +287,6 @@ def test_two_workers_never_deliver_twice(chaos) -> None:
 # ---- what the worker-kill run found, reproduced without a kill ----------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="workflows/order.py: the payment signal handler reads the order's input "
-                   "before run() has set it (docs/chaos.md, finding 1)")
 async def test_a_payment_signal_in_the_first_workflow_task_does_not_fail_the_order(dev_stack) -> None:
     """What the worker-kill run found, without a kill: a worker killed after opening an order (its local
     activities made the order row and the payment) but before its first workflow task completed. The

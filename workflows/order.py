@@ -51,8 +51,10 @@ def _refuse(message: str, code: str) -> ApplicationError:
 
 @workflow.defn(name=c.ORDER_WORKFLOW)
 class OrderWorkflow:
-    def __init__(self) -> None:
-        self._input: c.OrderInput | None = None
+    @workflow.init
+    def __init__(self, order: c.OrderInput) -> None:
+        # The input is set before any handler runs: a retried first task may carry a signal too.
+        self._input: c.OrderInput | None = order
         self._opened: c.OpenOrderResult | None = None
         self._status = ""
         self._amount_cents = 0
