@@ -25,7 +25,7 @@ from api.hot import ProductInfo
 from api.state import State
 from miaofa import contract as c, coupons, orders, risk
 from miaofa import errors
-from miaofa.errors import InvalidInput, MiaofaError, NotFound, OrderNotFound, SoldOut, TooManyRequests, Unavailable
+from miaofa.errors import OrderTimeout, InvalidInput, MiaofaError, NotFound, OrderNotFound, SoldOut, TooManyRequests, Unavailable
 from miaofa.text import control_character, email_problem
 
 router = APIRouter(tags=["shop"])
@@ -231,6 +231,8 @@ async def _existing_order(state: State, order_id: str) -> JSONResponse:
 def _replay_answer(order_id: str, view: dict[str, Any]) -> JSONResponse:
     # Email + Idempotency-Key are not proof of being the buyer: no access token here. The buyer has
     # it from the first answer, from the gateway's return link after paying, and in the email.
+    if view["payment"] is None and view["status"] == c.AWAITING_PAYMENT and view["amount_cents"] > 0:
+        raise OrderTimeout("the order is still opening; try again with the same Idempotency-Key")
     return JSONResponse(status_code=200, content=jsonable_encoder({
         "order_id": order_id, "access_token": None, "replayed": True, "status": view["status"],
         "amount_cents": view["amount_cents"], "currency": view["currency"], "expires_at": view["expires_at"],
