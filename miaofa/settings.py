@@ -3,7 +3,7 @@
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"changethis", "changeme", "secret", ""}
@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: int = 600  # how often the reconcile schedule runs
     reconcile_lookback_seconds: int = 2 * 86400  # the statement window each run compares
     reconcile_grace_seconds: int = 120  # payments younger than this may still be on their way in
+    up_workers: int = Field(default=1, ge=1, le=16)  # worker processes `miaofa up` runs
     workflow_sandbox: bool = True  # run workflow code in Temporal's sandbox (a benchmark lever; keep on)
     # Order admission (miaofa/risk.py), cheapest first; 0 turns a rule off. "Open" = awaiting payment.
     risk_rate_per_ip_per_minute: int = 20  # order attempts per client address (sliding minute, per API process)

@@ -84,6 +84,7 @@ def run_up(settings: Settings) -> int:
     logs = data / "logs"
     make_private(data)
     children: dict[str, subprocess.Popen] = {}
+    workers = ["worker", *(f"worker-{number}" for number in range(2, settings.up_workers + 1))]
     watched: list[Supervised] = []
     postgres: LocalPostgres | None = None
     code = 0
@@ -109,8 +110,11 @@ def run_up(settings: Settings) -> int:
         if postgres is not None:
             starters["postgres"] = postgres.spawn
         env = child_env(settings)
-        for name in ("sim", "worker", "api"):
-            starters[name] = _starter([sys.executable, "-m", "miaofa.cli", name], logs / f"{name}.log", env)
+        for name in ("sim", *workers, "api"):
+            command = "worker" if name in workers else name
+            # Extra workers serve no metrics of their own: the address is the first worker's.
+            child = env if name in ("sim", "worker", "api") else {**env, "MIAOFA_WORKER_METRICS_ADDRESS": ""}
+            starters[name] = _starter([sys.executable, "-m", "miaofa.cli", command], logs / f"{name}.log", child)
             children[name] = starters[name]()
         _wait_healthy(f"{settings.api_url}/healthz", children)
         _print_ready(settings, time.monotonic() - started)
@@ -131,7 +135,7 @@ def run_up(settings: Settings) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan anything
         children.update({child.name: child.proc for child in watched if child.name != "postgres"})
-        for name in ("api", "worker", "sim", "temporal"):
+        for name in ("api", *workers, "sim", "temporal"):
             if name in children:
                 procs.stop(children[name])
         if postgres is not None:
