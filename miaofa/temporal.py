@@ -1,10 +1,19 @@
 """The one place a Temporal client is built: same address, namespace and encrypted converter everywhere."""
 
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from miaofa.codec import EncryptionCodec, data_converter
-from miaofa.contract import StrayPayment
+from miaofa.contract import (
+    PAYMENT_SIGNAL,
+    STRAY_PAYMENT_WORKFLOW,
+    PaymentNotified,
+    StrayPayment,
+    order_workflow_id,
+    stray_workflow_id,
+)
 from miaofa.settings import Settings
 from miaofa.vault import Vault
 
@@ -25,10 +34,6 @@ def metrics_runtime(bind_address: str) -> Runtime:
 
 async def start_stray_review(client: Client, task_queue: str, stray: StrayPayment) -> None:
     """Hand a payment no open order took to its review (and refund); one review per payment at a time."""
-    from temporalio.common import WorkflowIDConflictPolicy
-
-    from miaofa.contract import STRAY_PAYMENT_WORKFLOW, stray_workflow_id
-
     await client.start_workflow(
         STRAY_PAYMENT_WORKFLOW, stray, id=stray_workflow_id(stray.gateway, stray.payment_id), task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -37,10 +42,6 @@ async def start_stray_review(client: Client, task_queue: str, stray: StrayPaymen
 
 async def nudge_order(client: Client, order_id: str, source: str) -> bool:
     """Ask an open order to look at its gateway now; False when its workflow has closed or never was."""
-    from temporalio.service import RPCError, RPCStatusCode
-
-    from miaofa.contract import PAYMENT_SIGNAL, PaymentNotified, order_workflow_id
-
     try:
         await client.get_workflow_handle(order_workflow_id(order_id)).signal(
             PAYMENT_SIGNAL, PaymentNotified(notify_id=None, source=source))
