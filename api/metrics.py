@@ -44,8 +44,13 @@ class Measure:
         finally:
             # The router writes the matched route into this same scope.
             path = getattr(scope.get("route"), "path", "unmatched")
-            LATENCY.labels(path, scope["method"]).observe(time.perf_counter() - started)
-            REQUESTS.labels(path, scope["method"], str(status)).inc()
+            # A label per made-up method would grow the registry for ever.
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            LATENCY.labels(path, method).observe(time.perf_counter() - started)
+            REQUESTS.labels(path, method, str(status)).inc()
+
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def install(app: FastAPI) -> None:

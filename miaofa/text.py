@@ -6,7 +6,7 @@ Each check answers with what is wrong, never with the value (it may be a key or 
 import unicodedata
 
 # Control, format, line and paragraph separators: NUL, tab, CR/LF, NEL, zero-width space, bidi marks …
-CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})  # Cs: a lone surrogate is no text
 # Beyond letters and digits, the few characters real mailbox names use. Everything else is refused:
 # `,` `;` and spaces would name a second recipient, `<>` `"` `()` `\` `:` start another syntax, and
 # `%` `!` are old source routes some relays still follow.

@@ -380,3 +380,28 @@ async def test_support_on_an_odd_order_id_is_404_and_an_outage_is_503(dev_stack:
 
     with pytest.raises(TemporalUnavailable):
         await order_client.ensure_exists(SimpleNamespace(temporal=Down()), "any")
+
+
+async def test_a_refund_reason_with_a_control_character_is_refused_before_any_money_moves(dev_stack: Stack) -> None:
+    _, order = await _delivered(dev_stack)
+    for reason in ("bad\u0000reason", "lone \ud800 surrogate"):
+        answer = await dev_stack.http.post(  # json.dumps escapes the lone surrogate as \ud800
+            f"/support/orders/{order['order_id']}/refund", content=json.dumps({"reason": reason}),
+            headers={**dev_stack.support, "content-type": "application/json"})
+        assert (answer.status_code, answer.json()["error"]) == (422, "invalid_input")
+    # Through Temporal directly (no API edge), the workflow's validator refuses it too.
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from miaofa import contract as c
+
+    try:
+        await dev_stack.handle(order).execute_update(
+            c.REFUND_UPDATE, c.SupportRequest(reason="x\u0000", actor="ops"), result_type=c.SupportResult)
+        raise AssertionError("the refund was accepted")
+    except WorkflowUpdateFailedError as failed:
+        assert failed.cause.type == "missing_input"
+    view = await dev_stack.view(order)
+    assert view["status"] == "delivered" and len(view["keys"]) == 1
+    payment = (await dev_stack.sim.get(f"/api/payments/{order['payment']['payment_id']}",
+                                       headers={"Authorization": f"Bearer {dev_stack.settings.sim_secret}"})).json()
+    assert payment["status"] == "paid"

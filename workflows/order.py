@@ -511,3 +511,7 @@ def _require_input(request: c.SupportRequest | None, update: str) -> None:
                       c.REFUSED_MISSING_INPUT)
     if not request.actor.strip():
         raise _refuse(f"{update} needs an actor: who is acting", c.REFUSED_MISSING_INPUT)
+    if not (request.actor.isprintable() and request.reason.isprintable()):
+        # Refused before any step runs: the database would refuse it after the gateway refunded.
+        raise _refuse(f"{update}: the actor and reason must not contain control characters",
+                      c.REFUSED_MISSING_INPUT)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from api import order_client
 from api.deps import SessionDep, StateDep, SupportDep
+from api.routes.shop import Plain
 from miaofa import contract as c
 from miaofa import inventory, orders, payments
 
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/support/orders", tags=["support"])
 
 
 class SupportBody(BaseModel):
-    reason: str = Field(default="", max_length=500)
+    reason: Annotated[str, Plain, Field(max_length=500)] = ""
 
 
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
