@@ -11,13 +11,13 @@ from activities.db import transaction
 from miaofa import contract as c
 from miaofa import payments
 from miaofa import steps as s
-from miaofa.gateways.base import Gateway, GatewayError, GatewayRefused, PaymentRequest, PaymentState
+from miaofa.gateways.base import Gateway, GatewayError, GatewayRefused, PaymentRequest, PaymentState, Unsupported
 from miaofa.temporal import nudge_order
 from miaofa.vault import Vault
 
 
 def _gateway_failed(exc: GatewayError) -> ApplicationError:
-    if isinstance(exc, GatewayRefused):  # the gateway said no: asking again changes nothing
+    if isinstance(exc, (GatewayRefused, Unsupported)):  # the gateway said no: asking again changes nothing
         return ApplicationError(str(exc), type="GatewayRefused", non_retryable=True)
     # Gateways fail often and recover; retries are expected, not alarming.
     return ApplicationError(str(exc), type="GatewayError", category=ApplicationErrorCategory.BENIGN)
@@ -60,7 +60,10 @@ class PaymentActivities:
 
     @activity.defn(name=s.QUERY_PAYMENT)
     async def query_payment(self, step: s.GatewayStep) -> s.PaymentSnapshot:
-        return await _answer(self._gateway(step.gateway).query(step.payment_id, step.order_id, step.channel))  # type: ignore[arg-type]
+        gateway = self._gateway(step.gateway)
+        if step.channel not in getattr(gateway, "query_channels", ("primary",)):
+            raise _gateway_failed(Unsupported(f"{step.gateway} has no {step.channel} query host"))
+        return await _answer(gateway.query(step.payment_id, step.order_id, step.channel))  # type: ignore[arg-type]
 
     @activity.defn(name=s.CLOSE_PAYMENT)
     async def close_payment(self, step: s.GatewayStep) -> s.PaymentSnapshot:

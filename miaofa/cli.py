@@ -40,7 +40,9 @@ def settings_problems(exc: ValidationError) -> list[str]:
     for error in exc.errors():
         name = "MIAOFA_" + "__".join(str(part) for part in error["loc"]).upper()
         message = _TYPE_MESSAGES.get(error["type"]) or error["msg"].removeprefix("Value error, ")
-        lines.append(f"{name} {' '.join(message.split())}")
+        message = " ".join(message.split())
+        # A whole-gateway check names its own setting (MIAOFA_ALIPAY__APP_ID …), not the group.
+        lines.append(message if message.startswith("MIAOFA_") else f"{name} {message}")
     return lines
 
 

@@ -6,11 +6,20 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from miaofa.gateways.config import (
+    AlipaySettings,
+    EpaySettings,
+    EpusdtSettings,
+    GatewaySettings,
+    StripeSettings,
+    WechatSettings,
+)
+
 PLACEHOLDER_SECRETS = {"changethis", "changeme", "secret", ""}
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MIAOFA_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MIAOFA_", extra="ignore", env_nested_delimiter="__")
 
     data_dir: Path = Path("data")
     database_url: str = ""
@@ -78,6 +87,15 @@ class Settings(BaseSettings):
         return value
 
     sim_control_token: str = ""  # bearer token of the simulator's /control; unset: /control refused
+    # Real gateways, each off until its required settings are all set (miaofa/gateways/config.py).
+    alipay: AlipaySettings = AlipaySettings()
+    wechat: WechatSettings = WechatSettings()
+    stripe: StripeSettings = StripeSettings()
+    epay: EpaySettings = EpaySettings()
+    epusdt: EpusdtSettings = EpusdtSettings()
+
+    def gateway_settings(self) -> list[GatewaySettings]:
+        return [self.alipay, self.wechat, self.stripe, self.epay, self.epusdt]
 
     @field_validator("sim_secret", "sim_control_token")
     @classmethod

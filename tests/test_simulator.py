@@ -299,7 +299,7 @@ async def test_pay_sends_verifiable_notify(env: Env) -> None:
     await _wait_for(lambda: len(env.rx.for_order(req.order_id)) == 1)
     got = env.rx.for_order(req.order_id)[0]
     assert got.headers["content-type"] == "application/json"
-    notice = env.gw.verify_notify(got.headers, got.body, {})
+    notice = await env.gw.verify_notify(got.headers, got.body, {})
     assert notice == Notice(
         payment_id=created.payment_id,
         order_id=req.order_id,
@@ -311,7 +311,7 @@ async def test_pay_sends_verifiable_notify(env: Env) -> None:
     )
     # Header names are matched case-insensitively.
     upper = {k.upper(): v for k, v in got.headers.items()}
-    assert env.gw.verify_notify(upper, got.body, {}) == notice
+    assert await env.gw.verify_notify(upper, got.body, {}) == notice
 
     state = await env.gw.query(created.payment_id, req.order_id)
     assert (state.status, state.paid_at) == ("paid", paid_at)
@@ -394,7 +394,7 @@ async def test_duplicate_sends_exactly_two(env: Env) -> None:
     await asyncio.sleep(0.3)  # and no third one
     got = env.rx.for_order(req.order_id)
     assert len(got) == 2
-    first, second = (env.gw.verify_notify(r.headers, r.body, {}) for r in got)
+    first, second = [await env.gw.verify_notify(r.headers, r.body, {}) for r in got]
     assert first == second
     assert first.payment_id == created.payment_id
 
@@ -411,7 +411,7 @@ async def test_unacknowledged_notify_is_retried(env: Env) -> None:
     assert len(got) == 3
     assert [json.loads(r.body) for r in got] == [got[0].data] * 3
     for r in got:
-        assert env.gw.verify_notify(r.headers, r.body, {}).payment_id == created.payment_id
+        assert (await env.gw.verify_notify(r.headers, r.body, {})).payment_id == created.payment_id
 
 
 async def test_retries_stop_after_the_schedule(env: Env) -> None:
@@ -472,7 +472,7 @@ async def test_refund_only_when_paid(env: Env) -> None:
     await asyncio.sleep(0.2)  # the repeated refund sent no second refund notify
     got = env.rx.for_order(req.order_id)
     assert len(got) == 2
-    assert env.gw.verify_notify(got[1].headers, got[1].body, {}).status == "refunded"
+    assert (await env.gw.verify_notify(got[1].headers, got[1].body, {})).status == "refunded"
 
     closed_pay = await env.http.post(created.pay_url)
     assert closed_pay.status_code == 409
@@ -488,39 +488,39 @@ async def test_forged_or_stale_notifies_are_refused(env: Env) -> None:
     await env.http.post(created.pay_url)
     await _wait_for(lambda: len(env.rx.for_order(req.order_id)) == 1)
     real = env.rx.for_order(req.order_id)[0]
-    assert env.gw.verify_notify(real.headers, real.body, {}).status == "paid"
+    assert (await env.gw.verify_notify(real.headers, real.body, {})).status == "paid"
 
     tampered = real.body.replace(b'"amount_cents":990', b'"amount_cents":1')
     assert tampered != real.body
     with pytest.raises(InvalidNotify, match="bad signature"):
-        env.gw.verify_notify(real.headers, tampered, {})
+        await env.gw.verify_notify(real.headers, tampered, {})
 
     timestamp = int(real.headers[TIMESTAMP_HEADER.lower()])
     wrong_sig = {**real.headers, SIGNATURE_HEADER.lower(): make_signature("other-secret", timestamp, real.body)}
     with pytest.raises(InvalidNotify, match="bad signature"):
-        env.gw.verify_notify(wrong_sig, real.body, {})
+        await env.gw.verify_notify(wrong_sig, real.body, {})
 
     late = SimulatorGateway(env.sim_url, MERCHANT, SECRET, clock=lambda: time.time() + TOLERANCE_SECONDS + 1)
     try:
         with pytest.raises(InvalidNotify, match="stale"):
-            late.verify_notify(real.headers, real.body, {})
+            await late.verify_notify(real.headers, real.body, {})
     finally:
         await late.aclose()
 
     # Another merchant's notify verifies, but the one payment rule (miaofa.payments.judge) refuses it.
     other_merchant = json.loads(real.body) | {"merchant_id": "m_other"}
     headers, body = _signed(other_merchant, int(time.time()))
-    notice = env.gw.verify_notify(headers, body, {})
+    notice = await env.gw.verify_notify(headers, body, {})
     proof = Proof(notice.payment_id, notice.order_id, notice.status, notice.amount_cents, notice.currency,
                   notice.paid_at, notice.merchant_id)
     assert judge(None, None, proof, merchant_id=env.gw.merchant_id) == Judgement(FOREIGN, "another merchant")
 
     nul = json.loads(real.body) | {"order_id": "o\u0000x"}
     with pytest.raises(InvalidNotify, match="bad order_id"):
-        env.gw.verify_notify(*_signed(nul, int(time.time())), {})
+        await env.gw.verify_notify(*_signed(nul, int(time.time())), {})
 
     with pytest.raises(InvalidNotify, match="missing"):
-        env.gw.verify_notify({}, real.body, {})
+        await env.gw.verify_notify({}, real.body, {})
 
 
 async def test_timestamp_window_both_directions() -> None:
@@ -528,10 +528,10 @@ async def test_timestamp_window_both_directions() -> None:
     gw = SimulatorGateway("http://127.0.0.1:9", MERCHANT, SECRET, clock=lambda: float(now))
     try:
         for ts in (now - TOLERANCE_SECONDS, now, now + TOLERANCE_SECONDS):
-            assert gw.verify_notify(*_signed(_notice_body(), ts), {}).amount_cents == 990
+            assert (await gw.verify_notify(*_signed(_notice_body(), ts), {})).amount_cents == 990
         for ts in (now - TOLERANCE_SECONDS - 1, now + TOLERANCE_SECONDS + 1):
             with pytest.raises(InvalidNotify, match="stale"):
-                gw.verify_notify(*_signed(_notice_body(), ts), {})
+                await gw.verify_notify(*_signed(_notice_body(), ts), {})
     finally:
         await gw.aclose()
 
@@ -556,9 +556,9 @@ async def test_malformed_notify_bodies_are_refused(overrides: dict) -> None:
     gw = SimulatorGateway("http://127.0.0.1:9", MERCHANT, SECRET, clock=lambda: float(now))
     try:
         with pytest.raises(InvalidNotify):
-            gw.verify_notify(*_signed(_notice_body(**overrides), now), {})
+            await gw.verify_notify(*_signed(_notice_body(**overrides), now), {})
         with pytest.raises(InvalidNotify, match="not JSON"):
-            gw.verify_notify(*_signed(b"status=paid", now), {})
+            await gw.verify_notify(*_signed(b"status=paid", now), {})
     finally:
         await gw.aclose()
 

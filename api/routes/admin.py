@@ -14,7 +14,7 @@ class ProductCreate(BaseModel):
     sku: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     name: str = Field(min_length=1, max_length=200)
     price_cents: int = Field(gt=0, le=10**12)
-    currency: str = Field(pattern=r"^[A-Za-z]{3}$")
+    currency: str = Field(pattern=r"^[A-Za-z]{3,8}$")
     delivery_sla_seconds: int = Field(default=60, gt=0, le=86400 * 30)
 
 

@@ -29,7 +29,7 @@ async def payment_notify(gateway: str, request: Request, state: StateDep) -> Res
         raise NotFound(f"no gateway {gateway[:32]!r} is configured", error="unknown_gateway")
     body = await request.body()  # at most MAX_NOTIFY_BODY_BYTES: api/limits.py stops a larger one (413)
     try:
-        notice = adapter.verify_notify(request.headers, body, request.query_params)
+        notice = await adapter.verify_notify(request.headers, body, request.query_params)
     except InvalidNotify as exc:
         # Stored cut short, and only so many per second per gateway: a flood of forgeries is counted,
         # not written.

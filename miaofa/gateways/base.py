@@ -24,6 +24,10 @@ class InvalidNotify(Exception):
     """A notify that must not be trusted (bad signature, stale, malformed)."""
 
 
+class Unsupported(GatewayError):
+    """The gateway has no such operation (a statement, a backup query host): asking again changes nothing."""
+
+
 @dataclass(frozen=True)
 class PaymentRequest:
     order_id: str
@@ -62,6 +66,7 @@ class Notice:
     amount_cents: int
     currency: str
     paid_at: datetime | None
+    event_id: str | None = None  # the gateway's own id of this message (Stripe's evt_…, WeChat's id), for logs
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,12 @@ class Ack:
 class Gateway(Protocol):
     name: str
     merchant_id: str
+    # Optional capabilities: the saga and reconciliation ask before they use them.
+    query_channels: tuple[QueryChannel, ...]  # ("primary",) or ("primary", "backup") for a second host
+    has_statement: bool  # statement() lists payments for reconciliation
+    partial_refund: bool  # refund() may return less than the whole amount
+
+    async def aclose(self) -> None: ...
 
     async def create_payment(self, request: PaymentRequest) -> CreatedPayment: ...
 
@@ -88,11 +99,13 @@ class Gateway(Protocol):
     async def refund(self, payment_id: str, order_id: str, amount_cents: int, refund_id: str) -> PaymentState: ...
 
     async def statement(self, start: datetime, end: datetime) -> list[PaymentState]:
-        """Every payment paid within [start, end), refunded ones included (the bill download)."""
+        """Every payment paid within [start, end), refunded ones included (the bill download).
+        Raises Unsupported when has_statement is False."""
         ...
 
-    def verify_notify(self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]) -> Notice:
-        """Check signature and freshness and parse; raise InvalidNotify otherwise."""
+    async def verify_notify(self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]) -> Notice:
+        """Check signature and freshness and parse; raise InvalidNotify otherwise. Async: some gateways
+        fetch the key that signed it (WeChat Pay's platform certificates)."""
         ...
 
     def ack(self) -> Ack: ...

@@ -3,7 +3,13 @@
 The simulator is a gateway only where it is configured on purpose: with `MIAOFA_SIM_SECRET` set
 (`miaofa up` generates one for the demo; staging sets it by hand). Without a secret it does not
 exist, so no order can be created for it and no notify for it is accepted.
+
+A real gateway is on when its settings are complete (miaofa/gateways/config.py); its module
+offers `build(settings, client)` and is imported only then.
 """
+
+import importlib
+from dataclasses import dataclass
 
 import httpx
 
@@ -12,9 +18,28 @@ from miaofa.gateways.simulator import SimulatorGateway
 from miaofa.settings import Settings
 
 
+@dataclass(frozen=True)
+class GatewayStatus:
+    name: str
+    enabled: bool
+    missing: tuple[str, ...]  # the settings that would turn it on
+
+
 def build_gateways(settings: Settings, client: httpx.AsyncClient | None = None) -> dict[str, Gateway]:
     gateways: dict[str, Gateway] = {}
     if settings.sim_secret:
         gateways["simulator"] = SimulatorGateway(settings.sim_url, settings.sim_merchant_id, settings.sim_secret,
                                                  client=client)
+    for section in settings.gateway_settings():
+        if section.configured():
+            module = importlib.import_module(f"miaofa.gateways.{section.name}")
+            gateways[section.name] = module.build(section, client)
     return gateways
+
+
+def gateway_statuses(settings: Settings) -> list[GatewayStatus]:
+    statuses = [GatewayStatus("simulator", bool(settings.sim_secret),
+                              () if settings.sim_secret else ("MIAOFA_SIM_SECRET",))]
+    for section in settings.gateway_settings():
+        statuses.append(GatewayStatus(section.name, section.configured(), tuple(section.missing())))
+    return statuses

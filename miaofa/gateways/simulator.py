@@ -42,6 +42,9 @@ _CURRENCY_RE = re.compile(r"[A-Z]{3}")
 
 class SimulatorGateway:
     name = "simulator"
+    query_channels: tuple[QueryChannel, ...] = ("primary", "backup")
+    has_statement = True
+    partial_refund = False
 
     def __init__(
         self,
@@ -134,7 +137,7 @@ class SimulatorGateway:
 
     # ---- notify ----
 
-    def verify_notify(self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]) -> Notice:
+    async def verify_notify(self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]) -> Notice:
         lowered = {key.lower(): value for key, value in headers.items()}
         raw_ts = lowered.get(TIMESTAMP_HEADER.lower())
         signature = lowered.get(SIGNATURE_HEADER.lower())
