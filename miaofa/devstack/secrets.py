@@ -12,6 +12,9 @@ import secrets
 from pathlib import Path
 from urllib.parse import quote
 
+from pydantic import SecretStr
+
+from miaofa.gateways.config import GatewaySettings
 from miaofa.settings import Settings
 from miaofa.vault import new_vault_key
 
@@ -87,5 +90,13 @@ def child_env(settings: Settings) -> dict[str, str]:
     """The environment for processes `miaofa up` starts: every setting spelled out."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
+        if isinstance(getattr(settings, name), GatewaySettings):
+            continue
         env[f"MIAOFA_{name.upper()}"] = str(value)
+    for section in settings.gateway_settings():  # nested: MIAOFA_ALIPAY__APP_ID, secrets unmasked
+        for field in type(section).model_fields:
+            value = getattr(section, field)
+            text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            if text:
+                env[section.env_name(field)] = text
     return env
