@@ -1,0 +1,1 @@
+"""Local fakes of real payment gateways, speaking their wire protocols over loopback HTTP."""
