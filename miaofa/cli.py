@@ -198,6 +198,11 @@ from miaofa.cli_reconcile import reconcile_app, schedules_app  # noqa: E402  (th
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(reconcile_app, name="reconcile")
 
+from miaofa.cli_notify import gateways, notify_app  # noqa: E402
+
+app.add_typer(notify_app, name="notify")
+app.command("gateways")(gateways)
+
 from miaofa.bench.cli import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
