@@ -1,0 +1,438 @@
+"""Adapter for Alipay Open Platform, RSA2 public-key mode (电脑网站支付 page pay, or 当面付 precreate).
+
+Requests are form POSTs to gateway.do signed with the app's private key; answers are JSON whose
+`<method>_response` member is signed, as raw text, with Alipay's key; notifies are form POSTs signed
+with Alipay's key. Nothing exists at Alipay until the buyer opens the page or scans the code, so the
+payment id is our order id (out_trade_no).
+"""
+
+import base64
+import json
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import unquote_to_bytes, urlencode
+from zoneinfo import ZoneInfo
+
+import httpx
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from miaofa.gateways.base import (
+    Ack,
+    CreatedPayment,
+    GatewayError,
+    GatewayRefused,
+    InvalidNotify,
+    Notice,
+    PaymentRequest,
+    PaymentState,
+    PaymentStatus,
+    QueryChannel,
+    Unsupported,
+)
+from miaofa.gateways.config import AlipaySettings, read_key_text
+from miaofa.gateways.money import MoneyError, to_major, to_minor
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")  # Alipay's clock: timestamps, time_expire, gmt_payment, send_pay_date
+CURRENCY = "CNY"
+REQUEST_TIMEOUT_SECONDS = 10.0
+MAX_RESPONSE_BYTES = 256 * 1024
+MAX_NOTIFY_FIELDS = 64
+MAX_NOTIFY_VALUE = 4096
+PAID = frozenset({"TRADE_SUCCESS", "TRADE_FINISHED"})
+NOTIFY_STATUSES: dict[str, PaymentStatus] = {"TRADE_SUCCESS": "paid", "TRADE_FINISHED": "paid",
+                                             "TRADE_CLOSED": "closed", "WAIT_BUYER_PAY": "pending"}
+# A partial refund notifies again with trade_status=TRADE_SUCCESS: these fields tell it apart.
+REFUND_FIELDS = ("refund_fee", "gmt_refund", "out_biz_no")
+CHARSETS = {"utf-8": "utf-8", "gbk": "gbk", "gb2312": "gbk"}
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+# Yuan with at most two decimals, no sign, no exponent, no padding ("9.9000" is not how Alipay writes 9.90).
+_AMOUNT_RE = re.compile(r"(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?")
+_ID_RE = re.compile(r"[0-9A-Za-z_.:-]{1,64}")
+_SIGN_RE = re.compile(r"[A-Za-z0-9+/]{16,1024}={0,2}")
+
+
+def sign_content(params: Mapping[str, str], exclude: tuple[str, ...]) -> str:
+    """Alipay's string to sign: non-empty params but the excluded ones, sorted by key, unencoded k=v&…."""
+    return "&".join(f"{key}={params[key]}" for key in sorted(params) if key not in exclude and params[key] != "")
+
+
+def load_private_key(text: str) -> rsa.RSAPrivateKey:
+    key = _load_key(text, serialization.load_pem_private_key, serialization.load_der_private_key, private=True)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("the app private key is not an RSA key")
+    return key
+
+
+def load_public_key(text: str) -> rsa.RSAPublicKey:
+    key = _load_key(text, serialization.load_pem_public_key, serialization.load_der_public_key, private=False)
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("the Alipay public key is not an RSA key")
+    return key
+
+
+def _load_key(text: str, pem: Callable, der: Callable, private: bool) -> Any:
+    text = read_key_text(text).strip()
+    if not text:
+        raise ValueError("empty key")  # an empty key must never make anything verify
+    extra = {"password": None} if private else {}
+    try:
+        if text.startswith("-----BEGIN"):
+            return pem(text.encode(), **extra)
+        # The console shows bare base64 DER (PKCS#8/PKCS#1 or SubjectPublicKeyInfo).
+        return der(base64.b64decode("".join(text.split()), validate=True), **extra)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError("the key cannot be read (PEM or base64 DER expected)") from None
+
+
+
+class AlipayGateway:
+    name = "alipay"
+    query_channels: tuple[QueryChannel, ...] = ("primary",)
+    has_statement = False
+    partial_refund = True
+
+    def __init__(self, settings: AlipaySettings, client: httpx.AsyncClient | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        if not settings.app_id or not settings.seller_id:
+            raise ValueError("alipay: app_id and seller_id are required")
+        self.merchant_id = settings.seller_id
+        self._app_id = settings.app_id
+        self._private_key = load_private_key(settings.private_key.get_secret_value())
+        self._public_key = load_public_key(settings.alipay_public_key)
+        self._gateway_url = settings.gateway_url
+        self._product = settings.product
+        self._owns_client = client is None
+        self._client = client  # made on first use: verifying notifies needs none
+        self._clock = clock
+
+    async def aclose(self) -> None:
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # ---- merchant API ----
+
+    async def create_payment(self, request: PaymentRequest) -> CreatedPayment:
+        if request.currency != CURRENCY:
+            raise GatewayRefused(f"alipay create: only {CURRENCY} is accepted")
+        biz = {"out_trade_no": request.order_id, "total_amount": to_major(request.amount_cents, CURRENCY),
+               "subject": request.subject[:256], "time_expire": _shanghai(request.expires_at)}
+        if self._product == "page":
+            # No server call: the buyer's browser takes the signed request to Alipay's cashier.
+            biz["product_code"] = "FAST_INSTANT_TRADE_PAY"
+            params = self._signed("alipay.trade.page.pay", biz, notify_url=request.notify_url,
+                                  return_url=request.return_url or "")
+            return CreatedPayment(payment_id=request.order_id, pay_url=f"{self._gateway_url}?{urlencode(params)}")
+        data = await self._call("create", "alipay.trade.precreate", biz, notify_url=request.notify_url)
+        self._same_trade("create", data, request.order_id)
+        qr_code = data.get("qr_code")
+        if not isinstance(qr_code, str) or not qr_code.startswith("https://") or len(qr_code) > 512:
+            raise GatewayError("alipay create: malformed qr_code")
+        return CreatedPayment(payment_id=request.order_id, pay_url=qr_code)
+
+    async def query(self, payment_id: str, order_id: str, channel: QueryChannel = "primary") -> PaymentState:
+        if channel != "primary":
+            raise Unsupported(f"alipay has no {channel} query host")
+        out_trade_no = payment_id or order_id
+        if not out_trade_no:
+            raise GatewayRefused("alipay query: no out_trade_no")
+        try:
+            data = await self._call("query", "alipay.trade.query", {"out_trade_no": out_trade_no})
+        except _BusinessFailure as failure:
+            if failure.sub_code == "ACQ.TRADE_NOT_EXIST":  # not opened or scanned yet
+                return PaymentState(out_trade_no, out_trade_no, "pending", 0, CURRENCY)
+            raise failure.refused() from None
+        self._same_trade("query", data, out_trade_no)
+        try:
+            status = data.get("trade_status")
+            paid_at = _time(data.get("send_pay_date")) if data.get("send_pay_date") else None
+            if status in PAID:
+                state: PaymentStatus = "paid"
+                if paid_at is None:
+                    raise ValueError("paid without send_pay_date")
+            elif status == "TRADE_CLOSED":
+                state = "refunded" if paid_at is not None else "closed"  # a paid trade closes by a full refund
+            elif status == "WAIT_BUYER_PAY":
+                state = "pending"
+            else:
+                raise ValueError("bad trade_status")
+            amount = _amount(data.get("total_amount"))
+        except ValueError as exc:
+            raise GatewayError(f"alipay query: malformed response ({exc})") from None
+        return PaymentState(out_trade_no, out_trade_no, state, amount, CURRENCY, paid_at)
+
+    async def close(self, payment_id: str, order_id: str) -> PaymentState:
+        out_trade_no = payment_id or order_id
+        try:
+            data = await self._call("close", "alipay.trade.close", {"out_trade_no": out_trade_no})
+        except _BusinessFailure as failure:
+            if failure.sub_code == "ACQ.TRADE_NOT_EXIST":  # never opened; time_expire stops it later
+                return PaymentState(out_trade_no, out_trade_no, "closed", 0, CURRENCY)
+            if failure.sub_code == "ACQ.TRADE_STATUS_ERROR":  # paid (or closed) meanwhile: say which
+                return await self.query(out_trade_no, order_id)
+            raise failure.refused() from None
+        self._same_trade("close", data, out_trade_no)
+        return PaymentState(out_trade_no, out_trade_no, "closed", 0, CURRENCY)
+
+    async def refund(self, payment_id: str, order_id: str, amount_cents: int, refund_id: str) -> PaymentState:
+        out_trade_no = payment_id or order_id
+        biz = {"out_trade_no": out_trade_no, "refund_amount": to_major(amount_cents, CURRENCY),
+               "out_request_no": refund_id}
+        try:
+            data = await self._call("refund", "alipay.trade.refund", biz)
+        except _BusinessFailure as failure:
+            raise failure.refused() from None
+        self._same_trade("refund", data, out_trade_no)
+        # fund_change "N" is a repeated out_request_no: the refund was made by the first call.
+        if data.get("fund_change") not in ("Y", "N"):
+            raise GatewayError("alipay refund: malformed response (fund_change)")
+        try:
+            refunded = _amount(data.get("refund_fee"))  # cumulative over the trade's refunds
+        except ValueError:
+            raise GatewayError("alipay refund: malformed response (refund_fee)") from None
+        if refunded < amount_cents:
+            raise GatewayError("alipay refund: refund_fee is less than asked")
+        return PaymentState(out_trade_no, out_trade_no, "refunded", refunded, CURRENCY)
+
+    async def statement(self, start: datetime, end: datetime) -> list[PaymentState]:
+        raise Unsupported("alipay: no statement (the bill download is not implemented)")
+
+    # ---- notify ----
+
+    async def verify_notify(self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]) -> Notice:
+        params = _form(body)
+        signature = params.pop("sign", "")
+        if params.get("sign_type") != "RSA2":
+            raise InvalidNotify("sign_type is not RSA2")
+        if not _SIGN_RE.fullmatch(signature):
+            raise InvalidNotify("missing or malformed sign")
+        charset = CHARSETS[params.get("charset", "utf-8").lower()]
+        content = sign_content(params, exclude=("sign", "sign_type"))
+        if not self._verify(content.encode(charset), signature):
+            raise InvalidNotify("bad signature")
+        if params.get("app_id") != self._app_id:
+            raise InvalidNotify("wrong app id")
+        try:
+            return _notice(params)
+        except ValueError as exc:
+            raise InvalidNotify(str(exc)) from None
+
+    def ack(self) -> Ack:
+        return Ack(200, "success")
+
+    def nack(self, reason: str) -> Ack:
+        # Alipay reads only the body: anything but "success" is retried. The reason stays in our logs.
+        return Ack(400, "fail")
+
+    # ---- helpers ----
+
+    def _signed(self, method: str, biz: Mapping[str, str], **extra: str) -> dict[str, str]:
+        params = {"app_id": self._app_id, "method": method, "format": "JSON", "charset": "utf-8",
+                  "sign_type": "RSA2", "timestamp": _shanghai(self._clock()), "version": "1.0",
+                  "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")), **extra}
+        params = {key: value for key, value in params.items() if value}
+        signature = self._private_key.sign(sign_content(params, exclude=("sign",)).encode(), padding.PKCS1v15(),
+                                           hashes.SHA256())
+        return {**params, "sign": base64.b64encode(signature).decode()}
+
+    def _verify(self, message: bytes, signature: str) -> bool:
+        try:
+            self._public_key.verify(base64.b64decode(signature, validate=True), message, padding.PKCS1v15(),
+                                    hashes.SHA256())
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    async def _call(self, op: str, method: str, biz: Mapping[str, str], **extra: str) -> dict[str, Any]:
+        """The verified `<method>_response` of a 10000 answer; _BusinessFailure for 40004."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=REQUEST_TIMEOUT_SECONDS)
+        try:
+            response = await self._client.post(
+                self._gateway_url, data=self._signed(method, biz, **extra), timeout=REQUEST_TIMEOUT_SECONDS,
+                headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"})
+        except httpx.TimeoutException as exc:
+            raise GatewayError(f"alipay {op}: timeout") from exc
+        except httpx.HTTPError as exc:
+            # Only the class name: messages may carry URLs.
+            raise GatewayError(f"alipay {op}: transport error ({type(exc).__name__})") from exc
+        if response.status_code != 200:
+            raise GatewayError(f"alipay {op}: HTTP {response.status_code}")
+        if len(response.content) > MAX_RESPONSE_BYTES:
+            raise GatewayError(f"alipay {op}: response too large")
+        try:
+            members = response_members(response.content.decode("utf-8"))
+        except (ValueError, RecursionError):
+            raise GatewayError(f"alipay {op}: response is not a JSON object") from None
+        raw = members.get(method.replace(".", "_") + "_response")
+        if raw is None:
+            # error_response: the gateway refused the call itself (signature, app id); unsigned as often as not.
+            error = _object(members.get("error_response", "{}"))
+            raise GatewayError(f"alipay {op}: error_response {_code(error.get('code'))} {_code(error.get('sub_code'))}")
+        sign = json.loads(members.get("sign", '""'))
+        if not isinstance(sign, str) or not _SIGN_RE.fullmatch(sign) or not self._verify(raw.encode(), sign):
+            raise GatewayError(f"alipay {op}: response signature does not verify")
+        data = _object(raw)  # the signed text itself, never a re-serialisation
+        code, sub_code = _code(data.get("code")), _code(data.get("sub_code"))
+        if code == "10000":
+            return data
+        if code == "40004" and sub_code != "ACQ.SYSTEM_ERROR":
+            raise _BusinessFailure(op, sub_code)
+        if code in ("40001", "40002", "40003"):  # missing or invalid arguments, no permission: asking again fails
+            raise GatewayRefused(f"alipay {op}: {code} {sub_code}")
+        raise GatewayError(f"alipay {op}: {code} {sub_code}")  # 20000 and anything unknown: ask again
+
+    @staticmethod
+    def _same_trade(op: str, data: Mapping[str, Any], out_trade_no: str) -> None:
+        # An answer about some other trade is a gateway bug we must not act on.
+        if data.get("out_trade_no") != out_trade_no:
+            raise GatewayError(f"alipay {op}: response is for another trade")
+
+
+class _BusinessFailure(Exception):
+    """A signed 40004 answer; the caller decides what its sub_code means for the operation."""
+
+    def __init__(self, op: str, sub_code: str) -> None:
+        super().__init__(f"alipay {op}: 40004 {sub_code}")
+        self.op, self.sub_code = op, sub_code
+
+    def refused(self) -> GatewayRefused:
+        return GatewayRefused(str(self))
+
+
+def build(settings: AlipaySettings, client: httpx.AsyncClient | None) -> AlipayGateway:
+    return AlipayGateway(settings, client)
+
+
+# ---- wire helpers ----
+
+
+def response_members(text: str) -> dict[str, str]:
+    """The members of a top-level JSON object as their exact raw text (Alipay signs those characters).
+
+    A duplicated member is refused: which copy was signed would be ambiguous."""
+    decoder = json.JSONDecoder()
+    i = _skip(text, 0)
+    if text[i:i + 1] != "{":
+        raise ValueError("not an object")
+    members: dict[str, str] = {}
+    i = _skip(text, i + 1)
+    if text[i:i + 1] != "}":
+        while True:
+            if text[i:i + 1] != '"':
+                raise ValueError("expected a member name")
+            key, i = decoder.raw_decode(text, i)
+            i = _skip(text, i)
+            if text[i:i + 1] != ":":
+                raise ValueError("expected ':'")
+            start = _skip(text, i + 1)
+            _, end = decoder.raw_decode(text, start)
+            if key in members:
+                raise ValueError("duplicate member")
+            members[key] = text[start:end]
+            i = _skip(text, end)
+            if text[i:i + 1] == ",":
+                i = _skip(text, i + 1)
+                continue
+            if text[i:i + 1] != "}":
+                raise ValueError("expected ',' or '}'")
+            break
+    if _skip(text, i + 1) != len(text):
+        raise ValueError("trailing data")
+    return members
+
+
+def _skip(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+def _object(raw: str) -> dict[str, Any]:
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else {}
+
+
+def _code(value: Any) -> str:
+    return value[:64] if isinstance(value, str) and value.isprintable() else "?"
+
+
+def _form(body: bytes) -> dict[str, str]:
+    """A notify's form fields, decoded with its own `charset`. Duplicates and odd bytes are refused."""
+    if not body:
+        raise InvalidNotify("empty body")
+    raw: dict[bytes, bytes] = {}
+    for part in body.split(b"&"):
+        if not part:
+            continue
+        name, sep, value = part.partition(b"=")
+        name, value = unquote_to_bytes(name.replace(b"+", b" ")), unquote_to_bytes(value.replace(b"+", b" "))
+        if not sep or not name or name in raw:
+            raise InvalidNotify("malformed or repeated form field")
+        if len(raw) >= MAX_NOTIFY_FIELDS or len(value) > MAX_NOTIFY_VALUE:
+            raise InvalidNotify("too many or too long form fields")
+        raw[name] = value
+    declared = raw.get(b"charset", b"utf-8").decode("ascii", "replace").lower()
+    charset = CHARSETS.get(declared)
+    if charset is None:
+        raise InvalidNotify("unknown charset")
+    try:
+        params = {name.decode(charset): value.decode(charset) for name, value in raw.items()}
+    except UnicodeDecodeError:
+        raise InvalidNotify(f"not {charset}") from None
+    if any("\x00" in name or "\x00" in value for name, value in params.items()):
+        raise InvalidNotify("NUL in a form field")
+    return params
+
+
+def _notice(params: Mapping[str, str]) -> Notice:
+    out_trade_no = _field(params, "out_trade_no")
+    seller_id = _field(params, "seller_id")
+    trade_status = params.get("trade_status", "")
+    if trade_status not in NOTIFY_STATUSES:
+        raise ValueError("bad trade_status")
+    status = NOTIFY_STATUSES[trade_status]
+    if any(params.get(name) for name in REFUND_FIELDS):
+        status = "refunded"  # full (TRADE_CLOSED) or partial (TRADE_SUCCESS) refund: never a payment
+    amount = _amount(params.get("total_amount"))
+    paid_at = _time(params["gmt_payment"]) if params.get("gmt_payment") else None
+    if status == "paid" and paid_at is None:
+        raise ValueError("paid without gmt_payment")
+    notify_id = params.get("notify_id")
+    return Notice(payment_id=out_trade_no, order_id=out_trade_no, merchant_id=seller_id, status=status,
+                  amount_cents=amount, currency=CURRENCY, paid_at=paid_at,
+                  event_id=notify_id if notify_id and _ID_RE.fullmatch(notify_id) else None)
+
+
+def _field(params: Mapping[str, str], name: str) -> str:
+    value = params.get(name)
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise ValueError(f"bad {name}")
+    return value
+
+
+def _amount(value: Any) -> int:
+    if not isinstance(value, str) or not _AMOUNT_RE.fullmatch(value):
+        raise ValueError("bad total_amount")
+    try:
+        return to_minor(value, CURRENCY)
+    except MoneyError:
+        raise ValueError("bad total_amount") from None
+
+
+def _time(value: Any) -> datetime:
+    if not isinstance(value, str) or not _TIME_RE.fullmatch(value):
+        raise ValueError("bad time")
+    try:
+        return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=SHANGHAI).astimezone(timezone.utc)
+    except ValueError:
+        raise ValueError("bad time") from None
+
+
+def _shanghai(moment: datetime) -> str:
+    return moment.astimezone(SHANGHAI).strftime(_TIME_FORMAT)
