@@ -74,6 +74,14 @@ class HotCatalog:
                     products = await catalog.list_products(session)
                     available = await inventory.available_by_product(session)
                     counted = await inventory.orders_holding_keys(session, claimed) if claimed else set()
+                    # Orders that claimed or settled while we counted: their reservation may have committed
+                    # before the snapshot, so ask the same snapshot, until no order is left unasked (no
+                    # await between the last check and the install). Subtracting one the count already saw
+                    # would answer "sold out" with a key left.
+                    asked = set(claimed)
+                    while unasked := (set(self._claims) | set(self._settled_during_refresh)) - asked:
+                        asked |= unasked
+                        counted |= await inventory.orders_holding_keys(session, list(unasked))
                 # Orders that reserved and settled while we counted, unseen by the count.
                 for order_id, claim in self._settled_during_refresh.items():
                     if order_id not in counted:

@@ -101,6 +101,42 @@ async def test_a_fully_discounted_order_is_delivered_without_payment(dev_stack: 
     assert (refund.status_code, refund.json()["detail"]) == (409, "this order was free; there is no payment to refund")
 
 
+async def test_an_order_claiming_while_the_hint_refreshes_is_not_counted_twice(dev_stack: Stack, sessionmaker,
+                                                                                  monkeypatch) -> None:
+    """Found by `miaofa bench flash-sale`: 199 of 200 keys sold, one answered "sold out" while left."""
+    from api import hot as hot_module
+    from api.hot import HotCatalog
+    from miaofa import catalog, inventory
+
+    sku = await dev_stack.product(2)
+    hot = HotCatalog(sessionmaker)
+    await hot.refresh()
+    product = await hot.product(sku)
+    real_list, real_count = catalog.list_products, inventory.available_by_product
+
+    async def list_after_a_claim_commits(session):
+        # The refresh has begun: an order claims now and its reservation commits before the snapshot…
+        assert hot.claim("late-claim", product.id, 1)
+        async with sessionmaker.begin() as other:
+            await inventory.reserve(other, product_id=product.id, order_id="late-claim", quantity=1,
+                                    at=datetime.now(timezone.utc))
+        return await real_list(session)
+
+    async def count_then_settle(session):
+        counted = await real_count(session)
+        hot.settle("late-claim", reserved=True)  # …and the API hears back while the refresh still runs.
+        return counted
+
+    monkeypatch.setattr(hot_module.catalog, "list_products", list_after_a_claim_commits)
+    monkeypatch.setattr(hot_module.inventory, "available_by_product", count_then_settle)
+    await hot.refresh()
+    monkeypatch.undo()
+    assert hot.available(product.id) == 1
+    assert [hot.claim(f"after-{i}", product.id, 1) for i in range(2)] == [True, False]
+    async with sessionmaker.begin() as session:
+        await inventory.release(session, "late-claim")
+
+
 async def test_stock_hint_never_counts_a_reservation_twice(dev_stack: Stack, sessionmaker) -> None:
     from api.hot import HotCatalog
     from miaofa import inventory
