@@ -212,3 +212,228 @@ async def test_undecodable_bodies_are_invalid(fake: FakeStripe, gateway: StripeG
     for body in [b"\xff\xfe{}", b'{"object": "event", "amount": NaN}', b"", b"[" * 10000]:
         with pytest.raises(InvalidNotify):
             await gateway.verify_notify({"Stripe-Signature": fake.sign(body)}, body, {})
+
+
+# ---- the saga, over HTTP: API + worker + Temporal + PostgreSQL, the fake as Stripe --------------
+
+
+@pytest.fixture(scope="module")
+async def shop(dev_env, sessionmaker, sim_url, database_url, smtp, fake: FakeStripe) -> AsyncIterator[Stack]:
+    # A long window (forged webhooks must find their order still open), short grace and polls.
+    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(
+            database_url, smtp[0], payment_window_seconds=600, callback_grace_seconds=1, poll_interval_seconds=1,
+            late_payment_watch_seconds=60, rejected_notify_log_per_second=1000), stripe=_settings(fake)) as stack:
+        fake.webhook_url = str(stack.http.base_url).rstrip("/") + NOTIFY_URL
+        yield stack
+
+
+async def _notifies(shop: Stack, order_id: str) -> list[tuple[str, str]]:
+    async with shop.sessionmaker() as session:
+        rows = await session.scalars(select(NotifyLog).where(NotifyLog.order_id == order_id).order_by(NotifyLog.id))
+        return [(row.outcome, row.detail) for row in rows]
+
+
+def _stages(view: dict[str, Any]) -> list[str]:
+    return [event["stage"] for event in view["timeline"]]
+
+
+async def test_a_paid_session_is_delivered_by_its_webhook(shop: Stack, fake: FakeStripe) -> None:
+    sku = await shop.product(1, currency="USD")
+    order = await shop.ordered(sku, gateway="stripe")
+    session = fake.sessions[order["payment"]["payment_id"]]
+    assert (session["client_reference_id"], session["amount_total"], session["currency"]) == (
+        order["order_id"], 990, "usd")
+    assert order["payment"]["pay_url"] == session["url"]
+    await fake.pay(session["id"])
+    assert fake.deliveries[-1] == ("checkout.session.completed", 200)
+    view = await shop.wait_status(order, "delivered")
+    assert len(view["keys"]) == 1 and "notified" in _stages(view)
+    assert await _notifies(shop, order["order_id"]) == [("accepted", "paid")]
+
+
+async def test_a_lost_webhook_is_found_by_the_query(shop: Stack, fake: FakeStripe) -> None:
+    sku = await shop.product(1, currency="USD")
+    order = await shop.ordered(sku, gateway="stripe")
+    await fake.pay(order["payment"]["payment_id"], deliver=False)
+    view = await shop.wait_status(order, "delivered")
+    assert "polled" in _stages(view) and "notified" not in _stages(view)
+    assert len(view["keys"]) == 1 and await _notifies(shop, order["order_id"]) == []
+
+
+async def test_duplicated_and_reordered_webhooks_deliver_once(shop: Stack, fake: FakeStripe) -> None:
+    sku = await shop.product(2, currency="USD")
+    order = await shop.ordered(sku, gateway="stripe")
+    session_id = order["payment"]["payment_id"]
+    completed = await fake.pay(session_id, duplicate=True)
+    await fake.deliver(fake.event("checkout.session.expired", {**fake.sessions[session_id], "status": "expired",
+                                                               "payment_status": "unpaid"}))
+    await fake.deliver(completed)  # Stripe's retry of the same event, freshly signed
+    assert fake.deliveries[-4:] == [("checkout.session.completed", 200)] * 2 + [
+        ("checkout.session.expired", 200), ("checkout.session.completed", 200)]
+    view = await shop.wait_status(order, "delivered")
+    assert len(view["keys"]) == 1 and _stages(view).count("delivered") == 1
+    outcomes = await _notifies(shop, order["order_id"])
+    assert outcomes[0] == ("accepted", "paid") and outcomes[2] == ("ignored", "closed")
+    assert {outcomes[1], outcomes[3]} <= {("accepted", "paid"), ("duplicate", "paid")}
+    assert await shop.stock(sku) == {"available": 1, "reserved": 0, "sold": 1, "refunded": 0}
+
+
+async def test_support_refund_and_cancel_reach_stripe(shop: Stack, fake: FakeStripe) -> None:
+    sku = await shop.product(2, currency="USD")
+    paid, unpaid = [await shop.ordered(sku, gateway="stripe", email=f"r{i}@example.com") for i in range(2)]
+    await fake.pay(paid["payment"]["payment_id"])
+    await shop.wait_status(paid, "delivered")
+    answer = await shop.http.post(f"/support/orders/{paid['order_id']}/refund", headers=shop.support)
+    assert answer.status_code == 200, answer.text
+    intent = fake.sessions[paid["payment"]["payment_id"]]["payment_intent"]
+    refunds = [r for r in fake.refunds.values() if r["payment_intent"] == intent]
+    assert [(r["amount"], r["status"]) for r in refunds] == [(990, "succeeded")]
+    assert ("POST", "/v1/refunds", f"refund-{paid['order_id']}") in fake.calls
+    answer = await shop.http.post(f"/support/orders/{unpaid['order_id']}/cancel", headers=shop.support)
+    assert answer.status_code == 200, answer.text
+    assert fake.sessions[unpaid["payment"]["payment_id"]]["status"] == "expired"
+
+
+# ---- attacks on the real notify route -----------------------------------------------------------
+
+
+@dataclass
+class Target:
+    sku: str
+    open: dict[str, Any]  # awaiting payment
+    other: dict[str, Any]  # awaiting payment too
+    delivered: dict[str, Any]  # paid by webhook and delivered
+    completed: dict[str, Any]  # the delivered order's checkout.session.completed event
+
+
+@pytest.fixture(scope="module")
+async def target(shop: Stack, fake: FakeStripe) -> Target:
+    sku = await shop.product(3, currency="USD")
+    orders = [await shop.ordered(sku, gateway="stripe", email=f"t{i}@example.com") for i in range(3)]
+    completed = await fake.pay(orders[2]["payment"]["payment_id"])
+    await shop.wait_status(orders[2], "delivered")
+    return Target(sku, *orders, completed)
+
+
+Signed = tuple[bytes, dict[str, str]]
+
+
+def _signed(fake: FakeStripe, event: Any, **sign: Any) -> Signed:
+    body = fake.body(event)
+    return body, {"Stripe-Signature": fake.sign(body, **sign), "Content-Type": "application/json"}
+
+
+def _forged(fake: FakeStripe, order: dict[str, Any], kind: str = "checkout.session.completed",
+            **changes: Any) -> dict[str, Any]:
+    """An event about the order's real session that Stripe never sent."""
+    session = {**fake.sessions[order["payment"]["payment_id"]], "status": "complete", "payment_status": "paid",
+               "payment_intent": "pi_test_forged", **changes}
+    return fake.event(kind, session)
+
+
+def _replayed_onto_other(fake: FakeStripe, t: Target) -> Signed:
+    body, headers = _signed(fake, _forged(fake, t.open))
+    for a, b in [(t.open["order_id"], t.other["order_id"]),
+                 (t.open["payment"]["payment_id"], t.other["payment"]["payment_id"])]:
+        body = body.replace(a.encode(), b.encode())
+    return body, headers
+
+
+def _delivered_session(fake: FakeStripe, t: Target, **changes: Any) -> dict[str, Any]:
+    return {**fake.sessions[t.delivered["payment"]["payment_id"]], **changes}
+
+
+REJECTED = (400, "rejected")
+NOW = lambda: int(time.time())  # noqa: E731
+# name: (the webhook, expected answer and notify-log outcome, its detail)
+ATTACKS: dict[str, tuple[Callable[[FakeStripe, Target], Signed], tuple[int, str], str]] = {
+    "bad signature": (lambda f, t: (f.body(_forged(f, t.open)), {"Stripe-Signature": f"t={NOW()},v1={'ab' * 32}"}),
+                      REJECTED, "bad signature"),
+    "signed with another secret": (lambda f, t: _signed(f, _forged(f, t.open), secret="whsec_" + "0" * 32),
+                                   REJECTED, "bad signature"),
+    "signed with an empty secret": (lambda f, t: _signed(f, _forged(f, t.open), secret=""), REJECTED,
+                                    "bad signature"),
+    "no Stripe-Signature": (lambda f, t: (f.body(_forged(f, t.open)), {}), REJECTED, "missing Stripe-Signature"),
+    "only a v0 signature": (lambda f, t: (f.body(_forged(f, t.open)), {"Stripe-Signature": f"t={NOW()},v0={'0' * 64}"}),
+                            REJECTED, "no v1 signature"),
+    "stale t": (lambda f, t: _signed(f, _forged(f, t.open), timestamp=NOW() - 400), REJECTED, "stale timestamp"),
+    "future t": (lambda f, t: _signed(f, _forged(f, t.open), timestamp=NOW() + 400), REJECTED,
+                 "timestamp in the future"),
+    "replay onto another order": (_replayed_onto_other, REJECTED, "bad signature"),
+    "amount as string": (lambda f, t: _signed(f, _forged(f, t.open, amount_total="990")), REJECTED, "bad amount"),
+    "amount as float": (lambda f, t: _signed(f, _forged(f, t.open, amount_total=990.0)), REJECTED, "bad amount"),
+    "amount as float string": (lambda f, t: _signed(f, _forged(f, t.open, amount_total="9.90")), REJECTED,
+                               "bad amount"),
+    "amount as array": (lambda f, t: _signed(f, _forged(f, t.open, amount_total=[990])), REJECTED, "bad amount"),
+    "livemode mismatch": (lambda f, t: _signed(f, {**_forged(f, t.open), "livemode": True}), REJECTED,
+                          "livemode does not match the key"),
+    "NUL in order id": (lambda f, t: _signed(f, _forged(f, t.open, client_reference_id="a\x00b")), REJECTED,
+                        "bad order id"),
+    "non-ASCII order id": (lambda f, t: _signed(f, _forged(f, t.open, client_reference_id="订单",
+                                                           metadata={"order_id": "订单"})), REJECTED, "bad order id"),
+    "huge amount_total": (lambda f, t: _signed(f, _forged(f, t.open, amount_total=10**40)), REJECTED, "bad amount"),
+    "metadata names another order": (lambda f, t: _signed(f, _forged(f, t.open,
+                                                                     metadata={"order_id": t.other["order_id"]})),
+                                     REJECTED, "client_reference_id and metadata disagree"),
+    # Signed by Stripe (or by someone holding the secret) but not this order's payment: acknowledged,
+    # and the money, if any, goes to a review that asks Stripe (the session is unpaid: nothing to do).
+    "wrong amount_total": (lambda f, t: _signed(f, _forged(f, t.open, amount_total=1)), (200, "stray"),
+                           "wrong_amount"),
+    "wrong currency": (lambda f, t: _signed(f, _forged(f, t.open, currency="eur")), (200, "stray"), "wrong_amount"),
+    "unknown order": (lambda f, t: _signed(f, _forged(f, t.open, client_reference_id="nosuchorder000000000",
+                                                      metadata={"order_id": "nosuchorder000000000"})),
+                      (200, "stray"), "unknown_order"),
+    "completed but unpaid": (lambda f, t: _signed(f, _forged(f, t.open, payment_status="unpaid")), (200, "ignored"),
+                             "pending"),
+    "expired before payment": (lambda f, t: _signed(f, _forged(f, t.open, "checkout.session.expired",
+                                                               status="expired", payment_status="unpaid")),
+                               (200, "ignored"), "closed"),
+    "async payment failed": (lambda f, t: _signed(f, _forged(f, t.open, "checkout.session.async_payment_failed",
+                                                             payment_status="unpaid")), (200, "ignored"), "closed"),
+    "unknown event type": (lambda f, t: _signed(f, f.event("customer.created", {"id": "cus_test_1",
+                                                                                "object": "customer"})),
+                           (200, "ignored"), "unknown"),
+    # After delivery: duplicates and reordering deliver nothing more, a refund event changes nothing.
+    "duplicated event id": (lambda f, t: _signed(f, t.completed), (200, "duplicate"), "paid"),
+    "async succeeded after completed": (
+        lambda f, t: _signed(f, f.event("checkout.session.async_payment_succeeded", _delivered_session(f, t))),
+        (200, "duplicate"), "paid"),
+    "expired after completed": (
+        lambda f, t: _signed(f, f.event("checkout.session.expired", _delivered_session(
+            f, t, status="expired", payment_status="unpaid"))), (200, "ignored"), "closed"),
+    "charge.refunded after delivery": (
+        lambda f, t: _signed(f, f.event("charge.refunded", {**f.charge_of(t.delivered["payment"]["payment_id"]),
+                                                            "amount_refunded": 990, "refunded": True})),
+        (200, "ignored"), "refunded"),
+}
+
+
+@pytest.mark.parametrize("name", ATTACKS.keys(), ids=ATTACKS.keys())
+async def test_attack_changes_nothing(shop: Stack, fake: FakeStripe, target: Target, name: str) -> None:
+    build, (status, outcome), detail = ATTACKS[name]
+    body, headers = build(fake, target)
+    async with shop.sessionmaker() as session:
+        last = await session.scalar(select(func.coalesce(func.max(NotifyLog.id), 0)))
+    answer = await shop.http.post(NOTIFY_URL, content=body, headers=headers)
+    assert (answer.status_code, answer.json()) == (status, {"received": status == 200})
+    async with shop.sessionmaker() as session:
+        logged = list(await session.scalars(select(NotifyLog).where(NotifyLog.id > last)))
+        payments = dict((await session.execute(select(Payment.order_id, Payment.status).where(
+            Payment.order_id.in_([target.open["order_id"], target.other["order_id"],
+                                  target.delivered["order_id"]])))).all())
+        delivered = await session.scalar(select(func.count()).where(
+            OrderEvent.order_id == target.delivered["order_id"], OrderEvent.stage == "delivered"))
+    assert [(row.gateway, row.outcome, row.detail) for row in logged] == [("stripe", outcome, detail)]
+    if name == "charge.refunded after delivery":  # logged against its order, via the charge's metadata
+        assert logged[0].order_id == target.delivered["order_id"]
+    if outcome == "stray":
+        review = shop.env.client.get_workflow_handle(f"stray-stripe-{target.open['payment']['payment_id']}")
+        assert await review.result() == "nothing"
+    assert payments == {target.open["order_id"]: "pending", target.other["order_id"]: "pending",
+                        target.delivered["order_id"]: "paid"}
+    for order in (target.open, target.other):
+        view = await shop.view(order)
+        assert view["status"] == "awaiting_payment" and "paid" not in _stages(view)
+    view = await shop.view(target.delivered)
+    assert (view["status"], len(view["keys"]), delivered) == ("delivered", 1, 1)
+    assert await shop.stock(target.sku) == {"available": 0, "reserved": 2, "sold": 1, "refunded": 0}
