@@ -15,17 +15,18 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 from wechatpayv3 import WeChatPay, WeChatPayType
-from wechatpayv3.utils import build_authorization
+from cryptography.hazmat.primitives.serialization import Encoding
+from wechatpayv3.utils import aes_decrypt, build_authorization
 
 from miaofa.db.models import NotifyLog, OrderEvent, Payment
-from miaofa.gateways.base import (GatewayError, GatewayRefused, InvalidNotify, PaymentRequest, PaymentState,
-                                  Unsupported)
+from miaofa.gateways.base import (GatewayError, GatewayRefused, InvalidNotify, Notice, PaymentRequest,
+                                  PaymentState, Unsupported)
 from miaofa.gateways.registry import build_gateways
 from miaofa.gateways.wechat import WechatGateway
 from miaofa.gateways.wechat_crypto import encrypt, rsa_sign, signed_message
 from miaofa.settings import Settings
 from tests.conftest import stack_settings
-from tests.fakes.wechat import FakeWechat, Mode, WechatKeys, new_rsa_key, private_pem, public_pem
+from tests.fakes.wechat import FakeWechat, Mode, Trade, WechatKeys, new_rsa_key, private_pem, public_pem
 from tests.servers import bind, serve
 from tests.stack import Stack, running_stack
 
@@ -189,3 +190,181 @@ async def test_registry_builds_wechat_from_its_settings(keys: WechatKeys) -> Non
     gateway = gateways["wechat"]
     assert (gateway.merchant_id, gateway.query_channels, gateway.has_statement, gateway.partial_refund) == \
         (keys.mchid, ("primary", "backup"), False, True)
+
+
+# ---- the wechatpayv3 SDK as a second opinion -----------------------------------------------
+
+
+def _sdk(keys: WechatKeys, mode: Mode = "public_key", signer=None, cert_dir: str | None = None) -> WeChatPay:
+    """The SDK as a merchant would set it up; signer: whose private key it signs with (default the merchant's)."""
+    public = dict(public_key=public_pem(keys.platform_key), public_key_id=keys.public_key_id) \
+        if mode == "public_key" else {}
+    return WeChatPay(WeChatPayType.NATIVE, mchid=keys.mchid, private_key=private_pem(signer or keys.merchant_key),
+                     cert_serial_no=keys.merchant_serial, appid=keys.appid, apiv3_key=keys.apiv3_key,
+                     cert_dir=cert_dir, **public)
+
+
+@pytest.mark.parametrize("mode", ["public_key", "certificate"])
+async def test_the_sdk_accepts_the_fakes_notifies_and_answers(keys: WechatKeys, mode: Mode, tmp_path) -> None:
+    # Certificate mode: the SDK reads the platform certificate from its cert_dir instead of fetching it.
+    (tmp_path / f"{keys.certificate_serial}.pem").write_bytes(keys.certificate.public_bytes(Encoding.PEM))
+    sdk = _sdk(keys, mode, cert_dir=str(tmp_path))
+    fake = FakeWechat(keys, mode)
+    resource = {"appid": keys.appid, "mchid": keys.mchid, "out_trade_no": _order_id(), "trade_state": "SUCCESS",
+                "amount": {"total": 990, "currency": "CNY"}, "success_time": "2026-01-01T08:00:00+08:00"}
+    body, headers = fake.notify(resource)
+    assert sdk.callback(headers, body)["resource"] == resource
+    assert sdk.callback({**headers, "Wechatpay-Signature": fake.signed_headers(b"x")["Wechatpay-Signature"]},
+                        body) is None
+    # And the fake's answer to a request the SDK signed is one the SDK verifies.
+    async with serve(fake.app("primary"), bind()) as url:
+        fake.trades["sdk-order-1"] = Trade("sdk-order-1", "d", "http://127.0.0.1:9/n", 990, "CNY", "weixin://x")
+        path = f"/v3/pay/transactions/out-trade-no/sdk-order-1?mchid={keys.mchid}"
+        auth = build_authorization(path, "GET", keys.mchid, keys.merchant_serial, sdk._core._private_key)
+        async with httpx.AsyncClient() as http:
+            answer = await http.get(url + path, headers={"Authorization": auth})
+    assert (answer.status_code, answer.json()["trade_state"]) == (200, "NOTPAY")
+    assert sdk._core._verify_signature(answer.headers, answer.text) is True
+
+
+@pytest.mark.parametrize("mode", ["public_key", "certificate"])
+async def test_notifies_signed_with_the_sdk_verify_with_the_adapter(keys: WechatKeys, mode: Mode) -> None:
+    # The SDK signs "a\nb\nc\n" for sign([a, b, c]): exactly WeChat's ts\nnonce\nbody\n, with the platform key.
+    platform = _sdk(keys, signer=keys.platform_key)
+    nonce, associated, ts = "5K8264ILTKCH", "transaction", str(int(time.time()))
+    plain = {"appid": keys.appid, "mchid": keys.mchid, "out_trade_no": "a1b2c3d4e5f6a7b8c9d0",
+             "transaction_id": "4200000000202601010000000001", "trade_state": "SUCCESS",
+             "success_time": "2026-01-01T08:00:00+08:00", "amount": {"total": 990, "currency": "CNY"}}
+    ciphertext = encrypt(keys.apiv3_key.encode(), nonce, associated, json.dumps(plain).encode())
+    assert json.loads(aes_decrypt(nonce, ciphertext, associated, keys.apiv3_key)) == plain  # the SDK reads it back
+    body = json.dumps({"id": "EV-2018022511223320873", "create_time": "2026-01-01T08:00:01+08:00",
+                       "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
+                       "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
+                                    "ciphertext": ciphertext, "associated_data": associated, "nonce": nonce}},
+                      ensure_ascii=False)
+    headers = {"Wechatpay-Serial": keys.public_key_id if mode == "public_key" else keys.certificate_serial,
+               "Wechatpay-Signature": platform.sign([ts, "NONCE0123456789", body]), "Wechatpay-Timestamp": ts,
+               "Wechatpay-Nonce": "NONCE0123456789", "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048"}
+    async with gateway_on_fake(keys, mode) as (gateway, _):
+        notice = await gateway.verify_notify(headers, body.encode(), {})
+    assert notice == Notice(payment_id="a1b2c3d4e5f6a7b8c9d0", order_id="a1b2c3d4e5f6a7b8c9d0", merchant_id=keys.mchid,
+                            status="paid", amount_cents=990, currency="CNY",
+                            paid_at=datetime(2026, 1, 1, 0, 0, tzinfo=timezone.utc), event_id="EV-2018022511223320873")
+
+
+# ---- the whole saga ------------------------------------------------------------------------
+
+
+@dataclass
+class Shop:
+    stack: Stack
+    fake: FakeWechat
+
+    async def order(self, keys: int = 1) -> dict[str, Any]:
+        sku = await self.stack.product(keys)
+        order = await self.stack.ordered(sku, gateway="wechat")
+        order["sku"] = sku
+        return order
+
+    async def notify_outcomes(self, order: dict[str, Any]) -> list[tuple[str, str]]:
+        async with self.stack.sessionmaker() as session:
+            rows = await session.scalars(select(NotifyLog).where(NotifyLog.order_id == order["order_id"])
+                                         .order_by(NotifyLog.id))
+            return [(row.outcome, row.detail) for row in rows]
+
+    async def delivered_once(self, order: dict[str, Any]) -> bool:
+        async with self.stack.sessionmaker() as session:
+            count = await session.scalar(select(func.count()).select_from(OrderEvent).where(
+                OrderEvent.order_id == order["order_id"], OrderEvent.stage == "delivered"))
+        view = await self.stack.view(order)
+        return (view["status"], count, len(view["keys"])) == ("delivered", 1, 1) and \
+            await self.stack.stock(order["sku"]) == {"available": 0, "reserved": 0, "sold": 1, "refunded": 0}
+
+
+@asynccontextmanager
+async def wechat_shop(dev_env, sessionmaker, sim_url, database_url, smtp, keys: WechatKeys,
+                      mode: Mode = "public_key") -> AsyncIterator[Shop]:
+    async with running_fake(keys, mode) as (fake, primary, backup), running_stack(
+            dev_env, sessionmaker, sim_url, **stack_settings(
+                database_url, smtp[0], payment_window_seconds=600, callback_grace_seconds=3, poll_interval_seconds=1,
+                late_payment_watch_seconds=60, rejected_notify_log_per_second=1000),
+            wechat=keys.settings(primary, backup, mode)) as stack:
+        yield Shop(stack, fake)
+
+
+@pytest.fixture(scope="module")
+async def module_shop(dev_env, sessionmaker, sim_url, database_url, smtp, keys) -> AsyncIterator[Shop]:
+    async with wechat_shop(dev_env, sessionmaker, sim_url, database_url, smtp, keys) as shop:
+        yield shop
+
+
+@pytest.fixture
+async def shop(module_shop: Shop) -> AsyncIterator[Shop]:
+    yield module_shop
+    module_shop.fake.down, module_shop.fake.drop_notifies = set(), False
+
+
+async def _stages(shop: Shop, order: dict[str, Any]) -> list[str]:
+    return [event["stage"] for event in (await shop.stack.view(order))["timeline"]]
+
+
+async def test_paid_order_is_delivered_on_the_notify(shop: Shop) -> None:
+    order = await shop.order()
+    assert order["payment"]["payment_id"] == order["order_id"]
+    assert order["payment"]["pay_url"].startswith("weixin://wxpay/bizpayurl?pr=")
+    answer = await shop.fake.pay(order["order_id"])
+    assert answer is not None and (answer.status_code, answer.content) == (204, b"")
+    await shop.stack.wait_status(order, "delivered")
+    assert await shop.delivered_once(order)
+    assert "notified" in await _stages(shop, order)
+    assert await shop.notify_outcomes(order) == [("accepted", "paid")]
+
+
+async def test_lost_notify_is_found_by_the_query(shop: Shop) -> None:
+    order = await shop.order()
+    shop.fake.drop_notifies = True
+    assert await shop.fake.pay(order["order_id"]) is None
+    await shop.stack.wait_status(order, "delivered")
+    assert await shop.delivered_once(order)
+    stages = await _stages(shop, order)
+    assert "polled" in stages and "notified" not in stages
+    assert await shop.notify_outcomes(order) == []
+
+
+async def test_lost_notify_with_the_primary_host_down_is_found_on_the_backup(shop: Shop) -> None:
+    order = await shop.order()
+    shop.fake.drop_notifies, shop.fake.down = True, {"primary"}
+    await shop.fake.pay(order["order_id"])
+    await shop.stack.wait_status(order, "delivered")
+    assert await shop.delivered_once(order)
+    assert "polled_backup" in await _stages(shop, order)
+    assert ("backup", "GET", f"/v3/pay/transactions/out-trade-no/{order['order_id']}") in shop.fake.calls
+
+
+async def test_late_duplicated_notifies_after_the_query_deliver_once(shop: Shop) -> None:
+    order = await shop.order()
+    shop.fake.drop_notifies = True
+    await shop.fake.pay(order["order_id"])
+    await shop.stack.wait_status(order, "delivered")  # by the query; the notify comes late, twice at once
+    body, headers = shop.fake.sent[-1]
+    answers = await asyncio.gather(*(shop.stack.http.post("/payments/wechat/notify", content=body, headers=headers)
+                                     for _ in range(2)))
+    assert [a.status_code for a in answers] == [204, 204]
+    assert await shop.notify_outcomes(order) == [("duplicate", "paid"), ("duplicate", "paid")]
+    assert await shop.delivered_once(order)
+
+
+async def test_certificate_mode_saga(dev_env, sessionmaker, sim_url, database_url, smtp, keys) -> None:
+    async with wechat_shop(dev_env, sessionmaker, sim_url, database_url, smtp, keys, "certificate") as shop:
+        notified = await shop.order()
+        answer = await shop.fake.pay(notified["order_id"])
+        assert answer is not None and answer.status_code == 204
+        polled = await shop.order()
+        shop.fake.drop_notifies = True
+        await shop.fake.pay(polled["order_id"])
+        for order in (notified, polled):
+            await shop.stack.wait_status(order, "delivered")
+            assert await shop.delivered_once(order)
+        assert await shop.notify_outcomes(notified) == [("accepted", "paid")]
+        assert "polled" in await _stages(shop, polled)
+        assert 1 <= shop.fake.certificate_fetches <= 2  # once by the API's adapter, once by the worker's
