@@ -10,6 +10,9 @@ registry = CollectorRegistry()
 REQUESTS = Counter("miaofa_http_requests_total", "HTTP requests", ["route", "method", "status"], registry=registry)
 LATENCY = Histogram("miaofa_http_request_seconds", "HTTP request latency", ["route", "method"], registry=registry,
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+ORDER_ANSWER = Histogram("miaofa_order_answer_seconds", "POST /orders from the handler's start to its answer",
+                         ["status"], registry=registry,
+                         buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 ORDERS = Counter("miaofa_orders_opened_total", "Order openings by outcome", ["outcome"], registry=registry)
 NOTIFIES = Counter("miaofa_notifies_total", "Gateway notifies by outcome", ["gateway", "outcome"],
                    registry=registry)
