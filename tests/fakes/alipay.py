@@ -102,6 +102,7 @@ class FakeAlipay:
         self.notify = "send"  # or "drop": the buyer pays, no notify arrives
         self.failing: set[str] = set()  # methods answered with 20000 (Alipay unsure: ask again)
         self.escape_slashes = True
+        self.tamper: dict[str, Any] = {}  # fields forced into every 10000 answer (a confused gateway)
         self.calls: list[tuple[str, dict[str, Any]]] = []  # (method, biz_content) of every verified request
         self.sent: list[SentNotify] = []
         self._tasks: set[asyncio.Task] = set()
@@ -153,6 +154,8 @@ class FakeAlipay:
         return ""
 
     def _answer(self, key: str, body: dict[str, Any]) -> Response:
+        if body.get("code") == "10000":
+            body = {**body, **self.tamper}
         text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
         if self.escape_slashes:
             text = text.replace("/", "\\/")
