@@ -61,7 +61,7 @@ class Notice:
 
     payment_id: str
     order_id: str
-    merchant_id: str
+    merchant_id: str | None  # None: the gateway authenticates the account itself (Stripe's webhook secret)
     status: PaymentStatus
     amount_cents: int
     currency: str

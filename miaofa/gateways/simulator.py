@@ -156,7 +156,7 @@ class SimulatorGateway:
             raise InvalidNotify("stale timestamp")
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; [[[[… nests too deep
             raise InvalidNotify("body is not JSON") from None
         if not isinstance(data, dict):
             raise InvalidNotify("body is not a JSON object")

@@ -210,7 +210,7 @@ class StripeGateway:
             status: PaymentStatus = "closed" if kind in CLOSED_EVENTS else (
                 "paid" if obj.get("payment_status") == "paid" else "pending")  # an async method still running
             return Notice(payment_id=_id(obj.get("id"), "session id"), order_id=_order_of(obj),
-                          merchant_id=None,  # type: ignore[arg-type]
+                          merchant_id=None,
                           status=status, amount_cents=_amount(obj.get("amount_total")),
                           currency=_currency(obj.get("currency")), paid_at=at if status == "paid" else None,
                           event_id=event_id)
@@ -222,11 +222,11 @@ class StripeGateway:
             order_id = metadata.get("order_id") if isinstance(metadata, dict) else None
             return Notice(payment_id=_id(obj.get("payment_intent") or obj.get("id"), "payment_intent"),
                           order_id=_order_id(order_id) if order_id is not None else "",
-                          merchant_id=None,  # type: ignore[arg-type]
+                          merchant_id=None,
                           status="refunded", amount_cents=_amount(obj.get("amount_refunded")),
                           currency=_currency(obj.get("currency")), paid_at=at, event_id=event_id)
         # Any other event is acknowledged and changes nothing: judge ignores an "unknown" status.
-        return Notice(payment_id=event_id, order_id="", merchant_id=None,  # type: ignore[arg-type]
+        return Notice(payment_id=event_id, order_id="", merchant_id=None,
                       status="unknown", amount_cents=0, currency="", paid_at=None, event_id=event_id)
 
     # ---- helpers ----
