@@ -44,7 +44,7 @@ class PaymentActivities:
         """Idempotent on the order id at the gateway and here."""
         gateway = self._gateway(step.gateway)
         # The buyer's browser comes back to the order's own link, as with a real gateway's return URL.
-        return_url = f"{self.shop_url}/orders/{step.order_id}?token={self.vault.order_token(step.order_id)}"
+        return_url = f"{self.shop_url}/o/{step.order_id}?token={self.vault.order_token(step.order_id)}"
         try:
             created = await gateway.create_payment(PaymentRequest(
                 order_id=step.order_id, amount_cents=step.amount_cents, currency=step.currency,

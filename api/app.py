@@ -5,11 +5,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 from temporalio.client import Client
 
 from api import docs, errors, limits, metrics
 from api.hot import HotCatalog
-from api.routes import admin, codec, health, payments, shop, support
+from api.routes import admin, codec, health, lookup, payments, shop, support, web
 from api.state import State
 from miaofa import contract
 from miaofa.db.engine import make_engine, make_sessionmaker
@@ -59,6 +60,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
                        allow_methods=["POST", "GET"], allow_headers=["*"], allow_credentials=True)
     metrics.install(app)
     app.state.rejected_notifies = limits.RateBound(settings.rejected_notify_log_per_second)
-    for module in (health, admin, shop, payments, support, codec):
+    for module in (health, admin, lookup, shop, payments, support, codec, web):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC), name="static")  # the buyer pages' CSS and JS
     return app

@@ -16,7 +16,6 @@ It is an outside party, and a test double that can mark payments paid, so it tru
 """
 
 import hmac
-import html
 import random
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -32,6 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from miaofa.simulator import page
 from miaofa.simulator.books import (
     NOTIFY_RETRY_DELAYS,
     Control,
@@ -84,21 +84,6 @@ class ControlIn(BaseModel):
 
 
 # ---- the app --------------------------------------------------------------------------------
-
-_PAY_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Simulator payment</title></head>
-<body>
-<h1>{subject}</h1>
-<p>Order {order_id}: <strong>{amount}</strong></p>
-<p>Status: {status}</p>
-{form}
-</body></html>
-"""
-
-
-def _money(cents: int, currency: str) -> str:
-    return f"{cents // 100}.{cents % 100:02d} {currency}"
-
 
 def create_app(
     merchant_id: str,
@@ -246,19 +231,17 @@ def create_app(
     @app.get("/pay/{payment_id}", response_class=HTMLResponse)
     async def pay_page(payment_id: str) -> HTMLResponse:
         payment = sim.get(payment_id)
-        form = (
-            f'<form method="post" action="/pay/{html.escape(payment.payment_id)}"><button type="submit">Pay</button></form>'
-            if payment.status == "pending"
-            else ""
-        )
-        page = _PAY_PAGE.format(
-            subject=html.escape(payment.subject),
-            order_id=html.escape(payment.order_id),
-            amount=html.escape(_money(payment.amount_cents, payment.currency)),
-            status=html.escape(payment.status),
-            form=form,
-        )
-        return HTMLResponse(page)
+        return HTMLResponse(page.pay_page(payment, sim.pay_url(payment)), headers={
+            "Content-Security-Policy": page.CSP, "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store"})
+
+    @app.post("/pay/{payment_id}/fail", response_model=None)
+    async def fail(payment_id: str, request: Request) -> dict[str, Any] | Response:
+        """The buyer's payment is declined: nothing is paid, the payment stays open for another try."""
+        payment = sim.get(payment_id)
+        if payment.return_url and _from_browser(request):
+            return RedirectResponse(payment.return_url, status_code=303)
+        return {"payment_id": payment.payment_id, "status": payment.status, "declined": True}
 
     @app.post("/pay/{payment_id}", response_model=None)
     async def pay(payment_id: str, request: Request) -> dict[str, Any] | Response:
@@ -290,9 +273,7 @@ def create_app(
                 payment.paid_cents = paid_cents
             sim.save(payment)
             sim.schedule_notify(payment)
-        from_browser = ("text/html" in request.headers.get("accept", "")
-                        or request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"))
-        if payment.return_url and from_browser:
+        if payment.return_url and _from_browser(request):
             # Like a real gateway: the buyer's browser goes back to the shop (never proof of payment).
             return RedirectResponse(payment.return_url, status_code=303)
         return {"payment_id": payment.payment_id, "status": payment.status, "paid_at": paid_at.isoformat()}
@@ -330,6 +311,11 @@ def create_app(
         return {"status": "ok"}
 
     return app
+
+
+def _from_browser(request: Request) -> bool:
+    return ("text/html" in request.headers.get("accept", "")
+            or request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"))
 
 
 def _bearer_is(request: Request, expected: str) -> bool:

@@ -1,0 +1,214 @@
+"""The buyer's pages: the storefront, the order page and the order lookup, in English and Chinese.
+
+Server-rendered (Jinja2, autoescaped) and complete without JavaScript; the scripts in api/web/static
+add the JSON checkout (`POST /orders`), live status over Server-Sent Events and copy buttons. Every
+page carries a strict Content-Security-Policy (no inline script) and is never framed. The JSON API's
+error contract is untouched: only these routes answer HTML, and the order page's "not found" is a page.
+"""
+
+import json
+import re
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import segno
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
+from pydantic import ValidationError
+
+from api.deps import StateDep
+from api.routes import shop
+from api.web import i18n
+from miaofa import contract as c, orders
+from miaofa.errors import MiaofaError, NotFound
+from miaofa.gateways.money import exponent
+
+router = APIRouter(include_in_schema=False)
+WEB = Path(__file__).resolve().parent.parent / "web"
+TEMPLATES = Jinja2Templates(env=Environment(loader=FileSystemLoader(WEB / "templates"), autoescape=True))
+STATIC = WEB / "static"
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+SEARCH_FROM = 8  # a search box once there are more products than this
+_ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_IDEM = re.compile(r"^[A-Za-z0-9_-]{16,200}$")
+
+
+def secure(response: Response, *, private: bool = False) -> Response:
+    """The headers every page carries; `private` pages (an order: its token is in the URL) are never stored."""
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Vary"] = "Accept-Language, Cookie"
+    if private:
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _page(request: Request, name: str, *, status: int = 200, private: bool = False, **context: Any) -> Response:
+    lang = i18n.pick(request)
+    other = "en" if lang == "zh" else "zh"
+    query = {**request.query_params, "lang": other}
+    t = i18n.Translator(lang)
+    response = TEMPLATES.TemplateResponse(request, name, {
+        "t": t, "lang": lang, "strings": t.strings, "money": i18n.money, "when": _when,
+        "switch_url": f"{request.url.path}?{urlencode(query)}", **context}, status_code=status)
+    if request.query_params.get("lang") in i18n.LANGS:  # the switch was used: remember it
+        response.set_cookie(i18n.COOKIE, lang, max_age=365 * 86400, samesite="lax", httponly=True)
+    return secure(response, private=private)
+
+
+def _when(at: datetime | str | None) -> str:
+    """A time as UTC text; the page's script shows it in the reader's own zone."""
+    if at is None:
+        return ""
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# ---- the storefront ----------------------------------------------------------------------------
+
+
+def _products(state: Any, query: str) -> tuple[list[dict[str, Any]], int]:
+    every = [{"sku": p.sku, "name": p.name, "price_cents": p.price_cents, "currency": p.currency,
+              "available": state.hot.available(p.id)} for p in state.hot.products()]
+    every.sort(key=lambda p: (p["available"] <= 0, p["name"].casefold()))
+    needle = query.casefold()
+    shown = [p for p in every if needle in p["name"].casefold() or needle in p["sku"].casefold()] if needle else every
+    return shown, len(every)
+
+
+def _storefront(request: Request, state: Any, *, status: int = 200, failed: dict[str, Any] | None = None) -> Response:
+    query = request.query_params.get("q", "").strip()[:100]
+    products, total = _products(state, query)
+    return _page(request, "storefront.html", status=status, products=products, query=query,
+                 searchable=total > SEARCH_FROM, total=total, gateways=list(state.gateways),
+                 max_quantity=shop.MAX_QUANTITY, failed=failed or {},
+                 idem=secrets.token_urlsafe(18))
+
+
+@router.get("/", response_class=HTMLResponse)
+async def storefront(request: Request, state: StateDep) -> Response:
+    return _storefront(request, state)
+
+
+def describe(t: i18n.Translator, code: str, detail: str, retry_after: str | None = None) -> str:
+    """A refusal of POST /orders in the buyer's words (static/shop.js says the same for the JSON path)."""
+    if code == "invalid_input":
+        field = detail.split(":", 1)[0].strip()
+        if field == "email":
+            return t("err.email")
+        if field == "quantity":
+            return t("err.quantity", max=shop.MAX_QUANTITY)
+        return t("err.invalid_input", detail=detail)
+    if code == "too_many_requests":
+        return t("err.too_many_requests", s=retry_after or "60")
+    if code in ("unavailable", "order_timeout", "temporal_unavailable"):
+        return t("err.unavailable")
+    if f"err.{code}" in t.strings:
+        return t(f"err.{code}")
+    return t("err.generic")
+
+
+def _text(form: Any, name: str, limit: int) -> str:
+    value = form.get(name, "")
+    return value.strip()[:limit] if isinstance(value, str) else ""
+
+
+@router.post("/buy", response_class=HTMLResponse)
+async def buy(request: Request, state: StateDep) -> Response:
+    """The checkout form without JavaScript: the same rules as POST /orders, answered as a page."""
+    form = await request.form()
+    fields = {name: _text(form, name, 300) for name in ("sku", "email", "quantity", "gateway", "coupon_code", "idem")}
+    t = i18n.Translator(i18n.pick(request))
+
+    def refused(status: int, message: str) -> Response:
+        return _storefront(request, state, status=status, failed={"sku": fields["sku"], "message": message,
+                                                                   "email": fields["email"],
+                                                                   "quantity": fields["quantity"],
+                                                                   "coupon_code": fields["coupon_code"]})
+
+    try:
+        body = shop.OrderCreate(sku=fields["sku"], email=fields["email"], quantity=fields["quantity"] or "1",
+                                gateway=fields["gateway"] or next(iter(state.gateways), "simulator"),
+                                coupon_code=fields["coupon_code"] or None)
+    except ValidationError as exc:
+        field = str(exc.errors()[0]["loc"][0]) if exc.errors() and exc.errors()[0]["loc"] else "body"
+        return refused(422, describe(t, "invalid_input", f"{field}: {exc.errors()[0]['msg']}"))
+    idem = fields["idem"] if _IDEM.match(fields["idem"]) else None
+    try:
+        answer = await shop.create_order(body, request, state, idem)
+    except MiaofaError as exc:
+        retry_after = (getattr(exc, "headers", None) or {}).get("Retry-After")
+        return refused(exc.status_code, describe(t, exc.error, exc.detail, retry_after))
+    if answer.status_code == 201:
+        created = _json(answer)
+        return RedirectResponse(f"/o/{created['order_id']}?{urlencode({'token': created['access_token']})}",
+                                status_code=303)
+    if answer.status_code == 200:  # a replayed Idempotency-Key: the order exists, without its token
+        return refused(409, t("shop.replayed"))
+    refusal = _json(answer)
+    return refused(answer.status_code, describe(t, refusal.get("error", ""), refusal.get("detail", ""),
+                                                answer.headers.get("retry-after")))
+
+
+def _json(response: Response) -> dict[str, Any]:
+    return json.loads(bytes(response.body))
+
+
+# ---- the order page ----------------------------------------------------------------------------
+
+
+def _not_found(request: Request) -> Response:
+    # One page for an unknown order and a wrong token: ids cannot be probed.
+    return _page(request, "not_found.html", status=404, private=True)
+
+
+def qr_svg(data: str) -> str:
+    """A QR code as inline SVG, drawn here (no outside service sees the pay link)."""
+    return segno.make(data, error="m").svg_inline(scale=4, border=2, dark="#111", light="#fff", omitsize=True,
+                                                  svgclass="qr", title=None)
+
+
+@router.get("/o/{order_id}", response_class=HTMLResponse)
+async def order_page(order_id: str, request: Request, state: StateDep) -> Response:
+    token = request.query_params.get("token", "")
+    if not _ORDER_ID.match(order_id) or not state.vault.check_order_token(order_id, token):
+        return _not_found(request)
+    async with state.sessionmaker() as session:
+        try:
+            view = await orders.order_view(session, state.vault, order_id)
+        except NotFound:
+            return _not_found(request)
+    product = await state.hot.product(view["sku"])
+    payment = view["payment"]
+    pay_url = payment["pay_url"] if payment and view["status"] == c.AWAITING_PAYMENT else None
+    return _page(request, "order.html", private=True, order=view, token=token,
+                 product_name=product.name if product else view["sku"], pay_url=pay_url,
+                 qr=qr_svg(pay_url) if pay_url else None, coupon_text=coupon_text(request, view), live=view["status"] not in shop.STREAM_TERMINAL,
+                 exponent=exponent(view["currency"]))
+
+
+def coupon_text(request: Request, view: dict[str, Any]) -> str:
+    coupon = view["coupon"]
+    if coupon is None:
+        return ""
+    t = i18n.Translator(i18n.pick(request))
+    off = (t("order.percent_off", n=coupon["percent_off"]) if "percent_off" in coupon
+           else t("order.amount_off", amount=i18n.money(coupon["amount_off_cents"], view["currency"])))
+    return t("order.coupon", code=coupon["code"], off=off, until=_when(coupon["expires_at"]))
+
+
+# ---- the order lookup --------------------------------------------------------------------------
+
+
+@router.get("/lookup", response_class=HTMLResponse)
+async def lookup_page(request: Request) -> Response:
+    return _page(request, "lookup.html")
