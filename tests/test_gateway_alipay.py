@@ -14,6 +14,7 @@ import httpx
 import pytest
 from alipay import AliPay
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec as ec_key
 from sqlalchemy import func, select
 
 from miaofa.db.models import NotifyLog, Payment
@@ -261,13 +262,13 @@ async def test_keys_in_every_console_format_and_never_an_empty_one(fake, fake_ur
             AlipayGateway(unchecked)
     with pytest.raises(ValueError, match=r"^the key cannot be read \(PEM or base64 DER expected\)$"):
         AlipayGateway(settings(fake, fake_url[1], app_key, alipay_public_key="MIIBIjANBgkqhkiG9w0B"))
+    ec = ec_key.generate_private_key(ec_key.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    with pytest.raises(ValueError, match="^the key is not an RSA key$"):
+        AlipayGateway(settings(fake, fake_url[1], app_key, alipay_public_key=ec))
 
 
 # ---- through the saga ----
-
-
-def alipay_settings(fake: FakeAlipay, url: str, app_key) -> AlipaySettings:
-    return settings(fake, url, app_key)
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +277,7 @@ async def stack(dev_env, sessionmaker, sim_url, database_url, smtp, fake_url, ap
     async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(
             database_url, smtp[0], payment_window_seconds=30, callback_grace_seconds=1, poll_interval_seconds=1,
             late_payment_watch_seconds=60), rejected_notify_log_per_second=1000,
-            alipay=alipay_settings(fake, url, app_key)) as running:
+            alipay=settings(fake, url, app_key)) as running:
         yield running
 
 
@@ -321,7 +322,7 @@ async def test_a_payment_after_the_stock_is_gone_is_refunded_at_alipay(dev_env, 
                                                                       smtp, fake, fake_url, app_key) -> None:
     async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(
             database_url, smtp[0], payment_window_seconds=2, callback_grace_seconds=1, poll_interval_seconds=1,
-            late_payment_watch_seconds=60), alipay=alipay_settings(fake, fake_url[1], app_key)) as short:
+            late_payment_watch_seconds=60), alipay=settings(fake, fake_url[1], app_key)) as short:
         sku = await short.product(1)
         order = await short.ordered(sku, gateway="alipay", email="late@example.com")
         await browse(order)  # the buyer has the cashier open …
@@ -334,6 +335,7 @@ async def test_a_payment_after_the_stock_is_gone_is_refunded_at_alipay(dev_env, 
             if answer.status_code == 201:
                 break
             await asyncio.sleep(0.1)
+        assert answer.status_code == 201, answer.text
         rival = answer.json()
         await browse(rival)
         await fake.pay(rival["order_id"])
@@ -417,6 +419,8 @@ CASES: list[tuple[str, Build, tuple[int, str, str], str]] = [
     ("sign-type-RSA", forged(lambda f, c, p: p.update(sign_type="RSA")), REJECTED, "sign_type is not RSA2"),
     ("sign-non-ascii", forged(lambda f, c, p: p.update(sign="签名" * 20)), REJECTED, "missing or malformed sign"),
     ("wrong-amount-signed", signed("P", total_amount="0.01"), (200, "success", "stray"), "wrong_amount"),
+    ("wrong-currency", signed("P", trans_currency="USD"), (200, "success", "stray"), "wrong_amount"),
+    ("bad-currency", signed("P", trans_currency="us$"), REJECTED, "bad trans_currency"),
     ("amount-9.9000", signed("P", total_amount="9.9000"), REJECTED, "bad total_amount"),
     ("amount-9.90.0", signed("P", total_amount="9.90.0"), REJECTED, "bad total_amount"),
     ("amount-exponent", signed("P", total_amount="9.9e0"), REJECTED, "bad total_amount"),

@@ -34,7 +34,7 @@ from miaofa.gateways.base import (
     Unsupported,
 )
 from miaofa.gateways.config import AlipaySettings, read_key_text
-from miaofa.gateways.money import MoneyError, to_major, to_minor
+from miaofa.gateways.money import MoneyError, check_currency, to_major, to_minor
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")  # Alipay's clock: timestamps, time_expire, gmt_payment, send_pay_date
 CURRENCY = "CNY"
@@ -61,33 +61,23 @@ def sign_content(params: Mapping[str, str], exclude: tuple[str, ...]) -> str:
     return "&".join(f"{key}={params[key]}" for key in sorted(params) if key not in exclude and params[key] != "")
 
 
-def load_private_key(text: str) -> rsa.RSAPrivateKey:
-    key = _load_key(text, serialization.load_pem_private_key, serialization.load_der_private_key, private=True)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("the app private key is not an RSA key")
-    return key
-
-
-def load_public_key(text: str) -> rsa.RSAPublicKey:
-    key = _load_key(text, serialization.load_pem_public_key, serialization.load_der_public_key, private=False)
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise ValueError("the Alipay public key is not an RSA key")
-    return key
-
-
-def _load_key(text: str, pem: Callable, der: Callable, private: bool) -> Any:
+def load_key(text: str, private: bool) -> Any:
+    """An RSA key from PEM text or the console's bare base64 DER (PKCS#8/PKCS#1, SubjectPublicKeyInfo)."""
     text = read_key_text(text).strip()
     if not text:
         raise ValueError("empty key")  # an empty key must never make anything verify
-    extra = {"password": None} if private else {}
     try:
         if text.startswith("-----BEGIN"):
-            return pem(text.encode(), **extra)
-        # The console shows bare base64 DER (PKCS#8/PKCS#1 or SubjectPublicKeyInfo).
-        return der(base64.b64decode("".join(text.split()), validate=True), **extra)
+            pem = text.encode()
+            key = serialization.load_pem_private_key(pem, None) if private else serialization.load_pem_public_key(pem)
+        else:
+            der = base64.b64decode("".join(text.split()), validate=True)
+            key = serialization.load_der_private_key(der, None) if private else serialization.load_der_public_key(der)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise ValueError("the key cannot be read (PEM or base64 DER expected)") from None
-
+    if not isinstance(key, rsa.RSAPrivateKey if private else rsa.RSAPublicKey):
+        raise ValueError("the key is not an RSA key")
+    return key
 
 
 class AlipayGateway:
@@ -102,8 +92,8 @@ class AlipayGateway:
             raise ValueError("alipay: app_id and seller_id are required")
         self.merchant_id = settings.seller_id
         self._app_id = settings.app_id
-        self._private_key = load_private_key(settings.private_key.get_secret_value())
-        self._public_key = load_public_key(settings.alipay_public_key)
+        self._private_key: rsa.RSAPrivateKey = load_key(settings.private_key.get_secret_value(), private=True)
+        self._public_key: rsa.RSAPublicKey = load_key(settings.alipay_public_key, private=False)
         self._gateway_url = settings.gateway_url
         self._product = settings.product
         self._owns_client = client is None
@@ -161,10 +151,11 @@ class AlipayGateway:
                 state = "pending"
             else:
                 raise ValueError("bad trade_status")
-            amount = _amount(data.get("total_amount"))
+            currency = _currency(data)
+            amount = _amount(data.get("total_amount"), currency)
         except ValueError as exc:
             raise GatewayError(f"alipay query: malformed response ({exc})") from None
-        return PaymentState(out_trade_no, out_trade_no, state, amount, CURRENCY, paid_at)
+        return PaymentState(out_trade_no, out_trade_no, state, amount, currency, paid_at)
 
     async def close(self, payment_id: str, order_id: str) -> PaymentState:
         out_trade_no = payment_id or order_id
@@ -399,13 +390,14 @@ def _notice(params: Mapping[str, str]) -> Notice:
     status = NOTIFY_STATUSES[trade_status]
     if any(params.get(name) for name in REFUND_FIELDS):
         status = "refunded"  # full (TRADE_CLOSED) or partial (TRADE_SUCCESS) refund: never a payment
-    amount = _amount(params.get("total_amount"))
+    currency = _currency(params)
+    amount = _amount(params.get("total_amount"), currency)
     paid_at = _time(params["gmt_payment"]) if params.get("gmt_payment") else None
     if status == "paid" and paid_at is None:
         raise ValueError("paid without gmt_payment")
     notify_id = params.get("notify_id")
     return Notice(payment_id=out_trade_no, order_id=out_trade_no, merchant_id=seller_id, status=status,
-                  amount_cents=amount, currency=CURRENCY, paid_at=paid_at,
+                  amount_cents=amount, currency=currency, paid_at=paid_at,
                   event_id=notify_id if notify_id and _ID_RE.fullmatch(notify_id) else None)
 
 
@@ -416,11 +408,19 @@ def _field(params: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _amount(value: Any) -> int:
+def _currency(data: Mapping[str, Any]) -> str:
+    """CNY, unless a cross-border trade names its pricing currency (then total_amount is in it)."""
+    try:
+        return check_currency(data.get("trans_currency") or CURRENCY)
+    except MoneyError:
+        raise ValueError("bad trans_currency") from None
+
+
+def _amount(value: Any, currency: str = CURRENCY) -> int:
     if not isinstance(value, str) or not _AMOUNT_RE.fullmatch(value):
         raise ValueError("bad total_amount")
     try:
-        return to_minor(value, CURRENCY)
+        return to_minor(value, currency)
     except MoneyError:
         raise ValueError("bad total_amount") from None
 
