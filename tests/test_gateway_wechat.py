@@ -2,6 +2,7 @@
 second opinion, the whole saga, and forged or odd notifies through the real notify route."""
 
 import asyncio
+import base64
 import json
 import secrets
 import time
@@ -26,7 +27,7 @@ from miaofa.gateways.wechat import WechatGateway
 from miaofa.gateways.wechat_crypto import encrypt, rsa_sign, signed_message
 from miaofa.settings import Settings
 from tests.conftest import stack_settings
-from tests.fakes.wechat import FakeWechat, Mode, Trade, WechatKeys, new_rsa_key, private_pem, public_pem
+from tests.fakes.wechat import CHINA, FakeWechat, Mode, Trade, WechatKeys, new_rsa_key, private_pem, public_pem
 from tests.servers import bind, serve
 from tests.stack import Stack, running_stack
 
@@ -354,6 +355,25 @@ async def test_late_duplicated_notifies_after_the_query_deliver_once(shop: Shop)
     assert await shop.delivered_once(order)
 
 
+async def test_reordered_notifies_deliver_once(shop: Shop) -> None:
+    order = await shop.order()
+    shop.fake.drop_notifies = True
+    await shop.fake.pay(order["order_id"])
+    paid = shop.fake.sent[-1]
+    refund = _refund_notify(shop.fake, Targets(order, order, paid), None)  # a refund notify overtaking the payment's
+    for body, headers in (refund, paid, paid):
+        answer = await shop.stack.http.post("/payments/wechat/notify", content=body, headers=headers)
+        assert answer.status_code == 204
+    await shop.stack.wait_status(order, "delivered")
+    outcomes = await shop.notify_outcomes(order)
+    assert outcomes[0] == ("ignored", "refunded")
+    # Both may be accepted (the order has not taken the first yet) or duplicates (the query was first):
+    # the order takes one proof, once.
+    assert [detail for _, detail in outcomes[1:]] == ["paid", "paid"]
+    assert {outcome for outcome, _ in outcomes[1:]} <= {"accepted", "duplicate"}
+    assert await shop.delivered_once(order)
+
+
 async def test_certificate_mode_saga(dev_env, sessionmaker, sim_url, database_url, smtp, keys) -> None:
     async with wechat_shop(dev_env, sessionmaker, sim_url, database_url, smtp, keys, "certificate") as shop:
         notified = await shop.order()
@@ -368,3 +388,182 @@ async def test_certificate_mode_saga(dev_env, sessionmaker, sim_url, database_ur
         assert await shop.notify_outcomes(notified) == [("accepted", "paid")]
         assert "polled" in await _stages(shop, polled)
         assert 1 <= shop.fake.certificate_fetches <= 2  # once by the API's adapter, once by the worker's
+
+
+# ---- forged and odd notifies through the real notify route -----------------------------------
+
+
+@dataclass
+class Targets:
+    pending: dict[str, Any]  # awaiting payment all along
+    delivered: dict[str, Any]  # paid by its notify, delivered once
+    delivered_notify: tuple[bytes, dict[str, str]]  # the notify that paid it
+
+
+@pytest.fixture(scope="module")
+async def targets(module_shop: Shop) -> Targets:
+    pending, delivered = await module_shop.order(), await module_shop.order()
+    await module_shop.fake.pay(delivered["order_id"])
+    await module_shop.stack.wait_status(delivered, "delivered")
+    return Targets(pending, delivered, module_shop.fake.sent[-1])
+
+
+Build = Callable[[FakeWechat, Targets, Any], tuple[bytes, dict[str, str]]]
+
+
+@dataclass(frozen=True)
+class Attack:
+    id: str
+    build: Build
+    status: int  # 400 is the nack {"code": "FAIL", "message": …}, 204 the ack
+    outcome: str  # the notify_log row's
+    detail: str  # the row's detail, and the nack's message for a rejected notify
+    order: str | None = None  # the order the row names: "pending", "delivered" or none
+
+
+def _paid(fake: FakeWechat, order: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return fake.transaction(fake.trades[order["order_id"]], trade_state="SUCCESS", transaction_id="4200" + "0" * 24,
+                            success_time=datetime.now(CHINA).isoformat(timespec="seconds"), **changes)
+
+
+def _valid(fake: FakeWechat, order: dict[str, Any], **changes: Any) -> tuple[bytes, dict[str, str]]:
+    return fake.notify(_paid(fake, order, **changes))
+
+
+def _amount(total: Any, currency: str = "CNY") -> Build:
+    return lambda f, t, k: _valid(f, t.pending, amount={"total": total, "currency": currency})
+
+
+def _header(name: str, value: Callable[[FakeWechat, dict[str, str]], str | None]) -> Build:
+    def build(f: FakeWechat, t: Targets, k: Any) -> tuple[bytes, dict[str, str]]:
+        body, headers = _valid(f, t.pending)
+        changed = value(f, headers)
+        return body, {key: v for key, v in {**headers, name: changed}.items() if v is not None}
+    return build
+
+
+def _signed_body(body: bytes) -> Build:
+    return lambda f, t, k: (body, {**f.signed_headers(body), "Content-Type": "application/json"})
+
+
+def _envelope(f: FakeWechat, t: Targets, change: Callable[[dict[str, Any]], None], resign: bool
+              ) -> tuple[bytes, dict[str, str]]:
+    body, headers = _valid(f, t.pending)
+    envelope = json.loads(body)
+    change(envelope)
+    new_body = json.dumps(envelope, ensure_ascii=False).encode()
+    return new_body, ({**f.signed_headers(new_body), "Content-Type": "application/json"} if resign else headers)
+
+
+def _flip_first_byte(envelope: dict[str, Any]) -> None:
+    raw = bytearray(base64.b64decode(envelope["resource"]["ciphertext"]))
+    raw[0] ^= 1
+    envelope["resource"]["ciphertext"] = base64.b64encode(raw).decode()
+
+
+def _refund_notify(f: FakeWechat, t: Targets, k: Any) -> tuple[bytes, dict[str, str]]:
+    no = t.delivered["order_id"]
+    return f.notify({"mchid": f.keys.mchid, "out_trade_no": no, "transaction_id": "4200" + "0" * 24,
+                     "out_refund_no": "refund-by-someone", "refund_id": "50300000000000000000000000000",
+                     "refund_status": "SUCCESS", "success_time": datetime.now(CHINA).isoformat(timespec="seconds"),
+                     "amount": {"total": 990, "refund": 990, "payer_total": 990, "payer_refund": 990},
+                     "user_received_account": "支付用户零钱"}, event_type="REFUND.SUCCESS", original_type="refund")
+
+
+REJECTED = "rejected"
+ATTACKS = [
+    Attack("bad-signature", _header("Wechatpay-Signature", lambda f, h: f.signed_headers(b"{}")["Wechatpay-Signature"]),
+           400, REJECTED, "bad signature"),
+    Attack("signed-by-another-key", lambda f, t, k: f.notify(_paid(f, t.pending), key=k), 400, REJECTED,
+           "bad signature"),
+    Attack("empty-signature", _header("Wechatpay-Signature", lambda f, h: ""), 400, REJECTED, "malformed signature"),
+    Attack("unknown-public-key-id", lambda f, t, k: f.notify(_paid(f, t.pending), key=k, serial="PUB_KEY_ID_0999"),
+           400, REJECTED, "unknown serial"),
+    Attack("certificate-serial-in-public-key-mode", lambda f, t, k: f.notify(
+        _paid(f, t.pending), key=k, serial="5157F09EFDC096DE15EBE81A47057A7232F1B8E1"), 400, REJECTED, "unknown serial"),
+    Attack("signtest-probe", _header("Wechatpay-Signature", lambda f, h: "WECHATPAY/SIGNTEST/" +
+                                     h["Wechatpay-Signature"]), 400, REJECTED, "signature test probe"),
+    Attack("stale-timestamp", lambda f, t, k: f.notify(_paid(f, t.pending), timestamp=int(time.time()) - 301),
+           400, REJECTED, "stale or future timestamp"),
+    Attack("future-timestamp", lambda f, t, k: f.notify(_paid(f, t.pending), timestamp=int(time.time()) + 301),
+           400, REJECTED, "stale or future timestamp"),
+    Attack("no-timestamp", _header("Wechatpay-Timestamp", lambda f, h: None), 400, REJECTED,
+           "missing signature headers"),
+    Attack("other-signature-type", _header("Wechatpay-Signature-Type", lambda f, h: "WECHATPAY2-SM2-WITH-SM3"),
+           400, REJECTED, "unsupported signature type"),
+    Attack("order-A-resource-spliced-into-B-envelope", lambda f, t, k: _envelope(
+        f, t, lambda e: e.update(resource=json.loads(t.delivered_notify[0])["resource"]), resign=False),
+        400, REJECTED, "bad signature"),
+    Attack("tampered-ciphertext-gcm-tag-fails", lambda f, t, k: _envelope(
+        f, t, lambda e: _flip_first_byte(e), resign=True), 400, REJECTED, "resource does not decrypt"),
+    Attack("encrypted-with-another-apiv3-key", lambda f, t, k: f.notify(_paid(f, t.pending), apiv3_key="k" * 32),
+           400, REJECTED, "resource does not decrypt"),
+    Attack("wrong-app-id", lambda f, t, k: _valid(f, t.pending, appid="wx0000000000000000"), 400, REJECTED,
+           "wrong app id"),
+    Attack("amount-as-float", _amount(9.9), 400, REJECTED, "bad amount.total"),
+    Attack("amount-as-float-string", _amount("9.90"), 400, REJECTED, "bad amount.total"),
+    Attack("amount-as-string", _amount("990"), 400, REJECTED, "bad amount.total"),
+    Attack("amount-as-array", _amount([990]), 400, REJECTED, "bad amount.total"),
+    Attack("amount-as-bool", _amount(True), 400, REJECTED, "bad amount.total"),
+    Attack("amount-huge", _amount(10**30), 400, REJECTED, "bad amount.total"),
+    Attack("amount-negative", _amount(-990), 400, REJECTED, "bad amount.total"),
+    Attack("NUL-in-out-trade-no", lambda f, t, k: _valid(f, t.pending, out_trade_no=t.pending["order_id"] + "\x00"),
+           400, REJECTED, "bad out_trade_no"),
+    Attack("non-ASCII-out-trade-no", lambda f, t, k: _valid(f, t.pending, out_trade_no="订单" + t.pending["order_id"]),
+           400, REJECTED, "bad out_trade_no"),
+    Attack("huge-out-trade-no", lambda f, t, k: _valid(f, t.pending, out_trade_no="a" * 20000), 400, REJECTED,
+           "bad out_trade_no"),
+    Attack("NUL-in-mchid", lambda f, t, k: _valid(f, t.pending, mchid=f.keys.mchid + "\x00"), 400, REJECTED,
+           "bad mchid"),
+    Attack("deeply-nested-body", _signed_body(b"[" * 20000 + b"]" * 20000), 400, REJECTED, "malformed JSON"),
+    Attack("body-not-UTF-8", _signed_body(b'{"id":"\xff\xfe"}'), 400, REJECTED, "malformed JSON"),
+    Attack("unsupported-event-type", lambda f, t, k: f.notify(_paid(f, t.pending), event_type="TRANSACTION.CLOSED"),
+           400, REJECTED, "unsupported event type"),
+    # Signed by WeChat and decrypted: judged against the order (miaofa.payments.judge).
+    Attack("wrong-amount", _amount(1), 204, "stray", "wrong_amount", "pending"),
+    Attack("wrong-currency", _amount(990, "USD"), 204, "stray", "wrong_amount", "pending"),
+    Attack("wrong-mchid", lambda f, t, k: _valid(f, t.pending, mchid="1900000999"), 400, "foreign",
+           "another merchant", "pending"),
+    Attack("unknown-order", lambda f, t, k: _valid(f, t.pending, out_trade_no=_order_id()), 204, "stray",
+           "unknown_order"),
+    Attack("replay-of-order-A-notify-meant-for-B", lambda f, t, k: t.delivered_notify, 204, "duplicate", "paid",
+           "delivered"),
+    Attack("trade-state-NOTPAY", lambda f, t, k: f.notify(f.transaction(f.trades[t.pending["order_id"]])), 204,
+           "ignored", "pending", "pending"),
+    Attack("trade-state-CLOSED", lambda f, t, k: f.notify(f.transaction(f.trades[t.pending["order_id"]],
+                                                                          trade_state="CLOSED")),
+           204, "ignored", "closed", "pending"),
+    Attack("trade-state-PAYERROR", lambda f, t, k: f.notify(f.transaction(f.trades[t.pending["order_id"]],
+                                                                            trade_state="PAYERROR")),
+           204, "ignored", "closed", "pending"),
+    Attack("REFUND.SUCCESS-after-delivery", _refund_notify, 204, "ignored", "refunded", "delivered"),
+    Attack("duplicate-paid-notify-after-delivery", lambda f, t, k: _valid(f, t.delivered), 204, "duplicate", "paid",
+           "delivered"),
+]
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.id for a in ATTACKS])
+async def test_forged_and_odd_notifies_change_nothing(module_shop: Shop, targets: Targets, other_key,
+                                                      attack: Attack) -> None:
+    shop = module_shop
+    body, headers = attack.build(shop.fake, targets, other_key)
+    async with shop.stack.sessionmaker() as session:
+        last = await session.scalar(select(func.coalesce(func.max(NotifyLog.id), 0)))
+    answer = await shop.stack.http.post("/payments/wechat/notify", content=body, headers=headers)
+
+    if attack.status == 400:
+        message = attack.detail if attack.outcome == REJECTED else "not ours"
+        assert (answer.status_code, answer.json()) == (400, {"code": "FAIL", "message": message})
+    else:
+        assert (answer.status_code, answer.content) == (204, b"")
+    async with shop.stack.sessionmaker() as session:
+        rows = list(await session.scalars(select(NotifyLog).where(NotifyLog.id > last, NotifyLog.gateway == "wechat")))
+        payment = await session.scalar(select(Payment).where(Payment.order_id == targets.pending["order_id"]))
+    named = getattr(targets, attack.order)["order_id"] if attack.order else None
+    assert [(row.outcome, row.detail, row.order_id) for row in rows] == [(attack.outcome, attack.detail, named)]
+    # Nothing changed: the unpaid order still waits, the paid one was delivered once.
+    view = await shop.stack.view(targets.pending)
+    assert view["status"] == "awaiting_payment" and "paid" not in [e["stage"] for e in view["timeline"]]
+    assert payment is not None and payment.status == "pending"
+    assert await shop.stack.stock(targets.pending["sku"]) == {"available": 0, "reserved": 1, "sold": 0, "refunded": 0}
+    assert await shop.delivered_once(targets.delivered)
