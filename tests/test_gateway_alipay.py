@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from urllib.parse import parse_qsl, urlsplit
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -83,7 +84,8 @@ async def test_page_pay_url_is_signed_and_opens_the_cashier(fake, gateway, app_k
     assert set(params) == {"app_id", "method", "format", "charset", "sign_type", "timestamp", "version", "biz_content",
                            "notify_url", "return_url", "sign"}
     assert (params["method"], params["sign_type"], params["charset"]) == ("alipay.trade.page.pay", "RSA2", "utf-8")
-    assert datetime.strptime(params["timestamp"], "%Y-%m-%d %H:%M:%S")
+    sent_at = datetime.strptime(params["timestamp"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZoneInfo("Asia/Shanghai"))
+    assert abs(sent_at - datetime.now(timezone.utc)) < timedelta(minutes=1)
     assert params["biz_content"] == ('{"out_trade_no":"page-0001","total_amount":"9.90","subject":"卡密 {x} & more",'
                                      '"time_expire":"2026-01-02 11:04:05","product_code":"FAST_INSTANT_TRADE_PAY"}')
     assert params["return_url"] == "http://shop.test/orders/o?token=t"
