@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 from temporalio.worker import UnsandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -21,6 +22,7 @@ from miaofa.db.engine import make_engine, make_sessionmaker
 from miaofa.gateways.base import Gateway
 from miaofa.gateways.registry import build_gateways
 from miaofa.mailer import Mailer
+from miaofa.messaging.dispatcher import Dispatcher
 from miaofa.settings import Settings, get_settings
 from miaofa.schedules import apply_reconcile_schedule
 from miaofa.temporal import connect, metrics_runtime
@@ -74,13 +76,25 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log = logging.getLogger("miaofa.worker")
+    dispatcher = outbox_dispatcher(settings, make_sessionmaker(engine), vault, runtime)
     try:
         async with worker:  # on exit: stop polling, let running activities finish
             log.info("worker polling task queue %s", contract.TASK_QUEUE)
+            sending = asyncio.create_task(dispatcher.run(stop), name="outbox")
             await stop.wait()
             log.info("worker stopping")
+            await sending  # it ends its round: a send cut short would only be sent again
     finally:
+        await dispatcher.aclose()
         await engine.dispose()
+
+
+def outbox_dispatcher(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault,
+                      runtime: Runtime | None = None) -> Dispatcher:
+    """Sends the outbox's emails and webhooks from this process (any number of workers may)."""
+    return Dispatcher(sessionmaker, vault, Mailer(settings.smtp_url, settings.mail_from), shop_url=settings.api_url,
+                      webhook_url=settings.webhook_url, webhook_secret=settings.webhook_secret,
+                      meter=runtime.metric_meter if runtime else None)
 
 
 if __name__ == "__main__":

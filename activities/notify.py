@@ -1,13 +1,15 @@
-"""Telling the buyer: the delivery email, with the keys decrypted only here."""
+"""Telling the buyer: the delivery email (text and HTML, in the order's language), with the keys
+decrypted only here. The other emails go through the outbox (miaofa.messaging.dispatcher)."""
 
 import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from miaofa import inventory, orders
+from miaofa import catalog, inventory, orders
 from miaofa import steps as s
 from miaofa.mailer import Mailer
+from miaofa.messaging import emails
 from miaofa.vault import Vault
 
 log = logging.getLogger("miaofa.activities.notify")
@@ -26,15 +28,14 @@ class NotifyActivities:
         async with self.sessionmaker() as session:
             order = await orders.get_order(session, step.order_id)
             keys = await inventory.delivered_keys(session, self.vault, step.order_id)
+            product = await catalog.product_by_id(session, order.product_id)
         if not self.mailer.configured:
             stage = "email_skipped"
         else:
-            token = self.vault.order_token(order.id)
-            body = "\n".join([
-                f"Thank you for your order {order.id}.", "", "Your keys:", *keys, "",
-                f"Order page: {self.shop_url}/orders/{order.id}?token={token}",
-            ])
-            await self.mailer.send(order.email, f"Your order {order.id}", body)
+            link = emails.order_link(self.shop_url, order.id, self.vault.order_token(order.id))
+            info = emails.OrderInfo(order.id, link, product.name, order.quantity, order.amount_cents, order.currency)
+            mail = emails.delivery(info, keys, order.lang)
+            await self.mailer.send(order.email, mail.subject, mail.text, mail.html)
             stage = "email_sent"
         log.info("delivery email %s for order %s", stage.removeprefix("email_"), order.id)
         async with self.sessionmaker.begin() as session:

@@ -9,9 +9,9 @@ from miaofa.errors import Conflict, NotFound
 
 
 async def create_product(session: AsyncSession, *, sku: str, name: str, price_cents: int, currency: str,
-                         delivery_sla_seconds: int = 60) -> Product:
+                         delivery_sla_seconds: int = 60, webhook_url: str | None = None) -> Product:
     product = Product(sku=sku, name=name, price_cents=price_cents, currency=currency.upper(),
-                      delivery_sla_seconds=delivery_sla_seconds)
+                      delivery_sla_seconds=delivery_sla_seconds, webhook_url=webhook_url)
     session.add(product)
     try:
         await session.flush()
@@ -24,6 +24,13 @@ async def get_product(session: AsyncSession, sku: str) -> Product:
     product = await session.scalar(select(Product).where(Product.sku == sku))
     if product is None:
         raise NotFound(f"no product with sku {sku!r}", error="unknown_product")
+    return product
+
+
+async def product_by_id(session: AsyncSession, product_id: int) -> Product:
+    product = await session.get(Product, product_id)
+    if product is None:
+        raise NotFound(f"no product with id {product_id}", error="unknown_product")
     return product
 
 

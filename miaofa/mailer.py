@@ -17,12 +17,15 @@ class Mailer:
         self._password = unquote(parsed.password) if parsed and parsed.password else None
         self.sender = sender
 
-    async def send(self, to: str, subject: str, body: str) -> None:
+    async def send(self, to: str, subject: str, body: str, html: str | None = None) -> None:
         """Send to exactly one recipient: `to` is the envelope's only RCPT, whatever the To header
-        would parse into (`a@x.io,b@y.io` is one odd address here, never two recipients)."""
+        would parse into (`a@x.io,b@y.io` is one odd address here, never two recipients).
+        With `html`, the message is multipart/alternative: the text part first, then the HTML."""
         message = EmailMessage()
         message["From"], message["To"], message["Subject"] = self.sender, to, subject
         message.set_content(body)
+        if html is not None:
+            message.add_alternative(html, subtype="html")
         await asyncio.to_thread(self._send, message, to)
 
     def _send(self, message: EmailMessage, to: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from miaofa import inventory
+from miaofa import inventory, outbox
 from miaofa.db.models import Coupon, Order, OrderEvent, Payment
 from miaofa.errors import OrderNotFound
 from miaofa.vault import Vault
@@ -14,17 +14,25 @@ from miaofa.vault import Vault
 
 async def add_event(session: AsyncSession, order_id: str, stage: str, at: datetime,
                     detail: dict[str, Any] | None = None, *, once: bool = True) -> None:
-    """Append a stage to the timeline; with once=True a retried step does not write it twice."""
+    """Append a stage to the timeline; with once=True a retried step does not write it twice.
+
+    The emails and webhooks a stage causes are queued here too, in the same transaction (miaofa.outbox)."""
     if once:
         seen = await session.scalar(select(OrderEvent.id).where(OrderEvent.order_id == order_id,
                                                                 OrderEvent.stage == stage).limit(1))
         if seen is not None:
             return
     session.add(OrderEvent(order_id=order_id, stage=stage, at=at, detail=detail or {}))
+    outbox.on_stage(session, order_id, stage, at)
 
 
 async def set_status(session: AsyncSession, order_id: str, status: str, **values: Any) -> None:
     await session.execute(update(Order).where(Order.id == order_id).values(status=status, **values))
+
+
+async def set_lang(session: AsyncSession, order_id: str, lang: str) -> None:
+    """The buyer's language for emails, set once by the API after the order opened."""
+    await session.execute(update(Order).where(Order.id == order_id, Order.lang.is_(None)).values(lang=lang))
 
 
 async def get_order(session: AsyncSession, order_id: str) -> Order:

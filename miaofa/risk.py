@@ -293,3 +293,25 @@ class Guards:
         self.admission = Admission(Limits.from_settings(settings), settings.vault_key)
         self.streams = Slots(settings.sse_max_streams_per_ip)
         self.check_payment = MinInterval(settings.check_payment_interval_seconds)
+
+
+class LookupRate:
+    """`POST /orders/lookup`: per client address in a sliding minute, per email in a sliding hour.
+
+    Counted alike whether the email has orders or not, so the limit reveals nothing."""
+
+    def __init__(self, settings) -> None:
+        self._per_ip = SlidingWindow(settings.lookup_rate_per_ip_per_minute, 60.0)
+        self._per_email = SlidingWindow(settings.lookup_rate_per_email_per_hour, 3600.0)
+
+    def check(self, client: str | None, buyer_hash: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if client is not None and (wait := self._per_ip.wait(client, now)):
+            raise TooManyRequests(f"too many lookups from your address; try again in {int(wait + 0.999)} s",
+                                  retry_after=wait)
+        if wait := self._per_email.wait(buyer_hash, now):
+            raise TooManyRequests(f"too many lookups for this email; try again in {int(wait + 0.999)} s",
+                                  retry_after=wait)
+        if client is not None:
+            self._per_ip.hit(client, now)
+        self._per_email.hit(buyer_hash, now)

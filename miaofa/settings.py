@@ -3,7 +3,7 @@
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from miaofa.gateways.config import (
@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     worker_metrics_address: str = "127.0.0.1:9464"  # the worker's Prometheus /metrics; "" turns it off
     smtp_url: str = ""
     mail_from: str = "Miaofa <shop@miaofa.localhost>"
+    mail_catcher_port: int = 1025  # `miaofa up` without SMTP_URL: a local catch-all SMTP server, mail under data/mail/
+    webhook_url: str = ""  # merchant webhook for order events (a product's own webhook_url wins); http(s) only
+    webhook_secret: str = ""  # signs webhooks (Miaofa-Signature); required with any webhook URL
+    lookup_rate_per_ip_per_minute: int = 5  # POST /orders/lookup per client address (per API process)
+    lookup_rate_per_email_per_hour: int = 3  # POST /orders/lookup per email (per API process)
     log_level: str = "INFO"
     max_json_body_bytes: int = 64 * 1024  # every request body not listed below (JSON APIs)
     max_notify_body_bytes: int = 64 * 1024  # a gateway notify
@@ -128,7 +133,31 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc).removeprefix("MIAOFA_VAULT_KEY ")) from None
         return value
 
-    @field_validator("api_port", "sim_port", "pg_port", "temporal_ui_port")
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url_http(cls, value: str) -> str:
+        from miaofa.messaging.webhooks import url_problem
+
+        if value and (problem := url_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_real(cls, value: str) -> str:
+        if value and value.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("is a placeholder; set a real random secret")
+        if value and len(value) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> "Settings":
+        if self.webhook_url and not self.webhook_secret:
+            raise ValueError("MIAOFA_WEBHOOK_URL is set without MIAOFA_WEBHOOK_SECRET; webhooks must be signed")
+        return self
+
+    @field_validator("api_port", "sim_port", "pg_port", "temporal_ui_port", "mail_catcher_port")
     @classmethod
     def _port_in_range(cls, value: int) -> int:
         if not 1 <= value <= 65535:

@@ -30,6 +30,7 @@ from aiosmtpd.controller import Controller
 
 from miaofa.devstack.procs import free_port
 from miaofa.vault import Vault
+from tests.messaging import part
 
 # Short clocks: a lost callback is polled 2 s after the order opens, every 1 s doubling to 30 s,
 # and an unpaid order keeps its stock for the whole test.
@@ -66,7 +67,7 @@ class Mailbox:
     async def handle_DATA(self, server, session, envelope):  # aiosmtpd handler hook
         message = message_from_bytes(envelope.content)
         for to in envelope.rcpt_tos:
-            self.mails.append(Mail(to, str(message["Subject"]), message.get_payload(decode=True).decode(),
+            self.mails.append(Mail(to, str(message["Subject"]), part(message),
                                    time.monotonic()))
         return "250 OK"
 

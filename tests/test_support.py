@@ -19,6 +19,7 @@ from miaofa import contract as c
 from miaofa.db.models import AuditLog
 from miaofa.devstack.temporal import temporal_binary
 from miaofa.errors import TemporalUnavailable
+from tests.messaging import part
 from tests.stack import Stack
 
 
@@ -82,7 +83,7 @@ async def test_resend_emails_the_keys_again(dev_stack: Stack, smtp) -> None:
     assert answer.json()["detail"] == "delivery email sent again"
     sent = await _mails(mailbox, order, 2)
     assert len(sent) == 2
-    assert "RESEND-KEY-0001" in sent[1].get_payload()
+    assert "RESEND-KEY-0001" in part(sent[1])
     assert sent[1]["To"] == "buyer@example.com"
     await dev_stack.record_history(order, "support_resend")
 

@@ -1,13 +1,33 @@
 """Catalog and inventory for the merchant (admin token)."""
 
+from typing import Annotated
+
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
 
 from api import uploads
 from api.deps import AdminDep, SessionDep, StateDep
+from api.state import State
 from miaofa import audit, catalog, inventory
+from miaofa.errors import InvalidInput
+from miaofa.messaging import webhooks
 
 router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+def _webhook_url(value: str) -> str:
+    if problem := webhooks.url_problem(value):
+        raise PydanticCustomError("webhook_url", problem)
+    return value
+
+
+WebhookUrl = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_webhook_url)]
+
+
+def _require_secret(state: State, url: str | None) -> None:
+    if url and not state.settings.webhook_secret:
+        raise InvalidInput("webhook_url: set MIAOFA_WEBHOOK_SECRET first; every webhook is signed")
 
 
 class ProductCreate(BaseModel):
@@ -16,6 +36,8 @@ class ProductCreate(BaseModel):
     price_cents: int = Field(gt=0, le=10**12)
     currency: str = Field(pattern=r"^[A-Za-z]{3,8}$")
     delivery_sla_seconds: int = Field(default=60, gt=0, le=86400 * 30)
+    webhook_url: WebhookUrl | None = Field(default=None, description="this product's own merchant webhook "
+                                           "(else MIAOFA_WEBHOOK_URL); http(s) only")
 
 
 class ProductPublic(BaseModel):
@@ -24,6 +46,11 @@ class ProductPublic(BaseModel):
     price_cents: int
     currency: str
     delivery_sla_seconds: int
+    webhook_url: str | None = None
+
+
+class WebhookSet(BaseModel):
+    webhook_url: WebhookUrl | None = Field(description="the product's webhook; null: MIAOFA_WEBHOOK_URL again")
 
 
 class ImportAnswer(BaseModel):
@@ -41,6 +68,7 @@ class StockAnswer(BaseModel):
 @router.post("/products", status_code=201)
 async def create_product(body: ProductCreate, actor: AdminDep, session: SessionDep, state: StateDep) -> ProductPublic:
     """Create a product."""
+    _require_secret(state, body.webhook_url)
     product = await catalog.create_product(session, **body.model_dump())
     audit.record(session, actor, "product.create", product.sku)
     await session.commit()
@@ -78,6 +106,18 @@ async def import_keys(sku: str, request: Request, actor: AdminDep, session: Sess
     await session.commit()
     await state.hot.refresh()
     return ImportAnswer(imported=result.imported, duplicates=result.duplicates)
+
+
+@router.put("/products/{sku}/webhook")
+async def set_webhook(sku: str, body: WebhookSet, actor: AdminDep, session: SessionDep, state: StateDep
+                      ) -> ProductPublic:
+    """Set (or, with null, clear) the product's own webhook URL; events already queued use it too."""
+    _require_secret(state, body.webhook_url)
+    product = await catalog.get_product(session, sku)
+    product.webhook_url = body.webhook_url
+    audit.record(session, actor, "product.webhook", sku, set=body.webhook_url is not None)
+    await session.flush()
+    return ProductPublic.model_validate(product, from_attributes=True)
 
 
 @router.get("/products/{sku}/stock")

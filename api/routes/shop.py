@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.encoders import jsonable_encoder
@@ -26,6 +26,7 @@ from api.state import State
 from miaofa import contract as c, coupons, orders, risk
 from miaofa import errors
 from miaofa.errors import OrderTimeout, InvalidInput, MiaofaError, NotFound, OrderNotFound, SoldOut, TooManyRequests, Unavailable
+from miaofa.messaging.emails import pick_lang
 from miaofa.text import control_character, email_problem
 
 router = APIRouter(tags=["shop"])
@@ -55,6 +56,8 @@ class OrderCreate(BaseModel):
         description="one address (name@domain); no display name, no list")
     gateway: Annotated[str, Plain, Field(max_length=32)] = "simulator"
     coupon_code: Annotated[str | None, Plain] = Field(default=None, min_length=1, max_length=40)
+    lang: Literal["zh", "en"] | None = Field(
+        default=None, description="language of the buyer's emails; else from Accept-Language, else both")
 
 
 def _plain(name: str, value: str) -> str:
@@ -194,6 +197,9 @@ async def _create_order(body: OrderCreate, request: Request, state: State, idemp
         raise InvalidInput("this Idempotency-Key was used for another order (different product or quantity)",
                            error="idempotency_key_reused")
     assert opened.expires_at is not None
+    if lang := pick_lang(body.lang, request.headers.get("accept-language")):
+        async with state.sessionmaker.begin() as session:
+            await orders.set_lang(session, order_id, lang)
     payment = opened.payment  # None when a coupon made the order free: nothing to pay
     return JSONResponse(status_code=201, content={
         "order_id": order_id, "access_token": state.vault.order_token(order_id), "status": opened.status,

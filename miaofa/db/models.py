@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -45,6 +46,7 @@ class Product(Base):
     price_cents: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(8))
     delivery_sla_seconds: Mapped[int] = mapped_column(Integer, default=60)
+    webhook_url: Mapped[str | None] = mapped_column(String(500), nullable=True)  # else MIAOFA_WEBHOOK_URL
     created_at: Mapped[datetime] = created_at_column()
 
     __table_args__ = (
@@ -92,12 +94,43 @@ class Order(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lang: Mapped[str | None] = mapped_column(String(8), nullable=True)  # zh | en; unset: emails in both
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
 
     __table_args__ = (CheckConstraint("amount_cents >= 0", name="amount_not_negative"),)
+
+
+class OutboxMessage(Base):
+    """A message to send (email or merchant webhook), written in the transaction of what causes it.
+
+    Only ids are stored: the sender reads the order (and decrypts what it must) at send time, so no
+    key, coupon code or email address sits here. event_id is the webhook's idempotency key."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(32), unique=True)
+    channel: Mapped[str] = mapped_column(String(16))  # email | webhook
+    topic: Mapped[str] = mapped_column(String(40))  # e.g. order.paid, email.refunded, email.lookup
+    order_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    buyer_hash: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_error: Mapped[str] = mapped_column(String(80), default="")
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (
+        CheckConstraint("channel in ('email','webhook')", name="channel_known"),
+        CheckConstraint("status in ('pending','sent','skipped','failed')", name="status_known"),
+        Index("ix_outbox_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        Index("ix_outbox_order", "order_id"),
+    )
 
 
 class OrderEvent(Base):

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 from rich.console import Console
@@ -50,11 +51,13 @@ def _wait_healthy(url: str, children: dict[str, subprocess.Popen], timeout: floa
     raise TimeoutError(f"{url} was not healthy within {timeout:.0f} s")
 
 
-def _check_ports_free(settings: Settings, own_database: bool) -> None:
+def _check_ports_free(settings: Settings, own_database: bool, catch_mail: bool = False) -> None:
     ports = {"API": settings.api_port, "simulator": settings.sim_port,
              "Temporal": int(settings.temporal_address.rsplit(":", 1)[1]), "Temporal UI": settings.temporal_ui_port}
     if own_database:
         ports["PostgreSQL"] = settings.pg_port
+    if catch_mail:
+        ports["mail catcher"] = settings.mail_catcher_port
     for name, port in ports.items():
         if procs.port_open("127.0.0.1", port):
             raise RuntimeError(f"port {port} ({name}) is already in use; is another `miaofa up` running?")
@@ -80,6 +83,9 @@ def run_up(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     own_database = not os.environ.get("MIAOFA_DATABASE_URL")
     settings = with_dev_defaults(settings, create=True)  # generates the dev secrets on first start
+    catch_mail = not settings.smtp_url  # no SMTP relay: mail is caught locally under data/mail/
+    if catch_mail:
+        settings = settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{settings.mail_catcher_port}"})
     data = settings.data_dir.resolve()
     logs = data / "logs"
     make_private(data)
@@ -89,7 +95,7 @@ def run_up(settings: Settings) -> int:
     postgres: LocalPostgres | None = None
     code = 0
     try:
-        _check_ports_free(settings, own_database)
+        _check_ports_free(settings, own_database, catch_mail)
         if own_database:
             console.print("Starting PostgreSQL…")
             postgres = LocalPostgres(data / "postgres", settings.pg_port, logs / "postgres.log",
@@ -110,6 +116,11 @@ def run_up(settings: Settings) -> int:
         if postgres is not None:
             starters["postgres"] = postgres.spawn
         env = child_env(settings)
+        if catch_mail:
+            mail_args = [sys.executable, "-m", "miaofa.devstack.mailcatch", "--port", str(settings.mail_catcher_port),
+                         "--dir", str(data / "mail")]
+            starters["mail"] = _starter(mail_args, logs / "mail.log", env)
+            children["mail"] = starters["mail"]()
         for name in ("sim", *workers, "api"):
             command = "worker" if name in workers else name
             # Extra workers serve no metrics of their own: the address is the first worker's.
@@ -117,7 +128,7 @@ def run_up(settings: Settings) -> int:
             starters[name] = _starter([sys.executable, "-m", "miaofa.cli", command], logs / f"{name}.log", child)
             children[name] = starters[name]()
         _wait_healthy(f"{settings.api_url}/healthz", children)
-        _print_ready(settings, time.monotonic() - started)
+        _print_ready(settings, time.monotonic() - started, catch_mail)
         now = time.monotonic()
         watched = [Supervised(name, start, postgres.proc if name == "postgres" else children[name], started_at=now)
                    for name, start in starters.items()]
@@ -135,7 +146,7 @@ def run_up(settings: Settings) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan anything
         children.update({child.name: child.proc for child in watched if child.name != "postgres"})
-        for name in ("api", *workers, "sim", "temporal"):
+        for name in ("api", *workers, "sim", "mail", "temporal"):
             if name in children:
                 procs.stop(children[name])
         if postgres is not None:
@@ -159,13 +170,21 @@ def _report(line: str, log: Path) -> None:
         pass
 
 
-def _print_ready(settings: Settings, seconds: float) -> None:
+def _mail_destination(settings: Settings, caught: bool) -> str:
+    if caught:
+        return f"caught locally, one .eml file each in {(Path(settings.data_dir) / 'mail').resolve()}"
+    parsed = urlparse(settings.smtp_url)
+    return f"sent through {parsed.scheme}://{parsed.hostname}:{parsed.port or ''} (SMTP_URL)"  # no password shown
+
+
+def _print_ready(settings: Settings, seconds: float, catch_mail: bool = False) -> None:
     api = settings.api_url
     console.print(f"\n[bold green]Miaofa is up[/] in {seconds:.1f} s.\n")
     console.print(f"  Shop (products)   {api}/products")
     console.print(f"  API docs          {api}/docs")
     console.print(f"  Temporal UI       http://127.0.0.1:{settings.temporal_ui_port}")
     console.print(f"  Simulator         {settings.sim_url}")
+    console.print(f"  Mail              {_mail_destination(settings, catch_mail)}")
     console.print(f"  Admin token       {settings.admin_token}")
     console.print(f"  Support token     {settings.support_token}")
     console.print(f"\n  Data and logs in {Path(settings.data_dir).resolve()}. Press Ctrl-C to stop.\n")

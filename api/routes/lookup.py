@@ -1,0 +1,51 @@
+"""`POST /orders/lookup`: a buyer who lost their links asks for them by email.
+
+The answer is the same whether or not the address has orders (202 `sent_if_any`), and the request
+does the same work either way — check, count, queue one outbox row keyed by the buyer hash — so
+neither the answer nor its timing tells who is a customer. The worker's dispatcher finds the orders
+and sends the email, or nothing when there are none.
+"""
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, Field
+
+from api.client_ip import client_ip, networks, within
+from api.deps import StateDep
+from api.routes.shop import Plain, _one_address
+from miaofa import outbox, risk
+from miaofa.errors import TooManyRequests
+from miaofa.messaging.emails import pick_lang
+
+router = APIRouter(tags=["shop"])
+
+
+class LookupRequest(BaseModel):
+    email: Annotated[str, Plain, Field(max_length=254), AfterValidator(_one_address)] = Field(
+        description="the address the orders were made with")
+    lang: Literal["zh", "en"] | None = Field(default=None, description="the email's language; else Accept-Language")
+
+
+class LookupAnswer(BaseModel):
+    status: Literal["sent_if_any"]
+
+
+@router.post("/orders/lookup", status_code=202, response_model=LookupAnswer, responses={429: {"description": "too many lookups (Retry-After)"}})
+async def lookup_orders(body: LookupRequest, request: Request, state: StateDep,
+                        accept_language: Annotated[str | None, Header()] = None) -> JSONResponse:
+    """Email the links to this address's orders (the latest 20), if it has any. The answer never says."""
+    rate = getattr(request.app.state, "lookup_rate", None)
+    if rate is None:
+        rate = request.app.state.lookup_rate = risk.LookupRate(state.settings)
+    ip = client_ip(request, state.settings.trusted_proxies)
+    client = None if within(ip, networks(state.settings.risk_exempt_networks)) else risk.client_bucket(ip)
+    buyer_hash = state.vault.buyer_hash(body.email)
+    try:
+        rate.check(client, buyer_hash)
+    except TooManyRequests as exc:
+        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=429, headers=exc.headers)
+    async with state.sessionmaker.begin() as session:
+        outbox.queue_lookup(session, buyer_hash, pick_lang(body.lang, accept_language))
+    return JSONResponse({"status": "sent_if_any"}, status_code=202)

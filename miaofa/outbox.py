@@ -1,0 +1,116 @@
+"""The transactional outbox: emails and merchant webhooks, written in the transaction of what causes them.
+
+A row is inserted beside the timeline stage that causes it (miaofa.orders.add_event), so a rolled-back
+step sends nothing and a committed one is never forgotten. The worker's dispatcher
+(miaofa.messaging.dispatcher) claims due rows with FOR UPDATE SKIP LOCKED, pushing their due time
+forward by a lease, so two dispatchers never hold the same row at once; a dispatcher that dies
+mid-send leaves the row due again when the lease ends.
+"""
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from miaofa.db.models import OutboxMessage
+
+EMAIL, WEBHOOK = "email", "webhook"
+PENDING, SENT, SKIPPED, FAILED = "pending", "sent", "skipped", "failed"
+
+# Timeline stage → what it sends. The delivery email is not here: the saga sends it itself (an
+# activity: it decrypts the keys), and support's resend re-runs it.
+STAGE_MESSAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "paid": ((WEBHOOK, "order.paid"),),
+    "delivered": ((WEBHOOK, "order.delivered"),),
+    "refunded": ((WEBHOOK, "order.refunded"), (EMAIL, "email.refunded")),
+    "coupon": ((WEBHOOK, "order.coupon_issued"), (EMAIL, "email.coupon")),
+}
+LOOKUP_TOPIC = "email.lookup"
+
+
+def on_stage(session: AsyncSession, order_id: str, stage: str, at: datetime) -> None:
+    """Queue what a newly written timeline stage sends, in the caller's transaction."""
+    for channel, topic in STAGE_MESSAGES.get(stage, ()):
+        session.add(OutboxMessage(event_id=uuid.uuid4().hex, channel=channel, topic=topic, order_id=order_id,
+                                  detail={"at": at.isoformat()}, status=PENDING, attempts=0, last_error=""))
+
+
+def queue_lookup(session: AsyncSession, buyer_hash: str, lang: str | None) -> None:
+    """The buyer asked for links to their orders: the sender finds them (if any) by the buyer hash."""
+    session.add(OutboxMessage(event_id=uuid.uuid4().hex, channel=EMAIL, topic=LOOKUP_TOPIC, buyer_hash=buyer_hash,
+                              detail={"lang": lang} if lang else {}, status=PENDING, attempts=0, last_error=""))
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    event_id: str
+    channel: str
+    topic: str
+    order_id: str | None
+    buyer_hash: str | None
+    detail: dict[str, Any]
+    attempts: int  # counting this one
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Backoff:
+    base_seconds: float = 5
+    max_seconds: float = 3600
+    give_up_seconds: float = 86400
+
+    def delay(self, attempts: int) -> float:
+        """Exponential from base, capped, with ±20 % jitter so a burst of failures spreads out."""
+        delay = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
+        return delay * random.uniform(0.8, 1.2)
+
+
+_CLAIM = text("""
+    UPDATE outbox SET next_attempt_at = now() + make_interval(secs => :lease), attempts = attempts + 1
+    WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= now()
+                 ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED)
+    RETURNING id, event_id, channel, topic, order_id, buyer_hash, detail, attempts, created_at""")
+
+
+async def claim(session: AsyncSession, limit: int, lease_seconds: float) -> list[Claimed]:
+    """Take up to `limit` due rows for `lease_seconds` (commit right after, then send)."""
+    rows = await session.execute(_CLAIM, {"limit": limit, "lease": lease_seconds})
+    return [Claimed(**row._mapping) for row in rows]
+
+
+async def finish(session: AsyncSession, message: Claimed, status: str) -> bool:
+    """Mark sent (or skipped). False when the row is no longer ours (its lease ran out and it was
+    claimed again): the newer claim decides."""
+    done = await session.execute(
+        update(OutboxMessage).where(OutboxMessage.id == message.id, OutboxMessage.attempts == message.attempts,
+                                    OutboxMessage.status == PENDING)
+        .values(status=status, sent_at=text("now()"), last_error=""))
+    return done.rowcount == 1
+
+
+async def retry_or_fail(session: AsyncSession, message: Claimed, error: str, backoff: Backoff) -> str | None:
+    """After a failed send: due again after the backoff, or failed for good past the give-up age.
+
+    Returns the new status (pending or failed), None when the row is no longer ours."""
+    age = await session.scalar(text("SELECT extract(epoch FROM now() - :created)"), {"created": message.created_at})
+    status = FAILED if float(age) >= backoff.give_up_seconds else PENDING
+    values: dict[str, Any] = {"status": status, "last_error": error[:80]}
+    if status == PENDING:
+        values["next_attempt_at"] = text(f"now() + make_interval(secs => {backoff.delay(message.attempts):.3f})")
+    done = await session.execute(
+        update(OutboxMessage).where(OutboxMessage.id == message.id, OutboxMessage.attempts == message.attempts,
+                                    OutboxMessage.status == PENDING).values(**values))
+    return status if done.rowcount == 1 else None
+
+
+async def prune(session: AsyncSession, older_than: timedelta) -> int:
+    """Sent and skipped rows are history after a while; failed ones stay for a person to look at."""
+    pruned = await session.execute(
+        text("DELETE FROM outbox WHERE status IN ('sent','skipped') AND created_at < now() - make_interval(secs => :s)"),
+        {"s": older_than.total_seconds()})
+    return pruned.rowcount
