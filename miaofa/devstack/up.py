@@ -180,7 +180,7 @@ def _mail_destination(settings: Settings, caught: bool) -> str:
 def _print_ready(settings: Settings, seconds: float, catch_mail: bool = False) -> None:
     api = settings.api_url
     console.print(f"\n[bold green]Miaofa is up[/] in {seconds:.1f} s.\n")
-    console.print(f"  Shop (products)   {api}/products")
+    console.print(f"  Shop              {api}/")
     console.print(f"  API docs          {api}/docs")
     console.print(f"  Temporal UI       http://127.0.0.1:{settings.temporal_ui_port}")
     console.print(f"  Simulator         {settings.sim_url}")

@@ -14,9 +14,13 @@
     return text;
   }
 
+  // In the reader's zone; the date only when it is not today.
   function localTime(el) {
     var at = new Date(el.getAttribute("datetime"));
-    if (!isNaN(at)) el.textContent = at.toLocaleString(lang);
+    if (isNaN(at)) return;
+    el.textContent = at.toDateString() === new Date().toDateString() ? at.toLocaleTimeString(lang)
+      : at.toLocaleString(lang);
+    el.title = at.toLocaleString(lang);
   }
 
   function timeElement(iso) {
