@@ -11,6 +11,7 @@ import httpx
 
 from api.routes.web import CSP, describe
 from api.web.i18n import Translator
+from miaofa.db.models import Order
 from miaofa.simulator import page as sim_page
 from tests.stack import Stack
 
@@ -143,7 +144,7 @@ async def test_bad_form_input_gets_a_readable_message_and_creates_nothing(dev_st
 async def test_the_form_checkout_goes_to_the_order_page_once_per_submission(dev_stack: Stack) -> None:
     sku = await _named_product(dev_stack, "Form buy", keys=3)
     email, idem = _buyer(), uuid.uuid4().hex
-    bought = await _buy(dev_stack, sku=sku, email=email, quantity="2", idem=idem)
+    bought = await _buy(dev_stack, {**EN, "Cookie": "lang=zh"}, sku=sku, email=email, quantity="2", idem=idem)
     assert bought.status_code == 303, bought.text[:300]
     location = urlsplit(bought.headers["location"])
     order_id = location.path.removeprefix("/o/")
@@ -155,6 +156,8 @@ async def test_the_form_checkout_goes_to_the_order_page_once_per_submission(dev_
     assert await dev_stack.stock(sku) == {"available": 1, "reserved": 2, "sold": 0, "refunded": 0}
     page = await dev_stack.http.get(bought.headers["location"], headers=EN)
     assert page.status_code == 200 and "Awaiting payment" in page.text
+    async with dev_stack.sessionmaker() as session:  # the emails will speak the page's language
+        assert (await session.get(Order, order_id)).lang == "zh"
 
 
 def test_refusals_read_well_in_both_languages() -> None:

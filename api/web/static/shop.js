@@ -48,7 +48,8 @@
       var data = new FormData(form);
       var body = {
         sku: data.get("sku"), email: String(data.get("email") || "").trim(),
-        quantity: parseInt(data.get("quantity"), 10), gateway: data.get("gateway")
+        quantity: parseInt(data.get("quantity"), 10), gateway: data.get("gateway"),
+        lang: document.documentElement.lang.slice(0, 2)  // the emails speak the page's language
       };
       if (!body.email) return fail(say("err.email"));
       var max = parseInt(form.dataset.max, 10);
