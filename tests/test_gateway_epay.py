@@ -17,6 +17,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select
+from starlette.datastructures import QueryParams
 
 from miaofa.db.models import NotifyLog, Payment
 from miaofa.gateways.base import GatewayError, GatewayRefused, InvalidNotify, PaymentRequest, Unsupported
@@ -127,7 +128,8 @@ async def test_create_is_a_signed_submit_link_and_no_call(fake: FakeEpay) -> Non
                       "sign": epay_sign(fields, KEY), "sign_type": "MD5"}
     assert KEY not in created.pay_url
     with pytest.raises(GatewayRefused, match="only CNY"):
-        await gateway.create_payment(PaymentRequest("o124", 990, "USD", "x", "https://shop/n", datetime.now(timezone.utc)))
+        await gateway.create_payment(PaymentRequest("o124", 990, "USD", "x", "https://shop/n",
+                                                    datetime.now(timezone.utc)))
 
 
 async def test_query_never_says_paid_and_never_logs_the_key(fake: FakeEpay, caplog) -> None:
@@ -136,7 +138,8 @@ async def test_query_never_says_paid_and_never_logs_the_key(fake: FakeEpay, capl
     fields = {"pid": PID, "type": "alipay", "out_trade_no": "q-1", "notify_url": "http://127.0.0.1:9/n",
               "name": "x", "money": "1.00"}
     async with httpx.AsyncClient() as browser:
-        await browser.get(fake.url + "/submit.php", params={**fields, "sign": epay_sign(fields, KEY)})  # type: ignore[attr-defined]
+        submit = fake.url + "/submit.php"  # type: ignore[attr-defined]
+        await browser.get(submit, params={**fields, "sign": epay_sign(fields, KEY)})
     assert (await gateway.query("q-1", "q-1")).status == "pending"
     fake.drop_notifies = True
     try:
@@ -165,6 +168,18 @@ async def test_close_is_unsupported_refund_reasons_and_errors_without_the_key(fa
     sock.close()
     await gateway.aclose()
     await dead.aclose()
+
+
+async def test_a_stored_get_notify_replays(fake: FakeEpay) -> None:
+    # `miaofa notify replay` hands a GET notify back as QueryParams of its stored query string.
+    fields = {"pid": PID, "trade_no": "9", "out_trade_no": "o9", "type": "alipay", "name": "卡密", "money": "1.00",
+              "trade_status": "TRADE_SUCCESS"}
+    query = QueryParams(urlencode({**fields, "sign": epay_sign(fields, KEY), "sign_type": "MD5"}))
+    notice = await _gateway(fake).verify_notify({}, b"", query)
+    assert (notice.payment_id, notice.order_id, notice.merchant_id, notice.status, notice.amount_cents,
+            notice.currency, notice.event_id) == ("o9", "o9", PID, "paid", 100, "CNY", "9")
+    with pytest.raises(InvalidNotify, match="repeated field"):
+        await _gateway(fake).verify_notify({}, b"", QueryParams(str(query) + "&money=1.00"))
 
 
 @pytest.mark.parametrize("query, body", [

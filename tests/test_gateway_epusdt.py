@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -94,7 +93,8 @@ def test_numbers_are_written_as_go_formats_them(json_number: str, go_text: str) 
 def test_signing_matches_a_go_formatted_example_by_hand() -> None:
     body = (b'{"trade_id":"202411250001","order_id":"O1","amount":9.90,"actual_amount":1.375,"token":"TX1",'
             b'"block_transaction_id":"0xab","signature":"","status":2}')
-    content = "actual_amount=1.375&amount=9.9&block_transaction_id=0xab&order_id=O1&status=2&token=TX1&trade_id=202411250001"
+    content = ("actual_amount=1.375&amount=9.9&block_transaction_id=0xab&order_id=O1&status=2&token=TX1"
+               "&trade_id=202411250001")
     by_hand = hashlib.md5((content + "TOKEN").encode()).hexdigest()
     data = parse_json(body)
     assert sign_content(data) == content
@@ -125,6 +125,10 @@ async def test_create_check_status_and_the_duplicate_order(fake: FakeEpusdt, cap
     finally:
         fake.drop_callbacks = False
     assert (await gateway.query(created.payment_id, "u-1")).status == "pending"
+    notice = await gateway.verify_notify({}, fake.sent[-1], {})
+    assert (notice.payment_id, notice.order_id, notice.merchant_id, notice.status, notice.amount_cents,
+            notice.currency, notice.event_id) == (created.payment_id, "u-1", "", "paid", 1990, "CNY",
+                                                  fake.trades[created.payment_id].block_transaction_id)
     assert f"the gateway reports trade {created.payment_id} paid; delivery waits for its signed callback" in caplog.text
     fake.trades[created.payment_id].status = 3
     assert (await gateway.query(created.payment_id, "u-1")).status == "closed"
@@ -214,7 +218,8 @@ async def test_duplicated_reordered_and_replayed_callbacks_deliver_once(stack: S
     assert (replay.status_code, replay.text) == (400, "fail")
     await asyncio.sleep(0.5)
     assert await _logged_since(stack, last) == [("duplicate", "paid", a["order_id"])] * 3 + [
-        ("ignored", "pending", a["order_id"]), ("ignored", "closed", a["order_id"]), ("rejected", "bad signature", None)]
+        ("ignored", "pending", a["order_id"]), ("ignored", "closed", a["order_id"]),
+        ("rejected", "bad signature", None)]
     view_a, view_b = await stack.view(a), await stack.view(b)
     assert _stages(view_a).count("delivered") == 1 and len(view_a["keys"]) == 1
     assert (view_b["status"], view_b["keys"]) == ("awaiting_payment", [])
@@ -226,7 +231,8 @@ async def test_duplicated_reordered_and_replayed_callbacks_deliver_once(stack: S
 
 def _body(fake: FakeEpusdt, order: dict, api_token: str = TOKEN, **changes: Any) -> bytes:
     trade = fake.trade_of(order["order_id"])
-    fields = fake.callback_fields(trade, api_token=api_token, **{"status": 2, "block_transaction_id": "0xfeed", **changes})
+    fields = fake.callback_fields(trade, api_token=api_token,
+                                  **{"status": 2, "block_transaction_id": "0xfeed", **changes})
     return go_json(fields)
 
 
@@ -242,7 +248,8 @@ def _empty_key_signature(fake: FakeEpusdt, order: dict) -> str:
 
 ATTACKS: dict[str, tuple[Any, tuple[int, str, str, str]]] = {
     "bad-signature": (lambda f, o: _resigned(_body(f, o), "0" * 32), (400, "fail", "rejected", "bad signature")),
-    "another-token": (lambda f, o: _body(f, o, api_token="someone-elses-token"), (400, "fail", "rejected", "bad signature")),
+    "another-token": (lambda f, o: _body(f, o, api_token="someone-elses-token"),
+                      (400, "fail", "rejected", "bad signature")),
     "empty-key": (lambda f, o: _resigned(_body(f, o), _empty_key_signature(f, o)),
                   (400, "fail", "rejected", "bad signature")),
     "uppercase-md5": (lambda f, o: _resigned(_body(f, o), parse_json(_body(f, o))["signature"].upper()),
@@ -298,3 +305,16 @@ async def test_attack_changes_nothing(stack: Stack, fake: FakeEpusdt, target: di
     assert await _payment_status(stack, target) == "pending"
     assert await stack.stock(view["sku"]) == {"available": 0, "reserved": 1, "sold": 0, "refunded": 0}
     assert fake.trade_of(target["order_id"]).status == 1
+
+
+async def test_a_support_refund_is_refused_and_the_order_stays_delivered(stack: Stack, fake: FakeEpusdt) -> None:
+    order = await _ordered(stack)
+    await fake.pay(fake.trade_of(order["order_id"]).trade_id)
+    await stack.wait_status(order, "delivered")
+    answer = await stack.http.post(f"/support/orders/{order['order_id']}/refund", headers=stack.support,
+                                   json={"reason": "buyer asks"})
+    # USDT goes back by hand: the shop's refund stops before anything changes (keys stay sold).
+    assert (answer.status_code, answer.json()["error"]) == (409, "refused")
+    view = await stack.view(order)
+    assert (view["status"], len(view["keys"])) == ("delivered", 1)
+    assert "refunded" not in _stages(view)

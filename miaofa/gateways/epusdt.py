@@ -230,7 +230,7 @@ class EpusdtGateway:
             return Notice(payment_id=_id(data, "trade_id"), order_id=_id(data, "order_id"),
                           merchant_id=self.merchant_id, status=CALLBACK_STATUSES[status],
                           amount_cents=to_minor(amount, CURRENCY), currency=CURRENCY, paid_at=self._clock(),
-                          event_id=block if _is_id(block) else None)
+                          event_id=block if _is_id(block, MAX_VALUE_CHARS) else None)
         except (MoneyError, ValueError) as exc:
             raise InvalidNotify(f"malformed callback ({exc})") from None
 
@@ -263,8 +263,8 @@ class EpusdtGateway:
         return data
 
 
-def _is_id(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS and value.isascii() and value.isprintable()
+def _is_id(value: object, max_chars: int = MAX_ID_CHARS) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= max_chars and value.isascii() and value.isprintable()
 
 
 def _id(data: Mapping[str, Any], key: str) -> str:

@@ -79,7 +79,8 @@ class FakeEpay:
     # ---- the operator's pages ----
 
     async def _submit(self, request: Request) -> Response:
-        fields = dict(request.query_params) if request.method == "GET" else dict(parse_qsl((await request.body()).decode()))
+        body = (await request.body()).decode()
+        fields = dict(request.query_params) if request.method == "GET" else dict(parse_qsl(body))
         if fields.get("pid") != self.pid or fields.get("sign") != epay_sign(fields, self.key):
             return HTMLResponse("签名校验失败", status_code=400)
         order = self.orders.get(fields["out_trade_no"])
@@ -88,7 +89,8 @@ class FakeEpay:
                               fields["money"], fields["notify_url"], fields.get("return_url", ""))
             self.orders[order.out_trade_no] = order
         return HTMLResponse(f"<p>{escape(order.name)} ¥{escape(order.money)}</p>"
-                            f'<form method="post" action="/pay/{escape(order.out_trade_no)}"><button>pay</button></form>')
+                            f'<form method="post" action="/pay/{escape(order.out_trade_no)}">'
+                            "<button>pay</button></form>")
 
     async def _pay_control(self, request: Request) -> Response:
         sent = await self.pay(request.path_params["out_trade_no"])
@@ -109,8 +111,8 @@ class FakeEpay:
         if order is None:
             return JSONResponse({"code": -1, "msg": "订单号不存在"})
         if act == "order":
-            return JSONResponse({"code": 1, "msg": "succ", "trade_no": order.trade_no, "out_trade_no": order.out_trade_no,
-                                 "type": order.type, "pid": self.pid, "name": order.name, "money": order.money,
+            return JSONResponse({"code": 1, "msg": "succ", "trade_no": order.trade_no,
+                                 "out_trade_no": order.out_trade_no, "type": order.type, "pid": self.pid, "name": order.name, "money": order.money,
                                  "status": order.status})
         money = Decimal(fields.get("money", "0"))
         if order.status != 1 or money <= 0 or order.refunded + money > Decimal(order.money):

@@ -99,7 +99,8 @@ class FakeEpusdt:
         """BEpusdt's other callbacks: 1 every minute while waiting, 3 on expiry (actual_amount a string)."""
         trade = self.trades[trade_id]
         trade.status = status
-        return await self._send(trade, go_json(self.callback_fields(trade, actual_amount=go_float(trade.actual_amount))))
+        fields = self.callback_fields(trade, actual_amount=go_float(trade.actual_amount))
+        return await self._send(trade, go_json(fields))
 
     async def post(self, trade: Trade, body: bytes) -> httpx.Response:
         return await self._http.post(trade.notify_url, content=body, headers={"Content-Type": "application/json"})
