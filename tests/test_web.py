@@ -196,6 +196,19 @@ async def test_the_order_page_shows_the_pay_link_then_the_keys(dev_stack: Stack)
     assert 'href="/o/' + order["order_id"] + "?token=" + order["access_token"] + '&amp;lang=en"' in done.text
 
 
+async def test_a_cancelled_order_says_so_and_offers_no_payment(dev_stack: Stack) -> None:
+    sku = await _named_product(dev_stack, "Cancelled", keys=1)
+    order = await dev_stack.ordered(sku, email=_buyer())
+    cancelled = await dev_stack.http.post(f"/support/orders/{order['order_id']}/cancel", headers=dev_stack.support)
+    assert cancelled.status_code == 200, cancelled.text
+    page = (await dev_stack.http.get(f"/o/{order['order_id']}", params={"token": order["access_token"]},
+                                     headers=ZH)).text
+    assert '<span class="badge status-cancelled" id="status">已取消</span>' in page
+    assert '<p class="message" id="message">此订单已取消，无需付款。</p>' in page
+    assert 'id="pay" hidden' in page and order["payment"]["pay_url"] not in page
+    assert 'data-live="no"' in page  # settled: the page opens no event stream
+
+
 async def test_a_wrong_or_missing_token_is_a_readable_404_that_reveals_nothing(dev_stack: Stack) -> None:
     sku = await _named_product(dev_stack, "Hidden order", keys=1)
     order = await dev_stack.ordered(sku, email=_buyer())
