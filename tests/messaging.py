@@ -11,6 +11,7 @@ from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
 
+import httpx
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -44,7 +45,7 @@ def readme_verify() -> Callable:
 
 @dataclass
 class Hit:
-    headers: dict[str, str]
+    headers: httpx.Headers  # case-insensitive, as a receiver's framework gives them
     body: bytes
     at: float
 
@@ -59,12 +60,13 @@ class Receiver:
 
     def app(self) -> Starlette:
         async def hook(request: Request) -> Response:
-            self.hits.append(Hit({k.lower(): v for k, v in request.headers.items()}, await request.body(),
+            self.hits.append(Hit(httpx.Headers(request.headers.raw), await request.body(),
                                  time.monotonic()))
+            status = self.answers.pop(0) if self.answers else 200  # decided on arrival, in order
             delay = self.delay(len(self.hits)) if callable(self.delay) else self.delay
             if delay:
                 await asyncio.sleep(delay)
-            return Response(status_code=self.answers.pop(0) if self.answers else 200)
+            return Response(status_code=status)
 
         return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
 
