@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from wechatpayv3.utils import aes_decrypt, build_authorization
 
 from miaofa.db.models import NotifyLog, OrderEvent, Payment
-from miaofa.gateways.base import (GatewayError, GatewayRefused, InvalidNotify, Notice, PaymentRequest,
+from miaofa.gateways.base import (GatewayError, GatewayRefused, Notice, PaymentRequest,
                                   PaymentState, Unsupported)
 from miaofa.gateways.registry import build_gateways
 from miaofa.gateways.wechat import WechatGateway
-from miaofa.gateways.wechat_crypto import encrypt, rsa_sign, signed_message
+from miaofa.gateways.wechat_crypto import encrypt
 from miaofa.settings import Settings
 from tests.conftest import stack_settings
 from tests.fakes.wechat import CHINA, FakeWechat, Mode, Trade, WechatKeys, new_rsa_key, private_pem, public_pem
@@ -99,6 +99,12 @@ async def test_create_query_close_and_refund(keys: WechatKeys) -> None:
         with pytest.raises(GatewayRefused):
             await gateway.refund(order_id, order_id, 1, "refund-more")
         assert (await gateway.query(order_id, order_id)).status == "refunded"
+        abnormal = _order_id()
+        await gateway.create_payment(_request(abnormal))
+        await fake.pay(abnormal)
+        fake.refund_status = "ABNORMAL"  # the buyer's account cannot take it: a person must look
+        with pytest.raises(GatewayRefused, match="ABNORMAL"):
+            await gateway.refund(abnormal, abnormal, 990, "refund-abnormal")
 
         unpaid = _order_id()
         await gateway.create_payment(_request(unpaid))
@@ -480,7 +486,8 @@ ATTACKS = [
     Attack("unknown-public-key-id", lambda f, t, k: f.notify(_paid(f, t.pending), key=k, serial="PUB_KEY_ID_0999"),
            400, REJECTED, "unknown serial"),
     Attack("certificate-serial-in-public-key-mode", lambda f, t, k: f.notify(
-        _paid(f, t.pending), key=k, serial="5157F09EFDC096DE15EBE81A47057A7232F1B8E1"), 400, REJECTED, "unknown serial"),
+        _paid(f, t.pending), key=k, serial="5157F09EFDC096DE15EBE81A47057A7232F1B8E1"), 400, REJECTED,
+        "unknown serial"),
     Attack("signtest-probe", _header("Wechatpay-Signature", lambda f, h: "WECHATPAY/SIGNTEST/" +
                                      h["Wechatpay-Signature"]), 400, REJECTED, "signature test probe"),
     Attack("stale-timestamp", lambda f, t, k: f.notify(_paid(f, t.pending), timestamp=int(time.time()) - 301),
@@ -516,6 +523,9 @@ ATTACKS = [
     Attack("NUL-in-mchid", lambda f, t, k: _valid(f, t.pending, mchid=f.keys.mchid + "\x00"), 400, REJECTED,
            "bad mchid"),
     Attack("deeply-nested-body", _signed_body(b"[" * 20000 + b"]" * 20000), 400, REJECTED, "malformed JSON"),
+    Attack("amount-with-5000-digits", lambda f, t, k: f.notify(json.dumps(_paid(f, t.pending, amount={
+        "total": 990, "currency": "CNY"})).replace('"total": 990', '"total": 1' + "0" * 4999).encode()),
+        400, REJECTED, "malformed JSON"),
     Attack("body-not-UTF-8", _signed_body(b'{"id":"\xff\xfe"}'), 400, REJECTED, "malformed JSON"),
     Attack("unsupported-event-type", lambda f, t, k: f.notify(_paid(f, t.pending), event_type="TRANSACTION.CLOSED"),
            400, REJECTED, "unsupported event type"),

@@ -73,7 +73,7 @@ class WechatGateway:
         public_key = (load_public_key(settings.public_key, WechatSettings.env_name("public_key"))
                       if settings.public_key else None)
         self._public_key_id = settings.public_key_id
-        self.keys = PlatformKeys(public_key, settings.public_key_id, self._fetch_certificates, monotonic)
+        self._keys = PlatformKeys(public_key, settings.public_key_id, self._fetch_certificates, monotonic)
         self._urls = {"primary": settings.base_url.rstrip("/"), "backup": settings.backup_url.rstrip("/")}
         self._owns_client = client is None
         self._client = client  # made on first use when not given
@@ -158,13 +158,13 @@ class WechatGateway:
         try:
             signed = read_signed_headers(headers, self._clock(), require_type=True)
             # Signature over the raw bytes first: nothing unauthenticated is parsed.
-            verify_signed(await self.keys.key(signed.serial), signed, body)
+            verify_signed(await self._keys.key(signed.serial), signed, body)
         except SignatureError as exc:
             raise InvalidNotify(str(exc)) from None
         except GatewayError:
             raise InvalidNotify("platform certificates unavailable") from None
         try:
-            envelope = json.loads(body)
+            envelope = _loads(body)
             if not isinstance(envelope, dict):
                 raise ValueError("not an object")
             event_id = _text(envelope, "id", _ID_RE)
@@ -176,7 +176,7 @@ class WechatGateway:
             nonce, ciphertext = resource.get("nonce"), resource.get("ciphertext")
             if not all(isinstance(v, str) and len(v) <= 65536 for v in (associated, nonce, ciphertext)):
                 raise ValueError("malformed resource")
-            plain = json.loads(decrypt(self._apiv3_key, nonce, associated, ciphertext))
+            plain = _loads(decrypt(self._apiv3_key, nonce, associated, ciphertext))
             if not isinstance(plain, dict):
                 raise ValueError("resource is not an object")
             if event_type == "TRANSACTION.SUCCESS" and resource.get("original_type") == "transaction":
@@ -184,9 +184,7 @@ class WechatGateway:
             if event_type in _REFUND_EVENTS and resource.get("original_type") == "refund":
                 return self._refund_notice(plain, event_id)
             raise ValueError("unsupported event type")
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            raise InvalidNotify("malformed JSON") from None
-        except ValueError as exc:  # our own short reasons from the readers above
+        except ValueError as exc:  # our own short reasons
             raise InvalidNotify(str(exc)) from None
 
     def ack(self) -> Ack:
@@ -265,7 +263,7 @@ class WechatGateway:
         if verify and 200 <= response.status_code < 300:
             try:
                 signed = read_signed_headers(response.headers, self._clock(), require_type=False)
-                verify_signed(await self.keys.key(signed.serial), signed, response.content)
+                verify_signed(await self._keys.key(signed.serial), signed, response.content)
             except SignatureError as exc:
                 raise GatewayError(f"wechat {op}: answer not signed by WeChat ({exc})") from None
         return response
@@ -311,6 +309,13 @@ def build(settings: WechatSettings, client: httpx.AsyncClient | None) -> WechatG
 
 
 # Field readers; each raises ValueError with a short reason of our own.
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, too deep, a 5,000-digit number
+        raise ValueError("malformed JSON") from None
 
 
 def _trade_no(value: str, op: str) -> str:

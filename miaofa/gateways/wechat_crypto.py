@@ -10,7 +10,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -212,11 +212,6 @@ class PlatformKeys:
         self._certs: dict[int, rsa.RSAPublicKey] = {}
         self._fetched_at: float | None = None
         self._lock = asyncio.Lock()
-        self.fetches = 0
-
-    @property
-    def public_key_mode(self) -> bool:
-        return self._public_key is not None
 
     async def key(self, serial: str) -> rsa.RSAPublicKey:
         if self._public_key is not None:
@@ -231,20 +226,13 @@ class PlatformKeys:
                 due = self._fetched_at is None or self._clock() - self._fetched_at >= CERT_REFRESH_SECONDS
                 if number not in self._certs and due:
                     self._fetched_at = self._clock()  # a failed fetch also waits its turn
-                    self.fetches += 1
                     self._certs = await self._fetch()
         if number not in self._certs:
             raise UnknownSerial("unknown serial")
         return self._certs[number]
-
-    def install(self, certs: dict[int, rsa.RSAPublicKey]) -> None:
-        self._certs = certs
 
 
 def verify_signed(key: rsa.RSAPublicKey, signed: SignedHeaders, body: bytes) -> None:
     if not rsa_verify(key, signed_message(signed.timestamp, signed.nonce, body), signed.signature):
         raise SignatureError("bad signature")
 
-
-def utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)

@@ -145,14 +145,15 @@ class FakeWechat:
             data["amount"]["payer_total"] = trade.total
         return {**data, **changes}
 
-    def notify(self, resource: dict[str, Any], event_type: str = "TRANSACTION.SUCCESS",
+    def notify(self, resource: dict[str, Any] | bytes, event_type: str = "TRANSACTION.SUCCESS",
                original_type: str = "transaction", *, apiv3_key: str | None = None, **sign: Any
                ) -> tuple[bytes, dict[str, str]]:
-        """A notify as WeChat sends it: the resource AES-GCM encrypted, the body signed."""
+        """A notify as WeChat sends it: the resource (a dict, or JSON text as is) AES-GCM encrypted, the body
+        signed."""
         nonce = secrets.token_urlsafe(9)[:12]
         associated = original_type
-        ciphertext = encrypt((apiv3_key or self.keys.apiv3_key).encode(), nonce, associated,
-                             json.dumps(resource, ensure_ascii=False).encode())
+        plain = resource if isinstance(resource, bytes) else json.dumps(resource, ensure_ascii=False).encode()
+        ciphertext = encrypt((apiv3_key or self.keys.apiv3_key).encode(), nonce, associated, plain)
         envelope = {
             "id": str(uuid.uuid4()), "create_time": datetime.now(CHINA).isoformat(timespec="seconds"),
             "resource_type": "encrypt-resource", "event_type": event_type,
@@ -205,7 +206,8 @@ class FakeWechat:
             return "timestamp outside 5 minutes"
         query = request.scope["query_string"].decode()
         path = request.scope["raw_path"].decode() + (f"?{query}" if query else "")
-        message = f"{request.method}\n{path}\n{fields['timestamp']}\n{fields.get('nonce_str', '')}\n".encode() + body + b"\n"
+        signed = f"{request.method}\n{path}\n{fields['timestamp']}\n{fields.get('nonce_str', '')}\n"
+        message = signed.encode() + body + b"\n"
         if not rsa_verify(self.keys.merchant_key.public_key(), message, fields.get("signature", "")):
             return "signature does not verify"
         return None
@@ -265,8 +267,8 @@ class FakeWechat:
         refund_no = data.get("out_refund_no")
         if trade is None:
             return 404, {"code": "RESOURCE_NOT_EXISTS", "message": "订单不存在"}
-        if not isinstance(refund_no, str) or type(amount.get("refund")) is not int or amount.get("total") != trade.total \
-                or amount.get("currency") != "CNY":
+        if not isinstance(refund_no, str) or type(amount.get("refund")) is not int \
+                or (amount.get("total"), amount.get("currency")) != (trade.total, "CNY"):
             return 400, {"code": "PARAM_ERROR", "message": "参数错误"}
         if refund_no in trade.refunds:  # the same out_refund_no is the same refund
             done = trade.refunds[refund_no]
