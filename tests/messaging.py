@@ -122,11 +122,11 @@ def part(message: Message, subtype: str = "plain") -> str:
 
 
 def dispatcher(sessionmaker: async_sessionmaker[AsyncSession], smtp_url: str = "", webhook_url: str = "",
-               **kwargs) -> Dispatcher:
+               shop_url: str = SHOP_URL, **kwargs) -> Dispatcher:
     kwargs.setdefault("backoff", FAST)
     kwargs.setdefault("poll_seconds", 0.05)
     return Dispatcher(sessionmaker, Vault(TEST_VAULT_KEY), Mailer(smtp_url, "Miaofa <shop@miaofa.test>"),
-                      shop_url=SHOP_URL, webhook_url=webhook_url, webhook_secret=WEBHOOK_SECRET, **kwargs)
+                      shop_url=shop_url, webhook_url=webhook_url, webhook_secret=WEBHOOK_SECRET, **kwargs)
 
 
 def new_email() -> str:
