@@ -232,3 +232,37 @@ async def test_lookup_refuses_bad_input_and_too_many_asks_changing_nothing(dev_e
         assert per_ip.json()["detail"].startswith("too many lookups from your address; try again in ")
         assert 1 <= int(per_ip.headers["retry-after"]) <= 60
         assert await _lookups(sessionmaker) == before + 4
+
+
+# ---- the demo's mail catcher ----------------------------------------------------------------------
+
+
+async def test_the_demo_mail_catcher_keeps_each_mail_as_a_private_file(tmp_path) -> None:
+    from aiosmtpd.controller import Controller
+
+    from miaofa.devstack.mailcatch import MailDir
+    from miaofa.devstack.procs import free_port
+    from miaofa.mailer import Mailer
+
+    port = free_port()
+    controller = Controller(MailDir(tmp_path / "mail"), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        await Mailer(f"smtp://127.0.0.1:{port}", "Miaofa <shop@miaofa.test>").send(
+            "buyer@example.com", "Your keys", "KEY-1", "<p>KEY-1</p>")
+    finally:
+        controller.stop()
+    [saved] = list((tmp_path / "mail").iterdir())
+    assert saved.name.endswith("-00001-buyer@example.com.eml")
+    assert (saved.stat().st_mode & 0o777, (tmp_path / "mail").stat().st_mode & 0o777) == (0o600, 0o700)
+    assert b"Subject: Your keys" in saved.read_bytes() and b"KEY-1" in saved.read_bytes()
+
+
+def test_miaofa_up_says_where_mail_goes() -> None:
+    from miaofa.devstack.up import _mail_destination
+    from miaofa.settings import Settings
+
+    caught = _mail_destination(Settings(smtp_url="smtp://127.0.0.1:1025", data_dir="data"), True)
+    assert caught.startswith("caught locally, one .eml file each in /") and caught.endswith("/data/mail")
+    relayed = _mail_destination(Settings(smtp_url="smtps://shop:hunter2-password@relay.example:465"), False)
+    assert relayed == "sent through smtps://relay.example:465 (SMTP_URL)"  # never the password
