@@ -1,6 +1,7 @@
 """Gateway side effects: create, query, close and refund payments; review stray payments."""
 
 from collections.abc import Awaitable
+from datetime import datetime, timezone
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -17,7 +18,9 @@ from miaofa.vault import Vault
 
 
 def _gateway_failed(exc: GatewayError) -> ApplicationError:
-    if isinstance(exc, (GatewayRefused, Unsupported)):  # the gateway said no: asking again changes nothing
+    if isinstance(exc, Unsupported):  # no such operation at this gateway: asking again changes nothing
+        return ApplicationError(str(exc), type="Unsupported", non_retryable=True)
+    if isinstance(exc, GatewayRefused):  # the gateway said no: asking again changes nothing
         return ApplicationError(str(exc), type="GatewayRefused", non_retryable=True)
     # Gateways fail often and recover; retries are expected, not alarming.
     return ApplicationError(str(exc), type="GatewayError", category=ApplicationErrorCategory.BENIGN)
@@ -71,17 +74,34 @@ class PaymentActivities:
 
     @activity.defn(name=s.REFUND_PAYMENT)
     async def refund_payment(self, step: s.RefundStep) -> s.PaymentSnapshot:
-        return await _answer(self._gateway(step.gateway).refund(step.payment_id, step.order_id, step.amount_cents,
-                                                                step.refund_id))
+        try:
+            return await _answer(self._gateway(step.gateway).refund(step.payment_id, step.order_id,
+                                                                    step.amount_cents, step.refund_id))
+        except ApplicationError as exc:
+            if exc.type != "Unsupported":
+                raise
+        # The gateway has no refund API (epusdt): a person sends the money back; the timeline and the
+        # audit log say so, and the saga goes on (the keys go back).
+        async with transaction(self.sessionmaker) as session:
+            await payments.record_refund_by_hand(session, step, datetime.now(timezone.utc))
+        return s.PaymentSnapshot(s.REFUND_BY_HAND, step.amount_cents, "", None, step.payment_id)
 
     @activity.defn(name=s.REVIEW_STRAY)
     async def review_stray(self, stray: c.StrayPayment) -> s.StrayReview:
         """Ask the gateway about the payment, then judge it: an open order's own payment goes to that
         order; anything else that is paid is refunded."""
-        try:
-            state = await self._gateway(stray.gateway).query(stray.payment_id, "", "primary")
-        except GatewayError as exc:
-            raise _gateway_failed(exc) from exc
+        gateway = self._gateway(stray.gateway)
+        if not getattr(gateway, "query_proves_payment", True):
+            # Its query is unsigned: the verified notify that found this payment is the proof, and
+            # nothing else is (a poll or a statement of such a gateway proves nothing).
+            if stray.found_by != "notify":
+                return s.StrayReview("nothing", detail=f"{stray.gateway} cannot prove a payment by query")
+            state = PaymentState(stray.payment_id, stray.order_id, "paid", stray.amount_cents, stray.currency)
+        else:
+            try:
+                state = await gateway.query(stray.payment_id, "", "primary")
+            except GatewayError as exc:
+                raise _gateway_failed(exc) from exc
         if state.status != "paid":
             return s.StrayReview("nothing", detail=f"the gateway says {state.status}")
         proof = payments.Proof(state.payment_id, state.order_id, "paid", state.amount_cents, state.currency,

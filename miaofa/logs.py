@@ -18,7 +18,7 @@ from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WITHHELD = "(message withheld: it may carry client data)"
-QUIET_LOGGERS = ("sqlalchemy",)  # never below WARNING: statements, parameters, rows
+QUIET_LOGGERS = ("sqlalchemy", "httpx", "httpcore")  # never below WARNING: statements, rows, request URLs (epay puts its key in them)
 
 _previous_factory: Callable[..., logging.LogRecord] | None = None
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from miaofa import audit, orders
 from miaofa import contract as c
 from miaofa import steps as s
-from miaofa.db.models import NotifyLog, Order, Payment
+from miaofa.db.models import AuditLog, NotifyLog, Order, Payment
 
 # Timeline stage written for each way a payment is found.
 SOURCE_STAGES = {"notify": "notified", "poll": "polled", "poll_backup": "polled_backup", "check": "checked",
@@ -197,7 +197,7 @@ async def accept_proof(session: AsyncSession, step: s.AcceptPaymentStep) -> s.Pa
     if judgement.verdict == s.ACCEPTED:
         await _mark_paid(session, order, payment, step.source, proof.paid_at or step.at, step.at)
     return s.PaymentVerdict(judgement.verdict, proof.payment_id, proof.amount_cents, proof.currency,
-                            proof.paid_at, judgement.reason)
+                            proof.paid_at or step.at, judgement.reason)  # some gateways send no payment time
 
 
 async def _mark_paid(session: AsyncSession, order: Order, payment: Payment | None, source: str, paid_at: datetime,
@@ -212,6 +212,19 @@ async def _mark_paid(session: AsyncSession, order: Order, payment: Payment | Non
 async def mark_refunded(session: AsyncSession, order_id: str, at: datetime) -> None:
     await session.execute(update(Payment).where(Payment.order_id == order_id)
                           .values(status="refunded", refunded_at=at))
+
+
+async def record_refund_by_hand(session: AsyncSession, step: s.RefundStep, at: datetime) -> None:
+    """The gateway cannot refund (epusdt): a person must send the money back. Said once per refund id."""
+    seen = await session.scalar(select(AuditLog.id).where(AuditLog.action == "payment.refund_by_hand",
+                                                          AuditLog.target == step.refund_id[:80]))
+    if seen is not None:
+        return
+    audit.record(session, "system", "payment.refund_by_hand", step.refund_id, gateway=step.gateway,
+                 payment_id=step.payment_id, amount_cents=step.amount_cents)
+    if step.order_id and await session.get(Order, step.order_id) is not None:
+        await orders.add_event(session, step.order_id, "refund_by_hand", at,
+                               {"gateway": step.gateway, "amount_cents": step.amount_cents})
 
 
 async def record_stray_outcome(session: AsyncSession, stray: c.StrayPayment, outcome: str, refund_id: str,

@@ -32,6 +32,7 @@ DUPLICATE = "duplicate"  # the order's payment, already accepted: nothing change
 STRAY = "stray"  # money the order cannot take (wrong amount or currency, another payment): refund it
 UNCONFIRMED = "unconfirmed"  # a signal with no verified notify behind it: ignored
 NOT_PAID = "not_paid"
+REFUND_BY_HAND = "refund_by_hand"  # a refund step's answer when the gateway has no refund API: a person pays back
 
 # Error type of a step that must not be retried: the data is wrong, not the weather.
 DATA_ERROR = "DataError"

@@ -327,6 +327,10 @@ async def target(stack: Stack) -> dict[str, Any]:
     return await _opened(stack)
 
 
+# The operator refuses to refund a trade it has not been paid for: the refusal is recorded for a person.
+STRAY_OUTCOMES = {"wrong-money": "refund_refused", "unknown-order": "refund_refused"}
+
+
 @pytest.mark.parametrize("name", list(ATTACKS))
 async def test_attack_changes_nothing(stack: Stack, fake: FakeEpay, target: dict, name: str) -> None:
     make, (status, body, outcome, detail) = ATTACKS[name]
@@ -339,9 +343,9 @@ async def test_attack_changes_nothing(stack: Stack, fake: FakeEpay, target: dict
     assert (answer.status_code, answer.text) == (status, body)
     logged = await _logged_since(stack, last)
     assert [(o, d) for o, d, _ in logged] == [(outcome, detail)]
-    if outcome == "stray":  # reviewed with the operator, which says unpaid: nothing to refund
+    if outcome == "stray":  # a signed notify proves the payment: its money goes back through the operator
         review = stack.env.client.get_workflow_handle(f"stray-epay-{fields['out_trade_no']}")
-        assert await review.result() == "nothing"
+        assert (name, await review.result()) == (name, STRAY_OUTCOMES[name])
     view = await stack.view(target)
     assert (view["status"], view["keys"], view["paid_at"]) == ("awaiting_payment", [], None)
     assert "paid" not in _stages(view)

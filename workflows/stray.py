@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 from miaofa import contract as c
 from miaofa import steps as s
@@ -30,11 +31,16 @@ class StrayPaymentWorkflow:
         outcome, refund_id = review.action, ""
         if review.action == "refund":
             refund_id = f"refund-{stray.payment_id}"
-            await workflow.execute_activity(
-                s.REFUND_PAYMENT, s.RefundStep(stray.order_id, stray.gateway, stray.payment_id, review.amount_cents,
-                                               refund_id=refund_id),
-                result_type=s.PaymentSnapshot, start_to_close_timeout=timedelta(seconds=30), retry_policy=GATEWAY_RETRY)
-            outcome = "refunded"
+            try:
+                refunded = await workflow.execute_activity(
+                    s.REFUND_PAYMENT, s.RefundStep(stray.order_id, stray.gateway, stray.payment_id,
+                                                   review.amount_cents, refund_id=refund_id),
+                    result_type=s.PaymentSnapshot, start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=GATEWAY_RETRY)
+                # A gateway without a refund API leaves it to a person (audited): say so, not "refunded".
+                outcome = s.REFUND_BY_HAND if refunded.status == s.REFUND_BY_HAND else "refunded"
+            except ActivityError:  # the gateway refused the refund: recorded for a person, not retried for ever
+                outcome = "refund_refused"
         await workflow.execute_activity(
             s.RECORD_STRAY_REFUND, s.StrayRefunded(stray, refund_id, workflow.now(), outcome, review.detail),
             start_to_close_timeout=timedelta(seconds=15), retry_policy=DB_RETRY)

@@ -85,6 +85,7 @@ class AlipayGateway:
     query_channels: tuple[QueryChannel, ...] = ("primary",)
     has_statement = False
     partial_refund = True
+    query_proves_payment = True
 
     def __init__(self, settings: AlipaySettings, client: httpx.AsyncClient | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:

@@ -85,6 +85,9 @@ class Gateway(Protocol):
     query_channels: tuple[QueryChannel, ...]  # ("primary",) or ("primary", "backup") for a second host
     has_statement: bool  # statement() lists payments for reconciliation
     partial_refund: bool  # refund() may return less than the whole amount
+    # False where the query answer is unsigned (epay, epusdt): it may say "not paid yet", never prove a
+    # payment; only a verified notify does. Stray payments from such a gateway are judged by their notify.
+    query_proves_payment: bool
 
     async def aclose(self) -> None: ...
 

@@ -69,6 +69,7 @@ class EpayGateway:
     query_channels: tuple[QueryChannel, ...] = ("primary",)
     has_statement = False
     partial_refund = True
+    query_proves_payment = False  # its query answer is unsigned
 
     def __init__(self, api_url: str, pid: str, key: str, pay_type: str = "alipay",
                  client: httpx.AsyncClient | None = None, clock: Callable[[], datetime] = _now) -> None:

@@ -120,6 +120,7 @@ class EpusdtGateway:
     query_channels: tuple[QueryChannel, ...] = ("primary",)
     has_statement = False
     partial_refund = False
+    query_proves_payment = False  # its query answer is unsigned
 
     def __init__(self, api_url: str, api_token: str, client: httpx.AsyncClient | None = None,
                  clock: Callable[[], datetime] = _now) -> None:

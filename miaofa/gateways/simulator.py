@@ -45,6 +45,7 @@ class SimulatorGateway:
     query_channels: tuple[QueryChannel, ...] = ("primary", "backup")
     has_statement = True
     partial_refund = False
+    query_proves_payment = True
 
     def __init__(
         self,

@@ -59,6 +59,7 @@ class StripeGateway:
     query_channels: tuple[QueryChannel, ...] = ("primary",)
     has_statement = False
     partial_refund = True
+    query_proves_payment = True
     # Stripe events carry no merchant id: the webhook secret authenticates the account, so every
     # Notice says merchant_id None ("already checked") and judge skips the comparison.
     merchant_id = ""

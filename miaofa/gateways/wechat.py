@@ -61,6 +61,7 @@ class WechatGateway:
     query_channels: tuple[QueryChannel, ...] = ("primary", "backup")
     has_statement = False
     partial_refund = True
+    query_proves_payment = True
 
     def __init__(self, settings: WechatSettings, client: httpx.AsyncClient | None = None,
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
