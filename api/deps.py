@@ -8,6 +8,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.state import State
+from miaofa import staff
 from miaofa.errors import Unauthorized
 from miaofa.settings import Settings
 
@@ -47,28 +48,43 @@ def same_secret(given: str, expected: str) -> bool:
     return secrets.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
-def admin_actor(authorization: str | None, settings: Settings) -> str:
-    if not same_secret(_bearer(authorization), settings.admin_token):
-        raise Unauthorized("the token is not the admin token", error="invalid_token")
-    return "admin"
-
-
-def support_actor(authorization: str | None, settings: Settings) -> str:
+async def _actor(state: State, authorization: str | None, role: str) -> str:
+    """Who holds this token, if it may act as `role`: the settings' tokens ("admin", "support"), or a
+    named token (miaofa/staff.py). An admin may do what support does."""
     token = _bearer(authorization)
-    # The admin may do what support does.
-    if same_secret(token, settings.support_token):
+    settings = state.settings
+    if role == "support" and same_secret(token, settings.support_token):
         return "support"
     if same_secret(token, settings.admin_token):
         return "admin"
-    raise Unauthorized("the token is not a support token", error="invalid_token")
+    found = await staff.holder(state.sessionmaker, state.vault, token)
+    if found is not None and (found.role == "admin" or role == "support"):
+        return found.name
+    raise Unauthorized("the token is not the admin token" if role == "admin" else "the token is not a support token",
+                       error="invalid_token")
 
 
-def require_admin(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> str:
-    return admin_actor(authorization, state.settings)
+# The request-limits middleware checks the token first and leaves the holder here, so a request
+# costs one lookup.
+ACTOR_SCOPE_KEY = "miaofa.actor"
 
 
-def require_support(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> str:
-    return support_actor(authorization, state.settings)
+async def actor_for(state: State, scope: dict, authorization: str | None, role: str) -> str:
+    known = scope.get(ACTOR_SCOPE_KEY)
+    if known is not None and known[0] == role:
+        return known[1]
+    actor = await _actor(state, authorization, role)
+    scope[ACTOR_SCOPE_KEY] = (role, actor)
+    return actor
+
+
+async def require_admin(request: Request, state: StateDep, authorization: Annotated[str | None, Header()] = None) -> str:
+    return await actor_for(state, request.scope, authorization, "admin")
+
+
+async def require_support(request: Request, state: StateDep,
+                          authorization: Annotated[str | None, Header()] = None) -> str:
+    return await actor_for(state, request.scope, authorization, "support")
 
 
 AdminDep = Annotated[str, Depends(require_admin)]

@@ -16,8 +16,10 @@ def record(session: AsyncSession, actor: str, action: str, target: str, **detail
 
 
 async def entries(session: AsyncSession, *, target: str | None = None, action_prefix: str | None = None,
-                  limit: int = 100) -> list[AuditLog]:
+                  actor: str | None = None, limit: int = 100) -> list[AuditLog]:
     query = select(AuditLog).order_by(AuditLog.id.desc()).limit(limit)
+    if actor is not None:
+        query = query.where(AuditLog.actor == actor)
     if target is not None:
         query = query.where(AuditLog.target == target)
     if action_prefix is not None:

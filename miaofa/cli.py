@@ -203,6 +203,14 @@ from miaofa.cli_notify import gateways, notify_app  # noqa: E402
 app.add_typer(notify_app, name="notify")
 app.command("gateways")(gateways)
 
+from miaofa.cli_support import audit_log, orders_app, support_app  # noqa: E402
+from miaofa.cli_tokens import tokens_app  # noqa: E402
+
+app.add_typer(support_app, name="support")
+app.add_typer(orders_app, name="orders")
+app.add_typer(tokens_app, name="tokens")
+app.command("audit")(audit_log)
+
 from miaofa.bench.cli import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")

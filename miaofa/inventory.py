@@ -230,6 +230,14 @@ def mask(key: str) -> str:
     return "•" * 8 + key[-4:] if len(key) > 8 else "•" * 8
 
 
+async def handed_out_keys(session: AsyncSession, vault: Vault, order_id: str) -> list[dict[str, str | int]]:
+    """The keys an order was given (sold, or refunded since), decrypted: for an audited reveal to staff."""
+    rows = await session.execute(select(CardKey.id, CardKey.status, CardKey.ciphertext)
+                                 .where(CardKey.order_id == order_id, CardKey.status.in_(("sold", "refunded")))
+                                 .order_by(CardKey.id))
+    return [{"key_id": key_id, "status": status, "key": vault.decrypt(blob)} for key_id, status, blob in rows]
+
+
 async def masked_keys(session: AsyncSession, vault: Vault, order_id: str) -> list[dict[str, str | int]]:
     rows = await session.execute(select(CardKey.id, CardKey.status, CardKey.ciphertext)
                                  .where(CardKey.order_id == order_id).order_by(CardKey.id))

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     sim_secret: str = ""  # unset: no simulator gateway (miaofa up generates one for the demo)
     admin_token: str = ""
     support_token: str = ""
+    staff_token: str = ""  # the token `miaofa support` sends: a named one (miaofa tokens add); else SUPPORT_TOKEN
+    staff_api_url: str = ""  # the API as `miaofa support` reaches it; defaults to api_url
     vault_key: str = ""
     payment_window_seconds: int = 900
     callback_grace_seconds: int = 15
@@ -111,7 +113,7 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters")
         return value
 
-    @field_validator("admin_token", "support_token")
+    @field_validator("admin_token", "support_token", "staff_token")
     @classmethod
     def _no_placeholder_token(cls, value: str) -> str:
         if value and value.lower() in PLACEHOLDER_SECRETS:

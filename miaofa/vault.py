@@ -47,6 +47,7 @@ class Vault:
         self._aead = AESGCM(derive(master, "miaofa/card-key/aes-gcm"))
         self._hash_key = derive(master, "miaofa/card-key/dedupe-hmac")
         self._token_key = derive(master, "miaofa/order/access-token")
+        self._staff_key = derive(master, "miaofa/staff-token/hmac")
         self.payload_key = derive(master, "miaofa/temporal/payload-codec")
         self.payload_key_id = "k-" + hashlib.sha256(self.payload_key).hexdigest()[:12]
 
@@ -72,6 +73,10 @@ class Vault:
         except UnicodeEncodeError:  # a lone surrogate: no token of ours
             return False
         return secrets.compare_digest(expected, given)
+
+    def staff_token_hash(self, token: str) -> str:
+        """What the database keeps of a staff token: a keyed hash, useless without the vault key."""
+        return hmac.new(self._staff_key, token.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
     def idempotent_order_id(self, email: str, idempotency_key: str) -> str:
         """The same buyer sending the same Idempotency-Key gets the same order id."""

@@ -10,9 +10,10 @@ from pydantic import BaseModel, Field
 
 from api import order_client
 from api.deps import SessionDep, StateDep, SupportDep
-from api.routes.shop import Plain
+from api.routes.shop import OrderId, Plain, _plain
 from miaofa import contract as c
-from miaofa import inventory, orders, payments
+from miaofa import audit, inventory, orders, payments
+from miaofa.errors import MiaofaError
 
 router = APIRouter(prefix="/support/orders", tags=["support"])
 
@@ -25,13 +26,26 @@ IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
 async def _act(state, order_id: str, update: str, actor: str, body: SupportBody | None, key: str | None) -> dict[str, Any]:
-    await order_client.ensure_exists(state, order_id)
+    _plain("order_id", order_id)  # before the audit log stores it as the target
     request = c.SupportRequest(reason=(body.reason if body else ""), actor=actor)
     # An Idempotency-Key makes a retried click the same Update, answered once.
     update_id = f"{update}-{key or uuid.uuid4().hex}"
-    result: c.SupportResult = await order_client.run_update(state, order_id, update, request,
-                                                            result_type=c.SupportResult, update_id=update_id)
+    try:
+        await order_client.ensure_exists(state, order_id)
+        result: c.SupportResult = await order_client.run_update(state, order_id, update, request,
+                                                                result_type=c.SupportResult, update_id=update_id)
+    except MiaofaError as exc:
+        await _audit(state, actor, f"support.{update}", order_id, outcome=exc.error, reason=request.reason)
+        raise
+    await _audit(state, actor, f"support.{update}", order_id, outcome="done", status=result.status,
+                 reason=request.reason)
     return {"order_id": result.order_id, "status": result.status, "detail": result.detail}
+
+
+async def _audit(state, actor: str, action: str, target: str, **detail: Any) -> None:
+    """Every support action, done or refused, with who asked (in its own transaction)."""
+    async with state.sessionmaker.begin() as session:
+        audit.record(session, actor, action, target, **detail)
 
 
 @router.get("")
@@ -55,6 +69,18 @@ async def read_order(order_id: str, state: StateDep, session: SessionDep, _: Sup
     view["notifies"] = await payments.notify_log(session, order_id)
     view["keys"] = await inventory.masked_keys(session, state.vault, order_id)
     return jsonable_encoder(view)
+
+
+@router.post("/{order_id}/reveal")
+async def reveal(order_id: OrderId, state: StateDep, actor: SupportDep, body: SupportBody | None = None) -> dict[str, Any]:
+    """The order's keys in clear (sold, or refunded since), for a buyer who lost them: written to the
+    audit log with who asked and why before they are answered."""
+    async with state.sessionmaker.begin() as session:
+        await orders.get_order(session, order_id)
+        keys = await inventory.handed_out_keys(session, state.vault, order_id)
+        audit.record(session, actor, "order.keys_revealed", order_id, keys=len(keys),
+                     reason=body.reason if body else "")
+    return {"order_id": order_id, "keys": keys}
 
 
 @router.post("/{order_id}/refund")

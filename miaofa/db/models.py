@@ -256,3 +256,25 @@ class OrderAdmission(Base):
         Index("ix_order_admissions_client", "client_hash", "created_at"),
         Index("ix_order_admissions_created", "created_at"),
     )
+
+
+class StaffToken(Base):
+    """A named support or admin token. Only its keyed hash is kept (Vault.staff_token_hash): the
+    token itself is shown once, when it is made. Revoked rows stay, so the audit log's names keep
+    meaning something; a name is unique among the live tokens only."""
+
+    __tablename__ = "staff_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = created_at_column()
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("role in ('support','admin')", name="role_known"),
+        Index("ix_staff_tokens_live_name", "name", unique=True, postgresql_where=text("revoked_at is null")),
+    )
