@@ -83,6 +83,20 @@ async def claim(session: AsyncSession, limit: int, lease_seconds: float) -> list
     return [Claimed(**row._mapping) for row in rows]
 
 
+async def skip_unsendable(session: AsyncSession, *, no_webhook_url: bool, no_mail: bool) -> None:
+    """Mark at once, in one statement each, what has nowhere to go: webhooks of products without a URL
+    of their own when no global URL is set, and every email when no SMTP server is. Cheaper than
+    claiming and reading each row, and most shops have no webhook."""
+    if no_webhook_url:
+        await session.execute(text("""
+            UPDATE outbox o SET status = 'skipped', sent_at = now()
+            FROM orders r JOIN products p ON p.id = r.product_id
+            WHERE o.status = 'pending' AND o.channel = 'webhook' AND r.id = o.order_id AND p.webhook_url IS NULL"""))
+    if no_mail:
+        await session.execute(text("UPDATE outbox SET status = 'skipped', sent_at = now() "
+                                   "WHERE status = 'pending' AND channel = 'email'"))
+
+
 async def finish(session: AsyncSession, message: Claimed, status: str) -> bool:
     """Mark sent (or skipped). False when the row is no longer ours (its lease ran out and it was
     claimed again): the newer claim decides."""

@@ -78,6 +78,8 @@ class Dispatcher:
     async def run_once(self) -> int:
         """One round: claim, send, mark. Returns how many rows it handled."""
         async with self.sessionmaker.begin() as session:
+            await outbox.skip_unsendable(session, no_webhook_url=not (self.webhook_url and self.webhook_secret),
+                                         no_mail=not self.mailer.configured)
             claimed = await outbox.claim(session, self.batch, self.lease_seconds)
         if claimed:
             await asyncio.gather(*(self._deliver(message) for message in claimed))
