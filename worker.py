@@ -25,6 +25,9 @@ from miaofa.mailer import Mailer
 from miaofa.messaging.dispatcher import Dispatcher
 from miaofa.settings import Settings, get_settings
 from miaofa.schedules import apply_reconcile_schedule
+from miaofa.telemetry import tracing
+from miaofa.telemetry.metrics import TimedGateway, WorkerMetrics, meter_of
+from miaofa.telemetry.watch import Watch
 from miaofa.temporal import connect, metrics_runtime
 from miaofa.vault import Vault
 from workflows.order import OrderWorkflow
@@ -40,10 +43,13 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 
 def saga_activities(*, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault,
                     gateways: dict[str, Gateway], temporal: Client) -> list[Callable]:
-    orders = OrderActivities(sessionmaker)
-    payments = PaymentActivities(sessionmaker, gateways, settings.notify_url_base, settings.api_url, vault, temporal)
+    metrics = WorkerMetrics(meter_of(temporal))  # on the worker's /metrics beside the SDK's
+    gateways = {name: TimedGateway(gateway, metrics) for name, gateway in gateways.items()}
+    orders = OrderActivities(sessionmaker, metrics)
+    payments = PaymentActivities(sessionmaker, gateways, settings.notify_url_base, settings.api_url, vault, temporal,
+                                 metrics)
     notify = NotifyActivities(sessionmaker, vault, Mailer(settings.smtp_url, settings.mail_from), settings.api_url)
-    reconcile = ReconcileActivities(sessionmaker, gateways, temporal)
+    reconcile = ReconcileActivities(sessionmaker, gateways, temporal, metrics)
     return [
         orders.open_order, orders.record_stage, orders.accept_payment, orders.deliver_keys, orders.release_stock,
         orders.reserve_again, orders.refund_keys, orders.issue_coupon,
@@ -65,6 +71,7 @@ async def run_worker(settings: Settings) -> None:
     vault = Vault(settings.vault_key)
     engine = make_engine(settings.database_url)
     runtime = metrics_runtime(settings.worker_metrics_address) if settings.worker_metrics_address else None
+    tracing.setup(settings, "miaofa-worker")
     client = await connect(settings, vault, runtime)
     gateways = build_gateways(settings)
     worker = build_worker(client, activities=saga_activities(
@@ -81,9 +88,13 @@ async def run_worker(settings: Settings) -> None:
         async with worker:  # on exit: stop polling, let running activities finish
             log.info("worker polling task queue %s", contract.TASK_QUEUE)
             sending = asyncio.create_task(dispatcher.run(stop), name="outbox")
+            watch = Watch(make_sessionmaker(engine), runtime.metric_meter if runtime else None,
+                          settings.reconcile_interval_seconds)
+            watching = asyncio.create_task(watch.run(stop), name="ops-watch")
             await stop.wait()
             log.info("worker stopping")
             await sending  # it ends its round: a send cut short would only be sent again
+            await watching
     finally:
         await dispatcher.aclose()
         await engine.dispose()

@@ -7,11 +7,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.db import transaction
-from miaofa import audit, coupons, inventory, orders, payments
+from miaofa import audit, coupons, inventory, orders, payments, stages
 from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.db.models import Order
 from miaofa.errors import InvalidInput
+from miaofa.telemetry.metrics import WorkerMetrics
 
 log = logging.getLogger("miaofa.activities.orders")
 
@@ -21,8 +22,9 @@ class SoldOut(Exception):
 
 
 class OrderActivities:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], metrics: WorkerMetrics | None = None) -> None:
         self.sessionmaker = sessionmaker
+        self.metrics = metrics or WorkerMetrics()
 
     @activity.defn(name=s.OPEN_ORDER)
     async def open_order(self, step: s.OpenOrderStep) -> s.OpenedOrder:
@@ -51,7 +53,8 @@ class OrderActivities:
                 await orders.add_event(session, step.order_id, "reserved", step.at, {"keys": str(len(key_ids))})
                 if coupon:
                     await orders.add_event(session, step.order_id, "coupon_redeemed", step.at)
-                return s.OpenedOrder(c.OPENED, amount)
+            self.metrics.reserved(step.at)
+            return s.OpenedOrder(c.OPENED, amount)
         except SoldOut:
             return s.OpenedOrder(c.SOLD_OUT, detail="not enough stock for this quantity")
         except InvalidInput as exc:
@@ -67,7 +70,11 @@ class OrderActivities:
     @activity.defn(name=s.ACCEPT_PAYMENT)
     async def accept_payment(self, step: s.AcceptPaymentStep) -> s.PaymentVerdict:
         async with transaction(self.sessionmaker) as session:
-            return await payments.accept_proof(session, step)
+            verdict = await payments.accept_proof(session, step)
+            gateway = await stages.gateway_of(session, step.order_id) if verdict.verdict == s.ACCEPTED else ""
+        if verdict.verdict == s.ACCEPTED:
+            self.metrics.paid(gateway, step.source)
+        return verdict
 
     @activity.defn(name=s.DELIVER_KEYS)
     async def deliver_keys(self, step: s.DeliverStep) -> s.Delivered:
@@ -77,8 +84,12 @@ class OrderActivities:
                 # A broken invariant, not an outage: retrying cannot conjure keys.
                 raise ApplicationError("the order holds no reserved keys to deliver", type=s.NO_RESERVED_KEYS,
                                        non_retryable=True)
+            first = not await stages.reached(session, step.order_id, "delivered")
             await orders.set_status(session, step.order_id, c.DELIVERED, delivered_at=step.at)
             await orders.add_event(session, step.order_id, "delivered", step.at, {"keys": str(len(key_ids))})
+            times = await stages.delivery_times(session, step.order_id) if first else None
+        if times is not None:
+            self.metrics.delivered(times)
         return s.Delivered(key_ids)
 
     @activity.defn(name=s.RELEASE_STOCK)
@@ -86,9 +97,12 @@ class OrderActivities:
         async with transaction(self.sessionmaker) as session:
             released = await inventory.release(session, step.order_id)
             await coupons.give_back(session, step.order_id)
+            first = not await stages.reached(session, step.order_id, step.status)
             await orders.set_status(session, step.order_id, step.status)
             detail = {"released": str(released), **({"actor": step.actor} if step.actor != "system" else {})}
             await orders.add_event(session, step.order_id, step.status, step.at, detail)
+        if first:
+            self.metrics.outcome(step.status)
 
     @activity.defn(name=s.RESERVE_AGAIN)
     async def reserve_again(self, step: s.DeliverStep) -> bool:
@@ -107,6 +121,7 @@ class OrderActivities:
     @activity.defn(name=s.REFUND_KEYS)
     async def refund_keys(self, step: s.RefundKeysStep) -> None:
         async with transaction(self.sessionmaker) as session:
+            first = not await stages.reached(session, step.order_id, "refunded")
             await inventory.mark_refunded(session, step.order_id)
             await inventory.release(session, step.order_id)
             await orders.set_status(session, step.order_id, c.REFUNDED)
@@ -114,10 +129,16 @@ class OrderActivities:
             await orders.add_event(session, step.order_id, "refunded", step.at,
                                    {"reason": step.reason[:200], "actor": step.actor[:40]})
             audit.record(session, step.actor, "order.refund", step.order_id, reason=step.reason)
+        if first:
+            self.metrics.outcome(c.REFUNDED)
+            self.metrics.refunded("order")
 
     @activity.defn(name=s.ISSUE_COUPON)
     async def issue_coupon(self, step: s.CouponStep) -> s.IssuedCoupon:
         async with transaction(self.sessionmaker) as session:
+            first = not await stages.reached(session, step.order_id, "coupon")
             coupon = await coupons.issue_for_late_delivery(session, step.order_id, step.reason, step.at)
             await orders.add_event(session, step.order_id, "coupon", step.at, {"reason": step.reason})
+        if first:
+            self.metrics.coupon_issued()
         return s.IssuedCoupon(coupon.id)

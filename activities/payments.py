@@ -13,6 +13,7 @@ from miaofa import contract as c
 from miaofa import payments
 from miaofa import steps as s
 from miaofa.gateways.base import Gateway, GatewayError, GatewayRefused, PaymentRequest, PaymentState, Unsupported
+from miaofa.telemetry.metrics import WorkerMetrics
 from miaofa.temporal import nudge_order
 from miaofa.vault import Vault
 
@@ -28,8 +29,10 @@ def _gateway_failed(exc: GatewayError) -> ApplicationError:
 
 class PaymentActivities:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], gateways: dict[str, Gateway],
-                 notify_base_url: str, shop_url: str, vault: Vault, temporal: Client | None = None) -> None:
+                 notify_base_url: str, shop_url: str, vault: Vault, temporal: Client | None = None,
+                 metrics: WorkerMetrics | None = None) -> None:
         self.sessionmaker = sessionmaker
+        self.metrics = metrics or WorkerMetrics()
         self.gateways = gateways
         self.notify_base_url = notify_base_url.rstrip("/")
         self.shop_url = shop_url.rstrip("/")
@@ -66,6 +69,8 @@ class PaymentActivities:
         gateway = self._gateway(step.gateway)
         if step.channel not in getattr(gateway, "query_channels", ("primary",)):
             raise _gateway_failed(Unsupported(f"{step.gateway} has no {step.channel} query host"))
+        if step.channel != "primary" and activity.info().attempt == 1:
+            self.metrics.failover(step.gateway)  # the workflow asks the backup only when the primary failed
         return await _answer(gateway.query(step.payment_id, step.order_id, step.channel))  # type: ignore[arg-type]
 
     @activity.defn(name=s.CLOSE_PAYMENT)
@@ -125,6 +130,8 @@ class PaymentActivities:
         async with transaction(self.sessionmaker) as session:
             await payments.record_stray_outcome(session, step.stray, step.outcome, step.refund_id, step.at,
                                                 step.detail)
+        if step.outcome == "refunded":
+            self.metrics.refunded("stray")
 
 
 async def _answer(call: Awaitable[PaymentState]) -> s.PaymentSnapshot:

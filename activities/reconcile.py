@@ -12,6 +12,7 @@ from miaofa import contract as c
 from miaofa import reconcile
 from miaofa import steps as s
 from miaofa.gateways.base import Gateway, GatewayError
+from miaofa.telemetry.metrics import WorkerMetrics
 from miaofa.temporal import nudge_order, start_stray_review
 
 log = logging.getLogger("miaofa.activities.reconcile")
@@ -19,8 +20,9 @@ log = logging.getLogger("miaofa.activities.reconcile")
 
 class ReconcileActivities:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], gateways: dict[str, Gateway],
-                 temporal: Client) -> None:
+                 temporal: Client, metrics: WorkerMetrics | None = None) -> None:
         self.sessionmaker = sessionmaker
+        self.metrics = metrics or WorkerMetrics()
         self.gateways = gateways
         self.temporal = temporal
 
@@ -40,6 +42,7 @@ class ReconcileActivities:
             async with transaction(self.sessionmaker) as session:
                 findings = await reconcile.compare(session, name, entries, step.start, step.end)
             done = []
+            nudged, refunds = report.orders_nudged, report.refunds_started
             for finding in findings:
                 if finding.action == reconcile.NUDGE:
                     if await nudge_order(self.temporal, finding.order_id, "reconcile"):
@@ -59,5 +62,6 @@ class ReconcileActivities:
                 report.findings[finding.kind] = report.findings.get(finding.kind, 0) + 1
                 mismatches.add(1, {"gateway": name, "kind": finding.kind, "action": finding.action})
             report.checked += len(entries)
+            self.metrics.reconciled(name, report.orders_nudged - nudged, report.refunds_started - refunds)
             log.info("reconciled %s: %d payments, %d mismatches", name, len(entries), len(done))
         return report

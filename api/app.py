@@ -16,6 +16,7 @@ from miaofa import contract
 from miaofa.db.engine import make_engine, make_sessionmaker
 from miaofa.gateways.registry import build_gateways
 from miaofa.settings import Settings
+from miaofa.telemetry import tracing
 from miaofa.temporal import codec_for, connect
 from miaofa.vault import Vault
 
@@ -24,6 +25,7 @@ log = logging.getLogger("miaofa.api")
 
 def create_app(settings: Settings, *, temporal: Client | None = None, task_queue: str = contract.TASK_QUEUE) -> FastAPI:
     """Build the app. Tests pass their own Temporal client (dev server or time-skipping)."""
+    tracing.setup(settings, "miaofa-api")  # before the client: its interceptor traces into this
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -59,6 +61,8 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
     app.add_middleware(CORSMiddleware, allow_origins=[f"http://localhost:{ui}", f"http://127.0.0.1:{ui}"],
                        allow_methods=["POST", "GET"], allow_headers=["*"], allow_credentials=True)
     metrics.install(app)
+    if tracing.enabled():  # outermost: a request's span is the parent of the workflow it starts
+        app.add_middleware(tracing.HttpSpans, tracer=tracing.tracer())
     app.state.rejected_notifies = limits.RateBound(settings.rejected_notify_log_per_second)
     for module in (health, admin, lookup, shop, payments, support, codec, web):
         app.include_router(module.router)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api import metrics
 from miaofa import catalog, inventory
 from miaofa.errors import NotFound
 
@@ -96,6 +97,8 @@ class HotCatalog:
         self._available = available
         self._counted = counted
         self._loaded_at = time.monotonic()
+        for info in self._products.values():
+            metrics.STOCK.labels(info.sku).set(available.get(info.id, 0))
 
     async def product(self, sku: str) -> ProductInfo | None:
         info = self._products.get(sku)

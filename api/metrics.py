@@ -3,7 +3,7 @@
 import time
 
 from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 registry = CollectorRegistry()
@@ -18,6 +18,11 @@ NOTIFIES = Counter("miaofa_notifies_total", "Gateway notifies by outcome", ["gat
                    registry=registry)
 REFUSED = Counter("miaofa_http_refused_total", "Requests refused before their body was read (or while)",
                   ["reason"], registry=registry)
+CALLBACK_LAG = Histogram("miaofa_callback_lag_seconds", "Gateway's paid_at → its verified notify received (accepted)",
+                         ["gateway"], registry=registry,
+                         buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300, 900, 3600))
+STOCK = Gauge("miaofa_stock_available", "Keys available per SKU (the stock hint's last count)", ["sku"],
+              registry=registry)
 REJECTED_UNLOGGED = Counter("miaofa_notifies_rejected_unlogged_total",
                             "Rejected notifies past the per-gateway rate bound: counted, not stored", ["gateway"],
                             registry=registry)

@@ -8,6 +8,7 @@ its query string in place of the body.
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from starlette.datastructures import QueryParams
 
@@ -66,6 +67,10 @@ async def handle(state: State, gateway: str, adapter: Gateway, headers: Mapping[
     if decision.outcome == "foreign":
         return _done(gateway, decision.outcome, "another merchant's payment", adapter.nack("not ours"))
     outcome, stray = decision.outcome, decision.stray
+    if outcome == "accepted" and proof.paid_at is not None and proof.paid_at.tzinfo is not None:
+        lag = (datetime.now(UTC) - proof.paid_at).total_seconds()
+        if lag >= 0:  # a gateway clock ahead of ours says nothing about the lag
+            metrics.CALLBACK_LAG.labels(gateway).observe(lag)
     if outcome == "accepted" and decision.order_id is not None:
         if not await order_client.signal_payment(state, decision.order_id, decision.notify_id):
             outcome = "stray"  # the order's workflow has closed: the money goes back

@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,9 @@ class Settings(BaseSettings):
     lookup_rate_per_ip_per_minute: int = 5  # POST /orders/lookup per client address (per API process)
     lookup_rate_per_email_per_hour: int = 3  # POST /orders/lookup per email (per API process)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object a line, with order and workflow ids
+    tracing: Literal["none", "console", "otlp"] = "none"  # OpenTelemetry spans: API → workflow → activities
+    otlp_endpoint: str = ""  # with tracing=otlp: the collector's OTLP/HTTP traces URL (default localhost:4318)
     max_json_body_bytes: int = 64 * 1024  # every request body not listed below (JSON APIs)
     max_notify_body_bytes: int = 64 * 1024  # a gateway notify
     max_codec_body_bytes: int = 4 * 1024 * 1024  # payloads the Temporal UI sends to /codec

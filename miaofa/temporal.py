@@ -15,6 +15,7 @@ from miaofa.contract import (
     stray_workflow_id,
 )
 from miaofa.settings import Settings
+from miaofa.telemetry import metrics, tracing
 from miaofa.vault import Vault
 
 
@@ -24,12 +25,14 @@ def codec_for(vault: Vault) -> EncryptionCodec:
 
 async def connect(settings: Settings, vault: Vault, runtime: Runtime | None = None) -> Client:
     return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                data_converter=data_converter(codec_for(vault)), runtime=runtime)
+                                data_converter=data_converter(codec_for(vault)), runtime=runtime,
+                                interceptors=tracing.interceptors(settings))
 
 
 def metrics_runtime(bind_address: str) -> Runtime:
     """A runtime whose SDK metrics (task latencies, slots, failures) are served for Prometheus."""
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind_address)))
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
+        bind_address=bind_address, histogram_bucket_overrides=metrics.BUCKETS)))
 
 
 async def start_stray_review(client: Client, task_queue: str, stray: StrayPayment) -> None:

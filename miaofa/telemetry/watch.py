@@ -1,0 +1,56 @@
+"""Gauges of what must stay empty, measured by a periodic query in each worker process (every worker
+reports the same numbers, so the alerts take the max): orders paid but not delivered, and reconcile
+mismatches still reported by recent runs."""
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.common import MetricMeter
+
+from miaofa import stages
+from miaofa.telemetry.metrics import seconds_since
+
+log = logging.getLogger("miaofa.telemetry.watch")
+INTERVAL_SECONDS = 15.0
+
+
+class Watch:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], meter: MetricMeter | None,
+                 reconcile_interval_seconds: int, interval_seconds: float = INTERVAL_SECONDS) -> None:
+        self.active = meter is not None  # a worker without a metrics endpoint has nobody to tell
+        meter = meter or MetricMeter.noop
+        self.sessionmaker = sessionmaker
+        self.interval_seconds = interval_seconds
+        # A finding not seen by the last two runs (and a margin) has been repaired.
+        self.recent = timedelta(seconds=2 * reconcile_interval_seconds + 60)
+        self._paid = meter.create_gauge("miaofa_paid_undelivered_orders", "Orders paid whose keys have not gone out")
+        self._paid_age = meter.create_gauge_float("miaofa_paid_undelivered_oldest_seconds",
+                                                  "Age of the oldest paid, undelivered order (since its paid_at)")
+        self._findings = meter.create_gauge("miaofa_reconcile_unrepaired",
+                                            "Reconcile mismatches still reported by recent runs")
+        self._findings_age = meter.create_gauge_float("miaofa_reconcile_unrepaired_oldest_seconds",
+                                                      "Age of the oldest mismatch still reported (since first seen)")
+
+    async def measure(self) -> tuple[stages.Backlog, stages.Backlog]:
+        now = datetime.now(UTC)
+        async with self.sessionmaker() as session:
+            paid = await stages.paid_not_delivered(session)
+            findings = await stages.unrepaired_findings(session, now - self.recent)
+        self._paid.set(paid.count)
+        self._paid_age.set(seconds_since(paid.oldest, now) or 0.0)
+        self._findings.set(findings.count)
+        self._findings_age.set(seconds_since(findings.oldest, now) or 0.0)
+        return paid, findings
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while self.active and not stop.is_set():
+            try:
+                await self.measure()
+            except Exception:  # the database may blink: the gauges keep their last values
+                log.warning("ops watch query failed", exc_info=True)
+            try:
+                await asyncio.wait_for(stop.wait(), self.interval_seconds)
+            except TimeoutError:
+                pass
