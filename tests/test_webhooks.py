@@ -14,9 +14,20 @@ from miaofa.db.models import OutboxMessage, Product
 from miaofa.settings import Settings
 from miaofa.vault import Vault
 from tests.conftest import TEST_VAULT_KEY
-from tests.messaging import WEBHOOK_SECRET, Receiver, add_stage, dispatcher, drain, make_order, new_email, readme_verify, rows
+from tests.messaging import (
+    WEBHOOK_SECRET,
+    Receiver,
+    add_stage,
+    dispatcher,
+    drain,
+    make_order,
+    new_email,
+    readme_verify,
+    rows,
+)
 from tests.servers import bind, serve
 from tests.stack import Stack, running_stack
+from worker import outbox_dispatcher
 
 
 async def test_an_order_sends_signed_events_that_the_readmes_check_accepts(dev_stack: Stack) -> None:
@@ -29,7 +40,9 @@ async def test_an_order_sends_signed_events_that_the_readmes_check_accepts(dev_s
     await dev_stack.wait_status(order, "delivered")
     sock = bind()
     async with serve(receiver.app(), sock) as url:
-        d = dispatcher(dev_stack.sessionmaker, webhook_url=f"{url}/hook")
+        # Wired as worker.py wires it, from the settings.
+        settings = dev_stack.settings.model_copy(update={"webhook_url": f"{url}/hook", "webhook_secret": WEBHOOK_SECRET})
+        d = outbox_dispatcher(settings, dev_stack.sessionmaker, dev_stack.vault)
         await drain(d, lambda: len(receiver.for_order(order["order_id"])) == 2)
         await d.aclose()
     hits = receiver.for_order(order["order_id"])
