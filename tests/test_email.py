@@ -266,3 +266,15 @@ def test_miaofa_up_says_where_mail_goes() -> None:
     assert caught.startswith("caught locally, one .eml file each in /") and caught.endswith("/data/mail")
     relayed = _mail_destination(Settings(smtp_url="smtps://shop:hunter2-password@relay.example:465"), False)
     assert relayed == "sent through smtps://relay.example:465 (SMTP_URL)"  # never the password
+
+
+async def test_an_order_in_an_unknown_language_is_refused_and_reserves_nothing(dev_stack: Stack) -> None:
+    sku = await dev_stack.product(1)
+    answer = await dev_stack.order(sku, email=new_email(), lang="fr")
+    assert answer.status_code == 422
+    assert answer.json() == {"error": "invalid_input", "detail": "lang: Input should be 'zh' or 'en'"}
+    assert await dev_stack.stock(sku) == {"available": 1, "reserved": 0, "sold": 0, "refunded": 0}
+    order = await dev_stack.ordered(sku, email=new_email(), headers={"Accept-Language": "fr-FR, de;q=0.5"})
+    async with dev_stack.sessionmaker() as session:
+        lang = await session.scalar(text("SELECT lang FROM orders WHERE id = :o"), {"o": order["order_id"]})
+    assert lang is None  # neither Chinese nor English asked for: the emails carry both
