@@ -42,7 +42,7 @@ class OrderActivities:
                 session.add(Order(
                     id=step.order_id, product_id=step.product_id, sku=step.sku, quantity=step.quantity,
                     email=step.email, buyer_hash=step.buyer_hash, amount_cents=amount, currency=step.currency,
-                    gateway=step.gateway, status=c.AWAITING_PAYMENT, coupon_id=coupon.id if coupon else None,
+                    gateway=step.gateway, status=step.status, coupon_id=coupon.id if coupon else None,
                     expires_at=step.expires_at, created_at=step.at))
                 await session.flush()
                 key_ids = await inventory.reserve(session, product_id=step.product_id, order_id=step.order_id,
@@ -50,6 +50,8 @@ class OrderActivities:
                 if len(key_ids) < step.quantity:
                     raise SoldOut
                 await orders.add_event(session, step.order_id, "created", step.at)
+                if step.risk:
+                    await orders.add_event(session, step.order_id, c.RISK_STAGE, step.at, step.risk)
                 await orders.add_event(session, step.order_id, "reserved", step.at, {"keys": str(len(key_ids))})
                 if coupon:
                     await orders.add_event(session, step.order_id, "coupon_redeemed", step.at)
@@ -65,7 +67,11 @@ class OrderActivities:
         async with transaction(self.sessionmaker) as session:
             await orders.add_event(session, step.order_id, step.stage, step.at, step.detail, once=False)
             if step.status:
-                await orders.set_status(session, step.order_id, step.status)
+                values = {"expires_at": step.expires_at} if step.expires_at else {}
+                await orders.set_status(session, step.order_id, step.status, **values)
+            if step.audit_actor:
+                audit.record(session, step.audit_actor, f"order.{step.stage}", step.order_id,
+                             reason=step.detail.get("reason", ""))
 
     @activity.defn(name=s.ACCEPT_PAYMENT)
     async def accept_payment(self, step: s.AcceptPaymentStep) -> s.PaymentVerdict:

@@ -53,6 +53,7 @@ REFUSED_NOT_CANCELLABLE = "not_cancellable"
 REFUSED_NOT_DELIVERED = "not_delivered"
 REFUSED_NO_PAYMENT = "no_payment"
 REFUSED_MISSING_INPUT = "missing_input"
+REFUSED_NOT_IN_REVIEW = "not_in_review"
 
 # Message names.
 OPEN_UPDATE = "open_order"
@@ -60,8 +61,21 @@ CHECK_PAYMENT_UPDATE = "check_payment"
 REFUND_UPDATE = "refund"
 RESEND_UPDATE = "resend"
 CANCEL_UPDATE = "cancel"
+APPROVE_UPDATE = "approve"  # a held order (in_review): go on to payment
+REJECT_UPDATE = "reject"  # a held order: release its stock, status rejected
 PAYMENT_SIGNAL = "payment_notified"
 STATUS_QUERY = "status"
+
+# Risk verdicts (miaofa/risk_rules.py): allow opens the order, review holds it in_review for support,
+# deny refuses it before anything is reserved.
+RISK_ALLOW = "allow"
+RISK_REVIEW = "review"
+RISK_DENY = "deny"
+# Timeline stages of the risk decision and the review hold.
+RISK_STAGE = "risk"
+REVIEW_APPROVED_STAGE = "review_approved"
+REVIEW_REJECTED_STAGE = "review_rejected"
+REVIEW_TIMED_OUT_STAGE = "review_timed_out"
 
 # Search attributes, for ops in the Temporal UI. Never secrets, keys or raw emails.
 SA_ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
@@ -92,6 +106,17 @@ class Timing:
     support_window_seconds: int = 7 * 86400
     late_poll_interval_seconds: int = 60  # during the late-payment watch, doubling up to an hour
     late_poll_max_interval_seconds: int = 3600
+    review_window_seconds: int = 1800  # a held order not decided by then is rejected
+
+
+@dataclass
+class RiskDecision:
+    """What the rule chain decided at order time, and which rule decided it (never an email or address)."""
+
+    verdict: str = RISK_ALLOW
+    rule: str = ""
+    reason: str = ""
+    device_hash: str = ""  # the buyer's device, as a keyed hash ("" without X-Device-Id)
 
 
 @dataclass
@@ -109,6 +134,7 @@ class OrderInput:
     delivery_sla_seconds: int
     timing: Timing
     coupon_code: str | None = None
+    risk: RiskDecision | None = None  # None: an order started before the rule chain (allowed)
 
 
 @dataclass

@@ -118,6 +118,10 @@ class NoPayment(Conflict):
     error = "no_payment"
 
 
+class NotInReview(Conflict):
+    error = "not_in_review"
+
+
 class MissingInput(InvalidInput):
     error = "missing_input"
 
@@ -157,3 +161,28 @@ class TooManyOpenOrders(MiaofaError):
 class QuantityLimit(MiaofaError):
     status_code = 403
     error = "quantity_limit"
+
+
+# Denials of the rule chain (miaofa/risk_rules.py): the code says which kind of rule, never what matched.
+
+
+class EmailBlocked(MiaofaError):
+    status_code = 403
+    error = "email_blocked"
+
+
+class NetworkBlocked(MiaofaError):
+    status_code = 403
+    error = "network_blocked"
+
+
+class DeviceBlocked(MiaofaError):
+    status_code = 403
+    error = "device_blocked"
+
+
+class OrderRefused(MiaofaError):
+    """An anomaly rule set to deny (rather than review)."""
+
+    status_code = 403
+    error = "order_refused"

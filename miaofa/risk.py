@@ -58,6 +58,7 @@ class Limits:
     open_per_buyer_product: int = 0
     units_per_buyer_product: int = 0
     payment_window_seconds: float = 900
+    review_window_seconds: float = 0  # an order held for review counts until its review ends, then its window
     pending_seconds: float = 60
 
     @classmethod
@@ -241,7 +242,8 @@ class Admission:
         who = OrderAdmission.buyer_hash == applicant.buyer_hash
         if client:
             who = or_(who, OrderAdmission.client_hash == client)
-        since = at - timedelta(seconds=limits.payment_window_seconds + limits.pending_seconds + 60)
+        since = at - timedelta(seconds=limits.review_window_seconds + limits.payment_window_seconds
+                               + limits.pending_seconds + 60)
         pending_since = at - timedelta(seconds=limits.pending_seconds)
         rows = (await session.execute(
             select(OrderAdmission.buyer_hash, OrderAdmission.client_hash, OrderAdmission.product_id,
@@ -276,7 +278,8 @@ class Admission:
                                    quantity=applicant.quantity, created_at=at))
         if time.monotonic() - self._pruned_at > PRUNE_EVERY_SECONDS:
             self._pruned_at = time.monotonic()
-            keep = max(KEEP_SECONDS, limits.payment_window_seconds + limits.pending_seconds + 60)
+            keep = max(KEEP_SECONDS, limits.review_window_seconds + limits.payment_window_seconds
+                       + limits.pending_seconds + 60)
             await session.execute(delete(OrderAdmission).where(OrderAdmission.created_at < at - timedelta(seconds=keep)))
         return True
 

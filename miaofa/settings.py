@@ -81,9 +81,26 @@ class Settings(BaseSettings):
     risk_max_open_orders_per_buyer_product: int = 2  # unpaid orders of one email for one product
     risk_max_units_per_buyer_per_product: int = 10  # units of one product: this order + that email's unpaid ones
     risk_exempt_networks: str = ""  # CIDRs whose clients skip the admission rules and caps (a load generator)
+    risk_rate_per_device_per_minute: int = 5  # order attempts per X-Device-Id (sliding minute, per API process)
+    risk_new_device_review_cents: int = 50000  # above this, a device new to the email's delivered orders: review
+    risk_history_multiple: float = 10  # above N × the median of the email's delivered orders: review
+    risk_rules_file: str = ""  # a TOML rules file over these defaults (miaofa/risk_rules.py), re-read on change
+    review_window_seconds: int = 1800  # an order held for review and not decided by then is rejected
     trusted_proxies: str = ""  # CIDRs of reverse proxies whose X-Forwarded-For names the client; none by default
     sse_max_streams_per_ip: int = 8  # live order-event streams per client address (per API process)
     check_payment_interval_seconds: float = 5  # "I have paid" asks the gateway at most this often per order
+
+    @field_validator("risk_rules_file")
+    @classmethod
+    def _rules_file_usable(cls, value: str) -> str:
+        from miaofa.risk_rules import Rules, RulesError, load
+
+        if value:
+            try:
+                load(value, Rules())
+            except RulesError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("risk_exempt_networks", "trusted_proxies")
     @classmethod

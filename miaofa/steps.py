@@ -7,7 +7,7 @@ talks to PostgreSQL and gateways) into its sandbox.
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from miaofa.contract import StrayPayment
+from miaofa.contract import AWAITING_PAYMENT, StrayPayment
 
 OPEN_ORDER = "open_order"
 CREATE_PAYMENT = "create_payment"
@@ -53,6 +53,8 @@ class OpenOrderStep:
     coupon_code: str | None
     at: datetime
     expires_at: datetime
+    status: str = AWAITING_PAYMENT  # or IN_REVIEW: held for support, no payment yet
+    risk: dict[str, str] = field(default_factory=dict)  # the risk stage's detail: rule, verdict, reason
 
 
 @dataclass
@@ -107,6 +109,8 @@ class StageStep:
     at: datetime
     status: str | None = None
     detail: dict[str, str] = field(default_factory=dict)
+    expires_at: datetime | None = None  # a new payment deadline (a held order approved)
+    audit_actor: str = ""  # set: a person's action, written to the audit log too
 
 
 @dataclass

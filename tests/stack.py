@@ -31,7 +31,8 @@ def activity_name(fn: Callable) -> str:
 HISTORIES = Path(__file__).parent / "histories"
 RISK_OFF = dict(risk_rate_per_ip_per_minute=0, risk_rate_per_email_per_minute=0, risk_max_open_orders_per_email=0,
                 risk_max_open_orders_per_ip=0, risk_max_open_units_per_ip=0, risk_max_open_orders_per_buyer_product=0,
-                risk_max_units_per_buyer_per_product=0, sse_max_streams_per_ip=0, check_payment_interval_seconds=0)
+                risk_max_units_per_buyer_per_product=0, sse_max_streams_per_ip=0, check_payment_interval_seconds=0,
+                risk_rate_per_device_per_minute=0, risk_new_device_review_cents=0, risk_history_multiple=0)
 ADMIN_TOKEN = "adm_test_token_0123456789"
 SUPPORT_TOKEN = "sup_test_token_0123456789"
 

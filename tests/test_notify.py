@@ -89,7 +89,7 @@ async def test_forged_or_wrong_notifies_change_nothing(dev_stack: Stack) -> None
     assert await review.result() == "nothing"
     view = await dev_stack.view(order)
     assert view["status"] == "awaiting_payment"
-    assert [e["stage"] for e in view["timeline"]][:3] == ["created", "reserved", "payment_created"]
+    assert [e["stage"] for e in view["timeline"]][:4] == ["created", "risk", "reserved", "payment_created"]
     assert "paid" not in [e["stage"] for e in view["timeline"]]
     assert await dev_stack.stock(sku) == {"available": 0, "reserved": 1, "sold": 0, "refunded": 0}
     async with dev_stack.sessionmaker() as session:

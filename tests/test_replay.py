@@ -17,7 +17,7 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 EXPECTED = {"callback_in_time", "lost_callback_polled", "backup_channel", "never_paid_expired",
             "paid_after_expiry_delivered", "paid_after_expiry_refunded", "late_delivery_coupon",
             "support_refund", "support_cancel", "support_resend", "late_poll_delivered", "paid_before_close_refunded",
-            "wrong_amount_polled_stray"}
+            "wrong_amount_polled_stray", "review_approved", "review_rejected", "review_timed_out"}
 
 
 def test_every_path_has_a_saved_history() -> None:

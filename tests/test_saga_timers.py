@@ -16,7 +16,7 @@ async def test_callback_in_time_delivers(ts_stack: Stack) -> None:
     view = await ts_stack.wait_status(order, "delivered")
     assert view["keys"] == ["GIFT-AAAA-0001"]
     stages = [event["stage"] for event in view["timeline"]]
-    assert stages[:5] == ["created", "reserved", "payment_created", "paid", "notified"]
+    assert stages[:6] == ["created", "risk", "reserved", "payment_created", "paid", "notified"]
     assert "delivered" in stages
     assert view["coupon"] is None
     assert await ts_stack.stock(sku) == {"available": 0, "reserved": 0, "sold": 1, "refunded": 0}

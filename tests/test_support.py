@@ -234,7 +234,7 @@ async def test_support_reads_an_order_with_its_keys_masked(dev_stack: Stack) -> 
     body = answer.json()
     assert (body["order_id"], body["status"], body["sku"], body["quantity"]) == (order["order_id"], "delivered", sku, 2)
     stages = [event["stage"] for event in body["timeline"]]
-    assert stages[:3] == ["created", "reserved", "payment_created"] and "delivered" in stages
+    assert stages[:4] == ["created", "risk", "reserved", "payment_created"] and "delivered" in stages
     payment = body["payment"]
     assert (payment["gateway"], payment["payment_id"], payment["status"], payment["amount_cents"],
             payment["currency"]) == ("simulator", order["payment"]["payment_id"], "paid", 2 * 990, "CNY")

@@ -1,6 +1,6 @@
 """OrderWorkflow: one durable workflow per order, reading like the saga in DESIGN.md.
 
-open (reserve) → create payment → wait for the callback, then poll → paid → deliver (with the
+open (reserve) → [held for review until support approves] → create payment → wait for the callback, then poll → paid → deliver (with the
 SLA watch and its coupon). Or: window ends → close and release. Then, until the order closes,
 every proof of payment still ends in a delivery or a refund, and support can act.
 """
@@ -14,6 +14,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlrea
 
 from miaofa import contract as c
 from miaofa import steps as s
+from workflows.support import SupportActions, _refuse
 
 # Short steps — every database step, and creating the payment — run as local activities in the
 # workflow task that needs them: no task round trip through the server per step. Gateway queries,
@@ -44,13 +45,8 @@ def _failure_type(error: BaseException) -> str:
     return cause.type if isinstance(cause, ApplicationError) and cause.type else ""
 
 
-def _refuse(message: str, code: str) -> ApplicationError:
-    """A support Update's refusal: final, so neither the API nor the Temporal CLI retries it."""
-    return ApplicationError(message, type=code, non_retryable=True)
-
-
 @workflow.defn(name=c.ORDER_WORKFLOW)
-class OrderWorkflow:
+class OrderWorkflow(SupportActions):
     @workflow.init
     def __init__(self, order: c.OrderInput) -> None:
         # The input is set before any handler runs: a retried first task may carry a signal too.
@@ -85,7 +81,14 @@ class OrderWorkflow:
                                              error=opened.error)
             return opened.outcome
         self._amount_cents = opened.amount_cents
-        await self._set_status(c.AWAITING_PAYMENT, c.SA_AMOUNT_CENTS.value_set(self._amount_cents))  # after any coupon
+        if _held(order):
+            await self._set_status(c.IN_REVIEW, c.SA_AMOUNT_CENTS.value_set(self._amount_cents))
+            self._opened = self._open_result()  # POST /orders answers 202: in review, no payment yet
+            if not await self._hold_for_review():
+                await self._until_closed()
+                return self._status
+        else:
+            await self._set_status(c.AWAITING_PAYMENT, c.SA_AMOUNT_CENTS.value_set(self._amount_cents))  # after any coupon
 
         if self._amount_cents > 0:
             try:
@@ -111,7 +114,9 @@ class OrderWorkflow:
 
     async def _open(self, order: c.OrderInput) -> s.OpenedOrder:
         now = workflow.now()
-        self._expires_at = now + timedelta(seconds=order.timing.payment_window_seconds)
+        # Held for review, the order's deadline is the review's; the payment window starts on approval.
+        window = order.timing.review_window_seconds if _held(order) else order.timing.payment_window_seconds
+        self._expires_at = now + timedelta(seconds=window)
         try:
             return await workflow.execute_local_activity(
                 s.OPEN_ORDER,
@@ -120,7 +125,8 @@ class OrderWorkflow:
                     quantity=order.quantity, unit_price_cents=order.unit_price_cents,
                     currency=order.currency, email=order.email, buyer_hash=order.buyer_hash,
                     gateway=order.gateway, coupon_code=order.coupon_code, at=now,
-                    expires_at=self._expires_at),
+                    expires_at=self._expires_at, status=c.IN_REVIEW if _held(order) else c.AWAITING_PAYMENT,
+                    risk=_risk_detail(order.risk)),
                 result_type=s.OpenedOrder, **DB_STEP)
         except STEP_FAILED:
             return s.OpenedOrder(c.INVALID_ORDER, detail="the order's data was refused; nothing was kept",
@@ -368,59 +374,6 @@ class OrderWorkflow:
         if self._payment is None:
             raise _refuse("this order has no payment to check", c.REFUSED_NO_PAYMENT)
 
-    @workflow.update(name=c.CANCEL_UPDATE)
-    async def cancel(self, request: c.SupportRequest | None = None) -> c.SupportResult:
-        assert request is not None
-        self._cancel_requested = True
-        self._cancel_actor = request.actor
-        await workflow.wait_condition(lambda: self._status != c.AWAITING_PAYMENT)
-        if self._status != c.CANCELLED:
-            raise _refuse(f"the payment arrived first; the order is {self._status}", c.REFUSED_NOT_CANCELLABLE)
-        return c.SupportResult(self._order_id, self._status, "order cancelled and its stock released")
-
-    @cancel.validator
-    def _validate_cancel(self, request: c.SupportRequest | None = None) -> None:
-        _require_input(request, "cancel")
-        if self._status != c.AWAITING_PAYMENT or self._paid is not None:
-            raise _refuse(f"only unpaid orders can be cancelled; this one is {self._status or 'new'}",
-                          c.REFUSED_NOT_CANCELLABLE)
-
-    @workflow.update(name=c.REFUND_UPDATE)
-    async def refund(self, request: c.SupportRequest | None = None) -> c.SupportResult:
-        assert request is not None
-        async with self._support_lock:
-            if self._status == c.REFUNDED:
-                raise _refuse("the order is already refunded", c.REFUSED_ALREADY_REFUNDED)
-            await self._refund(request.reason or "support refund", actor=request.actor)
-        return c.SupportResult(self._order_id, self._status, "refunded at the gateway; keys marked refunded")
-
-    @refund.validator
-    def _validate_refund(self, request: c.SupportRequest | None = None) -> None:
-        _require_input(request, "refund")
-        if self._status == c.REFUNDED:
-            raise _refuse("the order is already refunded", c.REFUSED_ALREADY_REFUNDED)
-        if self._status != c.DELIVERED:
-            raise _refuse(f"only delivered orders can be refunded; this one is {self._status or 'new'}",
-                          c.REFUSED_NOT_REFUNDABLE)
-        if self._payment is None:
-            raise _refuse("this order was free; there is no payment to refund", c.REFUSED_NOT_REFUNDABLE)
-
-    @workflow.update(name=c.RESEND_UPDATE)
-    async def resend(self, request: c.SupportRequest | None = None) -> c.SupportResult:
-        assert request is not None
-        async with self._support_lock:
-            await self._record(s.StageStep(self._order_id, "resent", workflow.now(),
-                                           detail={"actor": request.actor}))
-            await self._send_delivery_email()
-        return c.SupportResult(self._order_id, self._status, "delivery email sent again")
-
-    @resend.validator
-    def _validate_resend(self, request: c.SupportRequest | None = None) -> None:
-        _require_input(request, "resend")
-        if self._status != c.DELIVERED:
-            raise _refuse(f"only delivered orders can be resent; this one is {self._status or 'new'}",
-                          c.REFUSED_NOT_DELIVERED)
-
     @workflow.query(name=c.STATUS_QUERY)
     def state(self) -> c.OrderState:
         return c.OrderState(
@@ -461,8 +414,8 @@ class OrderWorkflow:
             currency=self._order.currency, expires_at=self._expires_at, payment=self._payment,
             sku=self._order.sku, quantity=self._order.quantity)
 
-    async def _release(self, status: str) -> None:
-        actor = self._cancel_actor if status == c.CANCELLED else "system"
+    async def _release(self, status: str, actor: str | None = None) -> None:
+        actor = actor or (self._cancel_actor if status == c.CANCELLED else "system")
         await workflow.execute_local_activity(
             s.RELEASE_STOCK, s.ReleaseStep(self._order_id, status, workflow.now(), actor=actor),
             **DB_STEP)
@@ -504,14 +457,14 @@ class OrderWorkflow:
             pass
 
 
-def _require_input(request: c.SupportRequest | None, update: str) -> None:
-    """The Temporal CLI can send an Update with no input; say what it needs instead of a TypeError."""
-    if request is None:
-        raise _refuse(f'{update} needs its input, e.g. {{"reason": "…", "actor": "your name"}}',
-                      c.REFUSED_MISSING_INPUT)
-    if not request.actor.strip():
-        raise _refuse(f"{update} needs an actor: who is acting", c.REFUSED_MISSING_INPUT)
-    if not (request.actor.isprintable() and request.reason.isprintable()):
-        # Refused before any step runs: the database would refuse it after the gateway refunded.
-        raise _refuse(f"{update}: the actor and reason must not contain control characters",
-                      c.REFUSED_MISSING_INPUT)
+def _held(order: c.OrderInput) -> bool:
+    return order.risk is not None and order.risk.verdict == c.RISK_REVIEW
+
+
+def _risk_detail(risk: c.RiskDecision | None) -> dict[str, str]:
+    """The risk stage's detail: which rule decided what, and the device's hash (the new-device rule
+    reads it back from delivered orders). Never an email or an address."""
+    if risk is None:
+        return {}
+    detail = {"verdict": risk.verdict, "reason": risk.reason, **({"rule": risk.rule} if risk.rule else {})}
+    return {**detail, "device": risk.device_hash} if risk.device_hash else detail

@@ -6,6 +6,7 @@ every order passes the admission rules of miaofa/risk.py before anything is rese
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -23,13 +24,14 @@ from api.client_ip import client_ip, networks, within
 from api.deps import SessionDep, StateDep
 from api.hot import ProductInfo
 from api.state import State
-from miaofa import contract as c, coupons, orders, risk
+from miaofa import contract as c, coupons, orders, risk, risk_chain
 from miaofa import errors
 from miaofa.errors import OrderTimeout, InvalidInput, MiaofaError, NotFound, OrderNotFound, SoldOut, TooManyRequests, Unavailable
 from miaofa.messaging.emails import pick_lang
 from miaofa.text import control_character, email_problem
 
 router = APIRouter(tags=["shop"])
+log = logging.getLogger("miaofa.api.shop")
 MAX_QUANTITY = 10
 STREAM_TERMINAL = frozenset({c.DELIVERED, c.REFUNDED, c.REJECTED, c.EXPIRED, c.CANCELLED})
 
@@ -82,6 +84,20 @@ def _guards(request: Request, state: State) -> risk.Guards:
     return guards
 
 
+def _chain(request: Request, state: State) -> risk_chain.Chain:
+    chain = getattr(request.app.state, "risk_chain", None)
+    if chain is None:
+        chain = request.app.state.risk_chain = risk_chain.Chain(state.settings)
+    return chain
+
+
+def _denied(exc: MiaofaError) -> JSONResponse:
+    """A deny of the rule chain: counted and logged by rule and code (never the email or address)."""
+    metrics.ORDERS.labels(exc.error).inc()
+    log.info("order denied by risk rule %s: %s", getattr(exc, "risk_rule", "?"), exc.error)
+    return _refused(exc)
+
+
 def _client(request: Request, state: State) -> str | None:
     """The client's address, or None when it is in an exempt network (no admission rules, no caps)."""
     ip = client_ip(request, state.settings.trusted_proxies)
@@ -102,25 +118,44 @@ async def list_products(state: StateDep) -> list[dict[str, Any]]:
             for p in state.hot.products()]
 
 
-@router.post("/orders", status_code=201, responses={200: {"description": "an Idempotency-Key replay: the same "
-                                                                         "order, without its access token"}})
+class OrderInReview(BaseModel):
+    """202: the order is held for a review by support (no payment yet); its stock is reserved."""
+
+    order_id: str
+    access_token: str
+    status: Literal["in_review"]
+    amount_cents: int
+    currency: str
+    expires_at: datetime = Field(description="when the review ends: an order not approved by then is rejected")
+    payment: None = Field(default=None, description="none until support approves the order")
+
+
+@router.post("/orders", status_code=201, responses={
+    200: {"description": "an Idempotency-Key replay: the same order, without its access token"},
+    202: {"model": OrderInReview, "description": "held for review: watch the order page; payment comes on approval"},
+    403: {"description": "refused by a risk rule: email_blocked, network_blocked, device_blocked, quantity_limit, "
+                         "too_many_open_orders, order_refused"}})
 async def create_order(body: OrderCreate, request: Request, state: StateDep,
                        idempotency_key: Annotated[str | None, Header(
                            min_length=16, max_length=200, description="a random value (e.g. a UUID), 16+ characters; "
-                           "the same email and key are the same order")] = None
+                           "the same email and key are the same order")] = None,
+                       x_device_id: Annotated[str | None, Header(
+                           alias="X-Device-Id", min_length=1, max_length=128,
+                           description="the buyer's device id, if the storefront has one (risk rules)")] = None
                        ) -> JSONResponse:
     """Reserve stock and create the payment in one round trip: 201 with the pay link, or 409 sold_out.
 
-    The admission rules run first, cheapest first: the rate per address and email (memory), then
-    sold-out (the stock hint), then the open-order caps (PostgreSQL). A refusal reserves nothing.
-    A replayed Idempotency-Key answers 200 with the order's state and payment link, without its
-    access token (README, "Idempotency-Key").
+    The risk rules run first, cheapest first (miaofa/risk_chain.py): blocklists, quantity and rates
+    in memory, then sold-out (the stock hint), then the open-order caps and the anomaly rules
+    (PostgreSQL). A refusal reserves nothing. An order the rules hold for review answers 202,
+    status `in_review`, without a payment. A replayed Idempotency-Key answers 200 with the order's
+    state and payment link, without its access token (README, "Idempotency-Key").
     """
     # Timed from the handler's start, by answer: a sold-out answer's own cost, apart from the time a
     # request queues for the event loop (which miaofa_http_request_seconds includes).
     started, status = time.perf_counter(), 500
     try:
-        response = await _create_order(body, request, state, idempotency_key)
+        response = await _create_order(body, request, state, idempotency_key, x_device_id)
         status = response.status_code
         return response
     except MiaofaError as exc:
@@ -130,21 +165,21 @@ async def create_order(body: OrderCreate, request: Request, state: StateDep,
         metrics.ORDER_ANSWER.labels(str(status)).observe(time.perf_counter() - started)
 
 
-async def _create_order(body: OrderCreate, request: Request, state: State, idempotency_key: str | None
-                        ) -> JSONResponse:
+async def _create_order(body: OrderCreate, request: Request, state: State, idempotency_key: str | None,
+                        device: str | None) -> JSONResponse:
     """The order path itself; create_order times it."""
     if idempotency_key is not None:
         _plain("Idempotency-Key", idempotency_key)
-    guards = _guards(request, state)
-    ip = _client(request, state)  # None: an exempt network (a load generator) skips the admission rules
-    client_hash = guards.admission.client_hash(ip) if ip is not None else None
-    buyer_hash = state.vault.buyer_hash(body.email)
-    if ip is not None:
-        try:
-            guards.admission.check_rate(client_hash, buyer_hash)
-        except TooManyRequests as exc:
-            metrics.ORDERS.labels(exc.error).inc()
-            return _refused(exc)
+    if device is not None:
+        _plain("X-Device-Id", device)
+    chain = _chain(request, state)
+    ip = _client(request, state)  # None: an exempt network (a load generator) skips the risk rules
+    attempt = chain.attempt(email=body.email, buyer_hash=state.vault.buyer_hash(body.email), ip=ip, device=device,
+                            quantity=body.quantity)
+    try:
+        screened = chain.screen(attempt)  # memory only: a flood is refused without a database round trip
+    except MiaofaError as exc:
+        return _denied(exc)
     product = await state.hot.product(body.sku)
     if product is None:
         raise NotFound(f"no product with sku {body.sku!r}", error="unknown_product")
@@ -163,11 +198,13 @@ async def _create_order(body: OrderCreate, request: Request, state: State, idemp
     if body.coupon_code:
         async with state.sessionmaker() as session:
             await coupons.check_usable(session, body.coupon_code, datetime.now(timezone.utc), product.currency)
-    capped = ip is not None and guards.admission.applies(client_hash)  # open-order caps, in PostgreSQL
-    if capped:
-        async with state.sessionmaker.begin() as session:
-            await guards.admission.admit(session, risk.Applicant(order_id, buyer_hash, client_hash, product.id,
-                                                                 body.quantity), datetime.now(timezone.utc))
+    attempt.order_id, attempt.product_id, attempt.currency = order_id, product.id, product.currency
+    attempt.amount_cents = product.price_cents * body.quantity
+    try:  # open-order caps and anomalies, in PostgreSQL; a deny rolls its admission row back
+        decision = await chain.judge(state.sessionmaker, attempt, screened)
+    except MiaofaError as exc:
+        return _denied(exc)
+    capped = decision.admitted
     # A retried Idempotency-Key must reach its order, so it skips the stock hint.
     if not idempotency_key and not state.hot.claim(order_id, product.id, body.quantity):
         if capped:
@@ -176,7 +213,8 @@ async def _create_order(body: OrderCreate, request: Request, state: State, idemp
         raise SoldOut("this product is sold out")
     reserved = False
     try:
-        opened = await order_client.open_order(state, _order_input(state, product, body, order_id))
+        opened = await order_client.open_order(state, _order_input(state, product, body, order_id,
+                                                                   decision.contract(attempt.device_hash)))
         reserved = opened is not None and opened.outcome == c.OPENED
     finally:  # however the request ends (answer, timeout, error, cancelled): the claim goes back
         if not idempotency_key:
@@ -200,8 +238,8 @@ async def _create_order(body: OrderCreate, request: Request, state: State, idemp
     if lang := pick_lang(body.lang, request.headers.get("accept-language")):
         async with state.sessionmaker.begin() as session:
             await orders.set_lang(session, order_id, lang)
-    payment = opened.payment  # None when a coupon made the order free: nothing to pay
-    return JSONResponse(status_code=201, content={
+    payment = opened.payment  # None when a coupon made the order free, or held for review
+    return JSONResponse(status_code=202 if opened.status == c.IN_REVIEW else 201, content={
         "order_id": order_id, "access_token": state.vault.order_token(order_id), "status": opened.status,
         "amount_cents": opened.amount_cents, "currency": opened.currency,
         "expires_at": opened.expires_at.isoformat(),
@@ -214,19 +252,21 @@ async def _forget(state: State, order_id: str) -> None:
         await risk.forget(session, order_id)
 
 
-def _order_input(state: State, product: ProductInfo, body: OrderCreate, order_id: str) -> c.OrderInput:
+def _order_input(state: State, product: ProductInfo, body: OrderCreate, order_id: str,
+                 decision: c.RiskDecision | None = None) -> c.OrderInput:
     settings = state.settings
     return c.OrderInput(
         order_id=order_id, product_id=product.id, sku=product.sku, product_name=product.name,
         unit_price_cents=product.price_cents, currency=product.currency, quantity=body.quantity,
         email=body.email, buyer_hash=state.vault.buyer_hash(body.email), gateway=body.gateway,
-        delivery_sla_seconds=product.delivery_sla_seconds, coupon_code=body.coupon_code,
+        delivery_sla_seconds=product.delivery_sla_seconds, coupon_code=body.coupon_code, risk=decision,
         timing=c.Timing(payment_window_seconds=settings.payment_window_seconds,
                         callback_grace_seconds=settings.callback_grace_seconds,
                         poll_interval_seconds=settings.poll_interval_seconds,
                         late_payment_watch_seconds=settings.late_payment_watch_seconds,
                         late_poll_interval_seconds=settings.late_poll_interval_seconds,
-                        support_window_seconds=settings.support_window_seconds))
+                        support_window_seconds=settings.support_window_seconds,
+                        review_window_seconds=settings.review_window_seconds))
 
 
 async def _replayed(state: State, order_id: str, body: OrderCreate) -> JSONResponse | None:

@@ -102,3 +102,17 @@ async def cancel(order_id: str, state: StateDep, actor: SupportDep, body: Suppor
                  key: IdemKey = None) -> dict[str, Any]:
     """Cancel an unpaid order: close its payment and release its stock."""
     return await _act(state, order_id, c.CANCEL_UPDATE, actor, body, key)
+
+
+@router.post("/{order_id}/approve")
+async def approve(order_id: str, state: StateDep, actor: SupportDep, body: SupportBody | None = None,
+                  key: IdemKey = None) -> dict[str, Any]:
+    """Approve an order held for review: its payment is created and the saga goes on."""
+    return await _act(state, order_id, c.APPROVE_UPDATE, actor, body, key)
+
+
+@router.post("/{order_id}/reject")
+async def reject(order_id: str, state: StateDep, actor: SupportDep, body: SupportBody | None = None,
+                 key: IdemKey = None) -> dict[str, Any]:
+    """Reject an order held for review: its stock is released, status rejected."""
+    return await _act(state, order_id, c.REJECT_UPDATE, actor, body, key)
