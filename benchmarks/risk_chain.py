@@ -1,0 +1,126 @@
+"""Cost of the risk rule chain per order, against a real PostgreSQL (no Temporal, no HTTP).
+
+    .venv/bin/python -m benchmarks.risk_chain --attempts 500 --buyers 200 --history 10
+
+Starts a throwaway embedded PostgreSQL (synchronous commit, as the shop runs it), migrates it, seeds `--buyers` emails with `--history` delivered orders each (with the device
+each was bought from), then times `Chain.screen` + `Chain.judge` — what `POST /orders` spends in
+the rules — for one attempt at a time, with 7 rules (memory only), 8 (+ the open-order caps,
+which write the admission row) and 10 (+ the two anomaly rules, one history query). Each attempt
+is a known buyer from a new address, with a new device and an amount above the new-device
+threshold, so every rule runs and none denies.
+"""
+
+import argparse
+import asyncio
+import ipaddress
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from miaofa import catalog, contract as c
+from miaofa.db import migrate
+from miaofa.db.engine import make_engine, make_sessionmaker
+from miaofa.db.models import Order, OrderEvent
+from miaofa.devstack.postgres import LocalPostgres
+from miaofa.devstack.procs import free_port
+from miaofa.risk_chain import Chain
+from miaofa.risk_rules import Rules, RulesFile, parse
+from miaofa.settings import Settings
+from miaofa.vault import Vault
+
+VAULT_KEY = "bWlhb2ZhLWJlbmNoLXZhdWx0LWtleS0zMi1ieXRlcyE="  # a throwaway database's key
+PRICE = 60_000
+BLOCKLIST = "\n".join([
+    "[blocklist]",
+    "emails = [" + ", ".join(f'"blocked{i}@example.com"' for i in range(500)) + ', "@spam.example"]',
+    "networks = [" + ", ".join(f'"203.0.{i}.0/24"' for i in range(100)) + "]",
+    "devices = [" + ", ".join(f'"bad-{i}"' for i in range(500)) + "]",
+    "[rates]\nper_ip = 1000\nper_email = 1000\nper_device = 1000",
+    "[caps]\nopen_orders_per_email = 1000\nopen_orders_per_ip = 1000\nopen_units_per_ip = 1000",
+    "open_orders_per_buyer_product = 1000\nunits_per_buyer_per_product = 1000\nquantity_per_order = 10",
+    "[anomaly]\nnew_device_amount_cents = 50000\nhistory_multiple = 10\nhistory_min_orders = 3",
+])
+SCENARIOS = {  # rules switched off per scenario
+    "memory (7 rules)": 'open_caps = "off"\nnew_device = "off"\namount_history = "off"',
+    "+ open-order caps (8 rules)": 'new_device = "off"\namount_history = "off"',
+    "+ anomalies (10 rules)": "",
+    "10 rules, caps off (9 run)": 'open_caps = "off"',  # the anomaly query alone: a read-only transaction
+}
+
+
+async def seed(sessionmaker, vault: Vault, chain: Chain, buyers: int, history: int) -> tuple[int, list[str]]:
+    emails = [f"bench-{uuid.uuid4().hex[:10]}@example.com" for _ in range(buyers)]
+    async with sessionmaker.begin() as session:
+        product = await catalog.create_product(session, sku="bench-" + uuid.uuid4().hex[:8], name="bench",
+                                               price_cents=PRICE, currency="CNY")
+        at = datetime.now(timezone.utc)
+        for email in emails:
+            device = chain.attempt(email=email, buyer_hash="", ip=None, device=f"home-{email}", quantity=1).device_hash
+            for _ in range(history):
+                order_id = uuid.uuid4().hex[:20]
+                session.add(Order(id=order_id, product_id=product.id, sku=product.sku, quantity=1, email=email,
+                                  buyer_hash=vault.buyer_hash(email), amount_cents=PRICE, currency="CNY",
+                                  gateway="simulator", status=c.DELIVERED, expires_at=at, created_at=at))
+                session.add(OrderEvent(order_id=order_id, stage=c.RISK_STAGE, at=at,
+                                       detail={"verdict": "allow", "reason": "passed", "device": device}))
+        return product.id, emails
+
+
+async def measure(database_url: str, attempts: int, buyers: int, history: int) -> None:
+    settings = Settings(vault_key=VAULT_KEY, database_url=database_url)
+    vault = Vault(VAULT_KEY)
+    engine = make_engine(database_url)
+    sessionmaker = make_sessionmaker(engine)
+    try:
+        setup = Chain(settings, RulesFile("", parse(BLOCKLIST, Rules.from_settings(settings))))
+        product_id, emails = await seed(sessionmaker, vault, setup, buyers, history)
+        addresses = iter(ipaddress.ip_network("10.0.0.0/8").hosts())
+        print(f"{buyers} buyers × {history} delivered orders; {attempts} attempts per scenario, one at a time")
+        for name, off in SCENARIOS.items():
+            chain = Chain(settings, RulesFile("", parse(BLOCKLIST + "\n[verdicts]\n" + off,
+                                                        Rules.from_settings(settings))))
+            samples, verdicts = [], set()
+            for i in range(attempts + 20):  # the first 20 warm the pool and the caches up
+                email = emails[i % len(emails)]
+                started = time.perf_counter()
+                attempt = chain.attempt(email=email, buyer_hash=vault.buyer_hash(email), ip=str(next(addresses)),
+                                        device=f"new-{uuid.uuid4().hex[:8]}", quantity=1)
+                screened = chain.screen(attempt)
+                attempt.order_id, attempt.product_id = uuid.uuid4().hex[:20], product_id
+                attempt.currency, attempt.amount_cents = "CNY", PRICE
+                decision = await chain.judge(sessionmaker, attempt, screened)
+                elapsed = time.perf_counter() - started
+                if i >= 20:
+                    samples.append(elapsed)
+                    verdicts.add(f"{decision.verdict}:{len(decision.ran)}")
+            ordered = sorted(samples)
+            p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+            print(f"{name:30} median {statistics.median(samples) * 1000:7.3f} ms   p99 {p99 * 1000:7.3f} ms   "
+                  f"(verdict:rules run {', '.join(sorted(verdicts))})")
+    finally:
+        await engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--attempts", type=int, default=500)
+    parser.add_argument("--buyers", type=int, default=200)
+    parser.add_argument("--history", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="miaofa-risk-bench-") as tmp:
+        server = LocalPostgres(Path(tmp) / "data", free_port(), Path(tmp) / "postgres.log")
+        server.start()
+        try:
+            server.ensure_database("bench")
+            url = server.url("bench")
+            migrate.upgrade(url)
+            asyncio.run(measure(url, args.attempts, args.buyers, args.history))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
