@@ -111,5 +111,5 @@ def outbox_dispatcher(settings: Settings, sessionmaker: async_sessionmaker[Async
 if __name__ == "__main__":
     from miaofa import logs
 
-    logs.configure(get_settings().log_level)  # error types and ids only, as `miaofa worker` logs
+    logs.configure(get_settings().log_level, get_settings().log_format)  # as `miaofa worker` logs
     asyncio.run(run_worker(get_settings()))

@@ -15,7 +15,7 @@ from starlette.datastructures import QueryParams
 from api import metrics, order_client
 from api.state import State
 from miaofa import contract as c
-from miaofa import payments
+from miaofa import logs, payments
 from miaofa.gateways.base import Ack, Gateway, InvalidNotify
 
 log = logging.getLogger("miaofa.api.notify")
@@ -47,6 +47,7 @@ async def handle(state: State, gateway: str, adapter: Gateway, headers: Mapping[
                  query: Mapping[str, str], stored: tuple[Mapping[str, str], bytes],
                  may_log_rejected: Callable[[], bool]) -> Handled:
     stored_headers, stored_body = stored
+    logs.bind_order(None)  # a replay runs many notifies in one task
     try:
         notice = await adapter.verify_notify(headers, body, query)
     except InvalidNotify as exc:
@@ -64,6 +65,7 @@ async def handle(state: State, gateway: str, adapter: Gateway, headers: Mapping[
     async with state.sessionmaker.begin() as session:
         decision = await payments.accept_notify(session, gateway, adapter.merchant_id, proof, stored_headers,
                                                 stored_body)
+    logs.bind_order(decision.order_id)
     if decision.outcome == "foreign":
         return _done(gateway, decision.outcome, "another merchant's payment", adapter.nack("not ours"))
     outcome, stray = decision.outcome, decision.stray

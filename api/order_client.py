@@ -23,7 +23,7 @@ from temporalio.service import RPCStatusCode
 
 from api.state import State
 from miaofa import contract as c
-from miaofa import errors
+from miaofa import errors, logs
 from miaofa.errors import Conflict, OrderClosed, OrderNotFound, OrderTimeout, TemporalUnavailable
 from miaofa.temporal import start_stray_review
 
@@ -47,6 +47,7 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
     Returns None when the workflow for this id already finished (an Idempotency-Key replayed
     after the order closed): the caller then answers from the database.
     """
+    logs.bind_order(order.order_id)  # this request's log lines name its order
     start = WithStartWorkflowOperation(
         c.ORDER_WORKFLOW, order, id=c.order_workflow_id(order.order_id), task_queue=state.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

@@ -75,7 +75,7 @@ def _logging(settings: Settings) -> None:
     # Error types and ids only: exception messages (SQL parameters, emails) never reach a log.
     from miaofa import logs
 
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
 
 
 @app.command()

@@ -11,9 +11,13 @@ SQLAlchemy's own loggers stay at WARNING or above whatever the level (at INFO/DE
 statements' parameters and result rows), and engines are made with `hide_parameters=True`.
 """
 
+import contextvars
+import json
 import logging
+import re
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -93,12 +97,70 @@ def uninstall() -> None:
         _previous_factory = None
 
 
-def configure(level: str | int = "INFO") -> None:
-    """The log setup of every miaofa process: one format, safe records, quiet SQL loggers."""
+def configure(level: str | int = "INFO", fmt: str = "text") -> None:
+    """The log setup of every miaofa process: one format (text, or JSON lines), safe records, quiet
+    SQL loggers."""
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    logging.basicConfig(level=numeric, format=FORMAT)
+    if fmt == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=numeric, handlers=[handler])
+    else:
+        logging.basicConfig(level=numeric, format=FORMAT)
     install()
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+
+
+# ---- JSON lines (MIAOFA_LOG_FORMAT=json) -------------------------------------------------------
+
+_order_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("miaofa_log_order_id", default=None)
+# Messages carry ids, not emails; an email that slips into one anyway is masked in JSON lines.
+EMAIL = re.compile(r"[^\s@<>\"'(),;:]+@[^\s@<>\"'(),;:]+\.[A-Za-z]{2,}")
+
+
+def bind_order(order_id: str | None) -> None:
+    """The order this task works on, for its log lines (a request or a CLI command; None forgets)."""
+    _order_id.set(order_id)
+
+
+def _ids(record: logging.LogRecord) -> tuple[str | None, str | None]:
+    """Order and workflow id: given with extra=, from Temporal's workflow/activity logger details,
+    from the running activity, or bound by the API for this request."""
+    order_id, workflow_id = getattr(record, "order_id", None), getattr(record, "workflow_id", None)
+    details = getattr(record, "temporal_workflow", None) or getattr(record, "temporal_activity", None)
+    if workflow_id is None and isinstance(details, dict):
+        workflow_id = details.get("workflow_id")
+    if workflow_id is None:
+        from temporalio import activity
+
+        if activity.in_activity():
+            workflow_id = activity.info().workflow_id
+    order_id = order_id or _order_id.get()
+    if order_id is None and isinstance(workflow_id, str) and workflow_id.startswith("order-"):
+        order_id = workflow_id.removeprefix("order-")
+    if workflow_id is None and order_id is not None:
+        workflow_id = f"order-{order_id}"
+    return order_id, workflow_id
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, order_id and workflow_id where known,
+    and an exception as its type and frames only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname, "logger": record.name, "message": EMAIL.sub("<email>", record.getMessage())}
+        order_id, workflow_id = _ids(record)
+        if order_id is not None:
+            data["order_id"] = order_id
+        if workflow_id is not None:
+            data["workflow_id"] = workflow_id
+        if record.exc_info and record.exc_info[1] is not None:  # a record made before install()
+            data["error"] = safe_traceback(record.exc_info[1])
+        elif record.exc_text:
+            data["error"] = record.exc_text
+        return json.dumps(data, ensure_ascii=False, default=str)

@@ -1,6 +1,8 @@
 """Issue 7 item 10: logs carry error types and order ids, never what the client sent (emails, coupon
 codes, SQL parameters) — whichever library logs the exception: ours, uvicorn or SQLAlchemy."""
 
+import asyncio
+import io
 import logging
 import uuid
 from collections.abc import Iterator
@@ -117,3 +119,78 @@ def test_the_cli_logging_setup_redacts_and_keeps_sql_loggers_quiet() -> None:
         logs.uninstall()
         root.setLevel(levels[0])
         sql.setLevel(levels[1])
+
+
+# --- JSON lines (issue 12) ---------------------------------------------------------------------
+
+@pytest.fixture
+def json_lines(safe_logs: None) -> Iterator[io.StringIO]:
+    """JSON lines as `MIAOFA_LOG_FORMAT=json` writes them, of every miaofa logger at INFO."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logs.JsonFormatter())
+    root, shop = logging.getLogger(), logging.getLogger("miaofa")
+    level = shop.level
+    root.addHandler(handler)
+    shop.setLevel(logging.INFO)
+    try:
+        yield out
+    finally:
+        root.removeHandler(handler)
+        shop.setLevel(level)
+
+
+async def test_json_lines_of_an_order_carry_its_ids_and_no_key_token_or_email(dev_stack: Stack,
+                                                                              json_lines: io.StringIO) -> None:
+    import json
+
+    email = f"json-{uuid.uuid4().hex[:8]}@example.com"
+    key = f"KEY-JSON-{uuid.uuid4().hex}"
+    sku = await dev_stack.product([key])
+    order = await dev_stack.ordered(sku, email=email)
+    await dev_stack.pay(order)
+    await dev_stack.wait_status(order, "delivered")
+    for _ in range(100):  # the email step logs right after the delivery
+        events = [e["stage"] for e in (await dev_stack.view(order))["timeline"]]
+        if "email_sent" in events:
+            break
+        await asyncio.sleep(0.05)
+    text_lines = json_lines.getvalue().splitlines()
+    records = [json.loads(line) for line in text_lines]
+    mine = [r for r in records if r.get("order_id") == order["order_id"]]
+    loggers = {r["logger"] for r in mine}
+    assert {"miaofa.api.notify", "miaofa.activities.notify"} <= loggers, loggers
+    assert {r["workflow_id"] for r in mine} == {f"order-{order['order_id']}"}
+    assert {"time", "level", "logger", "message"} <= set(mine[0])
+    for line in text_lines:
+        assert email not in line and key not in line and order["access_token"] not in line
+
+
+def test_json_lines_mask_emails_keep_exception_types_and_take_temporal_ids() -> None:
+    import json
+
+    formatter = logs.JsonFormatter()
+
+    def line(msg: str, *args, exc: BaseException | None = None, **extra) -> dict:
+        record = logging.LogRecord("miaofa.test", logging.WARNING, __file__, 1, msg, args,
+                                   (type(exc), exc, exc.__traceback__) if exc else None)
+        record.__dict__.update(extra)
+        return json.loads(formatter.format(record))
+
+    assert line("mail to %s bounced", "buyer.one+x@example.com")["message"] == "mail to <email> bounced"
+    code = "MF-" + "123"
+    try:
+        raise ValueError(f"coupon {code} for a buyer")  # the message, not this source line, holds the code
+    except ValueError as exc:
+        failed = line("failed", exc=exc)
+    assert failed["error"].endswith(f"ValueError: {logs.WITHHELD}") and "MF-123" not in json.dumps(failed)
+    workflow = line("w", temporal_workflow={"workflow_id": "order-abc123", "run_id": "r"})
+    assert (workflow["order_id"], workflow["workflow_id"]) == ("abc123", "order-abc123")
+    stray = line("s", temporal_workflow={"workflow_id": "stray-simulator-p1"})
+    assert ("order_id" in stray, stray["workflow_id"]) == (False, "stray-simulator-p1")
+    logs.bind_order("bound1")
+    try:
+        assert (line("b")["order_id"], line("b")["workflow_id"]) == ("bound1", "order-bound1")
+    finally:
+        logs.bind_order(None)
+    assert "order_id" not in line("plain") and "workflow_id" not in line("plain")

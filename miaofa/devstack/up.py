@@ -185,6 +185,10 @@ def _print_ready(settings: Settings, seconds: float, catch_mail: bool = False) -
     console.print(f"  Temporal UI       http://127.0.0.1:{settings.temporal_ui_port}")
     console.print(f"  Simulator         {settings.sim_url}")
     console.print(f"  Mail              {_mail_destination(settings, catch_mail)}")
+    console.print(f"  Metrics (API)     {api}/metrics")
+    worker = settings.worker_metrics_address
+    worker = f"http://{worker}/metrics" if worker else "off (MIAOFA_WORKER_METRICS_ADDRESS is empty)"
+    console.print(f"  Metrics (worker)  {worker}")
     console.print(f"  Admin token       {settings.admin_token}")
     console.print(f"  Support token     {settings.support_token}")
     console.print(f"\n  Data and logs in {Path(settings.data_dir).resolve()}. Press Ctrl-C to stop.\n")
