@@ -416,3 +416,27 @@ async def test_a_review_not_decided_in_time_is_rejected(ts_env, sessionmaker, si
         assert [s["stage"] for s in view["timeline"]][-2:] == ["review_timed_out", "rejected"]
         assert await stack.stock(sku) == {"available": 1, "reserved": 0, "sold": 0, "refunded": 0}
         await stack.record_history(order, "review_timed_out")
+
+
+async def test_the_form_checkout_shows_a_denial_and_opens_a_held_order(ruled: Stack) -> None:
+    from tests.test_web import EN, _buy, _card, _named_product
+
+    sku = await _named_product(ruled, "Held by a rule", keys=2)
+    headers = {**EN, "X-Forwarded-For": _ip()}
+    denied = await _buy(ruled, headers, sku=sku, email="someone@spam.example")
+    assert denied.status_code == 403
+    assert ('<p class="error" role="alert" data-error>This email address cannot place orders here. Contact support '
+            'if this is a mistake.</p>') in _card(denied.text, sku)
+    path = Path(ruled.settings.risk_rules_file)  # the same email, now held for a person instead
+    path.write_text(RULES + '\n[verdicts]\nblocklist_email = "review"\n')
+    os.utime(path, ns=(5, 5))
+    await asyncio.sleep(1.1)
+    try:
+        held = await _buy(ruled, {**EN, "X-Forwarded-For": _ip()}, sku=sku, email="someone@spam.example")
+    finally:
+        path.write_text(RULES)
+        os.utime(path, ns=(6, 6))
+    assert held.status_code == 303, held.text[:300]
+    page = await ruled.http.get(held.headers["location"], headers=EN)
+    assert page.status_code == 200 and "Under review" in page.text
+    assert await ruled.stock(sku) == {"available": 1, "reserved": 1, "sold": 0, "refunded": 0}

@@ -148,7 +148,7 @@ async def buy(request: Request, state: StateDep) -> Response:
     except MiaofaError as exc:
         retry_after = (getattr(exc, "headers", None) or {}).get("Retry-After")
         return refused(exc.status_code, describe(t, exc.error, exc.detail, retry_after))
-    if answer.status_code == 201:
+    if answer.status_code in (201, 202):  # 202: held for review, the order page says so
         created = _json(answer)
         return RedirectResponse(f"/o/{created['order_id']}?{urlencode({'token': created['access_token']})}",
                                 status_code=303)

@@ -65,7 +65,7 @@
         body: JSON.stringify(body)
       }).then(function (response) {
         return response.json().catch(function () { return {}; }).then(function (answer) {
-          if (response.status === 201 && answer.access_token) {
+          if ((response.status === 201 || response.status === 202) && answer.access_token) {
             location.assign("/o/" + encodeURIComponent(answer.order_id) + "?token=" + encodeURIComponent(answer.access_token));
           } else if (response.status === 200) {
             fail(say("shop.replayed"));
