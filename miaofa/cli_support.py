@@ -8,7 +8,9 @@ they run where the shop's settings are (an ops host).
 
 import asyncio
 import json
+import os
 import re
+import sys
 from datetime import datetime
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -206,19 +208,41 @@ def search(email: str = typer.Option(None, help="The buyer's email (hashed here,
     try:
         rows = asyncio.run(_list(settings, query, limit))
     except RuntimeError as exc:
-        _stop(f"Cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}", REFUSED)
+        cli.err.print(f"Cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}",
+                      markup=False, highlight=False)
+        _leave(REFUSED)
     if as_json:
         for row in rows:
             print(json.dumps(row))
-        return
-    if not rows:
+    elif not rows:
         cli.console.print("No orders.")
-        return
-    table = Table("order", "status", "sku", "gateway", "amount", "late", "started", "closed")
-    for row in rows:
-        table.add_row(row["order_id"], row["status"], row["sku"], row["gateway"], str(row["amount_cents"]),
-                      "yes" if row["late"] else "", _when(row["started_at"]), _when(row["closed_at"]))
-    cli.console.print(table)
+    else:
+        table = Table("order", "status", "sku", "gateway", "amount", "late", "started", "closed")
+        for row in rows:
+            table.add_row(row["order_id"], row["status"], row["sku"], row["gateway"], str(row["amount_cents"]),
+                          "yes" if row["late"] else "", _when(row["started_at"]), _when(row["closed_at"]))
+        cli.console.print(table)
+    _leave(0)
+
+
+def _leave(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown: the Temporal client's runtime threads can abort it
+    (SIGABRT, "PyGILState_Release: thread state … must be current") after all was printed
+    (temporalio/sdk-python#300)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@orders_app.command("buyer-hash")
+def buyer_hash(email: str = typer.Argument(..., help="The buyer's email.")) -> None:
+    """Print the BuyerHash of an email, for a search in the Temporal UI (`BuyerHash = "…"`)."""
+    settings = _cli()._settings()
+    if not settings.vault_key:
+        _stop("MIAOFA_VAULT_KEY is not set: it is needed to hash the email as the shop does.", BAD_INPUT)
+    from miaofa.vault import Vault
+
+    print(Vault(settings.vault_key).buyer_hash(email))
 
 
 async def _list(settings, query: str, limit: int) -> list[dict[str, Any]]:

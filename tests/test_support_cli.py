@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from starlette.routing import NoMatchFound
 
 from miaofa.db.models import AuditLog
-from tests.stack import Stack
+from miaofa.settings import Settings
+from tests.conftest import stack_settings
+from tests.stack import Stack, running_stack
 from tests.test_tokens import new_token, tokens_cli
 
 
@@ -172,14 +175,17 @@ async def test_bad_input_and_settings_exit_2_refusals_exit_1(dev_stack: Stack, t
     assert await _audit(dev_stack, oid) == []  # neither the bad input nor the revoked token did anything
 
 
-def _has_route(stack: Stack, path: str) -> bool:
-    return path in stack.app.openapi()["paths"]
+def _has_review_endpoints(app) -> bool:
+    try:
+        return app.url_path_for("approve", order_id="x") == "/support/orders/x/approve"
+    except NoMatchFound:
+        return False
 
 
 async def test_approve_and_reject_without_the_endpoints_say_so_in_one_line(dev_stack: Stack, tmp_path: Path,
                                                                            staff) -> None:
-    if _has_route(dev_stack, "/support/orders/{order_id}/approve"):
-        pytest.skip("this API has the review endpoints: test_review_cli covers approve and reject")
+    if _has_review_endpoints(dev_stack.app):
+        pytest.skip("this API has the review endpoints: test_approve_and_reject_a_held_order covers them")
     for action in ("approve", "reject"):
         done = await asyncio.to_thread(_run, dev_stack, tmp_path, staff[1], "support", action, "some-order")
         assert (done.returncode, done.stdout, done.stderr.strip()) == (
@@ -245,3 +251,79 @@ async def test_search_by_email_status_sku_and_gateway(dev_stack: Stack, tmp_path
     assert other["order_id"] not in table.stdout and email.lower() not in table.stdout.lower()
     none = await asyncio.to_thread(cli, dev_stack, tmp_path, "orders", "search", "--email", "nobody@example.com")
     assert (none.returncode, none.stdout.strip()) == (0, "No orders.")
+
+
+async def test_the_readme_ui_queries_are_valid_and_find_the_buyer(dev_stack: Stack, tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("**Support in the Temporal UI.**", 1)[1].split("To act, open", 1)[0]
+    queries = [line.split("|")[2].strip().split("`")[1] for line in section.splitlines()
+               if line.startswith("| ") and "`" in line]
+    assert len(queries) == 4
+    email = f"ui-{uuid.uuid4().hex[:8]}@example.com"
+    order = await dev_stack.ordered(await dev_stack.product(1), email=email)
+    hashed = await asyncio.to_thread(cli, dev_stack, tmp_path, "orders", "buyer-hash", email)
+    assert (hashed.returncode, hashed.stdout.strip()) == (0, dev_stack.vault.buyer_hash(email))
+    client = dev_stack.env.client
+    for query in queries:
+        query = query.replace("<hash>", hashed.stdout.strip())
+        found = [w.id async for w in client.list_workflows(query, limit=50)]  # an invalid query raises
+        if "BuyerHash" in query:
+            deadline = time.monotonic() + 15
+            while not found and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                found = [w.id async for w in client.list_workflows(query, limit=50)]
+            assert found == [f"order-{order['order_id']}"]
+
+
+@pytest.fixture(scope="module")
+async def held(dev_env, sessionmaker, sim_url, database_url, smtp, tmp_path_factory):
+    """A shop whose rules hold every order from @review.example for review."""
+    if "risk_rules_file" not in Settings.model_fields:
+        pytest.skip("this shop has no review hold (MIAOFA_RISK_RULES_FILE)")
+    path = tmp_path_factory.mktemp("rules") / "rules.toml"
+    path.write_text('[blocklist]\nemails = ["@review.example"]\n\n[verdicts]\nblocklist_email = "review"\n')
+    async with running_stack(dev_env, sessionmaker, sim_url, risk_rules_file=str(path), **stack_settings(
+            database_url, smtp[0], payment_window_seconds=60, callback_grace_seconds=1, poll_interval_seconds=1,
+            late_payment_watch_seconds=60)) as stack:
+        yield stack
+
+
+async def test_approve_and_reject_a_held_order(held: Stack, tmp_path: Path) -> None:
+    if not _has_review_endpoints(held.app):
+        pytest.skip("this API has no approve/reject endpoints yet")
+    name, token = new_token(held, tmp_path)
+    sku = await held.product(2)
+    orders = []
+    for _ in range(2):
+        answer = await held.order(sku, email=f"b-{uuid.uuid4().hex[:6]}@review.example")
+        assert (answer.status_code, answer.json()["status"]) == (202, "in_review"), answer.text
+        orders.append(answer.json()["order_id"])
+    first, second = orders
+
+    approved = await asyncio.to_thread(_run, held, tmp_path, token, "support", "approve", first, "--reason", "called")
+    assert (approved.returncode, approved.stdout.strip()) == (
+        0, f"Order {first} is awaiting_payment: approved; the buyer can pay now.")
+    again = await asyncio.to_thread(_run, held, tmp_path, token, "support", "approve", first)
+    assert again.returncode == 1 and again.stderr.startswith("Refused (not_in_review): ")
+    rejected = await asyncio.to_thread(_run, held, tmp_path, token, "support", "reject", second,
+                                       "--reason", "stolen card pattern")
+    assert rejected.returncode == 0, rejected.stderr
+    assert rejected.stdout.startswith(f"Order {second} is rejected: ")
+
+    support = [(actor, action, detail) for actor, action, detail in await _audit(held, first)
+               if action.startswith("support.")]
+    assert [(actor, action, detail["outcome"]) for actor, action, detail in support] == [
+        (name, "support.approve", "done"), (name, "support.approve", "not_in_review")]
+    support = [(actor, action, detail) for actor, action, detail in await _audit(held, second)
+               if action.startswith("support.")]
+    assert [(actor, action, detail["outcome"], detail["reason"]) for actor, action, detail in support] == [
+        (name, "support.reject", "done", "stolen card pattern")]
+
+
+async def test_an_action_on_an_odd_order_id_is_audited_escaped(dev_stack: Stack, tmp_path: Path, staff) -> None:
+    name, token = staff
+    odd = "x\u202e" + uuid.uuid4().hex[:6]
+    answer = await dev_stack.http.post(f"/support/orders/{odd}/resend", headers={"Authorization": f"Bearer {token}"})
+    assert (answer.status_code, answer.json()["error"]) == (404, "order_not_found")
+    assert await _audit(dev_stack, "x\\u202e" + odd[2:]) == [
+        (name, "support.resend", {"outcome": "order_not_found", "reason": ""})]

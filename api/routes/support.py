@@ -10,10 +10,11 @@ from pydantic import BaseModel, Field
 
 from api import order_client
 from api.deps import SessionDep, StateDep, SupportDep
-from api.routes.shop import OrderId, Plain, _plain
+from api.routes.shop import OrderId, Plain
 from miaofa import contract as c
 from miaofa import audit, inventory, orders, payments
 from miaofa.errors import MiaofaError
+from miaofa.text import control_character
 
 router = APIRouter(prefix="/support/orders", tags=["support"])
 
@@ -26,7 +27,6 @@ IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
 async def _act(state, order_id: str, update: str, actor: str, body: SupportBody | None, key: str | None) -> dict[str, Any]:
-    _plain("order_id", order_id)  # before the audit log stores it as the target
     request = c.SupportRequest(reason=(body.reason if body else ""), actor=actor)
     # An Idempotency-Key makes a retried click the same Update, answered once.
     update_id = f"{update}-{key or uuid.uuid4().hex}"
@@ -44,6 +44,8 @@ async def _act(state, order_id: str, update: str, actor: str, body: SupportBody 
 
 async def _audit(state, actor: str, action: str, target: str, **detail: Any) -> None:
     """Every support action, done or refused, with who asked (in its own transaction)."""
+    if control_character(target):  # an odd id is answered 404; its entry must not carry a NUL or a bidi mark
+        target = target.encode("unicode_escape").decode("ascii")
     async with state.sessionmaker.begin() as session:
         audit.record(session, actor, action, target, **detail)
 
