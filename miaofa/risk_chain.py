@@ -153,11 +153,6 @@ class Chain:
 
     # ---- database -------------------------------------------------------------------------------
 
-    def needs_database(self, attempt: Attempt) -> bool:
-        if attempt.ip is None:
-            return False
-        return bool(self._database_rules(self.rules(), attempt))
-
     def _database_rules(self, rules: Rules, attempt: Attempt) -> list[str]:
         wanted = []
         if rules.verdict("open_caps") != OFF and self.admission.applies(attempt.client_hash):
