@@ -12,11 +12,12 @@ from sqlalchemy import delete, text, update
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from miaofa import contract as c
 from miaofa.db.models import Order, ReconcileFinding
 from miaofa.devstack.procs import free_port
 from miaofa.telemetry.watch import Watch
 from miaofa.temporal import metrics_runtime
-from tests.conftest import stack_settings
+from tests.conftest import SIM_SECRET, stack_settings
 from tests.stack import Stack, running_stack
 
 Samples = dict[tuple[str, frozenset], float]
@@ -161,3 +162,33 @@ async def test_the_watch_reports_paid_orders_left_undelivered_and_unrepaired_mis
         old = (await session.execute(text("SELECT count(*) FROM reconcile_findings WHERE last_seen_at >= :t"),
                                      {"t": now - timedelta(seconds=1260)})).scalar_one()
     assert (await watch.measure())[1].count == old
+
+
+async def test_a_reconcile_run_counts_its_mismatches_repairs_and_the_refund(metered: Metered) -> None:
+    stack = metered.stack
+    ghost = await stack.sim.post("/api/payments", headers={"Authorization": f"Bearer {SIM_SECRET}"}, json={
+        "merchant_id": stack.settings.sim_merchant_id, "order_id": f"ghost-{uuid.uuid4().hex[:8]}",
+        "amount_cents": 500, "currency": "CNY", "subject": "not ours", "notify_url": "http://127.0.0.1:9/notify",
+        "expires_at": (datetime.now(UTC) + timedelta(minutes=5)).isoformat()})
+    ghost_id = ghost.json()["payment_id"]
+    assert (await stack.sim.post(f"/pay/{ghost_id}")).status_code == 200
+    before = await metered.scrape()
+    report = await stack.env.client.execute_workflow(
+        c.RECONCILE_WORKFLOW, c.ReconcileInput(lookback_seconds=600, grace_seconds=0),
+        id=f"reconcile-ops-{uuid.uuid4().hex[:8]}", task_queue=stack.task_queue, result_type=c.ReconcileReport)
+    await stack.env.client.get_workflow_handle(f"stray-simulator-{ghost_id}").result()
+    after = await metered.scrape()
+    sim = {"gateway": "simulator"}
+    assert report.findings.get("unknown_order", 0) >= 1 and report.refunds_started >= 1
+    assert moved(before, after, "miaofa_reconcile_runs_total", **sim) == 1
+    assert moved(before, after, "miaofa_reconcile_repairs_total", **sim, action="refund") == report.refunds_started
+    assert moved(before, after, "miaofa_reconcile_repairs_total", **sim, action="nudge_order") == report.orders_nudged
+    assert moved(before, after, "miaofa_gateway_call_seconds_count", **sim, operation="statement") == 1
+    assert moved(before, after, "miaofa_refunds_total", kind="stray") >= 1
+    assert abs(value(after, "miaofa_reconcile_last_success_timestamp_seconds", **sim)
+               - datetime.now(UTC).timestamp()) < 60
+    # Counted by the activity on its own meter (extra labels: activity_type, task_queue…); the parser
+    # reads a counter's samples with the `_total` suffix.
+    mismatches = sum(v - before.get(k, 0) for k, v in after.items()
+                     if k[0] == "miaofa_reconcile_mismatches_total" and ("kind", "unknown_order") in k[1])
+    assert mismatches == report.findings["unknown_order"]
