@@ -93,6 +93,8 @@ def stack_defaults() -> dict[str, str]:
             defaults[name] = "0"
         elif name.endswith("exempt_networks"):
             defaults[name] = "127.0.0.0/8,::1/128"
+        elif name.endswith("rules_file"):
+            defaults[name] = ""  # no rules file: its rules could hold orders for review
     return defaults
 
 
