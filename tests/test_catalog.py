@@ -96,7 +96,7 @@ async def test_product_creation_rules(dev_stack: Stack) -> None:
     created = await dev_stack.http.post("/admin/products", json=body, headers=dev_stack.admin)
     assert created.status_code == 201
     assert created.json() == {"sku": sku, "name": "Steam ¥50", "price_cents": 5000, "currency": "CNY",
-                              "delivery_sla_seconds": 60}
+                              "delivery_sla_seconds": 60, "webhook_url": None}
     again = await dev_stack.http.post("/admin/products", json=body, headers=dev_stack.admin)
     assert (again.status_code, again.json()["error"]) == (409, "product_exists")
     bad = await dev_stack.http.post("/admin/products", json={**body, "sku": "x2", "price_cents": 12.5},
