@@ -34,6 +34,7 @@ from miaofa.gateways.base import (
     Unsupported,
 )
 from miaofa.gateways.config import AlipaySettings, read_key_text
+from miaofa.gateways.http import GatewayHttp
 from miaofa.gateways.money import MoneyError, check_currency, to_major, to_minor
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")  # Alipay's clock: timestamps, time_expire, gmt_payment, send_pay_date
@@ -97,14 +98,11 @@ class AlipayGateway:
         self._public_key: rsa.RSAPublicKey = load_key(settings.alipay_public_key, private=False)
         self._gateway_url = settings.gateway_url
         self._product = settings.product
-        self._owns_client = client is None
-        self._client = client  # made on first use: verifying notifies needs none
+        self._http = GatewayHttp("alipay", client, REQUEST_TIMEOUT_SECONDS)
         self._clock = clock
 
     async def aclose(self) -> None:
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._http.aclose()
 
     # ---- merchant API ----
 
@@ -242,17 +240,9 @@ class AlipayGateway:
 
     async def _call(self, op: str, method: str, biz: Mapping[str, str], **extra: str) -> dict[str, Any]:
         """The verified `<method>_response` of a 10000 answer; _BusinessFailure for 40004."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=REQUEST_TIMEOUT_SECONDS)
-        try:
-            response = await self._client.post(
-                self._gateway_url, data=self._signed(method, biz, **extra), timeout=REQUEST_TIMEOUT_SECONDS,
-                headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"})
-        except httpx.TimeoutException as exc:
-            raise GatewayError(f"alipay {op}: timeout") from exc
-        except httpx.HTTPError as exc:
-            # Only the class name: messages may carry URLs.
-            raise GatewayError(f"alipay {op}: transport error ({type(exc).__name__})") from exc
+        response = await self._http.request(
+            op, "POST", self._gateway_url, data=self._signed(method, biz, **extra),
+            headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"})
         if response.status_code != 200:
             raise GatewayError(f"alipay {op}: HTTP {response.status_code}")
         if len(response.content) > MAX_RESPONSE_BYTES:

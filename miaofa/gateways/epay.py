@@ -26,6 +26,7 @@ from miaofa.gateways.base import (
     Unsupported,
 )
 from miaofa.gateways.config import EpaySettings
+from miaofa.gateways.http import GatewayHttp
 from miaofa.gateways.md5_sign import md5_matches, md5_sign
 from miaofa.gateways.money import MoneyError, to_major, to_minor
 
@@ -79,15 +80,12 @@ class EpayGateway:
         self._api_url = api_url if api_url.endswith("/") else api_url + "/"
         self._key = key
         self._pay_type = pay_type
-        self._owns_client = client is None
-        self._client = client  # made on first use when not given
+        self._http = GatewayHttp("epay", client, REQUEST_TIMEOUT_SECONDS)
         # A notify carries no payment time: its arrival stands in (the saga counts the SLA from it).
         self._clock = clock
 
     async def aclose(self) -> None:
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._http.aclose()
 
     # ---- merchant API ----
 
@@ -173,16 +171,7 @@ class EpayGateway:
     # ---- helpers ----
 
     async def _call(self, op: str, method: str, **kwargs: Any) -> httpx.Response:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=REQUEST_TIMEOUT_SECONDS)
-        try:
-            response = await self._client.request(method, self._api_url + "api.php",
-                                                  timeout=REQUEST_TIMEOUT_SECONDS, **kwargs)
-        except httpx.TimeoutException:
-            raise GatewayError(f"epay {op}: timeout") from None
-        except httpx.HTTPError as exc:
-            # Only the class name, and no chained exception: the URL holds the key.
-            raise GatewayError(f"epay {op}: transport error ({type(exc).__name__})") from None
+        response = await self._http.request(op, method, self._api_url + "api.php", **kwargs)  # the URL holds the key
         if response.status_code != 200:
             raise GatewayError(f"epay {op}: HTTP {response.status_code}")
         return response

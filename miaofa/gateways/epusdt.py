@@ -29,6 +29,7 @@ from miaofa.gateways.base import (
     Unsupported,
 )
 from miaofa.gateways.config import EpusdtSettings
+from miaofa.gateways.http import GatewayHttp
 from miaofa.gateways.md5_sign import md5_matches, md5_sign
 from miaofa.gateways.money import MoneyError, to_major, to_minor
 
@@ -128,15 +129,12 @@ class EpusdtGateway:
             raise ValueError("epusdt api token is empty")
         self._api_url = api_url.rstrip("/")
         self._token = api_token
-        self._owns_client = client is None
-        self._client = client  # made on first use when not given
+        self._http = GatewayHttp("epusdt", client, REQUEST_TIMEOUT_SECONDS)
         # A callback carries no payment time: its arrival stands in (the saga counts the SLA from it).
         self._clock = clock
 
     async def aclose(self) -> None:
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._http.aclose()
 
     # ---- merchant API ----
 
@@ -244,15 +242,7 @@ class EpusdtGateway:
     # ---- helpers ----
 
     async def _call(self, op: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=REQUEST_TIMEOUT_SECONDS)
-        try:
-            response = await self._client.request(method, self._api_url + path, timeout=REQUEST_TIMEOUT_SECONDS,
-                                                  **kwargs)
-        except httpx.TimeoutException:
-            raise GatewayError(f"epusdt {op}: timeout") from None
-        except httpx.HTTPError as exc:
-            raise GatewayError(f"epusdt {op}: transport error ({type(exc).__name__})") from None
+        response = await self._http.request(op, method, self._api_url + path, **kwargs)
         if response.status_code >= 500:
             raise GatewayError(f"epusdt {op}: HTTP {response.status_code}")
         try:

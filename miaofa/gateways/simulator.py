@@ -23,6 +23,7 @@ from miaofa.gateways.base import (
     PaymentStatus,
     QueryChannel,
 )
+from miaofa.gateways.http import GatewayHttp
 from miaofa.gateways.sim_protocol import (
     ACK_BODY,
     NACK_BODY,
@@ -58,15 +59,11 @@ class SimulatorGateway:
         self.merchant_id = merchant_id
         self._base_url = base_url.rstrip("/")
         self._secret = secret
-        self._owns_client = client is None
-        # Our own client is made on first use: a gateway that only verifies notifies never needs one.
-        self._client = client
+        self._http = GatewayHttp("simulator", client, REQUEST_TIMEOUT_SECONDS)
         self._clock = clock
 
     async def aclose(self) -> None:
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._http.aclose()
 
     # ---- merchant API ----
 
@@ -174,17 +171,7 @@ class SimulatorGateway:
 
     async def _call(self, op: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self._secret}"}
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=REQUEST_TIMEOUT_SECONDS)
-        try:
-            response = await self._client.request(
-                method, self._base_url + path, headers=headers, timeout=REQUEST_TIMEOUT_SECONDS, **kwargs
-            )
-        except httpx.TimeoutException as exc:
-            raise GatewayError(f"simulator {op}: timeout") from exc
-        except httpx.HTTPError as exc:
-            # Only the class name: messages may carry URLs, never worth the risk in logs.
-            raise GatewayError(f"simulator {op}: transport error ({type(exc).__name__})") from exc
+        response = await self._http.request(op, method, self._base_url + path, headers=headers, **kwargs)
         if response.status_code >= 500:
             raise GatewayError(f"simulator {op}: HTTP {response.status_code}")
         return response

@@ -30,6 +30,7 @@ from miaofa.gateways.base import (
     Unsupported,
 )
 from miaofa.gateways.config import StripeSettings
+from miaofa.gateways.http import GatewayHttp
 
 REQUEST_TIMEOUT_SECONDS = 10.0
 SIGNATURE_HEADER = "stripe-signature"
@@ -72,14 +73,11 @@ class StripeGateway:
         self._tolerance = settings.tolerance_seconds
         # Events say which mode they come from; a live key must never take a test payment, nor the reverse.
         self._livemode = self._secret_key.startswith(("sk_live_", "rk_live_"))
-        self._owns_client = client is None
-        self._client = client  # made on first use: verifying webhooks needs none
+        self._http = GatewayHttp("stripe", client, REQUEST_TIMEOUT_SECONDS)
         self._clock = clock
 
     async def aclose(self) -> None:
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._http.aclose()
 
     # ---- merchant API ----
 
@@ -246,16 +244,7 @@ class StripeGateway:
         headers = {"Authorization": f"Bearer {self._secret_key}"}
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=REQUEST_TIMEOUT_SECONDS)
-        try:
-            response = await self._client.request(method, self._base_url + path, headers=headers, data=data,
-                                                  timeout=REQUEST_TIMEOUT_SECONDS)
-        except httpx.TimeoutException as exc:
-            raise GatewayError(f"stripe {op}: timeout") from exc
-        except httpx.HTTPError as exc:
-            # Only the class name: messages carry URLs.
-            raise GatewayError(f"stripe {op}: transport error ({type(exc).__name__})") from exc
+        response = await self._http.request(op, method, self._base_url + path, headers=headers, data=data)
         if response.status_code < 300:
             return response
         # Stripe's own message may quote part of the key ("sk_test_****abcd"): keep only type and code.

@@ -30,6 +30,7 @@ from miaofa.gateways.base import (
     Unsupported,
 )
 from miaofa.gateways.config import WechatSettings
+from miaofa.gateways.http import GatewayHttp
 from miaofa.gateways.wechat_crypto import (
     PlatformKeys,
     SignatureError,
@@ -76,14 +77,11 @@ class WechatGateway:
         self._public_key_id = settings.public_key_id
         self._keys = PlatformKeys(public_key, settings.public_key_id, self._fetch_certificates, monotonic)
         self._urls = {"primary": settings.base_url.rstrip("/"), "backup": settings.backup_url.rstrip("/")}
-        self._owns_client = client is None
-        self._client = client  # made on first use when not given
+        self._http = GatewayHttp("wechat", client, REQUEST_TIMEOUT_SECONDS)
         self._clock = clock
 
     async def aclose(self) -> None:
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._http.aclose()
 
     # ---- merchant API ----
 
@@ -249,16 +247,8 @@ class WechatGateway:
                    "Accept": "application/json", "Content-Type": "application/json", "User-Agent": "miaofa/1"}
         if self._public_key_id:  # answers are then signed with the public key, not a platform certificate
             headers["Wechatpay-Serial"] = self._public_key_id
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=REQUEST_TIMEOUT_SECONDS)
-        try:
-            response = await self._client.request(method, self._urls[channel] + path_query, content=body,
-                                                  headers=headers, timeout=REQUEST_TIMEOUT_SECONDS)
-        except httpx.TimeoutException as exc:
-            raise GatewayError(f"wechat {op}: timeout") from exc
-        except httpx.HTTPError as exc:
-            # Only the class name: messages may carry URLs.
-            raise GatewayError(f"wechat {op}: transport error ({type(exc).__name__})") from exc
+        response = await self._http.request(op, method, self._urls[channel] + path_query, content=body,
+                                            headers=headers)
         if response.status_code >= 500:
             raise GatewayError(f"wechat {op}: HTTP {response.status_code}")
         if verify and 200 <= response.status_code < 300:
