@@ -1,8 +1,9 @@
 """OrderWorkflow: one durable workflow per order, reading like the saga in DESIGN.md.
 
-open (reserve) → [held for review until support approves] → create payment → wait for the callback, then poll → paid → deliver (with the
-SLA watch and its coupon). Or: window ends → close and release. Then, until the order closes,
-every proof of payment still ends in a delivery or a refund, and support can act.
+open (reserve) → [held for review until support approves] → create payment → wait for the
+callback, then poll → paid → deliver (with the SLA watch and its coupon). Or: window ends → close
+and release. Then, until the order closes, every proof of payment still ends in a delivery or a
+refund (workflows/proofs.py), and support can act (workflows/support.py).
 """
 
 import asyncio
@@ -10,43 +11,26 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError
 
 from miaofa import contract as c
 from miaofa import steps as s
+from workflows.policies import (
+    CLOSE_RETRY,
+    CREATE_PAYMENT_RETRY,
+    DB_STEP,
+    GATEWAY_RETRY,
+    MAX_QUEUED_PROOFS,
+    QUERY_TIMEOUT,
+    STEP_FAILED,
+    _failure_type,
+)
+from workflows.proofs import PaymentProofs
 from workflows.support import SupportActions, _refuse
-
-# Short steps — every database step, and creating the payment — run as local activities in the
-# workflow task that needs them: no task round trip through the server per step. Gateway queries,
-# closes and refunds stay activities (they may be slow, and retry for a long time).
-# DB steps retry through an outage, never through bad data: that ends with a reason.
-DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10),
-                       non_retryable_error_types=[s.DATA_ERROR, s.NO_RESERVED_KEYS])
-DB_TIMEOUT = timedelta(seconds=15)
-# Past a few quick in-process retries, a failing local step waits on a durable timer instead of
-# holding the workflow task: the SLA timer can fire meanwhile, and a worker restart loses nothing.
-DB_STEP = dict(start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY, local_retry_threshold=timedelta(seconds=3))
-# One query attempt per channel: the workflow does the failover and the backoff itself.
-QUERY_RETRY = RetryPolicy(maximum_attempts=1)
-QUERY_TIMEOUT = timedelta(seconds=10)
-GATEWAY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
-CLOSE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
-CREATE_PAYMENT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=300), maximum_attempts=3)
-MAX_QUEUED_PROOFS = 50  # a signal flood cannot grow the workflow's state without bound
-
-
-# A step that failed for good: an activity raises ActivityError (the ApplicationError is its cause), a
-# local activity raises the ApplicationError itself (temporalio 1.35). Every handler catches both.
-STEP_FAILED = (ActivityError, ApplicationError)
-
-
-def _failure_type(error: BaseException) -> str:
-    cause = error.cause if isinstance(error, ActivityError) else error
-    return cause.type if isinstance(cause, ApplicationError) and cause.type else ""
 
 
 @workflow.defn(name=c.ORDER_WORKFLOW)
-class OrderWorkflow(SupportActions):
+class OrderWorkflow(PaymentProofs, SupportActions):
     @workflow.init
     def __init__(self, order: c.OrderInput) -> None:
         # The input is set before any handler runs: a retried first task may carry a signal too.
@@ -292,52 +276,6 @@ class OrderWorkflow(SupportActions):
 
     # ---- proofs of payment ------------------------------------------------------------------
 
-    async def _settle_proofs(self) -> None:
-        """Judge each queued proof (miaofa.payments.judge, in one local step): the order's own
-        payment makes it paid; money it cannot take goes to a stray-payment review and refund."""
-        while self._proofs:
-            proof = self._proofs.pop(0)
-            verdict = await workflow.execute_local_activity(
-                s.ACCEPT_PAYMENT, proof, result_type=s.PaymentVerdict, **DB_STEP)
-            if verdict.verdict in (s.ACCEPTED, s.DUPLICATE):  # a duplicate after a lost answer is still ours
-                if self._paid is None:
-                    self._paid, self._paid_source = verdict, proof.source
-            elif verdict.verdict == s.STRAY:
-                await self._hand_over_stray(verdict, proof.source)
-            elif verdict.verdict == s.UNCONFIRMED:
-                workflow.logger.warning("order %s: payment signal without a verified notify ignored", self._order_id)
-
-    async def _hand_over_stray(self, verdict: s.PaymentVerdict, source: str) -> None:
-        if verdict.payment_id in self._strays:
-            return
-        self._strays.add(verdict.payment_id)
-        stray = c.StrayPayment(gateway=self._order.gateway, payment_id=verdict.payment_id, order_id=self._order_id,
-                               amount_cents=verdict.amount_cents, currency=verdict.currency, reason=verdict.reason,
-                               found_by=source)
-        try:
-            await workflow.start_child_workflow(
-                c.STRAY_PAYMENT_WORKFLOW, stray, id=c.stray_workflow_id(stray.gateway, stray.payment_id),
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                static_summary=f"stray payment of order {self._order_id}: {stray.reason}")
-        except WorkflowAlreadyStartedError:
-            pass  # a notify or a reconciliation already handed it over
-        await self._record(s.StageStep(self._order_id, "stray_payment", workflow.now(),
-                                       detail={"payment_id": stray.payment_id, "reason": stray.reason}))
-
-    async def _poll_gateway(self, source: str) -> None:
-        answer = await self._query_gateway()
-        if answer is not None and answer[0].status == "paid":
-            self._queue_snapshot(answer[0], source if answer[1] == "primary" else f"{source}_backup")
-
-    def _queue_snapshot(self, snapshot: s.PaymentSnapshot, source: str) -> None:
-        assert self._payment is not None
-        self._proofs.append(s.AcceptPaymentStep(
-            self._order_id, source, workflow.now(), payment_id=snapshot.payment_id or self._payment.payment_id,
-            amount_cents=snapshot.amount_cents, currency=snapshot.currency, paid_at=snapshot.paid_at or workflow.now()))
-
-    def _has_news(self) -> bool:
-        return bool(self._proofs) or self._look_requested or self._cancel_requested
-
     # ---- messages -------------------------------------------------------------------------
 
     @workflow.update(name=c.OPEN_UPDATE)
@@ -391,22 +329,6 @@ class OrderWorkflow(SupportActions):
     @property
     def _order_id(self) -> str:
         return self._order.order_id
-
-    def _gateway_step(self, channel: str = "primary") -> s.GatewayStep:
-        assert self._payment is not None
-        return s.GatewayStep(self._order_id, self._order.gateway, self._payment.payment_id, channel)
-
-    async def _query_gateway(self) -> tuple[s.PaymentSnapshot, str] | None:
-        """Query the primary channel; when it errors, the backup one. None when both fail."""
-        for channel in ("primary", "backup"):
-            try:
-                snapshot = await workflow.execute_activity(
-                    s.QUERY_PAYMENT, self._gateway_step(channel), result_type=s.PaymentSnapshot,
-                    start_to_close_timeout=QUERY_TIMEOUT, retry_policy=QUERY_RETRY)
-            except ActivityError:
-                continue
-            return snapshot, channel
-        return None
 
     def _open_result(self) -> c.OpenOrderResult:
         return c.OpenOrderResult(
