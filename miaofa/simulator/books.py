@@ -173,7 +173,9 @@ class Simulator:
         if control.query_fail_rate <= 0 or control.query_fail_channel not in (channel, "both"):
             return
         if self.rng() < control.query_fail_rate:
+            logger.info("query on the %s channel failed (control)", channel)
             raise SimError(503, "service_unavailable", f"simulated {channel} query failure")
+        logger.info("query on the %s channel answered (control)", channel)
 
     # -- notify sending --
 
