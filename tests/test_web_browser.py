@@ -71,6 +71,7 @@ async def test_a_buyer_buys_pays_and_sees_the_key_appear_live(dev_stack: Stack, 
             assert await page.evaluate("window.stillTheSamePage") is True  # no reload: the events did it
             await expect(page.locator("#keys button.copy")).to_be_visible()
             await expect(page.locator("#pay")).to_be_hidden()
+            order_page = page.url
             shot = tmp_path / "order-delivered-phone.png"
             await page.screenshot(path=str(shot), full_page=True)
             print(f"screenshot: {shot}")
@@ -80,3 +81,8 @@ async def test_a_buyer_buys_pays_and_sees_the_key_appear_live(dev_stack: Stack, 
     # The one refusal the buyer caused (the bad email) is the only failed request.
     assert problems == ["Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"]
     assert await dev_stack.stock(sku) == {"available": 0, "reserved": 0, "sold": 1, "refunded": 0}  # one order
+    # The storefront names the browser (a random id it keeps), so the new-device rule can see it.
+    order_id, token = order_page.split("/o/", 1)[1].split("?token=", 1)
+    view = (await dev_stack.http.get(f"/orders/{order_id}", params={"token": token})).json()
+    [risk] = [entry["detail"] for entry in view["timeline"] if entry["stage"] == "risk"]
+    assert len(risk["device"]) == 32

@@ -16,6 +16,18 @@
     return Array.prototype.map.call(bytes, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
   }
 
+  // A random id for this browser, kept in its storage: the risk rules' device (a new device buying
+  // much is held for review). No fingerprinting: a buyer who clears storage is simply a new device.
+  function deviceId() {
+    try {
+      var id = localStorage.getItem("miaofa-device");
+      if (!id) { id = newKey(); localStorage.setItem("miaofa-device", id); }
+      return id;
+    } catch (e) {
+      return null;  // storage refused (private mode): no device header
+    }
+  }
+
   // The same words as describe() in api/routes/web.py.
   function describe(code, detail, retryAfter, max) {
     if (code === "invalid_input") {
@@ -59,9 +71,11 @@
       form.dataset.key = form.dataset.key || newKey();
       button.disabled = true;
       button.textContent = say("shop.placing");
+      var headers = { "Content-Type": "application/json", "Accept": "application/json", "Idempotency-Key": form.dataset.key };
+      var device = deviceId();
+      if (device) headers["X-Device-Id"] = device;
       fetch("/orders", {
-        method: "POST", credentials: "same-origin",
-        headers: { "Content-Type": "application/json", "Accept": "application/json", "Idempotency-Key": form.dataset.key },
+        method: "POST", credentials: "same-origin", headers: headers,
         body: JSON.stringify(body)
       }).then(function (response) {
         return response.json().catch(function () { return {}; }).then(function (answer) {
