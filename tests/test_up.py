@@ -294,3 +294,12 @@ def test_supervisor_backoff_doubles_to_30_s_and_resets_after_a_stable_run() -> N
     assert waits == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
     # After a minute up, the next death restarts quickly again.
     assert child.check(now + 61).endswith("restarting in 0.5 s")
+
+
+def test_each_worker_of_up_serves_metrics_on_its_own_port() -> None:
+    from miaofa.devstack.up import worker_metrics_addresses
+    from miaofa.settings import Settings
+
+    assert worker_metrics_addresses(Settings(up_workers=3, worker_metrics_address="127.0.0.1:9464")) == [
+        "127.0.0.1:9464", "127.0.0.1:9465", "127.0.0.1:9466"]
+    assert worker_metrics_addresses(Settings(up_workers=2, worker_metrics_address="")) == ["", ""]

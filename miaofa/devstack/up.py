@@ -63,6 +63,15 @@ def _check_ports_free(settings: Settings, own_database: bool, catch_mail: bool =
             raise RuntimeError(f"port {port} ({name}) is already in use; is another `miaofa up` running?")
 
 
+def worker_metrics_addresses(settings: Settings) -> list[str]:
+    """One metrics address per worker process: the setting's, then the ports after it ("" for all: off)."""
+    address = settings.worker_metrics_address
+    if not address:
+        return [""] * settings.up_workers
+    host, _, port = address.rpartition(":")
+    return [f"{host}:{int(port) + number}" for number in range(settings.up_workers)]
+
+
 def make_private(data: Path) -> None:
     """The data dir is the owner's alone: 0700 dirs, 0600 files (also those an older version left wider).
 
@@ -91,6 +100,7 @@ def run_up(settings: Settings) -> int:
     make_private(data)
     children: dict[str, subprocess.Popen] = {}
     workers = ["worker", *(f"worker-{number}" for number in range(2, settings.up_workers + 1))]
+    metrics = worker_metrics_addresses(settings)
     watched: list[Supervised] = []
     postgres: LocalPostgres | None = None
     code = 0
@@ -123,8 +133,9 @@ def run_up(settings: Settings) -> int:
             children["mail"] = starters["mail"]()
         for name in ("sim", *workers, "api"):
             command = "worker" if name in workers else name
-            # Extra workers serve no metrics of their own: the address is the first worker's.
-            child = env if name in ("sim", "worker", "api") else {**env, "MIAOFA_WORKER_METRICS_ADDRESS": ""}
+            # Each worker serves its own metrics, on the next port after the previous worker's.
+            child = ({**env, "MIAOFA_WORKER_METRICS_ADDRESS": metrics[workers.index(name)]} if name in workers
+                     else env)
             starters[name] = _starter([sys.executable, "-m", "miaofa.cli", command], logs / f"{name}.log", child)
             children[name] = starters[name]()
         _wait_healthy(f"{settings.api_url}/healthz", children)
@@ -186,9 +197,10 @@ def _print_ready(settings: Settings, seconds: float, catch_mail: bool = False) -
     console.print(f"  Simulator         {settings.sim_url}")
     console.print(f"  Mail              {_mail_destination(settings, catch_mail)}")
     console.print(f"  Metrics (API)     {api}/metrics")
-    worker = settings.worker_metrics_address
-    worker = f"http://{worker}/metrics" if worker else "off (MIAOFA_WORKER_METRICS_ADDRESS is empty)"
-    console.print(f"  Metrics (worker)  {worker}")
+    addresses = worker_metrics_addresses(settings)
+    shown = "  ".join(f"http://{address}/metrics" for address in addresses) if addresses[0] \
+        else "off (MIAOFA_WORKER_METRICS_ADDRESS is empty)"
+    console.print(f"  Metrics (worker{'s' if len(addresses) > 1 else ''}) {' ' if len(addresses) == 1 else ''}{shown}")
     console.print(f"  Admin token       {settings.admin_token}")
     console.print(f"  Support token     {settings.support_token}")
     console.print(f"\n  Data and logs in {Path(settings.data_dir).resolve()}. Press Ctrl-C to stop.\n")
