@@ -2,9 +2,11 @@
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -58,6 +60,14 @@ def _load_settings() -> Settings:
 
 def _settings() -> Settings:
     return with_dev_defaults(_load_settings())
+
+
+def _leave(code: int = 0) -> NoReturn:
+    """Exit without the interpreter's teardown, for commands that held a Temporal client: its runtime
+    threads can abort the teardown (SIGABRT after all was printed, temporalio/sdk-python#300)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _fail(message: str) -> None:

@@ -69,6 +69,7 @@ def notify_replay(notify_id: int = typer.Argument(..., min=1, help="The id `miao
         cli._fail(f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}")
     cli.console.print(f"Notify {notify_id} replayed: {handled.outcome}"
                       + (f" ({handled.detail})." if handled.detail else "."))
+    cli._leave(0)
 
 
 

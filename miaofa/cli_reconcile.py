@@ -45,6 +45,7 @@ def schedules_apply() -> None:
         cli._fail(f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}")
     cli.console.print(f"Reconcile schedule {outcome}: every {settings.reconcile_interval_seconds} s, "
                       f"looking back {settings.reconcile_lookback_seconds} s.")
+    cli._leave(0)
 
 
 @reconcile_app.command("run")
@@ -67,6 +68,7 @@ def reconcile_run() -> None:
     found = ", ".join(f"{kind} {count}" for kind, count in sorted(report.findings.items())) or "no mismatches"
     cli.console.print(f"Checked {report.checked} payments: {found}. "
                       f"Refunds started: {report.refunds_started}. Orders nudged: {report.orders_nudged}.")
+    cli._leave(0)
 
 
 @reconcile_app.command("report")

@@ -8,9 +8,7 @@ they run where the shop's settings are (an ops host).
 
 import asyncio
 import json
-import os
 import re
-import sys
 from datetime import datetime
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -226,12 +224,9 @@ def search(email: str = typer.Option(None, help="The buyer's email (hashed here,
 
 
 def _leave(code: int) -> NoReturn:
-    """Exit without the interpreter's teardown: the Temporal client's runtime threads can abort it
-    (SIGABRT, "PyGILState_Release: thread state … must be current") after all was printed
-    (temporalio/sdk-python#300)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    from miaofa.cli import _leave as leave
+
+    leave(code)
 
 
 @orders_app.command("buyer-hash")
