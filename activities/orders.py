@@ -90,9 +90,8 @@ class OrderActivities:
                 # A broken invariant, not an outage: retrying cannot conjure keys.
                 raise ApplicationError("the order holds no reserved keys to deliver", type=s.NO_RESERVED_KEYS,
                                        non_retryable=True)
-            first = not await stages.reached(session, step.order_id, "delivered")
             await orders.set_status(session, step.order_id, c.DELIVERED, delivered_at=step.at)
-            await orders.add_event(session, step.order_id, "delivered", step.at, {"keys": str(len(key_ids))})
+            first = await orders.add_event(session, step.order_id, "delivered", step.at, {"keys": str(len(key_ids))})
             times = await stages.delivery_times(session, step.order_id) if first else None
         if times is not None:
             self.metrics.delivered(times)
@@ -103,10 +102,9 @@ class OrderActivities:
         async with transaction(self.sessionmaker) as session:
             released = await inventory.release(session, step.order_id)
             await coupons.give_back(session, step.order_id)
-            first = not await stages.reached(session, step.order_id, step.status)
             await orders.set_status(session, step.order_id, step.status)
             detail = {"released": str(released), **({"actor": step.actor} if step.actor != "system" else {})}
-            await orders.add_event(session, step.order_id, step.status, step.at, detail)
+            first = await orders.add_event(session, step.order_id, step.status, step.at, detail)
         if first:
             self.metrics.outcome(step.status)
 
@@ -127,13 +125,12 @@ class OrderActivities:
     @activity.defn(name=s.REFUND_KEYS)
     async def refund_keys(self, step: s.RefundKeysStep) -> None:
         async with transaction(self.sessionmaker) as session:
-            first = not await stages.reached(session, step.order_id, "refunded")
             await inventory.mark_refunded(session, step.order_id)
             await inventory.release(session, step.order_id)
             await orders.set_status(session, step.order_id, c.REFUNDED)
             await payments.mark_refunded(session, step.order_id, step.at)
-            await orders.add_event(session, step.order_id, "refunded", step.at,
-                                   {"reason": step.reason[:200], "actor": step.actor[:40]})
+            first = await orders.add_event(session, step.order_id, "refunded", step.at,
+                                           {"reason": step.reason[:200], "actor": step.actor[:40]})
             audit.record(session, step.actor, "order.refund", step.order_id, reason=step.reason)
         if first:
             self.metrics.outcome(c.REFUNDED)
@@ -142,9 +139,8 @@ class OrderActivities:
     @activity.defn(name=s.ISSUE_COUPON)
     async def issue_coupon(self, step: s.CouponStep) -> s.IssuedCoupon:
         async with transaction(self.sessionmaker) as session:
-            first = not await stages.reached(session, step.order_id, "coupon")
             coupon = await coupons.issue_for_late_delivery(session, step.order_id, step.reason, step.at)
-            await orders.add_event(session, step.order_id, "coupon", step.at, {"reason": step.reason})
+            first = await orders.add_event(session, step.order_id, "coupon", step.at, {"reason": step.reason})
         if first:
             self.metrics.coupon_issued()
         return s.IssuedCoupon(coupon.id)

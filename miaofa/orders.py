@@ -13,17 +13,19 @@ from miaofa.vault import Vault
 
 
 async def add_event(session: AsyncSession, order_id: str, stage: str, at: datetime,
-                    detail: dict[str, Any] | None = None, *, once: bool = True) -> None:
-    """Append a stage to the timeline; with once=True a retried step does not write it twice.
+                    detail: dict[str, Any] | None = None, *, once: bool = True) -> bool:
+    """Append a stage to the timeline; with once=True a retried step does not write it twice. True when
+    written (a step's first run: what counts it in the metrics once).
 
     The emails and webhooks a stage causes are queued here too, in the same transaction (miaofa.outbox)."""
     if once:
         seen = await session.scalar(select(OrderEvent.id).where(OrderEvent.order_id == order_id,
                                                                 OrderEvent.stage == stage).limit(1))
         if seen is not None:
-            return
+            return False
     session.add(OrderEvent(order_id=order_id, stage=stage, at=at, detail=detail or {}))
     outbox.on_stage(session, order_id, stage, at)
+    return True
 
 
 async def set_status(session: AsyncSession, order_id: str, status: str, **values: Any) -> None:

@@ -57,9 +57,3 @@ async def unrepaired_findings(session: AsyncSession, seen_since: datetime) -> Ba
 async def gateway_of(session: AsyncSession, order_id: str) -> str:
     return await session.scalar(select(Order.gateway).where(Order.id == order_id)) or ""
 
-
-async def reached(session: AsyncSession, order_id: str, stage: str) -> bool:
-    """Whether the timeline has the stage already: a step run again (a replayed local activity) is
-    not counted again."""
-    return await session.scalar(select(OrderEvent.id).where(OrderEvent.order_id == order_id,
-                                                            OrderEvent.stage == stage).limit(1)) is not None
