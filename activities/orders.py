@@ -77,7 +77,9 @@ class OrderActivities:
     async def accept_payment(self, step: s.AcceptPaymentStep) -> s.PaymentVerdict:
         async with transaction(self.sessionmaker) as session:
             verdict = await payments.accept_proof(session, step)
-            gateway = await stages.gateway_of(session, step.order_id) if verdict.verdict == s.ACCEPTED else ""
+            # The order accept_proof locked is in the session already: no second query for its gateway.
+            order = await session.get(Order, step.order_id) if verdict.verdict == s.ACCEPTED else None
+            gateway = order.gateway if order is not None else ""
         if verdict.verdict == s.ACCEPTED:
             self.metrics.paid(gateway, step.source)
         return verdict

@@ -202,8 +202,11 @@ async def accept_proof(session: AsyncSession, step: s.AcceptPaymentStep) -> s.Pa
 
 async def _mark_paid(session: AsyncSession, order: Order, payment: Payment | None, source: str, paid_at: datetime,
                      at: datetime) -> None:
-    await orders.add_event(session, order.id, SOURCE_STAGES.get(source, source), at)
-    await orders.add_event(session, order.id, "paid", paid_at, {"source": source})
+    # With a payment, judge accepts it once (its status turns "paid" here, under the order's lock), so
+    # the timeline needs no look first; a free order has no such guard.
+    once = payment is None
+    await orders.add_event(session, order.id, SOURCE_STAGES.get(source, source), at, once=once)
+    await orders.add_event(session, order.id, "paid", paid_at, {"source": source}, once=once)
     await orders.set_status(session, order.id, c.PAID, paid_at=paid_at)
     if payment is not None:
         payment.status, payment.paid_at = "paid", paid_at

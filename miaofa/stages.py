@@ -52,8 +52,3 @@ async def unrepaired_findings(session: AsyncSession, seen_since: datetime) -> Ba
         select(func.count(), func.min(ReconcileFinding.first_seen_at))
         .where(ReconcileFinding.last_seen_at >= seen_since))).one()
     return Backlog(count, oldest)
-
-
-async def gateway_of(session: AsyncSession, order_id: str) -> str:
-    return await session.scalar(select(Order.gateway).where(Order.id == order_id)) or ""
-
