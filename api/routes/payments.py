@@ -10,8 +10,7 @@ from miaofa.errors import NotFound
 router = APIRouter(tags=["payments"])
 
 
-@router.get("/payments/{gateway}/notify", operation_id="payment_notify_get")  # epay notifies by GET
-@router.post("/payments/{gateway}/notify", operation_id="payment_notify_post")
+@router.api_route("/payments/{gateway}/notify", methods=["GET", "POST"])
 async def payment_notify(gateway: str, request: Request, state: StateDep) -> Response:
     """Each gateway is answered in its own way. A verified notify is logged with what it proves; the
     order confirms it against that log row. Money no open order can take is reviewed and refunded."""
