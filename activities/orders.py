@@ -43,7 +43,7 @@ class OrderActivities:
                     id=step.order_id, product_id=step.product_id, sku=step.sku, quantity=step.quantity,
                     email=step.email, buyer_hash=step.buyer_hash, amount_cents=amount, currency=step.currency,
                     gateway=step.gateway, status=step.status, coupon_id=coupon.id if coupon else None,
-                    expires_at=step.expires_at, created_at=step.at))
+                    expires_at=step.expires_at, created_at=step.at, lang=step.lang))
                 await session.flush()
                 key_ids = await inventory.reserve(session, product_id=step.product_id, order_id=step.order_id,
                                                   quantity=step.quantity, at=step.at)

@@ -135,6 +135,7 @@ class OrderInput:
     timing: Timing
     coupon_code: str | None = None
     risk: RiskDecision | None = None  # None: an order started before the rule chain (allowed)
+    lang: str | None = None  # the buyer's language for emails (zh | en); None: both
 
 
 @dataclass

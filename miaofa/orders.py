@@ -32,11 +32,6 @@ async def set_status(session: AsyncSession, order_id: str, status: str, **values
     await session.execute(update(Order).where(Order.id == order_id).values(status=status, **values))
 
 
-async def set_lang(session: AsyncSession, order_id: str, lang: str) -> None:
-    """The buyer's language for emails, set once by the API after the order opened."""
-    await session.execute(update(Order).where(Order.id == order_id, Order.lang.is_(None)).values(lang=lang))
-
-
 async def get_order(session: AsyncSession, order_id: str) -> Order:
     order = await session.get(Order, order_id)
     if order is None:

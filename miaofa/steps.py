@@ -55,6 +55,7 @@ class OpenOrderStep:
     expires_at: datetime
     status: str = AWAITING_PAYMENT  # or IN_REVIEW: held for support, no payment yet
     risk: dict[str, str] = field(default_factory=dict)  # the risk stage's detail: rule, verdict, reason
+    lang: str | None = None  # the buyer's language for emails
 
 
 @dataclass

@@ -110,7 +110,7 @@ class OrderWorkflow(PaymentProofs, SupportActions):
                     currency=order.currency, email=order.email, buyer_hash=order.buyer_hash,
                     gateway=order.gateway, coupon_code=order.coupon_code, at=now,
                     expires_at=self._expires_at, status=c.IN_REVIEW if _held(order) else c.AWAITING_PAYMENT,
-                    risk=_risk_detail(order.risk)),
+                    risk=_risk_detail(order.risk), lang=order.lang),
                 result_type=s.OpenedOrder, **DB_STEP)
         except STEP_FAILED:
             return s.OpenedOrder(c.INVALID_ORDER, detail="the order's data was refused; nothing was kept",

@@ -213,8 +213,9 @@ async def _create_order(body: OrderCreate, request: Request, state: State, idemp
         raise SoldOut("this product is sold out")
     reserved = False
     try:
+        lang = pick_lang(body.lang, request.headers.get("accept-language"))  # stored with the order itself
         opened = await order_client.open_order(state, _order_input(state, product, body, order_id,
-                                                                   decision.contract(attempt.device_hash)))
+                                                                   decision.contract(attempt.device_hash), lang))
         reserved = opened is not None and opened.outcome == c.OPENED
     finally:  # however the request ends (answer, timeout, error, cancelled): the claim goes back
         if not idempotency_key:
@@ -235,9 +236,6 @@ async def _create_order(body: OrderCreate, request: Request, state: State, idemp
         raise InvalidInput("this Idempotency-Key was used for another order (different product or quantity)",
                            error="idempotency_key_reused")
     assert opened.expires_at is not None
-    if lang := pick_lang(body.lang, request.headers.get("accept-language")):
-        async with state.sessionmaker.begin() as session:
-            await orders.set_lang(session, order_id, lang)
     payment = opened.payment  # None when a coupon made the order free, or held for review
     return JSONResponse(status_code=202 if opened.status == c.IN_REVIEW else 201, content={
         "order_id": order_id, "access_token": state.vault.order_token(order_id), "status": opened.status,
@@ -253,13 +251,13 @@ async def _forget(state: State, order_id: str) -> None:
 
 
 def _order_input(state: State, product: ProductInfo, body: OrderCreate, order_id: str,
-                 decision: c.RiskDecision | None = None) -> c.OrderInput:
+                 decision: c.RiskDecision | None = None, lang: str | None = None) -> c.OrderInput:
     settings = state.settings
     return c.OrderInput(
         order_id=order_id, product_id=product.id, sku=product.sku, product_name=product.name,
         unit_price_cents=product.price_cents, currency=product.currency, quantity=body.quantity,
         email=body.email, buyer_hash=state.vault.buyer_hash(body.email), gateway=body.gateway,
-        delivery_sla_seconds=product.delivery_sla_seconds, coupon_code=body.coupon_code, risk=decision,
+        delivery_sla_seconds=product.delivery_sla_seconds, coupon_code=body.coupon_code, risk=decision, lang=lang,
         timing=c.Timing(payment_window_seconds=settings.payment_window_seconds,
                         callback_grace_seconds=settings.callback_grace_seconds,
                         poll_interval_seconds=settings.poll_interval_seconds,
