@@ -8,29 +8,10 @@ the first address not among them is the client. (uvicorn must not rewrite the pe
 """
 
 import ipaddress
-from functools import lru_cache
 
 from fastapi import Request
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@lru_cache(maxsize=32)
-def networks(text: str) -> tuple[Network, ...]:
-    """"10.0.0.0/8, ::1" → networks (the settings validator has already refused bad ones)."""
-    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
-
-
-def within(ip: str, nets: tuple[Network, ...]) -> bool:
-    if not nets:
-        return False
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in net for net in nets)
+from miaofa.netaddr import Network, networks, within  # noqa: F401  (the routes import them from here)
 
 
 def client_ip(request: Request, trusted_proxies: str) -> str:

@@ -40,10 +40,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from miaofa import contract as c
+from miaofa.netaddr import Network, within
 
 log = logging.getLogger("miaofa.risk")
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 OFF = "off"
 CHECK_EVERY_SECONDS = 1.0
 
@@ -116,13 +116,7 @@ class Rules:
         return address in self.blocked_emails or "@" + address.rpartition("@")[2] in self.blocked_emails
 
     def network_blocked(self, ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.blocked_networks)
+        return within(ip, self.blocked_networks)
 
 
 def parse(text: str, defaults: Rules, name: str = "rules file") -> Rules:

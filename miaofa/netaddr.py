@@ -1,0 +1,25 @@
+"""Addresses and networks as the settings write them: "10.0.0.0/8, ::1"."""
+
+import ipaddress
+from functools import lru_cache
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=32)
+def networks(text: str) -> tuple[Network, ...]:
+    """"10.0.0.0/8, ::1" → networks (the settings validator has already refused bad ones)."""
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
+
+
+def within(ip: str, nets: tuple[Network, ...]) -> bool:
+    """Whether the address is in one of the networks; an IPv4-mapped IPv6 address counts as its IPv4 one."""
+    if not nets:
+        return False
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in net for net in nets)
