@@ -1,15 +1,13 @@
-"""Order admission: the first, cheapest risk rules, run before anything is reserved.
+"""Order admission: the open-order caps, and the small in-memory pieces the rule chain is built of.
 
-`POST /orders` asks, in order of cost:
+The rule chain (miaofa/risk_chain.py) runs the cheap memory rules first — blocklists, quantity, the
+rates per address, email and device in sliding windows (`SlidingWindow` here, per API process: with
+N API processes a client gets at most N times the rate; a brake on bursts) — then these caps:
 
-1. **Rate** — order attempts per client address and per buyer email in a sliding minute
-   (`RISK_RATE_PER_IP_PER_MINUTE`, `RISK_RATE_PER_EMAIL_PER_MINUTE`). Kept in memory, per API
-   process: no round trip, and with N API processes a client gets at most N times the rate. It is a
-   brake on bursts; the caps below are the guarantee.
-2. **Open-order caps** — what a buyer may hold unpaid at once: orders per email, orders and units
-   per client address, orders per email and product, and units per email and product. Counted in
-   PostgreSQL under advisory locks (one per email, one per address), so they hold across API
-   processes and against a burst of concurrent requests.
+**Open-order caps** — what a buyer may hold unpaid at once: orders per email, orders and units
+per client address, orders per email and product, and units per email and product. Counted in
+PostgreSQL under advisory locks (one per email, one per address), so they hold across API
+processes and against a burst of concurrent requests.
 
 The quantity rule: the units of this order plus the units of the same email's unpaid orders for
 the same product may not pass `RISK_MAX_UNITS_PER_BUYER_PER_PRODUCT`. Paid and delivered orders do
@@ -50,8 +48,6 @@ WINDOW_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class Limits:
-    rate_per_ip: int = 0
-    rate_per_email: int = 0
     open_per_email: int = 0
     open_per_ip: int = 0
     open_units_per_ip: int = 0
@@ -60,18 +56,6 @@ class Limits:
     payment_window_seconds: float = 900
     review_window_seconds: float = 0  # an order held for review counts until its review ends, then its window
     pending_seconds: float = 60
-
-    @classmethod
-    def from_settings(cls, settings) -> "Limits":
-        return cls(rate_per_ip=settings.risk_rate_per_ip_per_minute,
-                   rate_per_email=settings.risk_rate_per_email_per_minute,
-                   open_per_email=settings.risk_max_open_orders_per_email,
-                   open_per_ip=settings.risk_max_open_orders_per_ip,
-                   open_units_per_ip=settings.risk_max_open_units_per_ip,
-                   open_per_buyer_product=settings.risk_max_open_orders_per_buyer_product,
-                   units_per_buyer_product=settings.risk_max_units_per_buyer_per_product,
-                   payment_window_seconds=settings.payment_window_seconds,
-                   pending_seconds=settings.update_timeout_seconds + PENDING_MARGIN_SECONDS)
 
     @property
     def buyer_caps(self) -> bool:
@@ -195,13 +179,11 @@ def _lock_id(kind: str, value: str) -> int:
 
 
 class Admission:
-    """The rules, with their limits and the in-memory rate windows of this API process."""
+    """The open-order caps, counted in PostgreSQL (the rates are the rule chain's: miaofa/risk_chain.py)."""
 
     def __init__(self, limits: Limits, vault_key: str) -> None:
         self.limits = limits
         self._client_key = derive(parse_vault_key(vault_key), "miaofa/risk/client-address")
-        self._per_ip = SlidingWindow(limits.rate_per_ip)
-        self._per_email = SlidingWindow(limits.rate_per_email)
         self._pruned_at = 0.0
 
     def client_hash(self, ip: str) -> str:
@@ -210,20 +192,6 @@ class Admission:
     def applies(self, client_hash: str | None) -> bool:
         """Whether any open-order cap applies to this request (else no database round trip)."""
         return self.limits.buyer_caps or (self.limits.client_caps and client_hash is not None)
-
-    def check_rate(self, client_hash: str | None, buyer_hash: str, now: float | None = None) -> None:
-        """Count an order attempt; raise TooManyRequests (nothing counted) when either window is full."""
-        now = time.monotonic() if now is None else now
-        ip_key, email_key = f"ip:{client_hash}", f"email:{buyer_hash}"
-        if client_hash is not None and (wait := self._per_ip.wait(ip_key, now)):
-            raise TooManyRequests(f"too many orders from your address; try again in {int(wait + 0.999)} s",
-                                  retry_after=wait)
-        if wait := self._per_email.wait(email_key, now):
-            raise TooManyRequests(f"too many orders for this email; try again in {int(wait + 0.999)} s",
-                                  retry_after=wait)
-        if client_hash is not None:
-            self._per_ip.hit(ip_key, now)
-        self._per_email.hit(email_key, now)
 
     async def admit(self, session: AsyncSession, applicant: Applicant, at: datetime) -> bool:
         """Check the open-order caps and record the admission, in the caller's transaction.
@@ -290,10 +258,9 @@ async def forget(session: AsyncSession, order_id: str) -> None:
 
 
 class Guards:
-    """This API process's admission rules and buyer-endpoint guards, built once from the settings."""
+    """This API process's buyer-endpoint guards, built once from the settings."""
 
     def __init__(self, settings) -> None:
-        self.admission = Admission(Limits.from_settings(settings), settings.vault_key)
         self.streams = Slots(settings.sse_max_streams_per_ip)
         self.check_payment = MinInterval(settings.check_payment_interval_seconds)
 

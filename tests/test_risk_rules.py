@@ -166,6 +166,22 @@ def test_rates_per_address_email_and_device_each_limit_their_own() -> None:
     chain.screen(_attempt(chain, "e10@example.com", ip="198.51.100.2", device=None), now=4)  # another address
 
 
+
+def test_a_rate_refusal_is_429_with_retry_after_and_an_exempt_address_counts_nothing() -> None:
+    chain = _chain("", risk_rate_per_ip_per_minute=2, risk_rate_per_email_per_minute=3,
+                   risk_rate_per_device_per_minute=0)
+    chain.screen(_attempt(chain, "a@example.com", device=None), now=0)
+    chain.screen(_attempt(chain, "b@example.com", device=None), now=1)
+    with pytest.raises(TooManyRequests) as refused:
+        chain.screen(_attempt(chain, "c@example.com", device=None), now=2)
+    assert refused.value.headers == {"Retry-After": "58"} and refused.value.status_code == 429
+    for t in (3, 4, 5):  # an exempt network (a load generator): no rule runs, nothing is counted
+        assert chain.screen(_attempt(chain, "c@example.com", ip=None, device=None), now=t).reason == "exempt_network"
+    for t in (6, 7):
+        chain.screen(_attempt(chain, "a@example.com", ip="198.51.100.2", device=None), now=t)
+    with pytest.raises(TooManyRequests, match="this email"):  # a's fourth attempt this minute
+        chain.screen(_attempt(chain, "a@example.com", ip="198.51.100.3", device=None), now=8)
+
 # ---- the database rules ----------------------------------------------------------------------------
 
 
