@@ -60,9 +60,10 @@ def saga_activities(*, settings: Settings, sessionmaker: async_sessionmaker[Asyn
 
 
 def build_worker(client: Client, *, activities: Sequence[Callable], task_queue: str = contract.TASK_QUEUE,
-                 sandboxed: bool = True) -> Worker:
+                 sandboxed: bool = True, workflows: Sequence[type] = WORKFLOWS) -> Worker:
+    """`workflows`: today's by default; the upgrade test runs a released OrderWorkflow first."""
     runner = WORKFLOW_RUNNER if sandboxed else UnsandboxedWorkflowRunner()
-    return Worker(client, task_queue=task_queue, workflows=list(WORKFLOWS), activities=list(activities),
+    return Worker(client, task_queue=task_queue, workflows=list(workflows), activities=list(activities),
                   max_concurrent_activities=100, workflow_runner=runner,
                   graceful_shutdown_timeout=timedelta(seconds=10))  # running activities may finish
 

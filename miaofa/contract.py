@@ -76,6 +76,9 @@ RISK_STAGE = "risk"
 REVIEW_APPROVED_STAGE = "review_approved"
 REVIEW_REJECTED_STAGE = "review_rejected"
 REVIEW_TIMED_OUT_STAGE = "review_timed_out"
+# The gateway refused a refund nobody asked for (a late payment out of stock, a failed delivery):
+# the money is recorded for a person, with the gateway's reason, on the timeline and in the audit log.
+REFUND_REFUSED_STAGE = "refund_refused"
 
 # Search attributes, for ops in the Temporal UI. Never secrets, keys or raw emails.
 SA_ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
@@ -167,6 +170,15 @@ class PaymentNotified:
 
     notify_id: int | None = None
     source: str = "notify"  # notify | reconcile
+
+
+@dataclass
+class OrderResult:
+    """What an order workflow's run returns: how the order opened, and the status it closed in."""
+
+    order_id: str
+    outcome: str  # OPENED, or why it never opened (SOLD_OUT, COUPON_INVALID, …)
+    status: str = ""  # the final status; "" when it never opened
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -22,7 +23,9 @@ from miaofa.gateways.registry import build_gateways
 from miaofa.settings import Settings
 from miaofa.vault import Vault
 from tests.servers import bind, serve
-from worker import build_worker, saga_activities
+from temporalio.worker import Worker
+
+from worker import WORKFLOWS, build_worker, saga_activities
 
 
 def activity_name(fn: Callable) -> str:
@@ -46,6 +49,12 @@ class Stack:
     sessionmaker: async_sessionmaker[AsyncSession]
     task_queue: str
     app: Any = None
+    activities: Sequence[Callable] = ()
+
+    def worker(self, workflows: Sequence[type] = WORKFLOWS) -> Worker:
+        """Another worker on this stack's task queue (a deploy: a new one replays the open runs)."""
+        return build_worker(self.env.client, activities=self.activities, task_queue=self.task_queue,
+                            workflows=workflows)
 
     @property
     def vault(self) -> Vault:
@@ -119,12 +128,19 @@ class Stack:
         return response.json()
 
     async def record_history(self, order: dict[str, Any], name: str) -> None:
-        """With MIAOFA_RECORD_HISTORIES=1, save this order's history for the replay test."""
-        if os.environ.get("MIAOFA_RECORD_HISTORIES") != "1":
+        """With MIAOFA_RECORD_HISTORIES=<version> (v2, v3 …), save this order's history for the replay
+        test in tests/histories/<version>/. A released history is never overwritten."""
+        version = os.environ.get("MIAOFA_RECORD_HISTORIES", "")
+        if not version:
             return
+        if not re.fullmatch(r"v[0-9]+", version):
+            raise AssertionError(f"MIAOFA_RECORD_HISTORIES must name a version such as v3, not {version!r}")
+        path = HISTORIES / version / f"{name}.json"
+        if path.exists():
+            raise AssertionError(f"{path} is a released history and is never re-recorded: record a new version")
         history = await self.handle(order).fetch_history()
-        HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(history.to_json())
 
     def handle(self, order: dict[str, Any]):
         return self.env.client.get_workflow_handle(order_workflow_id(order["order_id"]))
@@ -149,11 +165,12 @@ async def running_stack(env: WorkflowEnvironment, sessionmaker: async_sessionmak
                                  gateways=gateways, temporal=env.client)
     replaced = {activity_name(fn) for fn in replace_activities}
     activities = [fn for fn in activities if activity_name(fn) not in replaced] + list(replace_activities)
-    worker = build_worker(env.client, activities=activities, task_queue=task_queue)
-    async with (worker if start_worker else nullcontext()), serve(app, sock) as url, httpx.AsyncClient(base_url=url, timeout=30) as http, \
+    # Without start_worker the test runs its own (Stack.worker): a client registers one per queue.
+    worker = build_worker(env.client, activities=activities, task_queue=task_queue) if start_worker else None
+    async with (worker or nullcontext()), serve(app, sock) as url, httpx.AsyncClient(base_url=url, timeout=30) as http, \
             httpx.AsyncClient(base_url=sim_url, timeout=10) as sim:
         try:
-            yield Stack(config, env, http, sim, sessionmaker, task_queue, app)
+            yield Stack(config, env, http, sim, sessionmaker, task_queue, app, activities)
         finally:
             for gateway in gateways.values():
                 await gateway.aclose()  # type: ignore[attr-defined]

@@ -1,6 +1,8 @@
-"""Timeouts and retry policies of the order saga's steps, shared by workflows/order.py and its mixins."""
+"""Timeouts and retry policies of the saga's steps, one meaning each: the order workflow, its mixins
+and the stray-payment workflow share them. And the poll backoff they both need."""
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -20,7 +22,10 @@ DB_STEP = dict(start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY, local_r
 # One query attempt per channel: the workflow does the failover and the backoff itself.
 QUERY_RETRY = RetryPolicy(maximum_attempts=1)
 QUERY_TIMEOUT = timedelta(seconds=10)
-GATEWAY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+# A gateway call that must happen (a refund, a stray review): transient errors are retried for as long
+# as it takes; a refusal (GatewayRefused, Unsupported, bad data) is final and handled by the caller.
+GATEWAY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
+                            non_retryable_error_types=[s.DATA_ERROR, "GatewayRefused", "Unsupported"])
 CLOSE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 CREATE_PAYMENT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=300), maximum_attempts=3)
 MAX_QUEUED_PROOFS = 50  # a signal flood cannot grow the workflow's state without bound
@@ -31,6 +36,22 @@ MAX_QUEUED_PROOFS = 50  # a signal flood cannot grow the workflow's state withou
 STEP_FAILED = (ActivityError, ApplicationError)
 
 
-def _failure_type(error: BaseException) -> str:
+def failure_type(error: BaseException) -> str:
     cause = error.cause if isinstance(error, ActivityError) else error
     return cause.type if isinstance(cause, ApplicationError) and cause.type else ""
+
+
+@dataclass
+class Backoff:
+    """When to look next: every `interval` seconds, doubling up to `max_interval` (deterministic)."""
+
+    next_at: datetime
+    interval: int
+    max_interval: int
+
+    def due(self, now: datetime) -> bool:
+        return now >= self.next_at
+
+    def step(self, now: datetime) -> None:
+        self.next_at = now + timedelta(seconds=self.interval)
+        self.interval = min(self.interval * 2, self.max_interval)

@@ -10,9 +10,10 @@ from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 from miaofa import contract as c
 from miaofa import steps as s
 from workflows.policies import DB_STEP, QUERY_RETRY, QUERY_TIMEOUT
+from workflows.state import SagaState
 
 
-class PaymentProofs:
+class PaymentProofs(SagaState):
     async def _settle_proofs(self) -> None:
         """Judge each queued proof (miaofa.payments.judge, in one local step): the order's own
         payment makes it paid; money it cannot take goes to a stray-payment review and refund."""
@@ -22,7 +23,7 @@ class PaymentProofs:
                 s.ACCEPT_PAYMENT, proof, result_type=s.PaymentVerdict, **DB_STEP)
             if verdict.verdict in (s.ACCEPTED, s.DUPLICATE):  # a duplicate after a lost answer is still ours
                 if self._paid is None:
-                    self._paid, self._paid_source = verdict, proof.source
+                    self._paid = verdict
             elif verdict.verdict == s.STRAY:
                 await self._hand_over_stray(verdict, proof.source)
             elif verdict.verdict == s.UNCONFIRMED:

@@ -8,16 +8,11 @@ for an order: whoever finds it (a notify, an order, reconciliation) starts this 
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from miaofa import contract as c
 from miaofa import steps as s
-
-GATEWAY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5),
-                            non_retryable_error_types=[s.DATA_ERROR, "GatewayRefused"])
-DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10),
-                       non_retryable_error_types=[s.DATA_ERROR])
+from workflows.policies import DB_RETRY, DB_TIMEOUT, GATEWAY_RETRY
 
 
 @workflow.defn(name=c.STRAY_PAYMENT_WORKFLOW)
@@ -43,5 +38,5 @@ class StrayPaymentWorkflow:
                 outcome = "refund_refused"
         await workflow.execute_activity(
             s.RECORD_STRAY_REFUND, s.StrayRefunded(stray, refund_id, workflow.now(), outcome, review.detail),
-            start_to_close_timeout=timedelta(seconds=15), retry_policy=DB_RETRY)
+            start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
         return outcome

@@ -13,20 +13,17 @@ from temporalio.exceptions import ApplicationError
 
 from miaofa import contract as c
 from miaofa import steps as s
+from workflows.state import SagaState
 
 TIMED_OUT = "timed_out"
 
 
-def _refuse(message: str, code: str) -> ApplicationError:
+def refuse(message: str, code: str) -> ApplicationError:
     """A support Update's refusal: final, so neither the API nor the Temporal CLI retries it."""
     return ApplicationError(message, type=code, non_retryable=True)
 
 
-class SupportActions:
-    # The review's outcome: "" while undecided, then APPROVE_UPDATE, REJECT_UPDATE or TIMED_OUT.
-    _review_outcome = ""
-    _review_request: c.SupportRequest | None = None
-
+class SupportActions(SagaState):
     # ---- the review hold ----------------------------------------------------------------------
 
     async def _hold_for_review(self) -> bool:
@@ -46,7 +43,7 @@ class SupportActions:
             self._expires_at = now + timedelta(seconds=self._order.timing.payment_window_seconds)
             await self._record(s.StageStep(self._order_id, c.REVIEW_APPROVED_STAGE, now, status=c.AWAITING_PAYMENT,
                                            detail=detail, expires_at=self._expires_at, audit_actor=request.actor))
-            await self._set_status(c.AWAITING_PAYMENT)
+            self._set_status(c.AWAITING_PAYMENT)
             return True
         await self._record(s.StageStep(self._order_id, c.REVIEW_REJECTED_STAGE, now, detail=detail,
                                        audit_actor=request.actor))
@@ -58,7 +55,7 @@ class SupportActions:
         await self._decide(c.APPROVE_UPDATE, request)
         if self._status == c.AWAITING_PAYMENT:
             return c.SupportResult(self._order_id, self._status, "approved; the buyer can pay now")
-        raise _refuse(f"the order is {self._status}", c.REFUSED_NOT_IN_REVIEW)
+        raise refuse(f"the order is {self._status}", c.REFUSED_NOT_IN_REVIEW)
 
     @approve.validator
     def _validate_approve(self, request: c.SupportRequest | None = None) -> None:
@@ -76,14 +73,14 @@ class SupportActions:
     async def _decide(self, outcome: str, request: c.SupportRequest | None) -> None:
         assert request is not None
         if self._review_outcome:  # two decisions passed the validator together: the first one counts
-            raise _refuse(f"the review was already decided ({self._review_outcome})", c.REFUSED_NOT_IN_REVIEW)
+            raise refuse(f"the review was already decided ({self._review_outcome})", c.REFUSED_NOT_IN_REVIEW)
         self._review_outcome, self._review_request = outcome, request
         await workflow.wait_condition(lambda: self._status != c.IN_REVIEW)
 
     def _validate_decision(self, request: c.SupportRequest | None, update: str) -> None:
         _require_input(request, update)
         if self._status != c.IN_REVIEW or self._review_outcome:
-            raise _refuse(f"only orders in review can be approved or rejected; this one is {self._status or 'new'}",
+            raise refuse(f"only orders in review can be approved or rejected; this one is {self._status or 'new'}",
                           c.REFUSED_NOT_IN_REVIEW)
 
     # ---- after the order opened ----------------------------------------------------------------
@@ -95,14 +92,14 @@ class SupportActions:
         self._cancel_actor = request.actor
         await workflow.wait_condition(lambda: self._status != c.AWAITING_PAYMENT)
         if self._status != c.CANCELLED:
-            raise _refuse(f"the payment arrived first; the order is {self._status}", c.REFUSED_NOT_CANCELLABLE)
+            raise refuse(f"the payment arrived first; the order is {self._status}", c.REFUSED_NOT_CANCELLABLE)
         return c.SupportResult(self._order_id, self._status, "order cancelled and its stock released")
 
     @cancel.validator
     def _validate_cancel(self, request: c.SupportRequest | None = None) -> None:
         _require_input(request, "cancel")
         if self._status != c.AWAITING_PAYMENT or self._paid is not None:
-            raise _refuse(f"only unpaid orders can be cancelled; this one is {self._status or 'new'}",
+            raise refuse(f"only unpaid orders can be cancelled; this one is {self._status or 'new'}",
                           c.REFUSED_NOT_CANCELLABLE)
 
     @workflow.update(name=c.REFUND_UPDATE)
@@ -110,7 +107,7 @@ class SupportActions:
         assert request is not None
         async with self._support_lock:
             if self._status == c.REFUNDED:
-                raise _refuse("the order is already refunded", c.REFUSED_ALREADY_REFUNDED)
+                raise refuse("the order is already refunded", c.REFUSED_ALREADY_REFUNDED)
             await self._refund(request.reason or "support refund", actor=request.actor)
         return c.SupportResult(self._order_id, self._status, "refunded at the gateway; keys marked refunded")
 
@@ -118,12 +115,12 @@ class SupportActions:
     def _validate_refund(self, request: c.SupportRequest | None = None) -> None:
         _require_input(request, "refund")
         if self._status == c.REFUNDED:
-            raise _refuse("the order is already refunded", c.REFUSED_ALREADY_REFUNDED)
+            raise refuse("the order is already refunded", c.REFUSED_ALREADY_REFUNDED)
         if self._status != c.DELIVERED:
-            raise _refuse(f"only delivered orders can be refunded; this one is {self._status or 'new'}",
+            raise refuse(f"only delivered orders can be refunded; this one is {self._status or 'new'}",
                           c.REFUSED_NOT_REFUNDABLE)
         if self._payment is None:
-            raise _refuse("this order was free; there is no payment to refund", c.REFUSED_NOT_REFUNDABLE)
+            raise refuse("this order was free; there is no payment to refund", c.REFUSED_NOT_REFUNDABLE)
 
     @workflow.update(name=c.RESEND_UPDATE)
     async def resend(self, request: c.SupportRequest | None = None) -> c.SupportResult:
@@ -138,18 +135,18 @@ class SupportActions:
     def _validate_resend(self, request: c.SupportRequest | None = None) -> None:
         _require_input(request, "resend")
         if self._status != c.DELIVERED:
-            raise _refuse(f"only delivered orders can be resent; this one is {self._status or 'new'}",
+            raise refuse(f"only delivered orders can be resent; this one is {self._status or 'new'}",
                           c.REFUSED_NOT_DELIVERED)
 
 
 def _require_input(request: c.SupportRequest | None, update: str) -> None:
     """The Temporal CLI can send an Update with no input; say what it needs instead of a TypeError."""
     if request is None:
-        raise _refuse(f'{update} needs its input, e.g. {{"reason": "…", "actor": "your name"}}',
+        raise refuse(f'{update} needs its input, e.g. {{"reason": "…", "actor": "your name"}}',
                       c.REFUSED_MISSING_INPUT)
     if not request.actor.strip():
-        raise _refuse(f"{update} needs an actor: who is acting", c.REFUSED_MISSING_INPUT)
+        raise refuse(f"{update} needs an actor: who is acting", c.REFUSED_MISSING_INPUT)
     if not (request.actor.isprintable() and request.reason.isprintable()):
         # Refused before any step runs: the database would refuse it after the gateway refunded.
-        raise _refuse(f"{update}: the actor and reason must not contain control characters",
+        raise refuse(f"{update}: the actor and reason must not contain control characters",
                       c.REFUSED_MISSING_INPUT)

@@ -1,0 +1,11 @@
+"""The order workflow's patches: each id guards one change of its command sequence.
+
+A released history is never re-recorded; a run that started on older code replays its history
+on the new code, where `workflow.patched(ID)` answers False and the old branch runs. How a patch is
+added, deprecated and removed: README.md, "Deploying a workflow change".
+"""
+
+# 2026-12: run() waits for running handlers (the open_order Update) before an early return.
+WAIT_HANDLERS_ON_EARLY_RETURN = "2026-12-wait-handlers-on-early-return"
+# 2026-12: a refund the gateway refuses on a system path is recorded for a person, not a failed run.
+SYSTEM_REFUND_REFUSED = "2026-12-system-refund-refused"
