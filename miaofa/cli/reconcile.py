@@ -1,26 +1,25 @@
 """`miaofa schedules …` and `miaofa reconcile …`: the reconciliation schedule, a run on demand, its report."""
 
 import asyncio
-import json
 import uuid
-from datetime import datetime
 
 import typer
-from rich.table import Table
 
 from miaofa import contract as c
+from miaofa.cli.common import Column, _fail, _leave, _require, _settings, console, database, print_rows
+from miaofa.settings import Settings
 
 schedules_app = typer.Typer(help="Temporal Schedules the shop needs.", no_args_is_help=True)
 reconcile_app = typer.Typer(help="Reconciliation (对账) of gateway statements with orders.", no_args_is_help=True)
 
+FINDING_COLUMNS = (Column("last_seen_at", "last seen", show=lambda at: at.strftime("%Y-%m-%d %H:%M:%S")),
+                   Column("kind"), Column("action"), Column("gateway"), Column("payment_id", "payment", whole=True),
+                   Column("order_id", "order", whole=True),
+                   Column("amount_cents", "amount", show=lambda cents: f"{cents / 100:.2f}"), Column("currency"),
+                   Column("times_seen", "seen"))
 
-def _cli():
-    from miaofa import cli  # the shared settings loader, failure printer and consoles
 
-    return cli
-
-
-async def _client(settings):
+async def _client(settings: Settings):
     from miaofa.temporal import connect
     from miaofa.vault import Vault
 
@@ -30,9 +29,8 @@ async def _client(settings):
 @schedules_app.command("apply")
 def schedules_apply() -> None:
     """Create the reconcile schedule, or update it to the current settings (safe to repeat)."""
-    cli = _cli()
-    settings = cli._settings()
-    cli._require(settings, "vault_key")
+    settings = _settings()
+    _require(settings, "vault_key")
 
     async def apply() -> str:
         from miaofa.schedules import apply_reconcile_schedule
@@ -42,71 +40,53 @@ def schedules_apply() -> None:
     try:
         outcome = asyncio.run(apply())
     except RuntimeError as exc:  # temporalio's connection failure
-        cli._fail(f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}")
-    cli.console.print(f"Reconcile schedule {outcome}: every {settings.reconcile_interval_seconds} s, "
-                      f"looking back {settings.reconcile_lookback_seconds} s.")
-    cli._leave(0)
+        _fail(f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}")
+    console.print(f"Reconcile schedule {outcome}: every {settings.reconcile_interval_seconds} s, "
+                  f"looking back {settings.reconcile_lookback_seconds} s.")
+    _leave(0)
 
 
 @reconcile_app.command("run")
 def reconcile_run() -> None:
     """Reconcile now and print what was found (the worker must be running)."""
-    cli = _cli()
-    settings = cli._settings()
-    cli._require(settings, "vault_key")
+    settings = _settings()
+    _require(settings, "vault_key")
 
     async def run() -> c.ReconcileReport:
         client = await _client(settings)
+        window = c.ReconcileInput(settings.reconcile_lookback_seconds, settings.reconcile_grace_seconds)
         return await client.execute_workflow(
-            c.RECONCILE_WORKFLOW, c.ReconcileInput(settings.reconcile_lookback_seconds, settings.reconcile_grace_seconds),
-            id=f"reconcile-now-{uuid.uuid4().hex[:8]}", task_queue=c.TASK_QUEUE, result_type=c.ReconcileReport)
+            c.RECONCILE_WORKFLOW, window, id=f"reconcile-now-{uuid.uuid4().hex[:8]}", task_queue=c.TASK_QUEUE,
+            result_type=c.ReconcileReport)
 
     try:
         report = asyncio.run(run())
     except RuntimeError as exc:
-        cli._fail(f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}")
+        _fail(f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}")
     found = ", ".join(f"{kind} {count}" for kind, count in sorted(report.findings.items())) or "no mismatches"
-    cli.console.print(f"Checked {report.checked} payments: {found}. "
-                      f"Refunds started: {report.refunds_started}. Orders nudged: {report.orders_nudged}.")
-    cli._leave(0)
+    console.print(f"Checked {report.checked} payments: {found}. "
+                  f"Refunds started: {report.refunds_started}. Orders nudged: {report.orders_nudged}.")
+    _leave(0)
 
 
 @reconcile_app.command("report")
 def reconcile_report(limit: int = typer.Option(50, min=1, max=1000, help="How many findings, newest first."),
                      as_json: bool = typer.Option(False, "--json", help="JSON lines for scripts.")) -> None:
     """The mismatches reconciliation found, newest first, and what was done about each."""
-    cli = _cli()
-    settings = cli._settings()
-    cli._require(settings, "database_url")
+    settings = _settings()
+    _require(settings, "database_url")
     try:
-        rows = asyncio.run(_findings(settings.database_url, limit))
+        rows = asyncio.run(_findings(settings, limit))
     except OSError as exc:
-        cli._fail(f"cannot reach the database: {exc.strerror or exc}")
-    if as_json:
-        for row in rows:
-            print(json.dumps(row, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
-        return
-    if not rows:
-        cli.console.print("No mismatches found.")
-        return
-    table = Table("last seen", "kind", "action", "gateway", "payment", "order", "amount", "seen")
-    for row in rows:
-        table.add_row(row["last_seen_at"].strftime("%Y-%m-%d %H:%M:%S"), row["kind"], row["action"], row["gateway"],
-                      row["payment_id"], row["order_id"], f"{row['amount_cents'] / 100:.2f} {row['currency']}",
-                      str(row["times_seen"]))
-    cli.console.print(table)
+        _fail(f"cannot reach the database: {exc.strerror or exc}")
+    print_rows(rows, FINDING_COLUMNS, as_json=as_json, empty="No mismatches found.")
 
 
-async def _findings(database_url: str, limit: int) -> list[dict]:
+async def _findings(settings: Settings, limit: int) -> list[dict]:
     from miaofa import reconcile
-    from miaofa.db.engine import make_engine, make_sessionmaker
 
-    engine = make_engine(database_url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            found = await reconcile.report(session, limit)
-    finally:
-        await engine.dispose()
+    async with database(settings) as sessionmaker, sessionmaker() as session:
+        found = await reconcile.report(session, limit)
     return [{"last_seen_at": f.last_seen_at, "first_seen_at": f.first_seen_at, "kind": f.kind, "action": f.action,
              "gateway": f.gateway, "payment_id": f.payment_id, "order_id": f.order_id,
              "amount_cents": f.amount_cents, "currency": f.currency, "times_seen": f.times_seen} for f in found]
