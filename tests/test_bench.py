@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from miaofa.bench.common import BenchError, histogram_quantile, parse_overrides, percentile, stack_defaults
+from miaofa.bench.base import BenchError
+from miaofa.bench.stack import parse_overrides, stack_defaults
+from miaofa.bench.stats import histogram_quantile, percentile
 from miaofa.devstack.procs import port_open
 from miaofa.settings import Settings
 
@@ -74,7 +76,7 @@ def test_stack_settings() -> None:
 async def test_lean_http_client_reuses_connections_and_reads_both_body_kinds() -> None:
     import asyncio
 
-    from miaofa.bench.common import LeanHTTP
+    from miaofa.bench.lean_http import LeanHTTP
 
     connections = 0
     answers = [b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
