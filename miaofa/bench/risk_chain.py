@@ -96,11 +96,10 @@ async def measure(b: Bench, database_url: str, attempts: int, buyers: int, histo
                     verdicts.add(f"{decision.verdict}:{len(decision.ran)}")
                 b.progress.advance(task)
             ordered = sorted(samples)
-            result = {"median_ms": round(percentile(ordered, 0.5), 3), "p99_ms": round(percentile(ordered, 0.99), 3),
-                      "verdicts_rules_run": sorted(verdicts)}
-            b.metrics.setdefault("scenarios", {})[name] = result
-            b.show(name, f"median {result['median_ms']:.3f} ms · p99 {result['p99_ms']:.3f} ms "
-                         f"(verdict:rules run {', '.join(result['verdicts_rules_run'])})")
+            median, p99, ran = percentile(ordered, 0.5), percentile(ordered, 0.99), sorted(verdicts)
+            b.metrics.setdefault("scenarios", {})[name] = {"median_ms": round(median, 3), "p99_ms": round(p99, 3),
+                                                           "verdicts_rules_run": ran}
+            b.show(name, f"median {median:.3f} ms · p99 {p99:.3f} ms (verdict:rules run {', '.join(ran)})")
     finally:
         await engine.dispose()
 

@@ -223,6 +223,7 @@ def run_scenario(scenario: str, options: Options, params: dict[str, Any],
     previous_term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     # Run in the background, a shell leaves SIGINT ignored, and `miaofa up` would inherit that.
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    settings: Settings
     try:
         if not shop:
             settings = IsolatedSettings()
