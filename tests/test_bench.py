@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from miaofa.bench.common import BenchError, histogram_quantile, parse_overrides, percentile, stack_defaults
+from miaofa.bench.base import BenchError
+from miaofa.bench.stack import parse_overrides, stack_defaults
+from miaofa.bench.stats import histogram_quantile, percentile
 from miaofa.devstack.procs import port_open
 from miaofa.settings import Settings
 
@@ -74,7 +76,7 @@ def test_stack_settings() -> None:
 async def test_lean_http_client_reuses_connections_and_reads_both_body_kinds() -> None:
     import asyncio
 
-    from miaofa.bench.common import LeanHTTP
+    from miaofa.bench.lean_http import LeanHTTP
 
     connections = 0
     answers = [b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
@@ -104,3 +106,17 @@ async def test_lean_http_client_reuses_connections_and_reads_both_body_kinds() -
         await client.aclose()
         server.close()
         await server.wait_closed()
+
+
+def test_a_scenario_that_brings_its_own_services_needs_no_shop(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIAOFA_")}
+    result = tmp_path / "sim.json"
+    done = subprocess.run([sys.executable, "-m", "miaofa.cli", "bench", "sim-storage", "--payments", "20", "--slice",
+                           "10", "--json", str(result)], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads(result.read_text())
+    assert "error" not in record and "settings" not in record
+    assert record["stack"] == {"started": False, "shop": False}
+    assert [(s["first"], s["last"]) for s in record["metrics"]["slices"]] == [(1, 10), (11, 20)]
+    assert all(s["ms_per_change"] > 0 for s in record["metrics"]["slices"])

@@ -27,7 +27,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 # The shop's roles that run from the project's image, and the command each runs.
 EXPECTED_COMMANDS = {"migrate": ["db", "upgrade"], "api": ["api"], "worker": ["worker"], "sim": ["sim"]}
-# What each command refuses to start without (miaofa/cli.py `_require`).
+# What each command refuses to start without (`_require` in miaofa/cli/run.py).
 REQUIRED_SETTINGS = {"migrate": ["database_url"],
                      "api": ["database_url", "vault_key", "admin_token", "support_token"],
                      "worker": ["database_url", "vault_key"]}

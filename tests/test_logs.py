@@ -105,7 +105,7 @@ def test_an_exception_logged_anywhere_keeps_its_type_and_frames_not_its_message(
 
 
 def test_the_cli_logging_setup_redacts_and_keeps_sql_loggers_quiet() -> None:
-    from miaofa.cli import _logging
+    from miaofa.cli.common import _logging
 
     root, sql = logging.getLogger(), logging.getLogger("sqlalchemy")
     levels = root.level, sql.level

@@ -355,9 +355,9 @@ async def test_pay_can_be_back_dated_only_by_a_test_app() -> None:
 def test_miaofa_sim_never_trusts_the_client_clock() -> None:
     import inspect
 
-    from miaofa import cli
+    from miaofa.cli import run
 
-    source = inspect.getsource(cli.sim)
+    source = inspect.getsource(run.sim)
     assert "create_app(" in source and "trust_client_clock" not in source.split("create_app(", 1)[1]
 
 

@@ -1,12 +1,16 @@
-"""`miaofa support …`, `miaofa audit` and `miaofa orders search` in a subprocess against a running shop."""
+"""`miaofa support …`, `miaofa audit` and `miaofa orders search` in a subprocess against a running shop.
+
+Listings go to a pipe here (stdout captured): tab-separated whole values; `on_terminal` gives one a tty."""
 
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -18,13 +22,18 @@ from tests.stack import Stack, running_stack
 from tests.test_tokens import new_token, tokens_cli
 
 
-def cli(stack: Stack, tmp_path: Path, *args: str, token: str | None = None,
-        api_url: str | None = None) -> subprocess.CompletedProcess:
+def cli_env(stack: Stack, tmp_path: Path, api_url: str | None = None) -> dict[str, str]:
     env = {**os.environ, "MIAOFA_STAFF_API_URL": api_url or str(stack.http.base_url),
            "MIAOFA_DATABASE_URL": stack.settings.database_url, "MIAOFA_VAULT_KEY": stack.settings.vault_key,
            "MIAOFA_TEMPORAL_ADDRESS": stack.env.client.service_client.config.target_host,
            "MIAOFA_DATA_DIR": str(tmp_path / "no-dev-secrets"), "COLUMNS": "200"}
     env.pop("MIAOFA_SUPPORT_TOKEN", None)
+    return env
+
+
+def cli(stack: Stack, tmp_path: Path, *args: str, token: str | None = None,
+        api_url: str | None = None) -> subprocess.CompletedProcess:
+    env = cli_env(stack, tmp_path, api_url)
     if token is not None:
         env["MIAOFA_STAFF_TOKEN"] = token
     return subprocess.run([sys.executable, "-m", "miaofa.cli", *args], env=env, capture_output=True, text=True,
@@ -188,10 +197,18 @@ async def test_audit_lists_entries_filtered_and_as_json(dev_stack: Stack, tmp_pa
     filtered = await asyncio.to_thread(cli, dev_stack, tmp_path, "audit", "--target", order["order_id"],
                                        "--action", "support.", "--limit", "1", "--json")
     assert [json.loads(line)["action"] for line in filtered.stdout.splitlines()] == ["support.refund"]
-    table = await asyncio.to_thread(cli, dev_stack, tmp_path, "audit", "--actor", name)
-    assert table.returncode == 0 and table.stdout.count(name) == 3 and "support.resend" in table.stdout
+    # In a pipe: whole values, tab-separated under a header line of the JSON keys.
+    piped = await asyncio.to_thread(cli, dev_stack, tmp_path, "audit", "--actor", name)
+    assert piped.returncode == 0, piped.stderr
+    header, *lines = piped.stdout.splitlines()
+    assert header == "id\tat\tactor\taction\ttarget\tdetail"
+    assert [line.split("\t")[2:5] for line in lines] == [
+        [name, "support.refund", order["order_id"]], [name, "order.refund", order["order_id"]],
+        [name, "support.resend", order["order_id"]]]
+    assert [json.loads(line.split("\t")[5]) for line in lines] == [row["detail"] for row in rows]
     nobody = await asyncio.to_thread(cli, dev_stack, tmp_path, "audit", "--actor", "nobody-" + name)
-    assert (nobody.returncode, nobody.stdout.strip()) == (0, "No entries.")
+    assert (nobody.returncode, nobody.stdout, nobody.stderr.strip()) == (
+        0, "id\tat\tactor\taction\ttarget\tdetail\n", "No entries.")
 
 
 async def _search(stack: Stack, tmp_path: Path, *args: str, expect: int, timeout: float = 15) -> list[dict]:
@@ -226,12 +243,64 @@ async def test_search_by_email_status_sku_and_gateway(dev_stack: Stack, tmp_path
     assert await _search(dev_stack, tmp_path, "--sku", sku, "--late", expect=0, timeout=0) == []
     assert len(await _search(dev_stack, tmp_path, "--sku", sku, "--limit", "2", expect=2)) == 2
 
-    table = await asyncio.to_thread(cli, dev_stack, tmp_path, "orders", "search", "--email", email)
-    assert table.returncode == 0, table.stderr
-    assert delivered["order_id"] in table.stdout and unpaid["order_id"] in table.stdout
-    assert other["order_id"] not in table.stdout and email.lower() not in table.stdout.lower()
+    piped = await asyncio.to_thread(cli, dev_stack, tmp_path, "orders", "search", "--email", email)
+    assert piped.returncode == 0, piped.stderr
+    assert {line.split("\t")[0] for line in piped.stdout.splitlines()[1:]} == {
+        delivered["order_id"], unpaid["order_id"]}
+    assert email.lower() not in piped.stdout.lower()
     none = await asyncio.to_thread(cli, dev_stack, tmp_path, "orders", "search", "--email", "nobody@example.com")
-    assert (none.returncode, none.stdout.strip()) == (0, "No orders.")
+    assert (none.returncode, none.stdout, none.stderr.strip()) == (0, "\t".join(SEARCH_FIELDS) + "\n", "No orders.")
+
+
+SEARCH_FIELDS = ("order_id", "status", "sku", "gateway", "amount_cents", "late", "started_at", "closed_at")
+
+
+async def test_search_in_a_pipe_prints_whole_ids_and_on_a_terminal_a_table(dev_stack: Stack, tmp_path: Path) -> None:
+    sku = await dev_stack.product(2)
+    delivered = await _delivered(dev_stack, sku=sku)
+    unpaid = await dev_stack.ordered(sku)
+    await _search(dev_stack, tmp_path, "--sku", sku, expect=2)  # visibility has both, and the delivered status:
+    await _search(dev_stack, tmp_path, "--sku", sku, "--status", "delivered", expect=1)
+
+    # stdout captured, not a terminal: one order a line, every field whole, under a header line.
+    piped = await asyncio.to_thread(cli, dev_stack, tmp_path, "orders", "search", "--sku", sku)
+    assert piped.returncode == 0, piped.stderr
+    header, *lines = piped.stdout.splitlines()
+    assert header.split("\t") == list(SEARCH_FIELDS)
+    rows = [dict(zip(SEARCH_FIELDS, line.split("\t"), strict=True)) for line in lines]
+    assert [(row["order_id"], row["status"], row["sku"], row["amount_cents"], row["late"]) for row in rows] == [
+        (unpaid["order_id"], "awaiting_payment", sku, "990", "false"),
+        (delivered["order_id"], "delivered", sku, "990", "false")]
+    assert len(delivered["order_id"]) == 20 and "…" not in piped.stdout
+    assert rows[0]["closed_at"] == "" and datetime.fromisoformat(rows[1]["started_at"]).tzinfo is not None
+
+    # On a terminal 80 columns wide: a table, and its order ids still whole.
+    shown = await asyncio.to_thread(on_terminal, dev_stack, tmp_path, "orders", "search", "--sku", sku)
+    assert "┃ order " in shown and "━" in shown
+    assert delivered["order_id"] in shown and unpaid["order_id"] in shown
+
+
+def on_terminal(stack: Stack, tmp_path: Path, *args: str) -> str:
+    """The command's stdout when it is a terminal (a pseudo-terminal, 80 columns), colours stripped."""
+    import pty
+
+    main, child = pty.openpty()
+    env = {**cli_env(stack, tmp_path), "COLUMNS": "80", "LINES": "50"}
+    proc = subprocess.Popen([sys.executable, "-m", "miaofa.cli", *args], env=env, stdout=child,
+                            stderr=subprocess.PIPE)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # EIO: the command closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    assert proc.wait(90) == 0, proc.stderr.read() if proc.stderr else ""
+    return re.sub(r"\x1b\[[0-9;]*m", "", b"".join(chunks).decode())
 
 
 async def test_the_readme_ui_queries_are_valid_and_find_the_buyer(dev_stack: Stack, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from miaofa.cli import settings_problems
+from miaofa.cli.common import settings_problems
 from miaofa.db.models import OutboxMessage, Product
 from miaofa.settings import Settings
 from miaofa.vault import Vault

@@ -8,18 +8,16 @@ every order is delivered. Prints delivered orders/s from the first create to the
 import asyncio
 import time
 
-from miaofa.bench.common import (
-    Bench,
+from miaofa.bench.runner import Bench
+from miaofa.bench.shop_client import (
     Sent,
     errors_seen,
-    fmt_summary,
     order_statuses,
     paid_to_committed,
     paid_to_delivered,
-    rate_per_second,
     stage_breakdown,
-    summary_ms,
 )
+from miaofa.bench.stats import fmt_summary, rate_per_second, summary_ms
 
 TARGET_RATE = 40
 AIM_RATE = 100

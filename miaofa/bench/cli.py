@@ -27,18 +27,32 @@ At = Annotated[str | None, typer.Option(
 Timeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait for delivery after the load.")]
 
 
-def _go(scenario: str, params: dict[str, Any], body, *, start: bool, set_: list[str] | None, keep_data: bool,
-        json_path: Path | None, out_dir: Path, warmup: bool, at: str | None) -> None:
-    from miaofa.bench.common import BenchError, Options, err, parse_overrides, run_scenario
+def _overrides(set_: list[str] | None) -> dict[str, str]:
+    from miaofa.bench.base import BenchError, err
+    from miaofa.bench.stack import parse_overrides
 
     try:
-        overrides = parse_overrides(set_ or [])
+        return parse_overrides(set_ or [])
     except BenchError as exc:
         err.print(f"[red]Error:[/] {exc}")
         raise typer.Exit(2) from None
-    options = Options(start=start, overrides=overrides, keep_data=keep_data, json_path=json_path,
+
+
+def _go(scenario: str, params: dict[str, Any], body, *, start: bool, set_: list[str] | None, keep_data: bool,
+        json_path: Path | None, out_dir: Path, warmup: bool, at: str | None) -> None:
+    from miaofa.bench.runner import Options, run_scenario
+
+    options = Options(start=start, overrides=_overrides(set_), keep_data=keep_data, json_path=json_path,
                       out_dir=out_dir, warmup=warmup, at=at)
     raise typer.Exit(run_scenario(scenario, options, params, body))
+
+
+def _alone(scenario: str, params: dict[str, Any], body, *, json_path: Path | None, out_dir: Path) -> None:
+    """A scenario that brings what it measures itself: no shop to reach, no warm-up order."""
+    from miaofa.bench.runner import Options, run_scenario
+
+    options = Options(json_path=json_path, out_dir=out_dir, warmup=False)
+    raise typer.Exit(run_scenario(scenario, options, params, body, shop=False))
 
 
 @bench_app.command()
@@ -131,3 +145,65 @@ def durability_cost(orders: Annotated[int, typer.Option(min=1, help="Orders in t
                             "concurrency": concurrency, "raw_keys": raw_keys},
         lambda b: scenario.run(b, orders, buyers, raw_seconds, concurrency, raw_keys, timeout), start=start,
         set_=set_, keep_data=keep_data, json_path=json_path, out_dir=out_dir, warmup=warmup, at=at)
+
+
+@bench_app.command("import-keys")
+def import_keys(keys: Annotated[int, typer.Option(min=1, help="Keys per import.")] = 100_000,
+                start: Start = False, set_: Set = None, keep_data: KeepData = False, json_path: JsonPath = None,
+                out_dir: OutDir = Path("."), warmup: Warmup = False, at: At = None) -> None:
+    """N keys into a fresh product through `miaofa keys import`, then through the admin API: keys/s of each."""
+    from miaofa.bench import import_keys as scenario
+
+    _go("import-keys", {"keys": keys}, lambda b: scenario.run(b, keys), start=start, set_=set_,
+        keep_data=keep_data, json_path=json_path, out_dir=out_dir, warmup=warmup, at=at)
+
+
+@bench_app.command("sync-commit")
+def sync_commit(rounds: Annotated[int, typer.Option(min=1, help="Rounds of off, then on.")] = 2,
+                orders: Annotated[int, typer.Option(min=1, help="Orders one after another, per round.")] = 20,
+                burst: Annotated[int, typer.Option(min=1, help="Orders opened and paid at once, per round.")] = 40,
+                raw_seconds: Annotated[float, typer.Option(min=0.5, help="Seconds of raw commits per round.")] = 3,
+                timeout: Timeout = 300, start: Start = False, set_: Set = None, keep_data: KeepData = False,
+                json_path: JsonPath = None, out_dir: OutDir = Path("."), warmup: Warmup = True,
+                at: At = None) -> None:
+    """PostgreSQL synchronous_commit off vs on, alternating: raw commits/s, notify → key visible, a burst."""
+    from miaofa.bench import sync_commit as scenario
+
+    _go("sync-commit", {"rounds": rounds, "orders": orders, "burst": burst, "raw_seconds": raw_seconds},
+        lambda b: scenario.run(b, rounds, orders, burst, raw_seconds, timeout), start=start, set_=set_,
+        keep_data=keep_data, json_path=json_path, out_dir=out_dir, warmup=warmup, at=at)
+
+
+@bench_app.command("up-time")
+def up_time(restarts: Annotated[int, typer.Option(min=0, help="Restarts on the same data after the first start.")] = 2,
+            set_: Set = None, keep_data: KeepData = False, json_path: JsonPath = None, out_dir: OutDir = Path("."),
+            at: At = None) -> None:
+    """Seconds from `miaofa up` to a green /healthz: a fresh data dir, then restarts (a stack of its own)."""
+    from miaofa.bench import up_time as scenario
+
+    overrides = _overrides(set_)
+    _alone("up-time", {"restarts": restarts, "set": set_ or [], "at": at},
+           lambda b: scenario.run(b, restarts, overrides, keep_data, at), json_path=json_path, out_dir=out_dir)
+
+
+@bench_app.command("risk-chain")
+def risk_chain(attempts: Annotated[int, typer.Option(min=1, help="Attempts per rule set, one at a time.")] = 500,
+               buyers: Annotated[int, typer.Option(min=1, help="Buyers seeded.")] = 200,
+               history: Annotated[int, typer.Option(min=0, help="Delivered orders seeded per buyer.")] = 10,
+               json_path: JsonPath = None, out_dir: OutDir = Path(".")) -> None:
+    """The risk rules' cost per order (screen + judge) on a PostgreSQL of its own: 7, 8 and 10 rules."""
+    from miaofa.bench import risk_chain as scenario
+
+    _alone("risk-chain", {"attempts": attempts, "buyers": buyers, "history": history},
+           lambda b: scenario.run(b, attempts, buyers, history), json_path=json_path, out_dir=out_dir)
+
+
+@bench_app.command("sim-storage")
+def sim_storage(payments: Annotated[int, typer.Option(min=1, help="Payments created and paid.")] = 3000,
+                slice_size: Annotated[int, typer.Option("--slice", min=1, help="Payments per line shown.")] = 500,
+                json_path: JsonPath = None, out_dir: OutDir = Path(".")) -> None:
+    """The simulator's cost per change as its books grow (in-process, books on disk): flat, or growing."""
+    from miaofa.bench import sim_storage as scenario
+
+    _alone("sim-storage", {"payments": payments, "slice": slice_size},
+           lambda b: scenario.run(b, payments, slice_size), json_path=json_path, out_dir=out_dir)

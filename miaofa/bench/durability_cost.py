@@ -20,7 +20,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from miaofa.bench import burst
-from miaofa.bench.common import Bench, pg_url, summary_ms
+from miaofa.bench.runner import Bench
+from miaofa.bench.stack import pg_url
+from miaofa.bench.stats import summary_ms
 from miaofa.db.models import CardKey
 from miaofa.inventory import RESERVE_SQL
 

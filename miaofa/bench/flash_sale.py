@@ -11,19 +11,9 @@ answers from the handler's start (the target); `miaofa_http_request_seconds` (PO
 import asyncio
 import time
 
-from miaofa.bench.common import (
-    Bench,
-    Sent,
-    errors_seen,
-    fmt_summary,
-    histogram_buckets,
-    histogram_quantile,
-    order_statuses,
-    paid_to_committed,
-    paid_to_delivered,
-    rate_per_second,
-    summary_ms,
-)
+from miaofa.bench.runner import Bench
+from miaofa.bench.shop_client import Sent, errors_seen, order_statuses, paid_to_committed, paid_to_delivered
+from miaofa.bench.stats import fmt_summary, histogram_buckets, histogram_quantile, rate_per_second, summary_ms
 
 TARGET_SOLD_OUT_P99_MS = 100
 HISTOGRAM = "miaofa_http_request_seconds"

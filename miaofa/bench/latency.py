@@ -8,18 +8,28 @@ the shop's own paid → delivered from PostgreSQL, with the timeline stages betw
 import asyncio
 import time
 
-from miaofa.bench.common import (
-    Bench,
-    BenchError,
-    Sent,
-    fmt_summary,
-    paid_to_committed,
-    paid_to_delivered,
-    stage_breakdown,
-    summary_ms,
-)
+from miaofa.bench.base import BenchError
+from miaofa.bench.runner import Bench
+from miaofa.bench.shop_client import Sent, paid_to_committed, paid_to_delivered, stage_breakdown
+from miaofa.bench.stats import fmt_summary, summary_ms
 
 TARGET_P50_MS = 40
+
+
+async def one_order(b: Bench, sku: str, index: int, poll_ms: float, timeout: float) -> tuple[Sent, float]:
+    """Create an order, pay it, poll it until its key shows: the order and seconds from pay to key."""
+    order = await b.shop.create_order(sku, index)
+    if order.status != 201:
+        raise BenchError(f"order {index} refused: {order.status} {order.error}")
+    clicked = time.perf_counter()
+    await b.shop.pay(order)
+    if order.pay_status != 200:
+        raise BenchError(f"paying order {order.order_id} answered {order.pay_status}: {order.pay_error}")
+    while not (await b.shop.view(order))["keys"]:
+        if time.perf_counter() - clicked > timeout:
+            raise BenchError(f"order {order.order_id} not delivered within {timeout:.0f} s")
+        await asyncio.sleep(poll_ms / 1000)
+    return order, time.perf_counter() - clicked
 
 
 async def run(b: Bench, orders: int, poll_ms: float, timeout: float) -> None:
@@ -29,19 +39,9 @@ async def run(b: Bench, orders: int, poll_ms: float, timeout: float) -> None:
     sent: list[Sent] = []
     visible: list[float] = []
     for i in range(orders):
-        order = await b.shop.create_order(sku, i)
-        if order.status != 201:
-            raise BenchError(f"order {i} refused: {order.status} {order.error}")
+        order, seconds = await one_order(b, sku, i, poll_ms, timeout)
         sent.append(order)
-        clicked = time.perf_counter()
-        await b.shop.pay(order)
-        if order.pay_status != 200:
-            raise BenchError(f"paying order {order.order_id} answered {order.pay_status}: {order.pay_error}")
-        while not (await b.shop.view(order))["keys"]:
-            if time.perf_counter() - clicked > timeout:
-                raise BenchError(f"order {order.order_id} not delivered within {timeout:.0f} s")
-            await asyncio.sleep(poll_ms / 1000)
-        visible.append(time.perf_counter() - clicked)
+        visible.append(seconds)
         b.progress.advance(task)
 
     times = await b.db.times([s.order_id for s in sent if s.order_id])

@@ -8,7 +8,10 @@ simulator's knobs are put back as they were at the end, whatever happens.
 
 import asyncio
 
-from miaofa.bench.common import Bench, BenchError, Sent, fmt_summary, paid_to_committed, paid_to_delivered, summary_ms
+from miaofa.bench.base import BenchError
+from miaofa.bench.runner import Bench
+from miaofa.bench.shop_client import Sent, paid_to_committed, paid_to_delivered
+from miaofa.bench.stats import fmt_summary, summary_ms
 
 PAYMENT_STAGES = ("notified", "polled", "polled_backup", "checked", "paid_at_close", "reconciled")
 

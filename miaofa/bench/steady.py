@@ -10,18 +10,16 @@ p99 ≤ 250 ms]; the backlog is what had arrived but was not delivered when the 
 import asyncio
 import time
 
-from miaofa.bench.common import (
-    Bench,
+from miaofa.bench.runner import Bench
+from miaofa.bench.shop_client import (
     Sent,
     errors_seen,
-    fmt_summary,
     order_statuses,
     paid_to_committed,
     paid_to_delivered,
-    rate_per_second,
     stage_breakdown,
-    summary_ms,
 )
+from miaofa.bench.stats import fmt_summary, rate_per_second, summary_ms
 
 TARGET_CREATE_P99_MS = 250
 TARGET_DELIVERED_P50_MS = 50

@@ -1,38 +1,34 @@
 """Cost of the risk rule chain per order, against a real PostgreSQL (no Temporal, no HTTP).
 
-    .venv/bin/python -m benchmarks.risk_chain --attempts 500 --buyers 200 --history 10
-
-Starts a throwaway embedded PostgreSQL (synchronous commit, as the shop runs it), migrates it, seeds `--buyers` emails with `--history` delivered orders each (with the device
-each was bought from), then times `Chain.screen` + `Chain.judge` — what `POST /orders` spends in
-the rules — for one attempt at a time, with 7 rules (memory only), 8 (+ the open-order caps,
-which write the admission row) and 10 (+ the two anomaly rules, one history query). Each attempt
-is a known buyer from a new address, with a new device and an amount above the new-device
-threshold, so every rule runs and none denies.
+Starts a throwaway embedded PostgreSQL (synchronous commit, as the shop runs it), migrates it, seeds
+B buyers with H delivered orders each (with the device each was bought from), then times
+`Chain.screen` + `Chain.judge` (what `POST /orders` spends in the rules) for one attempt at a time,
+with 7 rules (memory only), 8 (+ the open-order caps, which write the admission row) and 10 (+ the
+two anomaly rules, one history query). Each attempt is a known buyer from a new address, with a
+new device and an amount above the new-device threshold, so every rule runs and none denies.
 """
 
-import argparse
 import asyncio
 import ipaddress
-import statistics
 import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from miaofa import catalog, contract as c
-from miaofa.db import migrate
-from miaofa.db.engine import make_engine, make_sessionmaker
+from miaofa import catalog
+from miaofa import contract as c
+from miaofa.bench.runner import Bench
+from miaofa.bench.stack import IsolatedSettings
+from miaofa.bench.stats import percentile
 from miaofa.db.models import Order, OrderEvent
-from miaofa.devstack.postgres import LocalPostgres
-from miaofa.devstack.procs import free_port
 from miaofa.risk_chain import Chain
 from miaofa.risk_rules import Rules, RulesFile, parse
-from miaofa.settings import Settings
 from miaofa.vault import Vault
 
 VAULT_KEY = "bWlhb2ZhLWJlbmNoLXZhdWx0LWtleS0zMi1ieXRlcyE="  # a throwaway database's key
 PRICE = 60_000
+WARMUP = 20  # attempts per scenario not counted: the pool and the caches warm up
 BLOCKLIST = "\n".join([
     "[blocklist]",
     "emails = [" + ", ".join(f'"blocked{i}@example.com"' for i in range(500)) + ', "@spam.example"]',
@@ -69,8 +65,10 @@ async def seed(sessionmaker, vault: Vault, chain: Chain, buyers: int, history: i
         return product.id, emails
 
 
-async def measure(database_url: str, attempts: int, buyers: int, history: int) -> None:
-    settings = Settings(vault_key=VAULT_KEY, database_url=database_url)
+async def measure(b: Bench, database_url: str, attempts: int, buyers: int, history: int) -> None:
+    from miaofa.db.engine import make_engine, make_sessionmaker
+
+    settings = IsolatedSettings(vault_key=VAULT_KEY, database_url=database_url)
     vault = Vault(VAULT_KEY)
     engine = make_engine(database_url)
     sessionmaker = make_sessionmaker(engine)
@@ -78,12 +76,12 @@ async def measure(database_url: str, attempts: int, buyers: int, history: int) -
         setup = Chain(settings, RulesFile("", parse(BLOCKLIST, Rules.from_settings(settings))))
         product_id, emails = await seed(sessionmaker, vault, setup, buyers, history)
         addresses = iter(ipaddress.ip_network("10.0.0.0/8").hosts())
-        print(f"{buyers} buyers × {history} delivered orders; {attempts} attempts per scenario, one at a time")
         for name, off in SCENARIOS.items():
             chain = Chain(settings, RulesFile("", parse(BLOCKLIST + "\n[verdicts]\n" + off,
                                                         Rules.from_settings(settings))))
+            task = b.progress.add_task(name, total=attempts + WARMUP)
             samples, verdicts = [], set()
-            for i in range(attempts + 20):  # the first 20 warm the pool and the caches up
+            for i in range(attempts + WARMUP):
                 email = emails[i % len(emails)]
                 started = time.perf_counter()
                 attempt = chain.attempt(email=email, buyer_hash=vault.buyer_hash(email), ip=str(next(addresses)),
@@ -93,34 +91,34 @@ async def measure(database_url: str, attempts: int, buyers: int, history: int) -
                 attempt.currency, attempt.amount_cents = "CNY", PRICE
                 decision = await chain.judge(sessionmaker, attempt, screened)
                 elapsed = time.perf_counter() - started
-                if i >= 20:
-                    samples.append(elapsed)
+                if i >= WARMUP:
+                    samples.append(elapsed * 1000)
                     verdicts.add(f"{decision.verdict}:{len(decision.ran)}")
+                b.progress.advance(task)
             ordered = sorted(samples)
-            p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-            print(f"{name:30} median {statistics.median(samples) * 1000:7.3f} ms   p99 {p99 * 1000:7.3f} ms   "
-                  f"(verdict:rules run {', '.join(sorted(verdicts))})")
+            median, p99, ran = percentile(ordered, 0.5), percentile(ordered, 0.99), sorted(verdicts)
+            b.metrics.setdefault("scenarios", {})[name] = {"median_ms": round(median, 3), "p99_ms": round(p99, 3),
+                                                           "verdicts_rules_run": ran}
+            b.show(name, f"median {median:.3f} ms · p99 {p99:.3f} ms (verdict:rules run {', '.join(ran)})")
     finally:
         await engine.dispose()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--attempts", type=int, default=500)
-    parser.add_argument("--buyers", type=int, default=200)
-    parser.add_argument("--history", type=int, default=10)
-    args = parser.parse_args()
+async def run(b: Bench, attempts: int, buyers: int, history: int) -> None:
+    from miaofa.db import migrate
+    from miaofa.devstack.postgres import LocalPostgres
+    from miaofa.devstack.procs import free_port
+
+    b.metrics.update({"attempts": attempts, "buyers": buyers, "history": history})
     with tempfile.TemporaryDirectory(prefix="miaofa-risk-bench-") as tmp:
         server = LocalPostgres(Path(tmp) / "data", free_port(), Path(tmp) / "postgres.log")
-        server.start()
+        server.start()  # from the main thread: the server dies with the thread that spawned it (PDEATHSIG)
         try:
             server.ensure_database("bench")
             url = server.url("bench")
-            migrate.upgrade(url)
-            asyncio.run(measure(url, args.attempts, args.buyers, args.history))
+            await asyncio.to_thread(migrate.upgrade, url)
+            await measure(b, url, attempts, buyers, history)
         finally:
             server.stop()
-
-
-if __name__ == "__main__":
-    main()
+    b.note(f"{buyers} buyers × {history} delivered orders seeded; {attempts} attempts per row, one at a time, "
+           f"after {WARMUP} not counted")

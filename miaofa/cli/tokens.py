@@ -5,13 +5,22 @@ Runs where the shop's settings are: it writes to the database, and hashes with t
 
 import asyncio
 import getpass
-import json
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from miaofa.cli_support import BAD_INPUT, REFUSED, _stop
+from miaofa.cli.common import (
+    BAD_INPUT,
+    REFUSED,
+    Column,
+    _require,
+    _settings,
+    _stop,
+    database,
+    err,
+    print_rows,
+)
+from miaofa.settings import Settings
 
 tokens_app = typer.Typer(no_args_is_help=True, short_help="Named support and admin tokens.", help=(
     "Named support and admin tokens. A token is shown once, when it is made; the database keeps only a "
@@ -19,33 +28,33 @@ tokens_app = typer.Typer(no_args_is_help=True, short_help="Named support and adm
     "MIAOFA_SUPPORT_TOKEN still work, as the holders admin and support."))
 
 
-def _settings():
-    from miaofa import cli
+def _moment(value: str | None, never: str = "") -> str:
+    return (value or never)[:19].replace("T", " ")
 
-    settings = cli._settings()
-    missing = [f"MIAOFA_{name.upper()}" for name in ("database_url", "vault_key") if not getattr(settings, name)]
-    if missing:
-        _stop(f"{', '.join(missing)} not set.", BAD_INPUT)
+
+COLUMNS = (Column("name", whole=True), Column("role"), Column("created_at", "created", show=_moment),
+           Column("created_by", "by"), Column("last_used_at", "last used", show=lambda at: _moment(at, "never")))
+REVOKED = Column("revoked_at", "revoked", show=_moment)
+
+
+def _token_settings() -> Settings:
+    settings = _settings()
+    _require(settings, "database_url", "vault_key", code=BAD_INPUT)
     return settings
 
 
-async def _run(settings, work) -> Any:
-    from miaofa.db.engine import make_engine, make_sessionmaker
+async def _run(settings: Settings, work) -> Any:
     from miaofa.vault import Vault
 
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        async with make_sessionmaker(engine).begin() as session:
-            return await work(session, Vault(settings.vault_key))
-    finally:
-        await engine.dispose()
+    async with database(settings) as sessionmaker, sessionmaker.begin() as session:
+        return await work(session, Vault(settings.vault_key))
 
 
 def _who() -> str:
     return f"cli:{getpass.getuser()}"
 
 
-def _guarded(settings, work) -> Any:
+def _guarded(settings: Settings, work) -> Any:
     from miaofa.staff import TokenError
 
     try:
@@ -72,22 +81,16 @@ def add(name: str = typer.Argument(..., help="Who holds it: lowercase letters, d
         audit.record(session, _who(), "token.add", f"token:{name}", role=role)
         return token
 
-    token = _guarded(_settings(), work)
+    token = _guarded(_token_settings(), work)
     print(token)
-    _cli_err(f"Token for {name} ({role}) made. Shown once: store it now.")
-
-
-def _cli_err(message: str) -> None:
-    from miaofa import cli
-
-    cli.err.print(message, markup=False, highlight=False)
+    err.print(f"Token for {name} ({role}) made. Shown once: store it now.", markup=False, highlight=False)
 
 
 @tokens_app.command("list")
 def listing(revoked: bool = typer.Option(False, "--revoked", help="Show revoked tokens too."),
             as_json: bool = typer.Option(False, "--json", help="JSON lines for scripts.")) -> None:
     """The tokens' holders, roles, when made and last used. Never a token."""
-    from miaofa import cli, staff
+    from miaofa import staff
 
     async def work(session, _vault):
         return [{"name": row.name, "role": row.role, "created_at": row.created_at.isoformat(),
@@ -96,20 +99,9 @@ def listing(revoked: bool = typer.Option(False, "--revoked", help="Show revoked 
                  "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None}
                 for row in await staff.listing(session, with_revoked=revoked)]
 
-    rows = _guarded(_settings(), work)
-    if as_json:
-        for row in rows:
-            print(json.dumps(row))
-        return
-    if not rows:
-        cli.console.print("No named tokens (only the settings' MIAOFA_ADMIN_TOKEN and MIAOFA_SUPPORT_TOKEN).")
-        return
-    table = Table("name", "role", "created", "by", "last used", *(["revoked"] if revoked else []))
-    for row in rows:
-        table.add_row(row["name"], row["role"], row["created_at"][:19].replace("T", " "), row["created_by"],
-                      (row["last_used_at"] or "never")[:19].replace("T", " "),
-                      *([(row["revoked_at"] or "")[:19].replace("T", " ")] if revoked else []))
-    cli.console.print(table)
+    rows = _guarded(_token_settings(), work)
+    print_rows(rows, (*COLUMNS, REVOKED) if revoked else COLUMNS, as_json=as_json,
+               empty="No named tokens (only the settings' MIAOFA_ADMIN_TOKEN and MIAOFA_SUPPORT_TOKEN).")
 
 
 @tokens_app.command("revoke")
@@ -121,5 +113,5 @@ def revoke(name: str = typer.Argument(..., help="The holder's name.")) -> None:
         row = await staff.revoke(session, name)
         audit.record(session, _who(), "token.revoke", f"token:{name}", role=row.role)
 
-    _guarded(_settings(), work)
+    _guarded(_token_settings(), work)
     print(f"Token of {name} revoked.")
