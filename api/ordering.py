@@ -130,12 +130,12 @@ class OrderDesk:
         attempt.amount_cents = product.price_cents * body.quantity
         with _denials():  # open-order caps and anomalies, in PostgreSQL; a deny rolls its admission back
             decision = await self.chain.judge(self.sessionmaker, attempt, screened)
+        order = self.order_input(product, body, order_id, buyer_hash, decision.contract(attempt.device_hash),
+                                 lang.pick(body.lang, asker.accept_language))  # the language is stored with it
         if not key and not self.hot.claim(order_id, product.id, body.quantity):
             if decision.admitted:
                 await self._forget(order_id)
             raise self._sold_out("sold_out_hint")
-        order = self.order_input(product, body, order_id, buyer_hash, decision.contract(attempt.device_hash),
-                                 lang.pick(body.lang, asker.accept_language))  # the language is stored with it
         reserved = False
         try:
             opened = await order_client.open_order(self._state, order)

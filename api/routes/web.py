@@ -137,9 +137,10 @@ async def buy(request: Request, state: StateDep, desk: DeskDep) -> Response:
                                                                    "coupon_code": fields["coupon_code"]})
 
     try:
-        body = OrderCreate(sku=fields["sku"], email=fields["email"], quantity=fields["quantity"] or "1",
-                                gateway=fields["gateway"] or next(iter(state.gateways), "simulator"),
-                                coupon_code=fields["coupon_code"] or None, lang=t.lang)
+        body = OrderCreate.model_validate({
+            "sku": fields["sku"], "email": fields["email"], "quantity": fields["quantity"] or "1",
+            "gateway": fields["gateway"] or next(iter(state.gateways), "simulator"),
+            "coupon_code": fields["coupon_code"] or None, "lang": t.lang})
     except ValidationError as exc:
         field = str(exc.errors()[0]["loc"][0]) if exc.errors() and exc.errors()[0]["loc"] else "body"
         return refused(422, describe(t, "invalid_input", f"{field}: {exc.errors()[0]['msg']}"))
