@@ -106,8 +106,7 @@ async def test_a_retried_step_moves_once_and_does_not_fail(sessionmaker) -> None
 
 
 @pytest.mark.parametrize(("start", "one", "other"), [
-    (c.AWAITING_PAYMENT, c.PAID, c.EXPIRED),  # the payment and the window's end
-    (c.AWAITING_PAYMENT, c.EXPIRED, c.CANCELLED),
+    (c.AWAITING_PAYMENT, c.EXPIRED, c.CANCELLED),  # the window's end and support's cancel
     (c.IN_REVIEW, c.AWAITING_PAYMENT, c.REJECTED),  # approve and reject
     (c.PAID, c.DELIVERED, c.DELIVERY_FAILED),
     (c.AWAITING_PAYMENT, c.PAID, c.PAID),  # the same move twice: one writes, the other finds it done
@@ -134,3 +133,25 @@ async def test_of_two_moves_racing_from_one_status_exactly_one_wins(sessionmaker
     assert sorted(answers, key=str) == sorted([True, loser], key=str)
     winner = one if answers[0] is True else other
     assert await _statuses(sessionmaker, [order_id]) == [winner]
+
+
+async def test_a_payment_racing_the_windows_end_leaves_the_order_paid(sessionmaker) -> None:
+    """Paid first: the expiry is refused. Expired first: the payment is a late one (expired → paid).
+    Either way the order ends paid; never expired after its payment."""
+    for _ in range(5):
+        [order_id] = await _orders_in(sessionmaker, [c.AWAITING_PAYMENT])
+        at = datetime.now(timezone.utc)
+        both_started = asyncio.Barrier(2)
+
+        async def attempt(to: str, oid: str = order_id, barrier: asyncio.Barrier = both_started) -> object:
+            try:
+                async with sessionmaker.begin() as session:
+                    await session.execute(select(1))
+                    await barrier.wait()
+                    return await orders.move(session, oid, to, at)
+            except orders.IllegalTransition:
+                return "refused"
+
+        paid, expired = await asyncio.gather(attempt(c.PAID), attempt(c.EXPIRED))
+        assert (paid, expired) in ((True, "refused"), (True, True))
+        assert await _statuses(sessionmaker, [order_id]) == [c.PAID]
