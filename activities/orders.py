@@ -7,7 +7,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.db import transaction
-from miaofa import audit, coupons, inventory, orders, payments, stages
+from miaofa import audit, coupons, inventory, orders, outbox, payments, stages
 from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.db.models import Order
@@ -68,7 +68,7 @@ class OrderActivities:
             await orders.add_event(session, step.order_id, step.stage, step.at, step.detail, once=False)
             if step.status:
                 values = {"expires_at": step.expires_at} if step.expires_at else {}
-                await orders.set_status(session, step.order_id, step.status, **values)
+                await orders.move(session, step.order_id, step.status, step.at, **values)
             if step.audit_actor:
                 audit.record(session, step.audit_actor, f"order.{step.stage}", step.order_id,
                              reason=step.detail.get("reason", ""))
@@ -92,7 +92,7 @@ class OrderActivities:
                 # A broken invariant, not an outage: retrying cannot conjure keys.
                 raise ApplicationError("the order holds no reserved keys to deliver", type=s.NO_RESERVED_KEYS,
                                        non_retryable=True)
-            await orders.set_status(session, step.order_id, c.DELIVERED, delivered_at=step.at)
+            await orders.move(session, step.order_id, c.DELIVERED, step.at, delivered_at=step.at)
             first = await orders.add_event(session, step.order_id, "delivered", step.at, {"keys": str(len(key_ids))})
             times = await stages.delivery_times(session, step.order_id) if first else None
         if times is not None:
@@ -104,7 +104,7 @@ class OrderActivities:
         async with transaction(self.sessionmaker) as session:
             released = await inventory.release(session, step.order_id)
             await coupons.give_back(session, step.order_id)
-            await orders.set_status(session, step.order_id, step.status)
+            await orders.move(session, step.order_id, step.status, step.at)
             detail = {"released": str(released), **({"actor": step.actor} if step.actor != "system" else {})}
             first = await orders.add_event(session, step.order_id, step.status, step.at, detail)
         if first:
@@ -129,7 +129,7 @@ class OrderActivities:
         async with transaction(self.sessionmaker) as session:
             await inventory.mark_refunded(session, step.order_id)
             await inventory.release(session, step.order_id)
-            await orders.set_status(session, step.order_id, c.REFUNDED)
+            await orders.move(session, step.order_id, c.REFUNDED, step.at)
             await payments.mark_refunded(session, step.order_id, step.at)
             first = await orders.add_event(session, step.order_id, "refunded", step.at,
                                            {"reason": step.reason[:200], "actor": step.actor[:40]})
@@ -143,6 +143,8 @@ class OrderActivities:
         async with transaction(self.sessionmaker) as session:
             coupon = await coupons.issue_for_late_delivery(session, step.order_id, step.reason, step.at)
             first = await orders.add_event(session, step.order_id, "coupon", step.at, {"reason": step.reason})
+            if first:
+                outbox.emit(session, outbox.Event.COUPON_ISSUED, step.order_id, step.at)
         if first:
             self.metrics.coupon_issued()
         return s.IssuedCoupon(coupon.id)

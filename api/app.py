@@ -10,10 +10,13 @@ from temporalio.client import Client
 
 from api import docs, errors, limits, metrics
 from api.hot import HotCatalog
-from api.routes import admin, codec, health, lookup, payments, shop, support, web
+from api.routes import admin, codec, health, lookup, order_events, payments, shop, support, web
 from api.state import State
 from miaofa import contract
 from miaofa.db.engine import make_engine, make_sessionmaker
+from miaofa.rate_bound import RateBound
+from miaofa.risk import Guards, LookupRate
+from miaofa.risk_chain import Chain
 from miaofa.gateways.registry import build_gateways
 from miaofa.settings import Settings
 from miaofa.telemetry import tracing
@@ -39,7 +42,9 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
         hot.start()
         app.state.miaofa = State(settings=settings, vault=vault, engine=engine, sessionmaker=sessionmaker,
                                  temporal=client, codec=codec_for(vault), gateways=gateways, hot=hot,
-                                 task_queue=task_queue)
+                                 task_queue=task_queue, chain=Chain(settings), guards=Guards(settings),
+                                 lookup_rate=LookupRate(settings),
+                                 rejected_notifies=RateBound(settings.rejected_notify_log_per_second))
         try:
             yield
         finally:
@@ -63,8 +68,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
     metrics.install(app)
     if tracing.enabled():  # outermost: a request's span is the parent of the workflow it starts
         app.add_middleware(tracing.HttpSpans, tracer=tracing.tracer())
-    app.state.rejected_notifies = limits.RateBound(settings.rejected_notify_log_per_second)
-    for module in (health, admin, lookup, shop, payments, support, codec, web):
+    for module in (health, admin, lookup, shop, order_events, payments, support, codec, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")  # the buyer pages' CSS and JS
     return app

@@ -11,7 +11,8 @@ import ipaddress
 
 from fastapi import Request
 
-from miaofa.netaddr import Network, networks, within  # noqa: F401  (the routes import them from here)
+from miaofa.netaddr import networks, within
+from miaofa.settings import Settings
 
 
 def client_ip(request: Request, trusted_proxies: str) -> str:
@@ -29,3 +30,9 @@ def client_ip(request: Request, trusted_proxies: str) -> str:
             return hop
         peer = hop
     return peer
+
+
+def ruled_ip(request: Request, settings: Settings) -> str | None:
+    """The client's address for the risk rules and caps; None in RISK_EXEMPT_NETWORKS (a load generator)."""
+    ip = client_ip(request, settings.trusted_proxies)
+    return None if within(ip, networks(settings.risk_exempt_networks)) else ip

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.ordering import OrderDesk
 from api.state import State
 from miaofa import staff
 from miaofa.errors import Unauthorized
@@ -32,6 +33,13 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def get_desk(state: StateDep) -> OrderDesk:
+    return OrderDesk(state)
+
+
+DeskDep = Annotated[OrderDesk, Depends(get_desk)]
 
 
 def _bearer(authorization: str | None) -> str:

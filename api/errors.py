@@ -100,7 +100,7 @@ def _unexpected(request: Request, exc: BaseException) -> JSONResponse:
 def install(app: FastAPI) -> None:
     @app.exception_handler(MiaofaError)
     async def miaofa_error(_: Request, exc: MiaofaError) -> JSONResponse:
-        return _body(exc.error, exc.detail, exc.status_code)
+        return _body(exc.error, exc.detail, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

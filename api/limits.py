@@ -1,6 +1,5 @@
 """What a client may make the API read: a size limit on every request body, and admin and support
-callers authenticated before a byte of their body is read. Plus the in-process rate bound that
-keeps rejected notifies from filling the notify log.
+callers authenticated before a byte of their body is read.
 
 `RequestLimits` is a pure ASGI middleware, so it decides before any route, dependency or body
 parser runs:
@@ -13,9 +12,6 @@ The routes' own dependencies still check the tokens: this is the first door, not
 """
 
 import re
-import time
-from collections.abc import Callable
-from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -141,24 +137,3 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, error
     response = JSONResponse({"error": error, "detail": detail}, status_code=status,
                             headers={**(headers or {}), "Connection": "close"})
     await response(scope, receive, send)
-
-
-class RateBound:
-    """At most `per_second` events per key per second on average, with bursts of that many (a token
-    bucket per key). In-process: each API process bounds its own share."""
-
-    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = max(per_second, 0.0)
-        self.burst = max(self.rate, 1.0) if self.rate > 0 else 0.0
-        self.clock = clock
-        self._buckets: dict[Any, tuple[float, float]] = {}
-
-    def allow(self, key: Any) -> bool:
-        if self.rate <= 0:
-            return False
-        now = self.clock()
-        tokens, at = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.rate)
-        allowed = tokens >= 1.0
-        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
-        return allowed

@@ -8,6 +8,9 @@ from temporalio.client import Client
 from api.hot import HotCatalog
 from miaofa.codec import EncryptionCodec
 from miaofa.gateways.base import Gateway
+from miaofa.rate_bound import RateBound
+from miaofa.risk import Guards, LookupRate
+from miaofa.risk_chain import Chain
 from miaofa.settings import Settings
 from miaofa.vault import Vault
 
@@ -23,3 +26,8 @@ class State:
     gateways: dict[str, Gateway]
     hot: HotCatalog
     task_queue: str
+    # This process's own counters: each API process keeps its own share of the limits.
+    chain: Chain  # the risk rule chain of POST /orders (its rates, the rules file)
+    guards: Guards  # live order streams per address, "I have paid" per order
+    lookup_rate: LookupRate  # POST /orders/lookup
+    rejected_notifies: RateBound  # how many rejected notifies are stored, per gateway

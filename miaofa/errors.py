@@ -10,6 +10,7 @@ CATALOGUE: dict[str, type["MiaofaError"]] = {}
 class MiaofaError(Exception):
     status_code = 400
     error = "bad_request"
+    headers: dict[str, str] | None = None  # sent with the answer (Retry-After)
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

@@ -1,4 +1,4 @@
-"""Order rows: the timeline writer and the buyer's view of an order."""
+"""Order rows: the status machine, the timeline writer and the buyer's view of an order."""
 
 from datetime import datetime
 from typing import Any
@@ -6,30 +6,74 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from miaofa import contract as c
 from miaofa import inventory, outbox
 from miaofa.db.models import Coupon, Order, OrderEvent, Payment
 from miaofa.errors import OrderNotFound
 from miaofa.vault import Vault
 
 
+# The order's status machine (README, "Order states"): each status and the ones it may move to. A
+# status is entered once, by one INSERT (awaiting_payment or in_review); every later move goes
+# through `move`, which checks this table in the UPDATE itself, so no step can move an order back.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    c.IN_REVIEW: frozenset({c.AWAITING_PAYMENT, c.REJECTED}),  # support approves or rejects (or time runs out)
+    c.AWAITING_PAYMENT: frozenset({c.PAID, c.EXPIRED, c.CANCELLED}),
+    c.PAID: frozenset({c.DELIVERED, c.DELIVERY_FAILED, c.REFUNDED}),  # refunded: paid late, no stock left
+    c.DELIVERY_FAILED: frozenset({c.REFUNDED}),
+    c.DELIVERED: frozenset({c.REFUNDED}),  # support's refund
+    c.EXPIRED: frozenset({c.PAID}),  # a payment after the window
+    c.CANCELLED: frozenset({c.PAID}),  # a payment after the cancel
+    c.REJECTED: frozenset(),
+    c.REFUNDED: frozenset(),
+}
+_FROM: dict[str, tuple[str, ...]] = {to: tuple(sorted(f for f, tos in TRANSITIONS.items() if to in tos))
+                                     for to in c.STATUSES}
+# Entering these statuses is news for the outside (webhooks, the refund email).
+ANNOUNCED: dict[str, outbox.Event] = {c.PAID: outbox.Event.PAID, c.DELIVERED: outbox.Event.DELIVERED,
+                                      c.REFUNDED: outbox.Event.REFUNDED}
+
+
+class IllegalTransition(Exception):
+    """A move the status machine forbids: a broken invariant, never healed by a retry."""
+
+    def __init__(self, order_id: str, current: str | None, to: str) -> None:
+        super().__init__(f"order {order_id} cannot move from {current or 'nowhere (no such order)'} to {to}")
+        self.order_id, self.current, self.to = order_id, current, to
+
+
 async def add_event(session: AsyncSession, order_id: str, stage: str, at: datetime,
                     detail: dict[str, Any] | None = None, *, once: bool = True) -> bool:
     """Append a stage to the timeline; with once=True a retried step does not write it twice. True when
-    written (a step's first run: what counts it in the metrics once).
-
-    The emails and webhooks a stage causes are queued here too, in the same transaction (miaofa.outbox)."""
+    written (a step's first run: what counts it in the metrics once)."""
     if once:
         seen = await session.scalar(select(OrderEvent.id).where(OrderEvent.order_id == order_id,
                                                                 OrderEvent.stage == stage).limit(1))
         if seen is not None:
             return False
     session.add(OrderEvent(order_id=order_id, stage=stage, at=at, detail=detail or {}))
-    outbox.on_stage(session, order_id, stage, at)
     return True
 
 
-async def set_status(session: AsyncSession, order_id: str, status: str, **values: Any) -> None:
-    await session.execute(update(Order).where(Order.id == order_id).values(status=status, **values))
+async def move(session: AsyncSession, order_id: str, to: str, at: datetime, **values: Any) -> bool:
+    """The one writer of orders.status: move the order to `to` (with `values`, e.g. paid_at) if the
+    table allows it from its status now, checked in the UPDATE, and queue the event it announces.
+
+    True when it moved. False when the order is in `to` already (a retried step whose first run
+    committed): nothing is written again. Raises IllegalTransition for any other status, or no order.
+    """
+    sources = _FROM.get(to, ())
+    if sources:
+        moved = await session.execute(update(Order).where(Order.id == order_id, Order.status.in_(sources))
+                                      .values(status=to, **values))
+        if moved.rowcount == 1:  # type: ignore[attr-defined]
+            if to in ANNOUNCED:
+                outbox.emit(session, ANNOUNCED[to], order_id, at)
+            return True
+    current = await session.scalar(select(Order.status).where(Order.id == order_id))
+    if current == to:
+        return False
+    raise IllegalTransition(order_id, current, to)
 
 
 async def get_order(session: AsyncSession, order_id: str) -> Order:

@@ -1,7 +1,7 @@
 """The transactional outbox: emails and merchant webhooks, written in the transaction of what causes them.
 
-A row is inserted beside the timeline stage that causes it (miaofa.orders.add_event), so a rolled-back
-step sends nothing and a committed one is never forgotten. The worker's dispatcher
+A row is inserted in the transaction of the event that causes it (`emit`, with a typed `Event`), so
+a rolled-back step sends nothing and a committed one is never forgotten. The worker's dispatcher
 (miaofa.messaging.dispatcher) claims due rows with FOR UPDATE SKIP LOCKED, pushing their due time
 forward by a lease, so two dispatchers never hold the same row at once; a dispatcher that dies
 mid-send leaves the row due again when the lease ends.
@@ -11,6 +11,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import text, update
@@ -21,20 +22,31 @@ from miaofa.db.models import OutboxMessage
 EMAIL, WEBHOOK = "email", "webhook"
 PENDING, SENT, SKIPPED, FAILED = "pending", "sent", "skipped", "failed"
 
-# Timeline stage → what it sends. The delivery email is not here: the saga sends it itself (an
-# activity: it decrypts the keys), and support's resend re-runs it.
-STAGE_MESSAGES: dict[str, tuple[tuple[str, str], ...]] = {
-    "paid": ((WEBHOOK, "order.paid"),),
-    "delivered": ((WEBHOOK, "order.delivered"),),
-    "refunded": ((WEBHOOK, "order.refunded"), (EMAIL, "email.refunded")),
-    "coupon": ((WEBHOOK, "order.coupon_issued"), (EMAIL, "email.coupon")),
+
+class Event(StrEnum):
+    """What happened to an order that someone outside hears about. Each is queued by the owner of
+    the fact, by name: a status change by miaofa.orders.move, the late-delivery coupon by its step."""
+
+    PAID = "order.paid"
+    DELIVERED = "order.delivered"
+    REFUNDED = "order.refunded"
+    COUPON_ISSUED = "order.coupon_issued"
+
+
+# Event → what it sends (channel, topic). The delivery email is not here: the saga sends it itself
+# (an activity: it decrypts the keys), and support's resend re-runs it.
+SENDS: dict[Event, tuple[tuple[str, str], ...]] = {
+    Event.PAID: ((WEBHOOK, "order.paid"),),
+    Event.DELIVERED: ((WEBHOOK, "order.delivered"),),
+    Event.REFUNDED: ((WEBHOOK, "order.refunded"), (EMAIL, "email.refunded")),
+    Event.COUPON_ISSUED: ((WEBHOOK, "order.coupon_issued"), (EMAIL, "email.coupon")),
 }
 LOOKUP_TOPIC = "email.lookup"
 
 
-def on_stage(session: AsyncSession, order_id: str, stage: str, at: datetime) -> None:
-    """Queue what a newly written timeline stage sends, in the caller's transaction."""
-    for channel, topic in STAGE_MESSAGES.get(stage, ()):
+def emit(session: AsyncSession, event: Event, order_id: str, at: datetime) -> None:
+    """Queue what an event sends, in the caller's transaction (the one that makes it true)."""
+    for channel, topic in SENDS[event]:
         session.add(OutboxMessage(event_id=uuid.uuid4().hex, channel=channel, topic=topic, order_id=order_id,
                                   detail={"at": at.isoformat()}, status=PENDING, attempts=0, last_error=""))
 

@@ -207,7 +207,7 @@ async def _mark_paid(session: AsyncSession, order: Order, payment: Payment | Non
     once = payment is None
     await orders.add_event(session, order.id, SOURCE_STAGES.get(source, source), at, once=once)
     await orders.add_event(session, order.id, "paid", paid_at, {"source": source}, once=once)
-    await orders.set_status(session, order.id, c.PAID, paid_at=paid_at)
+    await orders.move(session, order.id, c.PAID, paid_at, paid_at=paid_at)
     if payment is not None:
         payment.status, payment.paid_at = "paid", paid_at
 

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from miaofa import catalog, orders, outbox
+from miaofa import catalog, outbox
 from miaofa.db.models import Order, OutboxMessage
 from miaofa.devstack.procs import free_port
 from miaofa.mailer import Mailer
@@ -150,9 +150,10 @@ async def make_order(sessionmaker: async_sessionmaker[AsyncSession], email: str,
     return order_id
 
 
-async def add_stage(sessionmaker: async_sessionmaker[AsyncSession], order_id: str, stage: str) -> None:
+async def emit(sessionmaker: async_sessionmaker[AsyncSession], order_id: str, event: outbox.Event) -> None:
+    """An order's event, queued in a transaction of its own (as the step that makes it true does)."""
     async with sessionmaker.begin() as session:
-        await orders.add_event(session, order_id, stage, datetime.now(timezone.utc))
+        outbox.emit(session, event, order_id, datetime.now(timezone.utc))
 
 
 async def rows(sessionmaker: async_sessionmaker[AsyncSession], order_id: str) -> list[OutboxMessage]:

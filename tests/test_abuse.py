@@ -15,7 +15,8 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import event, func, select
 
 from api import order_client
-from api.routes import shop
+from api.ordering import OrderDesk
+from api.schemas import OrderCreate
 from miaofa import contract as c
 from miaofa.db.models import Order, OrderAdmission
 from miaofa.devstack.procs import free_port
@@ -209,10 +210,11 @@ async def test_a_data_error_past_the_edge_ends_the_order_invalid(dev_stack: Stac
     sku = await dev_stack.product(1)
     state = dev_stack.app.state.miaofa
     product = await state.hot.product(sku)
-    body = shop.OrderCreate.model_construct(sku=sku, quantity=1, email="a\u0000@x.io", gateway="simulator",
+    body = OrderCreate.model_construct(sku=sku, quantity=1, email="a\u0000@x.io", gateway="simulator",
                                             coupon_code=None)
     order_id = uuid.uuid4().hex[:20]
-    opening = asyncio.create_task(order_client.open_order(state, shop._order_input(state, product, body, order_id)))
+    order = OrderDesk(state).order_input(product, body, order_id, state.vault.buyer_hash(body.email))
+    opening = asyncio.create_task(order_client.open_order(state, order))
     try:
         opened = await asyncio.wait_for(opening, timeout=10)
     finally:

@@ -10,11 +10,11 @@ from email.header import decode_header, make_header
 
 from sqlalchemy import func, select, text
 
-from miaofa import coupons
+from miaofa import coupons, outbox
 from miaofa.db.models import OutboxMessage
 from miaofa.vault import Vault
 from tests.conftest import TEST_VAULT_KEY, stack_settings
-from tests.messaging import SHOP_URL, Smtp, add_stage, dispatcher, drain, make_order, new_email, part, rows
+from tests.messaging import SHOP_URL, Smtp, dispatcher, drain, emit, make_order, new_email, part, rows
 from tests.stack import Stack, running_stack
 
 VAULT = Vault(TEST_VAULT_KEY)
@@ -96,8 +96,8 @@ async def test_coupon_and_refund_emails_go_through_the_outbox(sessionmaker) -> N
         en_order = await make_order(sessionmaker, en, lang="en")
         async with sessionmaker.begin() as session:
             coupon = await coupons.issue_for_late_delivery(session, zh_order, "sla_timer", datetime.now(timezone.utc))
-        await add_stage(sessionmaker, zh_order, "coupon")
-        await add_stage(sessionmaker, en_order, "refunded")
+        await emit(sessionmaker, zh_order, outbox.Event.COUPON_ISSUED)
+        await emit(sessionmaker, en_order, outbox.Event.REFUNDED)
         d = dispatcher(sessionmaker, smtp.url)
         await drain(d, lambda: smtp.mailbox.to(zh) and smtp.mailbox.to(en))
         await d.aclose()
@@ -123,7 +123,7 @@ async def test_an_smtp_outage_delays_the_mail_and_loses_nothing(sessionmaker) ->
     smtp = Smtp()  # the port is chosen, but nothing listens on it yet
     email = new_email()
     order_id = await make_order(sessionmaker, email, lang="en")
-    await add_stage(sessionmaker, order_id, "refunded")
+    await emit(sessionmaker, order_id, outbox.Event.REFUNDED)
     d = dispatcher(sessionmaker, smtp.url)
     stop = asyncio.Event()
     running = asyncio.create_task(d.run(stop))

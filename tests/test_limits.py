@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import Text, cast, func, select
 
-from api import limits
 from miaofa.db.models import NotifyLog
 from miaofa.payments import MAX_STORED_REJECTED_BODY, MAX_STORED_REJECTED_HEADERS, _stored_headers
+from miaofa.rate_bound import RateBound
 from tests.stack import Stack
 
 MB = 1024 * 1024
@@ -120,14 +120,14 @@ async def test_bodies_within_the_limits_work(dev_stack: Stack) -> None:
 
 def test_rate_bound_allows_a_burst_then_the_rate_per_key() -> None:
     now = [100.0]
-    bound = limits.RateBound(5, clock=lambda: now[0])
+    bound = RateBound(5, clock=lambda: now[0])
     assert [bound.allow("a") for _ in range(7)] == [True] * 5 + [False] * 2
     assert bound.allow("b")  # each key has its own bucket
     now[0] += 0.2
     assert bound.allow("a") and not bound.allow("a")
     now[0] += 10
     assert sum(bound.allow("a") for _ in range(20)) == 5
-    assert not limits.RateBound(0).allow("a")
+    assert not RateBound(0).allow("a")
 
 
 def test_stored_headers_of_a_rejected_notify_fit_the_budget() -> None:
@@ -155,12 +155,13 @@ async def _last_notify_id(stack: Stack) -> int:
 @pytest.fixture
 def fresh_bound(dev_stack: Stack) -> Iterator[None]:
     """A rate bound of the test's own, so a flood does not eat into the next test's allowance."""
-    kept = dev_stack.app.state.rejected_notifies
-    dev_stack.app.state.rejected_notifies = limits.RateBound(dev_stack.settings.rejected_notify_log_per_second)
+    state = dev_stack.app.state.miaofa
+    kept = state.rejected_notifies
+    state.rejected_notifies = RateBound(dev_stack.settings.rejected_notify_log_per_second)
     try:
         yield
     finally:
-        dev_stack.app.state.rejected_notifies = kept
+        state.rejected_notifies = kept
 
 
 async def test_a_flood_of_rejected_notifies_stores_little_and_answers_fast(dev_stack: Stack,

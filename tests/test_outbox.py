@@ -10,14 +10,15 @@ import httpx
 from sqlalchemy import select, text
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from miaofa import contract as c
 from miaofa import orders, outbox
 from miaofa.db.models import OutboxMessage
 from miaofa.devstack.procs import free_port
 from tests.messaging import (
     Receiver,
-    add_stage,
     dispatcher,
     drain,
+    emit,
     make_order,
     new_email,
     rows,
@@ -25,19 +26,21 @@ from tests.messaging import (
 from tests.servers import bind, serve
 
 
-async def test_a_stage_queues_its_messages_in_its_own_transaction(sessionmaker) -> None:
-    order_id = await make_order(sessionmaker, new_email())
-    async with sessionmaker() as session:  # a step that fails after writing its stage
-        await orders.add_event(session, order_id, "refunded", datetime.now(timezone.utc))
+async def test_an_event_is_queued_in_the_transaction_that_makes_it_true(sessionmaker) -> None:
+    order_id = await make_order(sessionmaker, new_email())  # delivered
+    at = datetime.now(timezone.utc)
+    async with sessionmaker() as session:  # a step that fails after moving the order
+        assert await orders.move(session, order_id, c.REFUNDED, at)
         await session.flush()
         pending = (await session.scalars(select(OutboxMessage).where(OutboxMessage.order_id == order_id))).all()
         assert len(pending) == 2
         await session.rollback()
     assert await rows(sessionmaker, order_id) == []  # rolled back: nothing to send
 
-    await add_stage(sessionmaker, order_id, "refunded")
-    await add_stage(sessionmaker, order_id, "refunded")  # a retried step: the stage is written once
-    await add_stage(sessionmaker, order_id, "reserved")  # a stage that sends nothing
+    for _ in range(2):  # a retried step: the order is refunded once, and says so once
+        async with sessionmaker.begin() as session:
+            await orders.move(session, order_id, c.REFUNDED, at)
+            await orders.add_event(session, order_id, "refunded", at)  # a timeline stage sends nothing itself
     queued = await rows(sessionmaker, order_id)
     assert [(r.channel, r.topic, r.status, r.attempts) for r in queued] == [
         ("webhook", "order.refunded", "pending", 0), ("email", "email.refunded", "pending", 0)]
@@ -45,13 +48,19 @@ async def test_a_stage_queues_its_messages_in_its_own_transaction(sessionmaker) 
     assert all(r.buyer_hash is None and set(r.detail) == {"at"} for r in queued)  # ids only
 
 
-async def test_each_stage_that_matters_queues_what_it_sends(sessionmaker) -> None:
-    order_id = await make_order(sessionmaker, new_email())
-    for stage in ("created", "paid", "delivered", "coupon", "refunded", "email_sent"):
-        await add_stage(sessionmaker, order_id, stage)
+async def test_each_event_queues_what_it_sends(sessionmaker) -> None:
+    order_id = await make_order(sessionmaker, new_email(), status=c.AWAITING_PAYMENT)
+    unpaid = await make_order(sessionmaker, new_email(), status=c.AWAITING_PAYMENT)
+    at = datetime.now(timezone.utc)
+    async with sessionmaker.begin() as session:
+        for status in (c.PAID, c.DELIVERED, c.REFUNDED):  # the status changes the outside hears about
+            await orders.move(session, order_id, status, at)
+        outbox.emit(session, outbox.Event.COUPON_ISSUED, order_id, at)  # the late-delivery coupon's step
+        await orders.move(session, unpaid, c.EXPIRED, at)  # news to nobody
     assert [(r.channel, r.topic) for r in await rows(sessionmaker, order_id)] == [
-        ("webhook", "order.paid"), ("webhook", "order.delivered"), ("webhook", "order.coupon_issued"),
-        ("email", "email.coupon"), ("webhook", "order.refunded"), ("email", "email.refunded")]
+        ("webhook", "order.paid"), ("webhook", "order.delivered"), ("webhook", "order.refunded"),
+        ("email", "email.refunded"), ("webhook", "order.coupon_issued"), ("email", "email.coupon")]
+    assert await rows(sessionmaker, unpaid) == []
 
 
 async def test_two_dispatchers_never_send_one_row_twice(sessionmaker) -> None:
@@ -64,8 +73,8 @@ async def test_two_dispatchers_never_send_one_row_twice(sessionmaker) -> None:
         dispatchers = [dispatcher(sessionmaker, webhook_url=f"{url}/hook", batch=2, poll_seconds=0.01)
                        for _ in range(2)]
         for order_id in order_ids:
-            await add_stage(sessionmaker, order_id, "paid")
-            await add_stage(sessionmaker, order_id, "delivered")
+            await emit(sessionmaker, order_id, outbox.Event.PAID)
+            await emit(sessionmaker, order_id, outbox.Event.DELIVERED)
         expected = sorted([r.event_id for order_id in order_ids for r in await rows(sessionmaker, order_id)])
         assert len(expected) == 16
         stop = asyncio.Event()
@@ -94,7 +103,7 @@ async def test_failures_back_off_then_fail_for_good_after_a_day_counted(sessionm
     async with serve(receiver.app(), sock) as url:
         d = dispatcher(sessionmaker, webhook_url=f"{url}/hook", meter=runtime.metric_meter,
                        backoff=outbox.Backoff(base_seconds=30, max_seconds=600, give_up_seconds=86400))
-        await add_stage(sessionmaker, order_id, "paid")
+        await emit(sessionmaker, order_id, outbox.Event.PAID)
         await drain(d, lambda: len(receiver.for_order(order_id)) == 1)
         async with sessionmaker() as session:
             *row, wait = (await session.execute(text(
@@ -122,7 +131,7 @@ async def test_failures_back_off_then_fail_for_good_after_a_day_counted(sessionm
 async def test_a_row_whose_sender_died_is_sent_by_another_after_its_lease(sessionmaker) -> None:
     receiver = Receiver()
     order_id = await make_order(sessionmaker, new_email())
-    await add_stage(sessionmaker, order_id, "delivered")
+    await emit(sessionmaker, order_id, outbox.Event.DELIVERED)
     async with sessionmaker.begin() as session:  # a dispatcher claims it, then dies before sending
         await session.execute(text("UPDATE outbox SET next_attempt_at = now() - interval '1 second' "
                                    "WHERE order_id = :o"), {"o": order_id})

@@ -332,7 +332,7 @@ async def test_the_unpaid_reservation_cap_holds_under_concurrent_creates(ruled: 
     await asyncio.sleep(1.1)
     try:
         answers = await asyncio.gather(*(_order(ruled, sku, email=email, ip=_ip()) for _ in range(20)))
-        assert ruled.app.state.risk_chain.rules().rate_per_email == 100
+        assert ruled.app.state.miaofa.chain.rules().rate_per_email == 100
     finally:
         path.write_text(RULES)
         os.utime(path, ns=(4, 4))

@@ -5,12 +5,14 @@ import asyncio
 import re
 import time
 import uuid
+from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
 from api.routes.web import CSP, describe
 from api.web.i18n import Translator
+from miaofa import orders
 from miaofa.db.models import Order
 from miaofa.simulator import page as sim_page
 from tests.stack import Stack
@@ -199,6 +201,35 @@ async def test_the_order_page_shows_the_pay_link_then_the_keys(dev_stack: Stack)
     assert f"<li><code>{view['keys'][0]}</code>" in done.text
     assert "<span>卡密已发货</span>" in done.text and 'id="pay" hidden' in done.text
     assert 'href="/o/' + order["order_id"] + "?token=" + order["access_token"] + '&amp;lang=en"' in done.text
+
+
+async def test_the_order_timeline_shows_buyers_words_never_an_internal_stage(dev_stack: Stack) -> None:
+    sku = await _named_product(dev_stack, "Timeline", keys=1)
+    order = await dev_stack.ordered(sku, email=_buyer())
+    async with dev_stack.sessionmaker.begin() as session:  # stages support and the system write, shown or not
+        for stage in ("reconcile", "stray_payment_refund_refused", "review_approved", "refund_by_hand"):
+            await orders.add_event(session, order["order_id"], stage, datetime.now(timezone.utc), once=False)
+    stages = [e["stage"] for e in (await dev_stack.view(order))["timeline"]]
+    assert stages == ["created", "risk", "reserved", "payment_created", "reconcile", "stray_payment_refund_refused",
+                      "review_approved", "refund_by_hand"]  # the JSON API keeps them all
+    for headers, words in ((EN, ["Order placed", "Stock reserved", "Payment opened", "Approved after review",
+                                 "Refund to be sent by hand"]),
+                           (ZH, ["订单已创建", "库存已锁定", "已创建支付", "审核通过", "退款将由人工办理"])):
+        page = (await dev_stack.http.get(f"/o/{order['order_id']}", params={"token": order["access_token"]},
+                                         headers=headers)).text
+        timeline = page[page.index('<ol class="timeline"'):page.index("</ol>", page.index('<ol class="timeline"'))]
+        assert re.findall(r"<li><span>([^<]*)</span>", timeline) == words
+        for internal in ("risk", "reconcile", "stray_payment_refund_refused", "stray payment refund refused"):
+            assert internal not in timeline
+
+
+async def test_fr_then_zh_is_chinese_for_the_page_and_the_email(dev_stack: Stack) -> None:
+    header = {"Accept-Language": "fr, zh;q=0.5"}  # French first (we have none), then Chinese
+    sku = await _named_product(dev_stack, "Language", keys=1)
+    assert '<html lang="zh-CN">' in (await dev_stack.http.get("/", params={"q": sku}, headers=header)).text
+    order = await dev_stack.ordered(sku, email=_buyer(), headers=header)
+    async with dev_stack.sessionmaker() as session:
+        assert (await session.get(Order, order["order_id"])).lang == "zh"  # the emails' language
 
 
 async def test_a_cancelled_order_says_so_and_offers_no_payment(dev_stack: Stack) -> None:

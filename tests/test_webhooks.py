@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from miaofa import outbox
 from miaofa.cli.common import settings_problems
 from miaofa.db.models import OutboxMessage, Product
 from miaofa.settings import Settings
@@ -17,9 +18,9 @@ from tests.conftest import TEST_VAULT_KEY
 from tests.messaging import (
     WEBHOOK_SECRET,
     Receiver,
-    add_stage,
     dispatcher,
     drain,
+    emit,
     make_order,
     new_email,
     readme_verify,
@@ -70,7 +71,7 @@ async def test_a_failing_receiver_gets_the_same_event_until_it_answers_2xx(sessi
     verify = readme_verify()
     receiver = Receiver(answers=[500, 503, 404, 200], delay=lambda n: 6.0 if n == 1 else 0.0)  # and one timeout
     order_id = await make_order(sessionmaker, new_email())
-    await add_stage(sessionmaker, order_id, "refunded")
+    await emit(sessionmaker, order_id, outbox.Event.REFUNDED)
     sock = bind()
     async with serve(receiver.app(), sock) as url:
         d = dispatcher(sessionmaker, webhook_url=f"{url}/hook")
@@ -102,8 +103,8 @@ async def test_racing_dispatchers_deliver_each_event_once(sessionmaker) -> None:
     receiver = Receiver(delay=lambda n: 0.8 if n % 3 == 1 else 0.01)
     order_ids = [await make_order(sessionmaker, new_email()) for _ in range(5)]
     for order_id in order_ids:
-        for stage in ("paid", "delivered", "coupon", "refunded"):
-            await add_stage(sessionmaker, order_id, stage)
+        for event in outbox.Event:
+            await emit(sessionmaker, order_id, event)
     sock = bind()
     async with serve(receiver.app(), sock) as url:
         racers = [dispatcher(sessionmaker, webhook_url=f"{url}/hook", batch=2, poll_seconds=0.01) for _ in range(3)]
@@ -130,15 +131,15 @@ async def test_a_products_own_url_wins_and_no_url_sends_nothing(sessionmaker) ->
     async with serve(own.app(), sock_own) as own_url, serve(shared.app(), sock_shared) as shared_url:
         mine = await make_order(sessionmaker, new_email(), webhook_url=f"{own_url}/hook")
         other = await make_order(sessionmaker, new_email())
-        await add_stage(sessionmaker, mine, "paid")
-        await add_stage(sessionmaker, other, "paid")
+        await emit(sessionmaker, mine, outbox.Event.PAID)
+        await emit(sessionmaker, other, outbox.Event.PAID)
         d = dispatcher(sessionmaker, webhook_url=f"{shared_url}/hook")
         await drain(d, lambda: own.for_order(mine) != [] and shared.for_order(other) != [])
         await d.aclose()
         assert (own.for_order(other), shared.for_order(mine)) == ([], [])
 
         nowhere = await make_order(sessionmaker, new_email())
-        await add_stage(sessionmaker, nowhere, "paid")
+        await emit(sessionmaker, nowhere, outbox.Event.PAID)
         d = dispatcher(sessionmaker)  # no global URL, and the product has none
         await d.run_once()
         await d.aclose()
@@ -222,8 +223,8 @@ def test_good_webhook_settings_start() -> None:
 async def test_no_outbox_row_holds_a_buyers_email(sessionmaker) -> None:
     email = new_email()
     order_id = await make_order(sessionmaker, email)
-    for stage in ("paid", "delivered", "coupon", "refunded"):
-        await add_stage(sessionmaker, order_id, stage)
+    for event in outbox.Event:
+        await emit(sessionmaker, order_id, event)
     async with sessionmaker() as session:
         dumped = [str(row) for row in (await session.execute(
             select(OutboxMessage.__table__).where(OutboxMessage.order_id == order_id))).all()]

@@ -10,21 +10,18 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from api.client_ip import client_ip, networks, within
+from api.client_ip import ruled_ip
 from api.deps import StateDep
-from api.routes.shop import Plain, _one_address
-from miaofa import outbox, risk
-from miaofa.errors import TooManyRequests
-from miaofa.messaging.emails import pick_lang
+from api.schemas import EmailAddress
+from miaofa import lang, outbox, risk
 
 router = APIRouter(tags=["shop"])
 
 
 class LookupRequest(BaseModel):
-    email: Annotated[str, Plain, Field(max_length=254), AfterValidator(_one_address)] = Field(
-        description="the address the orders were made with")
+    email: EmailAddress = Field(description="the address the orders were made with")
     lang: Literal["zh", "en"] | None = Field(default=None, description="the email's language; else Accept-Language")
 
 
@@ -37,16 +34,9 @@ class LookupAnswer(BaseModel):
 async def lookup_orders(body: LookupRequest, request: Request, state: StateDep,
                         accept_language: Annotated[str | None, Header()] = None) -> JSONResponse:
     """Email the links to this address's orders (the latest 20), if it has any. The answer never says."""
-    rate = getattr(request.app.state, "lookup_rate", None)
-    if rate is None:
-        rate = request.app.state.lookup_rate = risk.LookupRate(state.settings)
-    ip = client_ip(request, state.settings.trusted_proxies)
-    client = None if within(ip, networks(state.settings.risk_exempt_networks)) else risk.client_bucket(ip)
+    ip = ruled_ip(request, state.settings)
     buyer_hash = state.vault.buyer_hash(body.email)
-    try:
-        rate.check(client, buyer_hash)
-    except TooManyRequests as exc:
-        return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=429, headers=exc.headers)
+    state.lookup_rate.check(None if ip is None else risk.client_bucket(ip), buyer_hash)  # 429 with Retry-After
     async with state.sessionmaker.begin() as session:
-        outbox.queue_lookup(session, buyer_hash, pick_lang(body.lang, accept_language))
+        outbox.queue_lookup(session, buyer_hash, lang.pick(body.lang, accept_language))
     return JSONResponse({"status": "sent_if_any"}, status_code=202)

@@ -20,5 +20,5 @@ async def payment_notify(gateway: str, request: Request, state: StateDep) -> Res
     body = await request.body()  # at most MAX_NOTIFY_BODY_BYTES: api/limits.py stops a larger one (413)
     stored = notify_flow.stored_request(request.method, request.headers, body, request.url.query)
     handled = await notify_flow.handle(state, gateway, adapter, request.headers, body, request.query_params, stored,
-                                       lambda: request.app.state.rejected_notifies.allow(gateway))
+                                       lambda: state.rejected_notifies.allow(gateway))
     return Response(handled.ack.body, status_code=handled.ack.status_code, media_type=handled.ack.media_type)

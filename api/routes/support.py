@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from api import order_client
 from api.deps import SessionDep, StateDep, SupportDep
-from api.routes.shop import OrderId, Plain
+from api.schemas import OrderId, Plain
 from miaofa import contract as c
 from miaofa import audit, inventory, orders, payments
 from miaofa.errors import MiaofaError

@@ -6,7 +6,6 @@ page carries a strict Content-Security-Policy (no inline script) and is never fr
 error contract is untouched: only these routes answer HTML, and the order page's "not found" is a page.
 """
 
-import json
 import re
 import secrets
 from datetime import datetime, timezone
@@ -21,8 +20,10 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 from pydantic import ValidationError
 
-from api.deps import StateDep
-from api.routes import shop
+from api.deps import DeskDep, StateDep
+from api.ordering import Asker
+from api.routes.order_events import STREAM_TERMINAL
+from api.schemas import MAX_QUANTITY, OrderCreate
 from api.web import i18n
 from miaofa import contract as c, orders
 from miaofa.errors import MiaofaError, NotFound
@@ -90,7 +91,7 @@ def _storefront(request: Request, state: Any, *, status: int = 200, failed: dict
     products, total = _products(state, query)
     return _page(request, "storefront.html", status=status, products=products, query=query,
                  searchable=total > SEARCH_FROM, total=total, gateways=list(state.gateways),
-                 max_quantity=shop.MAX_QUANTITY, failed=failed or {},
+                 max_quantity=MAX_QUANTITY, failed=failed or {},
                  idem=secrets.token_urlsafe(18))
 
 
@@ -106,7 +107,7 @@ def describe(t: i18n.Translator, code: str, detail: str, retry_after: str | None
         if field == "email":
             return t("err.email")
         if field == "quantity":
-            return t("err.quantity", max=shop.MAX_QUANTITY)
+            return t("err.quantity", max=MAX_QUANTITY)
         return t("err.invalid_input", detail=detail)
     if code == "too_many_requests":
         return t("err.too_many_requests", s=retry_after or "60")
@@ -123,7 +124,7 @@ def _text(form: Any, name: str, limit: int) -> str:
 
 
 @router.post("/buy", response_class=HTMLResponse)
-async def buy(request: Request, state: StateDep) -> Response:
+async def buy(request: Request, state: StateDep, desk: DeskDep) -> Response:
     """The checkout form without JavaScript: the same rules as POST /orders, answered as a page."""
     form = await request.form()
     fields = {name: _text(form, name, 300) for name in ("sku", "email", "quantity", "gateway", "coupon_code", "idem")}
@@ -136,31 +137,22 @@ async def buy(request: Request, state: StateDep) -> Response:
                                                                    "coupon_code": fields["coupon_code"]})
 
     try:
-        body = shop.OrderCreate(sku=fields["sku"], email=fields["email"], quantity=fields["quantity"] or "1",
-                                gateway=fields["gateway"] or next(iter(state.gateways), "simulator"),
-                                coupon_code=fields["coupon_code"] or None, lang=t.lang)
+        body = OrderCreate.model_validate({
+            "sku": fields["sku"], "email": fields["email"], "quantity": fields["quantity"] or "1",
+            "gateway": fields["gateway"] or next(iter(state.gateways), "simulator"),
+            "coupon_code": fields["coupon_code"] or None, "lang": t.lang})
     except ValidationError as exc:
         field = str(exc.errors()[0]["loc"][0]) if exc.errors() and exc.errors()[0]["loc"] else "body"
         return refused(422, describe(t, "invalid_input", f"{field}: {exc.errors()[0]['msg']}"))
     idem = fields["idem"] if _IDEM.match(fields["idem"]) else None
     try:
-        answer = await shop.create_order(body, request, state, idem)
+        placed = await desk.place(body, Asker.of(request, state), idem)
     except MiaofaError as exc:
-        retry_after = (getattr(exc, "headers", None) or {}).get("Retry-After")
-        return refused(exc.status_code, describe(t, exc.error, exc.detail, retry_after))
-    if answer.status_code in (201, 202):  # 202: held for review, the order page says so
-        created = _json(answer)
-        return RedirectResponse(f"/o/{created['order_id']}?{urlencode({'token': created['access_token']})}",
-                                status_code=303)
-    if answer.status_code == 200:  # a replayed Idempotency-Key: the order exists, without its token
+        return refused(exc.status_code, describe(t, exc.error, exc.detail, (exc.headers or {}).get("Retry-After")))
+    if placed.outcome == "replayed":  # the order exists, and this answer has no token for it
         return refused(409, t("shop.replayed"))
-    refusal = _json(answer)
-    return refused(answer.status_code, describe(t, refusal.get("error", ""), refusal.get("detail", ""),
-                                                answer.headers.get("retry-after")))
-
-
-def _json(response: Response) -> dict[str, Any]:
-    return json.loads(bytes(response.body))
+    # Opened, or held for review (the order page says so).
+    return RedirectResponse(f"/o/{placed.order_id}?{urlencode({'token': placed.access_token})}", status_code=303)
 
 
 # ---- the order page ----------------------------------------------------------------------------
@@ -192,7 +184,7 @@ async def order_page(order_id: str, request: Request, state: StateDep) -> Respon
     pay_url = payment["pay_url"] if payment and view["status"] == c.AWAITING_PAYMENT else None
     return _page(request, "order.html", private=True, order=view, token=token,
                  product_name=product.name if product else view["sku"], pay_url=pay_url,
-                 qr=qr_svg(pay_url) if pay_url else None, coupon_text=coupon_text(request, view), live=view["status"] not in shop.STREAM_TERMINAL,
+                 qr=qr_svg(pay_url) if pay_url else None, coupon_text=coupon_text(request, view), live=view["status"] not in STREAM_TERMINAL,
                  exponent=exponent(view["currency"]))
 
 

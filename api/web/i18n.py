@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from starlette.requests import Request
 
 from miaofa.gateways.money import to_major
+from miaofa.lang import preferred
 
 LANGS = ("en", "zh")  # the order of each entry in STRINGS
 COOKIE = "lang"
@@ -141,7 +142,12 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
     "stage.reserved_again": ("Stock reserved again", "已重新锁定库存"),
     "stage.paid_after_expiry": ("Paid after the time ran out", "超时后付款"),
     "stage.close_failed": ("Closing the payment failed", "关闭支付失败"),
-    "stage.stray_payment": ("An extra payment, refunded", "多余付款，已退款"),
+    "stage.stray_payment_refunded": ("An extra payment, refunded", "多余付款，已退款"),
+    "stage.stray_payment_refund_by_hand": ("An extra payment, to be refunded by hand", "多余付款，将人工退款"),
+    "stage.refund_by_hand": ("Refund to be sent by hand", "退款将由人工办理"),
+    "stage.review_approved": ("Approved after review", "审核通过"),
+    "stage.review_rejected": ("Not approved after review", "审核未通过"),
+    "stage.review_timed_out": ("Review not finished in time", "审核超时"),
     "stage.expired": ("Expired", "已过期"),
     "stage.cancelled": ("Cancelled", "已取消"),
     "stage.rejected": ("Rejected", "已拒绝"),
@@ -164,19 +170,12 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
 
 
 def pick(request: Request) -> str:
-    """`?lang=` (the switch), then the `lang` cookie, then Accept-Language: Chinese for any zh, else English."""
+    """`?lang=` (the switch), then the `lang` cookie, then Accept-Language (miaofa.lang, as the emails
+    read it), else English."""
     for chosen in (request.query_params.get("lang"), request.cookies.get(COOKIE)):
         if chosen in LANGS:
             return chosen
-    for part in request.headers.get("accept-language", "").split(","):
-        tag, _, params = part.strip().partition(";")
-        if params.strip().replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000"):
-            continue
-        if tag.strip().lower().split("-")[0] == "zh":
-            return "zh"
-        if tag.strip() and tag.strip() != "*":
-            return "en"  # the first language the browser names that we have
-    return "en"
+    return preferred(request.headers.get("accept-language")) or "en"
 
 
 def catalogue(lang: str) -> dict[str, str]:
@@ -193,8 +192,10 @@ class Translator:
         text = self.strings.get(key, key)
         return text.format(**values) if values else text
 
-    def stage(self, stage: str) -> str:
-        return self.strings.get(f"stage.{stage}", stage.replace("_", " "))
+    def stage(self, stage: str) -> str | None:
+        """A timeline stage in the buyer's words; None for a stage buyers do not see. Only the stages
+        listed here are shown: internal ones (risk, reconcile, a stray payment's review …) never are."""
+        return self.strings.get(f"stage.{stage}")
 
     def error(self, code: str, values: Mapping[str, object] | None = None) -> str:
         text = self.strings.get(f"err.{code}") or self.strings["err.generic"]

@@ -9,8 +9,7 @@ from datetime import datetime
 from html import escape
 
 from miaofa.gateways.money import to_major
-
-LANGS = ("zh", "en")
+from miaofa.lang import LANGS  # both, Chinese first
 
 
 @dataclass(frozen=True)
@@ -40,19 +39,6 @@ def order_link(shop_url: str, order_id: str, token: str) -> str:
 
 def langs_for(lang: str | None) -> tuple[str, ...]:
     return (lang,) if lang in LANGS else LANGS
-
-
-def pick_lang(explicit: str | None, accept_language: str | None) -> str | None:
-    """`zh`/`en` from an explicit choice, else the first of them in Accept-Language; None: both."""
-    if explicit in LANGS:
-        return explicit
-    for part in (accept_language or "").split(","):
-        tag = part.split(";")[0].strip().lower()
-        if tag.startswith("zh"):
-            return "zh"
-        if tag.startswith("en"):
-            return "en"
-    return None
 
 
 def _money(cents: int, currency: str) -> str:

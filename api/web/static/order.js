@@ -97,9 +97,10 @@
     var timeline = document.getElementById("timeline");
     timeline.textContent = "";
     view.timeline.forEach(function (event) {
+      if (!S["stage." + event.stage]) return;  // an internal stage (risk …): buyers see only worded ones
       var li = document.createElement("li");
       var stage = document.createElement("span");
-      stage.textContent = S["stage." + event.stage] || event.stage.split("_").join(" ");
+      stage.textContent = S["stage." + event.stage];
       li.append(stage, " ", timeElement(event.at));
       timeline.append(li);
     });

@@ -1,0 +1,230 @@
+"""The order's front door: one service that POST /orders and the checkout form (POST /buy) both call.
+
+`OrderDesk.place` runs the order path once: the risk rules, cheapest first (miaofa/risk_chain.py),
+the stock hint, the coupon, the workflow's reservation, and the Idempotency-Key replay. It returns
+`Placed` (opened, held for review, or replayed) or raises one error family, miaofa.errors, for every
+refusal: a denial or rate limit of the rules, sold out, an invalid coupon or order, the gateway or
+Temporal unavailable. Each door renders these its own way (JSON, or a page).
+"""
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from fastapi import Request
+
+from api import metrics, order_client
+from api.client_ip import ruled_ip
+from api.hot import ProductInfo
+from api.schemas import OrderCreate, plain
+from api.state import State
+from miaofa import contract as c
+from miaofa import coupons, errors, lang, orders, risk
+from miaofa.errors import InvalidInput, MiaofaError, NotFound, OrderTimeout, SoldOut, Unavailable
+
+log = logging.getLogger("miaofa.api.shop")
+
+Outcome = Literal["opened", "in_review", "replayed"]
+STATUS_CODES: dict[Outcome, int] = {"opened": 201, "in_review": 202, "replayed": 200}
+
+
+@dataclass(frozen=True)
+class Asker:
+    """Who places the order, as the edge saw them."""
+
+    ip: str | None  # None: an exempt network (a load generator): no risk rules, no caps
+    device: str | None = None
+    accept_language: str | None = None
+
+    @classmethod
+    def of(cls, request: Request, state: State, device: str | None = None) -> "Asker":
+        return cls(ruled_ip(request, state.settings), device, request.headers.get("accept-language"))
+
+
+@dataclass(frozen=True)
+class Placed:
+    """An order that exists: opened (201), held for review (202), or an Idempotency-Key replay (200)."""
+
+    outcome: Outcome
+    order_id: str
+    access_token: str | None  # None on a replay: email + key are no proof of being the buyer
+    status: str
+    amount_cents: int
+    currency: str
+    expires_at: datetime
+    payment: c.PaymentLink | None  # None: free, held for review, or still opening
+
+    @property
+    def status_code(self) -> int:
+        return STATUS_CODES[self.outcome]
+
+
+@contextmanager
+def _denials() -> Iterator[None]:
+    """A deny of the rule chain: counted and logged by rule and code (never the email or address)."""
+    try:
+        yield
+    except MiaofaError as exc:
+        metrics.ORDERS.labels(exc.error).inc()
+        log.info("order denied by risk rule %s: %s", getattr(exc, "risk_rule", "?"), exc.error)
+        raise
+
+
+def _key_reused() -> InvalidInput:
+    return InvalidInput("this Idempotency-Key was used for another order (different product or quantity)",
+                        error="idempotency_key_reused")
+
+
+class OrderDesk:
+    def __init__(self, state: State) -> None:
+        self.settings, self.vault, self.sessionmaker = state.settings, state.vault, state.sessionmaker
+        self.hot, self.chain, self.gateways = state.hot, state.chain, state.gateways
+        self._state = state  # for the workflow client (order_client)
+
+    async def place(self, body: OrderCreate, asker: Asker, idempotency_key: str | None = None) -> Placed:
+        """Place an order, timed by its answer: a sold-out answer's own cost, apart from the time a
+        request queues for the event loop (which miaofa_http_request_seconds includes)."""
+        started, status = time.perf_counter(), 500
+        try:
+            placed = await self._place(body, asker, idempotency_key)
+            status = placed.status_code
+            return placed
+        except MiaofaError as exc:
+            status = exc.status_code
+            raise
+        finally:
+            metrics.ORDER_ANSWER.labels(str(status)).observe(time.perf_counter() - started)
+
+    async def _place(self, body: OrderCreate, asker: Asker, key: str | None) -> Placed:
+        if key is not None:
+            plain("Idempotency-Key", key)
+        if asker.device is not None:
+            plain("X-Device-Id", asker.device)
+        buyer_hash = self.vault.buyer_hash(body.email)
+        attempt = self.chain.attempt(email=body.email, buyer_hash=buyer_hash, ip=asker.ip, device=asker.device,
+                                     quantity=body.quantity)
+        with _denials():
+            screened = self.chain.screen(attempt)  # memory only: a flood is refused without a database round trip
+        product = await self.hot.product(body.sku)
+        if product is None:
+            raise NotFound(f"no product with sku {body.sku!r}", error="unknown_product")
+        if body.gateway not in self.gateways:
+            raise InvalidInput(f"unknown gateway {body.gateway!r}; use one of {', '.join(self.gateways)}",
+                               error="unknown_gateway")
+        order_id = self.vault.idempotent_order_id(body.email, key) if key else uuid.uuid4().hex[:20]
+        if key:  # a retried key must reach its order, so it skips the stock hint
+            if (replayed := await self._replayed(order_id, body)) is not None:
+                metrics.ORDERS.labels("replayed").inc()
+                return replayed
+        elif not self.hot.has_stock(product.id, body.quantity):  # answered from memory
+            raise self._sold_out("sold_out_hint")
+        if body.coupon_code:
+            async with self.sessionmaker() as session:
+                await coupons.check_usable(session, body.coupon_code, datetime.now(timezone.utc), product.currency)
+        attempt.order_id, attempt.product_id, attempt.currency = order_id, product.id, product.currency
+        attempt.amount_cents = product.price_cents * body.quantity
+        with _denials():  # open-order caps and anomalies, in PostgreSQL; a deny rolls its admission back
+            decision = await self.chain.judge(self.sessionmaker, attempt, screened)
+        order = self.order_input(product, body, order_id, buyer_hash, decision.contract(attempt.device_hash),
+                                 lang.pick(body.lang, asker.accept_language))  # the language is stored with it
+        if not key and not self.hot.claim(order_id, product.id, body.quantity):
+            if decision.admitted:
+                await self._forget(order_id)
+            raise self._sold_out("sold_out_hint")
+        reserved = False
+        try:
+            opened = await order_client.open_order(self._state, order)
+            reserved = opened is not None and opened.outcome == c.OPENED
+        finally:  # however the request ends (answer, timeout, error, cancelled): the claim goes back
+            if not key:
+                self.hot.settle(order_id, reserved)
+        if decision.admitted and opened is not None and opened.outcome != c.OPENED:
+            await self._forget(order_id)  # nothing is held: it must not count against the buyer
+        metrics.ORDERS.labels(opened.outcome if opened else "replayed").inc()
+        if opened is None:  # its workflow has closed: the order is as the database has it
+            return await self._existing(order_id)
+        return self._answer(order_id, opened, body, product)
+
+    def _answer(self, order_id: str, opened: c.OpenOrderResult, body: OrderCreate, product: ProductInfo) -> Placed:
+        """The workflow's reservation outcome: the truth about stock, coupon and gateway."""
+        if opened.outcome == c.SOLD_OUT:
+            self.hot.sold_out(product.id)
+            raise self._sold_out()
+        if opened.outcome in (c.COUPON_INVALID, c.INVALID_ORDER):
+            raise errors.from_code(opened.error, opened.detail or "the order cannot be made", InvalidInput)
+        if opened.outcome == c.GATEWAY_UNAVAILABLE:
+            raise Unavailable(opened.detail, error="gateway_unavailable")
+        if (opened.sku, opened.quantity) != (body.sku, body.quantity):
+            raise _key_reused()
+        assert opened.expires_at is not None
+        return Placed("in_review" if opened.status == c.IN_REVIEW else "opened", order_id,
+                      self.vault.order_token(order_id), opened.status, opened.amount_cents, opened.currency,
+                      opened.expires_at, opened.payment)
+
+    @staticmethod
+    def _sold_out(counted_as: str | None = None) -> SoldOut:
+        """Every sold-out answer: the stock hint's, before or after the rules, and the reservation's."""
+        if counted_as is not None:  # the reservation's outcome is counted with the others
+            metrics.ORDERS.labels(counted_as).inc()
+        return SoldOut("this product is sold out")
+
+    async def _forget(self, order_id: str) -> None:
+        async with self.sessionmaker.begin() as session:
+            await risk.forget(session, order_id)
+
+    def order_input(self, product: ProductInfo, body: OrderCreate, order_id: str, buyer_hash: str,
+                    decision: c.RiskDecision | None = None, buyer_lang: str | None = None) -> c.OrderInput:
+        """The order workflow's input."""
+        settings = self.settings
+        return c.OrderInput(
+            order_id=order_id, product_id=product.id, sku=product.sku, product_name=product.name,
+            unit_price_cents=product.price_cents, currency=product.currency, quantity=body.quantity,
+            email=body.email, buyer_hash=buyer_hash, gateway=body.gateway,
+            delivery_sla_seconds=product.delivery_sla_seconds, coupon_code=body.coupon_code, risk=decision,
+            lang=buyer_lang,
+            timing=c.Timing(payment_window_seconds=settings.payment_window_seconds,
+                            callback_grace_seconds=settings.callback_grace_seconds,
+                            poll_interval_seconds=settings.poll_interval_seconds,
+                            late_payment_watch_seconds=settings.late_payment_watch_seconds,
+                            late_poll_interval_seconds=settings.late_poll_interval_seconds,
+                            support_window_seconds=settings.support_window_seconds,
+                            review_window_seconds=settings.review_window_seconds))
+
+    # ---- replays ---------------------------------------------------------------------------------
+
+    async def _view(self, order_id: str) -> dict[str, Any] | None:
+        async with self.sessionmaker() as session:
+            try:
+                return await orders.order_view(session, self.vault, order_id, with_keys=False)
+            except NotFound:
+                return None
+
+    async def _replayed(self, order_id: str, body: OrderCreate) -> Placed | None:
+        """The answer to an Idempotency-Key whose order exists already; None when it does not (yet)."""
+        view = await self._view(order_id)
+        if view is None:
+            return None
+        if (view["sku"], view["quantity"]) != (body.sku, body.quantity):
+            raise _key_reused()
+        return _replay(order_id, view)
+
+    async def _existing(self, order_id: str) -> Placed:
+        view = await self._view(order_id)
+        if view is None:  # the workflow closed without keeping a row: its reservation found no stock
+            raise self._sold_out()
+        return _replay(order_id, view)
+
+
+def _replay(order_id: str, view: dict[str, Any]) -> Placed:
+    # Email + Idempotency-Key are not proof of being the buyer: no access token here. The buyer has
+    # it from the first answer, from the gateway's return link after paying, and in the email.
+    if view["payment"] is None and view["status"] == c.AWAITING_PAYMENT and view["amount_cents"] > 0:
+        raise OrderTimeout("the order is still opening; try again with the same Idempotency-Key")
+    payment = view["payment"]
+    return Placed("replayed", order_id, None, view["status"], view["amount_cents"], view["currency"],
+                  view["expires_at"], None if payment is None else c.PaymentLink(**payment))
