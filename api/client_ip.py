@@ -11,7 +11,7 @@ import ipaddress
 
 from fastapi import Request
 
-from miaofa.netaddr import Network, networks, within  # noqa: F401  (the routes import them from here)
+from miaofa.netaddr import networks, within
 
 
 def client_ip(request: Request, trusted_proxies: str) -> str:

@@ -5,11 +5,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from api.hot import HotCatalog
-from miaofa.codec import EncryptionCodec
+from api.stock_hint import StockHint
+from miaofa.crypto.codec import EncryptionCodec
+from miaofa.crypto.vault import Vault
 from miaofa.gateways.base import Gateway
 from miaofa.settings import Settings
-from miaofa.vault import Vault
 
 
 @dataclass
@@ -21,5 +21,5 @@ class State:
     temporal: Client
     codec: EncryptionCodec
     gateways: dict[str, Gateway]
-    hot: HotCatalog
+    hot: StockHint  # the stock hint (api/stock_hint.py)
     task_queue: str

@@ -20,16 +20,17 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from miaofa import catalog, contract as c
+from miaofa import catalog
+from miaofa import contract as c
+from miaofa.crypto.vault import Vault
 from miaofa.db import migrate
 from miaofa.db.engine import make_engine, make_sessionmaker
 from miaofa.db.models import Order, OrderEvent
 from miaofa.devstack.postgres import LocalPostgres
 from miaofa.devstack.procs import free_port
-from miaofa.risk_chain import Chain
-from miaofa.risk_rules import Rules, RulesFile, parse
+from miaofa.risk.chain import Chain
+from miaofa.risk.rules import Rules, RulesFile, parse
 from miaofa.settings import Settings
-from miaofa.vault import Vault
 
 VAULT_KEY = "bWlhb2ZhLWJlbmNoLXZhdWx0LWtleS0zMi1ieXRlcyE="  # a throwaway database's key
 PRICE = 60_000

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from miaofa.devstack.secrets import with_dev_defaults
 from miaofa.errors import MiaofaError
 from miaofa.settings import Settings, get_settings
-from miaofa.vault import VaultKeyError
+from miaofa.crypto.vault import VaultKeyError
 
 app = typer.Typer(help="Miaofa (秒发): automatic card-key delivery, every order a Temporal workflow.",
                   no_args_is_help=True, add_completion=False)
@@ -83,7 +83,7 @@ def _require(settings: Settings, *names: str) -> None:
 
 def _logging(settings: Settings) -> None:
     # Error types and ids only: exception messages (SQL parameters, emails) never reach a log.
-    from miaofa import logs
+    from miaofa.telemetry import logs
 
     logs.configure(settings.log_level, settings.log_format)
 
@@ -183,7 +183,7 @@ def keys_import(file: Path = typer.Argument(..., help="Text file, one key a line
 async def _import(settings: Settings, data: bytes, content_type: str, sku: str):
     from miaofa import catalog, inventory
     from miaofa.db.engine import make_engine, make_sessionmaker
-    from miaofa.vault import Vault
+    from miaofa.crypto.vault import Vault
 
     vault = Vault(settings.vault_key)
     keys = inventory.parse_keys(data, content_type)

@@ -21,8 +21,8 @@ def _cli():
 
 
 async def _client(settings):
-    from miaofa.temporal import connect
-    from miaofa.vault import Vault
+    from miaofa.temporal.client import connect
+    from miaofa.crypto.vault import Vault
 
     return await connect(settings, Vault(settings.vault_key))
 
@@ -35,7 +35,7 @@ def schedules_apply() -> None:
     cli._require(settings, "vault_key")
 
     async def apply() -> str:
-        from miaofa.schedules import apply_reconcile_schedule
+        from miaofa.temporal.schedules import apply_reconcile_schedule
 
         return await apply_reconcile_schedule(await _client(settings), settings)
 
@@ -98,7 +98,7 @@ def reconcile_report(limit: int = typer.Option(50, min=1, max=1000, help="How ma
 
 
 async def _findings(database_url: str, limit: int) -> list[dict]:
-    from miaofa import reconcile
+    from miaofa.payments import reconcile
     from miaofa.db.engine import make_engine, make_sessionmaker
 
     engine = make_engine(database_url, pool_size=1)

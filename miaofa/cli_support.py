@@ -199,7 +199,7 @@ def search(email: str = typer.Option(None, help="The buyer's email (hashed here,
     if email is not None:
         if not settings.vault_key:
             _stop("MIAOFA_VAULT_KEY is not set: it is needed to hash the email as the shop does.", BAD_INPUT)
-        from miaofa.vault import Vault
+        from miaofa.crypto.vault import Vault
 
         buyer_hash = Vault(settings.vault_key).buyer_hash(email)
     query = _query(status, sku, gateway, buyer_hash, late)
@@ -235,7 +235,7 @@ def buyer_hash(email: str = typer.Argument(..., help="The buyer's email.")) -> N
     settings = _cli()._settings()
     if not settings.vault_key:
         _stop("MIAOFA_VAULT_KEY is not set: it is needed to hash the email as the shop does.", BAD_INPUT)
-    from miaofa.vault import Vault
+    from miaofa.crypto.vault import Vault
 
     print(Vault(settings.vault_key).buyer_hash(email))
 

@@ -31,7 +31,7 @@ def _settings():
 
 async def _run(settings, work) -> Any:
     from miaofa.db.engine import make_engine, make_sessionmaker
-    from miaofa.vault import Vault
+    from miaofa.crypto.vault import Vault
 
     engine = make_engine(settings.database_url, pool_size=1)
     try:

@@ -10,6 +10,7 @@ CATALOGUE: dict[str, type["MiaofaError"]] = {}
 class MiaofaError(Exception):
     status_code = 400
     error = "bad_request"
+    risk_rule: str | None = None  # the risk rule that denied an order, when one did (miaofa/risk/chain.py)
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -138,7 +139,7 @@ class TemporalUnavailable(Unavailable):
     error = "temporal_unavailable"
 
 
-# ---- order admission (miaofa/risk.py) and other abuse guards -------------------------------------
+# ---- order admission (miaofa/risk/) and other abuse guards ----------------------------------------
 
 
 class TooManyRequests(MiaofaError):
@@ -163,7 +164,7 @@ class QuantityLimit(MiaofaError):
     error = "quantity_limit"
 
 
-# Denials of the rule chain (miaofa/risk_rules.py): the code says which kind of rule, never what matched.
+# Denials of the rule chain (miaofa/risk/rules.py): the code says which kind of rule, never what matched.
 
 
 class EmailBlocked(MiaofaError):

@@ -6,10 +6,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from miaofa import inventory, outbox
+from miaofa import inventory
 from miaofa.db.models import Coupon, Order, OrderEvent, Payment
 from miaofa.errors import OrderNotFound
-from miaofa.vault import Vault
+from miaofa.messaging import outbox
+from miaofa.crypto.vault import Vault
 
 
 async def add_event(session: AsyncSession, order_id: str, stage: str, at: datetime,

@@ -13,7 +13,7 @@ from sqlalchemy import Text, cast, func, select
 
 from api import limits
 from miaofa.db.models import NotifyLog
-from miaofa.payments import MAX_STORED_REJECTED_BODY, MAX_STORED_REJECTED_HEADERS, _stored_headers
+from miaofa.payments.records import MAX_STORED_REJECTED_BODY, MAX_STORED_REJECTED_HEADERS, _stored_headers
 from tests.stack import Stack
 
 MB = 1024 * 1024

@@ -10,9 +10,10 @@ import httpx
 from sqlalchemy import select, text
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from miaofa import orders, outbox
+from miaofa import orders
 from miaofa.db.models import OutboxMessage
 from miaofa.devstack.procs import free_port
+from miaofa.messaging import outbox
 from tests.messaging import (
     Receiver,
     add_stage,

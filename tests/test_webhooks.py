@@ -10,9 +10,9 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from miaofa.cli import settings_problems
+from miaofa.crypto.vault import Vault
 from miaofa.db.models import OutboxMessage, Product
 from miaofa.settings import Settings
-from miaofa.vault import Vault
 from tests.conftest import TEST_VAULT_KEY
 from tests.messaging import (
     WEBHOOK_SECRET,

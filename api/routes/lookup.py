@@ -12,12 +12,14 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 
-from api.client_ip import client_ip, networks, within
+from api.client_ip import client_ip
 from api.deps import StateDep
 from api.routes.shop import Plain, _one_address
-from miaofa import outbox, risk
 from miaofa.errors import TooManyRequests
+from miaofa.messaging import outbox
 from miaofa.messaging.emails import pick_lang
+from miaofa.netaddr import networks, within
+from miaofa.risk.limiters import LookupRate, client_bucket
 
 router = APIRouter(tags=["shop"])
 
@@ -39,9 +41,9 @@ async def lookup_orders(body: LookupRequest, request: Request, state: StateDep,
     """Email the links to this address's orders (the latest 20), if it has any. The answer never says."""
     rate = getattr(request.app.state, "lookup_rate", None)
     if rate is None:
-        rate = request.app.state.lookup_rate = risk.LookupRate(state.settings)
+        rate = request.app.state.lookup_rate = LookupRate(state.settings)
     ip = client_ip(request, state.settings.trusted_proxies)
-    client = None if within(ip, networks(state.settings.risk_exempt_networks)) else risk.client_bucket(ip)
+    client = None if within(ip, networks(state.settings.risk_exempt_networks)) else client_bucket(ip)
     buyer_hash = state.vault.buyer_hash(body.email)
     try:
         rate.check(client, buyer_hash)

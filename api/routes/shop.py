@@ -19,15 +19,18 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
-from api import metrics, order_client
-from api.client_ip import client_ip, networks, within
+from api import http_metrics as metrics, order_client
+from api.client_ip import client_ip
 from api.deps import SessionDep, StateDep
-from api.hot import ProductInfo
+from api.stock_hint import ProductInfo
 from api.state import State
-from miaofa import contract as c, coupons, orders, risk, risk_chain
+from miaofa import contract as c, coupons, orders
+from miaofa.risk import admission, limiters
+from miaofa.risk import chain as risk_chain
 from miaofa import errors
 from miaofa.errors import OrderTimeout, InvalidInput, MiaofaError, NotFound, OrderNotFound, SoldOut, TooManyRequests, Unavailable
 from miaofa.messaging.emails import pick_lang
+from miaofa.netaddr import networks, within
 from miaofa.text import control_character, email_problem
 
 router = APIRouter(tags=["shop"])
@@ -76,11 +79,11 @@ def _order_id(order_id: Annotated[str, Path(min_length=1, max_length=64)]) -> st
 OrderId = Annotated[str, Depends(_order_id)]
 
 
-def _guards(request: Request, state: State) -> risk.Guards:
+def _guards(request: Request, state: State) -> limiters.Guards:
     # One per app, built on first use from the app's settings.
     guards = getattr(request.app.state, "buyer_guards", None)
     if guards is None:
-        guards = request.app.state.buyer_guards = risk.Guards(state.settings)
+        guards = request.app.state.buyer_guards = limiters.Guards(state.settings)
     return guards
 
 
@@ -247,7 +250,7 @@ async def _create_order(body: OrderCreate, request: Request, state: State, idemp
 
 async def _forget(state: State, order_id: str) -> None:
     async with state.sessionmaker.begin() as session:
-        await risk.forget(session, order_id)
+        await admission.forget(session, order_id)
 
 
 def _order_input(state: State, product: ProductInfo, body: OrderCreate, order_id: str,
@@ -360,7 +363,7 @@ async def order_events(order_id: OrderId, request: Request, state: StateDep,
     _check_token(state, order_id, x_order_token or token)
     guards = _guards(request, state)
     ip = _client(request, state)
-    slot = risk.client_bucket(ip) if ip is not None else None
+    slot = limiters.client_bucket(ip) if ip is not None else None
     if slot is not None and not guards.streams.acquire(slot):
         return _refused(TooManyRequests(  # type: ignore[return-value]
             "too many live order streams from your address; close one first", retry_after=5))
