@@ -1,8 +1,9 @@
 """One notify, from raw request to answer: verify → records.accept_notify → signal the order or review → ack.
 
-Shared by the notify route and `miaofa notify replay`, so a replayed notify goes exactly the way a
-fresh one would; each passes its sessionmaker and its Signaller (Temporal). What we keep of a request: its headers (with `:method`) and its body, or for a GET
-its query string in place of the body.
+Shared by the notify route and `miaofa notify replay` (each passes its sessionmaker and its way to
+the orders, a Signaller), so a replayed notify goes exactly the way a fresh one would. What we keep
+of a request: its headers (with `:method`) and its body, or for a GET its query string in place of
+the body.
 """
 
 import logging
