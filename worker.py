@@ -9,27 +9,26 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.runtime import Runtime
-from temporalio.worker import Worker
-from temporalio.worker import UnsandboxedWorkflowRunner
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.notify import NotifyActivities
+from activities.email import EmailActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.reconcile import ReconcileActivities
 from miaofa import contract
+from miaofa.crypto.vault import Vault
 from miaofa.db.engine import make_engine, make_sessionmaker
 from miaofa.gateways.base import Gateway
 from miaofa.gateways.registry import build_gateways
-from miaofa.mailer import Mailer
 from miaofa.messaging.dispatcher import Dispatcher
+from miaofa.messaging.mailer import Mailer
 from miaofa.settings import Settings, get_settings
-from miaofa.schedules import apply_reconcile_schedule
 from miaofa.telemetry import tracing
 from miaofa.telemetry.metrics import TimedGateway, WorkerMetrics, meter_of
 from miaofa.telemetry.watch import Watch
-from miaofa.temporal import connect, metrics_runtime
-from miaofa.vault import Vault
+from miaofa.temporal.client import connect, metrics_runtime
+from miaofa.temporal.schedules import apply_reconcile_schedule
 from workflows.order import OrderWorkflow
 from workflows.reconcile import ReconcileWorkflow
 from workflows.stray import StrayPaymentWorkflow
@@ -48,14 +47,14 @@ def saga_activities(*, settings: Settings, sessionmaker: async_sessionmaker[Asyn
     orders = OrderActivities(sessionmaker, metrics)
     payments = PaymentActivities(sessionmaker, gateways, settings.notify_url_base, settings.api_url, vault, temporal,
                                  metrics)
-    notify = NotifyActivities(sessionmaker, vault, Mailer(settings.smtp_url, settings.mail_from), settings.api_url)
+    email = EmailActivities(sessionmaker, vault, Mailer(settings.smtp_url, settings.mail_from), settings.api_url)
     reconcile = ReconcileActivities(sessionmaker, gateways, temporal, metrics)
     return [
         orders.open_order, orders.record_stage, orders.accept_payment, orders.deliver_keys, orders.release_stock,
         orders.reserve_again, orders.refund_keys, orders.issue_coupon,
         payments.create_payment, payments.query_payment, payments.close_payment, payments.refund_payment,
         payments.review_stray, payments.record_stray_refund,
-        notify.send_delivery_email, reconcile.reconcile_payments,
+        email.send_delivery_email, reconcile.reconcile_payments,
     ]
 
 
@@ -110,7 +109,7 @@ def outbox_dispatcher(settings: Settings, sessionmaker: async_sessionmaker[Async
 
 
 if __name__ == "__main__":
-    from miaofa import logs
+    from miaofa.telemetry import logs
 
     logs.configure(get_settings().log_level, get_settings().log_format)  # as `miaofa worker` logs
     asyncio.run(run_worker(get_settings()))

@@ -7,11 +7,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.db import transaction
-from miaofa import audit, coupons, inventory, orders, outbox, payments, stages
+from miaofa import audit, coupons, inventory, orders
+from miaofa.messaging import outbox
 from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.db.models import Order
 from miaofa.errors import InvalidInput
+from miaofa.payments import records as payments
+from miaofa.telemetry import backlog as stages
 from miaofa.telemetry.metrics import WorkerMetrics
 
 log = logging.getLogger("miaofa.activities.orders")

@@ -10,12 +10,12 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.db import transaction
 from miaofa import contract as c
-from miaofa import payments
 from miaofa import steps as s
+from miaofa.crypto.vault import Vault
 from miaofa.gateways.base import Gateway, GatewayError, GatewayRefused, PaymentRequest, PaymentState, Unsupported
+from miaofa.payments import records, strays
 from miaofa.telemetry.metrics import WorkerMetrics
-from miaofa.temporal import nudge_order
-from miaofa.vault import Vault
+from miaofa.temporal.signals import signal_payment
 
 
 def _gateway_failed(exc: GatewayError) -> ApplicationError:
@@ -59,7 +59,7 @@ class PaymentActivities:
         except GatewayError as exc:
             raise _gateway_failed(exc) from exc
         async with transaction(self.sessionmaker) as session:
-            await payments.record_created(
+            await records.record_created(
                 session, order_id=step.order_id, gateway=step.gateway, payment_id=created.payment_id,
                 pay_url=created.pay_url, amount_cents=step.amount_cents, currency=step.currency, at=step.at)
         return c.PaymentLink(step.gateway, created.payment_id, created.pay_url)
@@ -88,48 +88,37 @@ class PaymentActivities:
         # The gateway has no refund API (epusdt): a person sends the money back; the timeline and the
         # audit log say so, and the saga goes on (the keys go back).
         async with transaction(self.sessionmaker) as session:
-            await payments.record_refund_by_hand(session, step, datetime.now(timezone.utc))
+            await records.record_refund_by_hand(session, step, datetime.now(timezone.utc))
         return s.PaymentSnapshot(s.REFUND_BY_HAND, step.amount_cents, "", None, step.payment_id)
 
     @activity.defn(name=s.REVIEW_STRAY)
     async def review_stray(self, stray: c.StrayPayment) -> s.StrayReview:
-        """Ask the gateway about the payment, then judge it: an open order's own payment goes to that
-        order; anything else that is paid is refunded."""
+        """Ask the gateway about the payment; miaofa/payments/strays.py judges it."""
         gateway = self._gateway(stray.gateway)
         if not getattr(gateway, "query_proves_payment", True):
             # Its query is unsigned: the verified notify that found this payment is the proof, and
             # nothing else is (a poll or a statement of such a gateway proves nothing).
             if stray.found_by != "notify":
                 return s.StrayReview("nothing", detail=f"{stray.gateway} cannot prove a payment by query")
-            state = PaymentState(stray.payment_id, stray.order_id, "paid", stray.amount_cents, stray.currency)
+            state = strays.as_notified(stray)
         else:
             try:
                 state = await gateway.query(stray.payment_id, "", "primary")
             except GatewayError as exc:
                 raise _gateway_failed(exc) from exc
-        if state.status != "paid":
-            return s.StrayReview("nothing", detail=f"the gateway says {state.status}")
-        proof = payments.Proof(state.payment_id, state.order_id, "paid", state.amount_cents, state.currency,
-                               state.paid_at)
         async with transaction(self.sessionmaker) as session:
-            order, payment = await payments.order_and_payment(session, state.order_id)
-        if order is not None and order.gateway != stray.gateway:
-            order = payment = None
-        judgement = payments.judge(order, payment, proof, merchant_id=None)
-        if order is not None and judgement.verdict in (s.ACCEPTED, s.DUPLICATE):
+            decision = await strays.review(session, stray, state)
+        if decision.order_id is not None:
             assert self.temporal is not None
-            if await nudge_order(self.temporal, order.id, stray.found_by):
+            if await signal_payment(self.temporal, decision.order_id, source=stray.found_by):
                 return s.StrayReview("handed_to_order", state.amount_cents, "its order is open and looks again")
-            if judgement.verdict == s.DUPLICATE and order.status == c.DELIVERED:
-                return s.StrayReview("nothing", detail="its order took it and was delivered")
-            return s.StrayReview("refund", state.amount_cents, "its order has closed")
-        return s.StrayReview("refund", state.amount_cents, judgement.reason)
+        return decision.outcome
 
     @activity.defn(name=s.RECORD_STRAY_REFUND)
     async def record_stray_refund(self, step: s.StrayRefunded) -> None:
         async with transaction(self.sessionmaker) as session:
-            await payments.record_stray_outcome(session, step.stray, step.outcome, step.refund_id, step.at,
-                                                step.detail)
+            await records.record_stray_outcome(session, step.stray, step.outcome, step.refund_id, step.at,
+                                               step.detail)
         if step.outcome == "refunded":
             self.metrics.refunded("stray")
 

@@ -9,11 +9,11 @@ from temporalio.client import Client
 from activities.db import transaction
 from activities.payments import _gateway_failed
 from miaofa import contract as c
-from miaofa import reconcile
 from miaofa import steps as s
 from miaofa.gateways.base import Gateway, GatewayError
+from miaofa.payments import reconcile
 from miaofa.telemetry.metrics import WorkerMetrics
-from miaofa.temporal import nudge_order, start_stray_review
+from miaofa.temporal.signals import signal_payment, start_stray_review
 
 log = logging.getLogger("miaofa.activities.reconcile")
 
@@ -45,7 +45,7 @@ class ReconcileActivities:
             nudged, refunds = report.orders_nudged, report.refunds_started
             for finding in findings:
                 if finding.action == reconcile.NUDGE:
-                    if await nudge_order(self.temporal, finding.order_id, "reconcile"):
+                    if await signal_payment(self.temporal, finding.order_id, source="reconcile"):
                         report.orders_nudged += 1
                         done.append(finding)
                         continue

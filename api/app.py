@@ -8,20 +8,20 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from temporalio.client import Client
 
-from api import docs, errors, limits, metrics
-from api.hot import HotCatalog
+from api import docs, errors, http_metrics, limits
 from api.routes import admin, codec, health, lookup, order_events, payments, shop, support, web
 from api.state import State
+from api.stock_hint import StockHint
 from miaofa import contract
+from miaofa.crypto.vault import Vault
 from miaofa.db.engine import make_engine, make_sessionmaker
 from miaofa.rate_bound import RateBound
-from miaofa.risk import Guards, LookupRate
-from miaofa.risk_chain import Chain
+from miaofa.risk.chain import Chain
+from miaofa.risk.limiters import Guards, LookupRate
 from miaofa.gateways.registry import build_gateways
 from miaofa.settings import Settings
 from miaofa.telemetry import tracing
-from miaofa.temporal import codec_for, connect
-from miaofa.vault import Vault
+from miaofa.temporal.client import codec_for, connect
 
 log = logging.getLogger("miaofa.api")
 
@@ -37,18 +37,18 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
         sessionmaker = make_sessionmaker(engine)
         client = temporal or await connect(settings, vault)
         gateways = build_gateways(settings)
-        hot = HotCatalog(sessionmaker)
-        await hot.refresh()
-        hot.start()
+        stock_hint = StockHint(sessionmaker)
+        await stock_hint.refresh()
+        stock_hint.start()
         app.state.miaofa = State(settings=settings, vault=vault, engine=engine, sessionmaker=sessionmaker,
-                                 temporal=client, codec=codec_for(vault), gateways=gateways, hot=hot,
+                                 temporal=client, codec=codec_for(vault), gateways=gateways, hot=stock_hint,
                                  task_queue=task_queue, chain=Chain(settings), guards=Guards(settings),
                                  lookup_rate=LookupRate(settings),
                                  rejected_notifies=RateBound(settings.rejected_notify_log_per_second))
         try:
             yield
         finally:
-            await hot.stop()
+            await stock_hint.stop()
             for gateway in gateways.values():
                 await gateway.aclose()  # type: ignore[attr-defined]
             await engine.dispose()
@@ -65,7 +65,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
     ui = settings.temporal_ui_port
     app.add_middleware(CORSMiddleware, allow_origins=[f"http://localhost:{ui}", f"http://127.0.0.1:{ui}"],
                        allow_methods=["POST", "GET"], allow_headers=["*"], allow_credentials=True)
-    metrics.install(app)
+    http_metrics.install(app)
     if tracing.enabled():  # outermost: a request's span is the parent of the workflow it starts
         app.add_middleware(tracing.HttpSpans, tracer=tracing.tracer())
     for module in (health, admin, lookup, shop, order_events, payments, support, codec, web):

@@ -11,7 +11,6 @@ from api.ordering import OrderDesk
 from api.state import State
 from miaofa import staff
 from miaofa.errors import Unauthorized
-from miaofa.settings import Settings
 
 
 def get_state(request: Request) -> State:

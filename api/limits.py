@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import deps, metrics
+from api import deps, http_metrics
 from miaofa.errors import MiaofaError
 from miaofa.settings import Settings
 
@@ -77,7 +77,7 @@ class RequestLimits:
         try:
             await authenticate(scope, headers.get("authorization"))
         except MiaofaError as exc:
-            metrics.REFUSED.labels("unauthorized").inc()
+            http_metrics.REFUSED.labels("unauthorized").inc()
             await _refuse(scope, receive, send, exc.status_code, exc.error, exc.detail,
                           {"WWW-Authenticate": "Bearer"})
             return
@@ -87,7 +87,7 @@ class RequestLimits:
             return
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            metrics.REFUSED.labels("declared_too_large").inc()
+            http_metrics.REFUSED.labels("declared_too_large").inc()
             too_large = BodyTooLarge(limit)
             await _refuse(scope, receive, send, 413, too_large.error, str(too_large.detail))
             return
@@ -101,7 +101,7 @@ class RequestLimits:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    metrics.REFUSED.labels("streamed_too_large").inc()
+                    http_metrics.REFUSED.labels("streamed_too_large").inc()
                     raise BodyTooLarge(limit)
             return message
 

@@ -23,9 +23,9 @@ from temporalio.service import RPCStatusCode
 
 from api.state import State
 from miaofa import contract as c
-from miaofa import errors, logs
+from miaofa import errors
 from miaofa.errors import Conflict, OrderClosed, OrderNotFound, OrderTimeout, TemporalUnavailable
-from miaofa.temporal import start_stray_review
+from miaofa.telemetry import logs
 
 log = logging.getLogger("miaofa.api.orders")
 
@@ -95,24 +95,6 @@ def _update_timeout(state: State) -> timedelta:
 
 def _handle(state: State, order_id: str):
     return state.temporal.get_workflow_handle(c.order_workflow_id(order_id))
-
-
-async def signal_payment(state: State, order_id: str, notify_id: int) -> bool:
-    """Tell the order a verified notify is logged; False when its workflow has closed (or never was)."""
-    try:
-        await _handle(state, order_id).signal(c.PAYMENT_SIGNAL, c.PaymentNotified(notify_id=notify_id))
-        return True
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise TemporalUnavailable("the order service is not answering") from exc
-
-
-async def review_stray(state: State, stray: c.StrayPayment) -> None:
-    try:
-        await start_stray_review(state.temporal, state.task_queue, stray)
-    except RPCError as exc:
-        raise TemporalUnavailable("the order service is not answering") from exc
 
 
 async def run_update(state: State, order_id: str, update: str, arg: Any = None, *, result_type: type,

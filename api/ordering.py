@@ -20,11 +20,12 @@ from fastapi import Request
 
 from api import metrics, order_client
 from api.client_ip import ruled_ip
-from api.hot import ProductInfo
+from api.stock_hint import ProductInfo
 from api.schemas import OrderCreate, plain
 from api.state import State
 from miaofa import contract as c
-from miaofa import coupons, errors, lang, orders, risk
+from miaofa import coupons, errors, lang, orders
+from miaofa.risk import admission
 from miaofa.errors import InvalidInput, MiaofaError, NotFound, OrderTimeout, SoldOut, Unavailable
 
 log = logging.getLogger("miaofa.api.shop")
@@ -175,7 +176,7 @@ class OrderDesk:
 
     async def _forget(self, order_id: str) -> None:
         async with self.sessionmaker.begin() as session:
-            await risk.forget(session, order_id)
+            await admission.forget(session, order_id)
 
     def order_input(self, product: ProductInfo, body: OrderCreate, order_id: str, buyer_hash: str,
                     decision: c.RiskDecision | None = None, buyer_lang: str | None = None) -> c.OrderInput:

@@ -5,14 +5,14 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from api.hot import HotCatalog
-from miaofa.codec import EncryptionCodec
+from api.stock_hint import StockHint
+from miaofa.crypto.codec import EncryptionCodec
+from miaofa.crypto.vault import Vault
 from miaofa.gateways.base import Gateway
 from miaofa.rate_bound import RateBound
-from miaofa.risk import Guards, LookupRate
-from miaofa.risk_chain import Chain
+from miaofa.risk.limiters import Guards, LookupRate
+from miaofa.risk.chain import Chain
 from miaofa.settings import Settings
-from miaofa.vault import Vault
 
 
 @dataclass
@@ -24,7 +24,7 @@ class State:
     temporal: Client
     codec: EncryptionCodec
     gateways: dict[str, Gateway]
-    hot: HotCatalog
+    hot: StockHint  # the stock hint (api/stock_hint.py)
     task_queue: str
     # This process's own counters: each API process keeps its own share of the limits.
     chain: Chain  # the risk rule chain of POST /orders (its rates, the rules file)

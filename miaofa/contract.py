@@ -66,7 +66,7 @@ REJECT_UPDATE = "reject"  # a held order: release its stock, status rejected
 PAYMENT_SIGNAL = "payment_notified"
 STATUS_QUERY = "status"
 
-# Risk verdicts (miaofa/risk_rules.py): allow opens the order, review holds it in_review for support,
+# Risk verdicts (miaofa/risk/rules.py): allow opens the order, review holds it in_review for support,
 # deny refuses it before anything is reserved.
 RISK_ALLOW = "allow"
 RISK_REVIEW = "review"

@@ -11,6 +11,7 @@ class MiaofaError(Exception):
     status_code = 400
     error = "bad_request"
     headers: dict[str, str] | None = None  # sent with the answer (Retry-After)
+    risk_rule: str | None = None  # the risk rule that denied an order, when one did (miaofa/risk/chain.py)
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -139,7 +140,7 @@ class TemporalUnavailable(Unavailable):
     error = "temporal_unavailable"
 
 
-# ---- order admission (miaofa/risk.py) and other abuse guards -------------------------------------
+# ---- order admission (miaofa/risk/) and other abuse guards ----------------------------------------
 
 
 class TooManyRequests(MiaofaError):
@@ -164,7 +165,7 @@ class QuantityLimit(MiaofaError):
     error = "quantity_limit"
 
 
-# Denials of the rule chain (miaofa/risk_rules.py): the code says which kind of rule, never what matched.
+# Denials of the rule chain (miaofa/risk/rules.py): the code says which kind of rule, never what matched.
 
 
 class EmailBlocked(MiaofaError):

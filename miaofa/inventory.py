@@ -16,9 +16,9 @@ from datetime import datetime
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from miaofa.crypto.vault import Vault
 from miaofa.db.models import CardKey
 from miaofa.errors import InvalidInput, UnsupportedMediaType
-from miaofa.vault import Vault
 
 MAX_KEY_LENGTH = 512
 IMPORT_BATCH = 10_000

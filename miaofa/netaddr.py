@@ -23,3 +23,13 @@ def within(ip: str, nets: tuple[Network, ...]) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in net for net in nets)
+
+
+def networks_problem(text: str) -> str | None:
+    """Why "10.0.0.0/8, ::1" is not a list of addresses and networks, or None."""
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            return f"{part!r} is not an address or network (e.g. 10.0.0.0/8)"
+    return None

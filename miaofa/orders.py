@@ -7,10 +7,11 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa import contract as c
-from miaofa import inventory, outbox
+from miaofa import inventory
+from miaofa.messaging import outbox
 from miaofa.db.models import Coupon, Order, OrderEvent, Payment
 from miaofa.errors import OrderNotFound
-from miaofa.vault import Vault
+from miaofa.crypto.vault import Vault
 
 
 # The order's status machine (README, "Order states"): each status and the ones it may move to. A

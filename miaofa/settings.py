@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from miaofa.gateways.config import (
@@ -15,8 +15,9 @@ from miaofa.gateways.config import (
     StripeSettings,
     WechatSettings,
 )
-
-PLACEHOLDER_SECRETS = {"changethis", "changeme", "secret", ""}
+from miaofa.netaddr import networks_problem
+from miaofa.risk.rules import Rules, RulesError, load
+from miaofa.text import key_problem, secret_problem, url_problem
 
 
 class Settings(BaseSettings):
@@ -39,6 +40,7 @@ class Settings(BaseSettings):
     sim_public_url: str = ""  # the simulator as buyers' browsers reach it (pay links); defaults to sim_url
     sim_merchant_id: str = "miaofa-demo"
     sim_secret: str = ""  # unset: no simulator gateway (miaofa up generates one for the demo)
+    sim_control_token: str = ""  # bearer token of the simulator's /control; unset: /control refused
     admin_token: str = ""
     support_token: str = ""
     staff_token: str = ""  # the token `miaofa support` sends: a named one (miaofa tokens add); else SUPPORT_TOKEN
@@ -72,7 +74,8 @@ class Settings(BaseSettings):
     reconcile_grace_seconds: int = 120  # payments younger than this may still be on their way in
     up_workers: int = Field(default=1, ge=1, le=16)  # worker processes `miaofa up` runs
     workflow_sandbox: bool = True  # run workflow code in Temporal's sandbox (a benchmark lever; keep on)
-    # Order admission (miaofa/risk.py), cheapest first; 0 turns a rule off. "Open" = awaiting payment.
+    # Order admission (miaofa/risk/, defaults of its rules), cheapest first; 0 turns a rule off. "Open"
+    # = awaiting payment or in review.
     risk_rate_per_ip_per_minute: int = 20  # order attempts per client address (sliding minute, per API process)
     risk_rate_per_email_per_minute: int = 5  # order attempts per buyer email (sliding minute, per API process)
     risk_max_open_orders_per_email: int = 3  # unpaid orders one buyer email may hold at once
@@ -84,7 +87,7 @@ class Settings(BaseSettings):
     risk_rate_per_device_per_minute: int = 5  # order attempts per X-Device-Id (sliding minute, per API process)
     risk_new_device_review_cents: int = 50000  # above this, a device new to the email's delivered orders: review
     risk_history_multiple: float = 10  # above N × the median of the email's delivered orders: review
-    risk_rules_file: str = ""  # a TOML rules file over these defaults (miaofa/risk_rules.py), re-read on change
+    risk_rules_file: str = ""  # a TOML rules file over these defaults (miaofa/risk/rules.py), re-read on change
     review_window_seconds: int = 1800  # an order held for review and not decided by then is rejected
     trusted_proxies: str = ""  # CIDRs of reverse proxies whose X-Forwarded-For names the client; none by default
     sse_max_streams_per_ip: int = 8  # live order-event streams per client address (per API process)
@@ -93,8 +96,6 @@ class Settings(BaseSettings):
     @field_validator("risk_rules_file")
     @classmethod
     def _rules_file_usable(cls, value: str) -> str:
-        from miaofa.risk_rules import Rules, RulesError, load
-
         if value:
             try:
                 load(value, Rules())
@@ -105,16 +106,10 @@ class Settings(BaseSettings):
     @field_validator("risk_exempt_networks", "trusted_proxies")
     @classmethod
     def _networks_parse(cls, value: str) -> str:
-        import ipaddress
-
-        for part in filter(None, (p.strip() for p in value.split(","))):
-            try:
-                ipaddress.ip_network(part, strict=False)
-            except ValueError:
-                raise ValueError(f"{part!r} is not an address or network (e.g. 10.0.0.0/8)") from None
+        if problem := networks_problem(value):
+            raise ValueError(problem)
         return value
 
-    sim_control_token: str = ""  # bearer token of the simulator's /control; unset: /control refused
     # Real gateways, each off until its required settings are all set (miaofa/gateways/config.py).
     alipay: AlipaySettings = AlipaySettings()
     wechat: WechatSettings = WechatSettings()
@@ -125,53 +120,28 @@ class Settings(BaseSettings):
     def gateway_settings(self) -> list[GatewaySettings]:
         return [self.alipay, self.wechat, self.stripe, self.epay, self.epusdt]
 
-    @field_validator("sim_secret", "sim_control_token")
+    @field_validator("admin_token", "support_token", "staff_token", "sim_control_token", "sim_secret",
+                     "webhook_secret")
     @classmethod
-    def _no_public_sim_secret(cls, value: str) -> str:
-        if value and (value.lower() in PLACEHOLDER_SECRETS or value == "sim-dev-secret-not-for-production"):
-            raise ValueError("is a placeholder or a published value; set a real random secret")
-        if value and len(value) < 16:
-            raise ValueError("must be at least 16 characters")
-        return value
-
-    @field_validator("admin_token", "support_token", "staff_token")
-    @classmethod
-    def _no_placeholder_token(cls, value: str) -> str:
-        if value and value.lower() in PLACEHOLDER_SECRETS:
-            raise ValueError("is a placeholder; set a real random token")
-        if value and len(value) < 16:
-            raise ValueError("must be at least 16 characters")
+    def _secret_real(cls, value: str, info: ValidationInfo) -> str:
+        kind = "token" if (info.field_name or "").endswith("_token") else "secret"
+        if value and (problem := secret_problem(value, kind)):
+            raise ValueError(problem)
         return value
 
     @field_validator("vault_key")
     @classmethod
     def _vault_key_decodes(cls, value: str) -> str:
         # Checked here, so a bad key stops every command at start rather than at the first order.
-        from miaofa.vault import VaultKeyError, parse_vault_key
-
-        if value:
-            try:
-                parse_vault_key(value)
-            except VaultKeyError as exc:
-                raise ValueError(str(exc).removeprefix("MIAOFA_VAULT_KEY ")) from None
+        if value and (problem := key_problem(value)):
+            raise ValueError(problem)
         return value
 
     @field_validator("webhook_url")
     @classmethod
     def _webhook_url_http(cls, value: str) -> str:
-        from miaofa.messaging.webhooks import url_problem
-
         if value and (problem := url_problem(value)):
             raise ValueError(problem)
-        return value
-
-    @field_validator("webhook_secret")
-    @classmethod
-    def _webhook_secret_real(cls, value: str) -> str:
-        if value and value.lower() in PLACEHOLDER_SECRETS:
-            raise ValueError("is a placeholder; set a real random secret")
-        if value and len(value) < 16:
-            raise ValueError("must be at least 16 characters")
         return value
 
     @model_validator(mode="after")

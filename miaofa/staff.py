@@ -16,8 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import func
 
+from miaofa.crypto.vault import Vault
 from miaofa.db.models import StaffToken
-from miaofa.vault import Vault
 
 ROLES = ("support", "admin")
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")

@@ -26,7 +26,7 @@ REVIEW_STRAY = "review_stray_payment"
 RECORD_STRAY_REFUND = "record_stray_refund"
 RECONCILE = "reconcile_payments"
 
-# Verdicts of ACCEPT_PAYMENT: what a proof of payment means for its order (miaofa.payments.judge).
+# Verdicts of ACCEPT_PAYMENT: what a proof of payment means for its order (miaofa.payments.proof.judge).
 ACCEPTED = "accepted"  # the order's payment, paid in full: the order is paid now
 DUPLICATE = "duplicate"  # the order's payment, already accepted: nothing changes
 STRAY = "stray"  # money the order cannot take (wrong amount or currency, another payment): refund it
@@ -126,6 +126,11 @@ class AcceptPaymentStep:
     amount_cents: int = 0
     currency: str = ""
     paid_at: datetime | None = None
+
+
+# The timeline stage written for each source that finds a payment.
+SOURCE_STAGES = {"notify": "notified", "poll": "polled", "poll_backup": "polled_backup", "check": "checked",
+                 "close": "paid_at_close", "late_poll": "polled_late", "reconcile": "reconciled", "free": "free"}
 
 
 @dataclass

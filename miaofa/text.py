@@ -1,9 +1,12 @@
-"""Text a client sends, checked at the edge: no control characters, one email address.
+"""Text checked at the edge: what a client sends (no control characters, one email address) and what
+an operator sets (a webhook URL, a secret, a key). Pure functions: the settings validate with them.
 
 Each check answers with what is wrong, never with the value (it may be a key or a buyer's email).
 """
 
+import base64
 import unicodedata
+from urllib.parse import urlparse
 
 # Control, format, line and paragraph separators: NUL, tab, CR/LF, NEL, zero-width space, bidi marks …
 CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})  # Cs: a lone surrogate is no text
@@ -41,4 +44,41 @@ def email_problem(email: str) -> str | None:
     if len(labels) < 2 or not all(label and all(ch.isalnum() or ch in _DOMAIN_EXTRA for ch in label)
                                   and not label.startswith("-") and not label.endswith("-") for label in labels):
         return "must be one address whose domain has a dot and only letters, digits and hyphens"
+    return None
+
+
+PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", ""})
+PUBLISHED_SECRETS = frozenset({"sim-dev-secret-not-for-production"})  # printed in old docs and examples
+MIN_SECRET_LENGTH = 16
+
+
+def secret_problem(value: str, kind: str = "secret") -> str | None:
+    """Why a set secret (a token, a signing secret) is not a real random one, or None."""
+    if value.lower() in PLACEHOLDER_SECRETS:
+        return f"is a placeholder; set a real random {kind}"
+    if value in PUBLISHED_SECRETS:
+        return f"is a published value; set a real random {kind}"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"must be at least {MIN_SECRET_LENGTH} characters"
+    return None
+
+
+def key_problem(text: str, size: int = 32) -> str | None:
+    """Why `text` is not `size` bytes in urlsafe base64, or None."""
+    try:
+        raw = base64.urlsafe_b64decode(text.encode())
+    except (ValueError, TypeError):
+        return "is not valid base64"
+    return None if len(raw) == size else f"must decode to {size} bytes"
+
+
+def url_problem(url: str) -> str | None:
+    """Why a webhook URL cannot be used, or None."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parsed.hostname:
+        return "must name a host"
+    if any(not ch.isprintable() or ch.isspace() for ch in url):
+        return "must not contain spaces or control characters"
     return None

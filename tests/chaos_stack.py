@@ -28,8 +28,8 @@ import httpx
 import psutil
 from aiosmtpd.controller import Controller
 
+from miaofa.crypto.vault import Vault
 from miaofa.devstack.procs import free_port
-from miaofa.vault import Vault
 from tests.messaging import part
 
 # Short clocks: a lost callback is polled 2 s after the order opens, every 1 s doubling to 30 s,

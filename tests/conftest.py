@@ -17,15 +17,15 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
 from miaofa import contract
-from miaofa.codec import data_converter
+from miaofa.crypto.codec import data_converter
+from miaofa.crypto.vault import Vault
 from miaofa.db import migrate
 from miaofa.db.engine import make_engine, make_sessionmaker
 from miaofa.devstack.postgres import LocalPostgres
 from miaofa.devstack.procs import free_port
 from miaofa.devstack.temporal import temporal_binary, venv_binary
 from miaofa.simulator.app import create_app as create_sim
-from miaofa.temporal import codec_for
-from miaofa.vault import Vault
+from miaofa.temporal.client import codec_for
 from tests.servers import bind, serve
 from tests.stack import Stack, running_stack
 

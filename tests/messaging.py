@@ -20,12 +20,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from miaofa import catalog, outbox
+from miaofa import catalog
+from miaofa.crypto.vault import Vault
+from miaofa.messaging import outbox
 from miaofa.db.models import Order, OutboxMessage
 from miaofa.devstack.procs import free_port
-from miaofa.mailer import Mailer
 from miaofa.messaging.dispatcher import Dispatcher
-from miaofa.vault import Vault
+from miaofa.messaging.mailer import Mailer
 from tests.conftest import TEST_VAULT_KEY
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -19,9 +19,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from miaofa.contract import order_workflow_id
+from miaofa.crypto.vault import Vault
 from miaofa.gateways.registry import build_gateways
 from miaofa.settings import Settings
-from miaofa.vault import Vault
 from tests.servers import bind, serve
 from temporalio.worker import Worker
 

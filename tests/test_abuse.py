@@ -20,9 +20,9 @@ from api.schemas import OrderCreate
 from miaofa import contract as c
 from miaofa.db.models import Order, OrderAdmission
 from miaofa.devstack.procs import free_port
-from miaofa.mailer import Mailer
-from tests.conftest import stack_settings
+from miaofa.messaging.mailer import Mailer
 from miaofa.settings import Settings
+from tests.conftest import stack_settings
 from tests.stack import RISK_OFF, Stack, running_stack
 
 GUARDS = dict(

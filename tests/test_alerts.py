@@ -18,7 +18,8 @@ PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed (Debian package `prometheus`: apt-get install -y prometheus)")
 # Where the shop's metrics are declared: the API's registry and the worker's meter.
-SOURCES = [ROOT / "api" / "metrics.py", ROOT / "miaofa" / "telemetry" / "metrics.py",
+SOURCES = [ROOT / "api" / "http_metrics.py", ROOT / "miaofa" / "telemetry" / "registry.py",
+           ROOT / "miaofa" / "telemetry" / "metrics.py",
            ROOT / "miaofa" / "telemetry" / "watch.py", ROOT / "activities" / "reconcile.py",
            ROOT / "miaofa" / "messaging" / "dispatcher.py"]
 SUFFIXES = ("_bucket", "_count", "_sum")

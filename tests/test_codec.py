@@ -7,10 +7,10 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
 from api.routes.codec import own_hosts
-from miaofa.codec import ENCODING, EncryptionCodec, UndecodablePayload
+from miaofa.crypto.codec import ENCODING, EncryptionCodec, UndecodablePayload
+from miaofa.crypto.vault import Vault, new_vault_key
 from miaofa.settings import Settings
-from miaofa.temporal import codec_for
-from miaofa.vault import Vault, new_vault_key
+from miaofa.temporal.client import codec_for
 from tests.stack import Stack
 
 

@@ -28,4 +28,6 @@ def test_quickstart_has_exactly_two_commands() -> None:
         "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/miaofa up",
         "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest",
     ]
-    assert commands[1].split("&& ", 1)[1] in (README.parent / ".ci" / "run").read_text()
+    # CI runs the same command, with the import contracts (pyproject's [tool.importlinter]) before pytest.
+    install, test = commands[1].split("&& ", 1)[1].split(" && ")
+    assert f"{install} && .venv/bin/lint-imports && {test}" in (README.parent / ".ci" / "run").read_text()

@@ -10,9 +10,10 @@ from email.header import decode_header, make_header
 
 from sqlalchemy import func, select, text
 
-from miaofa import coupons, outbox
+from miaofa import coupons
+from miaofa.crypto.vault import Vault
+from miaofa.messaging import outbox
 from miaofa.db.models import OutboxMessage
-from miaofa.vault import Vault
 from tests.conftest import TEST_VAULT_KEY, stack_settings
 from tests.messaging import SHOP_URL, Smtp, dispatcher, drain, emit, make_order, new_email, part, rows
 from tests.stack import Stack, running_stack
@@ -242,7 +243,7 @@ async def test_the_demo_mail_catcher_keeps_each_mail_as_a_private_file(tmp_path)
 
     from miaofa.devstack.mailcatch import MailDir
     from miaofa.devstack.procs import free_port
-    from miaofa.mailer import Mailer
+    from miaofa.messaging.mailer import Mailer
 
     port = free_port()
     controller = Controller(MailDir(tmp_path / "mail"), hostname="127.0.0.1", port=port)

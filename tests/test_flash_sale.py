@@ -3,7 +3,7 @@
 import asyncio
 from collections import Counter
 
-from api.metrics import ORDERS
+from api.http_metrics import ORDERS
 from miaofa.contract import SA_AMOUNT_CENTS
 from tests.stack import Stack
 

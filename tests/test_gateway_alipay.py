@@ -19,12 +19,12 @@ from cryptography.hazmat.primitives.asymmetric import ec as ec_key
 from sqlalchemy import func, select
 
 from miaofa.db.models import NotifyLog, Payment
-from miaofa.gateways.alipay import AlipayGateway, response_members
+from miaofa.gateways.alipay import AlipayGateway
+from miaofa.gateways.alipay_wire import response_members
 from miaofa.gateways.base import GatewayError, GatewayRefused, InvalidNotify, PaymentRequest, Unsupported
 from miaofa.gateways.config import AlipaySettings
 from tests.conftest import stack_settings
-from tests.fakes.alipay import (FakeAlipay, Trade, new_key, now_text, private_pem, public_base64, public_pem,
-                                rsa2)
+from tests.fakes.alipay import FakeAlipay, Trade, new_key, now_text, private_pem, public_base64, public_pem, rsa2
 from tests.servers import bind, serve
 from tests.stack import Stack, running_stack
 

@@ -1,7 +1,6 @@
 """Stripe: the adapter against a local fake Stripe, webhook signatures cross-checked with the stripe SDK,
 the saga end to end, and forged or unwanted webhooks sent to the real notify route."""
 
-import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable

@@ -14,14 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import func, select
 from wechatpayv3 import WeChatPay, WeChatPayType
-from cryptography.hazmat.primitives.serialization import Encoding
 from wechatpayv3.utils import aes_decrypt, build_authorization
 
 from miaofa.db.models import NotifyLog, OrderEvent, Payment
-from miaofa.gateways.base import (GatewayError, GatewayRefused, Notice, PaymentRequest,
-                                  PaymentState, Unsupported)
+from miaofa.gateways.base import GatewayError, GatewayRefused, Notice, PaymentRequest, PaymentState, Unsupported
 from miaofa.gateways.registry import build_gateways
 from miaofa.gateways.wechat import WechatGateway
 from miaofa.gateways.wechat_crypto import encrypt
@@ -529,7 +528,7 @@ ATTACKS = [
     Attack("body-not-UTF-8", _signed_body(b'{"id":"\xff\xfe"}'), 400, REJECTED, "malformed JSON"),
     Attack("unsupported-event-type", lambda f, t, k: f.notify(_paid(f, t.pending), event_type="TRANSACTION.CLOSED"),
            400, REJECTED, "unsupported event type"),
-    # Signed by WeChat and decrypted: judged against the order (miaofa.payments.judge).
+    # Signed by WeChat and decrypted: judged against the order (miaofa.payments.proof.judge).
     Attack("wrong-amount", _amount(1), 204, "stray", "wrong_amount", "pending"),
     Attack("wrong-currency", _amount(990, "USD"), 204, "stray", "wrong_amount", "pending"),
     Attack("wrong-mchid", lambda f, t, k: _valid(f, t.pending, mchid="1900000999"), 400, "foreign",

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Text, cast, func, select
 
 from miaofa.db.models import NotifyLog
-from miaofa.payments import MAX_STORED_REJECTED_BODY, MAX_STORED_REJECTED_HEADERS, _stored_headers
+from miaofa.payments.records import MAX_STORED_REJECTED_BODY, MAX_STORED_REJECTED_HEADERS, _stored_headers
 from miaofa.rate_bound import RateBound
 from tests.stack import Stack
 

@@ -11,8 +11,8 @@ import pytest
 from fastapi import Request
 from sqlalchemy import text
 
-from miaofa import logs
 from miaofa.settings import Settings
+from miaofa.telemetry import logs
 from tests.stack import Stack
 
 

@@ -16,7 +16,7 @@ from miaofa import contract as c
 from miaofa.db.models import Order, ReconcileFinding
 from miaofa.devstack.procs import free_port
 from miaofa.telemetry.watch import Watch
-from miaofa.temporal import metrics_runtime
+from miaofa.temporal.client import metrics_runtime
 from tests.conftest import SIM_SECRET, stack_settings
 from tests.stack import Stack, running_stack
 

@@ -11,7 +11,8 @@ from sqlalchemy import select, text
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from miaofa import contract as c
-from miaofa import orders, outbox
+from miaofa import orders
+from miaofa.messaging import outbox
 from miaofa.db.models import OutboxMessage
 from miaofa.devstack.procs import free_port
 from tests.messaging import (

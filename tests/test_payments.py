@@ -1,4 +1,4 @@
-"""The one payment rule (miaofa.payments.judge), and a payment signal that proves nothing."""
+"""The one payment rule (miaofa.payments.proof.judge), and a payment signal that proves nothing."""
 
 import asyncio
 from datetime import datetime, timezone
@@ -9,7 +9,7 @@ from temporalio.client import WorkflowHandle
 from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.db.models import Order, Payment
-from miaofa.payments import FOREIGN, Judgement, Proof, judge
+from miaofa.payments.proof import FOREIGN, Judgement, Proof, judge
 from tests.stack import Stack
 
 PAID_AT = datetime(2026, 11, 25, tzinfo=timezone.utc)
@@ -38,16 +38,25 @@ def _proof(**changes) -> Proof:
 ])
 def test_judge(proof: Proof, expected: Judgement) -> None:
     order, payment = _order()
-    assert judge(order, payment, proof, merchant_id="m1") == expected
+    assert judge(order, payment, proof, gateway="simulator", merchant_id="m1") == expected
 
 
 def test_judge_unknown_order_and_repeats() -> None:
-    assert judge(None, None, _proof(), "m1") == Judgement(s.STRAY, "unknown_order")
+    assert judge(None, None, _proof(), gateway="simulator", merchant_id="m1") == Judgement(s.STRAY, "unknown_order")
     order, payment = _order()
     payment.status = "paid"
-    assert judge(order, payment, _proof(), "m1") == Judgement(s.DUPLICATE)
+    assert judge(order, payment, _proof(), gateway="simulator", merchant_id="m1") == Judgement(s.DUPLICATE)
     payment.status = "refunded"  # a replayed paid notify after a refund changes nothing
-    assert judge(order, payment, _proof(), "m1") == Judgement(s.DUPLICATE)
+    assert judge(order, payment, _proof(), gateway="simulator", merchant_id="m1") == Judgement(s.DUPLICATE)
+
+
+def test_judge_another_gateways_order() -> None:
+    # Payment ids are unique per gateway only: the same ids at another gateway pay no order of ours.
+    order, payment = _order()
+    assert judge(order, payment, _proof(), gateway="epay") == Judgement(s.STRAY, "unknown_order")
+    assert judge(order, payment, _proof(status="pending"), gateway="epay") == Judgement(s.NOT_PAID, "pending")
+    # Without a gateway the proof came through the order's own (its poll, its logged notify).
+    assert judge(order, payment, _proof(), gateway=None) == Judgement(s.ACCEPTED)
 
 
 async def _stays_unpaid(handle: WorkflowHandle, stack: Stack, order: dict) -> None:

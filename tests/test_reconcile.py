@@ -13,9 +13,9 @@ from sqlalchemy import select
 from temporalio.client import ScheduleIntervalSpec
 
 from miaofa import contract as c
-from miaofa import reconcile
 from miaofa.db.models import ReconcileFinding
-from miaofa.schedules import apply_reconcile_schedule
+from miaofa.payments import reconcile
+from miaofa.temporal.schedules import apply_reconcile_schedule
 from tests.conftest import stack_settings
 from tests.stack import Stack, running_stack
 

@@ -9,15 +9,19 @@ import pytest
 from starlette.requests import Request
 
 from api.client_ip import client_ip
-from miaofa import catalog, contract as c, risk
+from miaofa import catalog
+from miaofa import contract as c
 from miaofa.db.models import Order, OrderAdmission
-from miaofa.errors import QuantityLimit, TooManyOpenOrders, TooManyRequests
+from miaofa.errors import QuantityLimit, TooManyOpenOrders
+from miaofa.risk import limiters
+from miaofa.risk.admission import Admission, Applicant, Windows, forget
+from miaofa.risk.rules import Rules
 from miaofa.text import control_character, email_problem
 from tests.conftest import TEST_VAULT_KEY
 
 
 def test_sliding_window_counts_the_last_minute() -> None:
-    window = risk.SlidingWindow(3, window=60)
+    window = limiters.SlidingWindow(3, window=60)
     for t in (0, 10, 20):
         assert window.wait("k", t) == 0
         window.hit("k", t)
@@ -26,33 +30,33 @@ def test_sliding_window_counts_the_last_minute() -> None:
     assert window.wait("k", 60.5) == 0  # sliding: one slot free again, not a whole new minute
     window.hit("k", 60.5)
     assert window.wait("k", 61) == pytest.approx(9)
-    assert risk.SlidingWindow(0).wait("k", 0) == 0  # 0 = off
+    assert limiters.SlidingWindow(0).wait("k", 0) == 0  # 0 = off
 
 
 def test_sliding_window_memory_is_bounded() -> None:
-    window = risk.SlidingWindow(1, max_keys=100)
+    window = limiters.SlidingWindow(1, max_keys=100)
     for i in range(1000):
         window.hit(f"k{i}", 0)
     assert len(window._hits) == 100
 
 
 def test_min_interval_and_slots() -> None:
-    every = risk.MinInterval(5)
+    every = limiters.MinInterval(5)
     assert every.take("o1", 100) == 0
     assert every.take("o1", 101) == pytest.approx(4)
     assert every.take("o2", 101) == 0
     assert every.take("o1", 105) == 0
-    slots = risk.Slots(2)
+    slots = limiters.Slots(2)
     assert [slots.acquire("ip"), slots.acquire("ip"), slots.acquire("ip")] == [True, True, False]
     slots.release("ip")
     assert slots.acquire("ip") and slots.held("ip") == 2
-    assert risk.Slots(0).acquire("ip")  # 0 = off
+    assert limiters.Slots(0).acquire("ip")  # 0 = off
 
 
 def test_ipv6_clients_count_by_their_64() -> None:
-    assert risk.client_bucket("2001:db8:1:2:aaaa::1") == risk.client_bucket("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
-    assert risk.client_bucket("::ffff:192.0.2.1") == "192.0.2.1"
-    admission = risk.Admission(risk.Limits(), TEST_VAULT_KEY)
+    assert limiters.client_bucket("2001:db8:1:2:aaaa::1") == limiters.client_bucket("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert limiters.client_bucket("::ffff:192.0.2.1") == "192.0.2.1"
+    admission = Admission(Windows(), TEST_VAULT_KEY)
     assert admission.client_hash("192.0.2.1") == admission.client_hash("::ffff:192.0.2.1")
     assert "192.0.2.1" not in admission.client_hash("192.0.2.1")  # stored as a keyed hash only
 
@@ -88,8 +92,8 @@ def test_text_checks() -> None:
 # ---- the caps, in PostgreSQL -------------------------------------------------------------------
 
 
-CAPS = risk.Limits(open_per_email=3, open_per_ip=4, open_units_per_ip=6, open_per_buyer_product=2,
-                   units_per_buyer_product=5, payment_window_seconds=900, pending_seconds=60)
+CAPS = Rules(open_per_email=3, open_per_ip=4, open_units_per_ip=6, open_per_buyer_product=2, units_per_buyer_product=5)
+WINDOWS = Windows(payment_seconds=900, pending_seconds=60)
 
 
 async def _product(sessionmaker) -> int:
@@ -99,13 +103,13 @@ async def _product(sessionmaker) -> int:
         return product.id
 
 
-async def _admit(sessionmaker, admission: risk.Admission, buyer: str, client: str | None, product_id: int,
+async def _admit(sessionmaker, admission: Admission, buyer: str, client: str | None, product_id: int,
                  quantity: int = 1, order_id: str | None = None) -> str:
     """The order id admitted, or the refusal's error code."""
     order_id = order_id or uuid.uuid4().hex[:20]
     try:
         async with sessionmaker.begin() as session:
-            await admission.admit(session, risk.Applicant(order_id, buyer, client, product_id, quantity),
+            await admission.admit(session, CAPS, Applicant(order_id, buyer, client, product_id, quantity),
                                   datetime.now(timezone.utc))
     except (TooManyOpenOrders, QuantityLimit) as exc:
         return exc.error
@@ -115,7 +119,7 @@ async def _admit(sessionmaker, admission: risk.Admission, buyer: str, client: st
 async def test_caps_hold_across_api_processes_under_a_burst(sessionmaker) -> None:
     product_id = await _product(sessionmaker)
     # Three API processes (three Admission objects), 30 requests at once from one buyer.
-    processes = [risk.Admission(CAPS, TEST_VAULT_KEY) for _ in range(3)]
+    processes = [Admission(WINDOWS, TEST_VAULT_KEY) for _ in range(3)]
     buyer = "b-" + uuid.uuid4().hex[:12]
     answers = await asyncio.gather(*(_admit(sessionmaker, processes[i % 3], buyer, None, product_id)
                                      for i in range(30)))
@@ -130,7 +134,7 @@ async def test_caps_hold_across_api_processes_under_a_burst(sessionmaker) -> Non
 
 async def test_quantity_and_email_caps(sessionmaker) -> None:
     p1, p2, p3 = [await _product(sessionmaker) for _ in range(3)]
-    admission = risk.Admission(CAPS, TEST_VAULT_KEY)
+    admission = Admission(WINDOWS, TEST_VAULT_KEY)
     buyer = "q-" + uuid.uuid4().hex[:12]
     assert await _admit(sessionmaker, admission, buyer, None, p1, quantity=6) == "quantity_limit"
     first = await _admit(sessionmaker, admission, buyer, None, p1, quantity=3)
@@ -151,7 +155,7 @@ async def test_quantity_and_email_caps(sessionmaker) -> None:
 
 async def test_open_orders_count_until_they_settle(sessionmaker) -> None:
     product_id = await _product(sessionmaker)
-    admission = risk.Admission(CAPS, TEST_VAULT_KEY)
+    admission = Admission(WINDOWS, TEST_VAULT_KEY)
     buyer = "o-" + uuid.uuid4().hex[:12]
     long_ago = datetime.now(timezone.utc) - timedelta(minutes=5)  # past the API's wait
     async with sessionmaker.begin() as session:
@@ -168,5 +172,5 @@ async def test_open_orders_count_until_they_settle(sessionmaker) -> None:
     assert second != "too_many_open_orders"
     assert await _admit(sessionmaker, admission, buyer, None, product_id) == "too_many_open_orders"  # 2 per product
     async with sessionmaker.begin() as session:  # the second did not open (sold out): forgotten at once
-        await risk.forget(session, second)
+        await forget(session, second)
     assert await _admit(sessionmaker, admission, buyer, None, product_id) != "too_many_open_orders"

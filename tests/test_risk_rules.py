@@ -13,12 +13,12 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from miaofa import catalog, contract as c
+from miaofa import catalog
+from miaofa import contract as c
 from miaofa.db.models import Order, OrderAdmission, OrderEvent
-from miaofa.errors import (DeviceBlocked, EmailBlocked, NetworkBlocked, OrderRefused, QuantityLimit,
-                           TooManyRequests)
-from miaofa.risk_chain import Chain
-from miaofa.risk_rules import Rules, RulesError, RulesFile, parse
+from miaofa.errors import DeviceBlocked, EmailBlocked, NetworkBlocked, OrderRefused, QuantityLimit, TooManyRequests
+from miaofa.risk.chain import Chain
+from miaofa.risk.rules import Rules, RulesError, RulesFile, parse
 from miaofa.settings import Settings
 from tests.conftest import TEST_VAULT_KEY, stack_settings
 from tests.stack import Stack, running_stack

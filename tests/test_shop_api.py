@@ -104,12 +104,12 @@ async def test_a_fully_discounted_order_is_delivered_without_payment(dev_stack: 
 async def test_an_order_claiming_while_the_hint_refreshes_is_not_counted_twice(dev_stack: Stack, sessionmaker,
                                                                                   monkeypatch) -> None:
     """Found by `miaofa bench flash-sale`: 199 of 200 keys sold, one answered "sold out" while left."""
-    from api import hot as hot_module
-    from api.hot import HotCatalog
+    from api import stock_hint as stock_hint_module
+    from api.stock_hint import StockHint
     from miaofa import catalog, inventory
 
     sku = await dev_stack.product(2)
-    hot = HotCatalog(sessionmaker)
+    hot = StockHint(sessionmaker)
     await hot.refresh()
     product = await hot.product(sku)
     real_list, real_count = catalog.list_products, inventory.available_by_product
@@ -127,8 +127,8 @@ async def test_an_order_claiming_while_the_hint_refreshes_is_not_counted_twice(d
         hot.settle("late-claim", reserved=True)  # …and the API hears back while the refresh still runs.
         return counted
 
-    monkeypatch.setattr(hot_module.catalog, "list_products", list_after_a_claim_commits)
-    monkeypatch.setattr(hot_module.inventory, "available_by_product", count_then_settle)
+    monkeypatch.setattr(stock_hint_module.catalog, "list_products", list_after_a_claim_commits)
+    monkeypatch.setattr(stock_hint_module.inventory, "available_by_product", count_then_settle)
     await hot.refresh()
     monkeypatch.undo()
     assert hot.available(product.id) == 1
@@ -138,11 +138,11 @@ async def test_an_order_claiming_while_the_hint_refreshes_is_not_counted_twice(d
 
 
 async def test_stock_hint_never_counts_a_reservation_twice(dev_stack: Stack, sessionmaker) -> None:
-    from api.hot import HotCatalog
+    from api.stock_hint import StockHint
     from miaofa import inventory
 
     sku = await dev_stack.product(3)
-    hot = HotCatalog(sessionmaker)
+    hot = StockHint(sessionmaker)
     await hot.refresh()
     product = await hot.product(sku)
     assert hot.claim("race-order-1", product.id, 1)

@@ -13,14 +13,13 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
-
-from miaofa.payments import FOREIGN, Judgement, Proof, judge
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
 from miaofa.gateways.base import GatewayError, InvalidNotify, Notice, PaymentRequest
 from miaofa.gateways.sim_protocol import SIGNATURE_HEADER, TIMESTAMP_HEADER, TOLERANCE_SECONDS, make_signature
 from miaofa.gateways.simulator import SimulatorGateway
+from miaofa.payments.proof import FOREIGN, Judgement, Proof, judge
 from miaofa.simulator.app import create_app
 from tests.servers import bind, serve
 
@@ -507,13 +506,13 @@ async def test_forged_or_stale_notifies_are_refused(env: Env) -> None:
     finally:
         await late.aclose()
 
-    # Another merchant's notify verifies, but the one payment rule (miaofa.payments.judge) refuses it.
+    # Another merchant's notify verifies, but the one payment rule (miaofa.payments.proof.judge) refuses it.
     other_merchant = json.loads(real.body) | {"merchant_id": "m_other"}
     headers, body = _signed(other_merchant, int(time.time()))
     notice = await env.gw.verify_notify(headers, body, {})
     proof = Proof(notice.payment_id, notice.order_id, notice.status, notice.amount_cents, notice.currency,
                   notice.paid_at, notice.merchant_id)
-    assert judge(None, None, proof, merchant_id=env.gw.merchant_id) == Judgement(FOREIGN, "another merchant")
+    assert judge(None, None, proof, gateway="simulator", merchant_id=env.gw.merchant_id) == Judgement(FOREIGN, "another merchant")
 
     nul = json.loads(real.body) | {"order_id": "o\u0000x"}
     with pytest.raises(InvalidNotify, match="bad order_id"):

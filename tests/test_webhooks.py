@@ -9,11 +9,11 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from miaofa import outbox
 from miaofa.cli.common import settings_problems
+from miaofa.crypto.vault import Vault
+from miaofa.messaging import outbox
 from miaofa.db.models import OutboxMessage, Product
 from miaofa.settings import Settings
-from miaofa.vault import Vault
 from tests.conftest import TEST_VAULT_KEY
 from tests.messaging import (
     WEBHOOK_SECRET,

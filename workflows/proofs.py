@@ -15,7 +15,7 @@ from workflows.state import SagaState
 
 class PaymentProofs(SagaState):
     async def _settle_proofs(self) -> None:
-        """Judge each queued proof (miaofa.payments.judge, in one local step): the order's own
+        """Judge each queued proof (miaofa.payments.proof.judge, in one local step): the order's own
         payment makes it paid; money it cannot take goes to a stray-payment review and refund."""
         while self._proofs:
             proof = self._proofs.pop(0)

@@ -1,5 +1,5 @@
 """ReconcileWorkflow (对账): run by a Temporal Schedule, it compares each gateway's statement of a
-time window with our orders and repairs every mismatch it can (miaofa.reconcile)."""
+time window with our orders and repairs every mismatch it can (miaofa.payments.reconcile)."""
 
 from datetime import timedelta
 

@@ -11,13 +11,13 @@ from api.deps import AdminDep, SessionDep, StateDep
 from api.state import State
 from miaofa import audit, catalog, inventory
 from miaofa.errors import InvalidInput
-from miaofa.messaging import webhooks
+from miaofa.text import url_problem
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 def _webhook_url(value: str) -> str:
-    if problem := webhooks.url_problem(value):
+    if problem := url_problem(value):
         raise PydanticCustomError("webhook_url", problem)
     return value
 

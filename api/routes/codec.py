@@ -17,7 +17,7 @@ from temporalio.api.common.v1 import Payloads
 
 from api.deps import StateDep
 from miaofa import staff
-from miaofa.codec import UndecodablePayload
+from miaofa.crypto.codec import UndecodablePayload
 from miaofa.errors import InvalidInput, Unauthorized
 from miaofa.settings import Settings
 

@@ -15,7 +15,9 @@ from pydantic import BaseModel, Field
 from api.client_ip import ruled_ip
 from api.deps import StateDep
 from api.schemas import EmailAddress
-from miaofa import lang, outbox, risk
+from miaofa import lang
+from miaofa.messaging import outbox
+from miaofa.risk.limiters import client_bucket
 
 router = APIRouter(tags=["shop"])
 
@@ -36,7 +38,7 @@ async def lookup_orders(body: LookupRequest, request: Request, state: StateDep,
     """Email the links to this address's orders (the latest 20), if it has any. The answer never says."""
     ip = ruled_ip(request, state.settings)
     buyer_hash = state.vault.buyer_hash(body.email)
-    state.lookup_rate.check(None if ip is None else risk.client_bucket(ip), buyer_hash)  # 429 with Retry-After
+    state.lookup_rate.check(None if ip is None else client_bucket(ip), buyer_hash)  # 429 with Retry-After
     async with state.sessionmaker.begin() as session:
         outbox.queue_lookup(session, buyer_hash, lang.pick(body.lang, accept_language))
     return JSONResponse({"status": "sent_if_any"}, status_code=202)

@@ -13,7 +13,8 @@ from api.deps import StateDep
 from api.routes.shop import TokenHeader, check_token
 from api.schemas import OrderId
 from miaofa import contract as c
-from miaofa import orders, risk
+from miaofa import orders
+from miaofa.risk.limiters import client_bucket
 from miaofa.errors import TooManyRequests
 
 router = APIRouter(tags=["shop"])
@@ -44,7 +45,7 @@ async def order_events(order_id: OrderId, request: Request, state: StateDep,
     check_token(state, order_id, x_order_token or token)
     streams = state.guards.streams
     ip = ruled_ip(request, state.settings)
-    slot = risk.client_bucket(ip) if ip is not None else None
+    slot = client_bucket(ip) if ip is not None else None
     if slot is not None and not streams.acquire(slot):
         raise TooManyRequests("too many live order streams from your address; close one first", retry_after=5)
 

@@ -11,9 +11,10 @@ from pydantic import BaseModel, Field
 from api import order_client
 from api.deps import SessionDep, StateDep, SupportDep
 from api.schemas import OrderId, Plain
+from miaofa import audit, inventory, orders
 from miaofa import contract as c
-from miaofa import audit, inventory, orders, payments
 from miaofa.errors import MiaofaError
+from miaofa.payments import records
 from miaofa.text import control_character
 
 router = APIRouter(prefix="/support/orders", tags=["support"])
@@ -67,8 +68,8 @@ async def read_order(order_id: str, state: StateDep, session: SessionDep, _: Sup
     """The order as support sees it: timeline, payment, notify log, and its keys masked."""
     view = await orders.order_view(session, state.vault, order_id, with_keys=False)
     view.pop("keys")
-    view["payment"] = await payments.payment_view(session, order_id)
-    view["notifies"] = await payments.notify_log(session, order_id)
+    view["payment"] = await records.payment_view(session, order_id)
+    view["notifies"] = await records.notify_log(session, order_id)
     view["keys"] = await inventory.masked_keys(session, state.vault, order_id)
     return jsonable_encoder(view)
 

@@ -22,9 +22,9 @@ from miaofa.bench.runner import Bench
 from miaofa.bench.stack import IsolatedSettings
 from miaofa.bench.stats import percentile
 from miaofa.db.models import Order, OrderEvent
-from miaofa.risk_chain import Chain
-from miaofa.risk_rules import Rules, RulesFile, parse
-from miaofa.vault import Vault
+from miaofa.crypto.vault import Vault
+from miaofa.risk.chain import Chain
+from miaofa.risk.rules import Rules, RulesFile, parse
 
 VAULT_KEY = "bWlhb2ZhLWJlbmNoLXZhdWx0LWtleS0zMi1ieXRlcyE="  # a throwaway database's key
 PRICE = 60_000

@@ -91,7 +91,7 @@ def _require(settings: Settings, *names: str, code: int = REFUSED) -> None:
 
 def _logging(settings: Settings) -> None:
     # Error types and ids only: exception messages (SQL parameters, emails) never reach a log.
-    from miaofa import logs
+    from miaofa.telemetry import logs
 
     logs.configure(settings.log_level, settings.log_format)
 

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from miaofa.cli.common import _fail, _require, _settings, console, database
 from miaofa.errors import MiaofaError
 from miaofa.settings import Settings
-from miaofa.vault import VaultKeyError
+from miaofa.crypto.vault import VaultKeyError
 
 keys_app = typer.Typer(help="Card-key inventory.", no_args_is_help=True)
 
@@ -38,7 +38,7 @@ def keys_import(file: Path = typer.Argument(..., help="Text file, one key a line
 
 async def _import(settings: Settings, data: bytes, content_type: str, sku: str):
     from miaofa import catalog, inventory
-    from miaofa.vault import Vault
+    from miaofa.crypto.vault import Vault
 
     vault = Vault(settings.vault_key)
     keys = inventory.parse_keys(data, content_type)

@@ -2,7 +2,6 @@
 
 import asyncio
 import getpass
-from types import SimpleNamespace
 
 import typer
 
@@ -85,13 +84,14 @@ async def _rows(settings: Settings, gateway: str | None, order: str | None, outc
 
 
 async def _replay(settings: Settings, notify_id: int, actor: str):
-    from api import notify_flow
     from miaofa import audit
     from miaofa import contract as c
+    from miaofa.crypto.vault import Vault
     from miaofa.db.models import NotifyLog
     from miaofa.gateways.registry import build_gateways
-    from miaofa.temporal import connect
-    from miaofa.vault import Vault
+    from miaofa.payments import notify
+    from miaofa.temporal.client import connect
+    from miaofa.temporal.signals import Signaller
 
     gateways = build_gateways(settings)
     try:
@@ -104,13 +104,11 @@ async def _replay(settings: Settings, notify_id: int, actor: str):
             if adapter is None:
                 raise LookupError(f"the {row.gateway} gateway is not configured here; see `miaofa gateways`")
             vault = Vault(settings.vault_key)
-            state = SimpleNamespace(settings=settings, sessionmaker=sessionmaker,
-                                    temporal=await connect(settings, vault), task_queue=c.TASK_QUEUE,
-                                    gateways=gateways)
-            headers, body, query = notify_flow.replayed_request(row.headers, row.body)
+            signaller = Signaller(await connect(settings, vault), c.TASK_QUEUE)
+            headers, body, query = notify.replayed_request(row.headers, row.body)
             stored_headers = {**row.headers, "x-miaofa-replay-of": str(notify_id)}
-            handled = await notify_flow.handle(state, row.gateway, adapter, headers, body, query,  # type: ignore[arg-type]
-                                               (stored_headers, row.body.encode()), lambda: True)
+            handled = await notify.handle(sessionmaker, signaller, row.gateway, adapter, headers, body, query,
+                                          (stored_headers, row.body.encode()), lambda: True)
             async with sessionmaker.begin() as session:
                 audit.record(session, actor, "notify.replayed", f"notify:{notify_id}", outcome=handled.outcome)
             return handled

@@ -37,7 +37,7 @@ def _query(status: str | None, sku: str | None, gateway: str | None, buyer_hash:
 def _buyer_hash(settings: Settings, email: str) -> str:
     if not settings.vault_key:
         _stop("MIAOFA_VAULT_KEY is not set: it is needed to hash the email as the shop does.", BAD_INPUT)
-    from miaofa.vault import Vault
+    from miaofa.crypto.vault import Vault
 
     return Vault(settings.vault_key).buyer_hash(email)
 

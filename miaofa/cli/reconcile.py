@@ -20,8 +20,8 @@ FINDING_COLUMNS = (Column("last_seen_at", "last seen", show=lambda at: at.strfti
 
 
 async def _client(settings: Settings):
-    from miaofa.temporal import connect
-    from miaofa.vault import Vault
+    from miaofa.temporal.client import connect
+    from miaofa.crypto.vault import Vault
 
     return await connect(settings, Vault(settings.vault_key))
 
@@ -33,7 +33,7 @@ def schedules_apply() -> None:
     _require(settings, "vault_key")
 
     async def apply() -> str:
-        from miaofa.schedules import apply_reconcile_schedule
+        from miaofa.temporal.schedules import apply_reconcile_schedule
 
         return await apply_reconcile_schedule(await _client(settings), settings)
 
@@ -83,7 +83,7 @@ def reconcile_report(limit: int = typer.Option(50, min=1, max=1000, help="How ma
 
 
 async def _findings(settings: Settings, limit: int) -> list[dict]:
-    from miaofa import reconcile
+    from miaofa.payments import reconcile
 
     async with database(settings) as sessionmaker, sessionmaker() as session:
         found = await reconcile.report(session, limit)

@@ -44,7 +44,7 @@ def _token_settings() -> Settings:
 
 
 async def _run(settings: Settings, work) -> Any:
-    from miaofa.vault import Vault
+    from miaofa.crypto.vault import Vault
 
     async with database(settings) as sessionmaker, sessionmaker.begin() as session:
         return await work(session, Vault(settings.vault_key))

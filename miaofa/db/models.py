@@ -238,7 +238,7 @@ class ReconcileFinding(Base):
 
 
 class OrderAdmission(Base):
-    """One row per order the API let through its admission rules (miaofa/risk.py), written before the
+    """One row per order the API let through its admission rules (miaofa/risk/admission.py), written before the
     order's workflow starts, so concurrent requests and other API processes count it at once. Only
     keyed hashes: of the buyer's email and of the client's address (an IPv6 client by its /64)."""
 

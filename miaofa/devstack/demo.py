@@ -5,9 +5,9 @@ import secrets
 from sqlalchemy import func, select
 
 from miaofa import catalog, inventory
+from miaofa.crypto.vault import Vault
 from miaofa.db.engine import make_engine, make_sessionmaker
 from miaofa.db.models import Product
-from miaofa.vault import Vault
 
 DEMO_SKU = "demo-gift-card"
 DEMO_KEYS = 100

@@ -14,9 +14,9 @@ from urllib.parse import quote
 
 from pydantic import SecretStr
 
+from miaofa.crypto.vault import new_vault_key
 from miaofa.gateways.config import GatewaySettings
 from miaofa.settings import Settings
-from miaofa.vault import new_vault_key
 
 SECRETS_FILE = "dev-secrets.json"
 POSTGRES_PASSWORD = "postgres_password"  # not a setting: it goes into the DATABASE_URL

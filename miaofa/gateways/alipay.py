@@ -8,18 +8,32 @@ payment id is our order id (out_trade_no).
 
 import base64
 import json
-import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import unquote_to_bytes, urlencode
-from zoneinfo import ZoneInfo
+from urllib.parse import urlencode
 
 import httpx
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from miaofa.gateways.alipay_wire import (
+    CHARSETS,
+    CURRENCY,
+    SIGN_RE,
+    alipay_time,
+    error_code,
+    json_object,
+    load_key,
+    notice_of,
+    notify_form,
+    response_members,
+    shanghai_time,
+    sign_content,
+    trade_currency,
+    yuan,
+)
 from miaofa.gateways.base import (
     Ack,
     CreatedPayment,
@@ -33,52 +47,13 @@ from miaofa.gateways.base import (
     QueryChannel,
     Unsupported,
 )
-from miaofa.gateways.config import AlipaySettings, read_key_text
+from miaofa.gateways.config import AlipaySettings
 from miaofa.gateways.http import GatewayHttp
-from miaofa.gateways.money import MoneyError, check_currency, to_major, to_minor
+from miaofa.gateways.money import to_major
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")  # Alipay's clock: timestamps, time_expire, gmt_payment, send_pay_date
-CURRENCY = "CNY"
 REQUEST_TIMEOUT_SECONDS = 10.0
 MAX_RESPONSE_BYTES = 256 * 1024
-MAX_NOTIFY_FIELDS = 64
-MAX_NOTIFY_VALUE = 4096
 PAID = frozenset({"TRADE_SUCCESS", "TRADE_FINISHED"})
-NOTIFY_STATUSES: dict[str, PaymentStatus] = {"TRADE_SUCCESS": "paid", "TRADE_FINISHED": "paid",
-                                             "TRADE_CLOSED": "closed", "WAIT_BUYER_PAY": "pending"}
-# A partial refund notifies again with trade_status=TRADE_SUCCESS: these fields tell it apart.
-REFUND_FIELDS = ("refund_fee", "gmt_refund", "out_biz_no")
-CHARSETS = {"utf-8": "utf-8", "gbk": "gbk", "gb2312": "gbk"}
-_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-_TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
-# Yuan with at most two decimals, no sign, no exponent, no padding ("9.9000" is not how Alipay writes 9.90).
-_AMOUNT_RE = re.compile(r"(0|[1-9][0-9]{0,11})(\.[0-9]{1,2})?")
-_ID_RE = re.compile(r"[0-9A-Za-z_.:-]{1,64}")
-_SIGN_RE = re.compile(r"[A-Za-z0-9+/]{16,1024}={0,2}")
-
-
-def sign_content(params: Mapping[str, str], exclude: tuple[str, ...]) -> str:
-    """Alipay's string to sign: non-empty params but the excluded ones, sorted by key, unencoded k=v&…."""
-    return "&".join(f"{key}={params[key]}" for key in sorted(params) if key not in exclude and params[key] != "")
-
-
-def load_key(text: str, private: bool) -> Any:
-    """An RSA key from PEM text or the console's bare base64 DER (PKCS#8/PKCS#1, SubjectPublicKeyInfo)."""
-    text = read_key_text(text).strip()
-    if not text:
-        raise ValueError("empty key")  # an empty key must never make anything verify
-    try:
-        if text.startswith("-----BEGIN"):
-            pem = text.encode()
-            key = serialization.load_pem_private_key(pem, None) if private else serialization.load_pem_public_key(pem)
-        else:
-            der = base64.b64decode("".join(text.split()), validate=True)
-            key = serialization.load_der_private_key(der, None) if private else serialization.load_der_public_key(der)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise ValueError("the key cannot be read (PEM or base64 DER expected)") from None
-    if not isinstance(key, rsa.RSAPrivateKey if private else rsa.RSAPublicKey):
-        raise ValueError("the key is not an RSA key")
-    return key
 
 
 class AlipayGateway:
@@ -110,7 +85,7 @@ class AlipayGateway:
         if request.currency != CURRENCY:
             raise GatewayRefused(f"alipay create: only {CURRENCY} is accepted")
         biz = {"out_trade_no": request.order_id, "total_amount": to_major(request.amount_cents, CURRENCY),
-               "subject": request.subject[:256], "time_expire": _shanghai(request.expires_at)}
+               "subject": request.subject[:256], "time_expire": shanghai_time(request.expires_at)}
         if self._product == "page":
             # No server call: the buyer's browser takes the signed request to Alipay's cashier.
             biz["product_code"] = "FAST_INSTANT_TRADE_PAY"
@@ -139,7 +114,7 @@ class AlipayGateway:
         self._same_trade("query", data, out_trade_no)
         try:
             status = data.get("trade_status")
-            paid_at = _time(data.get("send_pay_date")) if data.get("send_pay_date") else None
+            paid_at = alipay_time(data.get("send_pay_date")) if data.get("send_pay_date") else None
             if status in PAID:
                 state: PaymentStatus = "paid"
                 if paid_at is None:
@@ -150,8 +125,8 @@ class AlipayGateway:
                 state = "pending"
             else:
                 raise ValueError("bad trade_status")
-            currency = _currency(data)
-            amount = _amount(data.get("total_amount"), currency)
+            currency = trade_currency(data)
+            amount = yuan(data.get("total_amount"), currency)
         except ValueError as exc:
             raise GatewayError(f"alipay query: malformed response ({exc})") from None
         return PaymentState(out_trade_no, out_trade_no, state, amount, currency, paid_at)
@@ -182,7 +157,7 @@ class AlipayGateway:
         if data.get("fund_change") not in ("Y", "N"):
             raise GatewayError("alipay refund: malformed response (fund_change)")
         try:
-            refunded = _amount(data.get("refund_fee"))  # cumulative over the trade's refunds
+            refunded = yuan(data.get("refund_fee"))  # cumulative over the trade's refunds
         except ValueError:
             raise GatewayError("alipay refund: malformed response (refund_fee)") from None
         if refunded < amount_cents:
@@ -195,11 +170,11 @@ class AlipayGateway:
     # ---- notify ----
 
     async def verify_notify(self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]) -> Notice:
-        params = _form(body)
+        params = notify_form(body)
         signature = params.pop("sign", "")
         if params.get("sign_type") != "RSA2":
             raise InvalidNotify("sign_type is not RSA2")
-        if not _SIGN_RE.fullmatch(signature):
+        if not SIGN_RE.fullmatch(signature):
             raise InvalidNotify("missing or malformed sign")
         charset = CHARSETS[params.get("charset", "utf-8").lower()]
         content = sign_content(params, exclude=("sign", "sign_type"))
@@ -208,7 +183,7 @@ class AlipayGateway:
         if params.get("app_id") != self._app_id:
             raise InvalidNotify("wrong app id")
         try:
-            return _notice(params)
+            return notice_of(params)
         except ValueError as exc:
             raise InvalidNotify(str(exc)) from None
 
@@ -223,7 +198,7 @@ class AlipayGateway:
 
     def _signed(self, method: str, biz: Mapping[str, str], **extra: str) -> dict[str, str]:
         params = {"app_id": self._app_id, "method": method, "format": "JSON", "charset": "utf-8",
-                  "sign_type": "RSA2", "timestamp": _shanghai(self._clock()), "version": "1.0",
+                  "sign_type": "RSA2", "timestamp": shanghai_time(self._clock()), "version": "1.0",
                   "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")), **extra}
         params = {key: value for key, value in params.items() if value}
         signature = self._private_key.sign(sign_content(params, exclude=("sign",)).encode(), padding.PKCS1v15(),
@@ -254,13 +229,13 @@ class AlipayGateway:
         raw = members.get(method.replace(".", "_") + "_response")
         if raw is None:
             # error_response: the gateway refused the call itself (signature, app id); unsigned as often as not.
-            error = _object(members.get("error_response", "{}"))
-            raise GatewayError(f"alipay {op}: error_response {_code(error.get('code'))} {_code(error.get('sub_code'))}")
+            error = json_object(members.get("error_response", "{}"))
+            raise GatewayError(f"alipay {op}: error_response {error_code(error.get('code'))} {error_code(error.get('sub_code'))}")
         sign = json.loads(members.get("sign", '""'))
-        if not isinstance(sign, str) or not _SIGN_RE.fullmatch(sign) or not self._verify(raw.encode(), sign):
+        if not isinstance(sign, str) or not SIGN_RE.fullmatch(sign) or not self._verify(raw.encode(), sign):
             raise GatewayError(f"alipay {op}: response signature does not verify")
-        data = _object(raw)  # the signed text itself, never a re-serialisation
-        code, sub_code = _code(data.get("code")), _code(data.get("sub_code"))
+        data = json_object(raw)  # the signed text itself, never a re-serialisation
+        code, sub_code = error_code(data.get("code")), error_code(data.get("sub_code"))
         if code == "10000":
             return data
         if code == "40004" and sub_code != "ACQ.SYSTEM_ERROR":
@@ -291,139 +266,3 @@ def build(settings: AlipaySettings, client: httpx.AsyncClient | None) -> AlipayG
     return AlipayGateway(settings, client)
 
 
-# ---- wire helpers ----
-
-
-def response_members(text: str) -> dict[str, str]:
-    """The members of a top-level JSON object as their exact raw text (Alipay signs those characters).
-
-    A duplicated member is refused: which copy was signed would be ambiguous."""
-    decoder = json.JSONDecoder()
-    i = _skip(text, 0)
-    if text[i:i + 1] != "{":
-        raise ValueError("not an object")
-    members: dict[str, str] = {}
-    i = _skip(text, i + 1)
-    if text[i:i + 1] != "}":
-        while True:
-            if text[i:i + 1] != '"':
-                raise ValueError("expected a member name")
-            key, i = decoder.raw_decode(text, i)
-            i = _skip(text, i)
-            if text[i:i + 1] != ":":
-                raise ValueError("expected ':'")
-            start = _skip(text, i + 1)
-            _, end = decoder.raw_decode(text, start)
-            if key in members:
-                raise ValueError("duplicate member")
-            members[key] = text[start:end]
-            i = _skip(text, end)
-            if text[i:i + 1] == ",":
-                i = _skip(text, i + 1)
-                continue
-            if text[i:i + 1] != "}":
-                raise ValueError("expected ',' or '}'")
-            break
-    if _skip(text, i + 1) != len(text):
-        raise ValueError("trailing data")
-    return members
-
-
-def _skip(text: str, i: int) -> int:
-    while i < len(text) and text[i] in " \t\r\n":
-        i += 1
-    return i
-
-
-def _object(raw: str) -> dict[str, Any]:
-    value = json.loads(raw)
-    return value if isinstance(value, dict) else {}
-
-
-def _code(value: Any) -> str:
-    return value[:64] if isinstance(value, str) and value.isprintable() else "?"
-
-
-def _form(body: bytes) -> dict[str, str]:
-    """A notify's form fields, decoded with its own `charset`. Duplicates and odd bytes are refused."""
-    if not body:
-        raise InvalidNotify("empty body")
-    raw: dict[bytes, bytes] = {}
-    for part in body.split(b"&"):
-        if not part:
-            continue
-        name, sep, value = part.partition(b"=")
-        name, value = unquote_to_bytes(name.replace(b"+", b" ")), unquote_to_bytes(value.replace(b"+", b" "))
-        if not sep or not name or name in raw:
-            raise InvalidNotify("malformed or repeated form field")
-        if len(raw) >= MAX_NOTIFY_FIELDS or len(value) > MAX_NOTIFY_VALUE:
-            raise InvalidNotify("too many or too long form fields")
-        raw[name] = value
-    declared = raw.get(b"charset", b"utf-8").decode("ascii", "replace").lower()
-    charset = CHARSETS.get(declared)
-    if charset is None:
-        raise InvalidNotify("unknown charset")
-    try:
-        params = {name.decode(charset): value.decode(charset) for name, value in raw.items()}
-    except UnicodeDecodeError:
-        raise InvalidNotify(f"not {charset}") from None
-    if any("\x00" in name or "\x00" in value for name, value in params.items()):
-        raise InvalidNotify("NUL in a form field")
-    return params
-
-
-def _notice(params: Mapping[str, str]) -> Notice:
-    out_trade_no = _field(params, "out_trade_no")
-    seller_id = _field(params, "seller_id")
-    trade_status = params.get("trade_status", "")
-    if trade_status not in NOTIFY_STATUSES:
-        raise ValueError("bad trade_status")
-    status = NOTIFY_STATUSES[trade_status]
-    if any(params.get(name) for name in REFUND_FIELDS):
-        status = "refunded"  # full (TRADE_CLOSED) or partial (TRADE_SUCCESS) refund: never a payment
-    currency = _currency(params)
-    amount = _amount(params.get("total_amount"), currency)
-    paid_at = _time(params["gmt_payment"]) if params.get("gmt_payment") else None
-    if status == "paid" and paid_at is None:
-        raise ValueError("paid without gmt_payment")
-    notify_id = params.get("notify_id")
-    return Notice(payment_id=out_trade_no, order_id=out_trade_no, merchant_id=seller_id, status=status,
-                  amount_cents=amount, currency=currency, paid_at=paid_at,
-                  event_id=notify_id if notify_id and _ID_RE.fullmatch(notify_id) else None)
-
-
-def _field(params: Mapping[str, str], name: str) -> str:
-    value = params.get(name)
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
-        raise ValueError(f"bad {name}")
-    return value
-
-
-def _currency(data: Mapping[str, Any]) -> str:
-    """CNY, unless a cross-border trade names its pricing currency (then total_amount is in it)."""
-    try:
-        return check_currency(data.get("trans_currency") or CURRENCY)
-    except MoneyError:
-        raise ValueError("bad trans_currency") from None
-
-
-def _amount(value: Any, currency: str = CURRENCY) -> int:
-    if not isinstance(value, str) or not _AMOUNT_RE.fullmatch(value):
-        raise ValueError("bad total_amount")
-    try:
-        return to_minor(value, currency)
-    except MoneyError:
-        raise ValueError("bad total_amount") from None
-
-
-def _time(value: Any) -> datetime:
-    if not isinstance(value, str) or not _TIME_RE.fullmatch(value):
-        raise ValueError("bad time")
-    try:
-        return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=SHANGHAI).astimezone(timezone.utc)
-    except ValueError:
-        raise ValueError("bad time") from None
-
-
-def _shanghai(moment: datetime) -> str:
-    return moment.astimezone(SHANGHAI).strftime(_TIME_FORMAT)

@@ -159,7 +159,7 @@ class EpayGateway:
                             paid_at=self._clock(), event_id=_id(params, "trade_no"))
         except (MoneyError, ValueError) as exc:
             raise InvalidNotify(f"malformed notify ({exc})") from None
-        # Whether pid is ours is judged with amount and order (miaofa.payments.judge).
+        # Whether pid is ours is judged with amount and order (miaofa.payments.proof.judge).
         return notice
 
     def ack(self) -> Ack:

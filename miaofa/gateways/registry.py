@@ -10,12 +10,15 @@ offers `build(settings, client)` and is imported only then.
 
 import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
 from miaofa.gateways.base import Gateway
 from miaofa.gateways.simulator import SimulatorGateway
-from miaofa.settings import Settings
+
+if TYPE_CHECKING:  # the settings hold the gateways' sections (miaofa/gateways/config.py)
+    from miaofa.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class GatewayStatus:
     missing: tuple[str, ...]  # the settings that would turn it on
 
 
-def build_gateways(settings: Settings, client: httpx.AsyncClient | None = None) -> dict[str, Gateway]:
+def build_gateways(settings: "Settings", client: httpx.AsyncClient | None = None) -> dict[str, Gateway]:
     gateways: dict[str, Gateway] = {}
     if settings.sim_secret:
         gateways["simulator"] = SimulatorGateway(settings.sim_url, settings.sim_merchant_id, settings.sim_secret,
@@ -37,7 +40,7 @@ def build_gateways(settings: Settings, client: httpx.AsyncClient | None = None) 
     return gateways
 
 
-def gateway_statuses(settings: Settings) -> list[GatewayStatus]:
+def gateway_statuses(settings: "Settings") -> list[GatewayStatus]:
     statuses = [GatewayStatus("simulator", bool(settings.sim_secret),
                               () if settings.sim_secret else ("MIAOFA_SIM_SECRET",))]
     for section in settings.gateway_settings():

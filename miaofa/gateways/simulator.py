@@ -230,7 +230,7 @@ class SimulatorGateway:
             )
         except ValueError as exc:
             raise InvalidNotify(str(exc)) from None
-        # Whether the merchant is ours is judged with the rest (miaofa.payments.judge).
+        # Whether the merchant is ours is judged with the rest (miaofa.payments.proof.judge).
         if notice.status in ("paid", "refunded") and notice.paid_at is None:
             raise InvalidNotify(f"{notice.status} without paid_at")
         return notice

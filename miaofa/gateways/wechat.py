@@ -218,7 +218,7 @@ class WechatGateway:
         no = _text(data, "out_trade_no", _OUT_TRADE_NO_RE)
         status = _trade_state(data)
         amount = _object(data, "amount")
-        # Whether the merchant and amount are ours is judged with the rest (miaofa.payments.judge).
+        # Whether the merchant and amount are ours is judged with the rest (miaofa.payments.proof.judge).
         return Notice(payment_id=no, order_id=no, merchant_id=_text(data, "mchid", _ID_RE), status=status,
                       amount_cents=_fen(amount, "total"), currency=_currency(amount),
                       paid_at=_when(data, required=status == "paid"), event_id=event_id)

@@ -1,4 +1,4 @@
-"""The outbox dispatcher: an asyncio task in each worker process that sends what miaofa.outbox queued.
+"""The outbox dispatcher: an asyncio task in each worker process that sends what miaofa.messaging.outbox queued.
 
 Each round claims up to `batch` due rows (FOR UPDATE SKIP LOCKED, due time pushed forward by a
 lease, committed at once), sends them concurrently — each within SEND_TIMEOUT_SECONDS, far inside
@@ -18,11 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.common import MetricMeter
 
-from miaofa import outbox
+from miaofa.crypto.vault import Vault
 from miaofa.db.models import Coupon, Order, Product
-from miaofa.mailer import Mailer
-from miaofa.messaging import emails, webhooks
-from miaofa.vault import Vault
+from miaofa.messaging import emails, outbox, webhooks
+from miaofa.messaging.mailer import Mailer
 
 log = logging.getLogger("miaofa.outbox")
 

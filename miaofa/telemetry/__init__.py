@@ -1,1 +1,2 @@
-"""Ops telemetry: the worker's metrics, the gauges of backlogs that must stay empty, and tracing."""
+"""Ops telemetry: the worker's metrics, the API's Prometheus registry, the backlogs that must stay empty
+(backlog, watch), logs and tracing."""

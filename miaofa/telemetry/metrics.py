@@ -15,8 +15,8 @@ from temporalio.common import MetricMeter
 from temporalio.runtime import Runtime
 
 from miaofa.gateways.base import GatewayRefused, Unsupported
-from miaofa.payments import SOURCE_STAGES
-from miaofa.stages import DeliveryTimes
+from miaofa.steps import SOURCE_STAGES
+from miaofa.telemetry.backlog import DeliveryTimes
 
 STAGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 GATEWAY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.common import MetricMeter
 
-from miaofa import stages
+from miaofa.telemetry import backlog
 from miaofa.telemetry.metrics import seconds_since
 
 log = logging.getLogger("miaofa.telemetry.watch")
@@ -33,11 +33,11 @@ class Watch:
         self._findings_age = meter.create_gauge_float("miaofa_reconcile_unrepaired_oldest_seconds",
                                                       "Age of the oldest mismatch still reported (since first seen)")
 
-    async def measure(self) -> tuple[stages.Backlog, stages.Backlog]:
+    async def measure(self) -> tuple[backlog.Backlog, backlog.Backlog]:
         now = datetime.now(UTC)
         async with self.sessionmaker() as session:
-            paid = await stages.paid_not_delivered(session)
-            findings = await stages.unrepaired_findings(session, now - self.recent)
+            paid = await backlog.paid_not_delivered(session)
+            findings = await backlog.unrepaired_findings(session, now - self.recent)
         self._paid.set(paid.count)
         self._paid_age.set(seconds_since(paid.oldest, now) or 0.0)
         self._findings.set(findings.count)

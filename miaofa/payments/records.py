@@ -1,11 +1,6 @@
-"""Payments: their rows, the notify log, and the one rule that says whether a proof of payment
-belongs to an order — merchant, payment id, amount, currency (`judge`).
+"""Payment rows, the notify log, and what a judged proof changes (miaofa/payments/proof.py judges)."""
 
-Every way money is seen — a verified notify, a poll, the buyer's check, a close that lost the
-race, a reconciliation statement — is judged here, so they can never disagree.
-"""
-
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -17,10 +12,8 @@ from miaofa import audit, orders
 from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.db.models import AuditLog, NotifyLog, Order, Payment
+from miaofa.payments.proof import FOREIGN, Proof, judge, order_at
 
-# Timeline stage written for each way a payment is found.
-SOURCE_STAGES = {"notify": "notified", "poll": "polled", "poll_backup": "polled_backup", "check": "checked",
-                 "close": "paid_at_close", "late_poll": "polled_late", "reconcile": "reconciled", "free": "free"}
 # What is kept of a notify: enough to investigate, bounded whatever a client sends. A rejected one
 # (anybody can send it) is kept to ~2 KiB in all: 1 KiB of body, 768 characters of headers.
 MAX_STORED_BODY = 16 * 1024
@@ -31,58 +24,6 @@ MAX_STORED_HEADER_VALUE = 512
 MAX_STORED_REJECTED_HEADERS = 768  # names and values together
 MAX_STORED_REJECTED_DETAIL = 200
 REDACTED_HEADERS = {"authorization", "cookie"}
-
-
-@dataclass(frozen=True)
-class Proof:
-    """What a gateway says about one payment."""
-
-    payment_id: str
-    order_id: str
-    status: str  # pending | paid | closed | refunded | unknown
-    amount_cents: int
-    currency: str
-    paid_at: datetime | None
-    merchant_id: str | None = None  # None: from our own authenticated call to the gateway
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["paid_at"] = self.paid_at.isoformat() if self.paid_at else None
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Proof":
-        paid_at = data.get("paid_at")
-        return cls(**{**data, "paid_at": datetime.fromisoformat(paid_at) if paid_at else None})
-
-
-@dataclass(frozen=True)
-class Judgement:
-    verdict: str  # steps.ACCEPTED | DUPLICATE | STRAY | NOT_PAID, or FOREIGN
-    reason: str = ""
-
-
-FOREIGN = "foreign"  # another merchant's payment: not our money, nothing to refund
-
-
-def judge(order: Order | None, payment: Payment | None, proof: Proof, merchant_id: str | None) -> Judgement:
-    """The rule: a paid proof is the order's payment when merchant, payment id, amount and currency match.
-
-    merchant_id is None for a proof whose merchant was already checked (a logged notify).
-    """
-    if merchant_id is not None and proof.merchant_id is not None and proof.merchant_id != merchant_id:
-        return Judgement(FOREIGN, "another merchant")
-    if proof.status != "paid":
-        return Judgement(s.NOT_PAID, proof.status)
-    if order is None:
-        return Judgement(s.STRAY, "unknown_order")
-    if payment is None or proof.payment_id != payment.payment_id or proof.order_id != order.id:
-        return Judgement(s.STRAY, "other_payment")
-    if proof.amount_cents != order.amount_cents or proof.currency != order.currency:
-        return Judgement(s.STRAY, "wrong_amount")
-    if payment.status in ("paid", "refunded"):
-        return Judgement(s.DUPLICATE)
-    return Judgement(s.ACCEPTED)
 
 
 async def order_and_payment(session: AsyncSession, order_id: str, *, lock: bool = False
@@ -146,13 +87,12 @@ async def accept_notify(session: AsyncSession, gateway: str, merchant_id: str, p
                         headers: Mapping[str, str], body: bytes) -> NotifyDecision:
     """Judge a verified notify and log it with its proof; the caller signals the order or starts a review."""
     order, payment = await order_and_payment(session, proof.order_id)
-    if order is not None and order.gateway != gateway:
-        order, payment = None, None
-    judgement = judge(order, payment, proof, merchant_id)
+    judgement = judge(order, payment, proof, gateway=gateway, merchant_id=merchant_id)
     outcome = {s.ACCEPTED: "accepted", s.DUPLICATE: "duplicate", s.STRAY: "stray", s.NOT_PAID: "ignored",
                FOREIGN: "foreign"}[judgement.verdict]
+    ours = order_at(order, gateway)  # logged on its order when the notify could be that order's
     entry = NotifyLog(gateway=gateway, headers=_stored_headers(headers), outcome=outcome,
-                      detail=judgement.reason or proof.status, order_id=order.id if order else None,
+                      detail=judgement.reason or proof.status, order_id=ours.id if ours else None,
                       proof=proof.to_json(), body=body[:MAX_STORED_BODY].decode("utf-8", "replace").replace("\x00", ""))
     session.add(entry)
     await session.flush()
@@ -190,10 +130,10 @@ async def accept_proof(session: AsyncSession, step: s.AcceptPaymentStep) -> s.Pa
         row = await session.get(NotifyLog, step.notify_id)
         if row is None or row.order_id != order.id or row.proof is None or row.outcome not in ("accepted", "duplicate"):
             return s.PaymentVerdict(s.UNCONFIRMED, reason="no verified notify behind the signal")
-        proof = Proof.from_json(row.proof)
-    else:
-        proof = Proof(step.payment_id, order.id, "paid", step.amount_cents, step.currency, step.paid_at)
-    judgement = judge(order, payment, proof, merchant_id=None)
+        proof, gateway = Proof.from_json(row.proof), row.gateway
+    else:  # the order's own gateway answered its poll
+        proof, gateway = Proof(step.payment_id, order.id, "paid", step.amount_cents, step.currency, step.paid_at), None
+    judgement = judge(order, payment, proof, gateway=gateway)
     if judgement.verdict == s.ACCEPTED:
         await _mark_paid(session, order, payment, step.source, proof.paid_at or step.at, step.at)
     return s.PaymentVerdict(judgement.verdict, proof.payment_id, proof.amount_cents, proof.currency,
@@ -205,7 +145,7 @@ async def _mark_paid(session: AsyncSession, order: Order, payment: Payment | Non
     # With a payment, judge accepts it once (its status turns "paid" here, under the order's lock), so
     # the timeline needs no look first; a free order has no such guard.
     once = payment is None
-    await orders.add_event(session, order.id, SOURCE_STAGES.get(source, source), at, once=once)
+    await orders.add_event(session, order.id, s.SOURCE_STAGES.get(source, source), at, once=once)
     await orders.add_event(session, order.id, "paid", paid_at, {"source": source}, once=once)
     await orders.move(session, order.id, c.PAID, paid_at, paid_at=paid_at)
     if payment is not None:

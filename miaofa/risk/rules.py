@@ -37,10 +37,13 @@ import os
 import time
 import tomllib
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miaofa import contract as c
 from miaofa.netaddr import Network, within
+
+if TYPE_CHECKING:
+    from miaofa.settings import Settings
 
 log = logging.getLogger("miaofa.risk")
 
@@ -78,6 +81,8 @@ class RulesError(ValueError):
 
 @dataclass(frozen=True)
 class Rules:
+    """The risk settings in force: the one home of every threshold (the open-order caps included)."""
+
     blocked_emails: frozenset[str] = frozenset()  # lower-case addresses, or "@domain"
     blocked_networks: tuple[Network, ...] = ()
     blocked_devices: frozenset[str] = frozenset()
@@ -96,7 +101,7 @@ class Rules:
     verdicts: dict[str, str] = field(default_factory=dict)  # rule → verdict, where not its default
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Rules":
+    def from_settings(cls, settings: "Settings") -> "Rules":
         return cls(rate_per_ip=settings.risk_rate_per_ip_per_minute,
                    rate_per_email=settings.risk_rate_per_email_per_minute,
                    rate_per_device=settings.risk_rate_per_device_per_minute,
@@ -107,6 +112,14 @@ class Rules:
                    units_per_buyer_product=settings.risk_max_units_per_buyer_per_product,
                    new_device_amount_cents=settings.risk_new_device_review_cents,
                    history_multiple=settings.risk_history_multiple)
+
+    @property
+    def buyer_caps(self) -> bool:
+        return bool(self.open_per_email or self.open_per_buyer_product or self.units_per_buyer_product)
+
+    @property
+    def client_caps(self) -> bool:
+        return bool(self.open_per_ip or self.open_units_per_ip)
 
     def verdict(self, rule: str) -> str:
         return self.verdicts.get(rule, RULES[rule][1][0])

@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from miaofa.text import key_problem
+
 NONCE_BYTES = 12
 
 
@@ -28,13 +30,9 @@ def new_vault_key() -> str:
 def parse_vault_key(text: str) -> bytes:
     if not text:
         raise VaultKeyError("MIAOFA_VAULT_KEY is not set")
-    try:
-        raw = base64.urlsafe_b64decode(text.encode())
-    except (ValueError, TypeError) as exc:
-        raise VaultKeyError("MIAOFA_VAULT_KEY is not valid base64") from exc
-    if len(raw) != 32:
-        raise VaultKeyError("MIAOFA_VAULT_KEY must decode to 32 bytes")
-    return raw
+    if problem := key_problem(text):
+        raise VaultKeyError(f"MIAOFA_VAULT_KEY {problem}")
+    return base64.urlsafe_b64decode(text.encode())
 
 
 def derive(master: bytes, purpose: str) -> bytes:

@@ -8,14 +8,14 @@ from temporalio import activity
 
 from miaofa import catalog, inventory, orders
 from miaofa import steps as s
-from miaofa.mailer import Mailer
+from miaofa.crypto.vault import Vault
 from miaofa.messaging import emails
-from miaofa.vault import Vault
+from miaofa.messaging.mailer import Mailer
 
 log = logging.getLogger("miaofa.activities.notify")
 
 
-class NotifyActivities:
+class EmailActivities:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault, mailer: Mailer,
                  shop_url: str) -> None:
         self.sessionmaker = sessionmaker

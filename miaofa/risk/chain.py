@@ -1,9 +1,9 @@
 """The risk rule chain of `POST /orders`: cheap, common rules first, rare and expensive ones last.
 
-Each rule has a name, a cost class and a verdict (miaofa/risk_rules.py). The memory rules
+Each rule has a name, a cost class and a verdict (miaofa/risk/rules.py). The memory rules
 (blocklists, quantity per order, rates per address, email and device) run before anything else and
 never touch the database. The database rules run after the product and the stock hint: the
-open-order caps (miaofa/risk.py, which also writes the order's admission row) and the anomaly rules,
+open-order caps (miaofa/risk/admission.py, which also writes the order's admission row) and the anomaly rules,
 which read the email's delivered orders once, for both. The first deny ends the chain; a review is
 kept and the chain goes on (a later deny still wins). Denials are errors a buyer understands (403,
 429 for rates); in one transaction with the admission, so a denied order leaves no row behind.
@@ -17,17 +17,29 @@ import statistics
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from miaofa import contract as c
-from miaofa import risk
+from miaofa.crypto.vault import derive, parse_vault_key
 from miaofa.db.models import Order, OrderEvent
-from miaofa.errors import (DeviceBlocked, EmailBlocked, MiaofaError, NetworkBlocked, OrderRefused, QuantityLimit,
-                           TooManyRequests)
-from miaofa.risk_rules import OFF, Rules, RulesFile
-from miaofa.vault import derive, parse_vault_key
+from miaofa.errors import (
+    DeviceBlocked,
+    EmailBlocked,
+    MiaofaError,
+    NetworkBlocked,
+    OrderRefused,
+    QuantityLimit,
+    TooManyRequests,
+)
+from miaofa.risk.admission import Admission, Applicant, Windows
+from miaofa.risk.limiters import SlidingWindow
+from miaofa.risk.rules import OFF, Rules, RulesFile
+
+if TYPE_CHECKING:
+    from miaofa.settings import Settings
 
 HISTORY_LIMIT = 50  # the email's latest delivered orders the anomaly rules look at
 
@@ -61,36 +73,24 @@ class Decision:
         return c.RiskDecision(verdict=self.verdict, rule=self.rule, reason=self.reason, device_hash=device_hash)
 
 
-def _limits(rules: Rules, settings) -> risk.Limits:
-    return risk.Limits(open_per_email=rules.open_per_email, open_per_ip=rules.open_per_ip,
-                       open_units_per_ip=rules.open_units_per_ip,
-                       open_per_buyer_product=rules.open_per_buyer_product,
-                       units_per_buyer_product=rules.units_per_buyer_product,
-                       payment_window_seconds=settings.payment_window_seconds,
-                       review_window_seconds=settings.review_window_seconds,
-                       pending_seconds=settings.update_timeout_seconds + risk.PENDING_MARGIN_SECONDS)
-
-
 class Chain:
     """The rules of this API process: the rules file, the rate windows, the admission."""
 
-    def __init__(self, settings, rules_file: RulesFile | None = None) -> None:
-        self.settings = settings
+    def __init__(self, settings: "Settings", rules_file: RulesFile | None = None) -> None:
         self.rules_file = rules_file or RulesFile(settings.risk_rules_file, Rules.from_settings(settings))
-        self.admission = risk.Admission(risk.Limits(), settings.vault_key)
+        self.admission = Admission(Windows.from_settings(settings), settings.vault_key)
         self._device_key = derive(parse_vault_key(settings.vault_key), "miaofa/risk/device")
         self._rules: Rules | None = None
-        self._windows: dict[str, risk.SlidingWindow] = {}
+        self._windows: dict[str, SlidingWindow] = {}
 
     def rules(self, now: float | None = None) -> Rules:
         rules = self.rules_file.current(now)
         if rules is not self._rules:  # first use, or the file changed
             self._rules = rules
-            self.admission.limits = _limits(rules, self.settings)
             for name, limit in (("rate_ip", rules.rate_per_ip), ("rate_email", rules.rate_per_email),
                                 ("rate_device", rules.rate_per_device)):
                 if name not in self._windows or self._windows[name].limit != limit:
-                    self._windows[name] = risk.SlidingWindow(limit)
+                    self._windows[name] = SlidingWindow(limit)
         return rules
 
     def attempt(self, *, email: str, buyer_hash: str, ip: str | None, device: str | None, quantity: int) -> Attempt:
@@ -146,7 +146,7 @@ class Chain:
         if verdict == c.RISK_DENY:
             error = hit if isinstance(hit, MiaofaError) else OrderRefused(
                 "this order cannot be accepted; contact support if you think this is a mistake")
-            error.risk_rule = name  # type: ignore[attr-defined]  # for the API's log and metric
+            error.risk_rule = name  # for the API's log and metric
             raise error
         if decision.verdict == c.RISK_ALLOW:  # the first review names the decision
             decision.verdict, decision.rule, decision.reason = c.RISK_REVIEW, name, reason
@@ -155,7 +155,7 @@ class Chain:
 
     def _database_rules(self, rules: Rules, attempt: Attempt) -> list[str]:
         wanted = []
-        if rules.verdict("open_caps") != OFF and self.admission.applies(attempt.client_hash):
+        if rules.verdict("open_caps") != OFF and self.admission.applies(rules, attempt.client_hash):
             wanted.append("open_caps")
         if (rules.verdict("new_device") != OFF and rules.new_device_amount_cents and attempt.device_hash
                 and attempt.amount_cents > rules.new_device_amount_cents):
@@ -179,9 +179,13 @@ class Chain:
             for name in wanted:
                 decision.ran.append(name)
                 if name == "open_caps":
-                    await self.admission.admit(session, risk.Applicant(
-                        attempt.order_id, attempt.buyer_hash, attempt.client_hash, attempt.product_id,
-                        attempt.quantity), datetime.now(timezone.utc))  # raises its own deny
+                    try:
+                        await self.admission.admit(session, rules, Applicant(
+                            attempt.order_id, attempt.buyer_hash, attempt.client_hash, attempt.product_id,
+                            attempt.quantity), datetime.now(timezone.utc))
+                    except MiaofaError as error:  # the caps' own deny
+                        error.risk_rule = name
+                        raise
                     decision.admitted = True
                     continue
                 if history is None:

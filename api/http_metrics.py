@@ -1,12 +1,13 @@
-"""Prometheus metrics of the API."""
+"""Prometheus metrics of the API's HTTP side, on the registry it serves (miaofa/telemetry/registry.py)."""
 
 import time
 
 from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-registry = CollectorRegistry()
+from miaofa.telemetry.registry import registry
+
 REQUESTS = Counter("miaofa_http_requests_total", "HTTP requests", ["route", "method", "status"], registry=registry)
 LATENCY = Histogram("miaofa_http_request_seconds", "HTTP request latency", ["route", "method"], registry=registry,
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
@@ -14,18 +15,10 @@ ORDER_ANSWER = Histogram("miaofa_order_answer_seconds", "POST /orders from the h
                          ["status"], registry=registry,
                          buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 ORDERS = Counter("miaofa_orders_opened_total", "Order openings by outcome", ["outcome"], registry=registry)
-NOTIFIES = Counter("miaofa_notifies_total", "Gateway notifies by outcome", ["gateway", "outcome"],
-                   registry=registry)
 REFUSED = Counter("miaofa_http_refused_total", "Requests refused before their body was read (or while)",
                   ["reason"], registry=registry)
-CALLBACK_LAG = Histogram("miaofa_callback_lag_seconds", "Gateway's paid_at → its verified notify received (accepted)",
-                         ["gateway"], registry=registry,
-                         buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300, 900, 3600))
 STOCK = Gauge("miaofa_stock_available", "Keys available per SKU (the stock hint's last count)", ["sku"],
               registry=registry)
-REJECTED_UNLOGGED = Counter("miaofa_notifies_rejected_unlogged_total",
-                            "Rejected notifies past the per-gateway rate bound: counted, not stored", ["gateway"],
-                            registry=registry)
 
 
 class Measure:

@@ -20,7 +20,7 @@ from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.db.models import Order, Payment, ReconcileFinding
 from miaofa.gateways.base import PaymentState
-from miaofa.payments import Proof, judge
+from miaofa.payments.proof import Proof, judge, order_at
 
 NUDGE = "nudge_order"
 REFUND = "refund"
@@ -51,19 +51,17 @@ async def compare(session: AsyncSession, gateway: str, entries: list[PaymentStat
     paid_rows = {p.order_id: p for p in await session.scalars(select(Payment).where(Payment.order_id.in_(order_ids)))}
     findings = []
     for entry in entries:
-        order = known.get(entry.order_id)
-        if order is not None and order.gateway != gateway:
-            order = None
-        payment = paid_rows.get(entry.order_id) if order is not None else None
+        order, payment = known.get(entry.order_id), paid_rows.get(entry.order_id)
         found = _finding(gateway, entry)
-        ours = payment is not None and payment.payment_id == entry.payment_id
         if entry.status == "refunded":
-            if ours and order is not None and order.status == c.DELIVERED:
+            ours = order_at(order, gateway)
+            if (ours is not None and ours.status == c.DELIVERED
+                    and payment is not None and payment.payment_id == entry.payment_id):
                 findings.append(replace(found, kind="refunded_at_gateway", action=FLAG))
             continue
         proof = Proof(entry.payment_id, entry.order_id, entry.status, entry.amount_cents, entry.currency,
                       entry.paid_at)
-        judgement = judge(order, payment, proof, merchant_id=None)
+        judgement = judge(order, payment, proof, gateway=gateway)
         if judgement.verdict == s.STRAY:
             findings.append(replace(found, kind=judgement.reason, action=REFUND))
         elif judgement.verdict in (s.ACCEPTED, s.DUPLICATE) and order is not None and order.status not in SETTLED:

@@ -1,4 +1,4 @@
-"""Hot catalog: products and available stock kept in the API process.
+"""The stock hint: products and available stock kept in the API process.
 
 It lets POST /orders find the product and answer sold-out without a database round trip. Orders
 in flight claim stock here first, so in a flash sale only as many buyers as there are keys go on
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api import metrics
+from api import http_metrics
 from miaofa import catalog, inventory
 from miaofa.errors import NotFound
 
@@ -43,7 +43,7 @@ class Claim:
     quantity: int
 
 
-class HotCatalog:
+class StockHint:
     """Stock left for a product = the last database count − claims of orders still opening.
 
     A refresh also notes which claimed orders it already saw reserved, so an order is never
@@ -98,7 +98,7 @@ class HotCatalog:
         self._counted = counted
         self._loaded_at = time.monotonic()
         for info in self._products.values():
-            metrics.STOCK.labels(info.sku).set(available.get(info.id, 0))
+            http_metrics.STOCK.labels(info.sku).set(available.get(info.id, 0))
 
     async def product(self, sku: str) -> ProductInfo | None:
         info = self._products.get(sku)
@@ -187,4 +187,4 @@ class HotCatalog:
             try:
                 await self.refresh()
             except Exception:  # the database may blink; the hint just ages
-                log.warning("hot catalog refresh failed", exc_info=True)
+                log.warning("stock hint refresh failed", exc_info=True)
