@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from fastapi import Request
 
-from api import metrics, order_client
+from api import http_metrics, order_client
 from api.client_ip import ruled_ip
 from api.stock_hint import ProductInfo
 from api.schemas import OrderCreate, plain
@@ -71,7 +71,7 @@ def _denials() -> Iterator[None]:
     try:
         yield
     except MiaofaError as exc:
-        metrics.ORDERS.labels(exc.error).inc()
+        http_metrics.ORDERS.labels(exc.error).inc()
         log.info("order denied by risk rule %s: %s", getattr(exc, "risk_rule", "?"), exc.error)
         raise
 
@@ -99,7 +99,7 @@ class OrderDesk:
             status = exc.status_code
             raise
         finally:
-            metrics.ORDER_ANSWER.labels(str(status)).observe(time.perf_counter() - started)
+            http_metrics.ORDER_ANSWER.labels(str(status)).observe(time.perf_counter() - started)
 
     async def _place(self, body: OrderCreate, asker: Asker, key: str | None) -> Placed:
         if key is not None:
@@ -120,7 +120,7 @@ class OrderDesk:
         order_id = self.vault.idempotent_order_id(body.email, key) if key else uuid.uuid4().hex[:20]
         if key:  # a retried key must reach its order, so it skips the stock hint
             if (replayed := await self._replayed(order_id, body)) is not None:
-                metrics.ORDERS.labels("replayed").inc()
+                http_metrics.ORDERS.labels("replayed").inc()
                 return replayed
         elif not self.hot.has_stock(product.id, body.quantity):  # answered from memory
             raise self._sold_out("sold_out_hint")
@@ -146,7 +146,7 @@ class OrderDesk:
                 self.hot.settle(order_id, reserved)
         if decision.admitted and opened is not None and opened.outcome != c.OPENED:
             await self._forget(order_id)  # nothing is held: it must not count against the buyer
-        metrics.ORDERS.labels(opened.outcome if opened else "replayed").inc()
+        http_metrics.ORDERS.labels(opened.outcome if opened else "replayed").inc()
         if opened is None:  # its workflow has closed: the order is as the database has it
             return await self._existing(order_id)
         return self._answer(order_id, opened, body, product)
@@ -171,7 +171,7 @@ class OrderDesk:
     def _sold_out(counted_as: str | None = None) -> SoldOut:
         """Every sold-out answer: the stock hint's, before or after the rules, and the reservation's."""
         if counted_as is not None:  # the reservation's outcome is counted with the others
-            metrics.ORDERS.labels(counted_as).inc()
+            http_metrics.ORDERS.labels(counted_as).inc()
         return SoldOut("this product is sold out")
 
     async def _forget(self, order_id: str) -> None:
