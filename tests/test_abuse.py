@@ -223,7 +223,9 @@ async def test_a_data_error_past_the_edge_ends_the_order_invalid(dev_stack: Stac
             with suppress(Exception):
                 await dev_stack.handle({"order_id": order_id}).terminate("test: data error retried")
     assert (opened.outcome, opened.error) == (c.INVALID_ORDER, "invalid_input")
-    assert await dev_stack.handle({"order_id": order_id}).result() == c.INVALID_ORDER
+    handle = dev_stack.env.client.get_workflow_handle(c.order_workflow_id(order_id), result_type=c.OrderResult)
+    result = await handle.result()
+    assert result == c.OrderResult(order_id, c.INVALID_ORDER, "")
     assert await dev_stack.stock(sku) == {"available": 1, "reserved": 0, "sold": 0, "refunded": 0}
 
 

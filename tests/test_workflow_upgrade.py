@@ -133,7 +133,7 @@ async def test_a_sold_out_order_ends_with_one_result_type(dev_stack: Stack) -> N
         f'ProductSku = "{sku}"')]
     assert len(results) <= 1  # the API's stock hint may refuse it before any workflow starts
     for execution in results:
-        result = await dev_stack.env.client.get_workflow_handle(execution.id).result(result_type=c.OrderResult)
+        result = await dev_stack.env.client.get_workflow_handle(execution.id, result_type=c.OrderResult).result()
         assert (result.outcome, result.status) == (c.SOLD_OUT, "")
 
 

@@ -4,13 +4,19 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
 
-async def eventually(check: Callable[[], T | Awaitable[T]], timeout: float = 20, message: str = "",
-                     interval: float = 0.05) -> T:
+@overload
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float = ..., message: str = ...,
+                     interval: float = ...) -> T: ...
+@overload
+async def eventually(check: Callable[[], T], timeout: float = ..., message: str = ...,
+                     interval: float = ...) -> T: ...
+async def eventually(check: Callable[[], Any], timeout: float = 20, message: str = "",
+                     interval: float = 0.05) -> Any:
     """Call `check` (sync or async) until it returns something truthy, and return that.
 
     A check may also raise AssertionError while its condition does not hold yet. When `timeout`
@@ -26,7 +32,7 @@ async def eventually(check: Callable[[], T | Awaitable[T]], timeout: float = 20,
             last: Any = failed
         else:
             if value:
-                return value  # type: ignore[return-value]
+                return value
             last = value
         if time.monotonic() >= deadline:
             what = message or getattr(check, "__name__", "the condition")
