@@ -143,7 +143,7 @@ class Stack:
         async def idle() -> bool:
             described = (await handle.describe()).raw_description
             assert not described.HasField("pending_workflow_task"), "a workflow task is pending"
-            assert not described.pending_activities, f"activities pending: {described.pending_activities}"
+            assert not described.pending_activities, f"{len(described.pending_activities)} activities pending"
             events = (await handle.fetch_history()).events
             signalled = [i for i, e in enumerate(events)
                          if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]

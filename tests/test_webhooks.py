@@ -26,8 +26,8 @@ from tests.messaging import (
     rows,
 )
 from tests.servers import bind, serve
-from tests.waiting import eventually
 from tests.stack import Stack, running_stack
+from tests.waiting import eventually
 from worker import outbox_dispatcher
 
 
