@@ -28,6 +28,7 @@ from miaofa.devstack.procs import free_port
 from miaofa.messaging.dispatcher import Dispatcher
 from miaofa.messaging.mailer import Mailer
 from tests.conftest import TEST_VAULT_KEY
+from tests.waiting import eventually
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
@@ -89,10 +90,9 @@ class Mailbox:
         return [message for rcpts, message in self.messages if address in rcpts]
 
     async def wait_for(self, address: str, count: int = 1, timeout: float = 15) -> list[Message]:
-        deadline = time.monotonic() + timeout
-        while len(self.to(address)) < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        return self.to(address)
+        """The messages to `address`, once at least `count` have come."""
+        return await eventually(lambda: len(self.to(address)) >= count and self.to(address), timeout,
+                                f"{count} message(s) to {address}")
 
 
 class Smtp:
@@ -165,8 +165,10 @@ async def rows(sessionmaker: async_sessionmaker[AsyncSession], order_id: str) ->
 
 async def drain(d: Dispatcher, until: Callable[[], bool], timeout: float = 15) -> None:
     """Run dispatcher rounds until `until()` holds."""
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "the dispatcher did not get there in time"
-        if not await d.run_once():
-            await asyncio.sleep(0.05)
+    async def round_done() -> bool:
+        if until():
+            return True
+        await d.run_once()
+        return until()
+
+    await eventually(round_done, timeout, "the dispatcher to get there")

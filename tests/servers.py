@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 
+from tests.waiting import eventually
+
 
 def bind() -> socket.socket:
     # Bind first and hand the socket to uvicorn: no window for another process to take the port.
@@ -25,11 +27,14 @@ async def serve(app, sock: socket.socket) -> AsyncIterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
                                            proxy_headers=False))
     task = asyncio.create_task(server.serve(sockets=[sock]))
+
+    def started() -> bool:
+        if task.done():
+            task.result()  # re-raise the startup failure
+        return server.started
+
     try:
-        while not server.started:
-            if task.done():
-                task.result()  # re-raise the startup failure
-            await asyncio.sleep(0.01)
+        await eventually(started, timeout=30, interval=0.01, message=f"the server on port {port} to start")
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True

@@ -1,9 +1,7 @@
 """A whole shop inside the test process: API and worker on a given Temporal env, the simulator over HTTP."""
 
-import asyncio
 import os
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, nullcontext
@@ -14,15 +12,19 @@ from typing import Any
 
 import httpx
 import temporalio.activity
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from miaofa.contract import order_workflow_id
 from miaofa.crypto.vault import Vault
+from miaofa.db.models import NotifyLog, Payment
 from miaofa.gateways.registry import build_gateways
 from miaofa.settings import Settings
 from tests.servers import bind, serve
+from tests.waiting import eventually
 from temporalio.worker import Worker
 
 from worker import WORKFLOWS, build_worker, saga_activities
@@ -113,14 +115,72 @@ class Stack:
         return response.json()
 
     async def wait_status(self, order: dict[str, Any], status: str, timeout: float = 20) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
+        async def reached() -> dict[str, Any]:
             view = await self.view(order)
-            if view["status"] == status:
-                return view
-            if time.monotonic() > deadline:
-                raise AssertionError(f"order stayed {view['status']!r}, expected {status!r}: {view['timeline']}")
-            await asyncio.sleep(0.1)
+            assert view["status"] == status, f"order is {view['status']!r}: {stages(view)}"
+            return view
+
+        return await eventually(reached, timeout, f"order {order['order_id']} to be {status!r}", interval=0.1)
+
+    async def wait_stage(self, order: dict[str, Any], stage: str, timeout: float = 20) -> dict[str, Any]:
+        """The order's view once its timeline shows `stage`."""
+        async def reached() -> dict[str, Any]:
+            view = await self.view(order)
+            assert stage in stages(view), f"{view['status']}: {stages(view)}"
+            return view
+
+        return await eventually(reached, timeout, f"a {stage!r} stage on order {order['order_id']}", interval=0.1)
+
+    async def stages_of(self, order: dict[str, Any]) -> list[str]:
+        return stages(await self.view(order))
+
+    async def settled(self, order: dict[str, Any], signals: int = 0, timeout: float = 20) -> None:
+        """A barrier before asserting that something did *not* happen: wait until the order's
+        workflow has handled everything sent to it. At least `signals` signals are in its history, a
+        workflow task completed after the last one, and no workflow task or activity is pending."""
+        handle = self.handle(order)
+
+        async def idle() -> bool:
+            described = (await handle.describe()).raw_description
+            assert not described.HasField("pending_workflow_task"), "a workflow task is pending"
+            assert not described.pending_activities, f"{len(described.pending_activities)} activities pending"
+            events = (await handle.fetch_history()).events
+            signalled = [i for i, e in enumerate(events)
+                         if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+            assert len(signalled) >= signals, f"{len(signalled)} of {signals} signals arrived"
+            after = events[signalled[-1] + 1:] if signalled else events
+            return any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in after)
+
+        await eventually(idle, timeout, f"order {order['order_id']}'s workflow to settle")
+
+    async def refresh_stock(self) -> None:
+        """Bring the API's stock hint up to date now instead of at its next once-a-second refresh."""
+        await self.app.state.miaofa.hot.refresh()
+
+    async def rival_buys(self, sku: str, email: str = "rival@example.com") -> dict[str, Any]:
+        """Another buyer orders the key a release gave back, pays, and gets it."""
+        await self.refresh_stock()
+        rival = await self.ordered(sku, email=email)
+        await self.pay(rival)
+        await self.wait_status(rival, "delivered")
+        return rival
+
+    async def sim_payment(self, payment_id: str) -> dict[str, Any]:
+        """The payment as the gateway simulator's books have it."""
+        answer = await self.sim.get(f"/api/payments/{payment_id}",
+                                    headers={"Authorization": f"Bearer {self.settings.sim_secret}"})
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    async def payment_status(self, order: dict[str, Any]) -> str | None:
+        """The order's payment status in the shop's database."""
+        async with self.sessionmaker() as session:
+            return await session.scalar(select(Payment.status).where(Payment.order_id == order["order_id"]))
+
+    async def last_notify_id(self) -> int:
+        """The newest notify-log row's id (0 when none): rows after it are a test's own."""
+        async with self.sessionmaker() as session:
+            return await session.scalar(select(func.coalesce(func.max(NotifyLog.id), 0))) or 0
 
     async def stock(self, sku: str) -> dict[str, int]:
         response = await self.http.get(f"/admin/products/{sku}/stock", headers=self.admin)
@@ -144,6 +204,11 @@ class Stack:
 
     def handle(self, order: dict[str, Any]):
         return self.env.client.get_workflow_handle(order_workflow_id(order["order_id"]))
+
+
+def stages(view: dict[str, Any]) -> list[str]:
+    """The stage names of an order view's timeline, in order."""
+    return [event["stage"] for event in view["timeline"]]
 
 
 @asynccontextmanager

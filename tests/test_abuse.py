@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import suppress
+from functools import partial
 
 import httpx
 import pytest
@@ -18,12 +19,14 @@ from api import order_client
 from api.ordering import OrderDesk
 from api.schemas import OrderCreate
 from miaofa import contract as c
+from miaofa import steps
 from miaofa.db.models import Order, OrderAdmission
 from miaofa.devstack.procs import free_port
 from miaofa.messaging.mailer import Mailer
 from miaofa.settings import Settings
 from tests.conftest import stack_settings
 from tests.stack import RISK_OFF, Stack, running_stack
+from tests.waiting import eventually
 
 GUARDS = dict(
     trusted_proxies="127.0.0.1/32",  # the tests speak for many clients through X-Forwarded-For
@@ -248,8 +251,7 @@ async def test_the_api_wait_ends_and_the_claim_goes_back(dev_env, sessionmaker, 
         # The client goes away mid-wait (the request task is cancelled): the claim goes back too.
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=stack.app), base_url="http://shop") as inproc:
             request = asyncio.create_task(inproc.post("/orders", json={"sku": sku, "email": "gone@example.com"}))
-            await asyncio.sleep(0.3)
-            assert len(hot._claims) == 1
+            await eventually(lambda: len(hot._claims) == 1, message="the request to claim its key")
             request.cancel()
             with suppress(BaseException):
                 await request
@@ -384,20 +386,26 @@ async def test_event_streams_are_capped_per_address_and_end_when_settled(guarded
 
         await asyncio.wait_for(read(), timeout=10)
         assert statuses == ["awaiting_payment", "cancelled"]
-    deadline = time.monotonic() + 5
-    while True:  # the closed streams give their slots back (once the server sees the disconnect)
+
+    async def slot_back() -> bool:  # the closed streams give their slots back (once the server sees the disconnect)
         async with events(orders[1], where) as back:
-            if back.status_code == 200 or time.monotonic() > deadline:
-                break
-        await asyncio.sleep(0.1)
-    assert back.status_code == 200
+            assert back.status_code == 200, back.status_code
+        return True
+
+    await eventually(slot_back, timeout=5, interval=0.1, message="a stream slot given back")
+
+
+async def _polled(handle) -> bool:
+    return any(e.activity_task_scheduled_event_attributes.activity_type.name == steps.QUERY_PAYMENT
+               for e in (await handle.fetch_history()).events)
 
 
 async def test_check_payment_is_rate_limited_per_order(guarded: Stack) -> None:
     sku = await guarded.product(1)
     order = await guarded.ordered(sku, email=email(), headers=ip(unique_ip()))
     handle = guarded.handle(order)
-    await asyncio.sleep(1)  # past the first poll's history
+    await eventually(partial(_polled, handle), message="the workflow's first poll")
+    await guarded.settled(order)  # past the first poll's history
     before = len((await handle.fetch_history()).events)
     token = {"X-Order-Token": order["access_token"]}
     answers = await asyncio.gather(*(guarded.http.post(f"/orders/{order['order_id']}/check-payment", headers=token)

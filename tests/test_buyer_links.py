@@ -1,13 +1,13 @@
 """The buyer's links work (issue 6, item 9): the emailed `?token=` link, and the simulator's return
 to the shop after paying, as a browser does it."""
 
-import asyncio
 import uuid
 
 import httpx
 
 from tests.messaging import part
 from tests.stack import Stack
+from tests.waiting import eventually
 
 
 def _tampered(token: str) -> str:
@@ -46,11 +46,8 @@ async def test_the_delivery_emails_link_opens_the_order(dev_stack: Stack, smtp) 
     order = await dev_stack.ordered(sku, email=_buyer())
     await dev_stack.pay(order)
     await dev_stack.wait_status(order, "delivered")
-    for _ in range(100):
-        mails = [m for m in mailbox.messages if order["order_id"] in m["Subject"]]
-        if mails:
-            break
-        await asyncio.sleep(0.05)
+    mails = await eventually(lambda: [m for m in mailbox.messages if order["order_id"] in m["Subject"]],
+                             timeout=5, message="the delivery email")
     assert len(mails) == 1
     text = part(mails[0])
     links = [line for line in text.splitlines() if line.startswith("http")]

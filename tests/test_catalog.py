@@ -210,15 +210,17 @@ async def test_curl_d_form_urlencoded_and_other_types_get_415_and_store_nothing(
     sku = await _new_product(dev_stack)
     tag = uuid.uuid4().hex[:8]
     glued = f"UE-{tag}-1UE-{tag}-2".encode()  # `curl -d @keys.txt` drops the newlines
-    cases = [(glued, "application/x-www-form-urlencoded"), (b'["K"]', "application/json"),
-             (glued, None), (glued, "application/octet-stream"), (glued, "text/html"),
-             (glued, "text/plain; charset=latin-1")]
-    for body, content_type in cases:
+    accepted = "send the keys as text/plain, text/csv (or application/csv), or multipart/form-data with one file part"
+    cases = [(glued, "application/x-www-form-urlencoded", f"{accepted}; got application/x-www-form-urlencoded"),
+             (b'["K"]', "application/json", f"{accepted}; got application/json"),
+             (glued, None, f"{accepted}; no Content-Type was sent"),
+             (glued, "application/octet-stream", f"{accepted}; got application/octet-stream"),
+             (glued, "text/html", f"{accepted}; got text/html"),
+             (glued, "text/plain; charset=latin-1", "send the keys as UTF-8 text; got charset=latin-1")]
+    for body, content_type, detail in cases:
         headers = {**dev_stack.admin, **({"Content-Type": content_type} if content_type else {})}
         answer = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=body, headers=headers)
-        assert answer.status_code == 415, (content_type, answer.text)
-        assert answer.json()["error"] == "unsupported_media_type"
-        assert "text/plain" in answer.json()["detail"] or "UTF-8" in answer.json()["detail"]
+        assert (answer.status_code, answer.json()) == (415, {"error": "unsupported_media_type", "detail": detail})
     refused = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=glued, headers={
         **dev_stack.admin, "Content-Type": "application/x-www-form-urlencoded"})
     assert refused.json() == {"error": "unsupported_media_type", "detail":

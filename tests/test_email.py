@@ -4,7 +4,6 @@ order lookup, which answers the same for everyone and mails only an address that
 
 import asyncio
 import logging
-import time
 from datetime import datetime, timezone
 from email.header import decode_header, make_header
 
@@ -17,6 +16,7 @@ from miaofa.db.models import OutboxMessage
 from tests.conftest import TEST_VAULT_KEY, stack_settings
 from tests.messaging import SHOP_URL, Smtp, dispatcher, drain, emit, make_order, new_email, part, rows
 from tests.stack import Stack, running_stack
+from tests.waiting import eventually
 
 VAULT = Vault(TEST_VAULT_KEY)
 
@@ -30,12 +30,11 @@ def _link(base: str, order_id: str) -> str:
 
 
 async def _mails_to(mailbox, address: str, count: int = 1) -> list:
-    for _ in range(200):
-        found = [m for m in mailbox.messages if m["To"] == address]
-        if len(found) >= count:
-            return found
-        await asyncio.sleep(0.05)
-    return found
+    def found() -> list:
+        mails = [m for m in mailbox.messages if m["To"] == address]
+        return mails if len(mails) >= count else []
+
+    return await eventually(found, timeout=10, message=f"{count} mail(s) to {address}")
 
 
 async def test_the_delivery_email_is_text_and_html_in_the_buyers_language(dev_stack: Stack, smtp, caplog) -> None:
@@ -129,13 +128,12 @@ async def test_an_smtp_outage_delays_the_mail_and_loses_nothing(sessionmaker) ->
     stop = asyncio.Event()
     running = asyncio.create_task(d.run(stop))
     try:
-        deadline = time.monotonic() + 15
-        while True:  # SMTP is down: the mail fails, and is due again later
+
+        async def failed_thrice():  # SMTP is down: the mail fails, and is due again later
             [mail_row] = [r for r in await rows(sessionmaker, order_id) if r.channel == "email"]
-            if mail_row.attempts >= 3:
-                break
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+            return mail_row if mail_row.attempts >= 3 else None
+
+        mail_row = await eventually(failed_thrice, timeout=15, message="three failed attempts at the mail")
         assert (mail_row.status, mail_row.last_error) == ("pending", "ConnectionRefusedError")
         smtp.start()
         smtp.stop()  # up for a moment, then down again: still nothing lost

@@ -26,7 +26,7 @@ from miaofa.gateways.config import AlipaySettings
 from tests.conftest import stack_settings
 from tests.fakes.alipay import FakeAlipay, Trade, new_key, now_text, private_pem, public_base64, public_pem, rsa2
 from tests.servers import bind, serve
-from tests.stack import Stack, running_stack
+from tests.stack import Stack, running_stack, stages
 
 APP_ID = "2021000000000001"
 SELLER = "2088000000000001"
@@ -289,10 +289,6 @@ async def browse(order: dict) -> None:
         assert (await browser.get(order["payment"]["pay_url"])).status_code == 200
 
 
-def stages(view: dict) -> list[str]:
-    return [event["stage"] for event in view["timeline"]]
-
-
 async def test_create_pay_notify_delivered(stack: Stack, fake: FakeAlipay) -> None:
     sku = await stack.product(1)
     order = await stack.ordered(sku, gateway="alipay")
@@ -332,13 +328,8 @@ async def test_a_payment_after_the_stock_is_gone_is_refunded_at_alipay(dev_env, 
         expired = await short.wait_status(order, "expired", timeout=30)
         assert "close_failed" in stages(expired)
         fake.failing = set()
-        for _ in range(40):  # the stock hint catches up with the release
-            answer = await short.order(sku, gateway="alipay", email="rival@example.com")
-            if answer.status_code == 201:
-                break
-            await asyncio.sleep(0.1)
-        assert answer.status_code == 201, answer.text
-        rival = answer.json()
+        await short.refresh_stock()  # the stock hint sees the release now, not at its next refresh
+        rival = await short.ordered(sku, gateway="alipay", email="rival@example.com")
         await browse(rival)
         await fake.pay(rival["order_id"])
         await short.wait_status(rival, "delivered")
@@ -470,7 +461,8 @@ async def test_attack_changes_nothing(stack: Stack, fake: FakeAlipay, corpus: Co
         payment_id = logged[0].proof["payment_id"]
         review = stack.env.client.get_workflow_handle(f"stray-alipay-{payment_id}")
         assert await review.result() == "nothing"
-    await asyncio.sleep(0.2)  # a signal that slipped through would be acted on by now
+    await stack.settled(corpus.pending)  # a signal that slipped through has been acted on
+    await stack.settled(corpus.delivered)
     assert pending_payment == "pending"
     waiting, done = await stack.view(corpus.pending), await stack.view(corpus.delivered)
     assert (waiting["status"], waiting["keys"], "paid" in stages(waiting)) == ("awaiting_payment", [], False)
@@ -497,7 +489,7 @@ async def test_reordered_and_duplicated_notifies_deliver_once(stack: Stack, fake
     assert finished == [(200, "success"), (200, "success")]
     view = await stack.wait_status(order, "delivered")
     assert await send(trade_status="TRADE_SUCCESS") == (200, "success")  # the older status, late
-    await asyncio.sleep(0.5)
+    await stack.settled(order)  # every notify above signalled before it was answered
     async with stack.sessionmaker() as session:
         outcomes = list(await session.scalars(select(NotifyLog.outcome).where(NotifyLog.order_id == order["order_id"])
                                               .order_by(NotifyLog.id)))

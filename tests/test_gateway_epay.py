@@ -4,10 +4,8 @@ The order query is unsigned, so only the signed notify delivers: a lost notify l
 waiting even when the query says paid, until the operator's retry arrives.
 """
 
-import asyncio
 import hashlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
@@ -16,10 +14,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import select
 from starlette.datastructures import QueryParams
 
-from miaofa.db.models import NotifyLog, Payment
+from miaofa.db.models import NotifyLog
 from miaofa.gateways.base import GatewayError, GatewayRefused, InvalidNotify, PaymentRequest, Unsupported
 from miaofa.gateways.config import EpaySettings
 from miaofa.gateways.epay import EpayGateway, sign_content
@@ -27,7 +25,8 @@ from miaofa.gateways.md5_sign import md5_matches, md5_sign
 from tests.conftest import stack_settings
 from tests.fakes.epay import FakeEpay, epay_sign
 from tests.servers import bind, serve
-from tests.stack import Stack, running_stack
+from tests.stack import Stack, running_stack, stages
+from tests.waiting import eventually
 
 PID, KEY = "1001", "epay-test-key-6f1c0b7e9d2a"
 NOTIFY = "/payments/epay/notify"
@@ -71,25 +70,11 @@ async def _delivered(stack: Stack, fake: FakeEpay) -> dict[str, Any]:
     return order
 
 
-async def _last_log_id(stack: Stack) -> int:
-    async with stack.sessionmaker() as session:
-        return await session.scalar(select(func.coalesce(func.max(NotifyLog.id), 0)))
-
-
 async def _logged_since(stack: Stack, last_id: int) -> list[tuple[str, str, str | None]]:
     async with stack.sessionmaker() as session:
         rows = await session.scalars(select(NotifyLog).where(NotifyLog.id > last_id, NotifyLog.gateway == "epay")
                                      .order_by(NotifyLog.id))
         return [(row.outcome, row.detail, row.order_id) for row in rows]
-
-
-async def _payment_status(stack: Stack, order: dict[str, Any]) -> str:
-    async with stack.sessionmaker() as session:
-        return await session.scalar(select(Payment.status).where(Payment.order_id == order["order_id"]))
-
-
-def _stages(view: dict[str, Any]) -> list[str]:
-    return [event["stage"] for event in view["timeline"]]
 
 
 # ---- the protocol, without the stack ----
@@ -196,14 +181,14 @@ async def test_bad_input_is_an_invalid_notify(fake: FakeEpay, query: dict, body:
 async def test_pay_notify_delivers(stack: Stack, fake: FakeEpay) -> None:
     order = await _opened(stack)
     assert order["payment"]["payment_id"] == order["order_id"]
-    last = await _last_log_id(stack)
+    last = await stack.last_notify_id()
     async with httpx.AsyncClient() as browser:  # the buyer presses "pay" on the operator's page
         paid = await browser.post(f"{fake.url}/pay/{order['order_id']}")  # type: ignore[attr-defined]
     assert paid.json() == {"notify": "success"}
     view = await stack.wait_status(order, "delivered")
-    assert len(view["keys"]) == 1 and "notified" in _stages(view)
+    assert len(view["keys"]) == 1 and "notified" in stages(view)
     assert await _logged_since(stack, last) == [("accepted", "paid", order["order_id"])]
-    assert await _payment_status(stack, order) == "paid"
+    assert await stack.payment_status(order) == "paid"
 
 
 async def test_a_posted_notify_is_accepted_too(stack: Stack, fake: FakeEpay) -> None:
@@ -225,20 +210,18 @@ async def test_query_saying_paid_does_not_deliver_until_the_signed_notify(stack:
     finally:
         fake.drop_notifies = False
     queries = fake.queries
-    deadline = time.monotonic() + 20
-    while fake.queries < queries + 2:  # the saga has polled twice since the payment
-        assert time.monotonic() < deadline, "the saga never queried"
-        await asyncio.sleep(0.1)
+    await eventually(lambda: fake.queries >= queries + 2, message="the saga to poll twice since the payment")
+    await stack.settled(order)  # and to have judged what its polls found
     view = await stack.view(order)
     assert (view["status"], view["keys"]) == ("awaiting_payment", [])
-    assert not {"paid", "polled", "notified"} & set(_stages(view))
-    assert await _payment_status(stack, order) == "pending"
+    assert not {"paid", "polled", "notified"} & set(stages(view))
+    assert await stack.payment_status(order) == "pending"
     assert f"the gateway reports order {order['order_id']} paid; delivery waits for its signed notify" in caplog.text
     # The operator retries its notify: that one is signed, and delivers.
     retried = await fake.notify(fake.orders[order["order_id"]], fake.sent[-1])
     assert retried.text == "success"
     view = await stack.wait_status(order, "delivered")
-    assert "notified" in _stages(view) and "polled" not in _stages(view)
+    assert "notified" in stages(view) and "polled" not in stages(view)
 
 
 async def test_duplicated_reordered_and_replayed_notifies_deliver_once(stack: Stack, fake: FakeEpay) -> None:
@@ -248,7 +231,7 @@ async def test_duplicated_reordered_and_replayed_notifies_deliver_once(stack: St
     await fake.pay(a["order_id"])
     await stack.wait_status(a, "delivered")
     notify_a = fake.sent[-1]
-    last = await _last_log_id(stack)
+    last = await stack.last_notify_id()
     order_a = fake.orders[a["order_id"]]
     for _ in range(3):
         assert (await fake.notify(order_a, notify_a)).text == "success"
@@ -257,11 +240,12 @@ async def test_duplicated_reordered_and_replayed_notifies_deliver_once(stack: St
     onto_b = {**notify_a, "out_trade_no": b["order_id"]}  # A's signature, B's order
     replay = await stack.http.get(NOTIFY, params=onto_b)
     assert (replay.status_code, replay.text) == (400, "fail")
-    await asyncio.sleep(0.5)
+    await stack.settled(a)
+    await stack.settled(b)
     assert await _logged_since(stack, last) == [("duplicate", "paid", a["order_id"])] * 3 + [
         ("ignored", "pending", a["order_id"]), ("rejected", "bad signature", None)]
     view_a, view_b = await stack.view(a), await stack.view(b)
-    assert _stages(view_a).count("delivered") == 1 and len(view_a["keys"]) == 1
+    assert stages(view_a).count("delivered") == 1 and len(view_a["keys"]) == 1
     assert (view_b["status"], view_b["keys"]) == ("awaiting_payment", [])
     assert await stack.stock(sku) == {"available": 0, "reserved": 1, "sold": 1, "refunded": 0}
 
@@ -272,13 +256,13 @@ async def test_support_refund_then_a_replayed_notify_changes_nothing(stack: Stac
                                    json={"reason": "key did not work"})
     assert (answer.status_code, answer.json()["status"]) == (200, "refunded")
     assert fake.refunds[-1] == {"pid": PID, "key": KEY, "out_trade_no": order["order_id"], "money": "9.90"}
-    last = await _last_log_id(stack)
+    last = await stack.last_notify_id()
     assert (await fake.notify(fake.orders[order["order_id"]], fake.sent[-1])).text == "success"
-    await asyncio.sleep(0.5)
+    await stack.settled(order)
     assert await _logged_since(stack, last) == [("duplicate", "paid", order["order_id"])]
     view = await stack.view(order)
     assert (view["status"], view["keys"]) == ("refunded", [])
-    assert await _payment_status(stack, order) == "refunded"
+    assert await stack.payment_status(order) == "refunded"
 
 
 # ---- the attack corpus: each against an open order, each changes nothing ----
@@ -335,7 +319,7 @@ STRAY_OUTCOMES = {"wrong-money": "refund_refused", "unknown-order": "refund_refu
 async def test_attack_changes_nothing(stack: Stack, fake: FakeEpay, target: dict, name: str) -> None:
     make, (status, body, outcome, detail) = ATTACKS[name]
     fields = make(fake, target)
-    last = await _last_log_id(stack)
+    last = await stack.last_notify_id()
     if isinstance(fields, str):
         answer = await stack.http.get(f"{NOTIFY}?{fields}")
     else:
@@ -348,6 +332,6 @@ async def test_attack_changes_nothing(stack: Stack, fake: FakeEpay, target: dict
         assert (name, await review.result()) == (name, STRAY_OUTCOMES[name])
     view = await stack.view(target)
     assert (view["status"], view["keys"], view["paid_at"]) == ("awaiting_payment", [], None)
-    assert "paid" not in _stages(view)
-    assert await _payment_status(stack, target) == "pending"
+    assert "paid" not in stages(view)
+    assert await stack.payment_status(target) == "pending"
     assert await stack.stock(view["sku"]) == {"available": 0, "reserved": 1, "sold": 0, "refunded": 0}

@@ -4,20 +4,18 @@ check-status is unauthenticated, so only a signed status-2 callback delivers: a 
 leaves the order waiting even when check-status says paid, until the callback is retried.
 """
 
-import asyncio
 import hashlib
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from miaofa.db.models import AuditLog, NotifyLog, Payment
+from miaofa.db.models import AuditLog, NotifyLog
 from miaofa.gateways.base import GatewayRefused, InvalidNotify, PaymentRequest, Unsupported
 from miaofa.gateways.config import EpusdtSettings
 from miaofa.gateways.epusdt import EpusdtGateway, parse_json, sign_content
@@ -25,7 +23,8 @@ from miaofa.gateways.md5_sign import md5_sign
 from tests.conftest import stack_settings
 from tests.fakes.epusdt import FakeEpusdt, go_float, go_json, go_sign
 from tests.servers import bind, serve
-from tests.stack import Stack, running_stack
+from tests.stack import Stack, running_stack, stages
+from tests.waiting import eventually
 
 TOKEN = "epusdt-test-token-3b9d27c4a1"
 NOTIFY = "/payments/epusdt/notify"
@@ -58,25 +57,11 @@ async def _ordered(stack: Stack, sku: str | None = None) -> dict[str, Any]:
     return await stack.ordered(sku or await stack.product(1), gateway="epusdt")
 
 
-async def _last_log_id(stack: Stack) -> int:
-    async with stack.sessionmaker() as session:
-        return await session.scalar(select(func.coalesce(func.max(NotifyLog.id), 0)))
-
-
 async def _logged_since(stack: Stack, last_id: int) -> list[tuple[str, str, str | None]]:
     async with stack.sessionmaker() as session:
         rows = await session.scalars(select(NotifyLog).where(NotifyLog.id > last_id, NotifyLog.gateway == "epusdt")
                                      .order_by(NotifyLog.id))
         return [(row.outcome, row.detail, row.order_id) for row in rows]
-
-
-async def _payment_status(stack: Stack, order: dict[str, Any]) -> str:
-    async with stack.sessionmaker() as session:
-        return await session.scalar(select(Payment.status).where(Payment.order_id == order["order_id"]))
-
-
-def _stages(view: dict[str, Any]) -> list[str]:
-    return [event["stage"] for event in view["timeline"]]
 
 
 # ---- the protocol, without the stack ----
@@ -167,12 +152,12 @@ async def test_pay_callback_delivers(stack: Stack, fake: FakeEpusdt) -> None:
     trade = fake.trade_of(order["order_id"])
     assert (order["payment"]["payment_id"], order["payment"]["pay_url"]) == (
         trade.trade_id, f"{fake.url}/pay/checkout-counter/{trade.trade_id}")
-    last = await _last_log_id(stack)
+    last = await stack.last_notify_id()
     async with httpx.AsyncClient() as buyer:
         paid = await buyer.post(f"{fake.url}/pay/{trade.trade_id}")
     assert paid.json() == {"callback": "ok"}
     view = await stack.wait_status(order, "delivered")
-    assert len(view["keys"]) == 1 and "notified" in _stages(view)
+    assert len(view["keys"]) == 1 and "notified" in stages(view)
     assert await _logged_since(stack, last) == [("accepted", "paid", order["order_id"])]
 
 
@@ -187,18 +172,16 @@ async def test_check_status_saying_paid_does_not_deliver_until_the_signed_callba
     finally:
         fake.drop_callbacks = False
     checks = fake.checks
-    deadline = time.monotonic() + 20
-    while fake.checks < checks + 2:  # the saga has polled twice since the payment
-        assert time.monotonic() < deadline, "the saga never polled"
-        await asyncio.sleep(0.1)
+    await eventually(lambda: fake.checks >= checks + 2, message="the saga to poll twice since the payment")
+    await stack.settled(order)  # and to have judged what its polls found
     view = await stack.view(order)
     assert (view["status"], view["keys"]) == ("awaiting_payment", [])
-    assert not {"paid", "polled", "notified"} & set(_stages(view))
+    assert not {"paid", "polled", "notified"} & set(stages(view))
     assert f"the gateway reports trade {trade.trade_id} paid; delivery waits for its signed callback" in caplog.text
     retried = await fake.post(trade, fake.sent[-1])
     assert (retried.status_code, retried.text) == (200, "ok")
     view = await stack.wait_status(order, "delivered")
-    assert "notified" in _stages(view) and "polled" not in _stages(view)
+    assert "notified" in stages(view) and "polled" not in stages(view)
 
 
 async def test_duplicated_reordered_and_replayed_callbacks_deliver_once(stack: Stack, fake: FakeEpusdt) -> None:
@@ -208,7 +191,7 @@ async def test_duplicated_reordered_and_replayed_callbacks_deliver_once(stack: S
     await fake.pay(trade_a.trade_id)
     await stack.wait_status(a, "delivered")
     paid_a = fake.sent[-1]
-    last = await _last_log_id(stack)
+    last = await stack.last_notify_id()
     for _ in range(3):
         assert (await fake.post(trade_a, paid_a)).text == "ok"
     assert (await fake.send_status(trade_a.trade_id, 1)).text == "ok"  # a late "waiting"
@@ -216,12 +199,13 @@ async def test_duplicated_reordered_and_replayed_callbacks_deliver_once(stack: S
     onto_b = paid_a.replace(a["order_id"].encode(), b["order_id"].encode())  # A's signature, B's order
     replay = await fake.post(trade_b, onto_b)
     assert (replay.status_code, replay.text) == (400, "fail")
-    await asyncio.sleep(0.5)
+    await stack.settled(a)
+    await stack.settled(b)
     assert await _logged_since(stack, last) == [("duplicate", "paid", a["order_id"])] * 3 + [
         ("ignored", "pending", a["order_id"]), ("ignored", "closed", a["order_id"]),
         ("rejected", "bad signature", None)]
     view_a, view_b = await stack.view(a), await stack.view(b)
-    assert _stages(view_a).count("delivered") == 1 and len(view_a["keys"]) == 1
+    assert stages(view_a).count("delivered") == 1 and len(view_a["keys"]) == 1
     assert (view_b["status"], view_b["keys"]) == ("awaiting_payment", [])
     assert await stack.stock(sku) == {"available": 0, "reserved": 1, "sold": 1, "refunded": 0}
 
@@ -292,7 +276,7 @@ async def target(stack: Stack) -> dict[str, Any]:
 async def test_attack_changes_nothing(stack: Stack, fake: FakeEpusdt, target: dict, name: str) -> None:
     make, (status, body, outcome, detail) = ATTACKS[name]
     sent = make(fake, target)
-    last = await _last_log_id(stack)
+    last = await stack.last_notify_id()
     answer = await stack.http.post(NOTIFY, content=sent, headers={"Content-Type": "application/json"})
     assert (answer.status_code, answer.text) == (status, body)
     assert [(o, d) for o, d, _ in await _logged_since(stack, last)] == [(outcome, detail)]
@@ -301,8 +285,8 @@ async def test_attack_changes_nothing(stack: Stack, fake: FakeEpusdt, target: di
         assert await review.result() == "refund_by_hand"
     view = await stack.view(target)
     assert (view["status"], view["keys"], view["paid_at"]) == ("awaiting_payment", [], None)
-    assert "paid" not in _stages(view)
-    assert await _payment_status(stack, target) == "pending"
+    assert "paid" not in stages(view)
+    assert await stack.payment_status(target) == "pending"
     assert await stack.stock(view["sku"]) == {"available": 0, "reserved": 1, "sold": 0, "refunded": 0}
     assert fake.trade_of(target["order_id"]).status == 1
 
@@ -316,7 +300,7 @@ async def test_a_support_refund_is_left_to_a_person_and_audited(stack: Stack, fa
     # USDT goes back by hand (epusdt has no refund API): the timeline and the audit log say a person must.
     assert answer.status_code == 200, answer.text
     view = await stack.wait_status(order, "refunded")
-    assert ("refund_by_hand" in _stages(view), view["keys"]) == (True, [])
+    assert ("refund_by_hand" in stages(view), view["keys"]) == (True, [])
     async with stack.sessionmaker() as session:
         audited = await session.scalar(select(AuditLog).where(AuditLog.action == "payment.refund_by_hand",
                                                               AuditLog.target == f"refund-{order['order_id']}"))

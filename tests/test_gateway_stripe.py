@@ -19,7 +19,7 @@ from miaofa.gateways.stripe import StripeGateway
 from tests.conftest import stack_settings
 from tests.fakes.stripe import FakeStripe
 from tests.servers import bind, serve
-from tests.stack import Stack, running_stack
+from tests.stack import Stack, running_stack, stages
 
 SECRET_KEY = "sk_test_" + secrets.token_hex(12)
 WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
@@ -232,10 +232,6 @@ async def _notifies(shop: Stack, order_id: str) -> list[tuple[str, str]]:
         return [(row.outcome, row.detail) for row in rows]
 
 
-def _stages(view: dict[str, Any]) -> list[str]:
-    return [event["stage"] for event in view["timeline"]]
-
-
 async def test_a_paid_session_is_delivered_by_its_webhook(shop: Stack, fake: FakeStripe) -> None:
     sku = await shop.product(1, currency="USD")
     order = await shop.ordered(sku, gateway="stripe")
@@ -246,7 +242,7 @@ async def test_a_paid_session_is_delivered_by_its_webhook(shop: Stack, fake: Fak
     await fake.pay(session["id"])
     assert fake.deliveries[-1] == ("checkout.session.completed", 200)
     view = await shop.wait_status(order, "delivered")
-    assert len(view["keys"]) == 1 and "notified" in _stages(view)
+    assert len(view["keys"]) == 1 and "notified" in stages(view)
     assert await _notifies(shop, order["order_id"]) == [("accepted", "paid")]
 
 
@@ -255,7 +251,7 @@ async def test_a_lost_webhook_is_found_by_the_query(shop: Stack, fake: FakeStrip
     order = await shop.ordered(sku, gateway="stripe")
     await fake.pay(order["payment"]["payment_id"], deliver=False)
     view = await shop.wait_status(order, "delivered")
-    assert "polled" in _stages(view) and "notified" not in _stages(view)
+    assert "polled" in stages(view) and "notified" not in stages(view)
     assert len(view["keys"]) == 1 and await _notifies(shop, order["order_id"]) == []
 
 
@@ -270,7 +266,7 @@ async def test_duplicated_and_reordered_webhooks_deliver_once(shop: Stack, fake:
     assert fake.deliveries[-4:] == [("checkout.session.completed", 200)] * 2 + [
         ("checkout.session.expired", 200), ("checkout.session.completed", 200)]
     view = await shop.wait_status(order, "delivered")
-    assert len(view["keys"]) == 1 and _stages(view).count("delivered") == 1
+    assert len(view["keys"]) == 1 and stages(view).count("delivered") == 1
     outcomes = await _notifies(shop, order["order_id"])
     assert outcomes[0] == ("accepted", "paid") and outcomes[2] == ("ignored", "closed")
     assert {outcomes[1], outcomes[3]} <= {("accepted", "paid"), ("duplicate", "paid")}
@@ -432,7 +428,7 @@ async def test_attack_changes_nothing(shop: Stack, fake: FakeStripe, target: Tar
                         target.delivered["order_id"]: "paid"}
     for order in (target.open, target.other):
         view = await shop.view(order)
-        assert view["status"] == "awaiting_payment" and "paid" not in _stages(view)
+        assert view["status"] == "awaiting_payment" and "paid" not in stages(view)
     view = await shop.view(target.delivered)
     assert (view["status"], len(view["keys"]), delivered) == ("delivered", 1, 1)
     assert await shop.stock(target.sku) == {"available": 0, "reserved": 2, "sold": 1, "refunded": 0}

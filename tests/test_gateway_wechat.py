@@ -310,10 +310,6 @@ async def shop(module_shop: Shop) -> AsyncIterator[Shop]:
     module_shop.fake.down, module_shop.fake.drop_notifies = set(), False
 
 
-async def _stages(shop: Shop, order: dict[str, Any]) -> list[str]:
-    return [event["stage"] for event in (await shop.stack.view(order))["timeline"]]
-
-
 async def test_paid_order_is_delivered_on_the_notify(shop: Shop) -> None:
     order = await shop.order()
     assert order["payment"]["payment_id"] == order["order_id"]
@@ -322,7 +318,7 @@ async def test_paid_order_is_delivered_on_the_notify(shop: Shop) -> None:
     assert answer is not None and (answer.status_code, answer.content) == (204, b"")
     await shop.stack.wait_status(order, "delivered")
     assert await shop.delivered_once(order)
-    assert "notified" in await _stages(shop, order)
+    assert "notified" in await shop.stack.stages_of(order)
     assert await shop.notify_outcomes(order) == [("accepted", "paid")]
 
 
@@ -332,7 +328,7 @@ async def test_lost_notify_is_found_by_the_query(shop: Shop) -> None:
     assert await shop.fake.pay(order["order_id"]) is None
     await shop.stack.wait_status(order, "delivered")
     assert await shop.delivered_once(order)
-    stages = await _stages(shop, order)
+    stages = await shop.stack.stages_of(order)
     assert "polled" in stages and "notified" not in stages
     assert await shop.notify_outcomes(order) == []
 
@@ -343,7 +339,7 @@ async def test_lost_notify_with_the_primary_host_down_is_found_on_the_backup(sho
     await shop.fake.pay(order["order_id"])
     await shop.stack.wait_status(order, "delivered")
     assert await shop.delivered_once(order)
-    assert "polled_backup" in await _stages(shop, order)
+    assert "polled_backup" in await shop.stack.stages_of(order)
     assert ("backup", "GET", f"/v3/pay/transactions/out-trade-no/{order['order_id']}") in shop.fake.calls
 
 
@@ -391,7 +387,7 @@ async def test_certificate_mode_saga(dev_env, sessionmaker, sim_url, database_ur
             await shop.stack.wait_status(order, "delivered")
             assert await shop.delivered_once(order)
         assert await shop.notify_outcomes(notified) == [("accepted", "paid")]
-        assert "polled" in await _stages(shop, polled)
+        assert "polled" in await shop.stack.stages_of(polled)
         assert 1 <= shop.fake.certificate_fetches <= 2  # once by the API's adapter, once by the worker's
 
 

@@ -2,21 +2,11 @@
 
 from datetime import timedelta
 
-from tests.stack import Stack
+from tests.stack import Stack, stages
 
 WINDOW = 900
 WATCH = 3600  # the ts_stack's late-payment watch
 SUPPORT_WINDOW = 7 * 86400
-
-
-def _stages(view: dict) -> list[str]:
-    return [event["stage"] for event in view["timeline"]]
-
-
-async def _sim_payment(stack: Stack, order: dict) -> dict:
-    answer = await stack.sim.get(f"/api/payments/{order['payment']['payment_id']}",
-                                 headers={"Authorization": f"Bearer {stack.settings.sim_secret}"})
-    return answer.json()
 
 
 async def test_the_watch_looks_for_a_payment_whose_notify_was_lost(ts_stack: Stack) -> None:
@@ -28,9 +18,9 @@ async def test_the_watch_looks_for_a_payment_whose_notify_was_lost(ts_stack: Sta
     assert (await ts_stack.pay(order)).status_code == 200  # nobody presses "I have paid"
     await ts_stack.env.sleep(timedelta(seconds=61))  # the watch's first look, a minute in
     view = await ts_stack.wait_status(order, "delivered")
-    stages = _stages(view)
-    assert stages.index("close_failed") < stages.index("expired") < stages.index("polled_late") \
-        < stages.index("paid_after_expiry") < stages.index("reserved_again") < stages.index("delivered")
+    timeline = stages(view)
+    assert timeline.index("close_failed") < timeline.index("expired") < timeline.index("polled_late") \
+        < timeline.index("paid_after_expiry") < timeline.index("reserved_again") < timeline.index("delivered")
     assert len(view["keys"]) == 1
     await ts_stack.record_history(order, "late_poll_delivered")
 
@@ -44,7 +34,7 @@ async def test_a_payment_one_second_after_the_watch_is_delivered(ts_stack: Stack
     await ts_stack.env.sleep(timedelta(seconds=WATCH + 1))  # the watch has ended: nobody polls any more
     assert (await ts_stack.pay(order)).status_code == 200  # the notify still comes
     view = await ts_stack.wait_status(order, "delivered")
-    assert "paid_after_expiry" in _stages(view) and "notified" in _stages(view)
+    assert "paid_after_expiry" in stages(view) and "notified" in stages(view)
     assert len(view["keys"]) == 1
     assert await ts_stack.stock(sku) == {"available": 0, "reserved": 0, "sold": 1, "refunded": 0}
 
@@ -57,7 +47,7 @@ async def test_a_payment_a_second_before_the_order_closes_is_refunded_when_out_o
     expired = await ts_stack.wait_status(order, "expired")
     await ts_stack.control(close_fail=False)
     released_at = next(e["at"] for e in expired["timeline"] if e["stage"] == "expired")
-    rival = await _rival_takes_the_key(ts_stack, sku)
+    rival = await ts_stack.rival_buys(sku)
     # The order closes SUPPORT_WINDOW after its release; stop just short of it.
     now = await ts_stack.now()
     from datetime import datetime
@@ -66,25 +56,12 @@ async def test_a_payment_a_second_before_the_order_closes_is_refunded_when_out_o
     await ts_stack.env.sleep(closes_at - now - timedelta(seconds=2))
     assert (await ts_stack.pay(order)).status_code == 200
     view = await ts_stack.wait_status(order, "refunded")
-    stages = _stages(view)
-    assert stages.index("paid_after_expiry") < stages.index("refunded")
+    timeline = stages(view)
+    assert timeline.index("paid_after_expiry") < timeline.index("refunded")
     refunded = next(e for e in view["timeline"] if e["stage"] == "refunded")
     assert refunded["detail"] == {"reason": "paid after expiry and out of stock", "actor": "system"}
     assert view["keys"] == []
-    assert (await _sim_payment(ts_stack, order))["status"] == "refunded"
+    assert (await ts_stack.sim_payment(order["payment"]["payment_id"]))["status"] == "refunded"
     assert (await ts_stack.view(rival))["status"] == "delivered"
     await ts_stack.record_history(order, "paid_before_close_refunded")
 
-
-async def _rival_takes_the_key(stack: Stack, sku: str) -> dict:
-    import asyncio
-
-    for _ in range(40):  # the API's stock hint catches up with the release within a second
-        answer = await stack.order(sku, email="rival@example.com")
-        if answer.status_code == 201:
-            rival = answer.json()
-            await stack.pay(rival)
-            await stack.wait_status(rival, "delivered")
-            return rival
-        await asyncio.sleep(0.1)
-    raise AssertionError("the released key never became available")

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import time
+from functools import partial
 
 from sqlalchemy import select
 
@@ -10,6 +11,7 @@ from miaofa.db.models import NotifyLog, OrderEvent
 from miaofa.gateways.sim_protocol import SIGNATURE_HEADER, TIMESTAMP_HEADER, make_signature
 from tests.conftest import stack_settings
 from tests.stack import Stack, running_stack
+from tests.waiting import eventually
 
 
 async def test_every_paid_order_is_delivered_when_all_notifies_are_dropped(dev_stack: Stack) -> None:
@@ -28,19 +30,27 @@ async def test_duplicated_notifies_deliver_once(dev_stack: Stack) -> None:
     await dev_stack.control(duplicate=True)
     await asyncio.gather(*(dev_stack.pay(order) for order in orders))
     views = await asyncio.gather(*(dev_stack.wait_status(order, "delivered") for order in orders))
-    await asyncio.sleep(1.0)  # let every duplicate land
     for order, view in zip(orders, views):
+        outcomes = await eventually(partial(_both_copies_logged, dev_stack, order),
+                                    message=f"both copies of {order['order_id']}'s notify")
+        assert outcomes[0] == "accepted" and outcomes[1] in ("accepted", "duplicate")
+        # Each accepted copy signalled the workflow before it was answered: let it act on them all.
+        await dev_stack.settled(order, signals=outcomes.count("accepted"))
         async with dev_stack.sessionmaker() as session:
-            accepted = await session.scalars(select(NotifyLog.outcome).where(NotifyLog.order_id == order["order_id"]))
             delivered = await session.scalars(select(OrderEvent.stage).where(
                 OrderEvent.order_id == order["order_id"], OrderEvent.stage == "delivered"))
-            outcomes = list(accepted)
-            assert outcomes[0] == "accepted" and outcomes[1] in ("accepted", "duplicate")
             assert list(delivered) == ["delivered"]
         assert len(view["keys"]) == 2
     all_keys = [key for view in views for key in view["keys"]]
     assert len(set(all_keys)) == 6
     assert await dev_stack.stock(sku) == {"available": 0, "reserved": 0, "sold": 6, "refunded": 0}
+
+
+async def _both_copies_logged(stack: Stack, order: dict) -> list[str]:
+    async with stack.sessionmaker() as session:
+        outcomes = list(await session.scalars(select(NotifyLog.outcome).where(
+            NotifyLog.order_id == order["order_id"]).order_by(NotifyLog.id)))
+    return outcomes if len(outcomes) >= 2 else []
 
 
 def _signed(stack: Stack, payload: dict, secret: str | None = None, ts: int | None = None) -> tuple[bytes, dict]:

@@ -3,7 +3,6 @@ dispatcher at a time, failures back off and give up after a day (counted), a dea
 taken over after its lease."""
 
 import asyncio
-import time
 from datetime import datetime, timezone
 
 import httpx
@@ -25,6 +24,7 @@ from tests.messaging import (
     rows,
 )
 from tests.servers import bind, serve
+from tests.waiting import eventually
 
 
 async def test_an_event_is_queued_in_the_transaction_that_makes_it_true(sessionmaker) -> None:
@@ -80,13 +80,15 @@ async def test_two_dispatchers_never_send_one_row_twice(sessionmaker) -> None:
         assert len(expected) == 16
         stop = asyncio.Event()
         running = [asyncio.create_task(d.run(stop)) for d in dispatchers]
-        deadline = time.monotonic() + 30
-        while [r.status for order_id in order_ids for r in await rows(sessionmaker, order_id)] != ["sent"] * 16:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.2)  # a duplicate would still be on its way
+
+        async def all_sent() -> bool:
+            statuses = [r.status for order_id in order_ids for r in await rows(sessionmaker, order_id)]
+            assert statuses == ["sent"] * 16, statuses
+            return True
+
+        await eventually(all_sent, timeout=30, message="every row sent")
         stop.set()
-        await asyncio.gather(*running)
+        await asyncio.gather(*running)  # a stopped dispatcher has finished its sends: no duplicate is on its way
         for d in dispatchers:
             await d.aclose()
     delivered = sorted(hit.headers["miaofa-event-id"] for order_id in order_ids for hit in receiver.for_order(order_id))
@@ -144,8 +146,7 @@ async def test_a_row_whose_sender_died_is_sent_by_another_after_its_lease(sessio
         d = dispatcher(sessionmaker, webhook_url=f"{url}/hook")
         await d.run_once()
         assert receiver.for_order(order_id) == []  # still leased
-        await asyncio.sleep(0.6)
-        await drain(d, lambda: len(receiver.for_order(order_id)) == 1)
+        await drain(d, lambda: len(receiver.for_order(order_id)) == 1)  # once the half-second lease ends
         await d.aclose()
     [row] = await rows(sessionmaker, order_id)
     assert (row.status, row.attempts) == ("sent", 2)

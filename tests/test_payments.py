@@ -1,6 +1,5 @@
 """The one payment rule (miaofa.payments.proof.judge), and a payment signal that proves nothing."""
 
-import asyncio
 from datetime import datetime, timezone
 
 import pytest
@@ -59,8 +58,8 @@ def test_judge_another_gateways_order() -> None:
     assert judge(order, payment, _proof(), gateway=None) == Judgement(s.ACCEPTED)
 
 
-async def _stays_unpaid(handle: WorkflowHandle, stack: Stack, order: dict) -> None:
-    await asyncio.sleep(1.0)  # time for the workflow to judge what it was sent
+async def _stays_unpaid(handle: WorkflowHandle, stack: Stack, order: dict, signals: int) -> None:
+    await stack.settled(order, signals=signals)  # the workflow has judged everything it was sent
     state = await handle.query(c.STATUS_QUERY, result_type=c.OrderState)
     assert (state.status, state.paid) == ("awaiting_payment", False)
     view = await stack.view(order)
@@ -84,7 +83,7 @@ async def test_a_payment_signal_is_not_proof_of_payment(dev_stack: Stack) -> Non
     for forged in (c.PaymentNotified(notify_id=others_notify), c.PaymentNotified(notify_id=2**62),
                    c.PaymentNotified(notify_id=None, source="reconcile")):
         await handle.signal(c.PAYMENT_SIGNAL, forged)
-    await _stays_unpaid(handle, dev_stack, victim)
+    await _stays_unpaid(handle, dev_stack, victim, signals=3)
     await dev_stack.pay(victim)  # and the real payment still goes through
     view = await dev_stack.wait_status(victim, "delivered")
     assert len(view["keys"]) == 1

@@ -1,6 +1,5 @@
 """Reconciliation (对账): gateway statements against orders, over the simulator's statement API."""
 
-import asyncio
 import json
 import os
 import subprocess
@@ -51,7 +50,7 @@ async def _settled(stack: Stack, payment_id: str) -> str:
     """The payment's status at the gateway once its review (if any) has finished."""
     handle = stack.env.client.get_workflow_handle(f"stray-simulator-{payment_id}")
     await handle.result()
-    return (await stack.sim.get(f"/api/payments/{payment_id}", headers=SIM_AUTH)).json()["status"]
+    return (await stack.sim_payment(payment_id))["status"]
 
 
 async def _findings(stack: Stack, payment_id: str) -> list[tuple[str, str, int]]:
@@ -112,7 +111,7 @@ async def test_an_open_order_that_missed_its_notify_is_nudged_and_delivered(dev_
         order = await stack.ordered(sku)
         await stack.control(notify="drop")
         await stack.pay(order)
-        await asyncio.sleep(0.5)
+        await stack.settled(order)
         assert (await stack.view(order))["status"] == "awaiting_payment"
         report = await _reconcile(stack)
         assert report.orders_nudged >= 1

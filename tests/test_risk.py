@@ -3,6 +3,7 @@ text checks at the edge, and who the client is."""
 
 import asyncio
 import uuid
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -106,7 +107,7 @@ async def _product(sessionmaker) -> int:
 async def _admit(sessionmaker, admission: Admission, buyer: str, client: str | None, product_id: int,
                  quantity: int = 1, order_id: str | None = None) -> str:
     """The order id admitted, or the refusal's error code."""
-    order_id = order_id or uuid.uuid4().hex[:20]
+    order_id = order_id or _order_id()
     try:
         async with sessionmaker.begin() as session:
             await admission.admit(session, CAPS, Applicant(order_id, buyer, client, product_id, quantity),
@@ -116,20 +117,31 @@ async def _admit(sessionmaker, admission: Admission, buyer: str, client: str | N
     return order_id
 
 
+def _order_id() -> str:
+    return uuid.uuid4().hex[:20]
+
+
+def _tally(order_ids: list[str], answers: list[str]) -> Counter[str]:
+    """How many were admitted (answered with their own order id), and how many refused with each code."""
+    return Counter("admitted" if answer == order_id else answer
+                   for order_id, answer in zip(order_ids, answers, strict=True))
+
+
 async def test_caps_hold_across_api_processes_under_a_burst(sessionmaker) -> None:
     product_id = await _product(sessionmaker)
     # Three API processes (three Admission objects), 30 requests at once from one buyer.
     processes = [Admission(WINDOWS, TEST_VAULT_KEY) for _ in range(3)]
     buyer = "b-" + uuid.uuid4().hex[:12]
-    answers = await asyncio.gather(*(_admit(sessionmaker, processes[i % 3], buyer, None, product_id)
+    ids = [_order_id() for _ in range(30)]
+    answers = await asyncio.gather(*(_admit(sessionmaker, processes[i % 3], buyer, None, product_id, order_id=ids[i])
                                      for i in range(30)))
-    admitted = [a for a in answers if a != "too_many_open_orders"]
-    assert len(admitted) == 2  # per buyer and product
+    assert _tally(ids, answers) == {"admitted": 2, "too_many_open_orders": 28}  # 2 per buyer and product
     # One address, many buyers: 4 orders at most, 6 units at most.
     client = processes[0].client_hash("198.51.100.20")
+    ids = [_order_id() for _ in range(20)]
     answers = await asyncio.gather(*(_admit(sessionmaker, processes[i % 3], f"x-{uuid.uuid4().hex[:8]}", client,
-                                            product_id, quantity=2) for i in range(20)))
-    assert sum(a not in ("too_many_open_orders", "quantity_limit") for a in answers) == 3  # 3 × 2 units = 6
+                                            product_id, quantity=2, order_id=ids[i]) for i in range(20)))
+    assert _tally(ids, answers) == {"admitted": 3, "too_many_open_orders": 17}  # 3 × 2 units = 6
 
 
 async def test_quantity_and_email_caps(sessionmaker) -> None:
@@ -137,10 +149,11 @@ async def test_quantity_and_email_caps(sessionmaker) -> None:
     admission = Admission(WINDOWS, TEST_VAULT_KEY)
     buyer = "q-" + uuid.uuid4().hex[:12]
     assert await _admit(sessionmaker, admission, buyer, None, p1, quantity=6) == "quantity_limit"
-    first = await _admit(sessionmaker, admission, buyer, None, p1, quantity=3)
+    first, second, third, fourth = (_order_id() for _ in range(4))
+    assert await _admit(sessionmaker, admission, buyer, None, p1, quantity=3, order_id=first) == first
     assert await _admit(sessionmaker, admission, buyer, None, p1, quantity=3) == "quantity_limit"
-    assert await _admit(sessionmaker, admission, buyer, None, p1, quantity=2) not in ("quantity_limit",)
-    assert await _admit(sessionmaker, admission, buyer, None, p2) != "too_many_open_orders"
+    assert await _admit(sessionmaker, admission, buyer, None, p1, quantity=2, order_id=second) == second  # 5 units
+    assert await _admit(sessionmaker, admission, buyer, None, p2, order_id=third) == third
     assert await _admit(sessionmaker, admission, buyer, None, p3) == "too_many_open_orders"  # 3 open already
     # A retried order id is already counted: it is never refused for itself.
     assert await _admit(sessionmaker, admission, buyer, None, p1, quantity=3, order_id=first) == first
@@ -150,7 +163,7 @@ async def test_quantity_and_email_caps(sessionmaker) -> None:
         session.add(Order(id=first, product_id=p1, sku="x", quantity=3, email="q@example.com", buyer_hash=buyer,
                           amount_cents=300, currency="CNY", gateway="simulator", status=c.DELIVERED,
                           expires_at=now + timedelta(minutes=15)))
-    assert await _admit(sessionmaker, admission, buyer, None, p3) != "too_many_open_orders"
+    assert await _admit(sessionmaker, admission, buyer, None, p3, order_id=fourth) == fourth
 
 
 async def test_open_orders_count_until_they_settle(sessionmaker) -> None:
@@ -168,9 +181,9 @@ async def test_open_orders_count_until_they_settle(sessionmaker) -> None:
                 session.add(Order(id=order_id, product_id=product_id, sku="x", quantity=1, email="o@example.com",
                                   buyer_hash=buyer, amount_cents=100, currency="CNY", gateway="simulator",
                                   status=status, expires_at=long_ago + timedelta(minutes=15)))
-    second = await _admit(sessionmaker, admission, buyer, None, product_id)  # 1 open + this one
-    assert second != "too_many_open_orders"
+    second, third = _order_id(), _order_id()
+    assert await _admit(sessionmaker, admission, buyer, None, product_id, order_id=second) == second  # 1 open + this
     assert await _admit(sessionmaker, admission, buyer, None, product_id) == "too_many_open_orders"  # 2 per product
     async with sessionmaker.begin() as session:  # the second did not open (sold out): forgotten at once
         await forget(session, second)
-    assert await _admit(sessionmaker, admission, buyer, None, product_id) != "too_many_open_orders"
+    assert await _admit(sessionmaker, admission, buyer, None, product_id, order_id=third) == third

@@ -22,6 +22,7 @@ from miaofa.risk.rules import Rules, RulesError, RulesFile, parse
 from miaofa.settings import Settings
 from tests.conftest import TEST_VAULT_KEY, stack_settings
 from tests.stack import Stack, running_stack
+from tests.waiting import eventually
 
 RULES = """
 [blocklist]
@@ -327,15 +328,17 @@ async def test_the_unpaid_reservation_cap_holds_under_concurrent_creates(ruled: 
     email = _email()
     # The email's rate would stop this burst first: the live rules file raises it (and is reloaded).
     path = Path(ruled.settings.risk_rules_file)
+    rules_file = ruled.app.state.risk_chain.rules_file
     path.write_text(RULES.replace("per_email = 3", "per_email = 100"))
     os.utime(path, ns=(3, 3))
-    await asyncio.sleep(1.1)
+    assert rules_file.check().rate_per_email == 100  # read now, not at the next once-a-second look
     try:
         answers = await asyncio.gather(*(_order(ruled, sku, email=email, ip=_ip()) for _ in range(20)))
         assert ruled.app.state.miaofa.chain.rules().rate_per_email == 100
     finally:
         path.write_text(RULES)
         os.utime(path, ns=(4, 4))
+        assert rules_file.check().rate_per_email == 3
     codes = sorted(a.status_code for a in answers)
     assert codes == [201] * 3 + [403] * 17
     assert {a.json()["error"] for a in answers if a.status_code == 403} == {"too_many_open_orders"}
@@ -384,12 +387,12 @@ async def test_review_approve_pay_delivered(ruled: Stack) -> None:
 
 
 async def _until(stack: Stack, order: dict, condition, timeout: float = 10) -> dict:
-    for _ in range(int(timeout * 10)):
+    async def holds() -> dict:
         view = await stack.view(order)
-        if condition(view):
-            return view
-        await asyncio.sleep(0.1)
-    raise AssertionError(view)
+        assert condition(view), view
+        return view
+
+    return await eventually(holds, timeout, f"order {order['order_id']}'s view to change", interval=0.1)
 
 
 async def test_review_reject_releases_the_stock(ruled: Stack) -> None:
@@ -444,14 +447,16 @@ async def test_the_form_checkout_shows_a_denial_and_opens_a_held_order(ruled: St
     assert ('<p class="error" role="alert" data-error>This email address cannot place orders here. Contact support '
             'if this is a mistake.</p>') in _card(denied.text, sku)
     path = Path(ruled.settings.risk_rules_file)  # the same email, now held for a person instead
+    rules_file = ruled.app.state.risk_chain.rules_file
     path.write_text(RULES + '\n[verdicts]\nblocklist_email = "review"\n')
     os.utime(path, ns=(5, 5))
-    await asyncio.sleep(1.1)
+    assert rules_file.check().verdict("blocklist_email") == "review"  # read now, not at the next look
     try:
         held = await _buy(ruled, {**EN, "X-Forwarded-For": _ip()}, sku=sku, email="someone@spam.example")
     finally:
         path.write_text(RULES)
         os.utime(path, ns=(6, 6))
+        assert rules_file.check().verdict("blocklist_email") == "deny"
     assert held.status_code == 303, held.text[:300]
     page = await ruled.http.get(held.headers["location"], headers=EN)
     assert page.status_code == 200 and "Under review" in page.text

@@ -1,10 +1,10 @@
 """Every timer path of the order saga, on the time-skipping test server with real activities."""
 
-import asyncio
 from datetime import timedelta
 
 from miaofa.contract import SA_DELIVERY_LATE
-from tests.stack import Stack
+from tests.stack import Stack, stages
+from tests.waiting import eventually
 from workflows.order import OrderWorkflow
 
 
@@ -15,9 +15,8 @@ async def test_callback_in_time_delivers(ts_stack: Stack) -> None:
     assert (await ts_stack.pay(order)).status_code == 200
     view = await ts_stack.wait_status(order, "delivered")
     assert view["keys"] == ["GIFT-AAAA-0001"]
-    stages = [event["stage"] for event in view["timeline"]]
-    assert stages[:6] == ["created", "risk", "reserved", "payment_created", "paid", "notified"]
-    assert "delivered" in stages
+    assert stages(view)[:6] == ["created", "risk", "reserved", "payment_created", "paid", "notified"]
+    assert "delivered" in stages(view)
     assert view["coupon"] is None
     assert await ts_stack.stock(sku) == {"available": 0, "reserved": 0, "sold": 1, "refunded": 0}
     await ts_stack.record_history(order, "callback_in_time")
@@ -30,8 +29,7 @@ async def test_lost_callback_is_recovered_by_polling(ts_stack: Stack) -> None:
     await ts_stack.pay(order)
     await ts_stack.env.sleep(timedelta(seconds=16))  # past the 15 s callback grace
     view = await ts_stack.wait_status(order, "delivered")
-    stages = [event["stage"] for event in view["timeline"]]
-    assert "polled" in stages and "notified" not in stages
+    assert "polled" in stages(view) and "notified" not in stages(view)
     assert len(view["keys"]) == 1
     await ts_stack.record_history(order, "lost_callback_polled")
 
@@ -43,8 +41,7 @@ async def test_primary_query_channel_failing_fails_over_to_backup(ts_stack: Stac
     await ts_stack.pay(order)
     await ts_stack.env.sleep(timedelta(seconds=16))
     view = await ts_stack.wait_status(order, "delivered")
-    stages = [event["stage"] for event in view["timeline"]]
-    assert "polled_backup" in stages and "polled" not in stages
+    assert "polled_backup" in stages(view) and "polled" not in stages(view)
     await ts_stack.record_history(order, "backup_channel")
 
 
@@ -71,8 +68,8 @@ async def test_paid_after_expiry_is_delivered_when_stock_remains(ts_stack: Stack
     assert await ts_stack.stock(sku) == {"available": 1, "reserved": 0, "sold": 0, "refunded": 0}
     assert (await ts_stack.pay(order)).status_code == 200  # the buyer pays late; the notify comes
     view = await ts_stack.wait_status(order, "delivered")
-    stages = [event["stage"] for event in view["timeline"]]
-    assert stages.index("expired") < stages.index("paid_after_expiry") < stages.index("reserved_again")
+    timeline = stages(view)
+    assert timeline.index("expired") < timeline.index("paid_after_expiry") < timeline.index("reserved_again")
     assert len(view["keys"]) == 1
     assert await ts_stack.stock(sku) == {"available": 0, "reserved": 0, "sold": 1, "refunded": 0}
     await ts_stack.record_history(order, "paid_after_expiry_delivered")
@@ -85,19 +82,12 @@ async def test_paid_after_expiry_without_stock_is_refunded(ts_stack: Stack) -> N
     await ts_stack.env.sleep(timedelta(seconds=901))
     await ts_stack.wait_status(late_order, "expired")
     await ts_stack.control(close_fail=False)
-    await ts_stack.env.sleep(timedelta(seconds=0))
-    await asyncio.sleep(1.5)  # the API's stock hint catches up with the release within a second
-    rival = await ts_stack.ordered(sku, email="rival@example.com")  # takes the released key
-    await ts_stack.pay(rival)
-    await ts_stack.wait_status(rival, "delivered")
+    await ts_stack.rival_buys(sku)  # takes the released key
     await ts_stack.pay(late_order)
     view = await ts_stack.wait_status(late_order, "refunded")
-    stages = [event["stage"] for event in view["timeline"]]
-    assert "paid_after_expiry" in stages and "delivered" not in stages
+    assert "paid_after_expiry" in stages(view) and "delivered" not in stages(view)
     assert view["keys"] == []
-    payment = (await ts_stack.sim.get(f"/api/payments/{late_order['payment']['payment_id']}",
-                                      headers={"Authorization": f"Bearer {ts_stack.settings.sim_secret}"})).json()
-    assert payment["status"] == "refunded"
+    assert (await ts_stack.sim_payment(late_order["payment"]["payment_id"]))["status"] == "refunded"
     await ts_stack.record_history(late_order, "paid_after_expiry_refunded")
 
 
@@ -106,21 +96,15 @@ async def test_late_delivery_earns_a_single_use_coupon(ts_stack: Stack) -> None:
     order = await ts_stack.ordered(sku)
     # The gateway reports the buyer paid two minutes ago (a bank batch window): delivery is past the SLA.
     await ts_stack.pay(order, paid_at=await ts_stack.now() - timedelta(seconds=120))
-    view = await ts_stack.wait_status(order, "delivered")
-    for _ in range(200):  # the coupon is issued just after the delivery lands
-        if view["coupon"]:
-            break
-        await asyncio.sleep(0.05)
-        view = await ts_stack.view(order)
+    await ts_stack.wait_status(order, "delivered")
+    view = await ts_stack.wait_stage(order, "coupon")  # the coupon is issued just after the delivery lands
     coupon = view["coupon"]
     assert coupon["percent_off"] == 10
-    assert "coupon" in [event["stage"] for event in view["timeline"]]
-    for _ in range(100):  # the search attribute reaches the server when the workflow task completes
-        late = (await ts_stack.handle(order).describe()).typed_search_attributes.get(SA_DELIVERY_LATE)
-        if late:
-            break
-        await asyncio.sleep(0.05)
-    assert late is True
+
+    async def marked_late() -> bool | None:  # the search attribute reaches the server with its workflow task
+        return (await ts_stack.handle(order).describe()).typed_search_attributes.get(SA_DELIVERY_LATE)
+
+    assert await eventually(marked_late, message="the DeliveryLate search attribute") is True
 
     discounted = await ts_stack.ordered(sku, email="again@example.com", coupon_code=coupon["code"])
     assert discounted["amount_cents"] == 900
@@ -136,11 +120,12 @@ async def test_on_time_delivery_earns_no_coupon(ts_stack: Stack) -> None:
     order = await ts_stack.ordered(sku)
     await ts_stack.pay(order)
     await ts_stack.wait_status(order, "delivered")
-    for _ in range(100):
+
+    async def delivered_state():
         state = await ts_stack.handle(order).query(OrderWorkflow.state)
-        if state.status == "delivered":
-            break
-        await asyncio.sleep(0.05)
+        return state if state.status == "delivered" else None
+
+    state = await eventually(delivered_state, message="the status query to say delivered")
     assert (state.status, state.coupon_issued, state.delivery_late) == ("delivered", False, False)
 
 
@@ -170,11 +155,7 @@ async def test_sla_timer_fires_while_delivery_is_still_retrying(ts_env, sessionm
         await stack.pay(order)
         await stack.wait_status(order, "paid")
         await stack.env.sleep(timedelta(seconds=61))  # the SLA passes with delivery still failing
-        for _ in range(200):
-            view = await stack.view(order)
-            if view["coupon"]:
-                break
-            await asyncio.sleep(0.05)
+        view = await stack.wait_stage(order, "coupon")
         assert view["status"] == "paid" and view["keys"] == []
         assert view["coupon"]["percent_off"] == 10
         coupon_stage = [e for e in view["timeline"] if e["stage"] == "coupon"]

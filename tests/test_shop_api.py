@@ -8,6 +8,7 @@ from sqlalchemy import event
 
 from miaofa.db.models import Coupon
 from tests.stack import Stack
+from tests.waiting import eventually
 
 
 async def test_sold_out_is_answered_from_memory(dev_stack: Stack) -> None:
@@ -44,7 +45,7 @@ async def test_order_events_stream_status_changes(dev_stack: Stack) -> None:
                     statuses.append(json.loads(line[6:])["status"])
 
     listener = asyncio.create_task(listen())
-    await asyncio.sleep(0.3)
+    await eventually(lambda: statuses, message="the stream's first event")  # listening before the payment
     await dev_stack.pay(order)
     await asyncio.wait_for(listener, timeout=15)  # the stream ends once the order is delivered
     assert statuses[0] == "awaiting_payment" and statuses[-1] == "delivered"

@@ -1,12 +1,11 @@
 """The payment simulator over real HTTP, driven through SimulatorGateway."""
 
-import asyncio
 import json
 import re
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -21,7 +20,9 @@ from miaofa.gateways.sim_protocol import SIGNATURE_HEADER, TIMESTAMP_HEADER, TOL
 from miaofa.gateways.simulator import SimulatorGateway
 from miaofa.payments.proof import FOREIGN, Judgement, Proof, judge
 from miaofa.simulator.app import create_app
+from miaofa.simulator.books import Simulator
 from tests.servers import bind, serve
+from tests.waiting import eventually
 
 MERCHANT = "m_test"
 SECRET = "s3cret-for-tests"
@@ -85,16 +86,21 @@ class Env:
     rx: Receiver
     gw: SimulatorGateway
     http: httpx.AsyncClient
+    sim: Simulator
+
+    async def quiet(self) -> None:
+        """A barrier: the simulator has no notify on its way, so none can still arrive."""
+        await eventually(lambda: self.sim.sending == 0, timeout=5, message="the simulator's notifies to finish")
 
 
 @pytest.fixture(scope="module")
-async def servers() -> AsyncIterator[tuple[str, Receiver]]:
+async def servers() -> AsyncIterator[tuple[str, Receiver, Simulator]]:
     sim_sock, rx_sock = _bind(), _bind()
     sim_url = f"http://127.0.0.1:{sim_sock.getsockname()[1]}"
     rx = Receiver(url=f"http://127.0.0.1:{rx_sock.getsockname()[1]}")
     sim_app = create_app(MERCHANT, SECRET, sim_url, retry_delays=FAST_RETRIES, control_token=CONTROL_TOKEN)
     async with _serve(sim_app, sim_sock), _serve(_receiver_app(rx), rx_sock):
-        yield sim_url, rx
+        yield sim_url, rx, sim_app.state.simulator
 
 
 @pytest.fixture(scope="module")
@@ -104,15 +110,15 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def env(servers: tuple[str, Receiver], http: httpx.AsyncClient) -> AsyncIterator[Env]:
-    sim_url, rx = servers
+async def env(servers: tuple[str, Receiver, Simulator], http: httpx.AsyncClient) -> AsyncIterator[Env]:
+    sim_url, rx, sim = servers
     await http.post(f"{sim_url}/control/reset", headers=CONTROL)
     rx.received.clear()
     rx.script.clear()
     # A shared client the gateway does not own (the owned-client path is used further down).
     gw = SimulatorGateway(sim_url, MERCHANT, SECRET, client=http)
     try:
-        yield Env(sim_url, rx, gw, http)
+        yield Env(sim_url, rx, gw, http, sim)
     finally:
         await gw.aclose()
 
@@ -131,12 +137,10 @@ def _request(rx: Receiver, amount_cents: int = 990) -> PaymentRequest:
     )
 
 
-async def _wait_for(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+async def _notifies(env: Env, req: PaymentRequest, count: int) -> list[Received]:
+    """The order's notifies, once `count` have arrived."""
+    return await eventually(lambda: len(env.rx.for_order(req.order_id)) >= count and env.rx.for_order(req.order_id),
+                            timeout=2, interval=0.01, message=f"{count} notifies for {req.order_id}")
 
 
 def _signed(body: dict | bytes, timestamp: int, secret: str = SECRET) -> tuple[dict[str, str], bytes]:
@@ -295,7 +299,7 @@ async def test_pay_sends_verifiable_notify(env: Env) -> None:
     assert paid.json()["status"] == "paid"
     paid_at = datetime.fromisoformat(paid.json()["paid_at"])
 
-    await _wait_for(lambda: len(env.rx.for_order(req.order_id)) == 1)
+    await _notifies(env, req, 1)
     got = env.rx.for_order(req.order_id)[0]
     assert got.headers["content-type"] == "application/json"
     notice = await env.gw.verify_notify(got.headers, got.body, {})
@@ -366,7 +370,7 @@ async def test_dropped_notify_still_queries_paid(env: Env) -> None:
     created = await env.gw.create_payment(req)
     assert (await env.http.post(created.pay_url)).status_code == 200
 
-    await asyncio.sleep(1.0)
+    await env.quiet()
     assert env.rx.for_order(req.order_id) == []
     assert (await env.gw.query(created.payment_id, req.order_id)).status == "paid"
     assert (await env.gw.query(created.payment_id, req.order_id, channel="backup")).status == "paid"
@@ -376,11 +380,13 @@ async def test_delayed_notify(env: Env) -> None:
     await env.http.post(f"{env.sim_url}/control", headers=CONTROL, json={"notify": "delay", "delay_seconds": 0.3})
     req = _request(env.rx)
     created = await env.gw.create_payment(req)
+    paid_at = time.monotonic()
     await env.http.post(created.pay_url)
 
-    await asyncio.sleep(0.1)
-    assert env.rx.for_order(req.order_id) == []
-    await _wait_for(lambda: len(env.rx.for_order(req.order_id)) == 1)
+    await _notifies(env, req, 1)
+    assert time.monotonic() - paid_at >= 0.3  # held back for the delay
+    await env.quiet()
+    assert len(env.rx.for_order(req.order_id)) == 1
 
 
 async def test_duplicate_sends_exactly_two(env: Env) -> None:
@@ -389,8 +395,8 @@ async def test_duplicate_sends_exactly_two(env: Env) -> None:
     created = await env.gw.create_payment(req)
     await env.http.post(created.pay_url)
 
-    await _wait_for(lambda: len(env.rx.for_order(req.order_id)) >= 2)
-    await asyncio.sleep(0.3)  # and no third one
+    await _notifies(env, req, 2)
+    await env.quiet()  # and no third one
     got = env.rx.for_order(req.order_id)
     assert len(got) == 2
     first, second = [await env.gw.verify_notify(r.headers, r.body, {}) for r in got]
@@ -404,8 +410,8 @@ async def test_unacknowledged_notify_is_retried(env: Env) -> None:
     created = await env.gw.create_payment(req)
     await env.http.post(created.pay_url)
 
-    await _wait_for(lambda: len(env.rx.for_order(req.order_id)) == 3)
-    await asyncio.sleep(0.2)  # the third was acknowledged: nothing more comes
+    await _notifies(env, req, 3)
+    await env.quiet()  # the third was acknowledged: nothing more comes
     got = env.rx.for_order(req.order_id)
     assert len(got) == 3
     assert [json.loads(r.body) for r in got] == [got[0].data] * 3
@@ -419,8 +425,8 @@ async def test_retries_stop_after_the_schedule(env: Env) -> None:
     created = await env.gw.create_payment(req)
     await env.http.post(created.pay_url)
 
-    await _wait_for(lambda: len(env.rx.for_order(req.order_id)) == 1 + len(FAST_RETRIES))
-    await asyncio.sleep(0.3)
+    await _notifies(env, req, 1 + len(FAST_RETRIES))
+    await env.quiet()
     assert len(env.rx.for_order(req.order_id)) == 1 + len(FAST_RETRIES)
 
 
@@ -459,7 +465,7 @@ async def test_refund_only_when_paid(env: Env) -> None:
         await env.gw.refund(created.payment_id, req.order_id, 990, "r_1")
 
     await env.http.post(created.pay_url)
-    await _wait_for(lambda: len(env.rx.for_order(req.order_id)) == 1)
+    await _notifies(env, req, 1)
     refunded = await env.gw.refund(created.payment_id, req.order_id, 990, "r_1")
     assert refunded.status == "refunded"
     again = await env.gw.refund(created.payment_id, req.order_id, 990, "r_1")
@@ -467,8 +473,8 @@ async def test_refund_only_when_paid(env: Env) -> None:
     with pytest.raises(GatewayError, match="409"):
         await env.gw.refund(created.payment_id, req.order_id, 990, "r_2")
 
-    await _wait_for(lambda: len(env.rx.for_order(req.order_id)) == 2)
-    await asyncio.sleep(0.2)  # the repeated refund sent no second refund notify
+    await _notifies(env, req, 2)
+    await env.quiet()  # the repeated refund sent no second refund notify
     got = env.rx.for_order(req.order_id)
     assert len(got) == 2
     assert (await env.gw.verify_notify(got[1].headers, got[1].body, {})).status == "refunded"
@@ -485,7 +491,7 @@ async def test_forged_or_stale_notifies_are_refused(env: Env) -> None:
     req = _request(env.rx)
     created = await env.gw.create_payment(req)
     await env.http.post(created.pay_url)
-    await _wait_for(lambda: len(env.rx.for_order(req.order_id)) == 1)
+    await _notifies(env, req, 1)
     real = env.rx.for_order(req.order_id)[0]
     assert (await env.gw.verify_notify(real.headers, real.body, {})).status == "paid"
 

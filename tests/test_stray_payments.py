@@ -1,31 +1,26 @@
 """Money the saga cannot take goes back: closed orders, wrong amounts, second payments."""
 
-import asyncio
-
 from sqlalchemy import select
 from temporalio.service import RPCError
 
 from miaofa.db.models import AuditLog, NotifyLog
 from tests.conftest import stack_settings
 from tests.stack import Stack, running_stack
-
-
-async def _sim_payment(stack: Stack, payment_id: str) -> dict:
-    answer = await stack.sim.get(f"/api/payments/{payment_id}",
-                                 headers={"Authorization": f"Bearer {stack.settings.sim_secret}"})
-    assert answer.status_code == 200, answer.text
-    return answer.json()
+from tests.waiting import eventually
 
 
 async def _review(stack: Stack, payment_id: str) -> str:
     """The outcome of the payment's review, once a notify or an order has started it."""
     handle = stack.env.client.get_workflow_handle(f"stray-simulator-{payment_id}")
-    for _ in range(100):
+
+    async def started() -> bool:
         try:
             await handle.describe()
-            break
-        except RPCError:
-            await asyncio.sleep(0.1)
+        except RPCError as missing:
+            raise AssertionError(str(missing)) from None
+        return True
+
+    await eventually(started, message=f"the review of payment {payment_id} to start")
     return await handle.result()
 
 
@@ -48,15 +43,15 @@ async def test_a_payment_for_a_closed_order_is_refunded(dev_env, sessionmaker, s
         await stack.handle(order).result()  # the order's workflow has closed
         payment_id = order["payment"]["payment_id"]
         assert (await stack.pay(order)).status_code == 200
-        for _ in range(100):  # the notify lands, finds no open order, and hands the money to a review
+
+        async def notify_logged() -> list[NotifyLog]:  # it finds no open order, and hands the money to a review
             async with stack.sessionmaker() as session:
-                logged = list(await session.scalars(select(NotifyLog).where(NotifyLog.order_id == order["order_id"])))
-            if logged:
-                break
-            await asyncio.sleep(0.1)
-        assert (logged[0].outcome, logged[0].detail) == ("stray", "order_closed")
+                return list(await session.scalars(select(NotifyLog).where(NotifyLog.order_id == order["order_id"])))
+
+        logged = await eventually(notify_logged, message="the late notify to be logged")
+        assert [(row.outcome, row.detail) for row in logged] == [("stray", "order_closed")]
         assert await _review(stack, payment_id) == "refunded"
-        assert (await _sim_payment(stack, payment_id))["status"] == "refunded"
+        assert (await stack.sim_payment(payment_id))["status"] == "refunded"
         actions = await _audit(stack, payment_id)
         assert [action for action, _ in actions] == ["payment.stray_refunded"]
         assert actions[0][1]["reason"] == "order_closed" and actions[0][1]["found_by"] == "notify"
@@ -73,7 +68,7 @@ async def test_a_payment_of_the_wrong_amount_is_refunded(dev_stack: Stack) -> No
     paid = await dev_stack.sim.post(f"/pay/{payment_id}", json={"amount_cents": 900})  # the buyer sends too little
     assert paid.status_code == 200
     assert await _review(dev_stack, payment_id) == "refunded"
-    payment = await _sim_payment(dev_stack, payment_id)
+    payment = await dev_stack.sim_payment(payment_id)
     assert (payment["status"], payment["amount_cents"]) == ("refunded", 900)
     actions = await _audit(dev_stack, payment_id)
     assert [(action, detail["reason"]) for action, detail in actions] == [("payment.stray_refunded", "wrong_amount")]
@@ -88,15 +83,11 @@ async def test_a_wrong_amount_found_by_polling_is_refunded_by_the_order(dev_stac
     payment_id = order["payment"]["payment_id"]
     await dev_stack.control(notify="drop")  # only the order's own poll can see it
     assert (await dev_stack.sim.post(f"/pay/{payment_id}", json={"amount_cents": 1990})).status_code == 200
-    for _ in range(100):
-        view = await dev_stack.view(order)
-        if "stray_payment" in [e["stage"] for e in view["timeline"]]:
-            break
-        await asyncio.sleep(0.1)
+    view = await dev_stack.wait_stage(order, "stray_payment")
     stray = next(e for e in view["timeline"] if e["stage"] == "stray_payment")
     assert stray["detail"] == {"payment_id": payment_id, "reason": "wrong_amount"}
     assert await _review(dev_stack, payment_id) == "refunded"
-    assert (await _sim_payment(dev_stack, payment_id))["status"] == "refunded"
+    assert (await dev_stack.sim_payment(payment_id))["status"] == "refunded"
     actions = await _audit(dev_stack, payment_id)
     assert [(action, detail["found_by"]) for action, detail in actions] == [("payment.stray_refunded", "poll")]
     assert (await dev_stack.view(order))["status"] == "awaiting_payment"
@@ -111,8 +102,8 @@ async def test_a_second_payment_for_a_paid_order_is_refunded(dev_stack: Stack) -
     again = await dev_stack.sim.post(f"/pay/{order['payment']['payment_id']}/again")  # the buyer pays twice
     second_id = again.json()["payment_id"]
     assert await _review(dev_stack, second_id) == "refunded"
-    assert (await _sim_payment(dev_stack, second_id))["status"] == "refunded"
-    assert (await _sim_payment(dev_stack, order["payment"]["payment_id"]))["status"] == "paid"
+    assert (await dev_stack.sim_payment(second_id))["status"] == "refunded"
+    assert (await dev_stack.sim_payment(order["payment"]["payment_id"]))["status"] == "paid"
     actions = await _audit(dev_stack, second_id)
     assert [(action, detail["reason"]) for action, detail in actions] == [("payment.stray_refunded", "other_payment")]
     view = await dev_stack.view(order)

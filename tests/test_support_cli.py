@@ -8,9 +8,9 @@ import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from miaofa.db.models import AuditLog
 from tests.conftest import stack_settings
 from tests.stack import Stack, running_stack
 from tests.test_tokens import new_token, tokens_cli
+from tests.waiting import eventually
 
 
 def cli_env(stack: Stack, tmp_path: Path, api_url: str | None = None) -> dict[str, str]:
@@ -213,14 +214,15 @@ async def test_audit_lists_entries_filtered_and_as_json(dev_stack: Stack, tmp_pa
 
 async def _search(stack: Stack, tmp_path: Path, *args: str, expect: int, timeout: float = 15) -> list[dict]:
     """Visibility is eventually consistent: ask again until `expect` orders are listed."""
-    deadline = time.monotonic() + timeout
-    while True:
+    async def listed() -> tuple[list[dict]]:
         done = await asyncio.to_thread(cli, stack, tmp_path, "orders", "search", "--json", *args)
         assert done.returncode == 0, done.stderr
         rows = [json.loads(line) for line in done.stdout.splitlines()]
-        if len(rows) == expect or time.monotonic() > deadline:
-            return rows
-        await asyncio.sleep(0.5)
+        assert len(rows) == expect, rows
+        return (rows,)  # truthy even when no order is the right answer
+
+    [rows] = await eventually(listed, timeout, f"{expect} orders listed for {args}", interval=0.5)
+    return rows
 
 
 async def test_search_by_email_status_sku_and_gateway(dev_stack: Stack, tmp_path: Path) -> None:
@@ -318,11 +320,13 @@ async def test_the_readme_ui_queries_are_valid_and_find_the_buyer(dev_stack: Sta
         query = query.replace("<hash>", hashed.stdout.strip())
         found = [w.id async for w in client.list_workflows(query, limit=50)]  # an invalid query raises
         if "BuyerHash" in query:
-            deadline = time.monotonic() + 15
-            while not found and time.monotonic() < deadline:
-                await asyncio.sleep(0.5)
-                found = [w.id async for w in client.list_workflows(query, limit=50)]
+            found = await eventually(partial(_workflow_ids, client, query), timeout=15, interval=0.5,
+                                     message=f"the buyer's order found by {query}")
             assert found == [f"order-{order['order_id']}"]
+
+
+async def _workflow_ids(client, query: str) -> list[str]:
+    return [w.id async for w in client.list_workflows(query, limit=50)]
 
 
 @pytest.fixture(scope="module")

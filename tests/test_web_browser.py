@@ -3,7 +3,6 @@ a double-clicked order that is one order, the simulator's pay page, and the key 
 page without a reload. Saves a screenshot of the delivered order page (its path is printed)."""
 
 import os
-import asyncio
 import uuid
 from pathlib import Path
 
@@ -23,10 +22,7 @@ SIM_PUBLIC = "http://sim.invalid"  # the test simulator's public URL (tests/conf
 async def test_a_buyer_buys_pays_and_sees_the_key_appear_live(dev_stack: Stack, sim_url: str, tmp_path: Path) -> None:
     key = f"BROWSER-KEY-{uuid.uuid4().hex[:8].upper()}"
     sku = await dev_stack.product([key], price_cents=1990)
-    for _ in range(50):  # the stock hint refreshes every second
-        if any(p["sku"] == sku for p in (await dev_stack.http.get("/products")).json()):
-            break
-        await asyncio.sleep(0.1)
+    await dev_stack.refresh_stock()  # the storefront lists it now, not at the hint's next refresh
     shop = str(dev_stack.http.base_url).rstrip("/")
     control = {"Authorization": f"Bearer {SIM_CONTROL_TOKEN}"}
     # Only a notify 2 s late can tell the shop: the page must be showing "awaiting" when the buyer lands.

@@ -28,6 +28,7 @@ from tests.messaging import (
 )
 from tests.servers import bind, serve
 from tests.stack import Stack, running_stack
+from tests.waiting import eventually
 from worker import outbox_dispatcher
 
 
@@ -77,16 +78,14 @@ async def test_a_failing_receiver_gets_the_same_event_until_it_answers_2xx(sessi
         d = dispatcher(sessionmaker, webhook_url=f"{url}/hook")
         errors = []
 
-        def sent() -> bool:
-            return len(receiver.for_order(order_id)) == 4
-
-        deadline = time.monotonic() + 30
-        while not sent():
-            assert time.monotonic() < deadline
+        async def sent() -> bool:
             await d.run_once()
             [row] = [r for r in await rows(sessionmaker, order_id) if r.channel == "webhook"]
             if row.last_error and row.last_error not in errors:
                 errors.append(row.last_error)
+            return len(receiver.for_order(order_id)) == 4
+
+        await eventually(sent, timeout=30, message="four attempts at the webhook")
         await d.aclose()
     hits = receiver.for_order(order_id)
     assert len({hit.headers["miaofa-event-id"] for hit in hits}) == 1  # one idempotency key, every attempt
@@ -110,13 +109,16 @@ async def test_racing_dispatchers_deliver_each_event_once(sessionmaker) -> None:
         racers = [dispatcher(sessionmaker, webhook_url=f"{url}/hook", batch=2, poll_seconds=0.01) for _ in range(3)]
         stop = asyncio.Event()
         running = [asyncio.create_task(racer.run(stop)) for racer in racers]
-        deadline = time.monotonic() + 30
-        while sum(len(receiver.for_order(order_id)) for order_id in order_ids) < 20:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)  # a duplicate would still be on its way
+
+        async def all_sent() -> bool:
+            statuses = [r.status for order_id in order_ids for r in await rows(sessionmaker, order_id)
+                        if r.channel == "webhook"]
+            assert statuses == ["sent"] * 20, statuses
+            return True
+
+        await eventually(all_sent, timeout=30, message="every webhook row sent")
         stop.set()
-        await asyncio.gather(*running)
+        await asyncio.gather(*running)  # a stopped dispatcher has finished its sends: no duplicate is on its way
         for racer in racers:
             await racer.aclose()
     ids = [hit.headers["miaofa-event-id"] for order_id in order_ids for hit in receiver.for_order(order_id)]

@@ -17,15 +17,12 @@ from miaofa import contract as c
 from miaofa import steps as s
 from tests.conftest import stack_settings
 from tests.released.order_v1.order import OrderWorkflow as ReleasedOrderWorkflow
-from tests.stack import Stack, running_stack
+from tests.stack import Stack, running_stack, stages
+from tests.waiting import eventually
 from workflows.reconcile import ReconcileWorkflow
 from workflows.stray import StrayPaymentWorkflow
 
 RELEASED = (ReleasedOrderWorkflow, StrayPaymentWorkflow, ReconcileWorkflow)
-
-
-def _stages(view: dict) -> list[str]:
-    return [event["stage"] for event in view["timeline"]]
 
 
 async def _support(stack: Stack, order: dict, action: str) -> dict:
@@ -33,13 +30,6 @@ async def _support(stack: Stack, order: dict, action: str) -> dict:
                                    json={"reason": f"upgrade test {action}"})
     assert answer.status_code == 200, answer.text
     return answer.json()
-
-
-async def _sim_status(stack: Stack, order: dict) -> str:
-    answer = await stack.sim.get(f"/api/payments/{order['payment']['payment_id']}",
-                                 headers={"Authorization": f"Bearer {stack.settings.sim_secret}"})
-    assert answer.status_code == 200, answer.text
-    return answer.json()["status"]
 
 
 @pytest.fixture
@@ -62,7 +52,7 @@ async def test_orders_started_on_the_released_workflow_finish_on_todays(upgrade_
         cancelled = await stack.ordered(one, email="pays-after-cancel@example.com")
         assert (await _support(stack, cancelled, "cancel"))["status"] == "cancelled"
         await stack.control(close_fail=False)
-        rival = await _rival_takes_the_key(stack, one)
+        rival = await stack.rival_buys(one)
 
     # The deploy: no worker runs while the buyers pay; the notifies wait in their workflows.
     assert (await stack.pay(awaiting)).status_code == 200
@@ -71,10 +61,10 @@ async def test_orders_started_on_the_released_workflow_finish_on_todays(upgrade_
         view = await stack.wait_status(awaiting, "delivered", timeout=40)
         assert len(view["keys"]) == 1
         view = await stack.wait_status(cancelled, "refunded", timeout=40)
-        assert _stages(view)[-2:] == ["paid_after_expiry", "refunded"]
-        assert await _sim_status(stack, cancelled) == "refunded"
+        assert stages(view)[-2:] == ["paid_after_expiry", "refunded"]
+        assert (await stack.sim_payment(cancelled["payment"]["payment_id"]))["status"] == "refunded"
         assert (await _support(stack, delivered, "refund"))["status"] == "refunded"
-        assert await _sim_status(stack, delivered) == "refunded"
+        assert (await stack.sim_payment(delivered["payment"]["payment_id"]))["status"] == "refunded"
         for order in (delivered, awaiting, cancelled, rival):
             description = await stack.handle(order).describe()
             assert description.status == WorkflowExecutionStatus.RUNNING, order["order_id"]
@@ -98,14 +88,15 @@ async def test_a_late_payment_whose_refund_is_refused_is_left_for_a_person(
         late = await stack.ordered(sku, email=f"late-{uuid.uuid4().hex[:8]}@example.com")
         await _support(stack, late, "cancel")
         await stack.control(close_fail=False)
-        await _rival_takes_the_key(stack, sku)
+        await stack.rival_buys(sku)
         await stack.pay(late)
 
-        view = await _eventually_stage(stack, late, c.REFUND_REFUSED_STAGE)
+        view = await stack.wait_stage(late, c.REFUND_REFUSED_STAGE, timeout=40)
         assert view["status"] == "paid"  # paid, not delivered: the paid-undelivered alert finds it
         refused = next(event for event in view["timeline"] if event["stage"] == c.REFUND_REFUSED_STAGE)
         assert refused["detail"] == {"reason": "paid after expiry and out of stock", "refusal": "GatewayRefused"}
-        assert await _sim_status(stack, late) == "paid"  # the money is still the buyer's to get back
+        # The money is still the buyer's to get back.
+        assert (await stack.sim_payment(late["payment"]["payment_id"]))["status"] == "paid"
         description = await stack.handle(late).describe()
         assert description.status == WorkflowExecutionStatus.RUNNING  # not a failed run
         await _assert_audited(stack, late, "paid after expiry and out of stock")
@@ -126,9 +117,9 @@ async def test_a_failed_delivery_whose_refund_is_refused_is_left_for_a_person(
             await session.execute(text("UPDATE card_keys SET status = 'available', order_id = NULL, "
                                        "reserved_at = NULL WHERE order_id = :id"), {"id": order["order_id"]})
         await stack.pay(order)
-        view = await _eventually_stage(stack, order, c.REFUND_REFUSED_STAGE)
+        view = await stack.wait_stage(order, c.REFUND_REFUSED_STAGE, timeout=40)
         assert view["status"] == "delivery_failed"
-        assert _stages(view)[-2:] == ["delivery_failed", c.REFUND_REFUSED_STAGE]
+        assert stages(view)[-2:] == ["delivery_failed", c.REFUND_REFUSED_STAGE]
         description = await stack.handle(order).describe()
         assert description.status == WorkflowExecutionStatus.RUNNING
         await _assert_audited(stack, order, "delivery failed (NoReservedKeys)")
@@ -144,40 +135,15 @@ async def test_a_sold_out_order_ends_with_one_result_type(dev_stack: Stack) -> N
                                    "(SELECT id FROM products WHERE sku = :sku)"), {"sku": sku})
     answer = await dev_stack.order(sku)
     assert (answer.status_code, answer.json()["error"]) == (409, "sold_out")
-    executions = [execution async for execution in dev_stack.env.client.list_workflows(f'ProductSku = "{sku}"')]
+
+    async def started() -> list:
+        return [execution async for execution in dev_stack.env.client.list_workflows(f'ProductSku = "{sku}"')]
+
+    executions = await eventually(started, message="no workflow started for the order")
     assert len(executions) == 1  # the reservation in the workflow, not the hint, said sold out
     handle = dev_stack.env.client.get_workflow_handle(executions[0].id, result_type=c.OrderResult)
     result = await handle.result()
     assert (result.outcome, result.status) == (c.SOLD_OUT, "")
-
-
-async def _rival_takes_the_key(stack: Stack, sku: str) -> dict:
-    """Another buyer orders the key a cancel released (the API's stock hint catches up within a second)."""
-    import asyncio
-
-    for _ in range(40):
-        answer = await stack.order(sku, email="rival@example.com")
-        if answer.status_code == 201:
-            rival = answer.json()
-            await stack.pay(rival)
-            await stack.wait_status(rival, "delivered")
-            return rival
-        await asyncio.sleep(0.1)
-    raise AssertionError("the released key never became available")
-
-
-async def _eventually_stage(stack: Stack, order: dict, stage: str, timeout: float = 40) -> dict:
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        view = await stack.view(order)
-        if stage in _stages(view):
-            return view
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {stage!r} stage after {timeout} s: {_stages(view)}")
-        await asyncio.sleep(0.2)
 
 
 async def _assert_audited(stack: Stack, order: dict, reason: str) -> None:

@@ -225,7 +225,11 @@ class RulesFile:
         now = time.monotonic() if now is None else now
         if not self.path or now - self._checked < CHECK_EVERY_SECONDS:
             return self._rules
-        self._checked = now
+        return self.check(now)
+
+    def check(self, now: float | None = None) -> Rules:
+        """Re-read the file if it changed; current() calls this at most every CHECK_EVERY_SECONDS."""
+        self._checked = time.monotonic() if now is None else now
         stamp = self._stat()
         if stamp != self._stamp:
             self._stamp = stamp

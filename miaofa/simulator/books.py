@@ -188,6 +188,11 @@ class Simulator:
         body = json.dumps(payment.notice(), separators=(",", ":")).encode()
         self._spawn(self._deliver(payment.notify_url, body, payment.payment_id, control))
 
+    @property
+    def sending(self) -> int:
+        """Notify deliveries still on their way (first sends and retry chains); tests wait for 0."""
+        return len(self._tasks)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)  # a bare task may be garbage-collected mid-flight
