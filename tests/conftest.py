@@ -26,8 +26,8 @@ from miaofa.devstack.procs import free_port
 from miaofa.devstack.temporal import temporal_binary, venv_binary
 from miaofa.simulator.app import create_app as create_sim
 from miaofa.temporal.client import codec_for
-from tests.servers import bind, serve
-from tests.stack import Stack, running_stack
+from tests.helpers.servers import bind, serve
+from tests.helpers.stack import Stack, running_stack
 
 # Fixed for tests only, so saved workflow histories can be decoded and replayed.
 TEST_VAULT_KEY = base64.urlsafe_b64encode(b"miaofa-test-vault-key-32-bytes!!").decode()

@@ -12,7 +12,7 @@ It is an outside party, and a test double that can mark payments paid, so it tru
   `trust_client_clock=True`, which the time-skipping tests use and `miaofa sim` never does.
 - What a buyer may still do, because it moves the buyer's own money and is what real buyers do:
   pay a different amount (JSON `amount_cents`) and pay the same order twice (`/pay/{id}/again`).
-  The shop must refund both; tests/test_stray_payments.py and tests/test_reconcile.py prove it.
+  The shop must refund both; tests/saga/test_stray_payments.py and tests/saga/test_reconcile.py prove it.
 """
 
 import hmac

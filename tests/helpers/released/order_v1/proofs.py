@@ -1,0 +1,76 @@
+"""Proofs of payment in an order: queued from notifies and polls, judged one by one, strays handed over.
+
+A mixin of OrderWorkflow (workflows/order.py), split out to keep the saga readable: it uses the
+workflow's state (`_proofs`, `_paid`, `_payment`, `_strays` …) and steps (`_record`).
+"""
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
+
+from miaofa import contract as c
+from miaofa import steps as s
+from tests.helpers.released.order_v1.policies import DB_STEP, QUERY_RETRY, QUERY_TIMEOUT
+
+
+class PaymentProofs:
+    async def _settle_proofs(self) -> None:
+        """Judge each queued proof (miaofa.payments.judge, in one local step): the order's own
+        payment makes it paid; money it cannot take goes to a stray-payment review and refund."""
+        while self._proofs:
+            proof = self._proofs.pop(0)
+            verdict = await workflow.execute_local_activity(
+                s.ACCEPT_PAYMENT, proof, result_type=s.PaymentVerdict, **DB_STEP)
+            if verdict.verdict in (s.ACCEPTED, s.DUPLICATE):  # a duplicate after a lost answer is still ours
+                if self._paid is None:
+                    self._paid, self._paid_source = verdict, proof.source
+            elif verdict.verdict == s.STRAY:
+                await self._hand_over_stray(verdict, proof.source)
+            elif verdict.verdict == s.UNCONFIRMED:
+                workflow.logger.warning("order %s: payment signal without a verified notify ignored", self._order_id)
+
+    async def _hand_over_stray(self, verdict: s.PaymentVerdict, source: str) -> None:
+        if verdict.payment_id in self._strays:
+            return
+        self._strays.add(verdict.payment_id)
+        stray = c.StrayPayment(gateway=self._order.gateway, payment_id=verdict.payment_id, order_id=self._order_id,
+                               amount_cents=verdict.amount_cents, currency=verdict.currency, reason=verdict.reason,
+                               found_by=source)
+        try:
+            await workflow.start_child_workflow(
+                c.STRAY_PAYMENT_WORKFLOW, stray, id=c.stray_workflow_id(stray.gateway, stray.payment_id),
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                static_summary=f"stray payment of order {self._order_id}: {stray.reason}")
+        except WorkflowAlreadyStartedError:
+            pass  # a notify or a reconciliation already handed it over
+        await self._record(s.StageStep(self._order_id, "stray_payment", workflow.now(),
+                                       detail={"payment_id": stray.payment_id, "reason": stray.reason}))
+
+    async def _poll_gateway(self, source: str) -> None:
+        answer = await self._query_gateway()
+        if answer is not None and answer[0].status == "paid":
+            self._queue_snapshot(answer[0], source if answer[1] == "primary" else f"{source}_backup")
+
+    def _queue_snapshot(self, snapshot: s.PaymentSnapshot, source: str) -> None:
+        assert self._payment is not None
+        self._proofs.append(s.AcceptPaymentStep(
+            self._order_id, source, workflow.now(), payment_id=snapshot.payment_id or self._payment.payment_id,
+            amount_cents=snapshot.amount_cents, currency=snapshot.currency, paid_at=snapshot.paid_at or workflow.now()))
+
+    def _has_news(self) -> bool:
+        return bool(self._proofs) or self._look_requested or self._cancel_requested
+
+    def _gateway_step(self, channel: str = "primary") -> s.GatewayStep:
+        assert self._payment is not None
+        return s.GatewayStep(self._order_id, self._order.gateway, self._payment.payment_id, channel)
+
+    async def _query_gateway(self) -> tuple[s.PaymentSnapshot, str] | None:
+        """Query the primary channel; when it errors, the backup one. None when both fail."""
+        for channel in ("primary", "backup"):
+            try:
+                snapshot = await workflow.execute_activity(
+                    s.QUERY_PAYMENT, self._gateway_step(channel), result_type=s.PaymentSnapshot,
+                    start_to_close_timeout=QUERY_TIMEOUT, retry_policy=QUERY_RETRY)
+            except ActivityError:
+                continue
+            return snapshot, channel
+        return None
