@@ -37,34 +37,65 @@ WORKFLOWS: Sequence[type] = (OrderWorkflow, StrayPaymentWorkflow, ReconcileWorkf
 # The contract and step types are plain, side-effect-free data: importing them once, instead of
 # again in every workflow's sandbox, makes starting an order cheaper.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("miaofa.contract", "miaofa.steps"))
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("miaofa.contract", "miaofa.steps")
+)
 
 
-def saga_activities(*, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault,
-                    gateways: dict[str, Gateway], temporal: Client) -> list[Callable]:
+def saga_activities(
+    *,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    vault: Vault,
+    gateways: dict[str, Gateway],
+    temporal: Client,
+) -> list[Callable]:
     metrics = WorkerMetrics(meter_of(temporal))  # on the worker's /metrics beside the SDK's
     gateways = {name: TimedGateway(gateway, metrics) for name, gateway in gateways.items()}
     orders = OrderActivities(sessionmaker, metrics)
-    payments = PaymentActivities(sessionmaker, gateways, settings.notify_url_base, settings.api_url, vault, temporal,
-                                 metrics)
+    payments = PaymentActivities(
+        sessionmaker, gateways, settings.notify_url_base, settings.api_url, vault, temporal, metrics
+    )
     email = EmailActivities(sessionmaker, vault, Mailer(settings.smtp_url, settings.mail_from), settings.api_url)
     reconcile = ReconcileActivities(sessionmaker, gateways, temporal, metrics)
     return [
-        orders.open_order, orders.record_stage, orders.accept_payment, orders.deliver_keys, orders.release_stock,
-        orders.reserve_again, orders.refund_keys, orders.issue_coupon,
-        payments.create_payment, payments.query_payment, payments.close_payment, payments.refund_payment,
-        payments.review_stray, payments.record_stray_refund,
-        email.send_delivery_email, reconcile.reconcile_payments,
+        orders.open_order,
+        orders.record_stage,
+        orders.accept_payment,
+        orders.deliver_keys,
+        orders.release_stock,
+        orders.reserve_again,
+        orders.refund_keys,
+        orders.issue_coupon,
+        payments.create_payment,
+        payments.query_payment,
+        payments.close_payment,
+        payments.refund_payment,
+        payments.review_stray,
+        payments.record_stray_refund,
+        email.send_delivery_email,
+        reconcile.reconcile_payments,
     ]
 
 
-def build_worker(client: Client, *, activities: Sequence[Callable], task_queue: str = contract.TASK_QUEUE,
-                 sandboxed: bool = True, workflows: Sequence[type] = WORKFLOWS) -> Worker:
+def build_worker(
+    client: Client,
+    *,
+    activities: Sequence[Callable],
+    task_queue: str = contract.TASK_QUEUE,
+    sandboxed: bool = True,
+    workflows: Sequence[type] = WORKFLOWS,
+) -> Worker:
     """`workflows`: today's by default; the upgrade test runs a released OrderWorkflow first."""
     runner = WORKFLOW_RUNNER if sandboxed else UnsandboxedWorkflowRunner()
-    return Worker(client, task_queue=task_queue, workflows=list(workflows), activities=list(activities),
-                  max_concurrent_activities=100, workflow_runner=runner,
-                  graceful_shutdown_timeout=timedelta(seconds=10))  # running activities may finish
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(workflows),
+        activities=list(activities),
+        max_concurrent_activities=100,
+        workflow_runner=runner,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )  # running activities may finish
 
 
 async def run_worker(settings: Settings) -> None:
@@ -74,9 +105,13 @@ async def run_worker(settings: Settings) -> None:
     tracing.setup(settings, "miaofa-worker")
     client = await connect(settings, vault, runtime)
     gateways = build_gateways(settings)
-    worker = build_worker(client, activities=saga_activities(
-        settings=settings, sessionmaker=make_sessionmaker(engine), vault=vault, gateways=gateways, temporal=client),
-        sandboxed=settings.workflow_sandbox)
+    worker = build_worker(
+        client,
+        activities=saga_activities(
+            settings=settings, sessionmaker=make_sessionmaker(engine), vault=vault, gateways=gateways, temporal=client
+        ),
+        sandboxed=settings.workflow_sandbox,
+    )
     await apply_reconcile_schedule(client, settings)  # idempotent: every worker may, one schedule results
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -88,8 +123,11 @@ async def run_worker(settings: Settings) -> None:
         async with worker:  # on exit: stop polling, let running activities finish
             log.info("worker polling task queue %s", contract.TASK_QUEUE)
             sending = asyncio.create_task(dispatcher.run(stop), name="outbox")
-            watch = Watch(make_sessionmaker(engine), runtime.metric_meter if runtime else None,
-                          settings.reconcile_interval_seconds)
+            watch = Watch(
+                make_sessionmaker(engine),
+                runtime.metric_meter if runtime else None,
+                settings.reconcile_interval_seconds,
+            )
             watching = asyncio.create_task(watch.run(stop), name="ops-watch")
             await stop.wait()
             log.info("worker stopping")
@@ -100,12 +138,19 @@ async def run_worker(settings: Settings) -> None:
         await engine.dispose()
 
 
-def outbox_dispatcher(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault,
-                      runtime: Runtime | None = None) -> Dispatcher:
+def outbox_dispatcher(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault, runtime: Runtime | None = None
+) -> Dispatcher:
     """Sends the outbox's emails and webhooks from this process (any number of workers may)."""
-    return Dispatcher(sessionmaker, vault, Mailer(settings.smtp_url, settings.mail_from), shop_url=settings.api_url,
-                      webhook_url=settings.webhook_url, webhook_secret=settings.webhook_secret,
-                      meter=runtime.metric_meter if runtime else None)
+    return Dispatcher(
+        sessionmaker,
+        vault,
+        Mailer(settings.smtp_url, settings.mail_from),
+        shop_url=settings.api_url,
+        webhook_url=settings.webhook_url,
+        webhook_secret=settings.webhook_secret,
+        meter=runtime.metric_meter if runtime else None,
+    )
 
 
 if __name__ == "__main__":

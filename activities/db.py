@@ -26,5 +26,6 @@ async def transaction(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIt
         kind = refused_data(exc)  # SQLSTATE class 22 or 23; anything else (a restart, a lost link) heals
         if kind is None:
             raise
-        raise ApplicationError(f"the database refused the {kind} ({type(exc.orig).__name__})", type=s.DATA_ERROR,
-                               non_retryable=True) from None
+        raise ApplicationError(
+            f"the database refused the {kind} ({type(exc.orig).__name__})", type=s.DATA_ERROR, non_retryable=True
+        ) from None

@@ -16,8 +16,9 @@ log = logging.getLogger("miaofa.activities.notify")
 
 
 class EmailActivities:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault, mailer: Mailer,
-                 shop_url: str) -> None:
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault, mailer: Mailer, shop_url: str
+    ) -> None:
         self.sessionmaker = sessionmaker
         self.vault = vault
         self.mailer = mailer

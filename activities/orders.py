@@ -8,11 +8,11 @@ from temporalio.exceptions import ApplicationError
 
 from activities.db import transaction
 from miaofa import audit, coupons, inventory, orders
-from miaofa.messaging import outbox
 from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.db.models import Order
 from miaofa.errors import InvalidInput
+from miaofa.messaging import outbox
 from miaofa.payments import records as payments
 from miaofa.telemetry import backlog as stages
 from miaofa.telemetry.metrics import WorkerMetrics
@@ -42,14 +42,28 @@ class OrderActivities:
                 if step.coupon_code:
                     coupon = await coupons.redeem(session, step.coupon_code, step.order_id, step.at, step.currency)
                     amount = coupons.discounted(amount, coupon)
-                session.add(Order(
-                    id=step.order_id, product_id=step.product_id, sku=step.sku, quantity=step.quantity,
-                    email=step.email, buyer_hash=step.buyer_hash, amount_cents=amount, currency=step.currency,
-                    gateway=step.gateway, status=step.status, coupon_id=coupon.id if coupon else None,
-                    expires_at=step.expires_at, created_at=step.at, lang=step.lang))
+                session.add(
+                    Order(
+                        id=step.order_id,
+                        product_id=step.product_id,
+                        sku=step.sku,
+                        quantity=step.quantity,
+                        email=step.email,
+                        buyer_hash=step.buyer_hash,
+                        amount_cents=amount,
+                        currency=step.currency,
+                        gateway=step.gateway,
+                        status=step.status,
+                        coupon_id=coupon.id if coupon else None,
+                        expires_at=step.expires_at,
+                        created_at=step.at,
+                        lang=step.lang,
+                    )
+                )
                 await session.flush()
-                key_ids = await inventory.reserve(session, product_id=step.product_id, order_id=step.order_id,
-                                                  quantity=step.quantity, at=step.at)
+                key_ids = await inventory.reserve(
+                    session, product_id=step.product_id, order_id=step.order_id, quantity=step.quantity, at=step.at
+                )
                 if len(key_ids) < step.quantity:
                     raise SoldOut
                 await orders.add_event(session, step.order_id, "created", step.at)
@@ -73,8 +87,13 @@ class OrderActivities:
                 values = {"expires_at": step.expires_at} if step.expires_at else {}
                 await orders.move(session, step.order_id, step.status, step.at, **values)
             if step.audit_actor:
-                audit.record(session, step.audit_actor, f"order.{step.stage}", step.order_id,
-                             reason=step.detail.get("reason", ""))
+                audit.record(
+                    session,
+                    step.audit_actor,
+                    f"order.{step.stage}",
+                    step.order_id,
+                    reason=step.detail.get("reason", ""),
+                )
 
     @activity.defn(name=s.ACCEPT_PAYMENT)
     async def accept_payment(self, step: s.AcceptPaymentStep) -> s.PaymentVerdict:
@@ -93,8 +112,9 @@ class OrderActivities:
             key_ids = await inventory.commit_sold(session, step.order_id, step.at)
             if not key_ids:
                 # A broken invariant, not an outage: retrying cannot conjure keys.
-                raise ApplicationError("the order holds no reserved keys to deliver", type=s.NO_RESERVED_KEYS,
-                                       non_retryable=True)
+                raise ApplicationError(
+                    "the order holds no reserved keys to deliver", type=s.NO_RESERVED_KEYS, non_retryable=True
+                )
             await orders.move(session, step.order_id, c.DELIVERED, step.at, delivered_at=step.at)
             first = await orders.add_event(session, step.order_id, "delivered", step.at, {"keys": str(len(key_ids))})
             times = await stages.delivery_times(session, step.order_id) if first else None
@@ -118,8 +138,9 @@ class OrderActivities:
         try:
             async with transaction(self.sessionmaker) as session:
                 order = await orders.get_order(session, step.order_id)
-                key_ids = await inventory.reserve(session, product_id=order.product_id, order_id=order.id,
-                                                  quantity=order.quantity, at=step.at)
+                key_ids = await inventory.reserve(
+                    session, product_id=order.product_id, order_id=order.id, quantity=order.quantity, at=step.at
+                )
                 if len(key_ids) < order.quantity:
                     raise SoldOut
                 await orders.add_event(session, step.order_id, "reserved_again", step.at)
@@ -134,8 +155,9 @@ class OrderActivities:
             await inventory.release(session, step.order_id)
             await orders.move(session, step.order_id, c.REFUNDED, step.at)
             await payments.mark_refunded(session, step.order_id, step.at)
-            first = await orders.add_event(session, step.order_id, "refunded", step.at,
-                                           {"reason": step.reason[:200], "actor": step.actor[:40]})
+            first = await orders.add_event(
+                session, step.order_id, "refunded", step.at, {"reason": step.reason[:200], "actor": step.actor[:40]}
+            )
             audit.record(session, step.actor, "order.refund", step.order_id, reason=step.reason)
         if first:
             self.metrics.outcome(c.REFUNDED)

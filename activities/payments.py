@@ -1,7 +1,7 @@
 """Gateway side effects: create, query, close and refund payments; review stray payments."""
 
 from collections.abc import Awaitable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -28,9 +28,16 @@ def _gateway_failed(exc: GatewayError) -> ApplicationError:
 
 
 class PaymentActivities:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], gateways: dict[str, Gateway],
-                 notify_base_url: str, shop_url: str, vault: Vault, temporal: Client | None = None,
-                 metrics: WorkerMetrics | None = None) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        gateways: dict[str, Gateway],
+        notify_base_url: str,
+        shop_url: str,
+        vault: Vault,
+        temporal: Client | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.sessionmaker = sessionmaker
         self.metrics = metrics or WorkerMetrics()
         self.gateways = gateways
@@ -52,16 +59,30 @@ class PaymentActivities:
         # The buyer's browser comes back to the order's own link, as with a real gateway's return URL.
         return_url = f"{self.shop_url}/o/{step.order_id}?token={self.vault.order_token(step.order_id)}"
         try:
-            created = await gateway.create_payment(PaymentRequest(
-                order_id=step.order_id, amount_cents=step.amount_cents, currency=step.currency,
-                subject=step.subject, notify_url=f"{self.notify_base_url}/payments/{step.gateway}/notify",
-                expires_at=step.expires_at, return_url=return_url))
+            created = await gateway.create_payment(
+                PaymentRequest(
+                    order_id=step.order_id,
+                    amount_cents=step.amount_cents,
+                    currency=step.currency,
+                    subject=step.subject,
+                    notify_url=f"{self.notify_base_url}/payments/{step.gateway}/notify",
+                    expires_at=step.expires_at,
+                    return_url=return_url,
+                )
+            )
         except GatewayError as exc:
             raise _gateway_failed(exc) from exc
         async with transaction(self.sessionmaker) as session:
             await records.record_created(
-                session, order_id=step.order_id, gateway=step.gateway, payment_id=created.payment_id,
-                pay_url=created.pay_url, amount_cents=step.amount_cents, currency=step.currency, at=step.at)
+                session,
+                order_id=step.order_id,
+                gateway=step.gateway,
+                payment_id=created.payment_id,
+                pay_url=created.pay_url,
+                amount_cents=step.amount_cents,
+                currency=step.currency,
+                at=step.at,
+            )
         return c.PaymentLink(step.gateway, created.payment_id, created.pay_url)
 
     @activity.defn(name=s.QUERY_PAYMENT)
@@ -80,15 +101,16 @@ class PaymentActivities:
     @activity.defn(name=s.REFUND_PAYMENT)
     async def refund_payment(self, step: s.RefundStep) -> s.PaymentSnapshot:
         try:
-            return await _answer(self._gateway(step.gateway).refund(step.payment_id, step.order_id,
-                                                                    step.amount_cents, step.refund_id))
+            return await _answer(
+                self._gateway(step.gateway).refund(step.payment_id, step.order_id, step.amount_cents, step.refund_id)
+            )
         except ApplicationError as exc:
             if exc.type != "Unsupported":
                 raise
         # The gateway has no refund API (epusdt): a person sends the money back; the timeline and the
         # audit log say so, and the saga goes on (the keys go back).
         async with transaction(self.sessionmaker) as session:
-            await records.record_refund_by_hand(session, step, datetime.now(timezone.utc))
+            await records.record_refund_by_hand(session, step, datetime.now(UTC))
         return s.PaymentSnapshot(s.REFUND_BY_HAND, step.amount_cents, "", None, step.payment_id)
 
     @activity.defn(name=s.REVIEW_STRAY)
@@ -117,8 +139,7 @@ class PaymentActivities:
     @activity.defn(name=s.RECORD_STRAY_REFUND)
     async def record_stray_refund(self, step: s.StrayRefunded) -> None:
         async with transaction(self.sessionmaker) as session:
-            await records.record_stray_outcome(session, step.stray, step.outcome, step.refund_id, step.at,
-                                               step.detail)
+            await records.record_stray_outcome(session, step.stray, step.outcome, step.refund_id, step.at, step.detail)
         if step.outcome == "refunded":
             self.metrics.refunded("stray")
 

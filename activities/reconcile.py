@@ -19,8 +19,13 @@ log = logging.getLogger("miaofa.activities.reconcile")
 
 
 class ReconcileActivities:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], gateways: dict[str, Gateway],
-                 temporal: Client, metrics: WorkerMetrics | None = None) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        gateways: dict[str, Gateway],
+        temporal: Client,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.sessionmaker = sessionmaker
         self.metrics = metrics or WorkerMetrics()
         self.gateways = gateways
@@ -31,7 +36,8 @@ class ReconcileActivities:
         """Idempotent: a retry finds the same mismatches; nudges and reviews are safe to repeat."""
         report = c.ReconcileReport(checked=0)
         mismatches = activity.metric_meter().create_counter(
-            "miaofa_reconcile_mismatches", "Mismatches between gateway statements and orders")
+            "miaofa_reconcile_mismatches", "Mismatches between gateway statements and orders"
+        )
         for name, gateway in self.gateways.items():
             if not getattr(gateway, "has_statement", False):
                 continue  # no bill to compare: the orders' own polls and late watch cover it
@@ -49,9 +55,15 @@ class ReconcileActivities:
                         report.orders_nudged += 1
                         done.append(finding)
                         continue
-                    finding = reconcile.Finding("paid_order_closed", reconcile.REFUND, finding.gateway,
-                                                finding.payment_id, finding.order_id, finding.amount_cents,
-                                                finding.currency)
+                    finding = reconcile.Finding(
+                        "paid_order_closed",
+                        reconcile.REFUND,
+                        finding.gateway,
+                        finding.payment_id,
+                        finding.order_id,
+                        finding.amount_cents,
+                        finding.currency,
+                    )
                 if finding.action == reconcile.REFUND:
                     await start_stray_review(self.temporal, activity.info().task_queue, finding.stray())
                     report.refunds_started += 1

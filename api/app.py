@@ -15,10 +15,10 @@ from api.stock_hint import StockHint
 from miaofa import contract
 from miaofa.crypto.vault import Vault
 from miaofa.db.engine import make_engine, make_sessionmaker
+from miaofa.gateways.registry import build_gateways
 from miaofa.rate_bound import RateBound
 from miaofa.risk.chain import Chain
 from miaofa.risk.limiters import Guards, LookupRate
-from miaofa.gateways.registry import build_gateways
 from miaofa.settings import Settings
 from miaofa.telemetry import tracing
 from miaofa.temporal.client import codec_for, connect
@@ -40,11 +40,21 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
         stock_hint = StockHint(sessionmaker)
         await stock_hint.refresh()
         stock_hint.start()
-        app.state.miaofa = State(settings=settings, vault=vault, engine=engine, sessionmaker=sessionmaker,
-                                 temporal=client, codec=codec_for(vault), gateways=gateways, hot=stock_hint,
-                                 task_queue=task_queue, chain=Chain(settings), guards=Guards(settings),
-                                 lookup_rate=LookupRate(settings),
-                                 rejected_notifies=RateBound(settings.rejected_notify_log_per_second))
+        app.state.miaofa = State(
+            settings=settings,
+            vault=vault,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            temporal=client,
+            codec=codec_for(vault),
+            gateways=gateways,
+            hot=stock_hint,
+            task_queue=task_queue,
+            chain=Chain(settings),
+            guards=Guards(settings),
+            lookup_rate=LookupRate(settings),
+            rejected_notifies=RateBound(settings.rejected_notify_log_per_second),
+        )
         try:
             yield
         finally:
@@ -53,9 +63,15 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
                 await gateway.aclose()  # type: ignore[attr-defined]
             await engine.dispose()
 
-    app = FastAPI(title="Miaofa 秒发", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Automatic card-key delivery; every order is a durable Temporal workflow.",
-                  responses=errors.ERROR_RESPONSES)
+    app = FastAPI(
+        title="Miaofa 秒发",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Automatic card-key delivery; every order is a durable Temporal workflow.",
+        responses=errors.ERROR_RESPONSES,
+    )
     docs.install(app)  # /docs and /redoc with their assets served locally
     errors.install(app)
     errors.install_schema(app)
@@ -63,8 +79,13 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
     # refusals included; tokens and body sizes are checked before any route or body parser runs.
     app.add_middleware(limits.RequestLimits, settings=settings)
     ui = settings.temporal_ui_port
-    app.add_middleware(CORSMiddleware, allow_origins=[f"http://localhost:{ui}", f"http://127.0.0.1:{ui}"],
-                       allow_methods=["POST", "GET"], allow_headers=["*"], allow_credentials=True)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[f"http://localhost:{ui}", f"http://127.0.0.1:{ui}"],
+        allow_methods=["POST", "GET"],
+        allow_headers=["*"],
+        allow_credentials=True,
+    )
     http_metrics.install(app)
     if tracing.enabled():  # outermost: a request's span is the parent of the workflow it starts
         app.add_middleware(tracing.HttpSpans, tracer=tracing.tracer())

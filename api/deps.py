@@ -67,8 +67,10 @@ async def _actor(state: State, authorization: str | None, role: str) -> str:
     found = await staff.holder(state.sessionmaker, state.vault, token)
     if found is not None and (found.role == "admin" or role == "support"):
         return found.name
-    raise Unauthorized("the token is not the admin token" if role == "admin" else "the token is not a support token",
-                       error="invalid_token")
+    raise Unauthorized(
+        "the token is not the admin token" if role == "admin" else "the token is not a support token",
+        error="invalid_token",
+    )
 
 
 # The request-limits middleware checks the token first and leaves the holder here, so a request
@@ -85,12 +87,15 @@ async def actor_for(state: State, scope: dict, authorization: str | None, role: 
     return actor
 
 
-async def require_admin(request: Request, state: StateDep, authorization: Annotated[str | None, Header()] = None) -> str:
+async def require_admin(
+    request: Request, state: StateDep, authorization: Annotated[str | None, Header()] = None
+) -> str:
     return await actor_for(state, request.scope, authorization, "admin")
 
 
-async def require_support(request: Request, state: StateDep,
-                          authorization: Annotated[str | None, Header()] = None) -> str:
+async def require_support(
+    request: Request, state: StateDep, authorization: Annotated[str | None, Header()] = None
+) -> str:
     return await actor_for(state, request.scope, authorization, "support")
 
 

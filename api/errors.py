@@ -72,8 +72,14 @@ def install_schema(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-              415: "unsupported_media_type", 429: "too_many_requests"}
+HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -92,8 +98,12 @@ def _where(request: Request) -> str:
 def _unexpected(request: Request, exc: BaseException) -> JSONResponse:
     # The message may hold anything (a key, an email, SQL parameters): log the type, where, and the
     # trace's frames; answer generically.
-    log.error("unhandled %s in %s at\n%s", type(exc).__name__, _where(request),
-              "".join(traceback.format_tb(exc.__traceback__)))
+    log.error(
+        "unhandled %s in %s at\n%s",
+        type(exc).__name__,
+        _where(request),
+        "".join(traceback.format_tb(exc.__traceback__)),
+    )
     return _body("internal_error", "something went wrong on our side; it has been logged", 500)
 
 
@@ -105,8 +115,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         # Name the field and the problem, never echo the submitted value (it may be a key).
-        problems = [f"{'.'.join(str(p) for p in err['loc'] if p != 'body') or 'body'}: {err['msg']}"
-                    for err in exc.errors()]
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc'] if p != 'body') or 'body'}: {err['msg']}" for err in exc.errors()
+        ]
         return _body("invalid_input", "; ".join(problems), 422)
 
     @app.exception_handler(DBAPIError)
@@ -117,12 +128,17 @@ def install(app: FastAPI) -> None:
         if kind is None:
             raise exc  # unexpected: the same road as every other (logged by type, 500)
         driver_error = getattr(exc.orig, "__cause__", None) or exc.orig or exc  # asyncpg's own, by name
-        log.warning("the database refused a request's data: %s (SQLSTATE %s) in %s", type(driver_error).__name__,
-                    getattr(exc.orig, "sqlstate", "?"), _where(request))
+        log.warning(
+            "the database refused a request's data: %s (SQLSTATE %s) in %s",
+            type(driver_error).__name__,
+            getattr(exc.orig, "sqlstate", "?"),
+            _where(request),
+        )
         if kind == "integrity":
             return _body("conflict", "this conflicts with what is already stored", 409)
-        return _body("invalid_input", "a value cannot be stored (a control character, or too long or out of range)",
-                     422)
+        return _body(
+            "invalid_input", "a value cannot be stored (a control character, or too long or out of range)", 422
+        )
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

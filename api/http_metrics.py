@@ -9,16 +9,27 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from miaofa.telemetry.registry import registry
 
 REQUESTS = Counter("miaofa_http_requests_total", "HTTP requests", ["route", "method", "status"], registry=registry)
-LATENCY = Histogram("miaofa_http_request_seconds", "HTTP request latency", ["route", "method"], registry=registry,
-                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-ORDER_ANSWER = Histogram("miaofa_order_answer_seconds", "POST /orders from the handler's start to its answer",
-                         ["status"], registry=registry,
-                         buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+LATENCY = Histogram(
+    "miaofa_http_request_seconds",
+    "HTTP request latency",
+    ["route", "method"],
+    registry=registry,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ORDER_ANSWER = Histogram(
+    "miaofa_order_answer_seconds",
+    "POST /orders from the handler's start to its answer",
+    ["status"],
+    registry=registry,
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 ORDERS = Counter("miaofa_orders_opened_total", "Order openings by outcome", ["outcome"], registry=registry)
-REFUSED = Counter("miaofa_http_refused_total", "Requests refused before their body was read (or while)",
-                  ["reason"], registry=registry)
-STOCK = Gauge("miaofa_stock_available", "Keys available per SKU (the stock hint's last count)", ["sku"],
-              registry=registry)
+REFUSED = Counter(
+    "miaofa_http_refused_total", "Requests refused before their body was read (or while)", ["reason"], registry=registry
+)
+STOCK = Gauge(
+    "miaofa_stock_available", "Keys available per SKU (the stock hint's last count)", ["sku"], registry=registry
+)
 
 
 class Measure:

@@ -27,8 +27,11 @@ KEY_UPLOAD = re.compile(r"^/admin/products/[^/]+/keys/?$")
 
 
 def _size(limit: int) -> str:
-    return f"{limit // (1024 * 1024)} MiB" if limit >= 1024 * 1024 and limit % (1024 * 1024) == 0 else (
-        f"{limit // 1024} KiB" if limit % 1024 == 0 else f"{limit} bytes")
+    return (
+        f"{limit // (1024 * 1024)} MiB"
+        if limit >= 1024 * 1024 and limit % (1024 * 1024) == 0
+        else (f"{limit // 1024} KiB" if limit % 1024 == 0 else f"{limit} bytes")
+    )
 
 
 class BodyTooLarge(HTTPException):
@@ -78,8 +81,7 @@ class RequestLimits:
             await authenticate(scope, headers.get("authorization"))
         except MiaofaError as exc:
             http_metrics.REFUSED.labels("unauthorized").inc()
-            await _refuse(scope, receive, send, exc.status_code, exc.error, exc.detail,
-                          {"WWW-Authenticate": "Bearer"})
+            await _refuse(scope, receive, send, exc.status_code, exc.error, exc.detail, {"WWW-Authenticate": "Bearer"})
             return
         limit = body_limit(path, self.settings)
         if limit is None:
@@ -131,9 +133,17 @@ def _too_large_in(exc: BaseException) -> BodyTooLarge | None:
     return None
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, error: str, detail: str,
-                  headers: dict[str, str] | None = None) -> None:
+async def _refuse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    error: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+) -> None:
     # Connection: close — the server drops the unread rest of the body instead of reading it.
-    response = JSONResponse({"error": error, "detail": detail}, status_code=status,
-                            headers={**(headers or {}), "Connection": "close"})
+    response = JSONResponse(
+        {"error": error, "detail": detail}, status_code=status, headers={**(headers or {}), "Connection": "close"}
+    )
     await response(scope, receive, send)

@@ -31,14 +31,16 @@ log = logging.getLogger("miaofa.api.orders")
 
 
 def _search_attributes(order: c.OrderInput) -> TypedSearchAttributes:
-    return TypedSearchAttributes([
-        SearchAttributePair(c.SA_ORDER_STATUS, "new"),
-        SearchAttributePair(c.SA_PRODUCT_SKU, order.sku),
-        SearchAttributePair(c.SA_PAYMENT_GATEWAY, order.gateway),
-        SearchAttributePair(c.SA_BUYER_HASH, order.buyer_hash),
-        SearchAttributePair(c.SA_DELIVERY_LATE, False),
-        SearchAttributePair(c.SA_AMOUNT_CENTS, order.unit_price_cents * order.quantity),
-    ])
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(c.SA_ORDER_STATUS, "new"),
+            SearchAttributePair(c.SA_PRODUCT_SKU, order.sku),
+            SearchAttributePair(c.SA_PAYMENT_GATEWAY, order.gateway),
+            SearchAttributePair(c.SA_BUYER_HASH, order.buyer_hash),
+            SearchAttributePair(c.SA_DELIVERY_LATE, False),
+            SearchAttributePair(c.SA_AMOUNT_CENTS, order.unit_price_cents * order.quantity),
+        ]
+    )
 
 
 async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | None:
@@ -49,16 +51,25 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
     """
     logs.bind_order(order.order_id)  # this request's log lines name its order
     start = WithStartWorkflowOperation(
-        c.ORDER_WORKFLOW, order, id=c.order_workflow_id(order.order_id), task_queue=state.task_queue,
+        c.ORDER_WORKFLOW,
+        order,
+        id=c.order_workflow_id(order.order_id),
+        task_queue=state.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=_search_attributes(order), result_type=str,
-        static_summary=f"{order.quantity} × {order.sku} via {order.gateway}")  # shown in the UI; no buyer data
+        search_attributes=_search_attributes(order),
+        result_type=str,
+        static_summary=f"{order.quantity} × {order.sku} via {order.gateway}",
+    )  # shown in the UI; no buyer data
     try:
         async with asyncio.timeout(_update_timeout(state).total_seconds()):
             return await state.temporal.execute_update_with_start_workflow(
-                c.OPEN_UPDATE, start_workflow_operation=start, id="open", result_type=c.OpenOrderResult,
-                rpc_timeout=_update_timeout(state))
+                c.OPEN_UPDATE,
+                start_workflow_operation=start,
+                id="open",
+                result_type=c.OpenOrderResult,
+                rpc_timeout=_update_timeout(state),
+            )
     except WorkflowAlreadyStartedError:
         return None
     except (WorkflowUpdateRPCTimeoutOrCancelledError, TimeoutError) as exc:
@@ -97,15 +108,17 @@ def _handle(state: State, order_id: str):
     return state.temporal.get_workflow_handle(c.order_workflow_id(order_id))
 
 
-async def run_update(state: State, order_id: str, update: str, arg: Any = None, *, result_type: type,
-                     update_id: str | None = None) -> Any:
+async def run_update(
+    state: State, order_id: str, update: str, arg: Any = None, *, result_type: type, update_id: str | None = None
+) -> Any:
     """Run a workflow Update; a refusal (validator or handler) becomes its catalogued error."""
     handle = _handle(state, order_id)
     args = [] if arg is None else [arg]
     try:
         async with asyncio.timeout(_update_timeout(state).total_seconds()):
-            return await handle.execute_update(update, args=args, id=update_id, result_type=result_type,
-                                               rpc_timeout=_update_timeout(state))
+            return await handle.execute_update(
+                update, args=args, id=update_id, result_type=result_type, rpc_timeout=_update_timeout(state)
+            )
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         if isinstance(cause, ApplicationError) and cause.type:
@@ -121,8 +134,14 @@ async def run_update(state: State, order_id: str, update: str, arg: Any = None, 
 
 
 # Temporal being down or overloaded is not an unknown order: support must not be told "no such order".
-_OUTAGE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED,
-           RPCStatusCode.CANCELLED, RPCStatusCode.UNKNOWN, RPCStatusCode.INTERNAL}
+_OUTAGE = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.CANCELLED,
+    RPCStatusCode.UNKNOWN,
+    RPCStatusCode.INTERNAL,
+}
 
 
 async def ensure_exists(state: State, order_id: str) -> None:

@@ -13,20 +13,20 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import Request
 
 from api import http_metrics, order_client
 from api.client_ip import ruled_ip
-from api.stock_hint import ProductInfo
 from api.schemas import OrderCreate, plain
 from api.state import State
+from api.stock_hint import ProductInfo
 from miaofa import contract as c
 from miaofa import coupons, errors, lang, orders
-from miaofa.risk import admission
 from miaofa.errors import InvalidInput, MiaofaError, NotFound, OrderTimeout, SoldOut, Unavailable
+from miaofa.risk import admission
 
 log = logging.getLogger("miaofa.api.shop")
 
@@ -77,8 +77,10 @@ def _denials() -> Iterator[None]:
 
 
 def _key_reused() -> InvalidInput:
-    return InvalidInput("this Idempotency-Key was used for another order (different product or quantity)",
-                        error="idempotency_key_reused")
+    return InvalidInput(
+        "this Idempotency-Key was used for another order (different product or quantity)",
+        error="idempotency_key_reused",
+    )
 
 
 class OrderDesk:
@@ -107,16 +109,18 @@ class OrderDesk:
         if asker.device is not None:
             plain("X-Device-Id", asker.device)
         buyer_hash = self.vault.buyer_hash(body.email)
-        attempt = self.chain.attempt(email=body.email, buyer_hash=buyer_hash, ip=asker.ip, device=asker.device,
-                                     quantity=body.quantity)
+        attempt = self.chain.attempt(
+            email=body.email, buyer_hash=buyer_hash, ip=asker.ip, device=asker.device, quantity=body.quantity
+        )
         with _denials():
             screened = self.chain.screen(attempt)  # memory only: a flood is refused without a database round trip
         product = await self.hot.product(body.sku)
         if product is None:
             raise NotFound(f"no product with sku {body.sku!r}", error="unknown_product")
         if body.gateway not in self.gateways:
-            raise InvalidInput(f"unknown gateway {body.gateway!r}; use one of {', '.join(self.gateways)}",
-                               error="unknown_gateway")
+            raise InvalidInput(
+                f"unknown gateway {body.gateway!r}; use one of {', '.join(self.gateways)}", error="unknown_gateway"
+            )
         order_id = self.vault.idempotent_order_id(body.email, key) if key else uuid.uuid4().hex[:20]
         if key:  # a retried key must reach its order, so it skips the stock hint
             if (replayed := await self._replayed(order_id, body)) is not None:
@@ -126,13 +130,19 @@ class OrderDesk:
             raise self._sold_out("sold_out_hint")
         if body.coupon_code:
             async with self.sessionmaker() as session:
-                await coupons.check_usable(session, body.coupon_code, datetime.now(timezone.utc), product.currency)
+                await coupons.check_usable(session, body.coupon_code, datetime.now(UTC), product.currency)
         attempt.order_id, attempt.product_id, attempt.currency = order_id, product.id, product.currency
         attempt.amount_cents = product.price_cents * body.quantity
         with _denials():  # open-order caps and anomalies, in PostgreSQL; a deny rolls its admission back
             decision = await self.chain.judge(self.sessionmaker, attempt, screened)
-        order = self.order_input(product, body, order_id, buyer_hash, decision.contract(attempt.device_hash),
-                                 lang.pick(body.lang, asker.accept_language))  # the language is stored with it
+        order = self.order_input(
+            product,
+            body,
+            order_id,
+            buyer_hash,
+            decision.contract(attempt.device_hash),
+            lang.pick(body.lang, asker.accept_language),
+        )  # the language is stored with it
         if not key and not self.hot.claim(order_id, product.id, body.quantity):
             if decision.admitted:
                 await self._forget(order_id)
@@ -163,9 +173,16 @@ class OrderDesk:
         if (opened.sku, opened.quantity) != (body.sku, body.quantity):
             raise _key_reused()
         assert opened.expires_at is not None
-        return Placed("in_review" if opened.status == c.IN_REVIEW else "opened", order_id,
-                      self.vault.order_token(order_id), opened.status, opened.amount_cents, opened.currency,
-                      opened.expires_at, opened.payment)
+        return Placed(
+            "in_review" if opened.status == c.IN_REVIEW else "opened",
+            order_id,
+            self.vault.order_token(order_id),
+            opened.status,
+            opened.amount_cents,
+            opened.currency,
+            opened.expires_at,
+            opened.payment,
+        )
 
     @staticmethod
     def _sold_out(counted_as: str | None = None) -> SoldOut:
@@ -178,23 +195,42 @@ class OrderDesk:
         async with self.sessionmaker.begin() as session:
             await admission.forget(session, order_id)
 
-    def order_input(self, product: ProductInfo, body: OrderCreate, order_id: str, buyer_hash: str,
-                    decision: c.RiskDecision | None = None, buyer_lang: str | None = None) -> c.OrderInput:
+    def order_input(
+        self,
+        product: ProductInfo,
+        body: OrderCreate,
+        order_id: str,
+        buyer_hash: str,
+        decision: c.RiskDecision | None = None,
+        buyer_lang: str | None = None,
+    ) -> c.OrderInput:
         """The order workflow's input."""
         settings = self.settings
         return c.OrderInput(
-            order_id=order_id, product_id=product.id, sku=product.sku, product_name=product.name,
-            unit_price_cents=product.price_cents, currency=product.currency, quantity=body.quantity,
-            email=body.email, buyer_hash=buyer_hash, gateway=body.gateway,
-            delivery_sla_seconds=product.delivery_sla_seconds, coupon_code=body.coupon_code, risk=decision,
+            order_id=order_id,
+            product_id=product.id,
+            sku=product.sku,
+            product_name=product.name,
+            unit_price_cents=product.price_cents,
+            currency=product.currency,
+            quantity=body.quantity,
+            email=body.email,
+            buyer_hash=buyer_hash,
+            gateway=body.gateway,
+            delivery_sla_seconds=product.delivery_sla_seconds,
+            coupon_code=body.coupon_code,
+            risk=decision,
             lang=buyer_lang,
-            timing=c.Timing(payment_window_seconds=settings.payment_window_seconds,
-                            callback_grace_seconds=settings.callback_grace_seconds,
-                            poll_interval_seconds=settings.poll_interval_seconds,
-                            late_payment_watch_seconds=settings.late_payment_watch_seconds,
-                            late_poll_interval_seconds=settings.late_poll_interval_seconds,
-                            support_window_seconds=settings.support_window_seconds,
-                            review_window_seconds=settings.review_window_seconds))
+            timing=c.Timing(
+                payment_window_seconds=settings.payment_window_seconds,
+                callback_grace_seconds=settings.callback_grace_seconds,
+                poll_interval_seconds=settings.poll_interval_seconds,
+                late_payment_watch_seconds=settings.late_payment_watch_seconds,
+                late_poll_interval_seconds=settings.late_poll_interval_seconds,
+                support_window_seconds=settings.support_window_seconds,
+                review_window_seconds=settings.review_window_seconds,
+            ),
+        )
 
     # ---- replays ---------------------------------------------------------------------------------
 
@@ -227,5 +263,13 @@ def _replay(order_id: str, view: dict[str, Any]) -> Placed:
     if view["payment"] is None and view["status"] == c.AWAITING_PAYMENT and view["amount_cents"] > 0:
         raise OrderTimeout("the order is still opening; try again with the same Idempotency-Key")
     payment = view["payment"]
-    return Placed("replayed", order_id, None, view["status"], view["amount_cents"], view["currency"],
-                  view["expires_at"], None if payment is None else c.PaymentLink(**payment))
+    return Placed(
+        "replayed",
+        order_id,
+        None,
+        view["status"],
+        view["amount_cents"],
+        view["currency"],
+        view["expires_at"],
+        None if payment is None else c.PaymentLink(**payment),
+    )

@@ -37,7 +37,8 @@ class OrderCreate(BaseModel):
     gateway: Annotated[str, Plain, Field(max_length=32)] = "simulator"
     coupon_code: Annotated[str | None, Plain] = Field(default=None, min_length=1, max_length=40)
     lang: Literal["zh", "en"] | None = Field(
-        default=None, description="language of the buyer's emails; else from Accept-Language, else both")
+        default=None, description="language of the buyer's emails; else from Accept-Language, else both"
+    )
 
 
 def plain(name: str, value: str) -> str:
@@ -54,8 +55,11 @@ def _order_id(order_id: Annotated[str, Path(min_length=1, max_length=64)]) -> st
 OrderId = Annotated[str, Depends(_order_id)]
 
 # Answered as datetime.isoformat() ("+00:00"), as the API always has; pydantic's own JSON says "Z".
-IsoTime = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str, when_used="json"),
-                    WithJsonSchema({"type": "string", "format": "date-time"})]
+IsoTime = Annotated[
+    datetime,
+    PlainSerializer(datetime.isoformat, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class PaymentOut(BaseModel):

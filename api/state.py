@@ -10,8 +10,8 @@ from miaofa.crypto.codec import EncryptionCodec
 from miaofa.crypto.vault import Vault
 from miaofa.gateways.base import Gateway
 from miaofa.rate_bound import RateBound
-from miaofa.risk.limiters import Guards, LookupRate
 from miaofa.risk.chain import Chain
+from miaofa.risk.limiters import Guards, LookupRate
 from miaofa.settings import Settings
 
 

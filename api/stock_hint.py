@@ -92,8 +92,9 @@ class StockHint:
             self._install(products, available, counted)
 
     def _install(self, products, available: dict[int, int], counted: set[str]) -> None:
-        self._products = {p.sku: ProductInfo(p.id, p.sku, p.name, p.price_cents, p.currency,
-                                             p.delivery_sla_seconds) for p in products}
+        self._products = {
+            p.sku: ProductInfo(p.id, p.sku, p.name, p.price_cents, p.currency, p.delivery_sla_seconds) for p in products
+        }
         self._available = available
         self._counted = counted
         self._loaded_at = time.monotonic()
@@ -166,8 +167,11 @@ class StockHint:
         self._available[product_id] = 0
 
     def _left(self, product_id: int) -> int:
-        opening = sum(c.quantity for order_id, c in self._claims.items()
-                      if c.product_id == product_id and order_id not in self._counted)
+        opening = sum(
+            c.quantity
+            for order_id, c in self._claims.items()
+            if c.product_id == product_id and order_id not in self._counted
+        )
         return self._available.get(product_id, 0) - opening
 
     def start(self) -> None:

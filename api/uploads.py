@@ -10,8 +10,8 @@ stored as keys.
 from collections.abc import AsyncGenerator
 
 from fastapi import Request
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from miaofa.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
@@ -45,8 +45,9 @@ def check_media_type(content_type: str | None) -> str:
 
 
 def _too_large() -> PayloadTooLarge:
-    return PayloadTooLarge(f"the upload is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB; split it",
-                           error="upload_too_large")
+    return PayloadTooLarge(
+        f"the upload is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB; split it", error="upload_too_large"
+    )
 
 
 async def _limited(request: Request) -> AsyncGenerator[bytes, None]:
@@ -77,8 +78,9 @@ async def _read_file_part(request: Request) -> tuple[bytes, str]:
     stream = _limited(request)
     try:
         # A file part is spooled to disk past 1 MiB; other fields are capped at 64 KiB each.
-        form = await MultiPartParser(request.headers, stream, max_files=16, max_fields=64,
-                                     max_part_size=64 * 1024).parse()
+        form = await MultiPartParser(
+            request.headers, stream, max_files=16, max_fields=64, max_part_size=64 * 1024
+        ).parse()
     except MultiPartException as exc:
         raise InvalidInput(f"the multipart body cannot be parsed: {exc.message}", error="malformed_multipart") from None
     finally:
@@ -86,8 +88,10 @@ async def _read_file_part(request: Request) -> tuple[bytes, str]:
     try:
         files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
         if len(files) != 1:
-            raise InvalidInput(f"send exactly one complete file part (curl -F file=@keys.txt); got {len(files)}",
-                               error="malformed_multipart")
+            raise InvalidInput(
+                f"send exactly one complete file part (curl -F file=@keys.txt); got {len(files)}",
+                error="malformed_multipart",
+            )
         upload = files[0]
         data = await upload.read()
         part_media, _ = _media_type(upload.content_type)

@@ -10,13 +10,24 @@ from miaofa.db.models import AuditLog
 
 def record(session: AsyncSession, actor: str, action: str, target: str, **detail: Any) -> None:
     """Add an entry to the caller's transaction; detail values are short texts, never keys or emails."""
-    session.add(AuditLog(actor=actor[:40], action=action[:60], target=target[:80],
-                         detail={name: value if isinstance(value, int) else str(value)[:200]
-                                 for name, value in detail.items()}))
+    session.add(
+        AuditLog(
+            actor=actor[:40],
+            action=action[:60],
+            target=target[:80],
+            detail={name: value if isinstance(value, int) else str(value)[:200] for name, value in detail.items()},
+        )
+    )
 
 
-async def entries(session: AsyncSession, *, target: str | None = None, action_prefix: str | None = None,
-                  actor: str | None = None, limit: int = 100) -> list[AuditLog]:
+async def entries(
+    session: AsyncSession,
+    *,
+    target: str | None = None,
+    action_prefix: str | None = None,
+    actor: str | None = None,
+    limit: int = 100,
+) -> list[AuditLog]:
     query = select(AuditLog).order_by(AuditLog.id.desc()).limit(limit)
     if actor is not None:
         query = query.where(AuditLog.actor == actor)

@@ -8,10 +8,24 @@ from miaofa.db.models import Product
 from miaofa.errors import Conflict, NotFound
 
 
-async def create_product(session: AsyncSession, *, sku: str, name: str, price_cents: int, currency: str,
-                         delivery_sla_seconds: int = 60, webhook_url: str | None = None) -> Product:
-    product = Product(sku=sku, name=name, price_cents=price_cents, currency=currency.upper(),
-                      delivery_sla_seconds=delivery_sla_seconds, webhook_url=webhook_url)
+async def create_product(
+    session: AsyncSession,
+    *,
+    sku: str,
+    name: str,
+    price_cents: int,
+    currency: str,
+    delivery_sla_seconds: int = 60,
+    webhook_url: str | None = None,
+) -> Product:
+    product = Product(
+        sku=sku,
+        name=name,
+        price_cents=price_cents,
+        currency=currency.upper(),
+        delivery_sla_seconds=delivery_sla_seconds,
+        webhook_url=webhook_url,
+    )
     session.add(product)
     try:
         await session.flush()

@@ -23,8 +23,13 @@ async def issue_for_late_delivery(session: AsyncSession, order_id: str, reason: 
     existing = await session.scalar(select(Coupon).where(Coupon.issued_for_order_id == order_id))
     if existing is not None:
         return existing
-    coupon = Coupon(code=new_code(), percent_off=LATE_DELIVERY_PERCENT_OFF, expires_at=at + COUPON_VALID_FOR,
-                    issued_for_order_id=order_id, reason=reason)
+    coupon = Coupon(
+        code=new_code(),
+        percent_off=LATE_DELIVERY_PERCENT_OFF,
+        expires_at=at + COUPON_VALID_FOR,
+        issued_for_order_id=order_id,
+        reason=reason,
+    )
     session.add(coupon)
     await session.flush()
     return coupon
@@ -47,8 +52,10 @@ async def redeem(session: AsyncSession, code: str, order_id: str, at: datetime, 
     """Use the coupon for this order; a conditional UPDATE, so two orders cannot both use it."""
     coupon = await check_usable(session, code, at, currency)
     taken = await session.execute(
-        update(Coupon).where(Coupon.id == coupon.id, Coupon.used_at.is_(None))
-        .values(used_at=at, used_by_order_id=order_id))
+        update(Coupon)
+        .where(Coupon.id == coupon.id, Coupon.used_at.is_(None))
+        .values(used_at=at, used_by_order_id=order_id)
+    )
     if taken.rowcount != 1:
         raise CouponUsed("this coupon has already been used")
     return coupon
@@ -56,8 +63,9 @@ async def redeem(session: AsyncSession, code: str, order_id: str, at: datetime, 
 
 async def give_back(session: AsyncSession, order_id: str) -> None:
     """An order that expired or was cancelled did not really use its coupon."""
-    await session.execute(update(Coupon).where(Coupon.used_by_order_id == order_id)
-                          .values(used_at=None, used_by_order_id=None))
+    await session.execute(
+        update(Coupon).where(Coupon.used_by_order_id == order_id).values(used_at=None, used_by_order_id=None)
+    )
 
 
 def discounted(amount_cents: int, coupon: Coupon | None) -> int:

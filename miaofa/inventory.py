@@ -90,14 +90,16 @@ def _parse_csv(body: str) -> list[str]:
     column = next((header.index(name) for name in CSV_KEY_COLUMNS if name in header), None)
     if column is None:
         if len(header) != 1:
-            raise InvalidInput(f"the CSV header needs a column named one of {', '.join(CSV_KEY_COLUMNS)}",
-                               error="malformed_csv")
+            raise InvalidInput(
+                f"the CSV header needs a column named one of {', '.join(CSV_KEY_COLUMNS)}", error="malformed_csv"
+            )
         column = 0
     keys = []
     for number, row in records[1:]:
         if len(row) != len(header):
-            raise InvalidInput(f"CSV line {number} has {len(row)} fields, the header has {len(header)}",
-                               error="malformed_csv")
+            raise InvalidInput(
+                f"CSV line {number} has {len(row)} fields, the header has {len(header)}", error="malformed_csv"
+            )
         key = row[column].strip()
         if key:
             _check_key(key, number)
@@ -107,18 +109,25 @@ def _parse_csv(body: str) -> list[str]:
 
 def _check_key(key: str, line: int) -> None:
     if len(key) > MAX_KEY_LENGTH:
-        raise InvalidInput(f"the key on line {line} is longer than {MAX_KEY_LENGTH} characters",
-                           error="key_too_long")
+        raise InvalidInput(f"the key on line {line} is longer than {MAX_KEY_LENGTH} characters", error="key_too_long")
     if key.isprintable():  # the fast path: no Cc, Cf, Zl or Zp (nor other non-printables)
         return
     bad = next((char for char in key if unicodedata.category(char) in _CONTROL_CATEGORIES), None)
     if bad is not None:
-        raise InvalidInput(f"the key on line {line} contains the control character U+{ord(bad):04X}; "
-                           "keys may not contain control characters", error="control_character")
+        raise InvalidInput(
+            f"the key on line {line} contains the control character U+{ord(bad):04X}; "
+            "keys may not contain control characters",
+            error="control_character",
+        )
 
 
-async def import_keys(session: AsyncSession, vault: Vault, product_id: int, keys: list[str],
-                      on_progress: Callable[[int, int], None] | None = None) -> ImportResult:
+async def import_keys(
+    session: AsyncSession,
+    vault: Vault,
+    product_id: int,
+    keys: list[str],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ImportResult:
     """Insert new keys; a key already in the store (any product) or repeated in the file is a duplicate.
 
     Rows are COPYed into a temporary table and moved with one INSERT … ON CONFLICT DO NOTHING per
@@ -134,12 +143,17 @@ async def import_keys(session: AsyncSession, vault: Vault, product_id: int, keys
     imported = 0
     for start in range(0, len(items), IMPORT_BATCH):
         batch = items[start : start + IMPORT_BATCH]
-        await pg.copy_records_to_table("key_import", columns=["ciphertext", "key_hash"],
-                                       records=[(vault.encrypt(key), digest) for digest, key in batch])
+        await pg.copy_records_to_table(
+            "key_import",
+            columns=["ciphertext", "key_hash"],
+            records=[(vault.encrypt(key), digest) for digest, key in batch],
+        )
         status = await pg.execute(
             "INSERT INTO card_keys (product_id, ciphertext, key_hash, status) "
             "SELECT $1, ciphertext, key_hash, 'available' FROM key_import "
-            "ON CONFLICT (key_hash) DO NOTHING", product_id)
+            "ON CONFLICT (key_hash) DO NOTHING",
+            product_id,
+        )
         await pg.execute("TRUNCATE key_import")
         imported += int(status.rsplit(" ", 1)[1])  # "INSERT 0 <rows>"
         if on_progress:
@@ -149,15 +163,21 @@ async def import_keys(session: AsyncSession, vault: Vault, product_id: int, keys
 
 async def stock(session: AsyncSession, product_id: int) -> Stock:
     rows = await session.execute(
-        select(CardKey.status, func.count()).where(CardKey.product_id == product_id).group_by(CardKey.status))
+        select(CardKey.status, func.count()).where(CardKey.product_id == product_id).group_by(CardKey.status)
+    )
     counts = {status: count for status, count in rows.all()}
-    return Stock(available=counts.get("available", 0), reserved=counts.get("reserved", 0),
-                 sold=counts.get("sold", 0), refunded=counts.get("refunded", 0))
+    return Stock(
+        available=counts.get("available", 0),
+        reserved=counts.get("reserved", 0),
+        sold=counts.get("sold", 0),
+        refunded=counts.get("refunded", 0),
+    )
 
 
 async def available_by_product(session: AsyncSession) -> dict[int, int]:
     rows = await session.execute(
-        select(CardKey.product_id, func.count()).where(CardKey.status == "available").group_by(CardKey.product_id))
+        select(CardKey.product_id, func.count()).where(CardKey.status == "available").group_by(CardKey.product_id)
+    )
     return {key: count for key, count in rows.all()}
 
 
@@ -184,44 +204,55 @@ async def reserve(session: AsyncSession, *, product_id: int, order_id: str, quan
     held = await reserved_or_sold_ids(session, order_id)
     if held:  # a retried step: the order already holds its keys
         return held
-    rows = await session.execute(RESERVE_SQL, {"product_id": product_id, "order_id": order_id,
-                                               "quantity": quantity, "at": at})
+    rows = await session.execute(
+        RESERVE_SQL, {"product_id": product_id, "order_id": order_id, "quantity": quantity, "at": at}
+    )
     return [row[0] for row in rows]
 
 
 async def reserved_or_sold_ids(session: AsyncSession, order_id: str) -> list[int]:
-    rows = await session.scalars(select(CardKey.id).where(
-        CardKey.order_id == order_id, CardKey.status.in_(("reserved", "sold"))).order_by(CardKey.id))
+    rows = await session.scalars(
+        select(CardKey.id)
+        .where(CardKey.order_id == order_id, CardKey.status.in_(("reserved", "sold")))
+        .order_by(CardKey.id)
+    )
     return list(rows)
 
 
 async def release(session: AsyncSession, order_id: str) -> int:
     result = await session.execute(
-        update(CardKey).where(CardKey.order_id == order_id, CardKey.status == "reserved")
-        .values(status="available", order_id=None, reserved_at=None))
+        update(CardKey)
+        .where(CardKey.order_id == order_id, CardKey.status == "reserved")
+        .values(status="available", order_id=None, reserved_at=None)
+    )
     return result.rowcount
 
 
 async def commit_sold(session: AsyncSession, order_id: str, at: datetime) -> list[int]:
     """Reserved → sold, exactly once: a repeat finds nothing reserved and returns the same ids."""
     await session.execute(
-        update(CardKey).where(CardKey.order_id == order_id, CardKey.status == "reserved")
-        .values(status="sold", sold_at=at))
+        update(CardKey)
+        .where(CardKey.order_id == order_id, CardKey.status == "reserved")
+        .values(status="sold", sold_at=at)
+    )
     rows = await session.scalars(
-        select(CardKey.id).where(CardKey.order_id == order_id, CardKey.status == "sold").order_by(CardKey.id))
+        select(CardKey.id).where(CardKey.order_id == order_id, CardKey.status == "sold").order_by(CardKey.id)
+    )
     return list(rows)
 
 
 async def mark_refunded(session: AsyncSession, order_id: str) -> int:
     result = await session.execute(
-        update(CardKey).where(CardKey.order_id == order_id, CardKey.status == "sold").values(status="refunded"))
+        update(CardKey).where(CardKey.order_id == order_id, CardKey.status == "sold").values(status="refunded")
+    )
     return result.rowcount
 
 
 async def delivered_keys(session: AsyncSession, vault: Vault, order_id: str) -> list[str]:
     """Decrypt the order's sold keys, at read time only."""
     rows = await session.scalars(
-        select(CardKey.ciphertext).where(CardKey.order_id == order_id, CardKey.status == "sold").order_by(CardKey.id))
+        select(CardKey.ciphertext).where(CardKey.order_id == order_id, CardKey.status == "sold").order_by(CardKey.id)
+    )
     return [vault.decrypt(blob) for blob in rows]
 
 
@@ -232,13 +263,16 @@ def mask(key: str) -> str:
 
 async def handed_out_keys(session: AsyncSession, vault: Vault, order_id: str) -> list[dict[str, str | int]]:
     """The keys an order was given (sold, or refunded since), decrypted: for an audited reveal to staff."""
-    rows = await session.execute(select(CardKey.id, CardKey.status, CardKey.ciphertext)
-                                 .where(CardKey.order_id == order_id, CardKey.status.in_(("sold", "refunded")))
-                                 .order_by(CardKey.id))
+    rows = await session.execute(
+        select(CardKey.id, CardKey.status, CardKey.ciphertext)
+        .where(CardKey.order_id == order_id, CardKey.status.in_(("sold", "refunded")))
+        .order_by(CardKey.id)
+    )
     return [{"key_id": key_id, "status": status, "key": vault.decrypt(blob)} for key_id, status, blob in rows]
 
 
 async def masked_keys(session: AsyncSession, vault: Vault, order_id: str) -> list[dict[str, str | int]]:
-    rows = await session.execute(select(CardKey.id, CardKey.status, CardKey.ciphertext)
-                                 .where(CardKey.order_id == order_id).order_by(CardKey.id))
+    rows = await session.execute(
+        select(CardKey.id, CardKey.status, CardKey.ciphertext).where(CardKey.order_id == order_id).order_by(CardKey.id)
+    )
     return [{"key_id": key_id, "status": status, "masked": mask(vault.decrypt(blob))} for key_id, status, blob in rows]

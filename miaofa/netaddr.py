@@ -8,7 +8,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @lru_cache(maxsize=32)
 def networks(text: str) -> tuple[Network, ...]:
-    """"10.0.0.0/8, ::1" → networks (the settings validator has already refused bad ones)."""
+    """ "10.0.0.0/8, ::1" → networks (the settings validator has already refused bad ones)."""
     return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
 
 

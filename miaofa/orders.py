@@ -8,11 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa import contract as c
 from miaofa import inventory
-from miaofa.messaging import outbox
+from miaofa.crypto.vault import Vault
 from miaofa.db.models import Coupon, Order, OrderEvent, Payment
 from miaofa.errors import OrderNotFound
-from miaofa.crypto.vault import Vault
-
+from miaofa.messaging import outbox
 
 # The order's status machine (README, "Order states"): each status and the ones it may move to. A
 # status is entered once, by one INSERT (awaiting_payment or in_review); every later move goes
@@ -28,11 +27,15 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     c.REJECTED: frozenset(),
     c.REFUNDED: frozenset(),
 }
-_FROM: dict[str, tuple[str, ...]] = {to: tuple(sorted(f for f, tos in TRANSITIONS.items() if to in tos))
-                                     for to in c.STATUSES}
+_FROM: dict[str, tuple[str, ...]] = {
+    to: tuple(sorted(f for f, tos in TRANSITIONS.items() if to in tos)) for to in c.STATUSES
+}
 # Entering these statuses is news for the outside (webhooks, the refund email).
-ANNOUNCED: dict[str, outbox.Event] = {c.PAID: outbox.Event.PAID, c.DELIVERED: outbox.Event.DELIVERED,
-                                      c.REFUNDED: outbox.Event.REFUNDED}
+ANNOUNCED: dict[str, outbox.Event] = {
+    c.PAID: outbox.Event.PAID,
+    c.DELIVERED: outbox.Event.DELIVERED,
+    c.REFUNDED: outbox.Event.REFUNDED,
+}
 
 
 class IllegalTransition(Exception):
@@ -43,13 +46,21 @@ class IllegalTransition(Exception):
         self.order_id, self.current, self.to = order_id, current, to
 
 
-async def add_event(session: AsyncSession, order_id: str, stage: str, at: datetime,
-                    detail: dict[str, Any] | None = None, *, once: bool = True) -> bool:
+async def add_event(
+    session: AsyncSession,
+    order_id: str,
+    stage: str,
+    at: datetime,
+    detail: dict[str, Any] | None = None,
+    *,
+    once: bool = True,
+) -> bool:
     """Append a stage to the timeline; with once=True a retried step does not write it twice. True when
     written (a step's first run: what counts it in the metrics once)."""
     if once:
-        seen = await session.scalar(select(OrderEvent.id).where(OrderEvent.order_id == order_id,
-                                                                OrderEvent.stage == stage).limit(1))
+        seen = await session.scalar(
+            select(OrderEvent.id).where(OrderEvent.order_id == order_id, OrderEvent.stage == stage).limit(1)
+        )
         if seen is not None:
             return False
     session.add(OrderEvent(order_id=order_id, stage=stage, at=at, detail=detail or {}))
@@ -65,8 +76,9 @@ async def move(session: AsyncSession, order_id: str, to: str, at: datetime, **va
     """
     sources = _FROM.get(to, ())
     if sources:
-        moved = await session.execute(update(Order).where(Order.id == order_id, Order.status.in_(sources))
-                                      .values(status=to, **values))
+        moved = await session.execute(
+            update(Order).where(Order.id == order_id, Order.status.in_(sources)).values(status=to, **values)
+        )
         if moved.rowcount == 1:  # type: ignore[attr-defined]
             if to in ANNOUNCED:
                 outbox.emit(session, ANNOUNCED[to], order_id, at)
@@ -87,8 +99,9 @@ async def get_order(session: AsyncSession, order_id: str) -> Order:
 async def order_view(session: AsyncSession, vault: Vault, order_id: str, *, with_keys: bool = True) -> dict[str, Any]:
     """GET /orders/{id}: status, timeline, coupon, and the keys (decrypted here, once delivered)."""
     order = await get_order(session, order_id)
-    events = await session.scalars(select(OrderEvent).where(OrderEvent.order_id == order_id)
-                                   .order_by(OrderEvent.at, OrderEvent.id))
+    events = await session.scalars(
+        select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.at, OrderEvent.id)
+    )
     payment = await session.scalar(select(Payment).where(Payment.order_id == order_id))
     coupon = await session.scalar(select(Coupon).where(Coupon.issued_for_order_id == order_id))
     delivered = with_keys and order.status == "delivered"
@@ -103,8 +116,9 @@ async def order_view(session: AsyncSession, vault: Vault, order_id: str, *, with
         "expires_at": order.expires_at,
         "paid_at": order.paid_at,
         "delivered_at": order.delivered_at,
-        "payment": None if payment is None else {
-            "gateway": payment.gateway, "payment_id": payment.payment_id, "pay_url": payment.pay_url},
+        "payment": None
+        if payment is None
+        else {"gateway": payment.gateway, "payment_id": payment.payment_id, "pay_url": payment.pay_url},
         "keys": keys,
         "timeline": [{"stage": e.stage, "at": e.at, **({"detail": e.detail} if e.detail else {})} for e in events],
         "coupon": None if coupon is None else coupon_view(coupon),
@@ -120,8 +134,14 @@ def coupon_view(coupon: Coupon) -> dict[str, Any]:
     return view
 
 
-async def search(session: AsyncSession, *, buyer_hash: str | None = None, status: str | None = None,
-                 sku: str | None = None, limit: int = 50) -> list[Order]:
+async def search(
+    session: AsyncSession,
+    *,
+    buyer_hash: str | None = None,
+    status: str | None = None,
+    sku: str | None = None,
+    limit: int = 50,
+) -> list[Order]:
     """Orders for support, newest first; a buyer is found by the hash of their email, never the email."""
     query = select(Order).order_by(Order.created_at.desc(), Order.id).limit(limit)
     if buyer_hash is not None:
@@ -134,6 +154,15 @@ async def search(session: AsyncSession, *, buyer_hash: str | None = None, status
 
 
 def summary(order: Order) -> dict[str, Any]:
-    return {"order_id": order.id, "status": order.status, "sku": order.sku, "quantity": order.quantity,
-            "amount_cents": order.amount_cents, "currency": order.currency, "gateway": order.gateway,
-            "created_at": order.created_at, "paid_at": order.paid_at, "delivered_at": order.delivered_at}
+    return {
+        "order_id": order.id,
+        "status": order.status,
+        "sku": order.sku,
+        "quantity": order.quantity,
+        "amount_cents": order.amount_cents,
+        "currency": order.currency,
+        "gateway": order.gateway,
+        "created_at": order.created_at,
+        "paid_at": order.paid_at,
+        "delivered_at": order.delivered_at,
+    }

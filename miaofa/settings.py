@@ -120,8 +120,7 @@ class Settings(BaseSettings):
     def gateway_settings(self) -> list[GatewaySettings]:
         return [self.alipay, self.wechat, self.stripe, self.epay, self.epusdt]
 
-    @field_validator("admin_token", "support_token", "staff_token", "sim_control_token", "sim_secret",
-                     "webhook_secret")
+    @field_validator("admin_token", "support_token", "staff_token", "sim_control_token", "sim_secret", "webhook_secret")
     @classmethod
     def _secret_real(cls, value: str, info: ValidationInfo) -> str:
         kind = "token" if (info.field_name or "").endswith("_token") else "secret"

@@ -87,9 +87,13 @@ async def holder(sessionmaker: async_sessionmaker[AsyncSession], vault: Vault, t
         return None
     digest = vault.staff_token_hash(token)
     async with sessionmaker() as session:
-        row = (await session.execute(
-            select(StaffToken.id, StaffToken.name, StaffToken.role, StaffToken.last_used_at)
-            .where(StaffToken.token_hash == digest, StaffToken.revoked_at.is_(None)))).first()
+        row = (
+            await session.execute(
+                select(StaffToken.id, StaffToken.name, StaffToken.role, StaffToken.last_used_at).where(
+                    StaffToken.token_hash == digest, StaffToken.revoked_at.is_(None)
+                )
+            )
+        ).first()
         if row is None:
             return None
         if row.last_used_at is None or row.last_used_at < datetime.now().astimezone() - LAST_USED_EVERY:

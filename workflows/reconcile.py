@@ -15,9 +15,17 @@ class ReconcileWorkflow:
     @workflow.run
     async def run(self, request: c.ReconcileInput) -> c.ReconcileReport:
         now = workflow.now()
-        window = s.ReconcileStep(start=now - timedelta(seconds=request.lookback_seconds),
-                                 end=now - timedelta(seconds=request.grace_seconds), at=now)
+        window = s.ReconcileStep(
+            start=now - timedelta(seconds=request.lookback_seconds),
+            end=now - timedelta(seconds=request.grace_seconds),
+            at=now,
+        )
         return await workflow.execute_activity(
-            s.RECONCILE, window, result_type=c.ReconcileReport, start_to_close_timeout=timedelta(minutes=10),
-            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=5,
-                                     non_retryable_error_types=[s.DATA_ERROR]))
+            s.RECONCILE,
+            window,
+            result_type=c.ReconcileReport,
+            start_to_close_timeout=timedelta(minutes=10),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=5), maximum_attempts=5, non_retryable_error_types=[s.DATA_ERROR]
+            ),
+        )

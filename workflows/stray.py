@@ -21,22 +21,33 @@ class StrayPaymentWorkflow:
     async def run(self, stray: c.StrayPayment) -> str:
         # Ask the gateway, never the finder: is it paid, how much, and does an open order want it?
         review = await workflow.execute_activity(
-            s.REVIEW_STRAY, stray, result_type=s.StrayReview, start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=GATEWAY_RETRY)
+            s.REVIEW_STRAY,
+            stray,
+            result_type=s.StrayReview,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=GATEWAY_RETRY,
+        )
         outcome, refund_id = review.action, ""
         if review.action == "refund":
             refund_id = f"refund-{stray.payment_id}"
             try:
                 refunded = await workflow.execute_activity(
-                    s.REFUND_PAYMENT, s.RefundStep(stray.order_id, stray.gateway, stray.payment_id,
-                                                   review.amount_cents, refund_id=refund_id),
-                    result_type=s.PaymentSnapshot, start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=GATEWAY_RETRY)
+                    s.REFUND_PAYMENT,
+                    s.RefundStep(
+                        stray.order_id, stray.gateway, stray.payment_id, review.amount_cents, refund_id=refund_id
+                    ),
+                    result_type=s.PaymentSnapshot,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=GATEWAY_RETRY,
+                )
                 # A gateway without a refund API leaves it to a person (audited): say so, not "refunded".
                 outcome = s.REFUND_BY_HAND if refunded.status == s.REFUND_BY_HAND else "refunded"
             except ActivityError:  # the gateway refused the refund: recorded for a person, not retried for ever
                 outcome = "refund_refused"
         await workflow.execute_activity(
-            s.RECORD_STRAY_REFUND, s.StrayRefunded(stray, refund_id, workflow.now(), outcome, review.detail),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY)
+            s.RECORD_STRAY_REFUND,
+            s.StrayRefunded(stray, refund_id, workflow.now(), outcome, review.detail),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
         return outcome

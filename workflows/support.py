@@ -41,12 +41,22 @@ class SupportActions(SagaState):
         detail = {"actor": request.actor[:40], **({"reason": request.reason[:200]} if request.reason else {})}
         if self._review_outcome == c.APPROVE_UPDATE:
             self._expires_at = now + timedelta(seconds=self._order.timing.payment_window_seconds)
-            await self._record(s.StageStep(self._order_id, c.REVIEW_APPROVED_STAGE, now, status=c.AWAITING_PAYMENT,
-                                           detail=detail, expires_at=self._expires_at, audit_actor=request.actor))
+            await self._record(
+                s.StageStep(
+                    self._order_id,
+                    c.REVIEW_APPROVED_STAGE,
+                    now,
+                    status=c.AWAITING_PAYMENT,
+                    detail=detail,
+                    expires_at=self._expires_at,
+                    audit_actor=request.actor,
+                )
+            )
             self._set_status(c.AWAITING_PAYMENT)
             return True
-        await self._record(s.StageStep(self._order_id, c.REVIEW_REJECTED_STAGE, now, detail=detail,
-                                       audit_actor=request.actor))
+        await self._record(
+            s.StageStep(self._order_id, c.REVIEW_REJECTED_STAGE, now, detail=detail, audit_actor=request.actor)
+        )
         await self._release(c.REJECTED, actor=request.actor)
         return False
 
@@ -80,8 +90,10 @@ class SupportActions(SagaState):
     def _validate_decision(self, request: c.SupportRequest | None, update: str) -> None:
         _require_input(request, update)
         if self._status != c.IN_REVIEW or self._review_outcome:
-            raise refuse(f"only orders in review can be approved or rejected; this one is {self._status or 'new'}",
-                          c.REFUSED_NOT_IN_REVIEW)
+            raise refuse(
+                f"only orders in review can be approved or rejected; this one is {self._status or 'new'}",
+                c.REFUSED_NOT_IN_REVIEW,
+            )
 
     # ---- after the order opened ----------------------------------------------------------------
 
@@ -99,8 +111,9 @@ class SupportActions(SagaState):
     def _validate_cancel(self, request: c.SupportRequest | None = None) -> None:
         _require_input(request, "cancel")
         if self._status != c.AWAITING_PAYMENT or self._paid is not None:
-            raise refuse(f"only unpaid orders can be cancelled; this one is {self._status or 'new'}",
-                          c.REFUSED_NOT_CANCELLABLE)
+            raise refuse(
+                f"only unpaid orders can be cancelled; this one is {self._status or 'new'}", c.REFUSED_NOT_CANCELLABLE
+            )
 
     @workflow.update(name=c.REFUND_UPDATE)
     async def refund(self, request: c.SupportRequest | None = None) -> c.SupportResult:
@@ -117,8 +130,9 @@ class SupportActions(SagaState):
         if self._status == c.REFUNDED:
             raise refuse("the order is already refunded", c.REFUSED_ALREADY_REFUNDED)
         if self._status != c.DELIVERED:
-            raise refuse(f"only delivered orders can be refunded; this one is {self._status or 'new'}",
-                          c.REFUSED_NOT_REFUNDABLE)
+            raise refuse(
+                f"only delivered orders can be refunded; this one is {self._status or 'new'}", c.REFUSED_NOT_REFUNDABLE
+            )
         if self._payment is None:
             raise refuse("this order was free; there is no payment to refund", c.REFUSED_NOT_REFUNDABLE)
 
@@ -126,8 +140,7 @@ class SupportActions(SagaState):
     async def resend(self, request: c.SupportRequest | None = None) -> c.SupportResult:
         assert request is not None
         async with self._support_lock:
-            await self._record(s.StageStep(self._order_id, "resent", workflow.now(),
-                                           detail={"actor": request.actor}))
+            await self._record(s.StageStep(self._order_id, "resent", workflow.now(), detail={"actor": request.actor}))
             await self._send_delivery_email()
         return c.SupportResult(self._order_id, self._status, "delivery email sent again")
 
@@ -135,18 +148,17 @@ class SupportActions(SagaState):
     def _validate_resend(self, request: c.SupportRequest | None = None) -> None:
         _require_input(request, "resend")
         if self._status != c.DELIVERED:
-            raise refuse(f"only delivered orders can be resent; this one is {self._status or 'new'}",
-                          c.REFUSED_NOT_DELIVERED)
+            raise refuse(
+                f"only delivered orders can be resent; this one is {self._status or 'new'}", c.REFUSED_NOT_DELIVERED
+            )
 
 
 def _require_input(request: c.SupportRequest | None, update: str) -> None:
     """The Temporal CLI can send an Update with no input; say what it needs instead of a TypeError."""
     if request is None:
-        raise refuse(f'{update} needs its input, e.g. {{"reason": "…", "actor": "your name"}}',
-                      c.REFUSED_MISSING_INPUT)
+        raise refuse(f'{update} needs its input, e.g. {{"reason": "…", "actor": "your name"}}', c.REFUSED_MISSING_INPUT)
     if not request.actor.strip():
         raise refuse(f"{update} needs an actor: who is acting", c.REFUSED_MISSING_INPUT)
     if not (request.actor.isprintable() and request.reason.isprintable()):
         # Refused before any step runs: the database would refuse it after the gateway refunded.
-        raise refuse(f"{update}: the actor and reason must not contain control characters",
-                      c.REFUSED_MISSING_INPUT)
+        raise refuse(f"{update}: the actor and reason must not contain control characters", c.REFUSED_MISSING_INPUT)

@@ -36,8 +36,9 @@ class ProductCreate(BaseModel):
     price_cents: int = Field(gt=0, le=10**12)
     currency: str = Field(pattern=r"^[A-Za-z]{3,8}$")
     delivery_sla_seconds: int = Field(default=60, gt=0, le=86400 * 30)
-    webhook_url: WebhookUrl | None = Field(default=None, description="this product's own merchant webhook "
-                                           "(else MIAOFA_WEBHOOK_URL); http(s) only")
+    webhook_url: WebhookUrl | None = Field(
+        default=None, description="this product's own merchant webhook (else MIAOFA_WEBHOOK_URL); http(s) only"
+    )
 
 
 class ProductPublic(BaseModel):
@@ -77,12 +78,22 @@ async def create_product(body: ProductCreate, actor: AdminDep, session: SessionD
 
 
 _BINARY = {"type": "string", "format": "binary"}
-_IMPORT_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                       "properties": {"file": {**_BINARY, "description": "keys.txt or keys.csv"}}}},
-    "text/plain": {"schema": {"type": "string"}, "example": "KEY-0001\nKEY-0002\n"},
-    "text/csv": {"schema": _BINARY},
-}}}
+_IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {**_BINARY, "description": "keys.txt or keys.csv"}},
+                }
+            },
+            "text/plain": {"schema": {"type": "string"}, "example": "KEY-0001\nKEY-0002\n"},
+            "text/csv": {"schema": _BINARY},
+        },
+    }
+}
 _IMPORT_ERRORS = {
     401: {"description": "no admin token (checked before the body is read)"},
     404: {"description": "no such product"},
@@ -93,8 +104,9 @@ _IMPORT_ERRORS = {
 
 
 @router.post("/products/{sku}/keys", openapi_extra=_IMPORT_BODY, responses=_IMPORT_ERRORS)
-async def import_keys(sku: str, request: Request, actor: AdminDep, session: SessionDep,
-                      state: StateDep) -> ImportAnswer:
+async def import_keys(
+    sku: str, request: Request, actor: AdminDep, session: SessionDep, state: StateDep
+) -> ImportAnswer:
     """Import keys: text/plain one a line, text/csv with a header, or a multipart file upload
     (`curl -F file=@keys.txt`). All or nothing; any other content type is refused with 415."""
     uploads.check_media_type(request.headers.get("content-type"))  # 415 before a byte is read
@@ -109,8 +121,9 @@ async def import_keys(sku: str, request: Request, actor: AdminDep, session: Sess
 
 
 @router.put("/products/{sku}/webhook")
-async def set_webhook(sku: str, body: WebhookSet, actor: AdminDep, session: SessionDep, state: StateDep
-                      ) -> ProductPublic:
+async def set_webhook(
+    sku: str, body: WebhookSet, actor: AdminDep, session: SessionDep, state: StateDep
+) -> ProductPublic:
     """Set (or, with null, clear) the product's own webhook URL; events already queued use it too."""
     _require_secret(state, body.webhook_url)
     product = await catalog.get_product(session, sku)
@@ -125,5 +138,4 @@ async def read_stock(sku: str, _: AdminDep, session: SessionDep) -> StockAnswer:
     """Keys available, reserved for unpaid orders, sold and refunded."""
     product = await catalog.get_product(session, sku)
     counts = await inventory.stock(session, product.id)
-    return StockAnswer(available=counts.available, reserved=counts.reserved, sold=counts.sold,
-                       refunded=counts.refunded)
+    return StockAnswer(available=counts.available, reserved=counts.reserved, sold=counts.sold, refunded=counts.refunded)

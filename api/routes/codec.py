@@ -87,13 +87,15 @@ async def _named_token(request: Request, state: StateDep) -> bool:
 
 async def _apply(request: Request, state: StateDep, decode: bool) -> JSONResponse:
     if not (_allowed(request, state.settings) or await _named_token(request, state)):
-        raise Unauthorized("the codec answers the Temporal UI on a trusted network, or a support token",
-                           error="invalid_token")
+        raise Unauthorized(
+            "the codec answers the Temporal UI on a trusted network, or a support token", error="invalid_token"
+        )
     try:
         payloads = json_format.Parse(await request.body(), Payloads())
     except (json_format.ParseError, ValueError, RecursionError) as exc:
-        raise InvalidInput("the body must be {\"payloads\": [...]} as Temporal sends it",
-                           error="invalid_payloads") from exc
+        raise InvalidInput(
+            'the body must be {"payloads": [...]} as Temporal sends it', error="invalid_payloads"
+        ) from exc
     codec = state.codec
     try:
         result = await (codec.decode(payloads.payloads) if decode else codec.encode(payloads.payloads))

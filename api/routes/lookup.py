@@ -31,10 +31,15 @@ class LookupAnswer(BaseModel):
     status: Literal["sent_if_any"]
 
 
-@router.post("/orders/lookup", status_code=202, response_model=LookupAnswer,
-             responses={429: {"description": "too many lookups (Retry-After)"}})
-async def lookup_orders(body: LookupRequest, request: Request, state: StateDep,
-                        accept_language: Annotated[str | None, Header()] = None) -> JSONResponse:
+@router.post(
+    "/orders/lookup",
+    status_code=202,
+    response_model=LookupAnswer,
+    responses={429: {"description": "too many lookups (Retry-After)"}},
+)
+async def lookup_orders(
+    body: LookupRequest, request: Request, state: StateDep, accept_language: Annotated[str | None, Header()] = None
+) -> JSONResponse:
     """Email the links to this address's orders (the latest 20), if it has any. The answer never says."""
     ip = ruled_ip(request, state.settings)
     buyer_hash = state.vault.buyer_hash(body.email)

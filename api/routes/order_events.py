@@ -14,8 +14,8 @@ from api.routes.shop import TokenHeader, check_token
 from api.schemas import OrderId
 from miaofa import contract as c
 from miaofa import orders
-from miaofa.risk.limiters import client_bucket
 from miaofa.errors import TooManyRequests
+from miaofa.risk.limiters import client_bucket
 
 router = APIRouter(tags=["shop"])
 STREAM_TERMINAL = frozenset({c.DELIVERED, c.REFUNDED, c.REJECTED, c.EXPIRED, c.CANCELLED})
@@ -38,8 +38,9 @@ class _HeldStream(StreamingResponse):
 
 
 @router.get("/orders/{order_id}/events")
-async def order_events(order_id: OrderId, request: Request, state: StateDep,
-                       x_order_token: TokenHeader = None, token: str | None = None) -> StreamingResponse:
+async def order_events(
+    order_id: OrderId, request: Request, state: StateDep, x_order_token: TokenHeader = None, token: str | None = None
+) -> StreamingResponse:
     """Server-Sent Events: one `status` event per change, until the order settles (delivered,
     expired, cancelled, rejected or refunded). At most SSE_MAX_STREAMS_PER_IP at once per address."""
     check_token(state, order_id, x_order_token or token)

@@ -1,4 +1,5 @@
-"""Gateway notify endpoints, thin: read the request, hand it to miaofa/payments/notify.py, answer as the gateway wants."""
+"""Gateway notify endpoints, thin: read the request, hand it to miaofa/payments/notify.py, answer as the
+gateway wants."""
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -20,7 +21,15 @@ async def payment_notify(gateway: str, request: Request, state: StateDep) -> Res
         raise NotFound(f"no gateway {gateway[:32]!r} is configured", error="unknown_gateway")
     body = await request.body()  # at most MAX_NOTIFY_BODY_BYTES: api/limits.py stops a larger one (413)
     stored = notify.stored_request(request.method, request.headers, body, request.url.query)
-    handled = await notify.handle(state.sessionmaker, Signaller(state.temporal, state.task_queue), gateway,
-                                  adapter, request.headers, body, request.query_params, stored,
-                                  lambda: state.rejected_notifies.allow(gateway))
+    handled = await notify.handle(
+        state.sessionmaker,
+        Signaller(state.temporal, state.task_queue),
+        gateway,
+        adapter,
+        request.headers,
+        body,
+        request.query_params,
+        stored,
+        lambda: state.rejected_notifies.allow(gateway),
+    )
     return Response(handled.ack.body, status_code=handled.ack.status_code, media_type=handled.ack.media_type)

@@ -27,19 +27,23 @@ class SupportBody(BaseModel):
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
-async def _act(state, order_id: str, update: str, actor: str, body: SupportBody | None, key: str | None) -> dict[str, Any]:
+async def _act(
+    state, order_id: str, update: str, actor: str, body: SupportBody | None, key: str | None
+) -> dict[str, Any]:
     request = c.SupportRequest(reason=(body.reason if body else ""), actor=actor)
     # An Idempotency-Key makes a retried click the same Update, answered once.
     update_id = f"{update}-{key or uuid.uuid4().hex}"
     try:
         await order_client.ensure_exists(state, order_id)
-        result: c.SupportResult = await order_client.run_update(state, order_id, update, request,
-                                                                result_type=c.SupportResult, update_id=update_id)
+        result: c.SupportResult = await order_client.run_update(
+            state, order_id, update, request, result_type=c.SupportResult, update_id=update_id
+        )
     except MiaofaError as exc:
         await _audit(state, actor, f"support.{update}", order_id, outcome=exc.error, reason=request.reason)
         raise
-    await _audit(state, actor, f"support.{update}", order_id, outcome="done", status=result.status,
-                 reason=request.reason)
+    await _audit(
+        state, actor, f"support.{update}", order_id, outcome="done", status=result.status, reason=request.reason
+    )
     return {"order_id": result.order_id, "status": result.status, "detail": result.detail}
 
 
@@ -52,11 +56,15 @@ async def _audit(state, actor: str, action: str, target: str, **detail: Any) -> 
 
 
 @router.get("")
-async def find_orders(state: StateDep, session: SessionDep, _: SupportDep,
-                      email: Annotated[str | None, Query(max_length=254)] = None,
-                      status: Annotated[str | None, Query(max_length=24)] = None,
-                      sku: Annotated[str | None, Query(max_length=64)] = None,
-                      limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[dict[str, Any]]:
+async def find_orders(
+    state: StateDep,
+    session: SessionDep,
+    _: SupportDep,
+    email: Annotated[str | None, Query(max_length=254)] = None,
+    status: Annotated[str | None, Query(max_length=24)] = None,
+    sku: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[dict[str, Any]]:
     """Find orders by buyer email (hashed here, as in the BuyerHash search attribute), status or SKU."""
     buyer_hash = state.vault.buyer_hash(email) if email else None
     found = await orders.search(session, buyer_hash=buyer_hash, status=status, sku=sku, limit=limit)
@@ -75,47 +83,55 @@ async def read_order(order_id: str, state: StateDep, session: SessionDep, _: Sup
 
 
 @router.post("/{order_id}/reveal")
-async def reveal(order_id: OrderId, state: StateDep, actor: SupportDep, body: SupportBody | None = None) -> dict[str, Any]:
+async def reveal(
+    order_id: OrderId, state: StateDep, actor: SupportDep, body: SupportBody | None = None
+) -> dict[str, Any]:
     """The order's keys in clear (sold, or refunded since), for a buyer who lost them: written to the
     audit log with who asked and why before they are answered."""
     async with state.sessionmaker.begin() as session:
         await orders.get_order(session, order_id)
         keys = await inventory.handed_out_keys(session, state.vault, order_id)
-        audit.record(session, actor, "order.keys_revealed", order_id, keys=len(keys),
-                     reason=body.reason if body else "")
+        audit.record(
+            session, actor, "order.keys_revealed", order_id, keys=len(keys), reason=body.reason if body else ""
+        )
     return {"order_id": order_id, "keys": keys}
 
 
 @router.post("/{order_id}/refund")
-async def refund(order_id: str, state: StateDep, actor: SupportDep, body: SupportBody | None = None,
-                 key: IdemKey = None) -> dict[str, Any]:
+async def refund(
+    order_id: str, state: StateDep, actor: SupportDep, body: SupportBody | None = None, key: IdemKey = None
+) -> dict[str, Any]:
     """Refund at the gateway and mark the keys refunded."""
     return await _act(state, order_id, c.REFUND_UPDATE, actor, body, key)
 
 
 @router.post("/{order_id}/resend")
-async def resend(order_id: str, state: StateDep, actor: SupportDep, body: SupportBody | None = None,
-                 key: IdemKey = None) -> dict[str, Any]:
+async def resend(
+    order_id: str, state: StateDep, actor: SupportDep, body: SupportBody | None = None, key: IdemKey = None
+) -> dict[str, Any]:
     """Send the delivery email again."""
     return await _act(state, order_id, c.RESEND_UPDATE, actor, body, key)
 
 
 @router.post("/{order_id}/cancel")
-async def cancel(order_id: str, state: StateDep, actor: SupportDep, body: SupportBody | None = None,
-                 key: IdemKey = None) -> dict[str, Any]:
+async def cancel(
+    order_id: str, state: StateDep, actor: SupportDep, body: SupportBody | None = None, key: IdemKey = None
+) -> dict[str, Any]:
     """Cancel an unpaid order: close its payment and release its stock."""
     return await _act(state, order_id, c.CANCEL_UPDATE, actor, body, key)
 
 
 @router.post("/{order_id}/approve")
-async def approve(order_id: str, state: StateDep, actor: SupportDep, body: SupportBody | None = None,
-                  key: IdemKey = None) -> dict[str, Any]:
+async def approve(
+    order_id: str, state: StateDep, actor: SupportDep, body: SupportBody | None = None, key: IdemKey = None
+) -> dict[str, Any]:
     """Approve an order held for review: its payment is created and the saga goes on."""
     return await _act(state, order_id, c.APPROVE_UPDATE, actor, body, key)
 
 
 @router.post("/{order_id}/reject")
-async def reject(order_id: str, state: StateDep, actor: SupportDep, body: SupportBody | None = None,
-                 key: IdemKey = None) -> dict[str, Any]:
+async def reject(
+    order_id: str, state: StateDep, actor: SupportDep, body: SupportBody | None = None, key: IdemKey = None
+) -> dict[str, Any]:
     """Reject an order held for review: its stock is released, status rejected."""
     return await _act(state, order_id, c.REJECT_UPDATE, actor, body, key)

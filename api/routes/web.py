@@ -8,7 +8,7 @@ error contract is untouched: only these routes answer HTML, and the order page's
 
 import re
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -25,7 +25,8 @@ from api.ordering import Asker
 from api.routes.order_events import STREAM_TERMINAL
 from api.schemas import MAX_QUANTITY, OrderCreate
 from api.web import i18n
-from miaofa import contract as c, orders
+from miaofa import contract as c
+from miaofa import orders
 from miaofa.errors import MiaofaError, NotFound
 from miaofa.gateways.money import exponent
 
@@ -33,8 +34,10 @@ router = APIRouter(include_in_schema=False)
 WEB = Path(__file__).resolve().parent.parent / "web"
 TEMPLATES = Jinja2Templates(env=Environment(loader=FileSystemLoader(WEB / "templates"), autoescape=True))
 STATIC = WEB / "static"
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 SEARCH_FROM = 8  # a search box once there are more products than this
 _ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _IDEM = re.compile(r"^[A-Za-z0-9_-]{16,200}$")
@@ -57,9 +60,20 @@ def _page(request: Request, name: str, *, status: int = 200, private: bool = Fal
     other = "en" if lang == "zh" else "zh"
     query = {**request.query_params, "lang": other}
     t = i18n.Translator(lang)
-    response = TEMPLATES.TemplateResponse(request, name, {
-        "t": t, "lang": lang, "strings": t.strings, "money": i18n.money, "when": _when,
-        "switch_url": f"{request.url.path}?{urlencode(query)}", **context}, status_code=status)
+    response = TEMPLATES.TemplateResponse(
+        request,
+        name,
+        {
+            "t": t,
+            "lang": lang,
+            "strings": t.strings,
+            "money": i18n.money,
+            "when": _when,
+            "switch_url": f"{request.url.path}?{urlencode(query)}",
+            **context,
+        },
+        status_code=status,
+    )
     if request.query_params.get("lang") in i18n.LANGS:  # the switch was used: remember it
         response.set_cookie(i18n.COOKIE, lang, max_age=365 * 86400, samesite="lax", httponly=True)
     return secure(response, private=private)
@@ -71,15 +85,23 @@ def _when(at: datetime | str | None) -> str:
         return ""
     if isinstance(at, str):
         at = datetime.fromisoformat(at)
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 # ---- the storefront ----------------------------------------------------------------------------
 
 
 def _products(state: Any, query: str) -> tuple[list[dict[str, Any]], int]:
-    every = [{"sku": p.sku, "name": p.name, "price_cents": p.price_cents, "currency": p.currency,
-              "available": state.hot.available(p.id)} for p in state.hot.products()]
+    every = [
+        {
+            "sku": p.sku,
+            "name": p.name,
+            "price_cents": p.price_cents,
+            "currency": p.currency,
+            "available": state.hot.available(p.id),
+        }
+        for p in state.hot.products()
+    ]
     every.sort(key=lambda p: (p["available"] <= 0, p["name"].casefold()))
     needle = query.casefold()
     shown = [p for p in every if needle in p["name"].casefold() or needle in p["sku"].casefold()] if needle else every
@@ -89,10 +111,19 @@ def _products(state: Any, query: str) -> tuple[list[dict[str, Any]], int]:
 def _storefront(request: Request, state: Any, *, status: int = 200, failed: dict[str, Any] | None = None) -> Response:
     query = request.query_params.get("q", "").strip()[:100]
     products, total = _products(state, query)
-    return _page(request, "storefront.html", status=status, products=products, query=query,
-                 searchable=total > SEARCH_FROM, total=total, gateways=list(state.gateways),
-                 max_quantity=MAX_QUANTITY, failed=failed or {},
-                 idem=secrets.token_urlsafe(18))
+    return _page(
+        request,
+        "storefront.html",
+        status=status,
+        products=products,
+        query=query,
+        searchable=total > SEARCH_FROM,
+        total=total,
+        gateways=list(state.gateways),
+        max_quantity=MAX_QUANTITY,
+        failed=failed or {},
+        idem=secrets.token_urlsafe(18),
+    )
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -131,16 +162,30 @@ async def buy(request: Request, state: StateDep, desk: DeskDep) -> Response:
     t = i18n.Translator(i18n.pick(request))
 
     def refused(status: int, message: str) -> Response:
-        return _storefront(request, state, status=status, failed={"sku": fields["sku"], "message": message,
-                                                                   "email": fields["email"],
-                                                                   "quantity": fields["quantity"],
-                                                                   "coupon_code": fields["coupon_code"]})
+        return _storefront(
+            request,
+            state,
+            status=status,
+            failed={
+                "sku": fields["sku"],
+                "message": message,
+                "email": fields["email"],
+                "quantity": fields["quantity"],
+                "coupon_code": fields["coupon_code"],
+            },
+        )
 
     try:
-        body = OrderCreate.model_validate({
-            "sku": fields["sku"], "email": fields["email"], "quantity": fields["quantity"] or "1",
-            "gateway": fields["gateway"] or next(iter(state.gateways), "simulator"),
-            "coupon_code": fields["coupon_code"] or None, "lang": t.lang})
+        body = OrderCreate.model_validate(
+            {
+                "sku": fields["sku"],
+                "email": fields["email"],
+                "quantity": fields["quantity"] or "1",
+                "gateway": fields["gateway"] or next(iter(state.gateways), "simulator"),
+                "coupon_code": fields["coupon_code"] or None,
+                "lang": t.lang,
+            }
+        )
     except ValidationError as exc:
         field = str(exc.errors()[0]["loc"][0]) if exc.errors() and exc.errors()[0]["loc"] else "body"
         return refused(422, describe(t, "invalid_input", f"{field}: {exc.errors()[0]['msg']}"))
@@ -165,8 +210,9 @@ def _not_found(request: Request) -> Response:
 
 def qr_svg(data: str) -> str:
     """A QR code as inline SVG, drawn here (no outside service sees the pay link)."""
-    return segno.make(data, error="m").svg_inline(scale=4, border=2, dark="#111", light="#fff", omitsize=True,
-                                                  svgclass="qr", title=None)
+    return segno.make(data, error="m").svg_inline(
+        scale=4, border=2, dark="#111", light="#fff", omitsize=True, svgclass="qr", title=None
+    )
 
 
 @router.get("/o/{order_id}", response_class=HTMLResponse)
@@ -182,10 +228,19 @@ async def order_page(order_id: str, request: Request, state: StateDep) -> Respon
     product = await state.hot.product(view["sku"])
     payment = view["payment"]
     pay_url = payment["pay_url"] if payment and view["status"] == c.AWAITING_PAYMENT else None
-    return _page(request, "order.html", private=True, order=view, token=token,
-                 product_name=product.name if product else view["sku"], pay_url=pay_url,
-                 qr=qr_svg(pay_url) if pay_url else None, coupon_text=coupon_text(request, view), live=view["status"] not in STREAM_TERMINAL,
-                 exponent=exponent(view["currency"]))
+    return _page(
+        request,
+        "order.html",
+        private=True,
+        order=view,
+        token=token,
+        product_name=product.name if product else view["sku"],
+        pay_url=pay_url,
+        qr=qr_svg(pay_url) if pay_url else None,
+        coupon_text=coupon_text(request, view),
+        live=view["status"] not in STREAM_TERMINAL,
+        exponent=exponent(view["currency"]),
+    )
 
 
 def coupon_text(request: Request, view: dict[str, Any]) -> str:
@@ -193,8 +248,11 @@ def coupon_text(request: Request, view: dict[str, Any]) -> str:
     if coupon is None:
         return ""
     t = i18n.Translator(i18n.pick(request))
-    off = (t("order.percent_off", n=coupon["percent_off"]) if "percent_off" in coupon
-           else t("order.amount_off", amount=i18n.money(coupon["amount_off_cents"], view["currency"])))
+    off = (
+        t("order.percent_off", n=coupon["percent_off"])
+        if "percent_off" in coupon
+        else t("order.amount_off", amount=i18n.money(coupon["amount_off_cents"], view["currency"]))
+    )
     return t("order.coupon", code=coupon["code"], off=off, until=_when(coupon["expires_at"]))
 
 

@@ -23,8 +23,9 @@ TARGET_RATE = 40
 AIM_RATE = 100
 
 
-async def open_and_pay(b: Bench, sku: str, orders: int, buyers: int,
-                       description: str = "opened and paid") -> list[Sent]:
+async def open_and_pay(
+    b: Bench, sku: str, orders: int, buyers: int, description: str = "opened and paid"
+) -> list[Sent]:
     """B buyers, each in a loop: create an order, pay it at once, next. Returns every answer."""
     task = b.progress.add_task(description, total=orders)
     sent: list[Sent] = []
@@ -54,8 +55,13 @@ async def measure(b: Bench, orders: int, buyers: int, timeout: float, label: str
     first_send = min(s.sent_wall for s in sent)
     last_delivered = max((t.delivered for t in times if t.delivered is not None), default=None)
     return {
-        "sku": sku, "orders": orders, "buyers": buyers, "answers": order_statuses(sent),
-        "errors": errors_seen(sent), "paid": len(ids), "delivered": delivered,
+        "sku": sku,
+        "orders": orders,
+        "buyers": buyers,
+        "answers": order_statuses(sent),
+        "errors": errors_seen(sent),
+        "paid": len(ids),
+        "delivered": delivered,
         "seconds_to_open_all": round(opened_seconds, 2),
         "seconds_first_create_to_last_delivered": round(last_delivered - first_send, 2) if last_delivered else None,
         "delivered_per_second": rate_per_second(delivered, first_send, last_delivered),
@@ -69,14 +75,22 @@ async def measure(b: Bench, orders: int, buyers: int, timeout: float, label: str
 async def run(b: Bench, orders: int, buyers: int, timeout: float) -> None:
     result = await measure(b, orders, buyers, timeout)
     b.metrics.update(result)
-    b.check("delivered orders/s, first create → last delivered", result["delivered_per_second"], ">=",
-            TARGET_RATE, "orders/s", aim=f" (aim {AIM_RATE})")
+    b.check(
+        "delivered orders/s, first create → last delivered",
+        result["delivered_per_second"],
+        ">=",
+        TARGET_RATE,
+        "orders/s",
+        aim=f" (aim {AIM_RATE})",
+    )
     b.check("delivered", result["delivered"], "==", orders, "orders")
     b.show("answers to POST /orders", str(result["answers"]))
     b.show("time to open and pay all", f"{result['seconds_to_open_all']} s")
     b.show("create → 201 (client)", fmt_summary(result["create_to_201_ms"], ("p50", "p90", "p99")))
     b.show("paid → delivered_at (DB)", fmt_summary(result["paid_to_delivered_db_ms"], ("p50", "p90", "p99")))
-    b.show("paid → delivery committed (DB updated_at)",
-           fmt_summary(result["paid_to_delivery_committed_db_ms"], ("p50", "p90", "p99")))
+    b.show(
+        "paid → delivery committed (DB updated_at)",
+        fmt_summary(result["paid_to_delivery_committed_db_ms"], ("p50", "p90", "p99")),
+    )
     for error in result["errors"]:
         b.note(f"refused: {error}")

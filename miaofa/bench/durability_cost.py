@@ -12,7 +12,7 @@ import os
 import re
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 from sqlalchemy import MetaData
@@ -94,8 +94,10 @@ class Scratch:
         try:
             await conn.execute(f"TRUNCATE {self.table}")
             await conn.copy_records_to_table(
-                self.table, columns=["product_id", "ciphertext", "key_hash", "status"],
-                records=((PRODUCT_ID, os.urandom(72), os.urandom(32), "available") for _ in range(keys)))
+                self.table,
+                columns=["product_id", "ciphertext", "key_hash", "status"],
+                records=((PRODUCT_ID, os.urandom(72), os.urandom(32), "available") for _ in range(keys)),
+            )
             await conn.execute(f"ANALYZE {self.table}")
         finally:
             await conn.close()
@@ -115,8 +117,7 @@ class Scratch:
                 await conn.close()
 
 
-async def raw_reservations(b: Bench, scratch: Scratch, seconds: float, concurrency: int, keys: int,
-                           label: str) -> dict:
+async def raw_reservations(b: Bench, scratch: Scratch, seconds: float, concurrency: int, keys: int, label: str) -> dict:
     """Reservations/s of RESERVE_SQL, one transaction each, `concurrency` connections at once."""
     await scratch.fill(keys)
     sql, names = reserve_statement()
@@ -136,8 +137,12 @@ async def raw_reservations(b: Bench, scratch: Scratch, seconds: float, concurren
                 n = 0
                 while time.perf_counter() < deadline and not empty:
                     n += 1
-                    values = {"product_id": PRODUCT_ID, "order_id": f"raw-{worker}-{n}", "quantity": 1,
-                              "at": datetime.now(timezone.utc)}
+                    values = {
+                        "product_id": PRODUCT_ID,
+                        "order_id": f"raw-{worker}-{n}",
+                        "quantity": 1,
+                        "at": datetime.now(UTC),
+                    }
                     began = time.perf_counter()
                     rows = await statement.fetch(*(values[name] for name in names))
                     latencies.append(time.perf_counter() - began)
@@ -156,12 +161,18 @@ async def raw_reservations(b: Bench, scratch: Scratch, seconds: float, concurren
     b.progress.update(task, completed=done, total=done)
     if empty:
         b.note(f"raw reservations ({label}) ran out of its {keys} keys before {seconds:g} s")
-    return {"reservations": done, "seconds": round(elapsed, 2), "per_second": round(done / elapsed, 1),
-            "concurrency": concurrency, "latency_ms": summary_ms(latencies)}
+    return {
+        "reservations": done,
+        "seconds": round(elapsed, 2),
+        "per_second": round(done / elapsed, 1),
+        "concurrency": concurrency,
+        "latency_ms": summary_ms(latencies),
+    }
 
 
-async def run(b: Bench, orders: int, buyers: int, raw_seconds: float, concurrency: int, raw_keys: int,
-              timeout: float) -> None:
+async def run(
+    b: Bench, orders: int, buyers: int, raw_seconds: float, concurrency: int, raw_keys: int, timeout: float
+) -> None:
     async with Scratch(b) as scratch:
         before = await raw_reservations(b, scratch, raw_seconds, concurrency, raw_keys, "before")
         shop = await burst.measure(b, orders, buyers, timeout, label="durability")
@@ -169,12 +180,23 @@ async def run(b: Bench, orders: int, buyers: int, raw_seconds: float, concurrenc
     raw = (before["per_second"] + after["per_second"]) / 2
     rate = shop["delivered_per_second"]
     ratio = round(rate / raw, 5) if rate and raw else None
-    b.metrics.update({"raw_before": before, "raw_after": after, "raw_per_second_mean": round(raw, 1),
-                      "burst": shop, "ratio": ratio, "scratch": "database" if scratch.own_database else "table"})
-    b.show("raw reservations/s (RESERVE_SQL, one transaction each)",
-           f"{before['per_second']:,.0f} before · {after['per_second']:,.0f} after the burst "
-           f"({concurrency} connections)")
-    b.show(f"saga: burst of {orders} orders, {buyers} buyers", f"{rate} delivered orders/s "
-           f"({shop['delivered']} of {orders} delivered)")
+    b.metrics.update(
+        {
+            "raw_before": before,
+            "raw_after": after,
+            "raw_per_second_mean": round(raw, 1),
+            "burst": shop,
+            "ratio": ratio,
+            "scratch": "database" if scratch.own_database else "table",
+        }
+    )
+    b.show(
+        "raw reservations/s (RESERVE_SQL, one transaction each)",
+        f"{before['per_second']:,.0f} before · {after['per_second']:,.0f} after the burst ({concurrency} connections)",
+    )
+    b.show(
+        f"saga: burst of {orders} orders, {buyers} buyers",
+        f"{rate} delivered orders/s ({shop['delivered']} of {orders} delivered)",
+    )
     b.show("ratio: saga orders/s ÷ raw reservations/s", f"{ratio}" if ratio is not None else "—")
     b.note("the issue's starting point: about 0.002 (6.7–11.5 orders/s over 3,100–7,400 reservations/s)")

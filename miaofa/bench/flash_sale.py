@@ -76,48 +76,70 @@ async def run(b: Bench, buyers: int, keys: int, timeout: float) -> None:
     finite = [le for le in inside if le != float("inf")]
     # Past the top finite bucket the histogram only says "more than that" (Prometheus gives the bound).
     p99_beyond = bool(finite) and inside.get(max(finite), 0) < 0.99 * inside_count
-    b.metrics.update({
-        "answers": order_statuses(sent), "errors": errors_seen(sent),
-        "seconds_to_answer_all": round(answered_seconds, 2),
-        "stock_after": stock, "oversold": oversold, "duplicate_keys": duplicates, "keys_read_back": len(all_keys),
-        "orders_with_wrong_key_count": sum(1 for i in ids if per_order.get(i, 0) != 1),
-        "delivered": delivered,
-        "sold_out_client_ms": sold_out,
-        "opened_client_ms": summary_ms(s.seconds for s in winners),
-        "sold_out_in_handler": {
-            "note": "API histogram miaofa_order_answer_seconds{status=409}: handler start → answer",
-            "requests": max(handler.values(), default=0),
-            "p50_ms": _ms(histogram_quantile(handler, 0.5)), "p99_ms": _ms(histogram_quantile(handler, 0.99))},
-        "post_orders_inside_api": {
-            "note": "API histogram miaofa_http_request_seconds for POST /orders; mixes 201 and 409 answers",
-            "requests": inside_count,
-            "p50_ms": round(inside_p50 * 1000, 1) if inside_p50 is not None else None,
-            "p99_ms": round(inside_p99 * 1000, 1) if inside_p99 is not None else None,
-            "p99_beyond_top_bucket": p99_beyond,
-            "buckets_delta": {str(le): count for le, count in sorted(inside.items())}},
-        "paid_to_delivered_db_ms": summary_ms(paid_to_delivered(times)),
-        "paid_to_delivery_committed_db_ms": summary_ms(paid_to_committed(times)),
-        "delivered_per_second": rate_per_second(delivered, first_send, last_delivered),
-    })
+    b.metrics.update(
+        {
+            "answers": order_statuses(sent),
+            "errors": errors_seen(sent),
+            "seconds_to_answer_all": round(answered_seconds, 2),
+            "stock_after": stock,
+            "oversold": oversold,
+            "duplicate_keys": duplicates,
+            "keys_read_back": len(all_keys),
+            "orders_with_wrong_key_count": sum(1 for i in ids if per_order.get(i, 0) != 1),
+            "delivered": delivered,
+            "sold_out_client_ms": sold_out,
+            "opened_client_ms": summary_ms(s.seconds for s in winners),
+            "sold_out_in_handler": {
+                "note": "API histogram miaofa_order_answer_seconds{status=409}: handler start → answer",
+                "requests": max(handler.values(), default=0),
+                "p50_ms": _ms(histogram_quantile(handler, 0.5)),
+                "p99_ms": _ms(histogram_quantile(handler, 0.99)),
+            },
+            "post_orders_inside_api": {
+                "note": "API histogram miaofa_http_request_seconds for POST /orders; mixes 201 and 409 answers",
+                "requests": inside_count,
+                "p50_ms": round(inside_p50 * 1000, 1) if inside_p50 is not None else None,
+                "p99_ms": round(inside_p99 * 1000, 1) if inside_p99 is not None else None,
+                "p99_beyond_top_bucket": p99_beyond,
+                "buckets_delta": {str(le): count for le, count in sorted(inside.items())},
+            },
+            "paid_to_delivered_db_ms": summary_ms(paid_to_delivered(times)),
+            "paid_to_delivery_committed_db_ms": summary_ms(paid_to_committed(times)),
+            "delivered_per_second": rate_per_second(delivered, first_send, last_delivered),
+        }
+    )
     answers = b.metrics["answers"]
-    b.show("answers", f"{answers.get('201', 0)} × 201, {answers.get('409', 0)} × 409"
-           + "".join(f", {n} × {code}" for code, n in answers.items() if code not in ("201", "409")))
+    b.show(
+        "answers",
+        f"{answers.get('201', 0)} × 201, {answers.get('409', 0)} × 409"
+        + "".join(f", {n} × {code}" for code, n in answers.items() if code not in ("201", "409")),
+    )
     b.check("oversold (max of 201s, delivered, sold − keys)", oversold, "==", 0, "keys")
     b.check("duplicate keys across delivered orders", duplicates, "==", 0, "keys")
     b.check("delivered", delivered, "==", keys, "orders")
     b.show("sold-out answer (client)", fmt_summary(sold_out))
     in_handler = b.metrics["sold_out_in_handler"]
-    b.check("sold-out answer in the API handler p99", in_handler["p99_ms"], "<=", TARGET_SOLD_OUT_P99_MS, "ms",
-            shown=f"p50 {in_handler['p50_ms']} ms · p99 {in_handler['p99_ms']} ms (n={in_handler['requests']:g})")
+    b.check(
+        "sold-out answer in the API handler p99",
+        in_handler["p99_ms"],
+        "<=",
+        TARGET_SOLD_OUT_P99_MS,
+        "ms",
+        shown=f"p50 {in_handler['p50_ms']} ms · p99 {in_handler['p99_ms']} ms (n={in_handler['requests']:g})",
+    )
     p99 = b.metrics["post_orders_inside_api"]["p99_ms"]
-    b.show("POST /orders in the API with event-loop wait (201 + 409)",
-           f"p50 {b.metrics['post_orders_inside_api']['p50_ms']} ms · p99 {'> ' if p99_beyond else ''}{p99} ms "
-           f"(n={inside_count:g}, histogram buckets)")
+    b.show(
+        "POST /orders in the API with event-loop wait (201 + 409)",
+        f"p50 {b.metrics['post_orders_inside_api']['p50_ms']} ms · p99 {'> ' if p99_beyond else ''}{p99} ms "
+        f"(n={inside_count:g}, histogram buckets)",
+    )
     b.show("delivered orders/s, first order → last key", str(b.metrics["delivered_per_second"]))
     b.show("paid → delivered_at (DB)", fmt_summary(b.metrics["paid_to_delivered_db_ms"]))
     b.show("paid → delivery committed (DB updated_at)", fmt_summary(b.metrics["paid_to_delivery_committed_db_ms"]))
-    b.note("inside-the-API quantiles come from histogram buckets, interpolated within a bucket; the event-loop "
-           f"line includes the {answers.get('201', 0)} answers 201 with the sold-out ones")
+    b.note(
+        "inside-the-API quantiles come from histogram buckets, interpolated within a bucket; the event-loop "
+        f"line includes the {answers.get('201', 0)} answers 201 with the sold-out ones"
+    )
     for error in b.metrics["errors"]:
         b.note(f"refused: {error}")
 

@@ -19,10 +19,20 @@ from miaofa.bench.runner import Bench
 
 def _cli_import(b: Bench, path: str, sku: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIAOFA_")}
-    env.update({"MIAOFA_DATABASE_URL": b.settings.database_url, "MIAOFA_VAULT_KEY": b.settings.vault_key,
-                "MIAOFA_DATA_DIR": str(b.settings.data_dir)})
-    done = subprocess.run([sys.executable, "-m", "miaofa.cli", "keys", "import", path, "--sku", sku], env=env,
-                          capture_output=True, text=True, timeout=3600)
+    env.update(
+        {
+            "MIAOFA_DATABASE_URL": b.settings.database_url,
+            "MIAOFA_VAULT_KEY": b.settings.vault_key,
+            "MIAOFA_DATA_DIR": str(b.settings.data_dir),
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "miaofa.cli", "keys", "import", path, "--sku", sku],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if done.returncode != 0:
         raise BenchError(f"`miaofa keys import` exited with {done.returncode}: {done.stderr.strip()[-300:]}")
 
@@ -42,17 +52,22 @@ async def run(b: Bench, keys: int) -> None:
                 file.flush()
                 await asyncio.to_thread(_cli_import, b, file.name, sku)
         else:
-            answer = await b.shop.http.post(f"{b.shop.api}/admin/products/{sku}/keys", content=body,
-                                            headers={**b.shop.admin, "Content-Type": "text/plain"})
+            answer = await b.shop.http.post(
+                f"{b.shop.api}/admin/products/{sku}/keys",
+                content=body,
+                headers={**b.shop.admin, "Content-Type": "text/plain"},
+            )
             if answer.status_code != 200:
-                raise BenchError(f"POST /admin/products/{sku}/keys answered {answer.status_code}: "
-                                 f"{answer.text[:300]}")
+                raise BenchError(f"POST /admin/products/{sku}/keys answered {answer.status_code}: {answer.text[:300]}")
         seconds = time.perf_counter() - started
         b.progress.update(task, total=1, completed=1)
         stock = await b.shop.stock(sku)
-        b.metrics[way] = {"sku": sku, "seconds": round(seconds, 2), "keys_per_second": round(keys / seconds),
-                          "stock": stock}
+        b.metrics[way] = {
+            "sku": sku,
+            "seconds": round(seconds, 2),
+            "keys_per_second": round(keys / seconds),
+            "stock": stock,
+        }
         b.show(f"import through the {way.upper()}", f"{seconds:.1f} s ({keys / seconds:,.0f} keys/s)")
         b.check(f"available after the {way.upper()} import", stock.get("available"), "==", keys, "keys")
-    b.note("the CLI's time includes starting the `miaofa` process and parsing the file; its CPU counts as "
-           "other work")
+    b.note("the CLI's time includes starting the `miaofa` process and parsing the file; its CPU counts as other work")

@@ -35,8 +35,9 @@ class LeanHTTP:
             writer.close()
         return None
 
-    async def request(self, method: str, path: str, json_body: Any = None, headers: dict[str, str] | None = None,
-                      timeout: float = 120) -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, json_body: Any = None, headers: dict[str, str] | None = None, timeout: float = 120
+    ) -> tuple[int, bytes]:
         body = b"" if json_body is None else json.dumps(json_body).encode()
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host_header}\r\nContent-Length: {len(body)}\r\n"
         if json_body is not None:
@@ -54,8 +55,9 @@ class LeanHTTP:
             conn = await asyncio.open_connection(self.host, self.port)
             return await self._exchange(conn, message)
 
-    async def _exchange(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                        message: bytes) -> tuple[int, bytes]:
+    async def _exchange(
+        self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], message: bytes
+    ) -> tuple[int, bytes]:
         reader, writer = conn
         try:
             writer.write(message)

@@ -19,8 +19,14 @@ PAYMENT_STAGES = ("notified", "polled", "polled_backup", "checked", "paid_at_clo
 async def run(b: Bench, orders: int, buyers: int, timeout: float) -> None:
     grace = b.settings.callback_grace_seconds
     sku = await b.shop.create_product(orders, "lost")
-    b.metrics.update({"sku": sku, "orders": orders, "callback_grace_seconds": grace,
-                      "poll_interval_seconds": b.settings.poll_interval_seconds})
+    b.metrics.update(
+        {
+            "sku": sku,
+            "orders": orders,
+            "callback_grace_seconds": grace,
+            "poll_interval_seconds": b.settings.poll_interval_seconds,
+        }
+    )
     saved = await b.shop.get_control()
     await b.shop.set_control(notify="drop")
     try:
@@ -50,9 +56,16 @@ async def run(b: Bench, orders: int, buyers: int, timeout: float) -> None:
         stage = next((s for s in PAYMENT_STAGES if s in t.stages), "none")
         found_by[stage] = found_by.get(stage, 0) + 1
     share = round(100 * delivered / len(ids), 1) if ids else None
-    b.metrics.update({"paid": len(ids), "delivered": delivered, "delivered_share_percent": share,
-                      "recovery_paid_to_delivered_db_ms": recovery,
-                      "recovery_paid_to_delivery_committed_db_ms": committed, "payment_found_by": found_by})
+    b.metrics.update(
+        {
+            "paid": len(ids),
+            "delivered": delivered,
+            "delivered_share_percent": share,
+            "recovery_paid_to_delivered_db_ms": recovery,
+            "recovery_paid_to_delivery_committed_db_ms": committed,
+            "payment_found_by": found_by,
+        }
+    )
     b.check("share delivered", share, "==", 100, "%")
     b.show("recovery, paid → delivered_at (DB)", fmt_summary(recovery, ("p50", "p99")))
     b.show("recovery, paid → delivery committed (DB)", fmt_summary(committed, ("p50", "p99")))
@@ -60,7 +73,9 @@ async def run(b: Bench, orders: int, buyers: int, timeout: float) -> None:
     where = "the started stack's" if b.started else "this shell's setting"
     b.show(f"callback grace ({where})", f"{grace} s, then polls from {b.settings.poll_interval_seconds} s")
     if found_by.get("notified"):
-        b.note(f"{found_by['notified']} orders were notified although notifies were dropped: "
-               "was the simulator's control reset by someone else?")
+        b.note(
+            f"{found_by['notified']} orders were notified although notifies were dropped: "
+            "was the simulator's control reset by someone else?"
+        )
     if b.started is None:
         b.note("against an external stack the grace shown is this shell's setting; the shop may run another")

@@ -36,10 +36,14 @@ def _cpu_model() -> str:
 
 def machine() -> dict[str, Any]:
     mem = _meminfo()
-    return {"cores": os.cpu_count(), "cpu_model": _cpu_model(),
-            "memory_total_gib": round(mem.get("MemTotal", 0) / 2**30, 1),
-            "memory_available_gib": round(mem.get("MemAvailable", 0) / 2**30, 1),
-            "platform": platform.platform(), "python": platform.python_version()}
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_total_gib": round(mem.get("MemTotal", 0) / 2**30, 1),
+        "memory_available_gib": round(mem.get("MemAvailable", 0) / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 def loadavg() -> list[float]:
@@ -88,8 +92,14 @@ def versions() -> dict[str, str]:
     return found
 
 
-COMPONENTS = (("miaofa.cli worker", "worker"), ("miaofa.cli api", "api"), ("miaofa.cli sim", "simulator"),
-              ("miaofa.cli up", "up"), ("temporal", "temporal"), ("postgres", "postgres"))
+COMPONENTS = (
+    ("miaofa.cli worker", "worker"),
+    ("miaofa.cli api", "api"),
+    ("miaofa.cli sim", "simulator"),
+    ("miaofa.cli up", "up"),
+    ("temporal", "temporal"),
+    ("postgres", "postgres"),
+)
 
 
 def component_cpu(root_pid: int | None) -> dict[str, float]:

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +63,13 @@ class Check:
     def passed(self) -> bool:
         if self.value is None:
             return False
-        return {"<=": self.value <= self.limit, ">=": self.value >= self.limit,
-                "==": self.value == self.limit}[self.op]
+        return {"<=": self.value <= self.limit, ">=": self.value >= self.limit, "==": self.value == self.limit}[self.op]
 
 
 class Bench:
     """What a scenario works with: the shop, its database, progress, and the result being built."""
 
-    def __init__(self, scenario: str, settings: Settings, started: StartedStack | None,
-                 params: dict[str, Any]) -> None:
+    def __init__(self, scenario: str, settings: Settings, started: StartedStack | None, params: dict[str, Any]) -> None:
         self.scenario = scenario
         self.settings = settings
         self.started = started
@@ -81,8 +79,9 @@ class Bench:
         self.rows: list[tuple[str, str, str, str]] = []  # measure, value, target, result
         self.notes: list[str] = []
         self.facts: dict[str, Any] = {}
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=err)
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+        )
         self.shop: Shop
         self.db: ShopDB
         self.pool: asyncpg.Pool | None = None
@@ -92,8 +91,16 @@ class Bench:
     def show(self, measure: str, value: str) -> None:
         self.rows.append((measure, value, "", ""))
 
-    def check(self, measure: str, value: float | None, op: str, limit: float, unit: str, shown: str | None = None,
-              aim: str = "") -> None:
+    def check(
+        self,
+        measure: str,
+        value: float | None,
+        op: str,
+        limit: float,
+        unit: str,
+        shown: str | None = None,
+        aim: str = "",
+    ) -> None:
         check = Check(measure, value, op, limit, unit)
         self.checks.append(check)
         target = f"{op} {limit:g} {unit}".replace("<=", "≤").replace(">=", "≥").replace("==", "=") + aim
@@ -136,11 +143,14 @@ class Bench:
             self.started.failed = True
             self.note(f"something went wrong (see errors above): the stack's logs are kept in {self.started.root}")
 
-    def _cpu_account(self, ticks: tuple[int, int] | None, stack_before: dict[str, float], client_before: float,
-                     wall_before: float) -> dict[str, Any]:
+    def _cpu_account(
+        self, ticks: tuple[int, int] | None, stack_before: dict[str, float], client_before: float, wall_before: float
+    ) -> dict[str, Any]:
         """Where the machine's CPU went while measuring: the stack's parts, this client, other work."""
-        account: dict[str, Any] = {"wall_seconds": round(time.monotonic() - wall_before, 2),
-                                   "bench_client_seconds": round(time.process_time() - client_before, 2)}
+        account: dict[str, Any] = {
+            "wall_seconds": round(time.monotonic() - wall_before, 2),
+            "bench_client_seconds": round(time.process_time() - client_before, 2),
+        }
         after = cpu_ticks()
         if ticks and after and after[1] > ticks[1]:
             hz = os.sysconf("SC_CLK_TCK")
@@ -148,12 +158,17 @@ class Bench:
             account["machine_busy_seconds"] = round((after[0] - ticks[0]) / hz, 2)
         stack_after = component_cpu(self.started.pid() if self.started else None)
         if stack_after:
-            account["stack_seconds"] = {name: round(stack_after[name] - stack_before.get(name, 0.0), 2)
-                                        for name in sorted(stack_after)}
+            account["stack_seconds"] = {
+                name: round(stack_after[name] - stack_before.get(name, 0.0), 2) for name in sorted(stack_after)
+            }
             if "machine_busy_seconds" in account:
                 # What else ran meanwhile (other people's work on a shared machine), roughly.
-                account["other_work_seconds"] = round(account["machine_busy_seconds"] - account["bench_client_seconds"]
-                                                      - sum(account["stack_seconds"].values()), 2)
+                account["other_work_seconds"] = round(
+                    account["machine_busy_seconds"]
+                    - account["bench_client_seconds"]
+                    - sum(account["stack_seconds"].values()),
+                    2,
+                )
         return account
 
     async def _open(self) -> None:
@@ -161,8 +176,10 @@ class Bench:
         try:
             health = await self.shop.http.get(f"{self.shop.api}/healthz", timeout=10)
         except httpx.HTTPError as exc:
-            raise BenchError(f"the shop at {self.shop.api} does not answer ({type(exc).__name__}); "
-                             "start it with `miaofa up`, or pass --start") from None
+            raise BenchError(
+                f"the shop at {self.shop.api} does not answer ({type(exc).__name__}); "
+                "start it with `miaofa up`, or pass --start"
+            ) from None
         if health.status_code != 200:
             raise BenchError(f"{self.shop.api}/healthz answered {health.status_code}: {health.text[:200]}")
         if not self.settings.database_url:
@@ -191,10 +208,10 @@ class Bench:
                 self.facts["load_at_start"] = loadavg()
                 ticks, cpu = cpu_ticks(), component_cpu(self.started.pid() if self.started else None)
                 client_cpu, wall = time.process_time(), time.monotonic()
-                self.facts["measure_started_at"] = datetime.now(timezone.utc).isoformat()
+                self.facts["measure_started_at"] = datetime.now(UTC).isoformat()
                 await body(self)
                 self._keep_logs_on_trouble()
-                self.facts["measure_finished_at"] = datetime.now(timezone.utc).isoformat()
+                self.facts["measure_finished_at"] = datetime.now(UTC).isoformat()
                 self.facts["load_at_end"] = loadavg()
                 self.facts["cpu"] = self._cpu_account(ticks, cpu, client_cpu, wall)
         finally:
@@ -205,17 +222,25 @@ def default_json_path(scenario: str, out_dir: Path) -> Path:
     return out_dir / f"bench-{scenario}-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
 
 
-def run_scenario(scenario: str, options: Options, params: dict[str, Any],
-                 body: Callable[[Bench], Awaitable[None]], shop: bool = True) -> int:
+def run_scenario(
+    scenario: str, options: Options, params: dict[str, Any], body: Callable[[Bench], Awaitable[None]], shop: bool = True
+) -> int:
     """Run one scenario end to end; returns the exit status (0 when it ran, whatever PASS/FAIL says).
 
     `shop=False` for a scenario that brings what it measures itself (a PostgreSQL of its own, the
     simulator in-process, `miaofa up` started and timed): no stack to reach, no warm-up order.
     """
     record: dict[str, Any] = {
-        "scenario": scenario, "command": command_line(), "argv": sys.argv,
-        "started_at": datetime.now(timezone.utc).isoformat(), "git": git_state(), "machine": machine(),
-        "load_before": loadavg(), "versions": versions(), "params": params}
+        "scenario": scenario,
+        "command": command_line(),
+        "argv": sys.argv,
+        "started_at": datetime.now(UTC).isoformat(),
+        "git": git_state(),
+        "machine": machine(),
+        "load_before": loadavg(),
+        "versions": versions(),
+        "params": params,
+    }
     json_path = options.json_path or default_json_path(scenario, options.out_dir)
     stack = StartedStack(options.overrides, options.keep_data, options.at) if options.start else None
     bench: Bench | None = None
@@ -230,8 +255,13 @@ def run_scenario(scenario: str, options: Options, params: dict[str, Any],
             record["stack"] = {"started": False, "shop": False}
         elif stack is not None:
             settings = stack.start()
-            record["stack"] = {"started": True, "code": stack.code, "overrides": stack.values,
-                               "up_seconds": round(stack.up_seconds, 1), "log": str(stack.log)}
+            record["stack"] = {
+                "started": True,
+                "code": stack.code,
+                "overrides": stack.values,
+                "up_seconds": round(stack.up_seconds, 1),
+                "log": str(stack.log),
+            }
         else:
             if options.overrides or options.at:
                 raise BenchError("--set and --at apply to a stack the bench starts: add --start")
@@ -261,13 +291,15 @@ def run_scenario(scenario: str, options: Options, params: dict[str, Any],
             stack.stop()
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, previous_int)
-    record["finished_at"] = datetime.now(timezone.utc).isoformat()
+    record["finished_at"] = datetime.now(UTC).isoformat()
     record["load_after"] = loadavg()
     if bench is not None:
         record.update(bench.facts)
         record["metrics"] = bench.metrics
-        record["targets"] = [{"name": c.name, "value": c.value, "op": c.op, "limit": c.limit, "unit": c.unit,
-                              "pass": c.passed} for c in bench.checks]
+        record["targets"] = [
+            {"name": c.name, "value": c.value, "op": c.op, "limit": c.limit, "unit": c.unit, "pass": c.passed}
+            for c in bench.checks
+        ]
         record["notes"] = bench.notes
         if bench.rows:
             _print_table(record, bench)
@@ -282,16 +314,19 @@ def _sigterm_as_interrupt(signum, frame) -> None:
 
 
 def _warn_external(settings: Settings) -> None:
-    err.print(f"Against the running shop at {settings.api_url} (simulator {settings.sim_url}); "
-              "pass --start for a stack of its own.")
-    per_address = {name: getattr(settings, name) for name in risk_fields()
-                   if "_ip" in name and getattr(settings, name)}
+    err.print(
+        f"Against the running shop at {settings.api_url} (simulator {settings.sim_url}); "
+        "pass --start for a stack of its own."
+    )
+    per_address = {name: getattr(settings, name) for name in risk_fields() if "_ip" in name and getattr(settings, name)}
     if per_address and not getattr(settings, "risk_exempt_networks", ""):
-        err.print("[yellow]Warning:[/] POST /orders has risk limits per client address "
-                  f"({', '.join(f'{k}={v}' for k, v in per_address.items())}, as configured here) and every "
-                  "benchmark buyer comes from this machine (each with an email of its own), so the running "
-                  "shop may refuse orders (429s in the answers). Start it with "
-                  "MIAOFA_RISK_EXEMPT_NETWORKS=127.0.0.0/8, or pass --start (limits off).")
+        err.print(
+            "[yellow]Warning:[/] POST /orders has risk limits per client address "
+            f"({', '.join(f'{k}={v}' for k, v in per_address.items())}, as configured here) and every "
+            "benchmark buyer comes from this machine (each with an email of its own), so the running "
+            "shop may refuse orders (429s in the answers). Start it with "
+            "MIAOFA_RISK_EXEMPT_NETWORKS=127.0.0.0/8, or pass --start (limits off)."
+        )
 
 
 def _print_table(record: dict[str, Any], bench: Bench) -> None:
@@ -299,18 +334,27 @@ def _print_table(record: dict[str, Any], bench: Bench) -> None:
     git = record["git"]
     out.print(f"\n[bold]miaofa bench {bench.scenario}[/]  {record['command']}")
     code = record["stack"].get("code") or {}
-    where = (f"started stack, code from {code.get('source')} ({code.get('commit')}"
-             f"{', dirty' if code.get('dirty') else ''})" if record["stack"]["started"]
-             else bench.settings.api_url if record["stack"].get("shop", True) else "no shop: its own services")
-    out.print(f"{m['cores']} cores, {m['memory_total_gib']} GiB · load {record['load_before']} → "
-              f"{record['load_after']} · bench at commit {git['commit']}{' (dirty)' if git['dirty'] else ''}"
-              f" · {where}")
+    where = (
+        f"started stack, code from {code.get('source')} ({code.get('commit')}{', dirty' if code.get('dirty') else ''})"
+        if record["stack"]["started"]
+        else bench.settings.api_url
+        if record["stack"].get("shop", True)
+        else "no shop: its own services"
+    )
+    out.print(
+        f"{m['cores']} cores, {m['memory_total_gib']} GiB · load {record['load_before']} → "
+        f"{record['load_after']} · bench at commit {git['commit']}{' (dirty)' if git['dirty'] else ''}"
+        f" · {where}"
+    )
     cpu = record.get("cpu") or {}
     if "machine_busy_share" in cpu:
         parts = ", ".join(f"{name} {sec:g}" for name, sec in (cpu.get("stack_seconds") or {}).items() if sec)
-        out.print(f"CPU while measuring ({cpu['wall_seconds']} s): machine {cpu['machine_busy_share']:.0%} busy"
-                  + (f"; stack {parts} s" if parts else "") + f"; bench client {cpu['bench_client_seconds']} s"
-                  + (f"; other work ≈ {cpu['other_work_seconds']} s" if "other_work_seconds" in cpu else ""))
+        out.print(
+            f"CPU while measuring ({cpu['wall_seconds']} s): machine {cpu['machine_busy_share']:.0%} busy"
+            + (f"; stack {parts} s" if parts else "")
+            + f"; bench client {cpu['bench_client_seconds']} s"
+            + (f"; other work ≈ {cpu['other_work_seconds']} s" if "other_work_seconds" in cpu else "")
+        )
     table = Table(show_header=True, header_style="bold")
     for column in ("measure", "value", "target", "result"):
         table.add_column(column, overflow="fold")

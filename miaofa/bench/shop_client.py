@@ -67,30 +67,47 @@ class Shop:
     async def create_product(self, keys: int, label: str) -> str:
         """A fresh product with its own keys, so runs never interfere."""
         if not self.settings.admin_token:
-            raise BenchError("no admin token: set MIAOFA_ADMIN_TOKEN, or run where `miaofa up` keeps "
-                             "data/dev-secrets.json")
+            raise BenchError(
+                "no admin token: set MIAOFA_ADMIN_TOKEN, or run where `miaofa up` keeps data/dev-secrets.json"
+            )
         sku = f"bench-{label}-{uuid.uuid4().hex[:8]}"
-        created = await self.http.post(f"{self.api}/admin/products", headers=self.admin, json={
-            "sku": sku, "name": f"Benchmark {label}", "price_cents": 100, "currency": "CNY"})
+        created = await self.http.post(
+            f"{self.api}/admin/products",
+            headers=self.admin,
+            json={"sku": sku, "name": f"Benchmark {label}", "price_cents": 100, "currency": "CNY"},
+        )
         if created.status_code != 201:
             raise BenchError(f"POST /admin/products answered {created.status_code}: {created.text[:300]}")
         if keys:
             body = "\n".join(f"BENCH-{sku}-{i:07d}-{uuid.uuid4().hex}" for i in range(keys))
-            imported = await self.http.post(f"{self.api}/admin/products/{sku}/keys", content=body,
-                                            headers={**self.admin, "Content-Type": "text/plain"})
+            imported = await self.http.post(
+                f"{self.api}/admin/products/{sku}/keys",
+                content=body,
+                headers={**self.admin, "Content-Type": "text/plain"},
+            )
             if imported.status_code != 200 or imported.json().get("imported") != keys:
-                raise BenchError(f"POST /admin/products/{sku}/keys answered {imported.status_code}: "
-                                 f"{imported.text[:300]}")
+                raise BenchError(
+                    f"POST /admin/products/{sku}/keys answered {imported.status_code}: {imported.text[:300]}"
+                )
         return sku
 
     async def create_order(self, sku: str, index: int, scheduled_wall: float | None = None) -> Sent:
         sent_wall, started = time.time(), time.perf_counter()
         try:
-            status, data = await self.api_lean.request("POST", "/orders", {
-                "sku": sku, "quantity": 1, "email": f"bench{index}-{self.run_id}@example.com", "gateway": "simulator"})
+            status, data = await self.api_lean.request(
+                "POST",
+                "/orders",
+                {"sku": sku, "quantity": 1, "email": f"bench{index}-{self.run_id}@example.com", "gateway": "simulator"},
+            )
         except LEAN_ERRORS as exc:
-            return Sent(index, scheduled_wall or sent_wall, sent_wall, time.perf_counter() - started, 0,
-                        error=f"{type(exc).__name__}: {exc}"[:200])
+            return Sent(
+                index,
+                scheduled_wall or sent_wall,
+                sent_wall,
+                time.perf_counter() - started,
+                0,
+                error=f"{type(exc).__name__}: {exc}"[:200],
+            )
         sent = Sent(index, scheduled_wall or sent_wall, sent_wall, time.perf_counter() - started, status)
         if status == 201:
             body = json.loads(data)
@@ -111,8 +128,9 @@ class Shop:
         sent.paid_wall = time.time()
 
     async def view(self, sent: Sent) -> dict[str, Any]:
-        answer = await self.http.get(f"{self.api}/orders/{sent.order_id}",
-                                     headers={"X-Order-Token": sent.access_token or ""})
+        answer = await self.http.get(
+            f"{self.api}/orders/{sent.order_id}", headers={"X-Order-Token": sent.access_token or ""}
+        )
         answer.raise_for_status()
         return answer.json()
 
@@ -136,8 +154,10 @@ class Shop:
     async def set_control(self, **knobs: Any) -> dict[str, Any]:
         answer = await self.http.post(f"{self.sim}/control", json=knobs, headers=self.control_headers)
         if answer.status_code != 200:
-            raise BenchError(f"simulator POST /control answered {answer.status_code}: {answer.text[:200]} "
-                             "(a control token missing from the settings?)")
+            raise BenchError(
+                f"simulator POST /control answered {answer.status_code}: {answer.text[:200]} "
+                "(a control token missing from the settings?)"
+            )
         return answer.json()
 
     async def restore_control(self, saved: dict[str, Any] | None) -> None:
@@ -172,7 +192,8 @@ class ShopDB:
 
     async def delivered_count(self, order_ids: list[str]) -> int:
         return await self.pool.fetchval(
-            "SELECT count(*) FROM orders WHERE id = ANY($1::text[]) AND delivered_at IS NOT NULL", order_ids)
+            "SELECT count(*) FROM orders WHERE id = ANY($1::text[]) AND delivered_at IS NOT NULL", order_ids
+        )
 
     async def sku_counts(self, sku: str) -> dict[str, int]:
         rows = await self.pool.fetch("SELECT status, count(*) AS n FROM orders WHERE sku = $1 GROUP BY status", sku)
@@ -181,21 +202,33 @@ class ShopDB:
     async def times(self, order_ids: list[str]) -> list[OrderTimes]:
         rows = await self.pool.fetch(
             "SELECT id, status, created_at, paid_at, delivered_at, updated_at FROM orders WHERE id = ANY($1::text[])",
-            order_ids)
-        found = {row["id"]: OrderTimes(row["id"], row["status"], row["created_at"].timestamp(),
-                                       _epoch(row["paid_at"]), _epoch(row["delivered_at"]),
-                                       _epoch(row["updated_at"]) if row["status"] == "delivered" else None)
-                 for row in rows}
+            order_ids,
+        )
+        found = {
+            row["id"]: OrderTimes(
+                row["id"],
+                row["status"],
+                row["created_at"].timestamp(),
+                _epoch(row["paid_at"]),
+                _epoch(row["delivered_at"]),
+                _epoch(row["updated_at"]) if row["status"] == "delivered" else None,
+            )
+            for row in rows
+        }
         events = await self.pool.fetch(
             "SELECT order_id, stage, min(at) AS at FROM order_events WHERE order_id = ANY($1::text[]) "
-            "GROUP BY order_id, stage", order_ids)
+            "GROUP BY order_id, stage",
+            order_ids,
+        )
         for row in events:
             if row["order_id"] in found:
                 found[row["order_id"]].stages[row["stage"]] = row["at"].timestamp()
         try:  # when the API had the notify in hand (optional: the notify log may change shape)
             notifies = await self.pool.fetch(
                 "SELECT order_id, min(received_at) AS at FROM notify_log WHERE order_id = ANY($1::text[]) "
-                "GROUP BY order_id", order_ids)
+                "GROUP BY order_id",
+                order_ids,
+            )
         except asyncpg.PostgresError:
             notifies = []
         for row in notifies:
@@ -206,7 +239,9 @@ class ShopDB:
     async def keys_per_order(self, order_ids: list[str]) -> dict[str, int]:
         rows = await self.pool.fetch(
             "SELECT order_id, count(*) AS n FROM card_keys WHERE order_id = ANY($1::text[]) AND status = 'sold' "
-            "GROUP BY order_id", order_ids)
+            "GROUP BY order_id",
+            order_ids,
+        )
         return {row["order_id"]: row["n"] for row in rows}
 
     async def facts(self) -> dict[str, Any]:
@@ -249,8 +284,11 @@ def stage_breakdown(times: list[OrderTimes], sent: dict[str, Sent]) -> dict[str,
 
     def summarise(groups: dict[str, list[float]]) -> dict[str, dict[str, float]]:
         stats = {stage: summary_ms(values) for stage, values in groups.items()}
-        return {stage: {k: s[k] for k in ("n", "p50", "p99")}
-                for stage, s in sorted(stats.items(), key=lambda item: item[1]["p50"]) if s}
+        return {
+            stage: {k: s[k] for k in ("n", "p50", "p99")}
+            for stage, s in sorted(stats.items(), key=lambda item: item[1]["p50"])
+            if s
+        }
 
     return {"after_create_ms": summarise(after_create), "after_paid_ms": summarise(after_paid)}
 

@@ -35,8 +35,9 @@ class IsolatedSettings(Settings):
     """Settings from the given values only: a started stack must not pick up this shell's MIAOFA_*."""
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         return (init_settings,)
 
 
@@ -131,10 +132,17 @@ class StartedStack:
         self.root = Path(tempfile.mkdtemp(prefix="miaofa-bench-"))
         api, sim, temporal, ui, pg, metrics = free_ports(6)
         self.values = {
-            "data_dir": str(self.root / "data"), "api_port": str(api), "sim_port": str(sim),
-            "sim_url": f"http://127.0.0.1:{sim}", "temporal_address": f"127.0.0.1:{temporal}",
-            "temporal_ui_port": str(ui), "pg_port": str(pg), "worker_metrics_address": f"127.0.0.1:{metrics}",
-            **stack_defaults(), **self.overrides}
+            "data_dir": str(self.root / "data"),
+            "api_port": str(api),
+            "sim_port": str(sim),
+            "sim_url": f"http://127.0.0.1:{sim}",
+            "temporal_address": f"127.0.0.1:{temporal}",
+            "temporal_ui_port": str(ui),
+            "pg_port": str(pg),
+            "worker_metrics_address": f"127.0.0.1:{metrics}",
+            **stack_defaults(),
+            **self.overrides,
+        }
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIAOFA_")}
         env.update({f"MIAOFA_{name.upper()}": value for name, value in self.values.items()})
         if self.at:
@@ -155,14 +163,15 @@ class StartedStack:
         settings = IsolatedSettings(**self.values)
         started = time.monotonic()
         # From the main thread: its children get SIGTERM if this process dies (PR_SET_PDEATHSIG).
-        self.proc = procs.spawn([sys.executable, "-m", "miaofa.cli", "up"], log=self.log, env=self.env,
-                                cwd=self.root)
+        self.proc = procs.spawn([sys.executable, "-m", "miaofa.cli", "up"], log=self.log, env=self.env, cwd=self.root)
         health = f"{settings.api_url}/healthz"
         while True:
             if self.proc.poll() is not None:
                 self.failed = True
-                raise BenchError(f"`miaofa up` exited with code {self.proc.returncode}; see {self.log} "
-                                 f"and {self.root / 'data' / 'logs'}")
+                raise BenchError(
+                    f"`miaofa up` exited with code {self.proc.returncode}; see {self.log} "
+                    f"and {self.root / 'data' / 'logs'}"
+                )
             try:
                 if httpx.get(health, timeout=2).status_code == 200:
                     break
@@ -182,10 +191,16 @@ class StartedStack:
         code = self.root / "code"
         code.mkdir()
         try:
-            sha = subprocess.run(["git", "rev-parse", "--short", f"{rev}^{{commit}}"], cwd=REPO, check=True,
-                                 capture_output=True, text=True).stdout.strip()
-            archive = subprocess.run(["git", "archive", "--format=tar", sha], cwd=REPO, check=True,
-                                     capture_output=True).stdout
+            sha = subprocess.run(
+                ["git", "rev-parse", "--short", f"{rev}^{{commit}}"],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            archive = subprocess.run(
+                ["git", "archive", "--format=tar", sha], cwd=REPO, check=True, capture_output=True
+            ).stdout
         except (OSError, subprocess.CalledProcessError) as exc:
             raise BenchError(f"cannot export --at {rev!r} from {REPO}: {exc}") from None
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:

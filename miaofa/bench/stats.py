@@ -18,9 +18,15 @@ def summary_ms(seconds: Iterable[float]) -> dict[str, float] | None:
     ordered = sorted(s * 1000 for s in seconds)
     if not ordered:
         return None
-    return {"n": len(ordered), "min": round(ordered[0], 2), "p50": round(percentile(ordered, 0.5), 2),
-            "p90": round(percentile(ordered, 0.9), 2), "p99": round(percentile(ordered, 0.99), 2),
-            "max": round(ordered[-1], 2), "mean": round(sum(ordered) / len(ordered), 2)}
+    return {
+        "n": len(ordered),
+        "min": round(ordered[0], 2),
+        "p50": round(percentile(ordered, 0.5), 2),
+        "p90": round(percentile(ordered, 0.9), 2),
+        "p99": round(percentile(ordered, 0.99), 2),
+        "max": round(ordered[-1], 2),
+        "mean": round(sum(ordered) / len(ordered), 2),
+    }
 
 
 def fmt_ms(value: float) -> str:

@@ -65,32 +65,64 @@ async def run(b: Bench, rate: float, seconds: float, drain_timeout: float) -> No
     last_delivered = max((t.delivered for t in times if t.delivered is not None), default=None)
     create = summary_ms(from_arrival)
     paid_delivered = summary_ms(paid_to_delivered(times))
-    b.metrics.update({
-        "rate": rate, "seconds": seconds, "answers": order_statuses(sent), "errors": errors_seen(sent),
-        "paid": len(ids), "delivered": delivered,
-        "create_to_201_ms": create,
-        "create_to_201_from_send_ms": summary_ms(s.seconds for s in sent if s.status == 201),
-        "paid_to_delivered_db_ms": paid_delivered,
-        "paid_to_delivery_committed_db_ms": summary_ms(paid_to_committed(times)),
-        "send_lag_ms": summary_ms(lags),
-        "backlog_at_end": {"arrived": arrivals, "delivered": delivered_at_end,
-                           "not_delivered": arrivals - delivered_at_end, "creates_in_flight": in_flight,
-                           "orders_by_status": counts},
-        "drain_seconds": round(last_delivered - window_end, 2) if last_delivered else None,
-        "delivered_per_second": rate_per_second(delivered, start_wall, last_delivered),
-        "stages": stage_breakdown(times, {s.order_id: s for s in sent if s.order_id}),
-    })
-    b.check("create → 201 p99", create and create["p99"], "<=", TARGET_CREATE_P99_MS, "ms",
-            shown=fmt_summary(create, ("p50", "p90", "p99")))
-    b.check("paid → delivered_at p50 (DB)", paid_delivered and paid_delivered["p50"], "<=", TARGET_DELIVERED_P50_MS,
-            "ms", shown=fmt_summary(paid_delivered, ("p50", "p90", "p99")))
-    b.check("paid → delivered_at p99 (DB)", paid_delivered and paid_delivered["p99"], "<=", TARGET_DELIVERED_P99_MS,
-            "ms", shown=fmt_summary(paid_delivered, ("p99",)))
-    b.show("paid → delivery committed (DB updated_at)",
-           fmt_summary(b.metrics["paid_to_delivery_committed_db_ms"], ("p50", "p90", "p99")))
+    b.metrics.update(
+        {
+            "rate": rate,
+            "seconds": seconds,
+            "answers": order_statuses(sent),
+            "errors": errors_seen(sent),
+            "paid": len(ids),
+            "delivered": delivered,
+            "create_to_201_ms": create,
+            "create_to_201_from_send_ms": summary_ms(s.seconds for s in sent if s.status == 201),
+            "paid_to_delivered_db_ms": paid_delivered,
+            "paid_to_delivery_committed_db_ms": summary_ms(paid_to_committed(times)),
+            "send_lag_ms": summary_ms(lags),
+            "backlog_at_end": {
+                "arrived": arrivals,
+                "delivered": delivered_at_end,
+                "not_delivered": arrivals - delivered_at_end,
+                "creates_in_flight": in_flight,
+                "orders_by_status": counts,
+            },
+            "drain_seconds": round(last_delivered - window_end, 2) if last_delivered else None,
+            "delivered_per_second": rate_per_second(delivered, start_wall, last_delivered),
+            "stages": stage_breakdown(times, {s.order_id: s for s in sent if s.order_id}),
+        }
+    )
+    b.check(
+        "create → 201 p99",
+        create and create["p99"],
+        "<=",
+        TARGET_CREATE_P99_MS,
+        "ms",
+        shown=fmt_summary(create, ("p50", "p90", "p99")),
+    )
+    b.check(
+        "paid → delivered_at p50 (DB)",
+        paid_delivered and paid_delivered["p50"],
+        "<=",
+        TARGET_DELIVERED_P50_MS,
+        "ms",
+        shown=fmt_summary(paid_delivered, ("p50", "p90", "p99")),
+    )
+    b.check(
+        "paid → delivered_at p99 (DB)",
+        paid_delivered and paid_delivered["p99"],
+        "<=",
+        TARGET_DELIVERED_P99_MS,
+        "ms",
+        shown=fmt_summary(paid_delivered, ("p99",)),
+    )
+    b.show(
+        "paid → delivery committed (DB updated_at)",
+        fmt_summary(b.metrics["paid_to_delivery_committed_db_ms"], ("p50", "p90", "p99")),
+    )
     b.show("answers to POST /orders", str(b.metrics["answers"]))
-    b.show("backlog when arrivals stopped", f"{arrivals - delivered_at_end} of {arrivals} not delivered "
-           f"({in_flight} creates still unanswered)")
+    b.show(
+        "backlog when arrivals stopped",
+        f"{arrivals - delivered_at_end} of {arrivals} not delivered ({in_flight} creates still unanswered)",
+    )
     b.show("drain after arrivals stopped", f"{b.metrics['drain_seconds']} s" if last_delivered else "—")
     b.show("delivered", f"{delivered} of {len(ids)} paid")
     lag = b.metrics["send_lag_ms"]

@@ -99,11 +99,16 @@ async def run(b: Bench, rounds: int, orders: int, burst_orders: int, raw_seconds
         got = results[mode]
         visible = summary_ms(got["visible"])
         commits, rate = statistics.median(got["commits"]), statistics.median(got["burst"])
-        b.metrics[mode] = {"commits_per_second": [round(x) for x in got["commits"]],
-                           "notify_to_key_visible_ms": visible, "burst_delivered_per_second": got["burst"]}
+        b.metrics[mode] = {
+            "commits_per_second": [round(x) for x in got["commits"]],
+            "notify_to_key_visible_ms": visible,
+            "burst_delivered_per_second": got["burst"],
+        }
         b.show(f"synchronous_commit={mode}: raw commits/s (median of rounds)", f"{commits:,.0f}")
-        b.show(f"synchronous_commit={mode}: notify → key visible",
-               f"p50 {visible['p50']:.0f} ms · p99 {visible['p99']:.0f} ms (n={visible['n']})" if visible else "—")
+        b.show(
+            f"synchronous_commit={mode}: notify → key visible",
+            f"p50 {visible['p50']:.0f} ms · p99 {visible['p99']:.0f} ms (n={visible['n']})" if visible else "—",
+        )
         b.show(f"synchronous_commit={mode}: burst of {burst_orders}, delivered orders/s (median)", f"{rate:.1f}")
     b.metrics.update({"rounds": rounds, "orders": orders, "burst_orders": burst_orders})
     b.note("the burst opens and pays all its orders at once (one buyer per order); the setting is back to on")

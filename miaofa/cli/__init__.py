@@ -13,8 +13,11 @@ from miaofa.cli.reconcile import reconcile_app, schedules_app
 from miaofa.cli.support import support_app
 from miaofa.cli.tokens import tokens_app
 
-app = typer.Typer(help="Miaofa (秒发): automatic card-key delivery, every order a Temporal workflow.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Miaofa (秒发): automatic card-key delivery, every order a Temporal workflow.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 for command in (run.up, run.api, run.worker, run.sim):
     app.command()(command)
 app.add_typer(run.db_app, name="db")

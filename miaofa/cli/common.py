@@ -31,8 +31,12 @@ err = Console(stderr=True, soft_wrap=True)
 
 REFUSED = 1  # refused or failed
 BAD_INPUT = 2  # bad input or settings: like a usage error, the command was never started
-_TYPE_MESSAGES = {"int_parsing": "must be an integer", "float_parsing": "must be a number",
-                  "bool_parsing": "must be true or false", "path_type": "must be a path"}
+_TYPE_MESSAGES = {
+    "int_parsing": "must be an integer",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+    "path_type": "must be a path",
+}
 
 
 def settings_problems(exc: ValidationError) -> list[str]:
@@ -146,8 +150,9 @@ def _tsv_cell(value: Any) -> str:
     return text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def print_rows(rows: Sequence[dict[str, Any]], columns: Iterable[Column], *, as_json: bool, empty: str,
-               title: str | None = None) -> None:
+def print_rows(
+    rows: Sequence[dict[str, Any]], columns: Iterable[Column], *, as_json: bool, empty: str, title: str | None = None
+) -> None:
     """Rows as a table on a terminal; in a pipe whole values, tab-separated under a header line of
     the fields' names (as `gh` and `kubectl` do); JSON lines with --json, every field.
 
@@ -171,13 +176,16 @@ def print_rows(rows: Sequence[dict[str, Any]], columns: Iterable[Column], *, as_
     if not rows:
         console.print(empty, markup=False, highlight=False)
         return
-    shown = [[column.show(row[column.key]) if column.show else _tsv_cell(row[column.key]) for column in columns]
-             for row in rows]
+    shown = [
+        [column.show(row[column.key]) if column.show else _tsv_cell(row[column.key]) for column in columns]
+        for row in rows
+    ]
     table = Table(title=title, title_justify="left")
     for index, column in enumerate(columns):
         if column.whole:  # the other columns give way first; folded, never cut, on a narrow terminal
-            table.add_column(column.title or column.key, overflow="fold",
-                             min_width=max(len(cells[index]) for cells in shown))
+            table.add_column(
+                column.title or column.key, overflow="fold", min_width=max(len(cells[index]) for cells in shown)
+            )
         else:
             table.add_column(column.title or column.key)
     for cells in shown:

@@ -10,19 +10,26 @@ from miaofa.settings import Settings
 
 notify_app = typer.Typer(help="Gateway notifies as the shop received them.", no_args_is_help=True)
 
-NOTIFY_COLUMNS = (Column("id"), Column("received_at", "received", show=lambda at: at.strftime("%Y-%m-%d %H:%M:%S")),
-                  Column("gateway"), Column("method"), Column("outcome"),
-                  Column("order_id", "order", show=lambda order: order or "", whole=True),
-                  Column("detail", show=lambda detail: detail[:60]))
+NOTIFY_COLUMNS = (
+    Column("id"),
+    Column("received_at", "received", show=lambda at: at.strftime("%Y-%m-%d %H:%M:%S")),
+    Column("gateway"),
+    Column("method"),
+    Column("outcome"),
+    Column("order_id", "order", show=lambda order: order or "", whole=True),
+    Column("detail", show=lambda detail: detail[:60]),
+)
 GATEWAY_COLUMNS = (Column("gateway"), Column("state"), Column("needs", show=", ".join))
 
 
 @notify_app.command("list")
-def notify_list(gateway: str = typer.Option(None, help="Only this gateway."),
-                order: str = typer.Option(None, help="Only this order id."),
-                outcome: str = typer.Option(None, help="accepted, duplicate, stray, ignored, foreign or rejected."),
-                limit: int = typer.Option(50, min=1, max=1000, help="How many, newest first."),
-                as_json: bool = typer.Option(False, "--json", help="JSON lines for scripts.")) -> None:
+def notify_list(
+    gateway: str = typer.Option(None, help="Only this gateway."),
+    order: str = typer.Option(None, help="Only this order id."),
+    outcome: str = typer.Option(None, help="accepted, duplicate, stray, ignored, foreign or rejected."),
+    limit: int = typer.Option(50, min=1, max=1000, help="How many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines for scripts."),
+) -> None:
     """Notifies newest first, with what was made of each (bodies stay in the database)."""
     settings = _settings()
     _require(settings, "database_url")
@@ -34,9 +41,10 @@ def notify_list(gateway: str = typer.Option(None, help="Only this gateway."),
 
 
 @notify_app.command("replay")
-def notify_replay(notify_id: int = typer.Argument(..., min=1, help="The id `miaofa notify list` shows."),
-                  actor: str = typer.Option(None, help="Who replays it, for the audit log (default: your login).")
-                  ) -> None:
+def notify_replay(
+    notify_id: int = typer.Argument(..., min=1, help="The id `miaofa notify list` shows."),
+    actor: str = typer.Option(None, help="Who replays it, for the audit log (default: your login)."),
+) -> None:
     """Run a stored notify through verification and the saga again, as if it had just arrived.
 
     For support: a notify refused while a key was misconfigured, or one whose order missed it. A
@@ -53,8 +61,9 @@ def notify_replay(notify_id: int = typer.Argument(..., min=1, help="The id `miao
         _fail(f"cannot reach the database: {exc.strerror or exc}")
     except RuntimeError as exc:
         _fail(f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}")
-    console.print(f"Notify {notify_id} replayed: {handled.outcome}"
-                  + (f" ({handled.detail})." if handled.detail else "."))
+    console.print(
+        f"Notify {notify_id} replayed: {handled.outcome}" + (f" ({handled.detail})." if handled.detail else ".")
+    )
     _leave(0)
 
 
@@ -62,13 +71,16 @@ def gateways(as_json: bool = typer.Option(False, "--json", help="JSON lines for 
     """Which payment gateways are on, and what each one that is off still needs."""
     from miaofa.gateways.registry import gateway_statuses
 
-    rows = [{"gateway": status.name, "state": "on" if status.enabled else "off", "needs": list(status.missing)}
-            for status in gateway_statuses(_settings())]
+    rows = [
+        {"gateway": status.name, "state": "on" if status.enabled else "off", "needs": list(status.missing)}
+        for status in gateway_statuses(_settings())
+    ]
     print_rows(rows, GATEWAY_COLUMNS, as_json=as_json, empty="No gateways.")
 
 
-async def _rows(settings: Settings, gateway: str | None, order: str | None, outcome: str | None,
-                limit: int) -> list[dict]:
+async def _rows(
+    settings: Settings, gateway: str | None, order: str | None, outcome: str | None, limit: int
+) -> list[dict]:
     from sqlalchemy import select
 
     from miaofa.db.models import NotifyLog
@@ -78,9 +90,18 @@ async def _rows(settings: Settings, gateway: str | None, order: str | None, outc
         if value is not None:
             query = query.where(column == value)
     async with database(settings) as sessionmaker, sessionmaker() as session:
-        return [{"id": row.id, "received_at": row.received_at, "gateway": row.gateway,
-                 "method": row.headers.get(":method", "POST"), "outcome": row.outcome, "order_id": row.order_id,
-                 "detail": row.detail} for row in await session.scalars(query)]
+        return [
+            {
+                "id": row.id,
+                "received_at": row.received_at,
+                "gateway": row.gateway,
+                "method": row.headers.get(":method", "POST"),
+                "outcome": row.outcome,
+                "order_id": row.order_id,
+                "detail": row.detail,
+            }
+            for row in await session.scalars(query)
+        ]
 
 
 async def _replay(settings: Settings, notify_id: int, actor: str):
@@ -107,8 +128,17 @@ async def _replay(settings: Settings, notify_id: int, actor: str):
             signaller = Signaller(await connect(settings, vault), c.TASK_QUEUE)
             headers, body, query = notify.replayed_request(row.headers, row.body)
             stored_headers = {**row.headers, "x-miaofa-replay-of": str(notify_id)}
-            handled = await notify.handle(sessionmaker, signaller, row.gateway, adapter, headers, body, query,
-                                          (stored_headers, row.body.encode()), lambda: True)
+            handled = await notify.handle(
+                sessionmaker,
+                signaller,
+                row.gateway,
+                adapter,
+                headers,
+                body,
+                query,
+                (stored_headers, row.body.encode()),
+                lambda: True,
+            )
             async with sessionmaker.begin() as session:
                 audit.record(session, actor, "notify.replayed", f"notify:{notify_id}", outcome=handled.outcome)
             return handled

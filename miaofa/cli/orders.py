@@ -18,15 +18,26 @@ orders_app = typer.Typer(help="Find orders.", no_args_is_help=True)
 
 # Values put into a visibility query: no quotes, so nothing can change the query's meaning.
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-COLUMNS = (Column("order_id", "order", whole=True), Column("status"), Column("sku"), Column("gateway"),
-           Column("amount_cents", "amount"), Column("late", show=lambda late: "yes" if late else ""),
-           Column("started_at", "started", show=when), Column("closed_at", "closed", show=when))
+COLUMNS = (
+    Column("order_id", "order", whole=True),
+    Column("status"),
+    Column("sku"),
+    Column("gateway"),
+    Column("amount_cents", "amount"),
+    Column("late", show=lambda late: "yes" if late else ""),
+    Column("started_at", "started", show=when),
+    Column("closed_at", "closed", show=when),
+)
 
 
 def _query(status: str | None, sku: str | None, gateway: str | None, buyer_hash: str | None, late: bool) -> str:
     clauses = [f"WorkflowType = '{c.ORDER_WORKFLOW}'"]
-    for attribute, value in (("OrderStatus", status), ("ProductSku", sku), ("PaymentGateway", gateway),
-                             ("BuyerHash", buyer_hash)):
+    for attribute, value in (
+        ("OrderStatus", status),
+        ("ProductSku", sku),
+        ("PaymentGateway", gateway),
+        ("BuyerHash", buyer_hash),
+    ):
         if value is not None:
             clauses.append(f"{attribute} = '{value}'")
     if late:
@@ -43,13 +54,15 @@ def _buyer_hash(settings: Settings, email: str) -> str:
 
 
 @orders_app.command("search")
-def search(email: str = typer.Option(None, help="The buyer's email (hashed here, as the shop does: never sent)."),
-           status: str = typer.Option(None, help=f"One of: {', '.join(c.STATUSES)}."),
-           sku: str = typer.Option(None, help="The product's SKU."),
-           gateway: str = typer.Option(None, help="The payment gateway."),
-           late: bool = typer.Option(False, "--late", help="Only orders delivered past their SLA."),
-           limit: int = typer.Option(50, min=1, max=1000, help="How many, newest first."),
-           as_json: bool = typer.Option(False, "--json", help="JSON lines for scripts.")) -> None:
+def search(
+    email: str = typer.Option(None, help="The buyer's email (hashed here, as the shop does: never sent)."),
+    status: str = typer.Option(None, help=f"One of: {', '.join(c.STATUSES)}."),
+    sku: str = typer.Option(None, help="The product's SKU."),
+    gateway: str = typer.Option(None, help="The payment gateway."),
+    late: bool = typer.Option(False, "--late", help="Only orders delivered past their SLA."),
+    limit: int = typer.Option(50, min=1, max=1000, help="How many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines for scripts."),
+) -> None:
     """Find orders by the search attributes, newest first: a table on a terminal, whole ids tab-separated
     in a pipe.
 
@@ -66,8 +79,11 @@ def search(email: str = typer.Option(None, help="The buyer's email (hashed here,
     try:
         rows = asyncio.run(_list(settings, query, limit))
     except RuntimeError as exc:
-        err.print(f"Cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}",
-                  markup=False, highlight=False)
+        err.print(
+            f"Cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}",
+            markup=False,
+            highlight=False,
+        )
         _leave(REFUSED)
     print_rows(rows, COLUMNS, as_json=as_json, empty="No orders.")
     _leave(0)
@@ -87,10 +103,17 @@ async def _list(settings: Settings, query: str, limit: int) -> list[dict[str, An
     rows = []
     async for execution in client.list_workflows(query, limit=limit):
         found = execution.typed_search_attributes
-        rows.append({"order_id": execution.id.removeprefix("order-"), "status": found.get(c.SA_ORDER_STATUS),
-                     "sku": found.get(c.SA_PRODUCT_SKU), "gateway": found.get(c.SA_PAYMENT_GATEWAY),
-                     "amount_cents": found.get(c.SA_AMOUNT_CENTS), "late": bool(found.get(c.SA_DELIVERY_LATE)),
-                     "buyer_hash": found.get(c.SA_BUYER_HASH),
-                     "started_at": execution.start_time.isoformat() if execution.start_time else None,
-                     "closed_at": execution.close_time.isoformat() if execution.close_time else None})
+        rows.append(
+            {
+                "order_id": execution.id.removeprefix("order-"),
+                "status": found.get(c.SA_ORDER_STATUS),
+                "sku": found.get(c.SA_PRODUCT_SKU),
+                "gateway": found.get(c.SA_PAYMENT_GATEWAY),
+                "amount_cents": found.get(c.SA_AMOUNT_CENTS),
+                "late": bool(found.get(c.SA_DELIVERY_LATE)),
+                "buyer_hash": found.get(c.SA_BUYER_HASH),
+                "started_at": execution.start_time.isoformat() if execution.start_time else None,
+                "closed_at": execution.close_time.isoformat() if execution.close_time else None,
+            }
+        )
     return rows

@@ -12,16 +12,22 @@ from miaofa.settings import Settings
 schedules_app = typer.Typer(help="Temporal Schedules the shop needs.", no_args_is_help=True)
 reconcile_app = typer.Typer(help="Reconciliation (对账) of gateway statements with orders.", no_args_is_help=True)
 
-FINDING_COLUMNS = (Column("last_seen_at", "last seen", show=lambda at: at.strftime("%Y-%m-%d %H:%M:%S")),
-                   Column("kind"), Column("action"), Column("gateway"), Column("payment_id", "payment", whole=True),
-                   Column("order_id", "order", whole=True),
-                   Column("amount_cents", "amount", show=lambda cents: f"{cents / 100:.2f}"), Column("currency"),
-                   Column("times_seen", "seen"))
+FINDING_COLUMNS = (
+    Column("last_seen_at", "last seen", show=lambda at: at.strftime("%Y-%m-%d %H:%M:%S")),
+    Column("kind"),
+    Column("action"),
+    Column("gateway"),
+    Column("payment_id", "payment", whole=True),
+    Column("order_id", "order", whole=True),
+    Column("amount_cents", "amount", show=lambda cents: f"{cents / 100:.2f}"),
+    Column("currency"),
+    Column("times_seen", "seen"),
+)
 
 
 async def _client(settings: Settings):
-    from miaofa.temporal.client import connect
     from miaofa.crypto.vault import Vault
+    from miaofa.temporal.client import connect
 
     return await connect(settings, Vault(settings.vault_key))
 
@@ -41,8 +47,10 @@ def schedules_apply() -> None:
         outcome = asyncio.run(apply())
     except RuntimeError as exc:  # temporalio's connection failure
         _fail(f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}")
-    console.print(f"Reconcile schedule {outcome}: every {settings.reconcile_interval_seconds} s, "
-                  f"looking back {settings.reconcile_lookback_seconds} s.")
+    console.print(
+        f"Reconcile schedule {outcome}: every {settings.reconcile_interval_seconds} s, "
+        f"looking back {settings.reconcile_lookback_seconds} s."
+    )
     _leave(0)
 
 
@@ -56,22 +64,30 @@ def reconcile_run() -> None:
         client = await _client(settings)
         window = c.ReconcileInput(settings.reconcile_lookback_seconds, settings.reconcile_grace_seconds)
         return await client.execute_workflow(
-            c.RECONCILE_WORKFLOW, window, id=f"reconcile-now-{uuid.uuid4().hex[:8]}", task_queue=c.TASK_QUEUE,
-            result_type=c.ReconcileReport)
+            c.RECONCILE_WORKFLOW,
+            window,
+            id=f"reconcile-now-{uuid.uuid4().hex[:8]}",
+            task_queue=c.TASK_QUEUE,
+            result_type=c.ReconcileReport,
+        )
 
     try:
         report = asyncio.run(run())
     except RuntimeError as exc:
         _fail(f"cannot reach Temporal at {settings.temporal_address}: {str(exc).splitlines()[0]}")
     found = ", ".join(f"{kind} {count}" for kind, count in sorted(report.findings.items())) or "no mismatches"
-    console.print(f"Checked {report.checked} payments: {found}. "
-                  f"Refunds started: {report.refunds_started}. Orders nudged: {report.orders_nudged}.")
+    console.print(
+        f"Checked {report.checked} payments: {found}. "
+        f"Refunds started: {report.refunds_started}. Orders nudged: {report.orders_nudged}."
+    )
     _leave(0)
 
 
 @reconcile_app.command("report")
-def reconcile_report(limit: int = typer.Option(50, min=1, max=1000, help="How many findings, newest first."),
-                     as_json: bool = typer.Option(False, "--json", help="JSON lines for scripts.")) -> None:
+def reconcile_report(
+    limit: int = typer.Option(50, min=1, max=1000, help="How many findings, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines for scripts."),
+) -> None:
     """The mismatches reconciliation found, newest first, and what was done about each."""
     settings = _settings()
     _require(settings, "database_url")
@@ -87,6 +103,18 @@ async def _findings(settings: Settings, limit: int) -> list[dict]:
 
     async with database(settings) as sessionmaker, sessionmaker() as session:
         found = await reconcile.report(session, limit)
-    return [{"last_seen_at": f.last_seen_at, "first_seen_at": f.first_seen_at, "kind": f.kind, "action": f.action,
-             "gateway": f.gateway, "payment_id": f.payment_id, "order_id": f.order_id,
-             "amount_cents": f.amount_cents, "currency": f.currency, "times_seen": f.times_seen} for f in found]
+    return [
+        {
+            "last_seen_at": f.last_seen_at,
+            "first_seen_at": f.first_seen_at,
+            "kind": f.kind,
+            "action": f.action,
+            "gateway": f.gateway,
+            "payment_id": f.payment_id,
+            "order_id": f.order_id,
+            "amount_cents": f.amount_cents,
+            "currency": f.currency,
+            "times_seen": f.times_seen,
+        }
+        for f in found
+    ]

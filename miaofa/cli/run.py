@@ -28,8 +28,14 @@ def api() -> None:
     _logging(settings)
     # proxy_headers=False: uvicorn would take X-Forwarded-For from any local peer as the client; the
     # API reads it itself, from MIAOFA_TRUSTED_PROXIES only (api/client_ip.py).
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning",
-                access_log=False, proxy_headers=False)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+    )
 
 
 def worker() -> None:
@@ -56,10 +62,14 @@ def sim() -> None:
     _logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Never trust_client_clock here: paid_at is the simulator's own clock outside the tests.
-    app = create_app(settings.sim_merchant_id, settings.sim_secret, settings.sim_public_url or settings.sim_url,
-                     state_file=settings.data_dir / "simulator.json", control_token=settings.sim_control_token)
-    uvicorn.run(app,
-                host=settings.sim_host, port=settings.sim_port, log_level="warning", access_log=False)
+    app = create_app(
+        settings.sim_merchant_id,
+        settings.sim_secret,
+        settings.sim_public_url or settings.sim_url,
+        state_file=settings.data_dir / "simulator.json",
+        control_token=settings.sim_control_token,
+    )
+    uvicorn.run(app, host=settings.sim_host, port=settings.sim_port, log_level="warning", access_log=False)
 
 
 @db_app.command("upgrade")

@@ -15,11 +15,16 @@ from rich.table import Table
 
 from miaofa.cli.common import BAD_INPUT, REFUSED, _settings, _stop, console, when
 
-support_app = typer.Typer(no_args_is_help=True, short_help="Show and act on an order, through the API.", help=(
-    "Support an order through the API (MIAOFA_STAFF_API_URL, default the API's own URL), with your own "
-    "token (MIAOFA_STAFF_TOKEN, from `miaofa tokens add`; else MIAOFA_SUPPORT_TOKEN): the API checks each "
-    "action and writes it to the audit log under your token's name. Exit status: 0 done, 1 refused "
-    "or failed, 2 bad input or settings."))
+support_app = typer.Typer(
+    no_args_is_help=True,
+    short_help="Show and act on an order, through the API.",
+    help=(
+        "Support an order through the API (MIAOFA_STAFF_API_URL, default the API's own URL), with your own "
+        "token (MIAOFA_STAFF_TOKEN, from `miaofa tokens add`; else MIAOFA_SUPPORT_TOKEN): the API checks each "
+        "action and writes it to the audit log under your token's name. Exit status: 0 done, 1 refused "
+        "or failed, 2 bad input or settings."
+    ),
+)
 REASON = typer.Option("", "--reason", help="Why, for the order's timeline and the audit log.")
 
 
@@ -31,8 +36,13 @@ def _call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[st
         _stop("MIAOFA_STAFF_TOKEN is not set: ask an admin for one (`miaofa tokens add`).", BAD_INPUT)
     base = (settings.staff_api_url or settings.api_url).rstrip("/")
     try:
-        response = httpx.request(method, base + path, json=body, headers={"Authorization": f"Bearer {token}"},
-                                 timeout=settings.update_timeout_seconds + 10)
+        response = httpx.request(
+            method,
+            base + path,
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=settings.update_timeout_seconds + 10,
+        )
     except httpx.HTTPError as exc:
         _stop(f"Cannot reach the API at {base} ({type(exc).__name__}); set MIAOFA_STAFF_API_URL.", REFUSED)
     try:
@@ -96,8 +106,10 @@ def reject(order: str = typer.Argument(..., help="The order id."), reason: str =
 
 
 @support_app.command("reveal")
-def reveal(order: str = typer.Argument(..., help="The order id."),
-           reason: str = typer.Option(..., "--reason", help="Why the keys are needed (audited).")) -> None:
+def reveal(
+    order: str = typer.Argument(..., help="The order id."),
+    reason: str = typer.Option(..., "--reason", help="Why the keys are needed (audited)."),
+) -> None:
     """Print the order's keys in clear, one a line. The API writes who asked, and why, to the audit log."""
     result = _call("POST", _order_path(order, "reveal"), {"reason": reason})
     keys = result.get("keys", [])
@@ -108,19 +120,29 @@ def reveal(order: str = typer.Argument(..., help="The order id."),
 
 
 @support_app.command("show")
-def show(order: str = typer.Argument(..., help="The order id."),
-         as_json: bool = typer.Option(False, "--json", help="The API's answer as JSON.")) -> None:
+def show(
+    order: str = typer.Argument(..., help="The order id."),
+    as_json: bool = typer.Option(False, "--json", help="The API's answer as JSON."),
+) -> None:
     """The order: status, timeline, payment, notify log and its keys, masked."""
     view = _call("GET", _order_path(order))
     if as_json:
         print(json.dumps(view, ensure_ascii=False))
         return
-    console.print(f"[bold]Order {view['order_id']}[/]  {view['status']}  {view['quantity']} × {view['sku']}  "
-                  f"{view['amount_cents']} {view['currency']} (minor units)", highlight=False)
+    console.print(
+        f"[bold]Order {view['order_id']}[/]  {view['status']}  {view['quantity']} × {view['sku']}  "
+        f"{view['amount_cents']} {view['currency']} (minor units)",
+        highlight=False,
+    )
     payment = view.get("payment") or {}
     if payment:
-        console.print("Payment: " + ", ".join(f"{name} {value}" for name, value in payment.items()
-                                              if value not in (None, "") and name != "pay_url"), highlight=False)
+        console.print(
+            "Payment: "
+            + ", ".join(
+                f"{name} {value}" for name, value in payment.items() if value not in (None, "") and name != "pay_url"
+            ),
+            highlight=False,
+        )
     timeline = Table("at", "stage", "detail", title="Timeline", title_justify="left")
     for event in view.get("timeline", []):
         detail = ", ".join(f"{k}={v}" for k, v in (event.get("detail") or {}).items())
@@ -133,7 +155,6 @@ def show(order: str = typer.Argument(..., help="The order id."),
             table.add_row(*(str(value) if value is not None else "" for value in notify.values()))
         console.print(table)
     keys = view.get("keys") or []
-    console.print("Keys: " + (", ".join(f"{key['masked']} ({key['status']})" for key in keys) or "none"),
-                  highlight=False)
-
-
+    console.print(
+        "Keys: " + (", ".join(f"{key['masked']} ({key['status']})" for key in keys) or "none"), highlight=False
+    )

@@ -22,18 +22,28 @@ from miaofa.cli.common import (
 )
 from miaofa.settings import Settings
 
-tokens_app = typer.Typer(no_args_is_help=True, short_help="Named support and admin tokens.", help=(
-    "Named support and admin tokens. A token is shown once, when it is made; the database keeps only a "
-    "keyed hash of it. The holder's name is the actor of everything done with it. MIAOFA_ADMIN_TOKEN and "
-    "MIAOFA_SUPPORT_TOKEN still work, as the holders admin and support."))
+tokens_app = typer.Typer(
+    no_args_is_help=True,
+    short_help="Named support and admin tokens.",
+    help=(
+        "Named support and admin tokens. A token is shown once, when it is made; the database keeps only a "
+        "keyed hash of it. The holder's name is the actor of everything done with it. MIAOFA_ADMIN_TOKEN and "
+        "MIAOFA_SUPPORT_TOKEN still work, as the holders admin and support."
+    ),
+)
 
 
 def _moment(value: str | None, never: str = "") -> str:
     return (value or never)[:19].replace("T", " ")
 
 
-COLUMNS = (Column("name", whole=True), Column("role"), Column("created_at", "created", show=_moment),
-           Column("created_by", "by"), Column("last_used_at", "last used", show=lambda at: _moment(at, "never")))
+COLUMNS = (
+    Column("name", whole=True),
+    Column("role"),
+    Column("created_at", "created", show=_moment),
+    Column("created_by", "by"),
+    Column("last_used_at", "last used", show=lambda at: _moment(at, "never")),
+)
 REVOKED = Column("revoked_at", "revoked", show=_moment)
 
 
@@ -66,8 +76,10 @@ def _guarded(settings: Settings, work) -> Any:
 
 
 @tokens_app.command("add")
-def add(name: str = typer.Argument(..., help="Who holds it: lowercase letters, digits, . _ - (e.g. ann)."),
-        role: str = typer.Option(..., "--role", help="support or admin (an admin may do what support does).")) -> None:
+def add(
+    name: str = typer.Argument(..., help="Who holds it: lowercase letters, digits, . _ - (e.g. ann)."),
+    role: str = typer.Option(..., "--role", help="support or admin (an admin may do what support does)."),
+) -> None:
     """Make a token for NAME and print it once. Hand it over privately; it cannot be shown again."""
     from miaofa import audit, staff
 
@@ -87,21 +99,33 @@ def add(name: str = typer.Argument(..., help="Who holds it: lowercase letters, d
 
 
 @tokens_app.command("list")
-def listing(revoked: bool = typer.Option(False, "--revoked", help="Show revoked tokens too."),
-            as_json: bool = typer.Option(False, "--json", help="JSON lines for scripts.")) -> None:
+def listing(
+    revoked: bool = typer.Option(False, "--revoked", help="Show revoked tokens too."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines for scripts."),
+) -> None:
     """The tokens' holders, roles, when made and last used. Never a token."""
     from miaofa import staff
 
     async def work(session, _vault):
-        return [{"name": row.name, "role": row.role, "created_at": row.created_at.isoformat(),
-                 "created_by": row.created_by,
-                 "last_used_at": row.last_used_at.isoformat() if row.last_used_at else None,
-                 "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None}
-                for row in await staff.listing(session, with_revoked=revoked)]
+        return [
+            {
+                "name": row.name,
+                "role": row.role,
+                "created_at": row.created_at.isoformat(),
+                "created_by": row.created_by,
+                "last_used_at": row.last_used_at.isoformat() if row.last_used_at else None,
+                "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+            }
+            for row in await staff.listing(session, with_revoked=revoked)
+        ]
 
     rows = _guarded(_token_settings(), work)
-    print_rows(rows, (*COLUMNS, REVOKED) if revoked else COLUMNS, as_json=as_json,
-               empty="No named tokens (only the settings' MIAOFA_ADMIN_TOKEN and MIAOFA_SUPPORT_TOKEN).")
+    print_rows(
+        rows,
+        (*COLUMNS, REVOKED) if revoked else COLUMNS,
+        as_json=as_json,
+        empty="No named tokens (only the settings' MIAOFA_ADMIN_TOKEN and MIAOFA_SUPPORT_TOKEN).",
+    )
 
 
 @tokens_app.command("revoke")

@@ -13,8 +13,9 @@ def async_url(url: str) -> str:
 
 def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     # hide_parameters: an error's text (logged, or carried in a Temporal failure) never holds the values.
-    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=20, pool_pre_ping=True,
-                               hide_parameters=True)
+    return create_async_engine(
+        async_url(url), pool_size=pool_size, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -28,7 +29,7 @@ DATA_CLASSES = {"22": "data", "23": "integrity"}
 
 
 def refused_data(exc: BaseException) -> str | None:
-    """"data" or "integrity" when the database refused the data of a statement, else None."""
+    """ "data" or "integrity" when the database refused the data of a statement, else None."""
     orig = getattr(exc, "orig", None)
     sqlstate = getattr(orig, "sqlstate", None) or getattr(exc, "sqlstate", None)
     return DATA_CLASSES.get(str(sqlstate)[:2]) if sqlstate else None

@@ -197,9 +197,7 @@ class Coupon(Base):
     created_at: Mapped[datetime] = created_at_column()
 
     __table_args__ = (
-        CheckConstraint(
-            "(percent_off is null) <> (amount_off_cents is null)", name="one_discount_kind"
-        ),
+        CheckConstraint("(percent_off is null) <> (amount_off_cents is null)", name="one_discount_kind"),
         CheckConstraint("percent_off is null or (percent_off between 1 and 100)", name="percent_range"),
     )
 
@@ -232,9 +230,7 @@ class ReconcileFinding(Base):
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     times_seen: Mapped[int] = mapped_column(Integer, default=1)
 
-    __table_args__ = (
-        Index("ix_reconcile_findings_payment_kind", "gateway", "payment_id", "kind", unique=True),
-    )
+    __table_args__ = (Index("ix_reconcile_findings_payment_kind", "gateway", "payment_id", "kind", unique=True),)
 
 
 class OrderAdmission(Base):

@@ -24,10 +24,15 @@ async def seed_demo(database_url: str, vault_key: str) -> bool:
         async with make_sessionmaker(engine).begin() as session:
             if await session.scalar(select(func.count()).select_from(Product)):
                 return False
-            product = await catalog.create_product(session, sku=DEMO_SKU, name="Demo gift card (¥10)",
-                                                   price_cents=1000, currency="CNY", delivery_sla_seconds=60)
-            await inventory.import_keys(session, Vault(vault_key), product.id,
-                                        [demo_key() for _ in range(DEMO_KEYS)])
+            product = await catalog.create_product(
+                session,
+                sku=DEMO_SKU,
+                name="Demo gift card (¥10)",
+                price_cents=1000,
+                currency="CNY",
+                delivery_sla_seconds=60,
+            )
+            await inventory.import_keys(session, Vault(vault_key), product.id, [demo_key() for _ in range(DEMO_KEYS)])
             return True
     finally:
         await engine.dispose()

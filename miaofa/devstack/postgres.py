@@ -13,10 +13,9 @@ import re
 import stat
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 from urllib.parse import quote
-
-import warnings
 
 with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
     warnings.simplefilter("ignore")
@@ -63,8 +62,11 @@ _TRUST = re.compile(r"(?<!\S)trust(?!\S)")
 
 
 def _hba_lines_trusting(text: str) -> list[str]:
-    return [line for line in text.splitlines()
-            if line.strip() and not line.lstrip().startswith("#") and _TRUST.search(line.split("#", 1)[0])]
+    return [
+        line
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#") and _TRUST.search(line.split("#", 1)[0])
+    ]
 
 
 class LocalPostgres:
@@ -94,11 +96,23 @@ class LocalPostgres:
             _open_path_for(self.user, self.pgdata)
         if (self.pgdata / "PG_VERSION").exists():
             return
-        args = [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.pgdata), "-U", "postgres", "--encoding=UTF8",
-                "--no-instructions"]
+        args = [
+            str(POSTGRES_BIN_PATH / "initdb"),
+            "-D",
+            str(self.pgdata),
+            "-U",
+            "postgres",
+            "--encoding=UTF8",
+            "--no-instructions",
+        ]
         if not self.password:
-            subprocess.run(args + ["--auth=trust"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           **procs.as_user(self.user))
+            subprocess.run(
+                args + ["--auth=trust"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                **procs.as_user(self.user),
+            )
             return
         fd, pwfile = tempfile.mkstemp(prefix="miaofa-pw-")  # 0600; never on a command line
         try:
@@ -107,8 +121,13 @@ class LocalPostgres:
             if self.user:
                 entry = pwd.getpwnam(self.user)
                 os.chown(pwfile, entry.pw_uid, entry.pw_gid)
-            subprocess.run(args + ["--auth=scram-sha-256", f"--pwfile={pwfile}"], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **procs.as_user(self.user))
+            subprocess.run(
+                args + ["--auth=scram-sha-256", f"--pwfile={pwfile}"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                **procs.as_user(self.user),
+            )
         finally:
             os.unlink(pwfile)
 
@@ -120,8 +139,21 @@ class LocalPostgres:
             self._require_password()
 
     def _psql(self, database: str = "postgres") -> list[str]:
-        return [str(POSTGRES_BIN_PATH / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                "-d", database, "-v", "ON_ERROR_STOP=1", "-X", "-q"]
+        return [
+            str(POSTGRES_BIN_PATH / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-X",
+            "-q",
+        ]
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -131,8 +163,14 @@ class LocalPostgres:
 
     def _sql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL given on stdin (so a password in it never shows in `ps`); the output, or a one-line error."""
-        done = subprocess.run(self._psql(database) + ["-tA", "-f", "-"], input=sql, capture_output=True, text=True,
-                              env=self._env(), check=False)
+        done = subprocess.run(
+            self._psql(database) + ["-tA", "-f", "-"],
+            input=sql,
+            capture_output=True,
+            text=True,
+            env=self._env(),
+            check=False,
+        )
         if done.returncode != 0:
             first = (done.stderr.strip().splitlines() or ["psql failed"])[0]
             raise RuntimeError(f"PostgreSQL in {self.pgdata}: {first}")
@@ -143,8 +181,10 @@ class LocalPostgres:
         literal = self.password.replace("'", "''")  # type: ignore[union-attr]
         self._sql(f"SET log_statement = 'none';\nALTER USER postgres PASSWORD '{literal}';\n")
         text = self.hba_file.read_text()
-        lines = [_TRUST.sub("scram-sha-256", line) if line in _hba_lines_trusting(line) else line
-                 for line in text.splitlines()]
+        lines = [
+            _TRUST.sub("scram-sha-256", line) if line in _hba_lines_trusting(line) else line
+            for line in text.splitlines()
+        ]
         self.hba_file.write_text("\n".join(lines) + "\n")  # in place: keeps its owner and mode
         self._sql("SELECT pg_reload_conf();")
 
@@ -157,13 +197,26 @@ class LocalPostgres:
             entry = pwd.getpwnam(self.user)
             os.chown(self.log, entry.pw_uid, entry.pw_gid)
         self.proc = procs.spawn(
-            [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.pgdata), "-h", "127.0.0.1",
-             "-p", str(self.port), "-k", str(self.pgdata), "-c", "max_connections=300",
-             # Durable: a commit returns only once its WAL is flushed, so a sale Temporal has
-             # recorded as done survives a PostgreSQL or machine crash (synchronous_commit keeps
-             # its default, on). Its cost is measured in docs/benchmarks.md.
-             "-c", "fsync=on"],
-            log=self.log, user=self.user,
+            [
+                str(POSTGRES_BIN_PATH / "postgres"),
+                "-D",
+                str(self.pgdata),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.pgdata),
+                "-c",
+                "max_connections=300",
+                # Durable: a commit returns only once its WAL is flushed, so a sale Temporal has
+                # recorded as done survives a PostgreSQL or machine crash (synchronous_commit keeps
+                # its default, on). Its cost is measured in docs/benchmarks.md.
+                "-c",
+                "fsync=on",
+            ],
+            log=self.log,
+            user=self.user,
         )
         return self.proc
 

@@ -29,8 +29,9 @@ def as_user(user: str | None) -> dict:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
-def spawn(args: list[str], *, log: Path, env: dict[str, str] | None = None, user: str | None = None,
-          cwd: Path | None = None) -> subprocess.Popen:
+def spawn(
+    args: list[str], *, log: Path, env: dict[str, str] | None = None, user: str | None = None, cwd: Path | None = None
+) -> subprocess.Popen:
     log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Logs are the owner's alone (0600, also an older, wider one), and so is whatever the child
     # creates (umask 077): the Temporal database, the simulator's books.

@@ -23,12 +23,14 @@ POSTGRES_PASSWORD = "postgres_password"  # not a setting: it goes into the DATAB
 
 
 def _generators() -> dict[str, object]:
-    return {"admin_token": lambda: "adm_" + secrets.token_urlsafe(24),
-            "support_token": lambda: "sup_" + secrets.token_urlsafe(24),
-            "vault_key": new_vault_key,
-            "sim_secret": lambda: "simsec_" + secrets.token_urlsafe(24),
-            "sim_control_token": lambda: "simctl_" + secrets.token_urlsafe(24),
-            POSTGRES_PASSWORD: lambda: secrets.token_urlsafe(24)}
+    return {
+        "admin_token": lambda: "adm_" + secrets.token_urlsafe(24),
+        "support_token": lambda: "sup_" + secrets.token_urlsafe(24),
+        "vault_key": new_vault_key,
+        "sim_secret": lambda: "simsec_" + secrets.token_urlsafe(24),
+        "sim_control_token": lambda: "simctl_" + secrets.token_urlsafe(24),
+        POSTGRES_PASSWORD: lambda: secrets.token_urlsafe(24),
+    }
 
 
 def make_private_dir(path: Path) -> None:
@@ -74,8 +76,9 @@ def with_dev_defaults(settings: Settings, create: bool = False) -> Settings:
     if not create and not path.exists():
         return settings
     stored = load_or_create(settings.data_dir)
-    updates = {name: value for name, value in stored.items()
-               if name in Settings.model_fields and not getattr(settings, name)}
+    updates = {
+        name: value for name, value in stored.items() if name in Settings.model_fields and not getattr(settings, name)
+    }
     if not settings.database_url:
         updates["database_url"] = embedded_database_url(settings.pg_port, stored.get(POSTGRES_PASSWORD))
     return settings.model_copy(update=updates)

@@ -23,8 +23,21 @@ def temporal_binary() -> str:
 
 
 def dev_server_args(db_file: Path | None, port: int, ui_port: int, codec_endpoint: str | None) -> list[str]:
-    args = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-            "--ui-port", str(ui_port), "--log-level", "warn", "--log-format", "pretty"]
+    args = [
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--log-level",
+        "warn",
+        "--log-format",
+        "pretty",
+    ]
     if db_file is not None:
         # WAL + synchronous=normal: about as fast as in-memory, twice as fast as the defaults.
         # What it keeps: every committed transaction survives a crash of the Temporal process (or of
@@ -35,8 +48,14 @@ def dev_server_args(db_file: Path | None, port: int, ui_port: int, codec_endpoin
         # idempotent activities against PostgreSQL (durable: synchronous commit), and an order
         # started in that last moment may be missing from Temporal. Acceptable for a dev server on
         # one machine; production runs the compose Temporal on PostgreSQL, without this relaxation.
-        args += ["--db-filename", str(db_file), "--sqlite-pragma", "journal_mode=wal",
-                 "--sqlite-pragma", "synchronous=normal"]
+        args += [
+            "--db-filename",
+            str(db_file),
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=normal",
+        ]
     for name, kind in SEARCH_ATTRIBUTES.items():
         args += ["--search-attribute", f"{name}={kind}"]
     if codec_endpoint:
@@ -44,8 +63,9 @@ def dev_server_args(db_file: Path | None, port: int, ui_port: int, codec_endpoin
     return args
 
 
-def start_dev_server(db_file: Path | None, port: int, ui_port: int, log: Path,
-                     codec_endpoint: str | None = None, timeout: float = 60) -> subprocess.Popen:
+def start_dev_server(
+    db_file: Path | None, port: int, ui_port: int, log: Path, codec_endpoint: str | None = None, timeout: float = 60
+) -> subprocess.Popen:
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)
     proc = procs.spawn(dev_server_args(db_file, port, ui_port, codec_endpoint), log=log)

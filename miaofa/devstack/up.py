@@ -52,8 +52,12 @@ def _wait_healthy(url: str, children: dict[str, subprocess.Popen], timeout: floa
 
 
 def _check_ports_free(settings: Settings, own_database: bool, catch_mail: bool = False) -> None:
-    ports = {"API": settings.api_port, "simulator": settings.sim_port,
-             "Temporal": int(settings.temporal_address.rsplit(":", 1)[1]), "Temporal UI": settings.temporal_ui_port}
+    ports = {
+        "API": settings.api_port,
+        "simulator": settings.sim_port,
+        "Temporal": int(settings.temporal_address.rsplit(":", 1)[1]),
+        "Temporal UI": settings.temporal_ui_port,
+    }
     if own_database:
         ports["PostgreSQL"] = settings.pg_port
     if catch_mail:
@@ -108,8 +112,9 @@ def run_up(settings: Settings) -> int:
         _check_ports_free(settings, own_database, catch_mail)
         if own_database:
             console.print("Starting PostgreSQL…")
-            postgres = LocalPostgres(data / "postgres", settings.pg_port, logs / "postgres.log",
-                                     password=postgres_password(settings))
+            postgres = LocalPostgres(
+                data / "postgres", settings.pg_port, logs / "postgres.log", password=postgres_password(settings)
+            )
             postgres.start()
             postgres.ensure_database()
         console.print("Applying migrations…")
@@ -118,31 +123,45 @@ def run_up(settings: Settings) -> int:
             console.print("Created the demo product [bold]demo-gift-card[/] with 100 demo keys.")
         console.print("Starting Temporal…")
         temporal_port = int(settings.temporal_address.rsplit(":", 1)[1])
-        temporal_args = dev_server_args(data / "temporal.db", temporal_port, settings.temporal_ui_port,
-                                        f"{settings.api_url}/codec")
-        children["temporal"] = start_dev_server(data / "temporal.db", temporal_port, settings.temporal_ui_port,
-                                                logs / "temporal.log", codec_endpoint=f"{settings.api_url}/codec")
+        temporal_args = dev_server_args(
+            data / "temporal.db", temporal_port, settings.temporal_ui_port, f"{settings.api_url}/codec"
+        )
+        children["temporal"] = start_dev_server(
+            data / "temporal.db",
+            temporal_port,
+            settings.temporal_ui_port,
+            logs / "temporal.log",
+            codec_endpoint=f"{settings.api_url}/codec",
+        )
         starters = {"temporal": lambda: procs.spawn(temporal_args, log=logs / "temporal.log")}
         if postgres is not None:
             starters["postgres"] = postgres.spawn
         env = child_env(settings)
         if catch_mail:
-            mail_args = [sys.executable, "-m", "miaofa.devstack.mailcatch", "--port", str(settings.mail_catcher_port),
-                         "--dir", str(data / "mail")]
+            mail_args = [
+                sys.executable,
+                "-m",
+                "miaofa.devstack.mailcatch",
+                "--port",
+                str(settings.mail_catcher_port),
+                "--dir",
+                str(data / "mail"),
+            ]
             starters["mail"] = _starter(mail_args, logs / "mail.log", env)
             children["mail"] = starters["mail"]()
         for name in ("sim", *workers, "api"):
             command = "worker" if name in workers else name
             # Each worker serves its own metrics, on the next port after the previous worker's.
-            child = ({**env, "MIAOFA_WORKER_METRICS_ADDRESS": metrics[workers.index(name)]} if name in workers
-                     else env)
+            child = {**env, "MIAOFA_WORKER_METRICS_ADDRESS": metrics[workers.index(name)]} if name in workers else env
             starters[name] = _starter([sys.executable, "-m", "miaofa.cli", command], logs / f"{name}.log", child)
             children[name] = starters[name]()
         _wait_healthy(f"{settings.api_url}/healthz", children)
         _print_ready(settings, time.monotonic() - started, catch_mail)
         now = time.monotonic()
-        watched = [Supervised(name, start, postgres.proc if name == "postgres" else children[name], started_at=now)
-                   for name, start in starters.items()]
+        watched = [
+            Supervised(name, start, postgres.proc if name == "postgres" else children[name], started_at=now)
+            for name, start in starters.items()
+        ]
         while True:
             for child in watched:
                 line = child.check(time.monotonic())
@@ -198,8 +217,11 @@ def _print_ready(settings: Settings, seconds: float, catch_mail: bool = False) -
     console.print(f"  Mail              {_mail_destination(settings, catch_mail)}")
     console.print(f"  Metrics (API)     {api}/metrics")
     addresses = worker_metrics_addresses(settings)
-    shown = "  ".join(f"http://{address}/metrics" for address in addresses) if addresses[0] \
+    shown = (
+        "  ".join(f"http://{address}/metrics" for address in addresses)
+        if addresses[0]
         else "off (MIAOFA_WORKER_METRICS_ADDRESS is empty)"
+    )
     console.print(f"  Metrics (worker{'s' if len(addresses) > 1 else ''}) {' ' if len(addresses) == 1 else ''}{shown}")
     console.print(f"  Admin token       {settings.admin_token}")
     console.print(f"  Support token     {settings.support_token}")

@@ -9,7 +9,7 @@ payment id is our order id (out_trade_no).
 import base64
 import json
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -63,8 +63,12 @@ class AlipayGateway:
     partial_refund = True
     query_proves_payment = True
 
-    def __init__(self, settings: AlipaySettings, client: httpx.AsyncClient | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+    def __init__(
+        self,
+        settings: AlipaySettings,
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         if not settings.app_id or not settings.seller_id:
             raise ValueError("alipay: app_id and seller_id are required")
         self.merchant_id = settings.seller_id
@@ -84,13 +88,18 @@ class AlipayGateway:
     async def create_payment(self, request: PaymentRequest) -> CreatedPayment:
         if request.currency != CURRENCY:
             raise GatewayRefused(f"alipay create: only {CURRENCY} is accepted")
-        biz = {"out_trade_no": request.order_id, "total_amount": to_major(request.amount_cents, CURRENCY),
-               "subject": request.subject[:256], "time_expire": shanghai_time(request.expires_at)}
+        biz = {
+            "out_trade_no": request.order_id,
+            "total_amount": to_major(request.amount_cents, CURRENCY),
+            "subject": request.subject[:256],
+            "time_expire": shanghai_time(request.expires_at),
+        }
         if self._product == "page":
             # No server call: the buyer's browser takes the signed request to Alipay's cashier.
             biz["product_code"] = "FAST_INSTANT_TRADE_PAY"
-            params = self._signed("alipay.trade.page.pay", biz, notify_url=request.notify_url,
-                                  return_url=request.return_url or "")
+            params = self._signed(
+                "alipay.trade.page.pay", biz, notify_url=request.notify_url, return_url=request.return_url or ""
+            )
             return CreatedPayment(payment_id=request.order_id, pay_url=f"{self._gateway_url}?{urlencode(params)}")
         data = await self._call("create", "alipay.trade.precreate", biz, notify_url=request.notify_url)
         self._same_trade("create", data, request.order_id)
@@ -146,8 +155,11 @@ class AlipayGateway:
 
     async def refund(self, payment_id: str, order_id: str, amount_cents: int, refund_id: str) -> PaymentState:
         out_trade_no = payment_id or order_id
-        biz = {"out_trade_no": out_trade_no, "refund_amount": to_major(amount_cents, CURRENCY),
-               "out_request_no": refund_id}
+        biz = {
+            "out_trade_no": out_trade_no,
+            "refund_amount": to_major(amount_cents, CURRENCY),
+            "out_request_no": refund_id,
+        }
         try:
             data = await self._call("refund", "alipay.trade.refund", biz)
         except _BusinessFailure as failure:
@@ -197,18 +209,28 @@ class AlipayGateway:
     # ---- helpers ----
 
     def _signed(self, method: str, biz: Mapping[str, str], **extra: str) -> dict[str, str]:
-        params = {"app_id": self._app_id, "method": method, "format": "JSON", "charset": "utf-8",
-                  "sign_type": "RSA2", "timestamp": shanghai_time(self._clock()), "version": "1.0",
-                  "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")), **extra}
+        params = {
+            "app_id": self._app_id,
+            "method": method,
+            "format": "JSON",
+            "charset": "utf-8",
+            "sign_type": "RSA2",
+            "timestamp": shanghai_time(self._clock()),
+            "version": "1.0",
+            "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")),
+            **extra,
+        }
         params = {key: value for key, value in params.items() if value}
-        signature = self._private_key.sign(sign_content(params, exclude=("sign",)).encode(), padding.PKCS1v15(),
-                                           hashes.SHA256())
+        signature = self._private_key.sign(
+            sign_content(params, exclude=("sign",)).encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
         return {**params, "sign": base64.b64encode(signature).decode()}
 
     def _verify(self, message: bytes, signature: str) -> bool:
         try:
-            self._public_key.verify(base64.b64decode(signature, validate=True), message, padding.PKCS1v15(),
-                                    hashes.SHA256())
+            self._public_key.verify(
+                base64.b64decode(signature, validate=True), message, padding.PKCS1v15(), hashes.SHA256()
+            )
         except (InvalidSignature, ValueError):
             return False
         return True
@@ -216,8 +238,12 @@ class AlipayGateway:
     async def _call(self, op: str, method: str, biz: Mapping[str, str], **extra: str) -> dict[str, Any]:
         """The verified `<method>_response` of a 10000 answer; _BusinessFailure for 40004."""
         response = await self._http.request(
-            op, "POST", self._gateway_url, data=self._signed(method, biz, **extra),
-            headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"})
+            op,
+            "POST",
+            self._gateway_url,
+            data=self._signed(method, biz, **extra),
+            headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"},
+        )
         if response.status_code != 200:
             raise GatewayError(f"alipay {op}: HTTP {response.status_code}")
         if len(response.content) > MAX_RESPONSE_BYTES:
@@ -230,7 +256,9 @@ class AlipayGateway:
         if raw is None:
             # error_response: the gateway refused the call itself (signature, app id); unsigned as often as not.
             error = json_object(members.get("error_response", "{}"))
-            raise GatewayError(f"alipay {op}: error_response {error_code(error.get('code'))} {error_code(error.get('sub_code'))}")
+            raise GatewayError(
+                f"alipay {op}: error_response {error_code(error.get('code'))} {error_code(error.get('sub_code'))}"
+            )
         sign = json.loads(members.get("sign", '""'))
         if not isinstance(sign, str) or not SIGN_RE.fullmatch(sign) or not self._verify(raw.encode(), sign):
             raise GatewayError(f"alipay {op}: response signature does not verify")
@@ -264,5 +292,3 @@ class _BusinessFailure(Exception):
 
 def build(settings: AlipaySettings, client: httpx.AsyncClient | None) -> AlipayGateway:
     return AlipayGateway(settings, client)
-
-

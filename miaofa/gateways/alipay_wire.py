@@ -6,7 +6,7 @@ import base64
 import json
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
 from zoneinfo import ZoneInfo
@@ -23,8 +23,12 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")  # Alipay's clock: timestamps, time_expire,
 CURRENCY = "CNY"
 MAX_NOTIFY_FIELDS = 64
 MAX_NOTIFY_VALUE = 4096
-NOTIFY_STATUSES: dict[str, PaymentStatus] = {"TRADE_SUCCESS": "paid", "TRADE_FINISHED": "paid",
-                                             "TRADE_CLOSED": "closed", "WAIT_BUYER_PAY": "pending"}
+NOTIFY_STATUSES: dict[str, PaymentStatus] = {
+    "TRADE_SUCCESS": "paid",
+    "TRADE_FINISHED": "paid",
+    "TRADE_CLOSED": "closed",
+    "WAIT_BUYER_PAY": "pending",
+}
 # A partial refund notifies again with trade_status=TRADE_SUCCESS: these fields tell it apart.
 REFUND_FIELDS = ("refund_fee", "gmt_refund", "out_biz_no")
 CHARSETS = {"utf-8": "utf-8", "gbk": "gbk", "gb2312": "gbk"}
@@ -66,17 +70,17 @@ def response_members(text: str) -> dict[str, str]:
     A duplicated member is refused: which copy was signed would be ambiguous."""
     decoder = json.JSONDecoder()
     i = _skip(text, 0)
-    if text[i:i + 1] != "{":
+    if text[i : i + 1] != "{":
         raise ValueError("not an object")
     members: dict[str, str] = {}
     i = _skip(text, i + 1)
-    if text[i:i + 1] != "}":
+    if text[i : i + 1] != "}":
         while True:
-            if text[i:i + 1] != '"':
+            if text[i : i + 1] != '"':
                 raise ValueError("expected a member name")
             key, i = decoder.raw_decode(text, i)
             i = _skip(text, i)
-            if text[i:i + 1] != ":":
+            if text[i : i + 1] != ":":
                 raise ValueError("expected ':'")
             start = _skip(text, i + 1)
             _, end = decoder.raw_decode(text, start)
@@ -84,10 +88,10 @@ def response_members(text: str) -> dict[str, str]:
                 raise ValueError("duplicate member")
             members[key] = text[start:end]
             i = _skip(text, end)
-            if text[i:i + 1] == ",":
+            if text[i : i + 1] == ",":
                 i = _skip(text, i + 1)
                 continue
-            if text[i:i + 1] != "}":
+            if text[i : i + 1] != "}":
                 raise ValueError("expected ',' or '}'")
             break
     if _skip(text, i + 1) != len(text):
@@ -153,9 +157,16 @@ def notice_of(params: Mapping[str, str]) -> Notice:
     if status == "paid" and paid_at is None:
         raise ValueError("paid without gmt_payment")
     notify_id = params.get("notify_id")
-    return Notice(payment_id=out_trade_no, order_id=out_trade_no, merchant_id=seller_id, status=status,
-                  amount_cents=amount, currency=currency, paid_at=paid_at,
-                  event_id=notify_id if notify_id and ID_RE.fullmatch(notify_id) else None)
+    return Notice(
+        payment_id=out_trade_no,
+        order_id=out_trade_no,
+        merchant_id=seller_id,
+        status=status,
+        amount_cents=amount,
+        currency=currency,
+        paid_at=paid_at,
+        event_id=notify_id if notify_id and ID_RE.fullmatch(notify_id) else None,
+    )
 
 
 def id_field(params: Mapping[str, str], name: str) -> str:
@@ -186,7 +197,7 @@ def alipay_time(value: Any) -> datetime:
     if not isinstance(value, str) or not TIME_RE.fullmatch(value):
         raise ValueError("bad time")
     try:
-        return datetime.strptime(value, TIME_FORMAT).replace(tzinfo=SHANGHAI).astimezone(timezone.utc)
+        return datetime.strptime(value, TIME_FORMAT).replace(tzinfo=SHANGHAI).astimezone(UTC)
     except ValueError:
         raise ValueError("bad time") from None
 

@@ -4,9 +4,10 @@ The workflow only ever sees these plain results; the adapters turn each gateway'
 (signatures, amounts in yuan or fen, status names) into them.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Mapping, Protocol
+from typing import Literal, Protocol
 
 PaymentStatus = Literal["pending", "paid", "closed", "refunded", "unknown"]
 QueryChannel = Literal["primary", "backup"]

@@ -126,5 +126,10 @@ class EpusdtSettings(GatewaySettings):
     api_token: SecretStr = SecretStr("")  # api_auth_token, the MD5 signing key
 
 
-GATEWAY_SETTINGS: tuple[type[GatewaySettings], ...] = (AlipaySettings, WechatSettings, StripeSettings,
-                                                       EpaySettings, EpusdtSettings)
+GATEWAY_SETTINGS: tuple[type[GatewaySettings], ...] = (
+    AlipaySettings,
+    WechatSettings,
+    StripeSettings,
+    EpaySettings,
+    EpusdtSettings,
+)

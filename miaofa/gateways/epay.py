@@ -7,7 +7,7 @@ it so): the URL is never logged, and errors carry no URL and no chained transpor
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -48,7 +48,7 @@ def sign_content(params: Mapping[str, str]) -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class _RedactKey(logging.Filter):
@@ -56,8 +56,10 @@ class _RedactKey(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(arg.copy_set_param("key", "***") if isinstance(arg, httpx.URL)
-                                and "key" in arg.params else arg for arg in record.args)
+            record.args = tuple(
+                arg.copy_set_param("key", "***") if isinstance(arg, httpx.URL) and "key" in arg.params else arg
+                for arg in record.args
+            )
         return True
 
 
@@ -72,8 +74,15 @@ class EpayGateway:
     partial_refund = True
     query_proves_payment = False  # its query answer is unsigned
 
-    def __init__(self, api_url: str, pid: str, key: str, pay_type: str = "alipay",
-                 client: httpx.AsyncClient | None = None, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        pid: str,
+        key: str,
+        pay_type: str = "alipay",
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
         if not key:
             raise ValueError("epay key is empty")
         self.merchant_id = pid
@@ -93,17 +102,26 @@ class EpayGateway:
         if request.currency != CURRENCY:
             raise GatewayRefused("epay create: only CNY is offered")
         # Nothing exists at the operator until the buyer's browser submits this signed link.
-        params = {"pid": self.merchant_id, "type": self._pay_type, "out_trade_no": request.order_id,
-                  "notify_url": request.notify_url, "return_url": request.return_url or "",
-                  "name": request.subject, "money": to_major(request.amount_cents, CURRENCY)}
+        params = {
+            "pid": self.merchant_id,
+            "type": self._pay_type,
+            "out_trade_no": request.order_id,
+            "notify_url": request.notify_url,
+            "return_url": request.return_url or "",
+            "name": request.subject,
+            "money": to_major(request.amount_cents, CURRENCY),
+        }
         params = {k: v for k, v in params.items() if v != ""}
         params |= {"sign": md5_sign(sign_content(params), self._key), "sign_type": "MD5"}
         return CreatedPayment(payment_id=request.order_id, pay_url=f"{self._api_url}submit.php?{urlencode(params)}")
 
     async def query(self, payment_id: str, order_id: str, channel: QueryChannel = "primary") -> PaymentState:
         out_trade_no = payment_id or order_id
-        response = await self._call("query", "GET", params={"act": "order", "pid": self.merchant_id,
-                                                            "key": self._key, "out_trade_no": out_trade_no})
+        response = await self._call(
+            "query",
+            "GET",
+            params={"act": "order", "pid": self.merchant_id, "key": self._key, "out_trade_no": out_trade_no},
+        )
         data = self._json("query", response)
         if str(data.get("code")) != "1":
             # Also what an order never submitted by the buyer gets: nothing exists there yet.
@@ -118,10 +136,12 @@ class EpayGateway:
         if status == "1":
             # The answer is unsigned (anybody on its path could write it), so "paid" here is never
             # proof: the order keeps waiting for the signed notify, which the operator retries.
-            log.warning("epay query: the gateway reports order %s paid; delivery waits for its signed notify",
-                        out_trade_no)
-        return PaymentState(out_trade_no, out_trade_no, "pending" if status in ("0", "1") else "unknown",
-                            amount, CURRENCY)
+            log.warning(
+                "epay query: the gateway reports order %s paid; delivery waits for its signed notify", out_trade_no
+            )
+        return PaymentState(
+            out_trade_no, out_trade_no, "pending" if status in ("0", "1") else "unknown", amount, CURRENCY
+        )
 
     async def close(self, payment_id: str, order_id: str) -> PaymentState:
         # No close API: the saga keeps watching for a late signed notify instead.
@@ -131,9 +151,17 @@ class EpayGateway:
         # epay takes no idempotency key (refund_id); a retried refund is bounded by the operator,
         # which refuses refunds beyond the paid amount.
         out_trade_no = payment_id or order_id
-        response = await self._call("refund", "POST", params={"act": "refund"},
-                                    data={"pid": self.merchant_id, "key": self._key, "out_trade_no": out_trade_no,
-                                          "money": to_major(amount_cents, CURRENCY)})
+        response = await self._call(
+            "refund",
+            "POST",
+            params={"act": "refund"},
+            data={
+                "pid": self.merchant_id,
+                "key": self._key,
+                "out_trade_no": out_trade_no,
+                "money": to_major(amount_cents, CURRENCY),
+            },
+        )
         data = self._json("refund", response)
         if str(data.get("code")) != "1":
             raise GatewayRefused(f"epay refund: refused ({_short(data.get('msg'))})")
@@ -153,10 +181,16 @@ class EpayGateway:
             raise InvalidNotify("bad signature")
         try:
             out_trade_no = _id(params, "out_trade_no")
-            notice = Notice(payment_id=out_trade_no, order_id=out_trade_no, merchant_id=_id(params, "pid"),
-                            status="paid" if params.get("trade_status") == PAID else "pending",
-                            amount_cents=to_minor(params.get("money", ""), CURRENCY), currency=CURRENCY,
-                            paid_at=self._clock(), event_id=_id(params, "trade_no"))
+            notice = Notice(
+                payment_id=out_trade_no,
+                order_id=out_trade_no,
+                merchant_id=_id(params, "pid"),
+                status="paid" if params.get("trade_status") == PAID else "pending",
+                amount_cents=to_minor(params.get("money", ""), CURRENCY),
+                currency=CURRENCY,
+                paid_at=self._clock(),
+                event_id=_id(params, "trade_no"),
+            )
         except (MoneyError, ValueError) as exc:
             raise InvalidNotify(f"malformed notify ({exc})") from None
         # Whether pid is ours is judged with amount and order (miaofa.payments.proof.judge).
@@ -195,8 +229,13 @@ def _notify_params(body: bytes, query: Mapping[str, str]) -> dict[str, str]:
         if query_pairs:
             raise InvalidNotify("fields in both query and body")
         try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True,
-                              errors="strict", max_num_fields=MAX_FIELDS)
+            pairs = parse_qsl(
+                body.decode("utf-8"),
+                keep_blank_values=True,
+                strict_parsing=True,
+                errors="strict",
+                max_num_fields=MAX_FIELDS,
+            )
         except ValueError:  # UnicodeDecodeError included
             raise InvalidNotify("body is not a form") from None
     else:
@@ -205,8 +244,13 @@ def _notify_params(body: bytes, query: Mapping[str, str]) -> dict[str, str]:
     for key, value in pairs:
         if key in params:
             raise InvalidNotify("repeated field")  # money=1&money=2: which one was signed?
-        if len(params) >= MAX_FIELDS or len(key) > MAX_KEY_CHARS or len(value) > MAX_VALUE_CHARS \
-                or not key.isprintable() or not value.isprintable():
+        if (
+            len(params) >= MAX_FIELDS
+            or len(key) > MAX_KEY_CHARS
+            or len(value) > MAX_VALUE_CHARS
+            or not key.isprintable()
+            or not value.isprintable()
+        ):
             raise InvalidNotify("malformed field")
         params[key] = value
     if not params:

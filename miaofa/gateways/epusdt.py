@@ -8,7 +8,7 @@ an API: closes and refunds are Unsupported, and a refund is a person's job.
 import json
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
@@ -103,14 +103,15 @@ def parse_json(body: bytes) -> Any:
         return data
 
     try:
-        return json.loads(body, parse_float=number, parse_int=integer, parse_constant=constant,
-                          object_pairs_hook=unique)
+        return json.loads(
+            body, parse_float=number, parse_int=integer, parse_constant=constant, object_pairs_hook=unique
+        )
     except (ValueError, RecursionError, InvalidOperation):
         raise ValueError("not exact JSON") from None
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class EpusdtGateway:
@@ -123,8 +124,13 @@ class EpusdtGateway:
     partial_refund = False
     query_proves_payment = False  # its query answer is unsigned
 
-    def __init__(self, api_url: str, api_token: str, client: httpx.AsyncClient | None = None,
-                 clock: Callable[[], datetime] = _now) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        api_token: str,
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
         if not api_token:
             raise ValueError("epusdt api token is empty")
         self._api_url = api_url.rstrip("/")
@@ -141,17 +147,27 @@ class EpusdtGateway:
     async def create_payment(self, request: PaymentRequest) -> CreatedPayment:
         if request.currency != CURRENCY:
             raise GatewayRefused("epusdt create: only CNY amounts are offered")
-        fields: dict[str, object] = {"order_id": request.order_id,
-                                     "amount": Decimal(to_major(request.amount_cents, CURRENCY)),
-                                     "notify_url": request.notify_url}
+        fields: dict[str, object] = {
+            "order_id": request.order_id,
+            "amount": Decimal(to_major(request.amount_cents, CURRENCY)),
+            "notify_url": request.notify_url,
+        }
         if request.return_url:
             fields["redirect_url"] = request.return_url
         fields["signature"] = md5_sign(sign_content(fields), self._token)
         # Written by hand so the amount is a JSON number without passing through a float.
-        body = "{" + ",".join(f"{json.dumps(k)}:{v if isinstance(v, Decimal) else json.dumps(v)}"
-                              for k, v in fields.items()) + "}"
-        data = await self._call("create", "POST", "/api/v1/order/create-transaction", content=body.encode(),
-                                headers={"Content-Type": "application/json"})
+        body = (
+            "{"
+            + ",".join(f"{json.dumps(k)}:{v if isinstance(v, Decimal) else json.dumps(v)}" for k, v in fields.items())
+            + "}"
+        )
+        data = await self._call(
+            "create",
+            "POST",
+            "/api/v1/order/create-transaction",
+            content=body.encode(),
+            headers={"Content-Type": "application/json"},
+        )
         code = data.get("status_code")
         if code == DUPLICATE_ORDER:
             # epusdt cannot look a transaction up by our order id, so a create whose answer was
@@ -185,8 +201,9 @@ class EpusdtGateway:
         if status == 2 and type(status) is int:
             # Unauthenticated: anybody on the path could write "2". Never proof; the order keeps
             # waiting for the signed callback (epusdt retries it).
-            log.warning("epusdt query: the gateway reports trade %s paid; delivery waits for its signed callback",
-                        payment_id)
+            log.warning(
+                "epusdt query: the gateway reports trade %s paid; delivery waits for its signed callback", payment_id
+            )
         state = "closed" if status == 3 and type(status) is int else "pending" if status in (1, 2) else "unknown"
         return PaymentState(payment_id, order_id, state, 0, CURRENCY)
 
@@ -210,8 +227,11 @@ class EpusdtGateway:
             raise InvalidNotify("body is not a JSON object")
         try:
             for key, value in data.items():
-                if len(key) > MAX_ID_CHARS or not key.isprintable() or (
-                        isinstance(value, str) and (len(value) > MAX_VALUE_CHARS or not value.isprintable())):
+                if (
+                    len(key) > MAX_ID_CHARS
+                    or not key.isprintable()
+                    or (isinstance(value, str) and (len(value) > MAX_VALUE_CHARS or not value.isprintable()))
+                ):
                     raise ValueError("malformed field")
             content = sign_content(data)
         except ValueError as exc:
@@ -226,10 +246,16 @@ class EpusdtGateway:
             if type(status) is not int or status not in CALLBACK_STATUSES:
                 raise ValueError("bad status")
             block = data.get("block_transaction_id")
-            return Notice(payment_id=_id(data, "trade_id"), order_id=_id(data, "order_id"),
-                          merchant_id=self.merchant_id, status=CALLBACK_STATUSES[status],
-                          amount_cents=to_minor(amount, CURRENCY), currency=CURRENCY, paid_at=self._clock(),
-                          event_id=block if _is_id(block, MAX_VALUE_CHARS) else None)
+            return Notice(
+                payment_id=_id(data, "trade_id"),
+                order_id=_id(data, "order_id"),
+                merchant_id=self.merchant_id,
+                status=CALLBACK_STATUSES[status],
+                amount_cents=to_minor(amount, CURRENCY),
+                currency=CURRENCY,
+                paid_at=self._clock(),
+                event_id=block if _is_id(block, MAX_VALUE_CHARS) else None,
+            )
         except (MoneyError, ValueError) as exc:
             raise InvalidNotify(f"malformed callback ({exc})") from None
 

@@ -7,8 +7,9 @@ import re
 from decimal import Decimal, InvalidOperation
 
 # Currencies whose minor unit is the unit itself (ISO 4217 exponent 0); everything else has cents.
-ZERO_DECIMAL = frozenset({"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND",
-                          "VUV", "XAF", "XOF", "XPF"})
+ZERO_DECIMAL = frozenset(
+    {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"}
+)
 CURRENCY_RE = re.compile(r"[A-Z]{3,8}")  # ISO 4217, and tokens such as USDT
 _DECIMAL_RE = re.compile(r"[0-9]{1,15}(\.[0-9]{1,8})?")
 
@@ -22,7 +23,7 @@ def exponent(currency: str) -> int:
 
 
 def to_minor(amount: str | Decimal | int, currency: str) -> int:
-    """"9.90" CNY → 990. Only a plain decimal string, a Decimal or an int; more digits than the currency
+    """ "9.90" CNY → 990. Only a plain decimal string, a Decimal or an int; more digits than the currency
     has ("9.901"), signs, exponents, NaN, floats and bools are refused."""
     if isinstance(amount, bool) or isinstance(amount, float):
         raise MoneyError("amount is not a decimal")

@@ -31,8 +31,9 @@ class GatewayStatus:
 def build_gateways(settings: "Settings", client: httpx.AsyncClient | None = None) -> dict[str, Gateway]:
     gateways: dict[str, Gateway] = {}
     if settings.sim_secret:
-        gateways["simulator"] = SimulatorGateway(settings.sim_url, settings.sim_merchant_id, settings.sim_secret,
-                                                 client=client)
+        gateways["simulator"] = SimulatorGateway(
+            settings.sim_url, settings.sim_merchant_id, settings.sim_secret, client=client
+        )
     for section in settings.gateway_settings():
         if section.configured():
             module = importlib.import_module(f"miaofa.gateways.{section.name}")
@@ -41,8 +42,9 @@ def build_gateways(settings: "Settings", client: httpx.AsyncClient | None = None
 
 
 def gateway_statuses(settings: "Settings") -> list[GatewayStatus]:
-    statuses = [GatewayStatus("simulator", bool(settings.sim_secret),
-                              () if settings.sim_secret else ("MIAOFA_SIM_SECRET",))]
+    statuses = [
+        GatewayStatus("simulator", bool(settings.sim_secret), () if settings.sim_secret else ("MIAOFA_SIM_SECRET",))
+    ]
     for section in settings.gateway_settings():
         statuses.append(GatewayStatus(section.name, section.configured(), tuple(section.missing())))
     return statuses

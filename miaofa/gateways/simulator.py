@@ -5,7 +5,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, get_args
 from urllib.parse import quote
 
@@ -114,8 +114,9 @@ class SimulatorGateway:
         return self._state("refund", response, payment_id, order_id)
 
     async def statement(self, start: datetime, end: datetime) -> list[PaymentState]:
-        response = await self._call("statement", "GET", "/api/statements",
-                                    params={"start": start.isoformat(), "end": end.isoformat()})
+        response = await self._call(
+            "statement", "GET", "/api/statements", params={"start": start.isoformat(), "end": end.isoformat()}
+        )
         self._expect_ok("statement", response)
         try:
             rows = response.json()
@@ -126,9 +127,16 @@ class SimulatorGateway:
         states = []
         for row in rows:
             try:
-                states.append(PaymentState(payment_id=_str(row, "payment_id"), order_id=_str(row, "order_id"),
-                                           status=_status(row), amount_cents=_cents(row), currency=_currency(row),
-                                           paid_at=_when(row)))
+                states.append(
+                    PaymentState(
+                        payment_id=_str(row, "payment_id"),
+                        order_id=_str(row, "order_id"),
+                        status=_status(row),
+                        amount_cents=_cents(row),
+                        currency=_currency(row),
+                        paid_at=_when(row),
+                    )
+                )
             except ValueError as exc:
                 raise GatewayError(f"simulator statement: malformed row ({exc})") from None
         return states
@@ -186,8 +194,11 @@ class SimulatorGateway:
                 error = body["error"][:64]
         except ValueError:
             pass
-        kind = GatewayRefused if 400 <= response.status_code < 500 and response.status_code not in (401, 408, 429) \
+        kind = (
+            GatewayRefused
+            if 400 <= response.status_code < 500 and response.status_code not in (401, 408, 429)
             else GatewayError
+        )
         raise kind(f"simulator {op}: HTTP {response.status_code} {error}")
 
     def _json(self, op: str, response: httpx.Response) -> dict[str, Any]:
@@ -278,4 +289,4 @@ def _when(data: Mapping[str, Any]) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError("bad paid_at") from None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

@@ -9,7 +9,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from typing import Any
 from urllib.parse import quote
@@ -65,8 +65,9 @@ class StripeGateway:
     # Notice says merchant_id None ("already checked") and judge skips the comparison.
     merchant_id = ""
 
-    def __init__(self, settings: StripeSettings, client: httpx.AsyncClient | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, settings: StripeSettings, client: httpx.AsyncClient | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self._secret_key = settings.secret_key.get_secret_value()
         self._webhook_secret = settings.webhook_secret.get_secret_value().encode()
         self._base_url = settings.api_base.rstrip("/")
@@ -83,7 +84,7 @@ class StripeGateway:
 
     async def create_payment(self, request: PaymentRequest) -> CreatedPayment:
         expires_at = request.expires_at + SESSION_EXPIRY_MARGIN
-        latest = datetime.fromtimestamp(self._clock(), timezone.utc) + SESSION_MAX_LIFETIME
+        latest = datetime.fromtimestamp(self._clock(), UTC) + SESSION_MAX_LIFETIME
         form = {
             "mode": "payment",
             "line_items[0][price_data][currency]": request.currency.lower(),
@@ -98,8 +99,9 @@ class StripeGateway:
         }
         if request.return_url:
             form["success_url"] = form["cancel_url"] = request.return_url
-        response = await self._call("create", "POST", "/v1/checkout/sessions", data=form,
-                                    idempotency_key=request.order_id)
+        response = await self._call(
+            "create", "POST", "/v1/checkout/sessions", data=form, idempotency_key=request.order_id
+        )
         session = self._json("create", response)
         state = self._state("create", session, "", request.order_id)
         url = session.get("url")
@@ -112,8 +114,7 @@ class StripeGateway:
             raise Unsupported("stripe has no backup query host")
         session = await self._session("query", payment_id)
         if session is None:
-            return PaymentState(payment_id=payment_id, order_id=order_id, status="unknown", amount_cents=0,
-                                currency="")
+            return PaymentState(payment_id=payment_id, order_id=order_id, status="unknown", amount_cents=0, currency="")
         return self._state("query", session, payment_id, order_id)
 
     async def close(self, payment_id: str, order_id: str) -> PaymentState:
@@ -147,8 +148,14 @@ class StripeGateway:
             amount, currency = _amount(refund.get("amount")), _currency(refund.get("currency"))
         except ValueError as exc:
             raise GatewayError(f"stripe refund: malformed response ({exc})") from None
-        return PaymentState(payment_id=state.payment_id, order_id=state.order_id, status="refunded",
-                            amount_cents=amount, currency=currency, paid_at=state.paid_at)
+        return PaymentState(
+            payment_id=state.payment_id,
+            order_id=state.order_id,
+            status="refunded",
+            amount_cents=amount,
+            currency=currency,
+            paid_at=state.paid_at,
+        )
 
     async def statement(self, start: datetime, end: datetime) -> list[PaymentState]:
         raise Unsupported("stripe: no statement download here (has_statement is False)")
@@ -202,31 +209,50 @@ class StripeGateway:
         obj = data.get("object") if isinstance(data, dict) else None
         if not isinstance(obj, dict):
             raise ValueError("bad data.object")
-        at = datetime.fromtimestamp(created, timezone.utc)
+        at = datetime.fromtimestamp(created, UTC)
         if kind in PAID_EVENTS or kind in CLOSED_EVENTS:
             if obj.get("object") != "checkout.session":
                 raise ValueError("not a checkout session")
-            status: PaymentStatus = "closed" if kind in CLOSED_EVENTS else (
-                "paid" if obj.get("payment_status") == "paid" else "pending")  # an async method still running
-            return Notice(payment_id=_id(obj.get("id"), "session id"), order_id=_order_of(obj),
-                          merchant_id=None,
-                          status=status, amount_cents=_amount(obj.get("amount_total")),
-                          currency=_currency(obj.get("currency")), paid_at=at if status == "paid" else None,
-                          event_id=event_id)
+            status: PaymentStatus = (
+                "closed" if kind in CLOSED_EVENTS else ("paid" if obj.get("payment_status") == "paid" else "pending")
+            )  # an async method still running
+            return Notice(
+                payment_id=_id(obj.get("id"), "session id"),
+                order_id=_order_of(obj),
+                merchant_id=None,
+                status=status,
+                amount_cents=_amount(obj.get("amount_total")),
+                currency=_currency(obj.get("currency")),
+                paid_at=at if status == "paid" else None,
+                event_id=event_id,
+            )
         if kind == "charge.refunded":
             if obj.get("object") != "charge":
                 raise ValueError("not a charge")
             # Logged against its order (from the metadata the payment intent handed on); never proof of payment.
             metadata = obj.get("metadata")
             order_id = metadata.get("order_id") if isinstance(metadata, dict) else None
-            return Notice(payment_id=_id(obj.get("payment_intent") or obj.get("id"), "payment_intent"),
-                          order_id=_order_id(order_id) if order_id is not None else "",
-                          merchant_id=None,
-                          status="refunded", amount_cents=_amount(obj.get("amount_refunded")),
-                          currency=_currency(obj.get("currency")), paid_at=at, event_id=event_id)
+            return Notice(
+                payment_id=_id(obj.get("payment_intent") or obj.get("id"), "payment_intent"),
+                order_id=_order_id(order_id) if order_id is not None else "",
+                merchant_id=None,
+                status="refunded",
+                amount_cents=_amount(obj.get("amount_refunded")),
+                currency=_currency(obj.get("currency")),
+                paid_at=at,
+                event_id=event_id,
+            )
         # Any other event is acknowledged and changes nothing: judge ignores an "unknown" status.
-        return Notice(payment_id=event_id, order_id="", merchant_id=None,
-                      status="unknown", amount_cents=0, currency="", paid_at=None, event_id=event_id)
+        return Notice(
+            payment_id=event_id,
+            order_id="",
+            merchant_id=None,
+            status="unknown",
+            amount_cents=0,
+            currency="",
+            paid_at=None,
+            event_id=event_id,
+        )
 
     # ---- helpers ----
 
@@ -239,8 +265,9 @@ class StripeGateway:
             return None
         return self._json(op, response)
 
-    async def _call(self, op: str, method: str, path: str, data: dict[str, str] | None = None,
-                    idempotency_key: str | None = None) -> httpx.Response:
+    async def _call(
+        self, op: str, method: str, path: str, data: dict[str, str] | None = None, idempotency_key: str | None = None
+    ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self._secret_key}"}
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
@@ -251,8 +278,11 @@ class StripeGateway:
         words = [f"HTTP {response.status_code}"]
         try:
             error = response.json().get("error")
-            words += [error[k] for k in ("type", "code") if isinstance(error.get(k), str)
-                      and _ERROR_WORD_RE.fullmatch(error[k])]
+            words += [
+                error[k]
+                for k in ("type", "code")
+                if isinstance(error.get(k), str) and _ERROR_WORD_RE.fullmatch(error[k])
+            ]
         except (ValueError, AttributeError):
             pass
         message = f"stripe {op}: {' '.join(words)}"
@@ -276,9 +306,13 @@ class StripeGateway:
         try:
             if session.get("object") != "checkout.session":
                 raise ValueError("not a checkout session")
-            state = PaymentState(payment_id=_id(session.get("id"), "id"), order_id=_order_of(session),
-                                 status=_session_status(session), amount_cents=_amount(session.get("amount_total")),
-                                 currency=_currency(session.get("currency")))
+            state = PaymentState(
+                payment_id=_id(session.get("id"), "id"),
+                order_id=_order_of(session),
+                status=_session_status(session),
+                amount_cents=_amount(session.get("amount_total")),
+                currency=_currency(session.get("currency")),
+            )
         except ValueError as exc:
             raise GatewayError(f"stripe {op}: malformed response ({exc})") from None
         # An answer about another payment or order is a bug we must not act on.
@@ -349,8 +383,7 @@ def _order_of(session: Mapping[str, Any]) -> str:
 
 def _session_status(session: Mapping[str, Any]) -> PaymentStatus:
     status, payment_status = session.get("status"), session.get("payment_status")
-    if status not in ("open", "complete", "expired") or payment_status not in ("paid", "unpaid",
-                                                                              "no_payment_required"):
+    if status not in ("open", "complete", "expired") or payment_status not in ("paid", "unpaid", "no_payment_required"):
         raise ValueError("bad status")
     if payment_status == "paid":
         return "paid"

@@ -9,7 +9,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode
 
@@ -52,8 +52,14 @@ _ID_RE = re.compile(r"[0-9A-Za-z_\-]{1,64}")
 _CODE_RE = re.compile(r"[A-Z_]{1,32}")
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
 _TRADE_STATES: dict[str, PaymentStatus] = {
-    "SUCCESS": "paid", "REFUND": "refunded", "NOTPAY": "pending", "USERPAYING": "pending",
-    "CLOSED": "closed", "REVOKED": "closed", "PAYERROR": "closed"}
+    "SUCCESS": "paid",
+    "REFUND": "refunded",
+    "NOTPAY": "pending",
+    "USERPAYING": "pending",
+    "CLOSED": "closed",
+    "REVOKED": "closed",
+    "PAYERROR": "closed",
+}
 _REFUND_EVENTS = ("REFUND.SUCCESS", "REFUND.ABNORMAL", "REFUND.CLOSED")
 
 
@@ -64,16 +70,23 @@ class WechatGateway:
     partial_refund = True
     query_proves_payment = True
 
-    def __init__(self, settings: WechatSettings, client: httpx.AsyncClient | None = None,
-                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: WechatSettings,
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.merchant_id = settings.mchid
         self._appid = settings.appid
         self._serial_no = settings.cert_serial_no
-        self._private_key = load_private_key(settings.private_key.get_secret_value(),
-                                             WechatSettings.env_name("private_key"))
+        self._private_key = load_private_key(
+            settings.private_key.get_secret_value(), WechatSettings.env_name("private_key")
+        )
         self._apiv3_key = settings.apiv3_key.get_secret_value().encode()
-        public_key = (load_public_key(settings.public_key, WechatSettings.env_name("public_key"))
-                      if settings.public_key else None)
+        public_key = (
+            load_public_key(settings.public_key, WechatSettings.env_name("public_key")) if settings.public_key else None
+        )
         self._public_key_id = settings.public_key_id
         self._keys = PlatformKeys(public_key, settings.public_key_id, self._fetch_certificates, monotonic)
         self._urls = {"primary": settings.base_url.rstrip("/"), "backup": settings.backup_url.rstrip("/")}
@@ -90,9 +103,14 @@ class WechatGateway:
             raise GatewayRefused("wechat create: Native pay takes CNY only")
         no = _trade_no(request.order_id, "create")
         payload = {
-            "appid": self._appid, "mchid": self.merchant_id, "description": (request.subject or no)[:127],
-            "out_trade_no": no, "time_expire": request.expires_at.astimezone(CHINA).isoformat(timespec="seconds"),
-            "notify_url": request.notify_url, "amount": {"total": request.amount_cents, "currency": "CNY"}}
+            "appid": self._appid,
+            "mchid": self.merchant_id,
+            "description": (request.subject or no)[:127],
+            "out_trade_no": no,
+            "time_expire": request.expires_at.astimezone(CHINA).isoformat(timespec="seconds"),
+            "notify_url": request.notify_url,
+            "amount": {"total": request.amount_cents, "currency": "CNY"},
+        }
         data = await self._json("create", "POST", "/v3/pay/transactions/native", payload=payload)
         code_url = data.get("code_url")
         if not isinstance(code_url, str) or not 0 < len(code_url) <= 512 or not code_url.isprintable():
@@ -101,16 +119,22 @@ class WechatGateway:
 
     async def query(self, payment_id: str, order_id: str, channel: QueryChannel = "primary") -> PaymentState:
         no = _trade_no(payment_id or order_id, "query")
-        response = await self._call("query", "GET", f"/v3/pay/transactions/out-trade-no/{no}",
-                                    params={"mchid": self.merchant_id}, channel=channel)
+        response = await self._call(
+            "query",
+            "GET",
+            f"/v3/pay/transactions/out-trade-no/{no}",
+            params={"mchid": self.merchant_id},
+            channel=channel,
+        )
         if response.status_code == 404 and _error_code(response) == "ORDER_NOT_EXIST":
             return PaymentState(payment_id=no, order_id=no, status="unknown", amount_cents=0, currency="")
         return self._transaction("query", self._expect_json("query", response, 200), no)
 
     async def close(self, payment_id: str, order_id: str) -> PaymentState:
         no = _trade_no(payment_id or order_id, "close")
-        response = await self._call("close", "POST", f"/v3/pay/transactions/out-trade-no/{no}/close",
-                                    payload={"mchid": self.merchant_id})
+        response = await self._call(
+            "close", "POST", f"/v3/pay/transactions/out-trade-no/{no}/close", payload={"mchid": self.merchant_id}
+        )
         refused: GatewayRefused | None = None
         try:
             self._expect("close", response, 204)
@@ -130,8 +154,11 @@ class WechatGateway:
             raise GatewayRefused(f"wechat refund: the payment is {paid.status}")
         if not 0 < amount_cents <= paid.amount_cents:
             raise GatewayRefused("wechat refund: amount exceeds the payment")
-        payload = {"out_trade_no": no, "out_refund_no": refund_id,
-                   "amount": {"refund": amount_cents, "total": paid.amount_cents, "currency": paid.currency}}
+        payload = {
+            "out_trade_no": no,
+            "out_refund_no": refund_id,
+            "amount": {"refund": amount_cents, "total": paid.amount_cents, "currency": paid.currency},
+        }
         data = await self._json("refund", "POST", "/v3/refund/domestic/refunds", payload=payload)
         try:
             if _text(data, "out_refund_no", _ID_RE) != refund_id or _text(data, "out_trade_no", _OUT_TRADE_NO_RE) != no:
@@ -145,8 +172,14 @@ class WechatGateway:
         if status not in ("SUCCESS", "PROCESSING"):
             shown = status if isinstance(status, str) and _CODE_RE.fullmatch(status) else "refused"
             raise GatewayRefused(f"wechat refund: {shown}")
-        return PaymentState(payment_id=no, order_id=no, status="refunded", amount_cents=refunded,
-                            currency=paid.currency, paid_at=paid.paid_at)
+        return PaymentState(
+            payment_id=no,
+            order_id=no,
+            status="refunded",
+            amount_cents=refunded,
+            currency=paid.currency,
+            paid_at=paid.paid_at,
+        )
 
     async def statement(self, start: datetime, end: datetime) -> list[PaymentState]:
         raise Unsupported("wechat has no statement here (the bill download is not implemented)")
@@ -197,8 +230,11 @@ class WechatGateway:
 
     def _transaction(self, op: str, data: dict[str, Any], no: str) -> PaymentState:
         try:
-            if (data.get("mchid") != self.merchant_id or data.get("appid") != self._appid
-                    or data.get("out_trade_no") != no):
+            if (
+                data.get("mchid") != self.merchant_id
+                or data.get("appid") != self._appid
+                or data.get("out_trade_no") != no
+            ):
                 raise GatewayError(f"wechat {op}: answer for another payment")
             status = _trade_state(data)
             amount = data.get("amount")
@@ -209,8 +245,9 @@ class WechatGateway:
             paid_at = _when(data, required=status == "paid")
         except ValueError as exc:
             raise GatewayError(f"wechat {op}: malformed answer ({exc})") from None
-        return PaymentState(payment_id=no, order_id=no, status=status, amount_cents=total, currency=currency,
-                            paid_at=paid_at)
+        return PaymentState(
+            payment_id=no, order_id=no, status=status, amount_cents=total, currency=currency, paid_at=paid_at
+        )
 
     def _transaction_notice(self, data: dict[str, Any], event_id: str) -> Notice:
         if data.get("appid") != self._appid:
@@ -219,9 +256,16 @@ class WechatGateway:
         status = _trade_state(data)
         amount = _object(data, "amount")
         # Whether the merchant and amount are ours is judged with the rest (miaofa.payments.proof.judge).
-        return Notice(payment_id=no, order_id=no, merchant_id=_text(data, "mchid", _ID_RE), status=status,
-                      amount_cents=_fen(amount, "total"), currency=_currency(amount),
-                      paid_at=_when(data, required=status == "paid"), event_id=event_id)
+        return Notice(
+            payment_id=no,
+            order_id=no,
+            merchant_id=_text(data, "mchid", _ID_RE),
+            status=status,
+            amount_cents=_fen(amount, "total"),
+            currency=_currency(amount),
+            paid_at=_when(data, required=status == "paid"),
+            event_id=event_id,
+        )
 
     def _refund_notice(self, data: dict[str, Any], event_id: str) -> Notice:
         # A refund resource names no appid (and no currency: refunds are in the payment's CNY).
@@ -231,24 +275,42 @@ class WechatGateway:
         amount = _object(data, "amount")
         _fen(amount, "total")
         currency = _currency(amount) if "currency" in amount else "CNY"
-        return Notice(payment_id=no, order_id=no, merchant_id=_text(data, "mchid", _ID_RE), status="refunded",
-                      amount_cents=_fen(amount, "refund"), currency=currency,
-                      paid_at=_when(data, required=False), event_id=event_id)
+        return Notice(
+            payment_id=no,
+            order_id=no,
+            merchant_id=_text(data, "mchid", _ID_RE),
+            status="refunded",
+            amount_cents=_fen(amount, "refund"),
+            currency=currency,
+            paid_at=_when(data, required=False),
+            event_id=event_id,
+        )
 
     # ---- HTTP ----
 
-    async def _call(self, op: str, method: str, path: str, params: dict[str, str] | None = None,
-                    payload: dict[str, Any] | None = None, channel: QueryChannel = "primary",
-                    verify: bool = True) -> httpx.Response:
+    async def _call(
+        self,
+        op: str,
+        method: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        payload: dict[str, Any] | None = None,
+        channel: QueryChannel = "primary",
+        verify: bool = True,
+    ) -> httpx.Response:
         path_query = path + ("?" + urlencode(params) if params else "")
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() if payload is not None else b""
-        headers = {"Authorization": authorization(self._private_key, self.merchant_id, self._serial_no, method,
-                                                  path_query, body, int(self._clock())),
-                   "Accept": "application/json", "Content-Type": "application/json", "User-Agent": "miaofa/1"}
+        headers = {
+            "Authorization": authorization(
+                self._private_key, self.merchant_id, self._serial_no, method, path_query, body, int(self._clock())
+            ),
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "User-Agent": "miaofa/1",
+        }
         if self._public_key_id:  # answers are then signed with the public key, not a platform certificate
             headers["Wechatpay-Serial"] = self._public_key_id
-        response = await self._http.request(op, method, self._urls[channel] + path_query, content=body,
-                                            headers=headers)
+        response = await self._http.request(op, method, self._urls[channel] + path_query, content=body, headers=headers)
         if response.status_code >= 500:
             raise GatewayError(f"wechat {op}: HTTP {response.status_code}")
         if verify and 200 <= response.status_code < 300:
@@ -284,7 +346,7 @@ class WechatGateway:
         response = await self._call("certificates", "GET", "/v3/certificates", verify=False)
         self._expect("certificates", response, 200)
         try:
-            certs = read_certificates(response.content, self._apiv3_key, datetime.now(timezone.utc))
+            certs = read_certificates(response.content, self._apiv3_key, datetime.now(UTC))
             signed = read_signed_headers(response.headers, self._clock(), require_type=False)
             key = certs.get(int(signed.serial, 16))
             if key is None:
@@ -371,4 +433,4 @@ def _when(data: Mapping[str, Any], required: bool) -> datetime | None:
         raise ValueError("bad success_time") from None
     if parsed.tzinfo is None:  # RFC 3339 always names its offset
         raise ValueError("bad success_time")
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)

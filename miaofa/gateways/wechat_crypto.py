@@ -56,8 +56,7 @@ def _der_or_pem(value: str) -> tuple[bytes, bool]:
 def load_private_key(value: str, setting: str) -> rsa.RSAPrivateKey:
     try:
         data, pem = _der_or_pem(value)
-        key = (serialization.load_pem_private_key(data, None) if pem
-               else serialization.load_der_private_key(data, None))
+        key = serialization.load_pem_private_key(data, None) if pem else serialization.load_der_private_key(data, None)
     except (ValueError, TypeError):
         # The key's own text never goes into the message.
         raise ValueError(f"{setting} is not a readable private key") from None
@@ -95,14 +94,24 @@ def rsa_verify(key: rsa.RSAPublicKey, message: bytes, signature: str) -> bool:
     return True
 
 
-def authorization(key: rsa.RSAPrivateKey, mchid: str, serial_no: str, method: str, path_query: str, body: bytes,
-                  timestamp: int, nonce: str | None = None) -> str:
+def authorization(
+    key: rsa.RSAPrivateKey,
+    mchid: str,
+    serial_no: str,
+    method: str,
+    path_query: str,
+    body: bytes,
+    timestamp: int,
+    nonce: str | None = None,
+) -> str:
     """The Authorization header of a merchant request: METHOD\\nPATH?QUERY\\nTS\\nNONCE\\nBODY\\n signed."""
     nonce = nonce or secrets.token_hex(16)
     message = f"{method}\n{path_query}\n{timestamp}\n{nonce}\n".encode() + body + b"\n"
     signature = rsa_sign(key, message)
-    return (f'{SCHEME} mchid="{mchid}",nonce_str="{nonce}",signature="{signature}",'
-            f'timestamp="{timestamp}",serial_no="{serial_no}"')
+    return (
+        f'{SCHEME} mchid="{mchid}",nonce_str="{nonce}",signature="{signature}",'
+        f'timestamp="{timestamp}",serial_no="{serial_no}"'
+    )
 
 
 def signed_message(timestamp: str, nonce: str, body: bytes) -> bytes:
@@ -184,8 +193,11 @@ def read_certificates(body: bytes, apiv3_key: bytes, now: datetime) -> dict[int,
             pem = decrypt(apiv3_key, sealed["nonce"], sealed.get("associated_data") or "", sealed["ciphertext"])
             cert = x509.load_pem_x509_certificate(pem)
             serial = entry["serial_no"]
-            if not isinstance(serial, str) or not _HEX_SERIAL_RE.fullmatch(serial) \
-                    or int(serial, 16) != cert.serial_number:
+            if (
+                not isinstance(serial, str)
+                or not _HEX_SERIAL_RE.fullmatch(serial)
+                or int(serial, 16) != cert.serial_number
+            ):
                 continue
             key = cert.public_key()
         except (KeyError, TypeError, AttributeError, ValueError):
@@ -202,9 +214,13 @@ class PlatformKeys:
     CERT_REFRESH_SECONDS however many unknown serials arrive (a flood must not make us hammer WeChat).
     """
 
-    def __init__(self, public_key: rsa.RSAPublicKey | None, public_key_id: str,
-                 fetch: Callable[[], Awaitable[dict[int, rsa.RSAPublicKey]]],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        public_key: rsa.RSAPublicKey | None,
+        public_key_id: str,
+        fetch: Callable[[], Awaitable[dict[int, rsa.RSAPublicKey]]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._public_key = public_key
         self._public_key_id = public_key_id
         self._fetch = fetch
@@ -235,4 +251,3 @@ class PlatformKeys:
 def verify_signed(key: rsa.RSAPublicKey, signed: SignedHeaders, body: bytes) -> None:
     if not rsa_verify(key, signed_message(signed.timestamp, signed.nonce, body), signed.signature):
         raise SignatureError("bad signature")
-

@@ -38,10 +38,21 @@ class SendFailed(Exception):
 
 
 class Dispatcher:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault, mailer: Mailer, *,
-                 shop_url: str, webhook_url: str = "", webhook_secret: str = "",
-                 backoff: outbox.Backoff = outbox.Backoff(), batch: int = 10, poll_seconds: float = 1.0,
-                 lease_seconds: float = 120.0, meter: MetricMeter | None = None) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        vault: Vault,
+        mailer: Mailer,
+        *,
+        shop_url: str,
+        webhook_url: str = "",
+        webhook_secret: str = "",
+        backoff: outbox.Backoff = outbox.Backoff(),
+        batch: int = 10,
+        poll_seconds: float = 1.0,
+        lease_seconds: float = 120.0,
+        meter: MetricMeter | None = None,
+    ) -> None:
         self.sessionmaker, self.vault, self.mailer = sessionmaker, vault, mailer
         self.shop_url = shop_url.rstrip("/")
         self.webhook_url, self.webhook_secret = webhook_url, webhook_secret
@@ -49,13 +60,16 @@ class Dispatcher:
         meter = meter or MetricMeter.noop
         self._sent = meter.create_counter("miaofa_outbox_sent", "Outbox messages sent (or skipped: nowhere to send)")
         self._retried = meter.create_counter("miaofa_outbox_retried", "Outbox sends that failed and will be retried")
-        self._failed = meter.create_counter("miaofa_outbox_failed",
-                                            "Outbox messages given up after a day of failed sends")
+        self._failed = meter.create_counter(
+            "miaofa_outbox_failed", "Outbox messages given up after a day of failed sends"
+        )
         self._http = httpx.AsyncClient(timeout=webhooks.TIMEOUT_SECONDS)
         self._pruned_at = 0.0
         self._senders: dict[str, Callable[[outbox.Claimed], Awaitable[str]]] = {
-            "email.refunded": self._refund_email, "email.coupon": self._coupon_email,
-            outbox.LOOKUP_TOPIC: self._lookup_email}
+            "email.refunded": self._refund_email,
+            "email.coupon": self._coupon_email,
+            outbox.LOOKUP_TOPIC: self._lookup_email,
+        }
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -77,8 +91,11 @@ class Dispatcher:
     async def run_once(self) -> int:
         """One round: claim, send, mark. Returns how many rows it handled."""
         async with self.sessionmaker.begin() as session:
-            await outbox.skip_unsendable(session, no_webhook_url=not (self.webhook_url and self.webhook_secret),
-                                         no_mail=not self.mailer.configured)
+            await outbox.skip_unsendable(
+                session,
+                no_webhook_url=not (self.webhook_url and self.webhook_secret),
+                no_mail=not self.mailer.configured,
+            )
             claimed = await outbox.claim(session, self.batch, self.lease_seconds)
         if claimed:
             await asyncio.gather(*(self._deliver(message) for message in claimed))
@@ -99,12 +116,24 @@ class Dispatcher:
                 status = await outbox.retry_or_fail(session, message, reason, self.backoff)
             if status == outbox.FAILED:
                 self._failed.add(1, labels)
-                log.error("outbox %s %s (order %s) failed for good after %d attempts: %s", message.topic,
-                          message.event_id, message.order_id, message.attempts, reason)
+                log.error(
+                    "outbox %s %s (order %s) failed for good after %d attempts: %s",
+                    message.topic,
+                    message.event_id,
+                    message.order_id,
+                    message.attempts,
+                    reason,
+                )
             elif status is not None:
                 self._retried.add(1, labels)
-                log.warning("outbox %s %s (order %s) attempt %d failed: %s", message.topic, message.event_id,
-                            message.order_id, message.attempts, reason)
+                log.warning(
+                    "outbox %s %s (order %s) attempt %d failed: %s",
+                    message.topic,
+                    message.event_id,
+                    message.order_id,
+                    message.attempts,
+                    reason,
+                )
             return
         async with self.sessionmaker.begin() as session:
             await outbox.finish(session, message, status)
@@ -122,9 +151,13 @@ class Dispatcher:
 
     async def _webhook(self, message: outbox.Claimed) -> str:
         async with self.sessionmaker() as session:
-            order, product = (await session.execute(
-                select(Order, Product).join(Product, Product.id == Order.product_id)
-                .where(Order.id == message.order_id))).one()
+            order, product = (
+                await session.execute(
+                    select(Order, Product)
+                    .join(Product, Product.id == Order.product_id)
+                    .where(Order.id == message.order_id)
+                )
+            ).one()
             coupon = await session.scalar(select(Coupon).where(Coupon.issued_for_order_id == order.id))
         url = product.webhook_url or self.webhook_url
         if not url or not self.webhook_secret:
@@ -137,14 +170,24 @@ class Dispatcher:
 
     def _info(self, order: Order, product: Product) -> emails.OrderInfo:
         link = emails.order_link(self.shop_url, order.id, self.vault.order_token(order.id))
-        return emails.OrderInfo(order.id, link, product.name, order.quantity, order.amount_cents, order.currency,
-                                order.status, order.created_at)
+        return emails.OrderInfo(
+            order.id,
+            link,
+            product.name,
+            order.quantity,
+            order.amount_cents,
+            order.currency,
+            order.status,
+            order.created_at,
+        )
 
     async def _order(self, order_id: str | None) -> tuple[Order, Product, Coupon | None]:
         async with self.sessionmaker() as session:
-            order, product = (await session.execute(
-                select(Order, Product).join(Product, Product.id == Order.product_id)
-                .where(Order.id == order_id))).one()
+            order, product = (
+                await session.execute(
+                    select(Order, Product).join(Product, Product.id == Order.product_id).where(Order.id == order_id)
+                )
+            ).one()
             coupon = await session.scalar(select(Coupon).where(Coupon.issued_for_order_id == order_id))
         return order, product, coupon
 
@@ -158,18 +201,26 @@ class Dispatcher:
         order, product, coupon = await self._order(message.order_id)
         if coupon is None:
             return outbox.SKIPPED
-        off = (f"{coupon.percent_off}%" if coupon.percent_off is not None
-               else f"{coupon.amount_off_cents} {coupon.currency} (minor units)")
+        off = (
+            f"{coupon.percent_off}%"
+            if coupon.percent_off is not None
+            else f"{coupon.amount_off_cents} {coupon.currency} (minor units)"
+        )
         mail = emails.coupon(self._info(order, product), coupon.code, off, coupon.expires_at, order.lang)
         await self._mail(order.email, mail)
         return outbox.SENT
 
     async def _lookup_email(self, message: outbox.Claimed) -> str:
         async with self.sessionmaker() as session:
-            found = (await session.execute(
-                select(Order, Product).join(Product, Product.id == Order.product_id)
-                .where(Order.buyer_hash == message.buyer_hash)
-                .order_by(Order.created_at.desc(), Order.id).limit(LOOKUP_LIMIT))).all()
+            found = (
+                await session.execute(
+                    select(Order, Product)
+                    .join(Product, Product.id == Order.product_id)
+                    .where(Order.buyer_hash == message.buyer_hash)
+                    .order_by(Order.created_at.desc(), Order.id)
+                    .limit(LOOKUP_LIMIT)
+                )
+            ).all()
         if not found:
             return outbox.SKIPPED  # an address with no orders gets nothing (the API said the same either way)
         mail = emails.lookup([self._info(order, product) for order, product in found], message.detail.get("lang"))

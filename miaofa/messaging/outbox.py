@@ -47,14 +47,34 @@ LOOKUP_TOPIC = "email.lookup"
 def emit(session: AsyncSession, event: Event, order_id: str, at: datetime) -> None:
     """Queue what an event sends, in the caller's transaction (the one that makes it true)."""
     for channel, topic in SENDS[event]:
-        session.add(OutboxMessage(event_id=uuid.uuid4().hex, channel=channel, topic=topic, order_id=order_id,
-                                  detail={"at": at.isoformat()}, status=PENDING, attempts=0, last_error=""))
+        session.add(
+            OutboxMessage(
+                event_id=uuid.uuid4().hex,
+                channel=channel,
+                topic=topic,
+                order_id=order_id,
+                detail={"at": at.isoformat()},
+                status=PENDING,
+                attempts=0,
+                last_error="",
+            )
+        )
 
 
 def queue_lookup(session: AsyncSession, buyer_hash: str, lang: str | None) -> None:
     """The buyer asked for links to their orders: the sender finds them (if any) by the buyer hash."""
-    session.add(OutboxMessage(event_id=uuid.uuid4().hex, channel=EMAIL, topic=LOOKUP_TOPIC, buyer_hash=buyer_hash,
-                              detail={"lang": lang} if lang else {}, status=PENDING, attempts=0, last_error=""))
+    session.add(
+        OutboxMessage(
+            event_id=uuid.uuid4().hex,
+            channel=EMAIL,
+            topic=LOOKUP_TOPIC,
+            buyer_hash=buyer_hash,
+            detail={"lang": lang} if lang else {},
+            status=PENDING,
+            attempts=0,
+            last_error="",
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -100,22 +120,28 @@ async def skip_unsendable(session: AsyncSession, *, no_webhook_url: bool, no_mai
     of their own when no global URL is set, and every email when no SMTP server is. Cheaper than
     claiming and reading each row, and most shops have no webhook."""
     if no_webhook_url:
-        await session.execute(text("""
+        await session.execute(
+            text("""
             UPDATE outbox o SET status = 'skipped', sent_at = now()
             FROM orders r JOIN products p ON p.id = r.product_id
-            WHERE o.status = 'pending' AND o.channel = 'webhook' AND r.id = o.order_id AND p.webhook_url IS NULL"""))
+            WHERE o.status = 'pending' AND o.channel = 'webhook' AND r.id = o.order_id AND p.webhook_url IS NULL""")
+        )
     if no_mail:
-        await session.execute(text("UPDATE outbox SET status = 'skipped', sent_at = now() "
-                                   "WHERE status = 'pending' AND channel = 'email'"))
+        await session.execute(
+            text("UPDATE outbox SET status = 'skipped', sent_at = now() WHERE status = 'pending' AND channel = 'email'")
+        )
 
 
 async def finish(session: AsyncSession, message: Claimed, status: str) -> bool:
     """Mark sent (or skipped). False when the row is no longer ours (its lease ran out and it was
     claimed again): the newer claim decides."""
     done = await session.execute(
-        update(OutboxMessage).where(OutboxMessage.id == message.id, OutboxMessage.attempts == message.attempts,
-                                    OutboxMessage.status == PENDING)
-        .values(status=status, sent_at=text("now()"), last_error=""))
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == message.id, OutboxMessage.attempts == message.attempts, OutboxMessage.status == PENDING
+        )
+        .values(status=status, sent_at=text("now()"), last_error="")
+    )
     return done.rowcount == 1
 
 
@@ -129,14 +155,21 @@ async def retry_or_fail(session: AsyncSession, message: Claimed, error: str, bac
     if status == PENDING:
         values["next_attempt_at"] = text(f"now() + make_interval(secs => {backoff.delay(message.attempts):.3f})")
     done = await session.execute(
-        update(OutboxMessage).where(OutboxMessage.id == message.id, OutboxMessage.attempts == message.attempts,
-                                    OutboxMessage.status == PENDING).values(**values))
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == message.id, OutboxMessage.attempts == message.attempts, OutboxMessage.status == PENDING
+        )
+        .values(**values)
+    )
     return status if done.rowcount == 1 else None
 
 
 async def prune(session: AsyncSession, older_than: timedelta) -> int:
     """Sent and skipped rows are history after a while; failed ones stay for a person to look at."""
     pruned = await session.execute(
-        text("DELETE FROM outbox WHERE status IN ('sent','skipped') AND created_at < now() - make_interval(secs => :s)"),
-        {"s": older_than.total_seconds()})
+        text(
+            "DELETE FROM outbox WHERE status IN ('sent','skipped') AND created_at < now() - make_interval(secs => :s)"
+        ),
+        {"s": older_than.total_seconds()},
+    )
     return pruned.rowcount

@@ -45,8 +45,13 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | No
 def event_body(event_id: str, topic: str, at: str, order: Order, coupon: Coupon | None) -> bytes:
     """The event's JSON: ids, amounts and times; the buyer by their hash only."""
     data: dict[str, Any] = {
-        "order_id": order.id, "sku": order.sku, "quantity": order.quantity, "amount_cents": order.amount_cents,
-        "currency": order.currency, "gateway": order.gateway, "buyer_hash": order.buyer_hash,
+        "order_id": order.id,
+        "sku": order.sku,
+        "quantity": order.quantity,
+        "amount_cents": order.amount_cents,
+        "currency": order.currency,
+        "gateway": order.gateway,
+        "buyer_hash": order.buyer_hash,
     }
     if topic == "order.paid":
         data["paid_at"] = order.paid_at.isoformat() if order.paid_at else at
@@ -56,20 +61,26 @@ def event_body(event_id: str, topic: str, at: str, order: Order, coupon: Coupon 
         data["refunded_at"] = at
     elif topic == "order.coupon_issued" and coupon is not None:
         # The code is the buyer's (sent to them); the merchant sees what it is worth.
-        data["coupon"] = {"percent_off": coupon.percent_off, "amount_off_cents": coupon.amount_off_cents,
-                          "expires_at": coupon.expires_at.isoformat()}
+        data["coupon"] = {
+            "percent_off": coupon.percent_off,
+            "amount_off_cents": coupon.amount_off_cents,
+            "expires_at": coupon.expires_at.isoformat(),
+        }
     event = {"id": event_id, "type": topic, "created_at": at, "data": data}
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 async def post(http: httpx.AsyncClient, url: str, secret: str, event_id: str, body: bytes) -> None:
     timestamp = str(int(time.time()))
-    headers = {"Content-Type": "application/json", "User-Agent": "Miaofa-Webhooks/1",
-               "Miaofa-Event-Id": event_id, "Miaofa-Timestamp": timestamp,
-               "Miaofa-Signature": signature(secret, timestamp, body)}
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Miaofa-Webhooks/1",
+        "Miaofa-Event-Id": event_id,
+        "Miaofa-Timestamp": timestamp,
+        "Miaofa-Signature": signature(secret, timestamp, body),
+    }
     try:
-        answer = await http.post(url, content=body, headers=headers, timeout=TIMEOUT_SECONDS,
-                                 follow_redirects=False)
+        answer = await http.post(url, content=body, headers=headers, timeout=TIMEOUT_SECONDS, follow_redirects=False)
     except httpx.TimeoutException:
         raise WebhookFailed("timeout") from None
     except httpx.HTTPError as exc:

@@ -47,9 +47,17 @@ def replayed_request(headers: Mapping[str, str], body: str) -> tuple[dict[str, s
     return request_headers, body.encode(), QueryParams("")
 
 
-async def handle(sessionmaker: async_sessionmaker[AsyncSession], signaller: Signaller, gateway: str,
-                 adapter: Gateway, headers: Mapping[str, str], body: bytes, query: Mapping[str, str],
-                 stored: tuple[Mapping[str, str], bytes], may_log_rejected: Callable[[], bool]) -> Handled:
+async def handle(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    signaller: Signaller,
+    gateway: str,
+    adapter: Gateway,
+    headers: Mapping[str, str],
+    body: bytes,
+    query: Mapping[str, str],
+    stored: tuple[Mapping[str, str], bytes],
+    may_log_rejected: Callable[[], bool],
+) -> Handled:
     stored_headers, stored_body = stored
     logs.bind_order(None)  # a replay runs many notifies in one task
     try:
@@ -64,11 +72,19 @@ async def handle(sessionmaker: async_sessionmaker[AsyncSession], signaller: Sign
             REJECTED_UNLOGGED.labels(gateway).inc()
         return _done(gateway, "rejected", str(exc), adapter.nack(str(exc)))
 
-    proof = Proof(notice.payment_id, notice.order_id, notice.status, notice.amount_cents, notice.currency,
-                  notice.paid_at, notice.merchant_id)
+    proof = Proof(
+        notice.payment_id,
+        notice.order_id,
+        notice.status,
+        notice.amount_cents,
+        notice.currency,
+        notice.paid_at,
+        notice.merchant_id,
+    )
     async with sessionmaker.begin() as session:
-        decision = await records.accept_notify(session, gateway, adapter.merchant_id, proof, stored_headers,
-                                               stored_body)
+        decision = await records.accept_notify(
+            session, gateway, adapter.merchant_id, proof, stored_headers, stored_body
+        )
     logs.bind_order(decision.order_id)
     if decision.outcome == "foreign":
         return _done(gateway, decision.outcome, "another merchant's payment", adapter.nack("not ours"))
@@ -80,9 +96,15 @@ async def handle(sessionmaker: async_sessionmaker[AsyncSession], signaller: Sign
     if outcome == "accepted" and decision.order_id is not None:
         if not await signaller.payment(decision.order_id, decision.notify_id):
             outcome = "stray"  # the order's workflow has closed: the money goes back
-            stray = c.StrayPayment(gateway=gateway, payment_id=proof.payment_id, order_id=proof.order_id,
-                                   amount_cents=proof.amount_cents, currency=proof.currency, reason="order_closed",
-                                   found_by="notify")
+            stray = c.StrayPayment(
+                gateway=gateway,
+                payment_id=proof.payment_id,
+                order_id=proof.order_id,
+                amount_cents=proof.amount_cents,
+                currency=proof.currency,
+                reason="order_closed",
+                found_by="notify",
+            )
             async with sessionmaker.begin() as session:
                 await records.mark_orphaned(session, decision.notify_id)
     if stray is not None:

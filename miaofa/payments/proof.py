@@ -5,9 +5,10 @@ Every way money is seen — a verified notify, a poll, the buyer's check, a clos
 a stray's review, a reconciliation statement — is judged here, so they can never disagree.
 """
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from miaofa import steps as s
 from miaofa.db.models import Order, Payment
@@ -54,8 +55,9 @@ def order_at(order: Order | None, gateway: str | None) -> Order | None:
     return order if order is not None and gateway in (None, order.gateway) else None
 
 
-def judge(order: Order | None, payment: Payment | None, proof: Proof, *, gateway: str | None,
-          merchant_id: str | None = None) -> Judgement:
+def judge(
+    order: Order | None, payment: Payment | None, proof: Proof, *, gateway: str | None, merchant_id: str | None = None
+) -> Judgement:
     """The rule: a paid proof is the order's payment when gateway, merchant, payment id, amount and
     currency match.
 

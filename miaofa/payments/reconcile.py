@@ -30,7 +30,8 @@ SETTLED = (c.DELIVERED, c.REFUNDED)
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # paid_not_delivered | unknown_order | other_payment | wrong_amount | delivered_not_paid | refunded_at_gateway
+    # paid_not_delivered | unknown_order | other_payment | wrong_amount | delivered_not_paid | refunded_at_gateway
+    kind: str
     action: str  # NUDGE | REFUND | FLAG
     gateway: str
     payment_id: str
@@ -39,13 +40,20 @@ class Finding:
     currency: str
 
     def stray(self, reason: str | None = None) -> c.StrayPayment:
-        return c.StrayPayment(gateway=self.gateway, payment_id=self.payment_id, order_id=self.order_id,
-                              amount_cents=self.amount_cents, currency=self.currency, reason=reason or self.kind,
-                              found_by="reconcile")
+        return c.StrayPayment(
+            gateway=self.gateway,
+            payment_id=self.payment_id,
+            order_id=self.order_id,
+            amount_cents=self.amount_cents,
+            currency=self.currency,
+            reason=reason or self.kind,
+            found_by="reconcile",
+        )
 
 
-async def compare(session: AsyncSession, gateway: str, entries: list[PaymentState], start: datetime,
-                  end: datetime) -> list[Finding]:
+async def compare(
+    session: AsyncSession, gateway: str, entries: list[PaymentState], start: datetime, end: datetime
+) -> list[Finding]:
     order_ids = {entry.order_id for entry in entries if len(entry.order_id) <= 40}
     known = {order.id: order for order in await session.scalars(select(Order).where(Order.id.in_(order_ids)))}
     paid_rows = {p.order_id: p for p in await session.scalars(select(Payment).where(Payment.order_id.in_(order_ids)))}
@@ -55,12 +63,15 @@ async def compare(session: AsyncSession, gateway: str, entries: list[PaymentStat
         found = _finding(gateway, entry)
         if entry.status == "refunded":
             ours = order_at(order, gateway)
-            if (ours is not None and ours.status == c.DELIVERED
-                    and payment is not None and payment.payment_id == entry.payment_id):
+            if (
+                ours is not None
+                and ours.status == c.DELIVERED
+                and payment is not None
+                and payment.payment_id == entry.payment_id
+            ):
                 findings.append(replace(found, kind="refunded_at_gateway", action=FLAG))
             continue
-        proof = Proof(entry.payment_id, entry.order_id, entry.status, entry.amount_cents, entry.currency,
-                      entry.paid_at)
+        proof = Proof(entry.payment_id, entry.order_id, entry.status, entry.amount_cents, entry.currency, entry.paid_at)
         judgement = judge(order, payment, proof, gateway=gateway)
         if judgement.verdict == s.STRAY:
             findings.append(replace(found, kind=judgement.reason, action=REFUND))
@@ -70,7 +81,8 @@ async def compare(session: AsyncSession, gateway: str, entries: list[PaymentStat
     delivered = await session.execute(
         select(Order.id, Payment.payment_id, Order.amount_cents, Order.currency)
         .join(Payment, Payment.order_id == Order.id)
-        .where(Order.gateway == gateway, Order.status == c.DELIVERED, Order.paid_at >= start, Order.paid_at < end))
+        .where(Order.gateway == gateway, Order.status == c.DELIVERED, Order.paid_at >= start, Order.paid_at < end)
+    )
     for order_id, payment_id, amount, currency in delivered.all():
         if payment_id not in seen:
             findings.append(Finding("delivered_not_paid", FLAG, gateway, payment_id, order_id, amount, currency))
@@ -85,24 +97,46 @@ async def save(session: AsyncSession, findings: list[Finding], at: datetime) -> 
     """Keep each finding once, counting how often it was seen; a new one goes on its order's timeline."""
     for finding in findings:
         inserted = await session.execute(
-            insert(ReconcileFinding).values(
-                gateway=finding.gateway, payment_id=finding.payment_id, order_id=finding.order_id[:64],
-                kind=finding.kind, action=finding.action, amount_cents=finding.amount_cents,
-                currency=finding.currency, first_seen_at=at, last_seen_at=at, times_seen=1)
+            insert(ReconcileFinding)
+            .values(
+                gateway=finding.gateway,
+                payment_id=finding.payment_id,
+                order_id=finding.order_id[:64],
+                kind=finding.kind,
+                action=finding.action,
+                amount_cents=finding.amount_cents,
+                currency=finding.currency,
+                first_seen_at=at,
+                last_seen_at=at,
+                times_seen=1,
+            )
             .on_conflict_do_update(
                 index_elements=["gateway", "payment_id", "kind"],
-                set_={"action": finding.action, "last_seen_at": at,
-                      "times_seen": ReconcileFinding.times_seen + 1})
-            .returning(ReconcileFinding.times_seen))
+                set_={"action": finding.action, "last_seen_at": at, "times_seen": ReconcileFinding.times_seen + 1},
+            )
+            .returning(ReconcileFinding.times_seen)
+        )
         if inserted.scalar_one() != 1:
             continue
-        audit.record(session, "reconcile", f"reconcile.{finding.kind}", f"{finding.gateway}:{finding.payment_id}",
-                     order_id=finding.order_id, repair=finding.action)
+        audit.record(
+            session,
+            "reconcile",
+            f"reconcile.{finding.kind}",
+            f"{finding.gateway}:{finding.payment_id}",
+            order_id=finding.order_id,
+            repair=finding.action,
+        )
         if await session.get(Order, finding.order_id[:40]) is not None:
-            await orders.add_event(session, finding.order_id, "reconcile", at,
-                                   {"kind": finding.kind, "action": finding.action}, once=False)
+            await orders.add_event(
+                session, finding.order_id, "reconcile", at, {"kind": finding.kind, "action": finding.action}, once=False
+            )
 
 
 async def report(session: AsyncSession, limit: int = 100) -> list[ReconcileFinding]:
-    return list(await session.scalars(select(ReconcileFinding).order_by(ReconcileFinding.last_seen_at.desc(),
-                                                                        ReconcileFinding.id.desc()).limit(limit)))
+    return list(
+        await session.scalars(
+            select(ReconcileFinding)
+            .order_by(ReconcileFinding.last_seen_at.desc(), ReconcileFinding.id.desc())
+            .limit(limit)
+        )
+    )

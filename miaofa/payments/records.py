@@ -1,8 +1,9 @@
 """Payment rows, the notify log, and what a judged proof changes (miaofa/payments/proof.py judges)."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -26,8 +27,9 @@ MAX_STORED_REJECTED_DETAIL = 200
 REDACTED_HEADERS = {"authorization", "cookie"}
 
 
-async def order_and_payment(session: AsyncSession, order_id: str, *, lock: bool = False
-                            ) -> tuple[Order | None, Payment | None]:
+async def order_and_payment(
+    session: AsyncSession, order_id: str, *, lock: bool = False
+) -> tuple[Order | None, Payment | None]:
     order = await session.get(Order, order_id, with_for_update=lock)
     payment = None
     if order is not None:
@@ -35,12 +37,30 @@ async def order_and_payment(session: AsyncSession, order_id: str, *, lock: bool 
     return order, payment
 
 
-async def record_created(session: AsyncSession, *, order_id: str, gateway: str, payment_id: str, pay_url: str,
-                         amount_cents: int, currency: str, at: datetime) -> None:
+async def record_created(
+    session: AsyncSession,
+    *,
+    order_id: str,
+    gateway: str,
+    payment_id: str,
+    pay_url: str,
+    amount_cents: int,
+    currency: str,
+    at: datetime,
+) -> None:
     """The gateway payment of an order; a retried step finds the row already there."""
-    await session.execute(insert(Payment).values(
-        order_id=order_id, gateway=gateway, payment_id=payment_id, pay_url=pay_url, amount_cents=amount_cents,
-        currency=currency).on_conflict_do_nothing(index_elements=["order_id"]))
+    await session.execute(
+        insert(Payment)
+        .values(
+            order_id=order_id,
+            gateway=gateway,
+            payment_id=payment_id,
+            pay_url=pay_url,
+            amount_cents=amount_cents,
+            currency=currency,
+        )
+        .on_conflict_do_nothing(index_elements=["order_id"])
+    )
     await orders.add_event(session, order_id, "payment_created", at, {"gateway": gateway})
 
 
@@ -75,39 +95,65 @@ def _stored_headers(headers: Mapping[str, str], budget: int | None = None) -> di
     return stored
 
 
-async def log_rejected_notify(session: AsyncSession, gateway: str, headers: Mapping[str, str], body: bytes,
-                              reason: str) -> None:
+async def log_rejected_notify(
+    session: AsyncSession, gateway: str, headers: Mapping[str, str], body: bytes, reason: str
+) -> None:
     """A notify that failed verification: kept compact (~2 KiB at most), for investigation only."""
-    session.add(NotifyLog(gateway=gateway, headers=_stored_headers(headers, MAX_STORED_REJECTED_HEADERS),
-                          outcome="rejected", detail=reason[:MAX_STORED_REJECTED_DETAIL].replace("\x00", ""),
-                          body=body[:MAX_STORED_REJECTED_BODY].decode("utf-8", "replace").replace("\x00", "")))
+    session.add(
+        NotifyLog(
+            gateway=gateway,
+            headers=_stored_headers(headers, MAX_STORED_REJECTED_HEADERS),
+            outcome="rejected",
+            detail=reason[:MAX_STORED_REJECTED_DETAIL].replace("\x00", ""),
+            body=body[:MAX_STORED_REJECTED_BODY].decode("utf-8", "replace").replace("\x00", ""),
+        )
+    )
 
 
-async def accept_notify(session: AsyncSession, gateway: str, merchant_id: str, proof: Proof,
-                        headers: Mapping[str, str], body: bytes) -> NotifyDecision:
+async def accept_notify(
+    session: AsyncSession, gateway: str, merchant_id: str, proof: Proof, headers: Mapping[str, str], body: bytes
+) -> NotifyDecision:
     """Judge a verified notify and log it with its proof; the caller signals the order or starts a review."""
     order, payment = await order_and_payment(session, proof.order_id)
     judgement = judge(order, payment, proof, gateway=gateway, merchant_id=merchant_id)
-    outcome = {s.ACCEPTED: "accepted", s.DUPLICATE: "duplicate", s.STRAY: "stray", s.NOT_PAID: "ignored",
-               FOREIGN: "foreign"}[judgement.verdict]
+    outcome = {
+        s.ACCEPTED: "accepted",
+        s.DUPLICATE: "duplicate",
+        s.STRAY: "stray",
+        s.NOT_PAID: "ignored",
+        FOREIGN: "foreign",
+    }[judgement.verdict]
     ours = order_at(order, gateway)  # logged on its order when the notify could be that order's
-    entry = NotifyLog(gateway=gateway, headers=_stored_headers(headers), outcome=outcome,
-                      detail=judgement.reason or proof.status, order_id=ours.id if ours else None,
-                      proof=proof.to_json(), body=body[:MAX_STORED_BODY].decode("utf-8", "replace").replace("\x00", ""))
+    entry = NotifyLog(
+        gateway=gateway,
+        headers=_stored_headers(headers),
+        outcome=outcome,
+        detail=judgement.reason or proof.status,
+        order_id=ours.id if ours else None,
+        proof=proof.to_json(),
+        body=body[:MAX_STORED_BODY].decode("utf-8", "replace").replace("\x00", ""),
+    )
     session.add(entry)
     await session.flush()
     stray = None
     if judgement.verdict == s.STRAY:
-        stray = c.StrayPayment(gateway=gateway, payment_id=proof.payment_id, order_id=proof.order_id,
-                               amount_cents=proof.amount_cents, currency=proof.currency, reason=judgement.reason,
-                               found_by="notify")
+        stray = c.StrayPayment(
+            gateway=gateway,
+            payment_id=proof.payment_id,
+            order_id=proof.order_id,
+            amount_cents=proof.amount_cents,
+            currency=proof.currency,
+            reason=judgement.reason,
+            found_by="notify",
+        )
     return NotifyDecision(entry.id, outcome, entry.order_id, stray)
 
 
 async def mark_orphaned(session: AsyncSession, notify_id: int) -> None:
     """The order's workflow has closed: the notify's payment goes to review (and refund) instead."""
-    await session.execute(update(NotifyLog).where(NotifyLog.id == notify_id)
-                          .values(outcome="stray", detail="order_closed"))
+    await session.execute(
+        update(NotifyLog).where(NotifyLog.id == notify_id).values(outcome="stray", detail="order_closed")
+    )
 
 
 # ---- the order's side -----------------------------------------------------------------------
@@ -136,12 +182,19 @@ async def accept_proof(session: AsyncSession, step: s.AcceptPaymentStep) -> s.Pa
     judgement = judge(order, payment, proof, gateway=gateway)
     if judgement.verdict == s.ACCEPTED:
         await _mark_paid(session, order, payment, step.source, proof.paid_at or step.at, step.at)
-    return s.PaymentVerdict(judgement.verdict, proof.payment_id, proof.amount_cents, proof.currency,
-                            proof.paid_at or step.at, judgement.reason)  # some gateways send no payment time
+    return s.PaymentVerdict(
+        judgement.verdict,
+        proof.payment_id,
+        proof.amount_cents,
+        proof.currency,
+        proof.paid_at or step.at,
+        judgement.reason,
+    )  # some gateways send no payment time
 
 
-async def _mark_paid(session: AsyncSession, order: Order, payment: Payment | None, source: str, paid_at: datetime,
-                     at: datetime) -> None:
+async def _mark_paid(
+    session: AsyncSession, order: Order, payment: Payment | None, source: str, paid_at: datetime, at: datetime
+) -> None:
     # With a payment, judge accepts it once (its status turns "paid" here, under the order's lock), so
     # the timeline needs no look first; a free order has no such guard.
     once = payment is None
@@ -153,47 +206,86 @@ async def _mark_paid(session: AsyncSession, order: Order, payment: Payment | Non
 
 
 async def mark_refunded(session: AsyncSession, order_id: str, at: datetime) -> None:
-    await session.execute(update(Payment).where(Payment.order_id == order_id)
-                          .values(status="refunded", refunded_at=at))
+    await session.execute(update(Payment).where(Payment.order_id == order_id).values(status="refunded", refunded_at=at))
 
 
 async def record_refund_by_hand(session: AsyncSession, step: s.RefundStep, at: datetime) -> None:
     """The gateway cannot refund (epusdt): a person must send the money back. Said once per refund id."""
-    seen = await session.scalar(select(AuditLog.id).where(AuditLog.action == "payment.refund_by_hand",
-                                                          AuditLog.target == step.refund_id[:80]))
+    seen = await session.scalar(
+        select(AuditLog.id).where(AuditLog.action == "payment.refund_by_hand", AuditLog.target == step.refund_id[:80])
+    )
     if seen is not None:
         return
-    audit.record(session, "system", "payment.refund_by_hand", step.refund_id, gateway=step.gateway,
-                 payment_id=step.payment_id, amount_cents=step.amount_cents)
+    audit.record(
+        session,
+        "system",
+        "payment.refund_by_hand",
+        step.refund_id,
+        gateway=step.gateway,
+        payment_id=step.payment_id,
+        amount_cents=step.amount_cents,
+    )
     if step.order_id and await session.get(Order, step.order_id) is not None:
-        await orders.add_event(session, step.order_id, "refund_by_hand", at,
-                               {"gateway": step.gateway, "amount_cents": step.amount_cents})
+        await orders.add_event(
+            session, step.order_id, "refund_by_hand", at, {"gateway": step.gateway, "amount_cents": step.amount_cents}
+        )
 
 
-async def record_stray_outcome(session: AsyncSession, stray: c.StrayPayment, outcome: str, refund_id: str,
-                               at: datetime, detail: str = "") -> None:
+async def record_stray_outcome(
+    session: AsyncSession, stray: c.StrayPayment, outcome: str, refund_id: str, at: datetime, detail: str = ""
+) -> None:
     """A reviewed stray payment: in the audit log, and on its order's timeline when we know the order."""
-    audit.record(session, "system", f"payment.stray_{outcome}", f"{stray.gateway}:{stray.payment_id}",
-                 order_id=stray.order_id, reason=stray.reason, found_by=stray.found_by,
-                 amount_cents=stray.amount_cents, currency=stray.currency, refund_id=refund_id, detail=detail)
+    audit.record(
+        session,
+        "system",
+        f"payment.stray_{outcome}",
+        f"{stray.gateway}:{stray.payment_id}",
+        order_id=stray.order_id,
+        reason=stray.reason,
+        found_by=stray.found_by,
+        amount_cents=stray.amount_cents,
+        currency=stray.currency,
+        refund_id=refund_id,
+        detail=detail,
+    )
     order, _ = await order_and_payment(session, stray.order_id)
     if order is not None:
-        await orders.add_event(session, order.id, f"stray_payment_{outcome}", at,
-                               {"payment_id": stray.payment_id, "reason": stray.reason, "found_by": stray.found_by},
-                               once=False)
+        await orders.add_event(
+            session,
+            order.id,
+            f"stray_payment_{outcome}",
+            at,
+            {"payment_id": stray.payment_id, "reason": stray.reason, "found_by": stray.found_by},
+            once=False,
+        )
 
 
 async def notify_log(session: AsyncSession, order_id: str) -> list[dict[str, Any]]:
     """What the gateways told us about an order, for support (bodies stay in the database)."""
     rows = await session.scalars(select(NotifyLog).where(NotifyLog.order_id == order_id).order_by(NotifyLog.id))
-    return [{"id": row.id, "gateway": row.gateway, "received_at": row.received_at, "outcome": row.outcome,
-             "detail": row.detail, "proof": row.proof} for row in rows]
+    return [
+        {
+            "id": row.id,
+            "gateway": row.gateway,
+            "received_at": row.received_at,
+            "outcome": row.outcome,
+            "detail": row.detail,
+            "proof": row.proof,
+        }
+        for row in rows
+    ]
 
 
 async def payment_view(session: AsyncSession, order_id: str) -> dict[str, Any] | None:
     payment = await session.scalar(select(Payment).where(Payment.order_id == order_id))
     if payment is None:
         return None
-    return {"gateway": payment.gateway, "payment_id": payment.payment_id, "status": payment.status,
-            "amount_cents": payment.amount_cents, "currency": payment.currency, "paid_at": payment.paid_at,
-            "refunded_at": payment.refunded_at}
+    return {
+        "gateway": payment.gateway,
+        "payment_id": payment.payment_id,
+        "status": payment.status,
+        "amount_cents": payment.amount_cents,
+        "currency": payment.currency,
+        "paid_at": payment.paid_at,
+        "refunded_at": payment.refunded_at,
+    }

@@ -52,8 +52,11 @@ class Windows:
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "Windows":
-        return cls(payment_seconds=settings.payment_window_seconds, review_seconds=settings.review_window_seconds,
-                   pending_seconds=settings.update_timeout_seconds + PENDING_MARGIN_SECONDS)
+        return cls(
+            payment_seconds=settings.payment_window_seconds,
+            review_seconds=settings.review_window_seconds,
+            pending_seconds=settings.update_timeout_seconds + PENDING_MARGIN_SECONDS,
+        )
 
     @property
     def longest(self) -> float:
@@ -108,13 +111,25 @@ class Admission:
             who = or_(who, OrderAdmission.client_hash == client)
         since = at - timedelta(seconds=self.windows.longest)
         pending_since = at - timedelta(seconds=self.windows.pending_seconds)
-        rows = (await session.execute(
-            select(OrderAdmission.buyer_hash, OrderAdmission.client_hash, OrderAdmission.product_id,
-                   OrderAdmission.quantity)
-            .outerjoin(Order, Order.id == OrderAdmission.order_id)
-            .where(who, OrderAdmission.created_at > since,
-                   or_(Order.status.in_(OPEN_STATUSES),
-                       and_(Order.id.is_(None), OrderAdmission.created_at > pending_since))))).all()
+        rows = (
+            await session.execute(
+                select(
+                    OrderAdmission.buyer_hash,
+                    OrderAdmission.client_hash,
+                    OrderAdmission.product_id,
+                    OrderAdmission.quantity,
+                )
+                .outerjoin(Order, Order.id == OrderAdmission.order_id)
+                .where(
+                    who,
+                    OrderAdmission.created_at > since,
+                    or_(
+                        Order.status.in_(OPEN_STATUSES),
+                        and_(Order.id.is_(None), OrderAdmission.created_at > pending_since),
+                    ),
+                )
+            )
+        ).all()
         mine = [row for row in rows if row.buyer_hash == applicant.buyer_hash]
         this_product = [row for row in mine if row.product_id == applicant.product_id]
         from_client = [row for row in rows if client and row.client_hash == client]
@@ -122,27 +137,39 @@ class Admission:
         if caps.open_per_email and len(mine) >= caps.open_per_email:
             raise TooManyOpenOrders(
                 f"this email already has {len(mine)} unpaid orders; pay one, or wait until it expires "
-                f"(at most {minutes} min), before opening another")
+                f"(at most {minutes} min), before opening another"
+            )
         if caps.open_per_buyer_product and len(this_product) >= caps.open_per_buyer_product:
             raise TooManyOpenOrders(
-                f"this email already has {len(this_product)} unpaid orders for this product; pay one first")
+                f"this email already has {len(this_product)} unpaid orders for this product; pay one first"
+            )
         held = sum(row.quantity for row in this_product)
         if caps.units_per_buyer_product and held + applicant.quantity > caps.units_per_buyer_product:
             raise QuantityLimit(
                 f"at most {caps.units_per_buyer_product} units of this product per buyer at a time "
-                f"({held} already held in unpaid orders)")
+                f"({held} already held in unpaid orders)"
+            )
         if caps.open_per_ip and len(from_client) >= caps.open_per_ip:
             raise TooManyOpenOrders("too many unpaid orders from your network; pay one, or wait until it expires")
         units = sum(row.quantity for row in from_client)
         if caps.open_units_per_ip and units + applicant.quantity > caps.open_units_per_ip:
             raise TooManyOpenOrders("too many units held unpaid from your network; pay for them first")
-        session.add(OrderAdmission(order_id=applicant.order_id, buyer_hash=applicant.buyer_hash,
-                                   client_hash=applicant.client_hash or "", product_id=applicant.product_id,
-                                   quantity=applicant.quantity, created_at=at))
+        session.add(
+            OrderAdmission(
+                order_id=applicant.order_id,
+                buyer_hash=applicant.buyer_hash,
+                client_hash=applicant.client_hash or "",
+                product_id=applicant.product_id,
+                quantity=applicant.quantity,
+                created_at=at,
+            )
+        )
         if time.monotonic() - self._pruned_at > PRUNE_EVERY_SECONDS:
             self._pruned_at = time.monotonic()
             keep = max(KEEP_SECONDS, self.windows.longest)
-            await session.execute(delete(OrderAdmission).where(OrderAdmission.created_at < at - timedelta(seconds=keep)))
+            await session.execute(
+                delete(OrderAdmission).where(OrderAdmission.created_at < at - timedelta(seconds=keep))
+            )
         return True
 
 

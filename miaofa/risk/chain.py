@@ -16,7 +16,7 @@ import hmac
 import statistics
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, select
@@ -87,18 +87,26 @@ class Chain:
         rules = self.rules_file.current(now)
         if rules is not self._rules:  # first use, or the file changed
             self._rules = rules
-            for name, limit in (("rate_ip", rules.rate_per_ip), ("rate_email", rules.rate_per_email),
-                                ("rate_device", rules.rate_per_device)):
+            for name, limit in (
+                ("rate_ip", rules.rate_per_ip),
+                ("rate_email", rules.rate_per_email),
+                ("rate_device", rules.rate_per_device),
+            ):
                 if name not in self._windows or self._windows[name].limit != limit:
                     self._windows[name] = SlidingWindow(limit)
         return rules
 
     def attempt(self, *, email: str, buyer_hash: str, ip: str | None, device: str | None, quantity: int) -> Attempt:
-        device_hash = (hmac.new(self._device_key, device.encode(), hashlib.sha256).hexdigest()[:32]
-                       if device else "")
-        return Attempt(email=email, buyer_hash=buyer_hash, ip=ip,
-                       client_hash=self.admission.client_hash(ip) if ip is not None else None,
-                       device=device, device_hash=device_hash, quantity=quantity)
+        device_hash = hmac.new(self._device_key, device.encode(), hashlib.sha256).hexdigest()[:32] if device else ""
+        return Attempt(
+            email=email,
+            buyer_hash=buyer_hash,
+            ip=ip,
+            client_hash=self.admission.client_hash(ip) if ip is not None else None,
+            device=device,
+            device_hash=device_hash,
+            quantity=quantity,
+        )
 
     # ---- memory ---------------------------------------------------------------------------------
 
@@ -110,18 +118,49 @@ class Chain:
             return decision
         now = time.monotonic() if now is None else now
         rules = self.rules(now)
-        rates = (("rate_ip", attempt.client_hash, "your address"), ("rate_email", attempt.buyer_hash, "this email"),
-                 ("rate_device", attempt.device_hash, "this device"))
+        rates = (
+            ("rate_ip", attempt.client_hash, "your address"),
+            ("rate_email", attempt.buyer_hash, "this email"),
+            ("rate_device", attempt.device_hash, "this device"),
+        )
         for name, hit in (
-                ("blocklist_email", lambda: rules.email_blocked(attempt.email) and EmailBlocked(
-                    "this email cannot place orders here; contact support if you think this is a mistake")),
-                ("blocklist_network", lambda: rules.network_blocked(attempt.ip) and NetworkBlocked(
-                    "orders from your network are not accepted; contact support if you think this is a mistake")),
-                ("blocklist_device", lambda: attempt.device in rules.blocked_devices and DeviceBlocked(
-                    "orders from this device are not accepted; contact support if you think this is a mistake")),
-                ("quantity_per_order", lambda: rules.quantity_per_order and attempt.quantity > rules.quantity_per_order
-                 and QuantityLimit(f"at most {rules.quantity_per_order} units per order")),
-                *((name, self._rate_check(name, key, who, now)) for name, key, who in rates)):
+            (
+                "blocklist_email",
+                lambda: (
+                    rules.email_blocked(attempt.email)
+                    and EmailBlocked(
+                        "this email cannot place orders here; contact support if you think this is a mistake"
+                    )
+                ),
+            ),
+            (
+                "blocklist_network",
+                lambda: (
+                    rules.network_blocked(attempt.ip)
+                    and NetworkBlocked(
+                        "orders from your network are not accepted; contact support if you think this is a mistake"
+                    )
+                ),
+            ),
+            (
+                "blocklist_device",
+                lambda: (
+                    attempt.device in rules.blocked_devices
+                    and DeviceBlocked(
+                        "orders from this device are not accepted; contact support if you think this is a mistake"
+                    )
+                ),
+            ),
+            (
+                "quantity_per_order",
+                lambda: (
+                    rules.quantity_per_order
+                    and attempt.quantity > rules.quantity_per_order
+                    and QuantityLimit(f"at most {rules.quantity_per_order} units per order")
+                ),
+            ),
+            *((name, self._rate_check(name, key, who, now)) for name, key, who in rates),
+        ):
             if rules.verdict(name) == OFF:
                 continue
             decision.ran.append(name)
@@ -134,8 +173,10 @@ class Chain:
     def _rate_check(self, name: str, key: str | None, who: str, now: float):
         def check() -> MiaofaError | None:
             wait = self._windows[name].wait(key, now) if key else 0
-            return wait and TooManyRequests(f"too many orders from {who}; try again in {int(wait + 0.999)} s",
-                                            retry_after=wait)
+            return wait and TooManyRequests(
+                f"too many orders from {who}; try again in {int(wait + 0.999)} s", retry_after=wait
+            )
+
         return check
 
     @staticmethod
@@ -144,8 +185,11 @@ class Chain:
             return
         reason = hit.error if isinstance(hit, MiaofaError) else name
         if verdict == c.RISK_DENY:
-            error = hit if isinstance(hit, MiaofaError) else OrderRefused(
-                "this order cannot be accepted; contact support if you think this is a mistake")
+            error = (
+                hit
+                if isinstance(hit, MiaofaError)
+                else OrderRefused("this order cannot be accepted; contact support if you think this is a mistake")
+            )
             error.risk_rule = name  # for the API's log and metric
             raise error
         if decision.verdict == c.RISK_ALLOW:  # the first review names the decision
@@ -157,15 +201,20 @@ class Chain:
         wanted = []
         if rules.verdict("open_caps") != OFF and self.admission.applies(rules, attempt.client_hash):
             wanted.append("open_caps")
-        if (rules.verdict("new_device") != OFF and rules.new_device_amount_cents and attempt.device_hash
-                and attempt.amount_cents > rules.new_device_amount_cents):
+        if (
+            rules.verdict("new_device") != OFF
+            and rules.new_device_amount_cents
+            and attempt.device_hash
+            and attempt.amount_cents > rules.new_device_amount_cents
+        ):
             wanted.append("new_device")
         if rules.verdict("amount_history") != OFF and rules.history_multiple:
             wanted.append("amount_history")
         return wanted
 
-    async def judge(self, sessionmaker: async_sessionmaker[AsyncSession], attempt: Attempt,
-                    screened: Decision) -> Decision:
+    async def judge(
+        self, sessionmaker: async_sessionmaker[AsyncSession], attempt: Attempt, screened: Decision
+    ) -> Decision:
         """The database rules, in one transaction: a deny rolls the admission back with it."""
         if attempt.ip is None:
             return screened
@@ -180,9 +229,18 @@ class Chain:
                 decision.ran.append(name)
                 if name == "open_caps":
                     try:
-                        await self.admission.admit(session, rules, Applicant(
-                            attempt.order_id, attempt.buyer_hash, attempt.client_hash, attempt.product_id,
-                            attempt.quantity), datetime.now(timezone.utc))
+                        await self.admission.admit(
+                            session,
+                            rules,
+                            Applicant(
+                                attempt.order_id,
+                                attempt.buyer_hash,
+                                attempt.client_hash,
+                                attempt.product_id,
+                                attempt.quantity,
+                            ),
+                            datetime.now(UTC),
+                        )
                     except MiaofaError as error:  # the caps' own deny
                         error.risk_rule = name
                         raise
@@ -190,8 +248,7 @@ class Chain:
                     continue
                 if history is None:
                     history = await _history(session, attempt)
-                hit = (_new_device(attempt, history) if name == "new_device"
-                       else _far_above(attempt, history, rules))
+                hit = _new_device(attempt, history) if name == "new_device" else _far_above(attempt, history, rules)
                 self._judge(decision, name, rules.verdict(name), hit)
         return decision
 
@@ -201,9 +258,10 @@ async def _history(session: AsyncSession, attempt: Attempt) -> list[tuple[int, s
     rows = await session.execute(
         select(Order.amount_cents, OrderEvent.detail["device"].astext)
         .outerjoin(OrderEvent, and_(OrderEvent.order_id == Order.id, OrderEvent.stage == c.RISK_STAGE))
-        .where(Order.buyer_hash == attempt.buyer_hash, Order.status == c.DELIVERED,
-               Order.currency == attempt.currency)
-        .order_by(Order.created_at.desc()).limit(HISTORY_LIMIT))
+        .where(Order.buyer_hash == attempt.buyer_hash, Order.status == c.DELIVERED, Order.currency == attempt.currency)
+        .order_by(Order.created_at.desc())
+        .limit(HISTORY_LIMIT)
+    )
     return [(amount, device) for amount, device in rows]
 
 
@@ -215,4 +273,3 @@ def _far_above(attempt: Attempt, history: list[tuple[int, str | None]], rules: R
     if len(history) < max(1, rules.history_min_orders):
         return False
     return attempt.amount_cents > rules.history_multiple * statistics.median(amount for amount, _ in history)
-

@@ -132,11 +132,13 @@ class LookupRate:
     def check(self, client: str | None, buyer_hash: str, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         if client is not None and (wait := self._per_ip.wait(client, now)):
-            raise TooManyRequests(f"too many lookups from your address; try again in {int(wait + 0.999)} s",
-                                  retry_after=wait)
+            raise TooManyRequests(
+                f"too many lookups from your address; try again in {int(wait + 0.999)} s", retry_after=wait
+            )
         if wait := self._per_email.wait(buyer_hash, now):
-            raise TooManyRequests(f"too many lookups for this email; try again in {int(wait + 0.999)} s",
-                                  retry_after=wait)
+            raise TooManyRequests(
+                f"too many lookups for this email; try again in {int(wait + 0.999)} s", retry_after=wait
+            )
         if client is not None:
             self._per_ip.hit(client, now)
         self._per_email.hit(buyer_hash, now)

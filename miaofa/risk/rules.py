@@ -67,11 +67,19 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
 # [section] key → Rules field (and the type it must be).
 _NUMBERS = {
     "rates": {"per_ip": "rate_per_ip", "per_email": "rate_per_email", "per_device": "rate_per_device"},
-    "caps": {"open_orders_per_email": "open_per_email", "open_orders_per_ip": "open_per_ip",
-             "open_units_per_ip": "open_units_per_ip", "open_orders_per_buyer_product": "open_per_buyer_product",
-             "units_per_buyer_per_product": "units_per_buyer_product", "quantity_per_order": "quantity_per_order"},
-    "anomaly": {"new_device_amount_cents": "new_device_amount_cents", "history_multiple": "history_multiple",
-                "history_min_orders": "history_min_orders"},
+    "caps": {
+        "open_orders_per_email": "open_per_email",
+        "open_orders_per_ip": "open_per_ip",
+        "open_units_per_ip": "open_units_per_ip",
+        "open_orders_per_buyer_product": "open_per_buyer_product",
+        "units_per_buyer_per_product": "units_per_buyer_product",
+        "quantity_per_order": "quantity_per_order",
+    },
+    "anomaly": {
+        "new_device_amount_cents": "new_device_amount_cents",
+        "history_multiple": "history_multiple",
+        "history_min_orders": "history_min_orders",
+    },
 }
 
 
@@ -102,16 +110,18 @@ class Rules:
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "Rules":
-        return cls(rate_per_ip=settings.risk_rate_per_ip_per_minute,
-                   rate_per_email=settings.risk_rate_per_email_per_minute,
-                   rate_per_device=settings.risk_rate_per_device_per_minute,
-                   open_per_email=settings.risk_max_open_orders_per_email,
-                   open_per_ip=settings.risk_max_open_orders_per_ip,
-                   open_units_per_ip=settings.risk_max_open_units_per_ip,
-                   open_per_buyer_product=settings.risk_max_open_orders_per_buyer_product,
-                   units_per_buyer_product=settings.risk_max_units_per_buyer_per_product,
-                   new_device_amount_cents=settings.risk_new_device_review_cents,
-                   history_multiple=settings.risk_history_multiple)
+        return cls(
+            rate_per_ip=settings.risk_rate_per_ip_per_minute,
+            rate_per_email=settings.risk_rate_per_email_per_minute,
+            rate_per_device=settings.risk_rate_per_device_per_minute,
+            open_per_email=settings.risk_max_open_orders_per_email,
+            open_per_ip=settings.risk_max_open_orders_per_ip,
+            open_units_per_ip=settings.risk_max_open_units_per_ip,
+            open_per_buyer_product=settings.risk_max_open_orders_per_buyer_product,
+            units_per_buyer_product=settings.risk_max_units_per_buyer_per_product,
+            new_device_amount_cents=settings.risk_new_device_review_cents,
+            history_multiple=settings.risk_history_multiple,
+        )
 
     @property
     def buyer_caps(self) -> bool:
@@ -180,8 +190,11 @@ def _blocklist(body: dict[str, Any], where: str) -> dict[str, Any]:
     emails = [e.lower() for e in _strings(body, "emails", where)]
     if bad := next((e for e in emails if "@" not in e), None):
         raise RulesError(f"{where} emails: {bad!r} is neither an address nor an @domain")
-    return {"blocked_emails": frozenset(emails), "blocked_networks": tuple(networks),
-            "blocked_devices": frozenset(_strings(body, "devices", where))}
+    return {
+        "blocked_emails": frozenset(emails),
+        "blocked_networks": tuple(networks),
+        "blocked_devices": frozenset(_strings(body, "devices", where)),
+    }
 
 
 def _verdicts(body: dict[str, Any], where: str) -> dict[str, str]:

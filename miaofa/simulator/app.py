@@ -21,7 +21,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ class ControlIn(BaseModel):
 
 
 # ---- the app --------------------------------------------------------------------------------
+
 
 def create_app(
     merchant_id: str,
@@ -192,8 +193,11 @@ def create_app(
     async def statement(start: datetime, end: datetime) -> list[dict[str, Any]]:
         """The bill download: every payment paid within [start, end), refunded ones included."""
         since, until = _utc(start), _utc(end)
-        return [p.state() for p in sim.payments.values()
-                if p.paid_at is not None and since <= p.paid_at < until and p.status in ("paid", "refunded")]
+        return [
+            p.state()
+            for p in sim.payments.values()
+            if p.paid_at is not None and since <= p.paid_at < until and p.status in ("paid", "refunded")
+        ]
 
     @app.post("/api/payments/{payment_id}/close")
     async def close_payment(payment_id: str) -> dict[str, Any]:
@@ -231,9 +235,15 @@ def create_app(
     @app.get("/pay/{payment_id}", response_class=HTMLResponse)
     async def pay_page(payment_id: str) -> HTMLResponse:
         payment = sim.get(payment_id)
-        return HTMLResponse(page.pay_page(payment, sim.pay_url(payment)), headers={
-            "Content-Security-Policy": page.CSP, "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-store"})
+        return HTMLResponse(
+            page.pay_page(payment, sim.pay_url(payment)),
+            headers={
+                "Content-Security-Policy": page.CSP,
+                "X-Frame-Options": "DENY",
+                "Referrer-Policy": "no-referrer",
+                "Cache-Control": "no-store",
+            },
+        )
 
     @app.post("/pay/{payment_id}/fail", response_model=None)
     async def fail(payment_id: str, request: Request) -> dict[str, Any] | Response:
@@ -245,7 +255,7 @@ def create_app(
 
     @app.post("/pay/{payment_id}", response_model=None)
     async def pay(payment_id: str, request: Request) -> dict[str, Any] | Response:
-        paid_at = datetime.now(timezone.utc)
+        paid_at = datetime.now(UTC)
         raw = await request.body()
         wants_json = request.headers.get("content-type", "").startswith("application/json")
         paid_cents = None
@@ -283,8 +293,15 @@ def create_app(
         """The buyer pays the same order a second time (two QR codes, two tabs): a new paid payment."""
         async with sim.lock:
             first = sim.get(payment_id)
-            second = replace(first, payment_id="sim_" + secrets.token_hex(12), status="paid",
-                             paid_at=datetime.now(timezone.utc), paid_cents=None, refund_id=None, refund_cents=None)
+            second = replace(
+                first,
+                payment_id="sim_" + secrets.token_hex(12),
+                status="paid",
+                paid_at=datetime.now(UTC),
+                paid_cents=None,
+                refund_id=None,
+                refund_cents=None,
+            )
             sim.payments[second.payment_id] = second
             sim.save(second)
             sim.schedule_notify(second)
@@ -314,8 +331,9 @@ def create_app(
 
 
 def _from_browser(request: Request) -> bool:
-    return ("text/html" in request.headers.get("accept", "")
-            or request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"))
+    return "text/html" in request.headers.get("accept", "") or request.headers.get("content-type", "").startswith(
+        "application/x-www-form-urlencoded"
+    )
 
 
 def _bearer_is(request: Request, expected: str) -> bool:

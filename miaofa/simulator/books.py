@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,7 +55,7 @@ def _line(payment: "Payment") -> str:
 
 def _utc(dt: datetime) -> datetime:
     # Naive datetimes from callers are taken as UTC rather than local time.
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 # ---- state ----------------------------------------------------------------------------------
@@ -226,12 +226,19 @@ class Simulator:
         try:
             response = await self._http().post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            logger.info("notify %s copy=%d attempt=%d to %s failed: %s", payment_id, copy, attempt, where, type(exc).__name__)
+            logger.info(
+                "notify %s copy=%d attempt=%d to %s failed: %s", payment_id, copy, attempt, where, type(exc).__name__
+            )
             return False
         ok = response.status_code == 200 and response.content == ACK_BODY.encode()
         logger.info(
             "notify %s copy=%d attempt=%d to %s -> HTTP %d%s",
-            payment_id, copy, attempt, where, response.status_code, "" if ok else " (not acknowledged)",
+            payment_id,
+            copy,
+            attempt,
+            where,
+            response.status_code,
+            "" if ok else " (not acknowledged)",
         )
         return ok
 

@@ -37,8 +37,12 @@ STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
 # No form-action: the pay form's answer redirects the browser to the shop, another origin.
 CSP = f"default-src 'none'; style-src 'sha256-{STYLE_HASH}'; img-src data:; base-uri 'none'; frame-ancestors 'none'"
 
-_STATUS = {"pending": "Waiting for payment · 待支付", "paid": "Paid · 已支付", "closed": "Closed · 已关闭",
-           "refunded": "Refunded · 已退款"}
+_STATUS = {
+    "pending": "Waiting for payment · 待支付",
+    "paid": "Paid · 已支付",
+    "closed": "Closed · 已关闭",
+    "refunded": "Refunded · 已退款",
+}
 
 
 def money(cents: int, currency: str) -> str:
@@ -50,13 +54,18 @@ def pay_page(payment: Payment, pay_url: str) -> str:
     action = f"/pay/{e(payment.payment_id)}"
     if payment.status == "pending":
         qr = segno.make(pay_url, error="m").svg_inline(scale=4, border=2, omitsize=True)
-        actions = (f'<div class="qr">{qr}<p>Scan to pay on your phone · 手机扫码支付</p></div>'
-                   f'<form method="post" action="{action}"><button class="pay" type="submit">Pay · 确认支付</button></form>'
-                   f'<form method="post" action="{action}/fail"><button class="fail" type="submit">'
-                   f'Fail (decline) · 支付失败</button></form>')
+        actions = (
+            f'<div class="qr">{qr}<p>Scan to pay on your phone · 手机扫码支付</p></div>'
+            f'<form method="post" action="{action}"><button class="pay" type="submit">Pay · 确认支付</button></form>'
+            f'<form method="post" action="{action}/fail"><button class="fail" type="submit">'
+            f"Fail (decline) · 支付失败</button></form>"
+        )
     else:
-        back = (f'<a class="back" href="{e(payment.return_url)}">Back to the shop · 返回商户</a>'
-                if payment.return_url else "")
+        back = (
+            f'<a class="back" href="{e(payment.return_url)}">Back to the shop · 返回商户</a>'
+            if payment.return_url
+            else ""
+        )
         actions = f'<p class="status">{e(_STATUS.get(payment.status, payment.status))}</p>{back}'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

@@ -26,12 +26,20 @@ class Backlog:
 
 async def delivery_times(session: AsyncSession, order_id: str) -> DeliveryTimes | None:
     """One round trip: the order's gateway and paid_at, and the notify that made it paid."""
-    notified = (select(func.min(NotifyLog.received_at))
-                .where(NotifyLog.order_id == order_id, NotifyLog.outcome == "accepted").scalar_subquery())
-    source = (select(OrderEvent.detail["source"].astext)
-              .where(OrderEvent.order_id == order_id, OrderEvent.stage == "paid").limit(1).scalar_subquery())
-    row = (await session.execute(select(Order.gateway, Order.paid_at, notified, source)
-                                 .where(Order.id == order_id))).one_or_none()
+    notified = (
+        select(func.min(NotifyLog.received_at))
+        .where(NotifyLog.order_id == order_id, NotifyLog.outcome == "accepted")
+        .scalar_subquery()
+    )
+    source = (
+        select(OrderEvent.detail["source"].astext)
+        .where(OrderEvent.order_id == order_id, OrderEvent.stage == "paid")
+        .limit(1)
+        .scalar_subquery()
+    )
+    row = (
+        await session.execute(select(Order.gateway, Order.paid_at, notified, source).where(Order.id == order_id))
+    ).one_or_none()
     if row is None:
         return None
     gateway, paid_at, notified_at, paid_by = row
@@ -41,14 +49,19 @@ async def delivery_times(session: AsyncSession, order_id: str) -> DeliveryTimes 
 async def paid_not_delivered(session: AsyncSession) -> Backlog:
     """Orders the gateway says are paid whose keys have not gone out (status stays `paid` only while
     delivery runs: for milliseconds, unless something is stuck)."""
-    count, oldest = (await session.execute(
-        select(func.count(), func.min(Order.paid_at)).where(Order.status == c.PAID))).one()
+    count, oldest = (
+        await session.execute(select(func.count(), func.min(Order.paid_at)).where(Order.status == c.PAID))
+    ).one()
     return Backlog(count, oldest)
 
 
 async def unrepaired_findings(session: AsyncSession, seen_since: datetime) -> Backlog:
     """Reconcile findings still reported by a recent run: a repaired mismatch is no longer seen."""
-    count, oldest = (await session.execute(
-        select(func.count(), func.min(ReconcileFinding.first_seen_at))
-        .where(ReconcileFinding.last_seen_at >= seen_since))).one()
+    count, oldest = (
+        await session.execute(
+            select(func.count(), func.min(ReconcileFinding.first_seen_at)).where(
+                ReconcileFinding.last_seen_at >= seen_since
+            )
+        )
+    ).one()
     return Backlog(count, oldest)

@@ -22,7 +22,11 @@ from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WITHHELD = "(message withheld: it may carry client data)"
-QUIET_LOGGERS = ("sqlalchemy", "httpx", "httpcore")  # never below WARNING: statements, rows, request URLs (epay puts its key in them)
+QUIET_LOGGERS = (
+    "sqlalchemy",
+    "httpx",
+    "httpcore",
+)  # never below WARNING: statements, rows, request URLs (epay puts its key in them)
 
 _previous_factory: Callable[..., logging.LogRecord] | None = None
 
@@ -153,7 +157,10 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname, "logger": record.name, "message": EMAIL.sub("<email>", record.getMessage())}
+            "level": record.levelname,
+            "logger": record.name,
+            "message": EMAIL.sub("<email>", record.getMessage()),
+        }
         order_id, workflow_id = _ids(record)
         if order_id is not None:
             data["order_id"] = order_id

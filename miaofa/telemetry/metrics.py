@@ -47,25 +47,32 @@ class WorkerMetrics:
         meter = meter or MetricMeter.noop
         histogram = meter.create_histogram_float
         self._reserve = histogram("miaofa_order_reserve_seconds", "Order created (workflow start) → keys reserved")
-        self._paid_delivered = histogram("miaofa_paid_to_delivered_seconds",
-                                         "Gateway's paid_at → keys delivered (the headline)")
-        self._notify_delivered = histogram("miaofa_notify_to_delivered_seconds",
-                                           "Verified notify received → keys delivered")
+        self._paid_delivered = histogram(
+            "miaofa_paid_to_delivered_seconds", "Gateway's paid_at → keys delivered (the headline)"
+        )
+        self._notify_delivered = histogram(
+            "miaofa_notify_to_delivered_seconds", "Verified notify received → keys delivered"
+        )
         self._gateway_call = histogram("miaofa_gateway_call_seconds", "Gateway calls by gateway and operation")
-        self._gateway_errors = meter.create_counter("miaofa_gateway_errors_total",
-                                                    "Gateway calls that failed (kind: error | refused)")
+        self._gateway_errors = meter.create_counter(
+            "miaofa_gateway_errors_total", "Gateway calls that failed (kind: error | refused)"
+        )
         self._outcomes = meter.create_counter("miaofa_order_outcomes_total", "Orders reaching a final status")
-        self._paid = meter.create_counter("miaofa_orders_paid_total",
-                                          "Orders made paid, by the timeline stage that found the payment")
-        self._failovers = meter.create_counter("miaofa_gateway_failovers_total",
-                                               "Payment queries sent to the backup channel (the primary failed)")
+        self._paid = meter.create_counter(
+            "miaofa_orders_paid_total", "Orders made paid, by the timeline stage that found the payment"
+        )
+        self._failovers = meter.create_counter(
+            "miaofa_gateway_failovers_total", "Payment queries sent to the backup channel (the primary failed)"
+        )
         self._coupons = meter.create_counter("miaofa_coupons_issued_total", "Late-delivery coupons issued")
         self._refunds = meter.create_counter("miaofa_refunds_total", "Refunds done (kind: order | stray)")
         self._reconcile_runs = meter.create_counter("miaofa_reconcile_runs_total", "Reconcile runs per gateway")
-        self._reconcile_repairs = meter.create_counter("miaofa_reconcile_repairs_total",
-                                                       "Reconcile repairs started (action: nudge_order | refund)")
-        self._reconcile_ok = meter.create_gauge_float("miaofa_reconcile_last_success_timestamp_seconds",
-                                                      "Unix time of the gateway's last complete reconcile run")
+        self._reconcile_repairs = meter.create_counter(
+            "miaofa_reconcile_repairs_total", "Reconcile repairs started (action: nudge_order | refund)"
+        )
+        self._reconcile_ok = meter.create_gauge_float(
+            "miaofa_reconcile_last_success_timestamp_seconds", "Unix time of the gateway's last complete reconcile run"
+        )
 
     def reserved(self, created_at: datetime) -> None:
         _observe(self._reserve, seconds_since(created_at), {})

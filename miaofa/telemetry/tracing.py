@@ -87,8 +87,9 @@ class HttpSpans:
             await send(message)
 
         started = time.time_ns()
-        with self.tracer.start_as_current_span("HTTP", kind=SpanKind.SERVER, start_time=started,
-                                               record_exception=False, set_status_on_exception=False) as span:
+        with self.tracer.start_as_current_span(
+            "HTTP", kind=SpanKind.SERVER, start_time=started, record_exception=False, set_status_on_exception=False
+        ) as span:
             try:
                 await self.app(scope, receive, watched)
             finally:

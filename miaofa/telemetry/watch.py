@@ -17,8 +17,13 @@ INTERVAL_SECONDS = 15.0
 
 
 class Watch:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], meter: MetricMeter | None,
-                 reconcile_interval_seconds: int, interval_seconds: float = INTERVAL_SECONDS) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        meter: MetricMeter | None,
+        reconcile_interval_seconds: int,
+        interval_seconds: float = INTERVAL_SECONDS,
+    ) -> None:
         self.active = meter is not None  # a worker without a metrics endpoint has nobody to tell
         meter = meter or MetricMeter.noop
         self.sessionmaker = sessionmaker
@@ -26,12 +31,15 @@ class Watch:
         # A finding not seen by the last two runs (and a margin) has been repaired.
         self.recent = timedelta(seconds=2 * reconcile_interval_seconds + 60)
         self._paid = meter.create_gauge("miaofa_paid_undelivered_orders", "Orders paid whose keys have not gone out")
-        self._paid_age = meter.create_gauge_float("miaofa_paid_undelivered_oldest_seconds",
-                                                  "Age of the oldest paid, undelivered order (since its paid_at)")
-        self._findings = meter.create_gauge("miaofa_reconcile_unrepaired",
-                                            "Reconcile mismatches still reported by recent runs")
-        self._findings_age = meter.create_gauge_float("miaofa_reconcile_unrepaired_oldest_seconds",
-                                                      "Age of the oldest mismatch still reported (since first seen)")
+        self._paid_age = meter.create_gauge_float(
+            "miaofa_paid_undelivered_oldest_seconds", "Age of the oldest paid, undelivered order (since its paid_at)"
+        )
+        self._findings = meter.create_gauge(
+            "miaofa_reconcile_unrepaired", "Reconcile mismatches still reported by recent runs"
+        )
+        self._findings_age = meter.create_gauge_float(
+            "miaofa_reconcile_unrepaired_oldest_seconds", "Age of the oldest mismatch still reported (since first seen)"
+        )
 
     async def measure(self) -> tuple[backlog.Backlog, backlog.Backlog]:
         now = datetime.now(UTC)

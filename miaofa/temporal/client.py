@@ -14,12 +14,19 @@ def codec_for(vault: Vault) -> EncryptionCodec:
 
 
 async def connect(settings: Settings, vault: Vault, runtime: Runtime | None = None) -> Client:
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                data_converter=data_converter(codec_for(vault)), runtime=runtime,
-                                interceptors=tracing.interceptors(settings))
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=data_converter(codec_for(vault)),
+        runtime=runtime,
+        interceptors=tracing.interceptors(settings),
+    )
 
 
 def metrics_runtime(bind_address: str) -> Runtime:
     """A runtime whose SDK metrics (task latencies, slots, failures) are served for Prometheus."""
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
-        bind_address=bind_address, histogram_bucket_overrides=metrics.BUCKETS)))
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(bind_address=bind_address, histogram_bucket_overrides=metrics.BUCKETS)
+        )
+    )

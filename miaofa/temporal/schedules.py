@@ -23,21 +23,29 @@ def reconcile_schedule(settings: Settings, task_queue: str = c.TASK_QUEUE) -> Sc
     return Schedule(
         action=ScheduleActionStartWorkflow(
             c.RECONCILE_WORKFLOW,
-            c.ReconcileInput(lookback_seconds=settings.reconcile_lookback_seconds,
-                             grace_seconds=settings.reconcile_grace_seconds),
-            id="reconcile", task_queue=task_queue),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.reconcile_interval_seconds))]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP))
+            c.ReconcileInput(
+                lookback_seconds=settings.reconcile_lookback_seconds, grace_seconds=settings.reconcile_grace_seconds
+            ),
+            id="reconcile",
+            task_queue=task_queue,
+        ),
+        spec=ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.reconcile_interval_seconds))]
+        ),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
 
 
-async def apply_reconcile_schedule(client: Client, settings: Settings, task_queue: str = c.TASK_QUEUE,
-                                   schedule_id: str = c.RECONCILE_SCHEDULE_ID) -> str:
+async def apply_reconcile_schedule(
+    client: Client, settings: Settings, task_queue: str = c.TASK_QUEUE, schedule_id: str = c.RECONCILE_SCHEDULE_ID
+) -> str:
     """Create the reconcile schedule, or bring an existing one in line with the settings."""
     schedule = reconcile_schedule(settings, task_queue)
     try:
         await client.create_schedule(schedule_id, schedule)
         return "created"
     except ScheduleAlreadyRunningError:
+
         async def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
             return ScheduleUpdate(schedule=schedule)
 

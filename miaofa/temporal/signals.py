@@ -21,13 +21,15 @@ from miaofa.contract import (
 from miaofa.errors import TemporalUnavailable
 
 
-async def signal_payment(client: Client, order_id: str, *, notify_id: int | None = None,
-                         source: str = "notify") -> bool:
+async def signal_payment(
+    client: Client, order_id: str, *, notify_id: int | None = None, source: str = "notify"
+) -> bool:
     """Ask an open order to look at its payment: the verified notify logged as `notify_id`, or (without
     one) its gateway, now. False when its workflow has closed or never was."""
     try:
         await client.get_workflow_handle(order_workflow_id(order_id)).signal(
-            PAYMENT_SIGNAL, PaymentNotified(notify_id=notify_id, source=source))
+            PAYMENT_SIGNAL, PaymentNotified(notify_id=notify_id, source=source)
+        )
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return False
@@ -38,9 +40,13 @@ async def signal_payment(client: Client, order_id: str, *, notify_id: int | None
 async def start_stray_review(client: Client, task_queue: str, stray: StrayPayment) -> None:
     """Hand a payment no open order took to its review (and refund); one review per payment at a time."""
     await client.start_workflow(
-        STRAY_PAYMENT_WORKFLOW, stray, id=stray_workflow_id(stray.gateway, stray.payment_id), task_queue=task_queue,
+        STRAY_PAYMENT_WORKFLOW,
+        stray,
+        id=stray_workflow_id(stray.gateway, stray.payment_id),
+        task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=f"stray payment ({stray.reason}), found by {stray.found_by}")
+        static_summary=f"stray payment ({stray.reason}), found by {stray.found_by}",
+    )
 
 
 @dataclass(frozen=True)

@@ -30,18 +30,35 @@ from tests.helpers.waiting import eventually
 
 GUARDS = dict(
     trusted_proxies="127.0.0.1/32",  # the tests speak for many clients through X-Forwarded-For
-    risk_rate_per_ip_per_minute=30, risk_rate_per_email_per_minute=10,
-    risk_max_open_orders_per_email=3, risk_max_open_orders_per_ip=5, risk_max_open_units_per_ip=12,
-    risk_max_open_orders_per_buyer_product=2, risk_max_units_per_buyer_per_product=5,
-    sse_max_streams_per_ip=2, check_payment_interval_seconds=5)
+    risk_rate_per_ip_per_minute=30,
+    risk_rate_per_email_per_minute=10,
+    risk_max_open_orders_per_email=3,
+    risk_max_open_orders_per_ip=5,
+    risk_max_open_units_per_ip=12,
+    risk_max_open_orders_per_buyer_product=2,
+    risk_max_units_per_buyer_per_product=5,
+    sse_max_streams_per_ip=2,
+    check_payment_interval_seconds=5,
+)
 
 
 @pytest.fixture(scope="module")
 async def guarded(dev_env, sessionmaker, sim_url, database_url, smtp) -> AsyncIterator[Stack]:
     """A stack with the buyer rules on, as a real shop runs (small numbers, to reach them fast)."""
-    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(
-            database_url, smtp[0], payment_window_seconds=60, callback_grace_seconds=1, poll_interval_seconds=1,
-            late_payment_watch_seconds=60), **GUARDS) as stack:
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(
+            database_url,
+            smtp[0],
+            payment_window_seconds=60,
+            callback_grace_seconds=1,
+            poll_interval_seconds=1,
+            late_payment_watch_seconds=60,
+        ),
+        **GUARDS,
+    ) as stack:
         yield stack
 
 
@@ -73,8 +90,10 @@ async def test_one_address_cannot_lock_the_stock(guarded: Stack) -> None:
     codes = Counter((a.status_code, a.json().get("error")) for a in answers)
     assert codes == {(201, None): 5, (403, "too_many_open_orders"): 15}
     refusal = next(a.json() for a in answers if a.status_code == 403)
-    assert refusal == {"error": "too_many_open_orders",
-                       "detail": "too many unpaid orders from your network; pay one, or wait until it expires"}
+    assert refusal == {
+        "error": "too_many_open_orders",
+        "detail": "too many unpaid orders from your network; pay one, or wait until it expires",
+    }
     assert await guarded.stock(sku) == {"available": 15, "reserved": 5, "sold": 0, "refunded": 0}
     # Quantity instead of count: 12 units per address.
     sku2 = await guarded.product(30)
@@ -106,7 +125,8 @@ async def test_one_email_cannot_lock_the_stock(guarded: Stack) -> None:
     assert [await guarded.stock(s) for s in skus] == [
         {"available": 8, "reserved": 2, "sold": 0, "refunded": 0},
         {"available": 9, "reserved": 1, "sold": 0, "refunded": 0},
-        {"available": 10, "reserved": 0, "sold": 0, "refunded": 0}]
+        {"available": 10, "reserved": 0, "sold": 0, "refunded": 0},
+    ]
     # Paying settles an order: it stops counting, and the buyer may order again.
     paid = answers[[a.status_code for a in answers].index(201)].json()
     await guarded.pay(paid)
@@ -119,8 +139,10 @@ async def test_quantity_cap_per_buyer_and_product(guarded: Stack) -> None:
     buyer = email()
     too_many = await guarded.order(sku, quantity=6, email=buyer, headers=ip(unique_ip()))
     assert too_many.status_code == 403
-    assert too_many.json() == {"error": "quantity_limit",
-                               "detail": "at most 5 units of this product per buyer at a time (0 already held in unpaid orders)"}
+    assert too_many.json() == {
+        "error": "quantity_limit",
+        "detail": "at most 5 units of this product per buyer at a time (0 already held in unpaid orders)",
+    }
     assert (await guarded.order(sku, quantity=3, email=buyer, headers=ip(unique_ip()))).status_code == 201
     again = await guarded.order(sku, quantity=3, email=buyer, headers=ip(unique_ip()))
     assert (again.status_code, again.json()["error"]) == (403, "quantity_limit")
@@ -152,10 +174,12 @@ async def test_refusals_do_not_count_against_the_buyer(guarded: Stack) -> None:
     assert (await guarded.order(stocked, email=buyer, headers=where)).status_code == 201
 
 
-async def test_x_forwarded_for_is_ignored_without_a_trusted_proxy(dev_env, sessionmaker, sim_url, database_url,
-                                                                   smtp) -> None:
-    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(database_url, smtp[0]),
-                             risk_max_open_orders_per_ip=2) as stack:
+async def test_x_forwarded_for_is_ignored_without_a_trusted_proxy(
+    dev_env, sessionmaker, sim_url, database_url, smtp
+) -> None:
+    async with running_stack(
+        dev_env, sessionmaker, sim_url, **stack_settings(database_url, smtp[0]), risk_max_open_orders_per_ip=2
+    ) as stack:
         sku = await stack.product(5)
         answers = [await stack.order(sku, email=email(), headers=ip(unique_ip())) for _ in range(3)]
         assert [a.status_code for a in answers] == [201, 201, 403]  # all from 127.0.0.1, whatever they claim
@@ -164,14 +188,23 @@ async def test_x_forwarded_for_is_ignored_without_a_trusted_proxy(dev_env, sessi
 async def test_an_exempt_network_runs_the_acceptance_load(dev_env, sessionmaker, sim_url, database_url, smtp) -> None:
     """MIAOFA_RISK_EXEMPT_NETWORKS=127.0.0.1/32 and the default rules: 100 concurrent orders from one address."""
     defaults = {name: Settings.model_fields[name].default for name in RISK_OFF}
-    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(database_url, smtp[0]),
-                             risk_exempt_networks="127.0.0.1/32", **defaults) as stack:
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(database_url, smtp[0]),
+        risk_exempt_networks="127.0.0.1/32",
+        **defaults,
+    ) as stack:
         assert stack.settings.risk_max_open_orders_per_ip > 0
         sku = await stack.product(30)  # 30 keys, light on two shared cores: the rest hear sold_out, not 403/429
-        answers = await asyncio.gather(*(stack.order(sku, email=f"fan{i}-{uuid.uuid4().hex[:6]}@example.com")
-                                         for i in range(100)))
-        assert Counter((a.status_code, a.json().get("error")) for a in answers) == {(201, None): 30,
-                                                                                  (409, "sold_out"): 70}
+        answers = await asyncio.gather(
+            *(stack.order(sku, email=f"fan{i}-{uuid.uuid4().hex[:6]}@example.com") for i in range(100))
+        )
+        assert Counter((a.status_code, a.json().get("error")) for a in answers) == {
+            (201, None): 30,
+            (409, "sold_out"): 70,
+        }
         assert await stack.stock(sku) == {"available": 0, "reserved": 30, "sold": 0, "refunded": 0}
 
 
@@ -183,21 +216,31 @@ async def test_a_nul_in_any_field_is_refused_at_the_edge(dev_stack: Stack) -> No
     hot = dev_stack.app.state.miaofa.hot
     product = await hot.product(sku)
     before = (hot.available(product.id), dict(hot._claims))
-    cases = {"email": {"email": "a\u0000@x.io"}, "sku": {"sku": sku + "\u0000"}, "coupon_code": {"coupon_code": "MF\u0000X"},
-             "gateway": {"gateway": "simulator\u200b"}}
+    cases = {
+        "email": {"email": "a\u0000@x.io"},
+        "sku": {"sku": sku + "\u0000"},
+        "coupon_code": {"coupon_code": "MF\u0000X"},
+        "gateway": {"gateway": "simulator\u200b"},
+    }
     for field, change in cases.items():
         body = {"sku": sku, "quantity": 1, "email": "nul@example.com", "gateway": "simulator", **change}
         answer = await dev_stack.http.post("/orders", json=body)
         assert answer.status_code == 422, field
         assert answer.json() == {"error": "invalid_input", "detail": f"{field}: must not contain control characters"}
         assert "\\u0000" not in answer.text and "\x00" not in answer.text
-    header = await dev_stack.http.post("/orders", json={"sku": sku, "email": "nul@example.com"},
-                                       headers={"Idempotency-Key": b"key\x85tail-0123456789"})
+    header = await dev_stack.http.post(
+        "/orders", json={"sku": sku, "email": "nul@example.com"}, headers={"Idempotency-Key": b"key\x85tail-0123456789"}
+    )
     assert header.json() == {"error": "invalid_input", "detail": "Idempotency-Key: must not contain control characters"}
     path = await dev_stack.http.get("/orders/abc%00def", headers={"X-Order-Token": "x"})
     assert path.json() == {"error": "invalid_input", "detail": "order_id: must not contain control characters"}
-    for other in ("me@example.com,evil.com", "me@example.com evil@example.com", "a@b.co;c@d.co",
-                  "<me@example.com>", "Me <me@example.com>"):
+    for other in (
+        "me@example.com,evil.com",
+        "me@example.com evil@example.com",
+        "a@b.co;c@d.co",
+        "<me@example.com>",
+        "Me <me@example.com>",
+    ):
         answer = await dev_stack.http.post("/orders", json={"sku": sku, "email": other})
         assert (answer.status_code, answer.json()["error"]) == (422, "invalid_input"), other
         assert answer.json()["detail"].startswith("email: must be one address")
@@ -213,8 +256,7 @@ async def test_a_data_error_past_the_edge_ends_the_order_invalid(dev_stack: Stac
     sku = await dev_stack.product(1)
     state = dev_stack.app.state.miaofa
     product = await state.hot.product(sku)
-    body = OrderCreate.model_construct(sku=sku, quantity=1, email="a\u0000@x.io", gateway="simulator",
-                                            coupon_code=None)
+    body = OrderCreate.model_construct(sku=sku, quantity=1, email="a\u0000@x.io", gateway="simulator", coupon_code=None)
     order_id = uuid.uuid4().hex[:20]
     order = OrderDesk(state).order_input(product, body, order_id, state.vault.buyer_hash(body.email))
     opening = asyncio.create_task(order_client.open_order(state, order))
@@ -232,8 +274,13 @@ async def test_a_data_error_past_the_edge_ends_the_order_invalid(dev_stack: Stac
 
 async def test_the_api_wait_ends_and_the_claim_goes_back(dev_env, sessionmaker, sim_url, database_url, smtp) -> None:
     """No worker polls the task queue: the workflow never answers. 503 within the timeout, stock intact."""
-    async with running_stack(dev_env, sessionmaker, sim_url, start_worker=False,
-                             **stack_settings(database_url, smtp[0], update_timeout_seconds=1)) as stack:
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        start_worker=False,
+        **stack_settings(database_url, smtp[0], update_timeout_seconds=1),
+    ) as stack:
         sku = await stack.product(1)
         hot = stack.app.state.miaofa.hot
         product = await hot.product(sku)
@@ -303,7 +350,10 @@ async def test_a_replayed_idempotency_key_gets_no_token(dev_stack: Stack) -> Non
     answer = replay.json()
     assert answer["access_token"] is None and answer["replayed"] is True and "keys" not in answer
     assert (answer["order_id"], answer["status"], answer["payment"]) == (
-        order["order_id"], "awaiting_payment", order["payment"])  # enough for the buyer to pay
+        order["order_id"],
+        "awaiting_payment",
+        order["payment"],
+    )  # enough for the buyer to pay
     assert (await dev_stack.http.get(f"/orders/{order['order_id']}")).status_code == 404
     await dev_stack.pay(order)
     delivered = await dev_stack.wait_status(order, "delivered")
@@ -363,13 +413,15 @@ async def test_event_streams_are_capped_per_address_and_end_when_settled(guarded
     orders = [(await guarded.order(sku, email=email(), headers=ip(unique_ip()))).json() for _ in range(2)]
 
     def events(order, headers):
-        return guarded.http.stream("GET", f"/orders/{order['order_id']}/events",
-                                   headers={"X-Order-Token": order["access_token"], **headers})
+        return guarded.http.stream(
+            "GET", f"/orders/{order['order_id']}/events", headers={"X-Order-Token": order["access_token"], **headers}
+        )
 
     async with events(orders[0], where) as one, events(orders[1], where) as two:
         assert (one.status_code, two.status_code) == (200, 200)
-        third = await guarded.http.get(f"/orders/{orders[0]['order_id']}/events",
-                                       headers={"X-Order-Token": orders[0]["access_token"], **where})
+        third = await guarded.http.get(
+            f"/orders/{orders[0]['order_id']}/events", headers={"X-Order-Token": orders[0]["access_token"], **where}
+        )
         assert (third.status_code, third.json()["error"]) == (429, "too_many_requests")
         assert third.headers["Retry-After"]
         async with events(orders[0], ip(unique_ip())) as elsewhere:
@@ -396,8 +448,10 @@ async def test_event_streams_are_capped_per_address_and_end_when_settled(guarded
 
 
 async def _polled(handle) -> bool:
-    return any(e.activity_task_scheduled_event_attributes.activity_type.name == steps.QUERY_PAYMENT
-               for e in (await handle.fetch_history()).events)
+    return any(
+        e.activity_task_scheduled_event_attributes.activity_type.name == steps.QUERY_PAYMENT
+        for e in (await handle.fetch_history()).events
+    )
 
 
 async def test_check_payment_is_rate_limited_per_order(guarded: Stack) -> None:
@@ -408,8 +462,9 @@ async def test_check_payment_is_rate_limited_per_order(guarded: Stack) -> None:
     await guarded.settled(order)  # past the first poll's history
     before = len((await handle.fetch_history()).events)
     token = {"X-Order-Token": order["access_token"]}
-    answers = await asyncio.gather(*(guarded.http.post(f"/orders/{order['order_id']}/check-payment", headers=token)
-                                     for _ in range(100)))
+    answers = await asyncio.gather(
+        *(guarded.http.post(f"/orders/{order['order_id']}/check-payment", headers=token) for _ in range(100))
+    )
     assert Counter(a.status_code for a in answers) == {200: 1, 429: 99}
     refused = next(a for a in answers if a.status_code == 429)
     assert refused.json()["error"] == "too_many_requests" and 1 <= int(refused.headers["Retry-After"]) <= 5

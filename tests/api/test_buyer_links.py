@@ -46,8 +46,11 @@ async def test_the_delivery_emails_link_opens_the_order(dev_stack: Stack, smtp) 
     order = await dev_stack.ordered(sku, email=_buyer())
     await dev_stack.pay(order)
     await dev_stack.wait_status(order, "delivered")
-    mails = await eventually(lambda: [m for m in mailbox.messages if order["order_id"] in m["Subject"]],
-                             timeout=5, message="the delivery email")
+    mails = await eventually(
+        lambda: [m for m in mailbox.messages if order["order_id"] in m["Subject"]],
+        timeout=5,
+        message="the delivery email",
+    )
     assert len(mails) == 1
     text = part(mails[0])
     links = [line for line in text.splitlines() if line.startswith("http")]
@@ -59,8 +62,9 @@ async def test_the_delivery_emails_link_opens_the_order(dev_stack: Stack, smtp) 
 
 
 async def _pay_as_a_browser(stack: Stack, order: dict, headers: dict[str, str]) -> httpx.Response:
-    return await stack.sim.post(f"/pay/{order['payment']['payment_id']}", headers=headers, content=b"",
-                                follow_redirects=False)
+    return await stack.sim.post(
+        f"/pay/{order['payment']['payment_id']}", headers=headers, content=b"", follow_redirects=False
+    )
 
 
 async def test_paying_on_the_simulator_page_returns_the_buyer_to_the_order(dev_stack: Stack) -> None:

@@ -18,8 +18,9 @@ async def _new_product(stack: Stack) -> str:
 
 
 async def _upload(stack: Stack, sku: str, body: str, content_type: str = "text/plain"):
-    return await stack.http.post(f"/admin/products/{sku}/keys", content=body.encode(),
-                                 headers={**stack.admin, "Content-Type": content_type})
+    return await stack.http.post(
+        f"/admin/products/{sku}/keys", content=body.encode(), headers={**stack.admin, "Content-Type": content_type}
+    )
 
 
 async def test_import_10000_with_500_repeats_then_again(dev_stack: Stack) -> None:
@@ -62,9 +63,16 @@ async def test_keys_are_encrypted_at_rest(dev_stack: Stack) -> None:
     key = f"PLAINTEXT-NEVER-STORED-{uuid.uuid4().hex}"
     await _upload(dev_stack, sku, key)
     async with dev_stack.sessionmaker() as session:
-        rows = (await session.execute(text(
-            "SELECT k::text FROM card_keys k JOIN products p ON p.id = k.product_id WHERE p.sku = :sku"),
-            {"sku": sku})).scalars().all()
+        rows = (
+            (
+                await session.execute(
+                    text("SELECT k::text FROM card_keys k JOIN products p ON p.id = k.product_id WHERE p.sku = :sku"),
+                    {"sku": sku},
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert len(rows) == 1
     assert key not in rows[0] and key.encode().hex() not in rows[0]
 
@@ -95,12 +103,19 @@ async def test_product_creation_rules(dev_stack: Stack) -> None:
     body = {"sku": sku, "name": "Steam ¥50", "price_cents": 5000, "currency": "cny"}
     created = await dev_stack.http.post("/admin/products", json=body, headers=dev_stack.admin)
     assert created.status_code == 201
-    assert created.json() == {"sku": sku, "name": "Steam ¥50", "price_cents": 5000, "currency": "CNY",
-                              "delivery_sla_seconds": 60, "webhook_url": None}
+    assert created.json() == {
+        "sku": sku,
+        "name": "Steam ¥50",
+        "price_cents": 5000,
+        "currency": "CNY",
+        "delivery_sla_seconds": 60,
+        "webhook_url": None,
+    }
     again = await dev_stack.http.post("/admin/products", json=body, headers=dev_stack.admin)
     assert (again.status_code, again.json()["error"]) == (409, "product_exists")
-    bad = await dev_stack.http.post("/admin/products", json={**body, "sku": "x2", "price_cents": 12.5},
-                                    headers=dev_stack.admin)
+    bad = await dev_stack.http.post(
+        "/admin/products", json={**body, "sku": "x2", "price_cents": 12.5}, headers=dev_stack.admin
+    )
     assert (bad.status_code, bad.json()["error"]) == (422, "invalid_input")
     assert "price_cents" in bad.json()["detail"]
     listed = {p["sku"]: p for p in (await dev_stack.http.get("/products")).json()}
@@ -109,16 +124,17 @@ async def test_product_creation_rules(dev_stack: Stack) -> None:
 
 async def test_admin_endpoints_need_the_admin_token(dev_stack: Stack) -> None:
     sku = await _new_product(dev_stack)
-    calls = [("POST", "/admin/products", {"json": {"sku": "z", "name": "z", "price_cents": 1, "currency": "CNY"}}),
-             ("POST", f"/admin/products/{sku}/keys", {"content": b"K-unauth"}),
-             ("GET", f"/admin/products/{sku}/stock", {})]
+    calls = [
+        ("POST", "/admin/products", {"json": {"sku": "z", "name": "z", "price_cents": 1, "currency": "CNY"}}),
+        ("POST", f"/admin/products/{sku}/keys", {"content": b"K-unauth"}),
+        ("GET", f"/admin/products/{sku}/stock", {}),
+    ]
     for method, path, kwargs in calls:
         missing = await dev_stack.http.request(method, path, **kwargs)
         assert missing.status_code == 401
         assert missing.json() == {"error": "missing_token", "detail": "send Authorization: Bearer <token>"}
         for token in ("wrong-token", dev_stack.support["Authorization"].removeprefix("Bearer ")):
-            wrong = await dev_stack.http.request(method, path, headers={"Authorization": f"Bearer {token}"},
-                                                 **kwargs)
+            wrong = await dev_stack.http.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs)
             assert wrong.status_code == 401
             assert wrong.json() == {"error": "invalid_token", "detail": "the token is not the admin token"}
     assert await dev_stack.stock(sku) == {"available": 0, "reserved": 0, "sold": 0, "refunded": 0}
@@ -143,12 +159,23 @@ async def test_concurrent_imports_of_the_same_keys_store_each_once(dev_stack: St
 
 # --- Exact uploads: what curl and browsers send, byte for byte. ---
 
+
 async def _stored_keys(stack: Stack, sku: str) -> list[str]:
     """The product's keys as stored, decrypted: proves nothing but the file's lines became keys."""
     async with stack.sessionmaker() as session:
-        blobs = (await session.execute(text(
-            "SELECT k.ciphertext FROM card_keys k JOIN products p ON p.id = k.product_id "
-            "WHERE p.sku = :sku ORDER BY k.id"), {"sku": sku})).scalars().all()
+        blobs = (
+            (
+                await session.execute(
+                    text(
+                        "SELECT k.ciphertext FROM card_keys k JOIN products p ON p.id = k.product_id "
+                        "WHERE p.sku = :sku ORDER BY k.id"
+                    ),
+                    {"sku": sku},
+                )
+            )
+            .scalars()
+            .all()
+        )
     return sorted(stack.vault.decrypt(blob) for blob in blobs)
 
 
@@ -161,8 +188,11 @@ async def test_curl_form_file_upload_stores_exactly_the_file_lines(dev_stack: St
     sku = await _new_product(dev_stack)
     tag = uuid.uuid4().hex[:8]
     keys = [f"MP-{tag}-{i}" for i in range(3)]
-    answer = await dev_stack.http.post(f"/admin/products/{sku}/keys", headers=dev_stack.admin,
-                                       files={"file": ("keys.txt", "\r\n".join(keys).encode() + b"\r\n", "text/plain")})
+    answer = await dev_stack.http.post(
+        f"/admin/products/{sku}/keys",
+        headers=dev_stack.admin,
+        files={"file": ("keys.txt", "\r\n".join(keys).encode() + b"\r\n", "text/plain")},
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"imported": 3, "duplicates": 0}
     assert await _stored_keys(dev_stack, sku) == sorted(keys)
@@ -170,9 +200,12 @@ async def test_curl_form_file_upload_stores_exactly_the_file_lines(dev_stack: St
     # A browser form posts other fields beside the file and an octet-stream part type: same result.
     other = await _new_product(dev_stack)
     more = [f"MP2-{tag}-{i}" for i in range(2)]
-    answer = await dev_stack.http.post(f"/admin/products/{other}/keys", headers=dev_stack.admin,
-                                       data={"note": "batch 7"},
-                                       files={"upload": ("keys", "\n".join(more).encode(), "application/octet-stream")})
+    answer = await dev_stack.http.post(
+        f"/admin/products/{other}/keys",
+        headers=dev_stack.admin,
+        data={"note": "batch 7"},
+        files={"upload": ("keys", "\n".join(more).encode(), "application/octet-stream")},
+    )
     assert answer.json() == {"imported": 2, "duplicates": 0}
     assert await _stored_keys(dev_stack, other) == sorted(more)
 
@@ -183,8 +216,11 @@ async def test_curl_data_binary_text_plain_stores_exactly_the_lines(dev_stack: S
     tag = uuid.uuid4().hex[:8]
     keys = [f"DB-{tag}-{i}" for i in range(4)]
     body = "\ufeff" + "\r\n".join(keys[:2]) + "\n" + "\r".join(keys[2:]) + "\n"  # BOM, CRLF, LF and CR
-    answer = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=body.encode(),
-                                       headers={**dev_stack.admin, "Content-Type": "text/plain; charset=utf-8"})
+    answer = await dev_stack.http.post(
+        f"/admin/products/{sku}/keys",
+        content=body.encode(),
+        headers={**dev_stack.admin, "Content-Type": "text/plain; charset=utf-8"},
+    )
     assert answer.json() == {"imported": 4, "duplicates": 0}
     assert await _stored_keys(dev_stack, sku) == sorted(keys)
     assert await dev_stack.stock(sku) == {**EMPTY, "available": 4}
@@ -196,13 +232,17 @@ async def test_csv_file_part_is_parsed_as_csv(dev_stack: Stack) -> None:
         tag = uuid.uuid4().hex[:8]
         body = f'code,note\nCSV-{tag}-1,first\n"CSV-{tag}-2",second\n'.encode()
         sku = await _new_product(dev_stack)
-        answer = await dev_stack.http.post(f"/admin/products/{sku}/keys", headers=dev_stack.admin,
-                                           files={"file": (name, body, part_type)})
+        answer = await dev_stack.http.post(
+            f"/admin/products/{sku}/keys", headers=dev_stack.admin, files={"file": (name, body, part_type)}
+        )
         assert answer.status_code == 200, answer.text
         assert await _stored_keys(dev_stack, sku) == [f"CSV-{tag}-1", f"CSV-{tag}-2"]
     other = await _new_product(dev_stack)  # application/csv as the body's own type
-    answer = await dev_stack.http.post(f"/admin/products/{other}/keys", content=body.replace(b"CSV-", b"AC-"),
-                                       headers={**dev_stack.admin, "Content-Type": "application/csv"})
+    answer = await dev_stack.http.post(
+        f"/admin/products/{other}/keys",
+        content=body.replace(b"CSV-", b"AC-"),
+        headers={**dev_stack.admin, "Content-Type": "application/csv"},
+    )
     assert answer.json() == {"imported": 2, "duplicates": 0}
 
 
@@ -211,21 +251,28 @@ async def test_curl_d_form_urlencoded_and_other_types_get_415_and_store_nothing(
     tag = uuid.uuid4().hex[:8]
     glued = f"UE-{tag}-1UE-{tag}-2".encode()  # `curl -d @keys.txt` drops the newlines
     accepted = "send the keys as text/plain, text/csv (or application/csv), or multipart/form-data with one file part"
-    cases = [(glued, "application/x-www-form-urlencoded", f"{accepted}; got application/x-www-form-urlencoded"),
-             (b'["K"]', "application/json", f"{accepted}; got application/json"),
-             (glued, None, f"{accepted}; no Content-Type was sent"),
-             (glued, "application/octet-stream", f"{accepted}; got application/octet-stream"),
-             (glued, "text/html", f"{accepted}; got text/html"),
-             (glued, "text/plain; charset=latin-1", "send the keys as UTF-8 text; got charset=latin-1")]
+    cases = [
+        (glued, "application/x-www-form-urlencoded", f"{accepted}; got application/x-www-form-urlencoded"),
+        (b'["K"]', "application/json", f"{accepted}; got application/json"),
+        (glued, None, f"{accepted}; no Content-Type was sent"),
+        (glued, "application/octet-stream", f"{accepted}; got application/octet-stream"),
+        (glued, "text/html", f"{accepted}; got text/html"),
+        (glued, "text/plain; charset=latin-1", "send the keys as UTF-8 text; got charset=latin-1"),
+    ]
     for body, content_type, detail in cases:
         headers = {**dev_stack.admin, **({"Content-Type": content_type} if content_type else {})}
         answer = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=body, headers=headers)
         assert (answer.status_code, answer.json()) == (415, {"error": "unsupported_media_type", "detail": detail})
-    refused = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=glued, headers={
-        **dev_stack.admin, "Content-Type": "application/x-www-form-urlencoded"})
-    assert refused.json() == {"error": "unsupported_media_type", "detail":
-                              "send the keys as text/plain, text/csv (or application/csv), or multipart/form-data "
-                              "with one file part; got application/x-www-form-urlencoded"}
+    refused = await dev_stack.http.post(
+        f"/admin/products/{sku}/keys",
+        content=glued,
+        headers={**dev_stack.admin, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert refused.json() == {
+        "error": "unsupported_media_type",
+        "detail": "send the keys as text/plain, text/csv (or application/csv), or multipart/form-data "
+        "with one file part; got application/x-www-form-urlencoded",
+    }
     assert await dev_stack.stock(sku) == EMPTY
 
 
@@ -246,8 +293,11 @@ async def test_a_control_character_refuses_the_whole_upload_without_echoing_the_
         assert answer.json()["error"] == "control_character"
         assert f"line {line} " in answer.json()["detail"]
         assert secret not in answer.text and f"OK-{tag}" not in answer.text
-    multipart = await dev_stack.http.post(f"/admin/products/{sku}/keys", headers=dev_stack.admin, files={
-        "file": ("keys.txt", f"OK-{tag}-1\n{secret}\x00\n".encode(), "text/plain")})
+    multipart = await dev_stack.http.post(
+        f"/admin/products/{sku}/keys",
+        headers=dev_stack.admin,
+        files={"file": ("keys.txt", f"OK-{tag}-1\n{secret}\x00\n".encode(), "text/plain")},
+    )
     assert (multipart.status_code, multipart.json()["error"]) == (422, "control_character")
     assert secret not in multipart.text
     assert await dev_stack.stock(sku) == EMPTY
@@ -256,21 +306,33 @@ async def test_a_control_character_refuses_the_whole_upload_without_echoing_the_
 async def test_multipart_needs_exactly_one_file_part(dev_stack: Stack) -> None:
     sku = await _new_product(dev_stack)
     tag = uuid.uuid4().hex[:8]
-    no_file = await dev_stack.http.post(f"/admin/products/{sku}/keys", headers=dev_stack.admin,
-                                        files={"file": (None, f"NF-{tag}")})  # `curl -F file=<keys.txt`: no filename
+    no_file = await dev_stack.http.post(
+        f"/admin/products/{sku}/keys", headers=dev_stack.admin, files={"file": (None, f"NF-{tag}")}
+    )  # `curl -F file=<keys.txt`: no filename
     assert (no_file.status_code, no_file.json()["error"]) == (422, "malformed_multipart")
     assert "exactly one complete file part" in no_file.json()["detail"] and "got 0" in no_file.json()["detail"]
-    two = await dev_stack.http.post(f"/admin/products/{sku}/keys", headers=dev_stack.admin, files=[
-        ("file", ("a.txt", f"TA-{tag}".encode(), "text/plain")),
-        ("file", ("b.txt", f"TB-{tag}".encode(), "text/plain"))])
+    two = await dev_stack.http.post(
+        f"/admin/products/{sku}/keys",
+        headers=dev_stack.admin,
+        files=[
+            ("file", ("a.txt", f"TA-{tag}".encode(), "text/plain")),
+            ("file", ("b.txt", f"TB-{tag}".encode(), "text/plain")),
+        ],
+    )
     assert (two.status_code, two.json()["error"]) == (422, "malformed_multipart")
     assert "got 2" in two.json()["detail"]
     whole = httpx.Request("POST", "/", files={"file": ("keys.txt", f"TR-{tag}-1\nTR-{tag}-2\n".encode(), "text/plain")})
-    truncated = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=whole.read()[:-40],
-                                          headers={**dev_stack.admin, "Content-Type": whole.headers["content-type"]})
+    truncated = await dev_stack.http.post(
+        f"/admin/products/{sku}/keys",
+        content=whole.read()[:-40],
+        headers={**dev_stack.admin, "Content-Type": whole.headers["content-type"]},
+    )
     assert (truncated.status_code, truncated.json()["error"]) == (422, "malformed_multipart")
-    no_boundary = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=f"NB-{tag}".encode(),
-                                            headers={**dev_stack.admin, "Content-Type": "multipart/form-data"})
+    no_boundary = await dev_stack.http.post(
+        f"/admin/products/{sku}/keys",
+        content=f"NB-{tag}".encode(),
+        headers={**dev_stack.admin, "Content-Type": "multipart/form-data"},
+    )
     assert (no_boundary.status_code, no_boundary.json()["error"]) == (422, "malformed_multipart")
     assert await dev_stack.stock(sku) == EMPTY
 
@@ -295,17 +357,26 @@ async def test_token_and_size_are_checked_before_the_body_is_read(dev_stack: Sta
     anonymous = await _raw_post(dev_stack, path, {"Content-Type": "text/plain", "Content-Length": "50000000"}, chunk)
     assert anonymous.startswith(b"HTTP/1.1 401 ") and b"missing_token" in anonymous
     token = dev_stack.admin["Authorization"]
-    huge = await _raw_post(dev_stack, path, {"Authorization": token, "Content-Type": "text/plain",
-                                             "Content-Length": str(uploads.MAX_UPLOAD_BYTES + 1)}, chunk)
+    huge = await _raw_post(
+        dev_stack,
+        path,
+        {"Authorization": token, "Content-Type": "text/plain", "Content-Length": str(uploads.MAX_UPLOAD_BYTES + 1)},
+        chunk,
+    )
     assert huge.startswith(b"HTTP/1.1 413 ") and b"upload_too_large" in huge
-    form = await _raw_post(dev_stack, path, {"Authorization": token, "Content-Length": "50000000",
-                                             "Content-Type": "application/x-www-form-urlencoded"}, chunk)
+    form = await _raw_post(
+        dev_stack,
+        path,
+        {"Authorization": token, "Content-Length": "50000000", "Content-Type": "application/x-www-form-urlencoded"},
+        chunk,
+    )
     assert form.startswith(b"HTTP/1.1 415 ")
     assert await dev_stack.stock(sku) == EMPTY
 
 
-async def test_an_upload_past_the_limit_stops_while_streaming(dev_stack: Stack,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_upload_past_the_limit_stops_while_streaming(
+    dev_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(uploads, "MAX_UPLOAD_BYTES", 256 * 1024)
     sku = await _new_product(dev_stack)
     tag = uuid.uuid4().hex[:8]
@@ -320,13 +391,19 @@ async def test_an_upload_past_the_limit_stops_while_streaming(dev_stack: Stack,
     data = body(300 * 1024)
     multipart = httpx.Request("POST", "/", files={"file": ("keys.txt", data, "text/plain")})
     for content, content_type in ((data, "text/plain"), (multipart.read(), multipart.headers["content-type"])):
-        answer = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=chunked(content),
-                                           headers={**dev_stack.admin, "Content-Type": content_type})
+        answer = await dev_stack.http.post(
+            f"/admin/products/{sku}/keys",
+            content=chunked(content),
+            headers={**dev_stack.admin, "Content-Type": content_type},
+        )
         assert answer.status_code == 413, (content_type, answer.text)
         assert answer.json()["error"] == "upload_too_large"
     assert await dev_stack.stock(sku) == EMPTY
-    fits = await dev_stack.http.post(f"/admin/products/{sku}/keys", content=chunked(body(200 * 1024)),
-                                     headers={**dev_stack.admin, "Content-Type": "text/plain"})
+    fits = await dev_stack.http.post(
+        f"/admin/products/{sku}/keys",
+        content=chunked(body(200 * 1024)),
+        headers={**dev_stack.admin, "Content-Type": "text/plain"},
+    )
     assert fits.status_code == 200, fits.text
     assert await dev_stack.stock(sku) == {**EMPTY, "available": 200 * 1024 // 22}
 

@@ -45,8 +45,14 @@ async def test_codec_endpoint_decodes_for_the_ui(dev_stack: Stack) -> None:
     original = Payload(metadata={"encoding": b"json/plain"}, data=b'"hello ops"')
     encoded = await codec.encode([original])
     body = json_format.MessageToJson(Payloads(payloads=encoded))
-    answer = await dev_stack.http.post("/codec/decode", content=body, headers={
-        "Content-Type": "application/json", "Origin": f"http://localhost:{dev_stack.settings.temporal_ui_port}"})
+    answer = await dev_stack.http.post(
+        "/codec/decode",
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            "Origin": f"http://localhost:{dev_stack.settings.temporal_ui_port}",
+        },
+    )
     assert answer.status_code == 200
     assert answer.headers["access-control-allow-origin"] == f"http://localhost:{dev_stack.settings.temporal_ui_port}"
     decoded = json_format.Parse(answer.text, Payloads())
@@ -58,8 +64,9 @@ async def test_codec_endpoint_decodes_for_the_ui(dev_stack: Stack) -> None:
 async def _ui_post(stack: Stack, body: bytes | str, **headers: str):
     """As the Temporal UI's browser on this machine calls the codec."""
     ui = f"http://localhost:{stack.settings.temporal_ui_port}"
-    return await stack.http.post("/codec/decode", content=body,
-                                 headers={"Content-Type": "application/json", "Origin": ui, **headers})
+    return await stack.http.post(
+        "/codec/decode", content=body, headers={"Content-Type": "application/json", "Origin": ui, **headers}
+    )
 
 
 async def test_codec_refuses_dns_rebinding_and_foreign_origins(dev_stack: Stack) -> None:
@@ -84,8 +91,9 @@ async def test_codec_refuses_dns_rebinding_and_foreign_origins(dev_stack: Stack)
         assert answer.json()["error"] == "invalid_token"
         assert "buyer@example.com" not in answer.text
     # A support token works from anywhere, whatever the Host (the CLI, a tunnel, a proxy).
-    allowed = await _ui_post(dev_stack, body, Host=f"evil.example:{port}",
-                             Authorization=dev_stack.support["Authorization"])
+    allowed = await _ui_post(
+        dev_stack, body, Host=f"evil.example:{port}", Authorization=dev_stack.support["Authorization"]
+    )
     assert allowed.status_code == 200 and json_format.Parse(allowed.text, Payloads()).payloads[0] == secret
     # Other names of the shop pass: localhost, and the public URL's host.
     assert (await _ui_post(dev_stack, body, Host=f"localhost:{port}")).status_code == 200
@@ -97,20 +105,27 @@ async def test_codec_bad_input_is_a_clear_4xx(dev_stack: Stack) -> None:
     foreign = Payload(metadata={"encoding": ENCODING, "encryption-key-id": b"not-our-key"}, data=good.data)
     garbage = Payload(metadata=dict(good.metadata), data=b"\x00" * 40)
     short = Payload(metadata=dict(good.metadata), data=b"x")
-    for payload, error in ((foreign, "undecodable_payload"), (garbage, "undecodable_payload"),
-                           (short, "undecodable_payload")):
+    for payload, error in (
+        (foreign, "undecodable_payload"),
+        (garbage, "undecodable_payload"),
+        (short, "undecodable_payload"),
+    ):
         answer = await _ui_post(dev_stack, json_format.MessageToJson(Payloads(payloads=[payload])))
         assert answer.status_code == 422, answer.text
         assert set(answer.json()) == {"error", "detail"} and answer.json()["error"] == error
-    not_base64 = '{"payloads": [{"metadata": {"encoding": "%s"}, "data": "***"}]}' % base64.b64encode(ENCODING).decode()
+    encoding = base64.b64encode(ENCODING).decode()
+    not_base64 = f'{{"payloads": [{{"metadata": {{"encoding": "{encoding}"}}, "data": "***"}}]}}'
     for body in (not_base64, b"\xff\xfe", '{"payloads": 1}'):
         answer = await _ui_post(dev_stack, body)
         assert 400 <= answer.status_code < 500 and set(answer.json()) == {"error", "detail"}, (body, answer.text)
 
 
 async def test_codec_token_with_non_ascii_is_refused_not_a_500(dev_stack: Stack) -> None:
-    answer = await dev_stack.http.post("/codec/decode", content=b'{"payloads": []}', headers={
-        "Host": "evil.example", "Authorization": "Bearer t\u00f6ken-\u79d8\u5bc6".encode()})
+    answer = await dev_stack.http.post(
+        "/codec/decode",
+        content=b'{"payloads": []}',
+        headers={"Host": "evil.example", "Authorization": "Bearer t\u00f6ken-\u79d8\u5bc6".encode()},
+    )
     assert (answer.status_code, answer.json()["error"]) == (401, "invalid_token")
 
 

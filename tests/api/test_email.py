@@ -4,15 +4,15 @@ order lookup, which answers the same for everyone and mails only an address that
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.header import decode_header, make_header
 
 from sqlalchemy import func, select, text
 
 from miaofa import coupons
 from miaofa.crypto.vault import Vault
-from miaofa.messaging import outbox
 from miaofa.db.models import OutboxMessage
+from miaofa.messaging import outbox
 from tests.conftest import TEST_VAULT_KEY, stack_settings
 from tests.helpers.messaging import SHOP_URL, Smtp, dispatcher, drain, emit, make_order, new_email, part, rows
 from tests.helpers.stack import Stack, running_stack
@@ -95,7 +95,7 @@ async def test_coupon_and_refund_emails_go_through_the_outbox(sessionmaker) -> N
         zh_order = await make_order(sessionmaker, zh, lang="zh")
         en_order = await make_order(sessionmaker, en, lang="en")
         async with sessionmaker.begin() as session:
-            coupon = await coupons.issue_for_late_delivery(session, zh_order, "sla_timer", datetime.now(timezone.utc))
+            coupon = await coupons.issue_for_late_delivery(session, zh_order, "sla_timer", datetime.now(UTC))
         await emit(sessionmaker, zh_order, outbox.Event.COUPON_ISSUED)
         await emit(sessionmaker, en_order, outbox.Event.REFUNDED)
         d = dispatcher(sessionmaker, smtp.url)
@@ -114,7 +114,8 @@ async def test_coupon_and_refund_emails_go_through_the_outbox(sessionmaker) -> N
     assert f"Order {en_order} has been refunded: 9.90 CNY, to the way you paid." in plain
     assert f'href="{_link(SHOP_URL, en_order)}"' in html
     assert [(r.topic, r.status) for r in await rows(sessionmaker, zh_order) if r.channel == "email"] == [
-        ("email.coupon", "sent")]
+        ("email.coupon", "sent")
+    ]
     queued = " ".join(str(r.detail) + str(r.buyer_hash) for r in await rows(sessionmaker, zh_order))
     assert coupon.code not in queued and zh not in queued
 
@@ -155,16 +156,18 @@ async def test_an_smtp_outage_delays_the_mail_and_loses_nothing(sessionmaker) ->
 
 async def _lookups(sessionmaker) -> int:
     async with sessionmaker() as session:
-        return await session.scalar(select(func.count()).select_from(OutboxMessage)
-                                    .where(OutboxMessage.topic == "email.lookup"))
+        return await session.scalar(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.topic == "email.lookup")
+        )
 
 
-async def test_lookup_answers_the_same_for_everyone_and_mails_only_the_buyer(dev_env, sessionmaker, sim_url,
-                                                                             database_url) -> None:
+async def test_lookup_answers_the_same_for_everyone_and_mails_only_the_buyer(
+    dev_env, sessionmaker, sim_url, database_url
+) -> None:
     smtp = Smtp()
     smtp.start()
     buyer, other, stranger = new_email(), new_email(), new_email()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     mine = [await make_order(sessionmaker, buyer, created_at=now.replace(year=2024, month=m)) for m in (1, 2)]
     theirs = await make_order(sessionmaker, other)
     try:
@@ -172,8 +175,11 @@ async def test_lookup_answers_the_same_for_everyone_and_mails_only_the_buyer(dev
             answers = []
             for address, lang in ((buyer.upper(), "en"), (stranger, "en"), (other, None)):
                 before = await _lookups(sessionmaker)
-                answer = await stack.http.post("/orders/lookup", json={"email": address, "lang": lang}
-                                               if lang else {"email": address}, headers={"Accept-Language": "zh"})
+                answer = await stack.http.post(
+                    "/orders/lookup",
+                    json={"email": address, "lang": lang} if lang else {"email": address},
+                    headers={"Accept-Language": "zh"},
+                )
                 answers.append((answer.status_code, answer.json()))
                 assert await _lookups(sessionmaker) == before + 1  # the same work, known or not
             assert answers == [(202, {"status": "sent_if_any"})] * 3
@@ -188,7 +194,9 @@ async def test_lookup_answers_the_same_for_everyone_and_mails_only_the_buyer(dev
     plain, html = part(mail), part(mail, "html")
     base = stack.settings.api_url
     assert [line for line in plain.splitlines() if line.startswith("http")] == [
-        _link(base, mine[1]), _link(base, mine[0])]  # newest first
+        _link(base, mine[1]),
+        _link(base, mine[0]),
+    ]  # newest first
     assert _link(base, theirs) not in plain + html and theirs not in plain + html
     assert f'href="{_link(base, mine[0])}"' in html
     assert smtp.mailbox.to(stranger) == []
@@ -196,20 +204,40 @@ async def test_lookup_answers_the_same_for_everyone_and_mails_only_the_buyer(dev
     assert _subject(other_mail) == "您的订单链接"  # from Accept-Language
     assert [line for line in part(other_mail).splitlines() if line.startswith("http")] == [_link(base, theirs)]
     async with sessionmaker() as session:
-        statuses = (await session.execute(text(
-            "SELECT status FROM outbox WHERE topic = 'email.lookup' AND buyer_hash = :h"),
-            {"h": VAULT.buyer_hash(stranger)})).scalars().all()
+        statuses = (
+            (
+                await session.execute(
+                    text("SELECT status FROM outbox WHERE topic = 'email.lookup' AND buyer_hash = :h"),
+                    {"h": VAULT.buyer_hash(stranger)},
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert statuses == ["skipped"]
 
 
-async def test_lookup_refuses_bad_input_and_too_many_asks_changing_nothing(dev_env, sessionmaker, sim_url,
-                                                                          database_url) -> None:
-    async with running_stack(dev_env, sessionmaker, sim_url, lookup_rate_per_ip_per_minute=4,
-                             lookup_rate_per_email_per_hour=2, **stack_settings(database_url, "")) as stack:
+async def test_lookup_refuses_bad_input_and_too_many_asks_changing_nothing(
+    dev_env, sessionmaker, sim_url, database_url
+) -> None:
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        lookup_rate_per_ip_per_minute=4,
+        lookup_rate_per_email_per_hour=2,
+        **stack_settings(database_url, ""),
+    ) as stack:
         before = await _lookups(sessionmaker)
-        for body in ({"email": "not-an-email"}, {"email": "a@x.io,b@y.io"}, {"email": "a@x.io\n"}, {},
-                     {"email": "buyer@example.com", "lang": "fr"}, {"email": "x" * 250 + "@example.com"},
-                     {"email": 42}):
+        for body in (
+            {"email": "not-an-email"},
+            {"email": "a@x.io,b@y.io"},
+            {"email": "a@x.io\n"},
+            {},
+            {"email": "buyer@example.com", "lang": "fr"},
+            {"email": "x" * 250 + "@example.com"},
+            {"email": 42},
+        ):
             answer = await stack.http.post("/orders/lookup", json=body)
             assert (answer.status_code, answer.json()["error"]) == (422, "invalid_input"), body
         answer = await stack.http.post("/orders/lookup", content=b"{", headers={"Content-Type": "application/json"})
@@ -221,8 +249,10 @@ async def test_lookup_refuses_bad_input_and_too_many_asks_changing_nothing(dev_e
             assert (await stack.http.post("/orders/lookup", json={"email": first})).status_code == 202
         per_email = await stack.http.post("/orders/lookup", json={"email": first.upper()})  # the same buyer
         assert per_email.status_code == 429
-        assert per_email.json() == {"error": "too_many_requests",
-                                    "detail": "too many lookups for this email; try again in 3600 s"}
+        assert per_email.json() == {
+            "error": "too_many_requests",
+            "detail": "too many lookups for this email; try again in 3600 s",
+        }
         assert per_email.headers["retry-after"] == "3600"
         for _ in range(2):  # the address's 3rd and 4th
             assert (await stack.http.post("/orders/lookup", json={"email": new_email()})).status_code == 202
@@ -248,7 +278,8 @@ async def test_the_demo_mail_catcher_keeps_each_mail_as_a_private_file(tmp_path)
     controller.start()
     try:
         await Mailer(f"smtp://127.0.0.1:{port}", "Miaofa <shop@miaofa.test>").send(
-            "buyer@example.com", "Your keys", "KEY-1", "<p>KEY-1</p>")
+            "buyer@example.com", "Your keys", "KEY-1", "<p>KEY-1</p>"
+        )
     finally:
         controller.stop()
     [saved] = list((tmp_path / "mail").iterdir())

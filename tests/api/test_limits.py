@@ -19,7 +19,9 @@ from tests.helpers.stack import Stack
 MB = 1024 * 1024
 
 
-async def _raw(stack: Stack, method: str, path: str, headers: dict[str, str], first_bytes: bytes) -> tuple[bytes, float]:
+async def _raw(
+    stack: Stack, method: str, path: str, headers: dict[str, str], first_bytes: bytes
+) -> tuple[bytes, float]:
     """Send the headers and only the first bytes of the body; the answer must come at once, and the
     server must then close the connection rather than wait for (or read) the rest."""
     url = urlsplit(str(stack.http.base_url))
@@ -59,8 +61,9 @@ async def test_anonymous_big_bodies_to_admin_and_support_get_401_before_the_body
         assert _status(answer) == 401, answer[:300]
         assert _json(answer) == {"error": "missing_token", "detail": "send Authorization: Bearer <token>"}
         assert elapsed < 2
-        wrong, _ = await _raw(dev_stack, "POST", path, {**declared, "Authorization": "Bearer not-the-token-000000"},
-                              chunk)
+        wrong, _ = await _raw(
+            dev_stack, "POST", path, {**declared, "Authorization": "Bearer not-the-token-000000"}, chunk
+        )
         assert _status(wrong) == 401 and _json(wrong)["error"] == "invalid_token"
     # The support token opens /support, not /admin.
     answer, _ = await _raw(dev_stack, "POST", "/admin/products", {**declared, **dev_stack.support}, chunk)
@@ -77,8 +80,9 @@ async def test_a_declared_size_over_the_route_limit_is_refused_at_once(dev_stack
         ("/codec/decode", dev_stack.support, dev_stack.settings.max_codec_body_bytes + 1),
     ]
     for path, auth, size in cases:
-        answer, elapsed = await _raw(dev_stack, "POST", path, {"Content-Type": "application/json",
-                                                              "Content-Length": str(size), **auth}, chunk)
+        answer, elapsed = await _raw(
+            dev_stack, "POST", path, {"Content-Type": "application/json", "Content-Length": str(size), **auth}, chunk
+        )
         assert _status(answer) == 413, (path, answer[:300])
         body = _json(answer)
         assert body["error"] == "payload_too_large" and ("KiB" in body["detail"] or "MiB" in body["detail"])
@@ -103,8 +107,9 @@ async def test_a_chunked_body_over_the_limit_stops_while_streaming(dev_stack: St
         ("/codec/decode", dev_stack.support, dev_stack.settings.max_codec_body_bytes + 1),
     ]
     for path, auth, size in cases:
-        answer = await dev_stack.http.post(path, content=_chunks(size),
-                                           headers={"Content-Type": "application/json", **auth})
+        answer = await dev_stack.http.post(
+            path, content=_chunks(size), headers={"Content-Type": "application/json", **auth}
+        )
         assert answer.status_code == 413, (path, answer.text[:300])
         assert answer.json()["error"] == "payload_too_large", path
     # Under the limit, the same routes read the body as usual.
@@ -139,11 +144,18 @@ def test_stored_headers_of_a_rejected_notify_fit_the_budget() -> None:
 
 async def _rejected_since(stack: Stack, first_id: int) -> tuple[int, int, int]:
     async with stack.sessionmaker() as session:
-        size = (func.octet_length(NotifyLog.body) + func.octet_length(cast(NotifyLog.headers, Text))
-                + func.octet_length(NotifyLog.detail))
-        row = (await session.execute(
-            select(func.count(), func.coalesce(func.sum(size), 0), func.coalesce(func.max(size), 0))
-            .where(NotifyLog.id > first_id, NotifyLog.outcome == "rejected"))).one()
+        size = (
+            func.octet_length(NotifyLog.body)
+            + func.octet_length(cast(NotifyLog.headers, Text))
+            + func.octet_length(NotifyLog.detail)
+        )
+        row = (
+            await session.execute(
+                select(func.count(), func.coalesce(func.sum(size), 0), func.coalesce(func.max(size), 0)).where(
+                    NotifyLog.id > first_id, NotifyLog.outcome == "rejected"
+                )
+            )
+        ).one()
         return int(row[0]), int(row[1]), int(row[2])
 
 
@@ -164,8 +176,7 @@ def fresh_bound(dev_stack: Stack) -> Iterator[None]:
         state.rejected_notifies = kept
 
 
-async def test_a_flood_of_rejected_notifies_stores_little_and_answers_fast(dev_stack: Stack,
-                                                                         fresh_bound: None) -> None:
+async def test_a_flood_of_rejected_notifies_stores_little_and_answers_fast(dev_stack: Stack, fresh_bound: None) -> None:
     first = await _last_notify_id(dev_stack)
     tag = uuid.uuid4().hex
     body = json.dumps({"order_id": tag, "pad": "b" * 20000}).encode()  # 20 KB
@@ -178,8 +189,9 @@ async def test_a_flood_of_rejected_notifies_stores_little_and_answers_fast(dev_s
         nonlocal slowest
         async with gate:
             started = time.monotonic()
-            answer = await dev_stack.http.post("/payments/simulator/notify", content=body,
-                                               headers={**headers, "Content-Type": "application/json"})
+            answer = await dev_stack.http.post(
+                "/payments/simulator/notify", content=body, headers={**headers, "Content-Type": "application/json"}
+            )
             slowest = max(slowest, time.monotonic() - started)
             statuses.append(answer.status_code)
 
@@ -199,8 +211,11 @@ async def test_a_flood_of_rejected_notifies_stores_little_and_answers_fast(dev_s
 
 async def test_a_rejected_notify_is_stored_compactly(dev_stack: Stack, fresh_bound: None) -> None:
     first = await _last_notify_id(dev_stack)
-    answer = await dev_stack.http.post("/payments/simulator/notify", content=b"\x00" * 5000 + "é".encode() * 4000,
-                                       headers={"X-Big": "v" * 5000, "Authorization": "Bearer hush-hush-hush"})
+    answer = await dev_stack.http.post(
+        "/payments/simulator/notify",
+        content=b"\x00" * 5000 + "é".encode() * 4000,
+        headers={"X-Big": "v" * 5000, "Authorization": "Bearer hush-hush-hush"},
+    )
     assert answer.status_code == 400
     async with dev_stack.sessionmaker() as session:
         rows = list(await session.scalars(select(NotifyLog).where(NotifyLog.id > first)))

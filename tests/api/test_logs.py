@@ -29,8 +29,10 @@ def _boom_route(stack: Stack, path: str):
     """A route that sends client text to PostgreSQL and fails there; PostgreSQL quotes the value back."""
 
     async def boom(order_id: str, request: Request) -> None:
-        statement = {"server": "SELECT set_config(:email, 'x', true)",  # 42602: a server error (500)
-                     "data": "SELECT CAST(:email AS integer)"}[request.headers["x-kind"]]  # 22000: 422
+        statement = {
+            "server": "SELECT set_config(:email, 'x', true)",  # 42602: a server error (500)
+            "data": "SELECT CAST(:email AS integer)",
+        }[request.headers["x-kind"]]  # 22000: 422
         async with stack.app.state.miaofa.sessionmaker() as session:
             await session.execute(text(statement), {"email": request.headers["x-email"]})
 
@@ -38,8 +40,9 @@ def _boom_route(stack: Stack, path: str):
     return stack.app.router.routes[-1]
 
 
-async def test_an_unhandled_database_error_logs_its_type_and_order_id_only(dev_stack: Stack, safe_logs: None,
-                                                                           caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_unhandled_database_error_logs_its_type_and_order_id_only(
+    dev_stack: Stack, safe_logs: None, caplog: pytest.LogCaptureFixture
+) -> None:
     marker = f"leak-{uuid.uuid4().hex}@example.com"
     order_id = uuid.uuid4().hex[:20]
     route = _boom_route(dev_stack, "/test-only/orders/{order_id}/boom")
@@ -59,8 +62,10 @@ async def test_an_unhandled_database_error_logs_its_type_and_order_id_only(dev_s
         uvicorn_logger.propagate = propagate
         sql_logger.setLevel(sql_level)
     assert answer.status_code == 500
-    assert answer.json() == {"error": "internal_error",
-                             "detail": "something went wrong on our side; it has been logged"}
+    assert answer.json() == {
+        "error": "internal_error",
+        "detail": "something went wrong on our side; it has been logged",
+    }
     assert marker not in answer.text
     # Client data the database refuses is the client's problem: a 422, logged by type.
     assert refused.status_code == 422 and refused.json()["error"] == "invalid_input"
@@ -74,12 +79,15 @@ async def test_an_unhandled_database_error_logs_its_type_and_order_id_only(dev_s
     uvicorn_records = [r for r in caplog.records if r.name == "uvicorn.error"]
     assert uvicorn_records and "sqlalchemy.exc.ProgrammingError" in (uvicorn_records[0].exc_text or "")
     assert "Traceback (most recent call last)" in uvicorn_records[0].exc_text
-    assert any("refused" in r.getMessage() and "DataError" in r.getMessage() and order_id in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "refused" in r.getMessage() and "DataError" in r.getMessage() and order_id in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_an_exception_logged_anywhere_keeps_its_type_and_frames_not_its_message(
-        safe_logs: None, caplog: pytest.LogCaptureFixture) -> None:
+    safe_logs: None, caplog: pytest.LogCaptureFixture
+) -> None:
     marker = f"coupon-{uuid.uuid4().hex}"
 
     def fail() -> None:
@@ -111,8 +119,7 @@ def test_the_cli_logging_setup_redacts_and_keeps_sql_loggers_quiet() -> None:
     try:
         _logging(Settings(log_level="DEBUG"))
         assert sql.level == logging.WARNING  # statements, parameters and rows are never logged
-        record = logging.getLogRecordFactory()("x", logging.ERROR, __file__, 1, "m %s", (RuntimeError("secret"),),
-                                              None)
+        record = logging.getLogRecordFactory()("x", logging.ERROR, __file__, 1, "m %s", (RuntimeError("secret"),), None)
         assert record.getMessage() == "m <RuntimeError>"
     finally:
         logs.uninstall()
@@ -121,6 +128,7 @@ def test_the_cli_logging_setup_redacts_and_keeps_sql_loggers_quiet() -> None:
 
 
 # --- JSON lines (issue 12) ---------------------------------------------------------------------
+
 
 @pytest.fixture
 def json_lines(safe_logs: None) -> Iterator[io.StringIO]:
@@ -139,8 +147,9 @@ def json_lines(safe_logs: None) -> Iterator[io.StringIO]:
         shop.setLevel(level)
 
 
-async def test_json_lines_of_an_order_carry_its_ids_and_no_key_token_or_email(dev_stack: Stack,
-                                                                              json_lines: io.StringIO) -> None:
+async def test_json_lines_of_an_order_carry_its_ids_and_no_key_token_or_email(
+    dev_stack: Stack, json_lines: io.StringIO
+) -> None:
     import json
 
     email = f"json-{uuid.uuid4().hex[:8]}@example.com"
@@ -167,8 +176,9 @@ def test_json_lines_mask_emails_keep_exception_types_and_take_temporal_ids() -> 
     formatter = logs.JsonFormatter()
 
     def line(msg: str, *args, exc: BaseException | None = None, **extra) -> dict:
-        record = logging.LogRecord("miaofa.test", logging.WARNING, __file__, 1, msg, args,
-                                   (type(exc), exc, exc.__traceback__) if exc else None)
+        record = logging.LogRecord(
+            "miaofa.test", logging.WARNING, __file__, 1, msg, args, (type(exc), exc, exc.__traceback__) if exc else None
+        )
         record.__dict__.update(extra)
         return json.loads(formatter.format(record))
 

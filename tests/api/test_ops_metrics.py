@@ -56,13 +56,26 @@ async def metered(dev_env: WorkflowEnvironment, sessionmaker, sim_url, database_
     """A shop whose worker runs on a runtime serving Prometheus metrics, as `miaofa worker` does."""
     address = f"127.0.0.1:{free_port()}"
     runtime = metrics_runtime(address)
-    client = await Client.connect(dev_env.client.service_client.config.target_host,
-                                  namespace=dev_env.client.namespace,
-                                  data_converter=dev_env.client.data_converter, runtime=runtime)
+    client = await Client.connect(
+        dev_env.client.service_client.config.target_host,
+        namespace=dev_env.client.namespace,
+        data_converter=dev_env.client.data_converter,
+        runtime=runtime,
+    )
     env = WorkflowEnvironment.from_client(client)
-    async with running_stack(env, sessionmaker, sim_url, **stack_settings(
-            database_url, smtp[0], payment_window_seconds=30, callback_grace_seconds=1, poll_interval_seconds=1,
-            late_payment_watch_seconds=60)) as stack:
+    async with running_stack(
+        env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(
+            database_url,
+            smtp[0],
+            payment_window_seconds=30,
+            callback_grace_seconds=1,
+            poll_interval_seconds=1,
+            late_payment_watch_seconds=60,
+        ),
+    ) as stack:
         yield Metered(stack, f"http://{address}/metrics", runtime.metric_meter)
 
 
@@ -85,8 +98,9 @@ async def test_an_order_through_the_stack_fills_every_stage_histogram(metered: M
     assert moved(before, after, "miaofa_order_outcomes_total", outcome="delivered") == 1
     assert moved(before, after, "miaofa_notifies_total", gateway="simulator", outcome="accepted") == 1
     assert moved(before, after, "miaofa_orders_opened_total", outcome="created") == 1
-    assert moved(before, after, "miaofa_gateway_call_seconds_count", gateway="simulator",
-                 operation="create_payment") == 1
+    assert (
+        moved(before, after, "miaofa_gateway_call_seconds_count", gateway="simulator", operation="create_payment") == 1
+    )
     # The SDK's own metrics are on the same endpoint (the alert for "no worker polling" reads them).
     assert any(name == "temporal_num_pollers" for name, _ in after)
 
@@ -118,8 +132,11 @@ async def test_a_refund_is_counted_and_the_stock_gauge_follows_the_hint(metered:
     await stack.pay(order)
     await stack.wait_status(order, "delivered")
     before = await metered.scrape()
-    refund = await stack.http.post(f"/support/orders/{order['order_id']}/refund", headers=stack.support,
-                                   json={"reason": "ops test", "actor": "tester"})
+    refund = await stack.http.post(
+        f"/support/orders/{order['order_id']}/refund",
+        headers=stack.support,
+        json={"reason": "ops test", "actor": "tester"},
+    )
     assert refund.status_code == 200, refund.text
     after = await metered.scrape()
     assert moved(before, after, "miaofa_refunds_total", kind="order") == 1
@@ -140,11 +157,25 @@ async def test_the_watch_reports_paid_orders_left_undelivered_and_unrepaired_mis
     now = datetime.now(UTC)
     payment_id = f"pay-{uuid.uuid4().hex[:12]}"
     async with stack.sessionmaker.begin() as session:  # stuck for ten minutes, and a mismatch seen for two hours
-        await session.execute(update(Order).where(Order.id == order["order_id"])
-                              .values(status="paid", paid_at=now - timedelta(minutes=10)))
-        session.add(ReconcileFinding(gateway="simulator", payment_id=payment_id, order_id=order["order_id"],
-                                     kind="delivered_not_paid", action="flag", amount_cents=990, currency="CNY",
-                                     first_seen_at=now - timedelta(hours=2), last_seen_at=now, times_seen=12))
+        await session.execute(
+            update(Order)
+            .where(Order.id == order["order_id"])
+            .values(status="paid", paid_at=now - timedelta(minutes=10))
+        )
+        session.add(
+            ReconcileFinding(
+                gateway="simulator",
+                payment_id=payment_id,
+                order_id=order["order_id"],
+                kind="delivered_not_paid",
+                action="flag",
+                amount_cents=990,
+                currency="CNY",
+                first_seen_at=now - timedelta(hours=2),
+                last_seen_at=now,
+                times_seen=12,
+            )
+        )
     try:
         stuck, unrepaired = await watch.measure()
         scraped = await metered.scrape()
@@ -159,23 +190,40 @@ async def test_the_watch_reports_paid_orders_left_undelivered_and_unrepaired_mis
     assert value(scraped, "miaofa_reconcile_unrepaired_oldest_seconds") >= 7200
     # A finding no recent run reported has been repaired: it leaves the gauge.
     async with stack.sessionmaker() as session:
-        old = (await session.execute(text("SELECT count(*) FROM reconcile_findings WHERE last_seen_at >= :t"),
-                                     {"t": now - timedelta(seconds=1260)})).scalar_one()
+        old = (
+            await session.execute(
+                text("SELECT count(*) FROM reconcile_findings WHERE last_seen_at >= :t"),
+                {"t": now - timedelta(seconds=1260)},
+            )
+        ).scalar_one()
     assert (await watch.measure())[1].count == old
 
 
 async def test_a_reconcile_run_counts_its_mismatches_repairs_and_the_refund(metered: Metered) -> None:
     stack = metered.stack
-    ghost = await stack.sim.post("/api/payments", headers={"Authorization": f"Bearer {SIM_SECRET}"}, json={
-        "merchant_id": stack.settings.sim_merchant_id, "order_id": f"ghost-{uuid.uuid4().hex[:8]}",
-        "amount_cents": 500, "currency": "CNY", "subject": "not ours", "notify_url": "http://127.0.0.1:9/notify",
-        "expires_at": (datetime.now(UTC) + timedelta(minutes=5)).isoformat()})
+    ghost = await stack.sim.post(
+        "/api/payments",
+        headers={"Authorization": f"Bearer {SIM_SECRET}"},
+        json={
+            "merchant_id": stack.settings.sim_merchant_id,
+            "order_id": f"ghost-{uuid.uuid4().hex[:8]}",
+            "amount_cents": 500,
+            "currency": "CNY",
+            "subject": "not ours",
+            "notify_url": "http://127.0.0.1:9/notify",
+            "expires_at": (datetime.now(UTC) + timedelta(minutes=5)).isoformat(),
+        },
+    )
     ghost_id = ghost.json()["payment_id"]
     assert (await stack.sim.post(f"/pay/{ghost_id}")).status_code == 200
     before = await metered.scrape()
     report = await stack.env.client.execute_workflow(
-        c.RECONCILE_WORKFLOW, c.ReconcileInput(lookback_seconds=600, grace_seconds=0),
-        id=f"reconcile-ops-{uuid.uuid4().hex[:8]}", task_queue=stack.task_queue, result_type=c.ReconcileReport)
+        c.RECONCILE_WORKFLOW,
+        c.ReconcileInput(lookback_seconds=600, grace_seconds=0),
+        id=f"reconcile-ops-{uuid.uuid4().hex[:8]}",
+        task_queue=stack.task_queue,
+        result_type=c.ReconcileReport,
+    )
     await stack.env.client.get_workflow_handle(f"stray-simulator-{ghost_id}").result()
     after = await metered.scrape()
     sim = {"gateway": "simulator"}
@@ -185,10 +233,14 @@ async def test_a_reconcile_run_counts_its_mismatches_repairs_and_the_refund(mete
     assert moved(before, after, "miaofa_reconcile_repairs_total", **sim, action="nudge_order") == report.orders_nudged
     assert moved(before, after, "miaofa_gateway_call_seconds_count", **sim, operation="statement") == 1
     assert moved(before, after, "miaofa_refunds_total", kind="stray") >= 1
-    assert abs(value(after, "miaofa_reconcile_last_success_timestamp_seconds", **sim)
-               - datetime.now(UTC).timestamp()) < 60
+    assert (
+        abs(value(after, "miaofa_reconcile_last_success_timestamp_seconds", **sim) - datetime.now(UTC).timestamp()) < 60
+    )
     # Counted by the activity on its own meter (extra labels: activity_type, task_queue…); the parser
     # reads a counter's samples with the `_total` suffix.
-    mismatches = sum(v - before.get(k, 0) for k, v in after.items()
-                     if k[0] == "miaofa_reconcile_mismatches_total" and ("kind", "unknown_order") in k[1])
+    mismatches = sum(
+        v - before.get(k, 0)
+        for k, v in after.items()
+        if k[0] == "miaofa_reconcile_mismatches_total" and ("kind", "unknown_order") in k[1]
+    )
     assert mismatches == report.findings["unknown_order"]

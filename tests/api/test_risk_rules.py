@@ -6,7 +6,7 @@ import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -59,8 +59,13 @@ def _chain(text: str = RULES, **settings) -> Chain:
     return Chain(config, RulesFile("", parse(text, Rules.from_settings(config))))
 
 
-def _attempt(chain: Chain, email: str = "a@example.com", ip: str | None = "198.51.100.1",
-             device: str | None = "dev-1", quantity: int = 1):
+def _attempt(
+    chain: Chain,
+    email: str = "a@example.com",
+    ip: str | None = "198.51.100.1",
+    device: str | None = "dev-1",
+    quantity: int = 1,
+):
     return chain.attempt(email=email, buyer_hash="h-" + email, ip=ip, device=device, quantity=quantity)
 
 
@@ -68,8 +73,10 @@ def _attempt(chain: Chain, email: str = "a@example.com", ip: str | None = "198.5
 
 
 def test_the_rules_file_overrides_the_settings_key_by_key() -> None:
-    rules = parse(RULES + '\n[verdicts]\nnew_device = "deny"\nblocklist_email = "review"\n',
-                  Rules.from_settings(_settings(risk_rate_per_ip_per_minute=99, risk_max_open_orders_per_ip=7)))
+    rules = parse(
+        RULES + '\n[verdicts]\nnew_device = "deny"\nblocklist_email = "review"\n',
+        Rules.from_settings(_settings(risk_rate_per_ip_per_minute=99, risk_max_open_orders_per_ip=7)),
+    )
     assert (rules.rate_per_ip, rules.rate_per_device, rules.quantity_per_order) == (4, 2, 5)
     assert rules.blocked_emails == frozenset({"blocked@example.com", "@spam.example"})
     assert rules.verdict("new_device") == "deny" and rules.verdict("amount_history") == "review"
@@ -81,19 +88,31 @@ def test_the_rules_file_overrides_the_settings_key_by_key() -> None:
     assert (only_rates.rate_per_ip, only_rates.open_per_ip) == (1, 7)  # the rest stays the settings'
 
 
-@pytest.mark.parametrize(("text", "problem"), [
-    ("[rates\nper_ip = 1", "f: not valid TOML (Expected ']' at the end of a table declaration (at line 1, column 7))"),
-    ("[rate]\nper_ip = 1", "f: unknown section [rate]; known: blocklist, rates, caps, anomaly, verdicts"),
-    ("[rates]\nper_ipp = 1", "f: [rates] has an unknown key 'per_ipp'; known: per_ip, per_email, per_device"),
-    ("[rates]\nper_ip = -1", "f: [rates] per_ip must be a number ≥ 0, not -1"),
-    ('[caps]\nquantity_per_order = "5"', "f: [caps] quantity_per_order must be a number ≥ 0, not '5'"),
-    ('[blocklist]\nnetworks = ["10.0.0.300/8"]', "f: [blocklist] networks: '10.0.0.300/8' is not an address or network"),
-    ('[blocklist]\nemails = ["nobody"]', "f: [blocklist] emails: 'nobody' is neither an address nor an @domain"),
-    ('[verdicts]\nrate_ip = "review"', "f: [verdicts] rate_ip must be one of deny, off, not 'review'"),
-    ('[verdicts]\nmagic = "deny"', "f: [verdicts] has an unknown rule 'magic'; known: blocklist_email, "
-                                  "blocklist_network, blocklist_device, quantity_per_order, rate_ip, rate_email, "
-                                  "rate_device, open_caps, new_device, amount_history"),
-])
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "[rates\nper_ip = 1",
+            "f: not valid TOML (Expected ']' at the end of a table declaration (at line 1, column 7))",
+        ),
+        ("[rate]\nper_ip = 1", "f: unknown section [rate]; known: blocklist, rates, caps, anomaly, verdicts"),
+        ("[rates]\nper_ipp = 1", "f: [rates] has an unknown key 'per_ipp'; known: per_ip, per_email, per_device"),
+        ("[rates]\nper_ip = -1", "f: [rates] per_ip must be a number ≥ 0, not -1"),
+        ('[caps]\nquantity_per_order = "5"', "f: [caps] quantity_per_order must be a number ≥ 0, not '5'"),
+        (
+            '[blocklist]\nnetworks = ["10.0.0.300/8"]',
+            "f: [blocklist] networks: '10.0.0.300/8' is not an address or network",
+        ),
+        ('[blocklist]\nemails = ["nobody"]', "f: [blocklist] emails: 'nobody' is neither an address nor an @domain"),
+        ('[verdicts]\nrate_ip = "review"', "f: [verdicts] rate_ip must be one of deny, off, not 'review'"),
+        (
+            '[verdicts]\nmagic = "deny"',
+            "f: [verdicts] has an unknown rule 'magic'; known: blocklist_email, "
+            "blocklist_network, blocklist_device, quantity_per_order, rate_ip, rate_email, "
+            "rate_device, open_caps, new_device, amount_history",
+        ),
+    ],
+)
 def test_a_bad_rules_file_is_refused_in_one_line(text: str, problem: str) -> None:
     with pytest.raises(RulesError) as refused:
         parse(text, Rules(), "f")
@@ -116,7 +135,8 @@ def test_the_rules_file_is_reloaded_when_it_changes_and_a_bad_one_keeps_the_rule
     assert kept.rate_per_ip == 7  # the previous rules stay in force
     assert source.problem.startswith(f"risk rules file {path}: not valid TOML (")
     assert [r.getMessage() for r in caplog.records if r.name == "miaofa.risk"] == [
-        f"{source.problem}; the previous rules stay in force"]
+        f"{source.problem}; the previous rules stay in force"
+    ]
     path.unlink()
     assert source.current(now=source._checked + 1).rate_per_ip == 7
     assert source.problem == f"risk rules file {path}: cannot be read (FileNotFoundError)"
@@ -129,8 +149,12 @@ def test_the_rules_file_is_reloaded_when_it_changes_and_a_bad_one_keeps_the_rule
 
 def test_memory_rules_run_cheapest_first_and_each_denies_with_its_code() -> None:
     # One attempt that every memory rule would refuse; switching each off in turn shows the next.
-    order = [("blocklist_email", EmailBlocked), ("blocklist_network", NetworkBlocked),
-             ("blocklist_device", DeviceBlocked), ("quantity_per_order", QuantityLimit)]
+    order = [
+        ("blocklist_email", EmailBlocked),
+        ("blocklist_network", NetworkBlocked),
+        ("blocklist_device", DeviceBlocked),
+        ("quantity_per_order", QuantityLimit),
+    ]
     for i, (name, error) in enumerate(order):
         off = "".join(f'{n} = "off"\n' for n, _ in order[:i])
         chain = _chain(RULES + "\n[verdicts]\n" + off)
@@ -139,9 +163,19 @@ def test_memory_rules_run_cheapest_first_and_each_denies_with_its_code() -> None
         assert (refused.value.status_code, refused.value.risk_rule) == (403, name)
     chain = _chain()
     allowed = chain.screen(_attempt(chain), now=0)
-    assert (allowed.verdict, allowed.reason, allowed.ran) == ("allow", "passed", [
-        "blocklist_email", "blocklist_network", "blocklist_device", "quantity_per_order", "rate_ip", "rate_email",
-        "rate_device"])
+    assert (allowed.verdict, allowed.reason, allowed.ran) == (
+        "allow",
+        "passed",
+        [
+            "blocklist_email",
+            "blocklist_network",
+            "blocklist_device",
+            "quantity_per_order",
+            "rate_ip",
+            "rate_email",
+            "rate_device",
+        ],
+    )
     assert chain.screen(_attempt(chain, ip=None), now=0).ran == []  # an exempt network skips the chain
 
 
@@ -157,8 +191,10 @@ def test_rates_per_address_email_and_device_each_limit_their_own() -> None:
         chain.screen(_attempt(chain, f"e{t}@example.com", device="d-shared"), now=t)
     with pytest.raises(TooManyRequests) as refused:
         chain.screen(_attempt(chain, "e9@example.com", device="d-shared"), now=3)
-    assert (refused.value.risk_rule, str(refused.value)) == ("rate_device", "too many orders from this device; "
-                                                                           "try again in 57 s")
+    assert (refused.value.risk_rule, str(refused.value)) == (
+        "rate_device",
+        "too many orders from this device; try again in 57 s",
+    )
     chain.screen(_attempt(chain, "e9@example.com", device="d-other"), now=3)
     chain.screen(_attempt(chain, "e9@example.com", device=None), now=3)
     with pytest.raises(TooManyRequests) as refused:  # the address's fifth attempt in the minute
@@ -167,10 +203,10 @@ def test_rates_per_address_email_and_device_each_limit_their_own() -> None:
     chain.screen(_attempt(chain, "e10@example.com", ip="198.51.100.2", device=None), now=4)  # another address
 
 
-
 def test_a_rate_refusal_is_429_with_retry_after_and_an_exempt_address_counts_nothing() -> None:
-    chain = _chain("", risk_rate_per_ip_per_minute=2, risk_rate_per_email_per_minute=3,
-                   risk_rate_per_device_per_minute=0)
+    chain = _chain(
+        "", risk_rate_per_ip_per_minute=2, risk_rate_per_email_per_minute=3, risk_rate_per_device_per_minute=0
+    )
     chain.screen(_attempt(chain, "a@example.com", device=None), now=0)
     chain.screen(_attempt(chain, "b@example.com", device=None), now=1)
     with pytest.raises(TooManyRequests) as refused:
@@ -183,22 +219,43 @@ def test_a_rate_refusal_is_429_with_retry_after_and_an_exempt_address_counts_not
     with pytest.raises(TooManyRequests, match="this email"):  # a's fourth attempt this minute
         chain.screen(_attempt(chain, "a@example.com", ip="198.51.100.3", device=None), now=8)
 
+
 # ---- the database rules ----------------------------------------------------------------------------
 
 
 async def _delivered_history(sessionmaker, buyer_hash: str, amounts: list[int], device: str) -> int:
     async with sessionmaker.begin() as session:
-        product = await catalog.create_product(session, sku="rr-" + uuid.uuid4().hex[:10], name="risk rules",
-                                               price_cents=100, currency="CNY")
-        at = datetime.now(timezone.utc)
+        product = await catalog.create_product(
+            session, sku="rr-" + uuid.uuid4().hex[:10], name="risk rules", price_cents=100, currency="CNY"
+        )
+        at = datetime.now(UTC)
         for amount in amounts:
             order_id = uuid.uuid4().hex[:20]
-            session.add(Order(id=order_id, product_id=product.id, sku=product.sku, quantity=1,
-                              email="history@example.com", buyer_hash=buyer_hash, amount_cents=amount, currency="CNY",
-                              gateway="simulator", status=c.DELIVERED, expires_at=at, created_at=at))
+            session.add(
+                Order(
+                    id=order_id,
+                    product_id=product.id,
+                    sku=product.sku,
+                    quantity=1,
+                    email="history@example.com",
+                    buyer_hash=buyer_hash,
+                    amount_cents=amount,
+                    currency="CNY",
+                    gateway="simulator",
+                    status=c.DELIVERED,
+                    expires_at=at,
+                    created_at=at,
+                )
+            )
             await session.flush()
-            session.add(OrderEvent(order_id=order_id, stage=c.RISK_STAGE, at=at,
-                                   detail={"verdict": "allow", "reason": "passed", "device": device}))
+            session.add(
+                OrderEvent(
+                    order_id=order_id,
+                    stage=c.RISK_STAGE,
+                    at=at,
+                    detail={"verdict": "allow", "reason": "passed", "device": device},
+                )
+            )
         return product.id
 
 
@@ -220,8 +277,12 @@ async def test_anomalies_new_device_and_amount_far_above_history(sessionmaker) -
     usual = await judge("phone", 9000)
     assert (usual.verdict, usual.ran[-1:]) == ("allow", ["amount_history"])  # the known device: no new_device
     new = await judge("laptop", 5001)
-    assert (new.verdict, new.rule, new.reason, new.ran[-2:]) == ("review", "new_device", "new_device",
-                                                                 ["new_device", "amount_history"])
+    assert (new.verdict, new.rule, new.reason, new.ran[-2:]) == (
+        "review",
+        "new_device",
+        "new_device",
+        ["new_device", "amount_history"],
+    )
     assert (await judge("laptop", 5000)).verdict == "allow"  # not above the threshold: the rule does not run
     far = await judge("phone", 10_001)  # > 10 × the median (1000)
     assert (far.verdict, far.rule) == ("review", "amount_history")
@@ -231,7 +292,10 @@ async def test_anomalies_new_device_and_amount_far_above_history(sessionmaker) -
     with pytest.raises(OrderRefused) as refused:
         await judge("phone", 20_000)
     assert (refused.value.status_code, refused.value.error, refused.value.risk_rule) == (
-        403, "order_refused", "amount_history")
+        403,
+        "order_refused",
+        "amount_history",
+    )
 
 
 async def test_a_denied_order_leaves_no_admission_row(sessionmaker) -> None:
@@ -239,8 +303,12 @@ async def test_a_denied_order_leaves_no_admission_row(sessionmaker) -> None:
     buyer_hash = "hb-" + uuid.uuid4().hex[:12]
     product_id = await _delivered_history(sessionmaker, buyer_hash, [100, 100, 100], "x")
     attempt = chain.attempt(email="d@example.com", buyer_hash=buyer_hash, ip="198.51.100.1", device=None, quantity=1)
-    attempt.order_id, attempt.product_id, attempt.currency, attempt.amount_cents = "denied-" + uuid.uuid4().hex[:8], \
-        product_id, "CNY", 5000
+    attempt.order_id, attempt.product_id, attempt.currency, attempt.amount_cents = (
+        "denied-" + uuid.uuid4().hex[:8],
+        product_id,
+        "CNY",
+        5000,
+    )
     with pytest.raises(OrderRefused):
         await chain.judge(sessionmaker, attempt, chain.screen(attempt, now=0))
     async with sessionmaker() as session:  # open_caps ran first and wrote it; the deny rolled it back
@@ -260,9 +328,21 @@ def _rules_file(tmp: Path, text: str = RULES) -> str:
 async def ruled(dev_env, sessionmaker, sim_url, database_url, smtp, tmp_path_factory) -> AsyncIterator[Stack]:
     """Every rule on, from a rules file; the settings' own risk values are the tests' (off)."""
     path = _rules_file(tmp_path_factory.mktemp("rules"))
-    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(
-            database_url, smtp[0], payment_window_seconds=60, callback_grace_seconds=1, poll_interval_seconds=1,
-            late_payment_watch_seconds=60), trusted_proxies="127.0.0.1/32", risk_rules_file=path) as stack:
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(
+            database_url,
+            smtp[0],
+            payment_window_seconds=60,
+            callback_grace_seconds=1,
+            poll_interval_seconds=1,
+            late_payment_watch_seconds=60,
+        ),
+        trusted_proxies="127.0.0.1/32",
+        risk_rules_file=path,
+    ) as stack:
         yield stack
 
 
@@ -285,8 +365,12 @@ async def _order(stack: Stack, sku: str, *, email: str, ip: str, device: str | N
 
 async def _orders_of(stack: Stack, email: str) -> int:
     async with stack.sessionmaker() as session:
-        return await session.scalar(select(func.count()).select_from(Order)
-                                    .where(Order.buyer_hash == stack.vault.buyer_hash(email))) or 0
+        return (
+            await session.scalar(
+                select(func.count()).select_from(Order).where(Order.buyer_hash == stack.vault.buyer_hash(email))
+            )
+            or 0
+        )
 
 
 async def test_a_memory_deny_touches_no_database_and_keeps_nothing(ruled: Stack) -> None:
@@ -301,9 +385,13 @@ async def test_a_memory_deny_touches_no_database_and_keeps_nothing(ruled: Stack)
             by_network = await _order(ruled, sku, email=_email(), ip="203.0.113.77")
     finally:
         ruled.app.state.miaofa.hot.start()
-    assert (denied.status_code, denied.json()) == (403, {
-        "error": "email_blocked",
-        "detail": "this email cannot place orders here; contact support if you think this is a mistake"})
+    assert (denied.status_code, denied.json()) == (
+        403,
+        {
+            "error": "email_blocked",
+            "detail": "this email cannot place orders here; contact support if you think this is a mistake",
+        },
+    )
     assert [by_device.json()["error"], by_network.json()["error"]] == ["device_blocked", "network_blocked"]
     assert seen.seen == []
     assert await _orders_of(ruled, "blocked@example.com") == 0
@@ -344,8 +432,11 @@ async def test_the_unpaid_reservation_cap_holds_under_concurrent_creates(ruled: 
     assert {a.json()["error"] for a in answers if a.status_code == 403} == {"too_many_open_orders"}
     assert await ruled.stock(sku) == {"available": 27, "reserved": 3, "sold": 0, "refunded": 0}
     async with ruled.sessionmaker() as session:
-        admitted = await session.scalar(select(func.count()).select_from(OrderAdmission)
-                                        .where(OrderAdmission.buyer_hash == ruled.vault.buyer_hash(email)))
+        admitted = await session.scalar(
+            select(func.count())
+            .select_from(OrderAdmission)
+            .where(OrderAdmission.buyer_hash == ruled.vault.buyer_hash(email))
+        )
     assert admitted == 3
 
 
@@ -369,19 +460,28 @@ async def test_review_approve_pay_delivered(ruled: Stack) -> None:
     assert risk_stage["detail"] == {"verdict": "review", "rule": "new_device", "reason": "new_device"}
     assert len(device) == 32 and email not in str(view["timeline"])
     assert await ruled.stock(sku) == {"available": 2, "reserved": 1, "sold": 0, "refunded": 0}
-    approved = await ruled.http.post(f"/support/orders/{order['order_id']}/approve", headers=ruled.support,
-                                     json={"reason": "called the buyer"})
+    approved = await ruled.http.post(
+        f"/support/orders/{order['order_id']}/approve", headers=ruled.support, json={"reason": "called the buyer"}
+    )
     assert approved.status_code == 200, approved.text
-    assert approved.json() == {"order_id": order["order_id"], "status": "awaiting_payment",
-                               "detail": "approved; the buyer can pay now"}
+    assert approved.json() == {
+        "order_id": order["order_id"],
+        "status": "awaiting_payment",
+        "detail": "approved; the buyer can pay now",
+    }
     again = await ruled.http.post(f"/support/orders/{order['order_id']}/approve", headers=ruled.support)
     assert (again.status_code, again.json()["error"]) == (409, "not_in_review")
     view = await _until(ruled, order, lambda v: v["payment"] is not None)
     paid = await ruled.pay({**order, "payment": view["payment"]})
     assert paid.status_code == 200, paid.text
     delivered = await ruled.wait_status(order, "delivered")
-    assert [s["stage"] for s in delivered["timeline"]][:5] == ["created", "risk", "reserved", "review_approved",
-                                                               "payment_created"]
+    assert [s["stage"] for s in delivered["timeline"]][:5] == [
+        "created",
+        "risk",
+        "reserved",
+        "review_approved",
+        "payment_created",
+    ]
     assert await ruled.stock(sku) == {"available": 2, "reserved": 0, "sold": 1, "refunded": 0}
     await ruled.record_history(order, "review_approved")
 
@@ -400,8 +500,9 @@ async def test_review_reject_releases_the_stock(ruled: Stack) -> None:
     order, _ = await _in_review(ruled, sku)
     cancel = await ruled.http.post(f"/support/orders/{order['order_id']}/cancel", headers=ruled.support)
     assert (cancel.status_code, cancel.json()["error"]) == (409, "not_cancellable")
-    rejected = await ruled.http.post(f"/support/orders/{order['order_id']}/reject", headers=ruled.support,
-                                     json={"reason": "stolen card pattern"})
+    rejected = await ruled.http.post(
+        f"/support/orders/{order['order_id']}/reject", headers=ruled.support, json={"reason": "stolen card pattern"}
+    )
     assert rejected.status_code == 200, rejected.text
     assert rejected.json()["status"] == "rejected"
     view = await ruled.view(order)
@@ -420,14 +521,22 @@ async def test_an_allowed_order_records_its_risk_stage(ruled: Stack) -> None:
     assert stage["detail"] == {"verdict": "allow", "reason": "passed"}
 
 
-async def test_a_review_not_decided_in_time_is_rejected(ts_env, sessionmaker, sim_url, database_url, smtp,
-                                                         tmp_path: Path) -> None:
-    async with running_stack(ts_env, sessionmaker, sim_url, **stack_settings(database_url, smtp[0]),
-                             trusted_proxies="127.0.0.1/32", risk_rules_file=_rules_file(tmp_path)) as stack:
+async def test_a_review_not_decided_in_time_is_rejected(
+    ts_env, sessionmaker, sim_url, database_url, smtp, tmp_path: Path
+) -> None:
+    async with running_stack(
+        ts_env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(database_url, smtp[0]),
+        trusted_proxies="127.0.0.1/32",
+        risk_rules_file=_rules_file(tmp_path),
+    ) as stack:
         sku = await stack.product(1, price_cents=6000)
         order, _ = await _in_review(stack, sku)
         assert datetime.fromisoformat(order["expires_at"]) == datetime.fromisoformat(
-            (await stack.view(order))["expires_at"])  # the review's end, on the order too
+            (await stack.view(order))["expires_at"]
+        )  # the review's end, on the order too
         await stack.env.sleep(timedelta(seconds=1799))
         assert (await stack.view(order))["status"] == "in_review"
         await stack.env.sleep(timedelta(seconds=2))
@@ -444,8 +553,10 @@ async def test_the_form_checkout_shows_a_denial_and_opens_a_held_order(ruled: St
     headers = {**EN, "X-Forwarded-For": _ip()}
     denied = await _buy(ruled, headers, sku=sku, email="someone@spam.example")
     assert denied.status_code == 403
-    assert ('<p class="error" role="alert" data-error>This email address cannot place orders here. Contact support '
-            'if this is a mistake.</p>') in _card(denied.text, sku)
+    assert (
+        '<p class="error" role="alert" data-error>This email address cannot place orders here. Contact support '
+        "if this is a mistake.</p>"
+    ) in _card(denied.text, sku)
     path = Path(ruled.settings.risk_rules_file)  # the same email, now held for a person instead
     rules_file = ruled.app.state.risk_chain.rules_file
     path.write_text(RULES + '\n[verdicts]\nblocklist_email = "review"\n')

@@ -2,7 +2,7 @@
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import event
 
@@ -37,8 +37,9 @@ async def test_order_events_stream_status_changes(dev_stack: Stack) -> None:
     statuses: list[str] = []
 
     async def listen() -> None:
-        async with dev_stack.http.stream("GET", f"/orders/{order['order_id']}/events",
-                                         headers={"X-Order-Token": order["access_token"]}) as response:
+        async with dev_stack.http.stream(
+            "GET", f"/orders/{order['order_id']}/events", headers={"X-Order-Token": order["access_token"]}
+        ) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             async for line in response.aiter_lines():
                 if line.startswith("data: "):
@@ -55,8 +56,7 @@ async def test_order_events_stream_status_changes(dev_stack: Stack) -> None:
 
 async def test_expired_coupon_is_refused(dev_stack: Stack) -> None:
     async with dev_stack.sessionmaker.begin() as session:
-        session.add(Coupon(code="MF-EXPIREDTEST", percent_off=10,
-                           expires_at=datetime.now(timezone.utc) - timedelta(minutes=1)))
+        session.add(Coupon(code="MF-EXPIREDTEST", percent_off=10, expires_at=datetime.now(UTC) - timedelta(minutes=1)))
     sku = await dev_stack.product(1)
     answer = await dev_stack.order(sku, coupon_code="MF-EXPIREDTEST")
     assert answer.status_code == 422
@@ -66,10 +66,12 @@ async def test_expired_coupon_is_refused(dev_stack: Stack) -> None:
 
 async def test_bad_order_input_gets_clear_errors(dev_stack: Stack) -> None:
     sku = await dev_stack.product(1)
-    cases = [({"sku": sku, "quantity": 0, "email": "a@b.co"}, 422, "invalid_input"),
-             ({"sku": sku, "quantity": 1, "email": "not-an-email"}, 422, "invalid_input"),
-             ({"sku": sku, "quantity": 1, "email": "a@b.co", "gateway": "paypal"}, 422, "unknown_gateway"),
-             ({"sku": "no-such-sku", "quantity": 1, "email": "a@b.co"}, 404, "unknown_product")]
+    cases = [
+        ({"sku": sku, "quantity": 0, "email": "a@b.co"}, 422, "invalid_input"),
+        ({"sku": sku, "quantity": 1, "email": "not-an-email"}, 422, "invalid_input"),
+        ({"sku": sku, "quantity": 1, "email": "a@b.co", "gateway": "paypal"}, 422, "unknown_gateway"),
+        ({"sku": "no-such-sku", "quantity": 1, "email": "a@b.co"}, 404, "unknown_product"),
+    ]
     for body, status, error in cases:
         answer = await dev_stack.http.post("/orders", json=body)
         assert (answer.status_code, answer.json()["error"]) == (status, error), body
@@ -91,8 +93,7 @@ async def test_metrics_count_orders_and_notifies(dev_stack: Stack) -> None:
 
 async def test_a_fully_discounted_order_is_delivered_without_payment(dev_stack: Stack) -> None:
     async with dev_stack.sessionmaker.begin() as session:
-        session.add(Coupon(code="MF-FREEORDER1", percent_off=100,
-                           expires_at=datetime.now(timezone.utc) + timedelta(days=1)))
+        session.add(Coupon(code="MF-FREEORDER1", percent_off=100, expires_at=datetime.now(UTC) + timedelta(days=1)))
     sku = await dev_stack.product(["FREE-KEY-0001"])
     order = await dev_stack.ordered(sku, coupon_code="MF-FREEORDER1")
     assert (order["amount_cents"], order["payment"]) == (0, None)
@@ -102,8 +103,9 @@ async def test_a_fully_discounted_order_is_delivered_without_payment(dev_stack: 
     assert (refund.status_code, refund.json()["detail"]) == (409, "this order was free; there is no payment to refund")
 
 
-async def test_an_order_claiming_while_the_hint_refreshes_is_not_counted_twice(dev_stack: Stack, sessionmaker,
-                                                                                  monkeypatch) -> None:
+async def test_an_order_claiming_while_the_hint_refreshes_is_not_counted_twice(
+    dev_stack: Stack, sessionmaker, monkeypatch
+) -> None:
     """Found by `miaofa bench flash-sale`: 199 of 200 keys sold, one answered "sold out" while left."""
     from api import stock_hint as stock_hint_module
     from api.stock_hint import StockHint
@@ -119,8 +121,9 @@ async def test_an_order_claiming_while_the_hint_refreshes_is_not_counted_twice(d
         # The refresh has begun: an order claims now and its reservation commits before the snapshot…
         assert hot.claim("late-claim", product.id, 1)
         async with sessionmaker.begin() as other:
-            await inventory.reserve(other, product_id=product.id, order_id="late-claim", quantity=1,
-                                    at=datetime.now(timezone.utc))
+            await inventory.reserve(
+                other, product_id=product.id, order_id="late-claim", quantity=1, at=datetime.now(UTC)
+            )
         return await real_list(session)
 
     async def count_then_settle(session):
@@ -148,8 +151,9 @@ async def test_stock_hint_never_counts_a_reservation_twice(dev_stack: Stack, ses
     product = await hot.product(sku)
     assert hot.claim("race-order-1", product.id, 1)
     async with sessionmaker.begin() as session:  # the order's reservation commits…
-        await inventory.reserve(session, product_id=product.id, order_id="race-order-1", quantity=1,
-                                at=datetime.now(timezone.utc))
+        await inventory.reserve(
+            session, product_id=product.id, order_id="race-order-1", quantity=1, at=datetime.now(UTC)
+        )
     await hot.refresh()  # …a refresh counts it before the API hears back…
     hot.settle("race-order-1", reserved=True)  # …and then the API settles the claim.
     assert [hot.claim(f"next-{i}", product.id, 1) for i in range(3)] == [True, True, False]

@@ -15,10 +15,15 @@ from tests.helpers.stack import Stack
 
 
 def tokens_cli(stack: Stack, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MIAOFA_DATABASE_URL": stack.settings.database_url,
-           "MIAOFA_VAULT_KEY": stack.settings.vault_key, "MIAOFA_DATA_DIR": str(tmp_path / "no-dev-secrets")}
-    return subprocess.run([sys.executable, "-m", "miaofa.cli", "tokens", *args], env=env, capture_output=True,
-                          text=True, timeout=60)
+    env = {
+        **os.environ,
+        "MIAOFA_DATABASE_URL": stack.settings.database_url,
+        "MIAOFA_VAULT_KEY": stack.settings.vault_key,
+        "MIAOFA_DATA_DIR": str(tmp_path / "no-dev-secrets"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "miaofa.cli", "tokens", *args], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def new_token(stack: Stack, tmp_path: Path, role: str = "support") -> tuple[str, str]:
@@ -45,12 +50,18 @@ async def test_a_token_is_shown_once_and_stored_only_as_its_keyed_hash(dev_stack
     async with dev_stack.sessionmaker() as session:
         row = await session.scalar(select(StaffToken).where(StaffToken.name == name))
         assert (row.role, row.token_hash, row.revoked_at, row.last_used_at) == (
-            "support", dev_stack.vault.staff_token_hash(token), None, None)
+            "support",
+            dev_stack.vault.staff_token_hash(token),
+            None,
+            None,
+        )
         # The token appears nowhere in the database: every row of every table, as text.
         tables = (await session.scalars(text("select tablename from pg_tables where schemaname = 'public'"))).all()
         assert "staff_tokens" in tables
         for table in tables:
-            dump = (await session.scalars(text(f'select coalesce(string_agg(t::text, \'\n\'), \'\') from "{table}" t'))).one()
+            dump = (
+                await session.scalars(text(f"select coalesce(string_agg(t::text, '\n'), '') from \"{table}\" t"))
+            ).one()
             assert token not in dump and token[4:] not in dump, table
         audit = await session.scalar(select(AuditLog).where(AuditLog.target == f"token:{name}"))
     assert (audit.actor.startswith("cli:"), audit.action, audit.detail) == (True, "token.add", {"role": "support"})
@@ -70,14 +81,17 @@ async def test_the_holder_is_the_actor_and_a_revoked_token_is_refused(dev_stack:
     name, token = new_token(dev_stack, tmp_path)
     sku = await dev_stack.product(1)
     order = await dev_stack.ordered(sku)
-    cancelled = await dev_stack.http.post(f"/support/orders/{order['order_id']}/cancel", headers=bearer(token),
-                                          json={"reason": "buyer asked"})
+    cancelled = await dev_stack.http.post(
+        f"/support/orders/{order['order_id']}/cancel", headers=bearer(token), json={"reason": "buyer asked"}
+    )
     assert cancelled.status_code == 200, cancelled.text
     async with dev_stack.sessionmaker() as session:
-        rows = (await session.scalars(select(AuditLog).where(AuditLog.target == order["order_id"])
-                                      .order_by(AuditLog.id))).all()
+        rows = (
+            await session.scalars(select(AuditLog).where(AuditLog.target == order["order_id"]).order_by(AuditLog.id))
+        ).all()
     assert [(row.actor, row.action, row.detail) for row in rows] == [
-        (name, "support.cancel", {"outcome": "done", "status": "cancelled", "reason": "buyer asked"})]
+        (name, "support.cancel", {"outcome": "done", "status": "cancelled", "reason": "buyer asked"})
+    ]
 
     revoked = tokens_cli(dev_stack, tmp_path, "revoke", name)
     assert (revoked.returncode, revoked.stdout.strip()) == (0, f"Token of {name} revoked.")
@@ -117,16 +131,27 @@ async def test_roles_support_may_not_administer_an_admin_may_support(dev_stack: 
     assert (await dev_stack.http.get("/support/orders/nope", headers=dev_stack.support)).status_code == 404
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
-    (("add", "Ann", "--role", "support"), 2, "Bad name: a name is 1-32 characters: lowercase letters, digits, "
-                                             "'.', '_' or '-', starting with a letter or digit."),
-    (("add", "admin", "--role", "admin"), 2, "Bad name: 'admin' is reserved (it names the settings' tokens or "
-                                             "the shop itself)."),
-    (("add", "ann", "--role", "root"), 2, "--role must be one of: support, admin."),
-    (("revoke", "nobody-here"), 1, "Refused: no live token named 'nobody-here'."),
-])
-def test_bad_token_commands_are_one_line(dev_stack: Stack, tmp_path: Path, args: tuple, code: int,
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (
+            ("add", "Ann", "--role", "support"),
+            2,
+            "Bad name: a name is 1-32 characters: lowercase letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit.",
+        ),
+        (
+            ("add", "admin", "--role", "admin"),
+            2,
+            "Bad name: 'admin' is reserved (it names the settings' tokens or the shop itself).",
+        ),
+        (("add", "ann", "--role", "root"), 2, "--role must be one of: support, admin."),
+        (("revoke", "nobody-here"), 1, "Refused: no live token named 'nobody-here'."),
+    ],
+)
+def test_bad_token_commands_are_one_line(
+    dev_stack: Stack, tmp_path: Path, args: tuple, code: int, message: str
+) -> None:
     done = tokens_cli(dev_stack, tmp_path, *args)
     assert (done.returncode, done.stdout, done.stderr.strip()) == (code, "", message)
 
@@ -135,11 +160,13 @@ def test_a_live_name_cannot_hold_two_tokens(dev_stack: Stack, tmp_path: Path) ->
     name, _ = new_token(dev_stack, tmp_path)
     twice = tokens_cli(dev_stack, tmp_path, "add", name, "--role", "admin")
     assert (twice.returncode, twice.stdout, twice.stderr.strip()) == (
-        1, "", f"Refused: '{name}' already holds a live token; revoke it first.")
+        1,
+        "",
+        f"Refused: '{name}' already holds a live token; revoke it first.",
+    )
 
 
-async def test_the_codec_takes_a_named_token_from_outside_the_trusted_browser(dev_stack: Stack,
-                                                                              tmp_path: Path) -> None:
+async def test_the_codec_takes_a_named_token_from_outside_the_trusted_browser(dev_stack: Stack, tmp_path: Path) -> None:
     name, token = new_token(dev_stack, tmp_path)
     body = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "MQ=="}]}
     foreign = {"Host": "evil.example"}  # not one of the shop's own names: the loopback pass does not apply
@@ -147,5 +174,6 @@ async def test_the_codec_takes_a_named_token_from_outside_the_trusted_browser(de
     encoded = await dev_stack.http.post("/codec/encode", json=body, headers={**foreign, **bearer(token)})
     assert encoded.status_code == 200, encoded.text
     assert tokens_cli(dev_stack, tmp_path, "revoke", name).returncode == 0
-    assert (await dev_stack.http.post("/codec/encode", json=body,
-                                      headers={**foreign, **bearer(token)})).status_code == 401
+    assert (
+        await dev_stack.http.post("/codec/encode", json=body, headers={**foreign, **bearer(token)})
+    ).status_code == 401

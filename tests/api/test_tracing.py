@@ -37,15 +37,19 @@ def _by_name(spans: list[ReadableSpan], name: str) -> ReadableSpan:
 
 
 async def test_one_order_is_one_trace_from_the_api_to_the_activities(
-        exporter: InMemorySpanExporter, dev_env: WorkflowEnvironment, sessionmaker, sim_url, database_url,
-        smtp) -> None:
+    exporter: InMemorySpanExporter, dev_env: WorkflowEnvironment, sessionmaker, sim_url, database_url, smtp
+) -> None:
     interceptors = tracing.interceptors(Settings(tracing="console"))
     assert [type(i).__name__ for i in interceptors] == ["TracingInterceptor"]
     client = Client(**{**dev_env.client.config(), "interceptors": interceptors})
     email = f"tracer-{uuid.uuid4().hex[:8]}@example.com"
-    async with running_stack(WorkflowEnvironment.from_client(client), sessionmaker, sim_url, tracing="console",
-                             **stack_settings(database_url, smtp[0], callback_grace_seconds=1,
-                                              poll_interval_seconds=1)) as stack:
+    async with running_stack(
+        WorkflowEnvironment.from_client(client),
+        sessionmaker,
+        sim_url,
+        tracing="console",
+        **stack_settings(database_url, smtp[0], callback_grace_seconds=1, poll_interval_seconds=1),
+    ) as stack:
         key = f"KEY-TRACE-{uuid.uuid4().hex}"
         sku = await stack.product([key])
         order = await stack.ordered(sku, email=email)
@@ -56,17 +60,26 @@ async def test_one_order_is_one_trace_from_the_api_to_the_activities(
 
     request = _by_name(spans, "POST /orders")
     assert request.parent is None
-    assert dict(request.attributes) == {"http.request.method": "POST", "http.route": "/orders",
-                                        "http.response.status_code": 201}
+    assert dict(request.attributes) == {
+        "http.request.method": "POST",
+        "http.route": "/orders",
+        "http.response.status_code": 201,
+    }
     trace_id = request.context.trace_id
     workflow_id = f"order-{order['order_id']}"
     start = _by_name(spans, "StartUpdateWithStartWorkflow:OrderWorkflow")
     assert start.parent is not None and start.parent.span_id == request.context.span_id
     assert start.attributes["temporalWorkflowID"] == workflow_id
     in_trace = {span.name for span in spans if span.context.trace_id == trace_id}
-    assert {"RunWorkflow:OrderWorkflow", "StartActivity:open_order", "RunActivity:open_order",
-            "StartActivity:create_payment", "RunActivity:create_payment", "StartActivity:deliver_keys",
-            "RunActivity:deliver_keys"} <= in_trace
+    assert {
+        "RunWorkflow:OrderWorkflow",
+        "StartActivity:open_order",
+        "RunActivity:open_order",
+        "StartActivity:create_payment",
+        "RunActivity:create_payment",
+        "StartActivity:deliver_keys",
+        "RunActivity:deliver_keys",
+    } <= in_trace
     for name in ("RunWorkflow:OrderWorkflow", "RunActivity:deliver_keys"):
         assert _by_name(spans, name).attributes["temporalWorkflowID"] == workflow_id
 
@@ -88,13 +101,19 @@ def test_otlp_exports_over_http_to_the_configured_endpoint() -> None:
     import subprocess
     import sys
 
-    code = ("from miaofa.settings import Settings; from miaofa.telemetry import tracing; "
-            "s = Settings(tracing='otlp', otlp_endpoint='http://127.0.0.1:9/v1/traces'); "
-            "[i] = tracing.interceptors(s, 'miaofa-test'); "
-            "[p] = tracing._provider._active_span_processor._span_processors; "
-            "print(type(i).__name__, type(p.span_exporter).__name__, p.span_exporter._endpoint, "
-            "tracing._provider.resource.attributes['service.name'])")
+    code = (
+        "from miaofa.settings import Settings; from miaofa.telemetry import tracing; "
+        "s = Settings(tracing='otlp', otlp_endpoint='http://127.0.0.1:9/v1/traces'); "
+        "[i] = tracing.interceptors(s, 'miaofa-test'); "
+        "[p] = tracing._provider._active_span_processor._span_processors; "
+        "print(type(i).__name__, type(p.span_exporter).__name__, p.span_exporter._endpoint, "
+        "tracing._provider.resource.attributes['service.name'])"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["TracingInterceptor", "OTLPSpanExporter", "http://127.0.0.1:9/v1/traces",
-                                   "miaofa-test"]
+    assert done.stdout.split() == [
+        "TracingInterceptor",
+        "OTLPSpanExporter",
+        "http://127.0.0.1:9/v1/traces",
+        "miaofa-test",
+    ]

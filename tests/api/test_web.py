@@ -3,7 +3,7 @@ form checkout without JavaScript, both languages, the security headers; and the 
 
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -37,17 +37,23 @@ async def _listed(stack: Stack, sku: str) -> None:
 def _card(page: str, sku: str) -> str:
     """The storefront's <li> of one product."""
     start = page.index(f'data-sku="{sku}"')
-    return page[start:page.index("</li>", start)]
+    return page[start : page.index("</li>", start)]
 
 
 async def _named_product(stack: Stack, name: str, keys: int, price_cents: int = 990) -> str:
     sku = "w-" + uuid.uuid4().hex[:10]
-    created = await stack.http.post("/admin/products", headers=stack.admin, json={
-        "sku": sku, "name": name, "price_cents": price_cents, "currency": "CNY", "delivery_sla_seconds": 60})
+    created = await stack.http.post(
+        "/admin/products",
+        headers=stack.admin,
+        json={"sku": sku, "name": name, "price_cents": price_cents, "currency": "CNY", "delivery_sla_seconds": 60},
+    )
     assert created.status_code == 201, created.text
     if keys:
-        imported = await stack.http.post(f"/admin/products/{sku}/keys", headers={**stack.admin, "Content-Type": "text/plain"},
-                                         content="\n".join(f"K-{sku}-{i}-{uuid.uuid4().hex[:6]}" for i in range(keys)))
+        imported = await stack.http.post(
+            f"/admin/products/{sku}/keys",
+            headers={**stack.admin, "Content-Type": "text/plain"},
+            content="\n".join(f"K-{sku}-{i}-{uuid.uuid4().hex[:6]}" for i in range(keys)),
+        )
         assert imported.status_code == 200, imported.text
     await _listed(stack, sku)
     return sku
@@ -128,8 +134,11 @@ async def test_bad_form_input_gets_a_readable_message_and_creates_nothing(dev_st
         (dict(sku=sku, email=_buyer(), quantity="two"), 422, "Please choose a quantity from 1 to 10."),
         (dict(sku=sku, email=_buyer(), coupon_code="NOSUCHCOUPON"), 422, "Unknown coupon code."),
         (dict(sku=sku, email=_buyer(), gateway="paypal"), 422, "This payment method is not available."),
-        (dict(sku=empty, email=_buyer()), 409,
-         "Sorry, this product is sold out (or not enough left for that quantity)."),
+        (
+            dict(sku=empty, email=_buyer()),
+            409,
+            "Sorry, this product is sold out (or not enough left for that quantity).",
+        ),
     ]
     for fields, status, message in cases:
         answer = await _buy(dev_stack, **fields)
@@ -152,7 +161,8 @@ async def test_the_form_checkout_goes_to_the_order_page_once_per_submission(dev_
     location = urlsplit(bought.headers["location"])
     order_id = location.path.removeprefix("/o/")
     assert location.path == f"/o/{order_id}" and parse_qs(location.query) == {
-        "token": [dev_stack.vault.order_token(order_id)]}
+        "token": [dev_stack.vault.order_token(order_id)]
+    }
     again = await _buy(dev_stack, sku=sku, email=email, quantity="2", idem=idem)  # a double submit
     assert again.status_code == 409
     assert "This order was already placed." in _card(again.text, sku)
@@ -165,9 +175,14 @@ async def test_the_form_checkout_goes_to_the_order_page_once_per_submission(dev_
 
 def test_refusals_read_well_in_both_languages() -> None:
     en, zh = Translator("en"), Translator("zh")
-    assert describe(en, "too_many_requests", "slow down", "7") == "Too many attempts. Please wait 7 seconds and try again."
+    assert (
+        describe(en, "too_many_requests", "slow down", "7") == "Too many attempts. Please wait 7 seconds and try again."
+    )
     assert describe(zh, "too_many_requests", "slow down", "7") == "操作过于频繁，请 7 秒后再试。"
-    assert describe(en, "too_many_open_orders", "") == "You already have unpaid orders. Pay or wait for them to expire first."
+    assert (
+        describe(en, "too_many_open_orders", "")
+        == "You already have unpaid orders. Pay or wait for them to expire first."
+    )
     assert describe(en, "quantity_limit", "") == "That is more than one buyer may take of this product."
     assert describe(en, "order_timeout", "") == "The shop is busy. Please try again in a moment."
     assert describe(en, "something_new", "") == "Something went wrong. Please try again."
@@ -204,16 +219,31 @@ async def test_the_order_timeline_shows_buyers_words_never_an_internal_stage(dev
     order = await dev_stack.ordered(sku, email=_buyer())
     async with dev_stack.sessionmaker.begin() as session:  # stages support and the system write, shown or not
         for stage in ("reconcile", "stray_payment_refund_refused", "review_approved", "refund_by_hand"):
-            await orders.add_event(session, order["order_id"], stage, datetime.now(timezone.utc), once=False)
+            await orders.add_event(session, order["order_id"], stage, datetime.now(UTC), once=False)
     stages = [e["stage"] for e in (await dev_stack.view(order))["timeline"]]
-    assert stages == ["created", "risk", "reserved", "payment_created", "reconcile", "stray_payment_refund_refused",
-                      "review_approved", "refund_by_hand"]  # the JSON API keeps them all
-    for headers, words in ((EN, ["Order placed", "Stock reserved", "Payment opened", "Approved after review",
-                                 "Refund to be sent by hand"]),
-                           (ZH, ["订单已创建", "库存已锁定", "已创建支付", "审核通过", "退款将由人工办理"])):
-        page = (await dev_stack.http.get(f"/o/{order['order_id']}", params={"token": order["access_token"]},
-                                         headers=headers)).text
-        timeline = page[page.index('<ol class="timeline"'):page.index("</ol>", page.index('<ol class="timeline"'))]
+    assert stages == [
+        "created",
+        "risk",
+        "reserved",
+        "payment_created",
+        "reconcile",
+        "stray_payment_refund_refused",
+        "review_approved",
+        "refund_by_hand",
+    ]  # the JSON API keeps them all
+    for headers, words in (
+        (
+            EN,
+            ["Order placed", "Stock reserved", "Payment opened", "Approved after review", "Refund to be sent by hand"],
+        ),
+        (ZH, ["订单已创建", "库存已锁定", "已创建支付", "审核通过", "退款将由人工办理"]),
+    ):
+        page = (
+            await dev_stack.http.get(
+                f"/o/{order['order_id']}", params={"token": order["access_token"]}, headers=headers
+            )
+        ).text
+        timeline = page[page.index('<ol class="timeline"') : page.index("</ol>", page.index('<ol class="timeline"'))]
         assert re.findall(r"<li><span>([^<]*)</span>", timeline) == words
         for internal in ("risk", "reconcile", "stray_payment_refund_refused", "stray payment refund refused"):
             assert internal not in timeline
@@ -233,8 +263,9 @@ async def test_a_cancelled_order_says_so_and_offers_no_payment(dev_stack: Stack)
     order = await dev_stack.ordered(sku, email=_buyer())
     cancelled = await dev_stack.http.post(f"/support/orders/{order['order_id']}/cancel", headers=dev_stack.support)
     assert cancelled.status_code == 200, cancelled.text
-    page = (await dev_stack.http.get(f"/o/{order['order_id']}", params={"token": order["access_token"]},
-                                     headers=ZH)).text
+    page = (
+        await dev_stack.http.get(f"/o/{order['order_id']}", params={"token": order["access_token"]}, headers=ZH)
+    ).text
     assert '<span class="badge status-cancelled" id="status">已取消</span>' in page
     assert '<p class="message" id="message">此订单已取消，无需付款。</p>' in page
     assert 'id="pay" hidden' in page and order["payment"]["pay_url"] not in page
@@ -249,6 +280,7 @@ async def test_a_wrong_or_missing_token_is_a_readable_404_that_reveals_nothing(d
     missing = await dev_stack.http.get(url, headers=EN)
     unknown = await dev_stack.http.get("/o/nosuchorder", params={"token": order["access_token"]}, headers=EN)
     odd = await dev_stack.http.get("/o/bad%20id%0A", params={"token": "t"}, headers=EN)
+
     def shown(answer: httpx.Response) -> str:  # all but the language switch, which links to the same URL
         return re.sub(r'<a class="switch" href="[^"]*"', "", answer.text)
 
@@ -272,8 +304,10 @@ async def test_the_lookup_page_renders_a_form_that_lists_nothing(dev_stack: Stac
     assert page.status_code == 200
     assert '<form id="lookup" class="lookup" method="post" action="/orders/lookup" novalidate>' in page.text
     assert '<input type="email" name="email"' in page.text
-    assert '<p class="ok" role="status" data-sent hidden>If there are orders for this address, we have emailed ' \
-           'links to it.</p>' in page.text
+    assert (
+        '<p class="ok" role="status" data-sent hidden>If there are orders for this address, we have emailed '
+        "links to it.</p>" in page.text
+    )
     assert '<script src="/static/lookup.js" defer>' in page.text
 
 
@@ -287,8 +321,12 @@ async def test_every_page_carries_the_security_headers(dev_stack: Stack) -> None
         assert answer.headers["x-frame-options"] == "DENY", path
         assert answer.headers["x-content-type-options"] == "nosniff", path
         assert answer.headers["referrer-policy"] == "no-referrer", path
-    for name, kind in (("shop.css", "text/css"), ("shop.js", "text/javascript"), ("order.js", "text/javascript"),
-                       ("lookup.js", "text/javascript")):
+    for name, kind in (
+        ("shop.css", "text/css"),
+        ("shop.js", "text/javascript"),
+        ("order.js", "text/javascript"),
+        ("lookup.js", "text/javascript"),
+    ):
         served = await dev_stack.http.get(f"/static/{name}")
         assert (served.status_code, served.headers["content-type"].split(";")[0]) == (200, kind), name
 
@@ -309,11 +347,13 @@ async def test_the_simulator_pay_page_shows_amount_merchant_qr_and_both_buttons(
     assert f'<form method="post" action="/pay/{payment_id}/fail"><button class="fail" type="submit">' in page.text
 
     # Fail: the buyer goes back to the order page, nothing is paid.
-    failed = await dev_stack.sim.post(f"/pay/{payment_id}/fail", headers={"content-type": "application/x-www-form-urlencoded"},
-                                      follow_redirects=False)
+    failed = await dev_stack.sim.post(
+        f"/pay/{payment_id}/fail", headers={"content-type": "application/x-www-form-urlencoded"}, follow_redirects=False
+    )
     assert failed.status_code == 303
-    assert failed.headers["location"] == (f"{dev_stack.settings.api_url}/o/{order['order_id']}"
-                                          f"?token={order['access_token']}")
+    assert failed.headers["location"] == (
+        f"{dev_stack.settings.api_url}/o/{order['order_id']}?token={order['access_token']}"
+    )
     assert (await dev_stack.view(order))["status"] == "awaiting_payment"
     paid = await dev_stack.sim.post(f"/pay/{payment_id}", headers={"accept": "text/html"}, follow_redirects=False)
     assert (paid.status_code, paid.headers["location"]) == (303, failed.headers["location"])

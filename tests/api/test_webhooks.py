@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from miaofa.cli.common import settings_problems
 from miaofa.crypto.vault import Vault
-from miaofa.messaging import outbox
 from miaofa.db.models import OutboxMessage, Product
+from miaofa.messaging import outbox
 from miaofa.settings import Settings
 from tests.conftest import TEST_VAULT_KEY
 from tests.helpers.messaging import (
@@ -43,7 +43,9 @@ async def test_an_order_sends_signed_events_that_the_readmes_check_accepts(dev_s
     sock = bind()
     async with serve(receiver.app(), sock) as url:
         # Wired as worker.py wires it, from the settings.
-        settings = dev_stack.settings.model_copy(update={"webhook_url": f"{url}/hook", "webhook_secret": WEBHOOK_SECRET})
+        settings = dev_stack.settings.model_copy(
+            update={"webhook_url": f"{url}/hook", "webhook_secret": WEBHOOK_SECRET}
+        )
         d = outbox_dispatcher(settings, dev_stack.sessionmaker, dev_stack.vault)
         await drain(d, lambda: len(receiver.for_order(order["order_id"])) == 2)
         await d.aclose()
@@ -51,7 +53,7 @@ async def test_an_order_sends_signed_events_that_the_readmes_check_accepts(dev_s
     events = [json.loads(hit.body) for hit in hits]
     assert sorted(event["type"] for event in events) == ["order.delivered", "order.paid"]
     queued = {r.topic: r.event_id for r in await rows(dev_stack.sessionmaker, order["order_id"])}
-    for hit, event in zip(hits, events):
+    for hit, event in zip(hits, events, strict=True):
         assert verify(WEBHOOK_SECRET, hit.headers, hit.body) is True
         assert verify("another-secret-0123456789", hit.headers, hit.body) is False
         assert verify(WEBHOOK_SECRET, hit.headers, hit.body.replace(b'"quantity":1', b'"quantity":9')) is False
@@ -59,9 +61,15 @@ async def test_an_order_sends_signed_events_that_the_readmes_check_accepts(dev_s
         assert abs(int(hit.headers["miaofa-timestamp"]) - time.time()) < 30
         assert hit.headers["content-type"] == "application/json"
         data = event["data"]
-        assert (data["order_id"], data["sku"], data["quantity"], data["amount_cents"], data["currency"],
-                data["gateway"], data["buyer_hash"]) == (order["order_id"], sku, 1, 990, "CNY", "simulator",
-                                                         Vault(TEST_VAULT_KEY).buyer_hash(email))
+        assert (
+            data["order_id"],
+            data["sku"],
+            data["quantity"],
+            data["amount_cents"],
+            data["currency"],
+            data["gateway"],
+            data["buyer_hash"],
+        ) == (order["order_id"], sku, 1, 990, "CNY", "simulator", Vault(TEST_VAULT_KEY).buyer_hash(email))
         assert email.encode() not in hit.body and b"WEBHOOK-KEY-SECRET-4242" not in hit.body
     stale = dict(hits[0].headers)
     stale["miaofa-timestamp"] = str(int(time.time()) - 301)
@@ -111,8 +119,9 @@ async def test_racing_dispatchers_deliver_each_event_once(sessionmaker) -> None:
         running = [asyncio.create_task(racer.run(stop)) for racer in racers]
 
         async def all_sent() -> bool:
-            statuses = [r.status for order_id in order_ids for r in await rows(sessionmaker, order_id)
-                        if r.channel == "webhook"]
+            statuses = [
+                r.status for order_id in order_ids for r in await rows(sessionmaker, order_id) if r.channel == "webhook"
+            ]
             assert statuses == ["sent"] * 20, statuses
             return True
 
@@ -149,34 +158,52 @@ async def test_a_products_own_url_wins_and_no_url_sends_nothing(sessionmaker) ->
     assert (row.status, row.attempts) == ("skipped", 0)  # marked in bulk, never claimed
 
 
-async def test_bad_webhook_urls_are_refused_by_the_admin_api_and_change_nothing(dev_env, sessionmaker, sim_url,
-                                                                                database_url) -> None:
+async def test_bad_webhook_urls_are_refused_by_the_admin_api_and_change_nothing(
+    dev_env, sessionmaker, sim_url, database_url
+) -> None:
     from tests.conftest import stack_settings
 
-    async with running_stack(dev_env, sessionmaker, sim_url, webhook_secret=WEBHOOK_SECRET,
-                             **stack_settings(database_url, "")) as stack:
+    async with running_stack(
+        dev_env, sessionmaker, sim_url, webhook_secret=WEBHOOK_SECRET, **stack_settings(database_url, "")
+    ) as stack:
         sku = "p-wh-" + str(int(time.time() * 1000))
         for bad in ("ftp://merchant.example/hook", "javascript:alert(1)", "https://", "http://a b/c", "", "x" * 501):
-            answer = await stack.http.post("/admin/products", headers=stack.admin, json={
-                "sku": sku, "name": "n", "price_cents": 100, "currency": "CNY", "webhook_url": bad})
+            answer = await stack.http.post(
+                "/admin/products",
+                headers=stack.admin,
+                json={"sku": sku, "name": "n", "price_cents": 100, "currency": "CNY", "webhook_url": bad},
+            )
             assert (answer.status_code, answer.json()["error"]) == (422, "invalid_input"), bad
             assert answer.json()["detail"].startswith("webhook_url")
         assert (await stack.http.get(f"/admin/products/{sku}/stock", headers=stack.admin)).status_code == 404
 
-        created = await stack.http.post("/admin/products", headers=stack.admin, json={
-            "sku": sku, "name": "n", "price_cents": 100, "currency": "CNY",
-            "webhook_url": "https://merchant.example/hook"})
+        created = await stack.http.post(
+            "/admin/products",
+            headers=stack.admin,
+            json={
+                "sku": sku,
+                "name": "n",
+                "price_cents": 100,
+                "currency": "CNY",
+                "webhook_url": "https://merchant.example/hook",
+            },
+        )
         assert created.status_code == 201, created.text
         assert created.json()["webhook_url"] == "https://merchant.example/hook"
-        bad = await stack.http.put(f"/admin/products/{sku}/webhook", headers=stack.admin,
-                                   json={"webhook_url": "file:///etc/passwd"})
-        assert (bad.status_code, bad.json()["detail"]) == (
-            422, "webhook_url: must be an http:// or https:// URL")
+        bad = await stack.http.put(
+            f"/admin/products/{sku}/webhook", headers=stack.admin, json={"webhook_url": "file:///etc/passwd"}
+        )
+        assert (bad.status_code, bad.json()["detail"]) == (422, "webhook_url: must be an http:// or https:// URL")
         assert await _product_url(sessionmaker, sku) == "https://merchant.example/hook"
-        missing = await stack.http.put("/admin/products/nosuchsku/webhook", headers=stack.admin,
-                                       json={"webhook_url": "https://merchant.example/other"})
+        missing = await stack.http.put(
+            "/admin/products/nosuchsku/webhook",
+            headers=stack.admin,
+            json={"webhook_url": "https://merchant.example/other"},
+        )
         assert missing.status_code == 404
-        cleared = await stack.http.put(f"/admin/products/{sku}/webhook", headers=stack.admin, json={"webhook_url": None})
+        cleared = await stack.http.put(
+            f"/admin/products/{sku}/webhook", headers=stack.admin, json={"webhook_url": None}
+        )
         assert (cleared.status_code, cleared.json()["webhook_url"]) == (200, None)
         assert await _product_url(sessionmaker, sku) is None
         unauthorized = await stack.http.put(f"/admin/products/{sku}/webhook", json={"webhook_url": None})
@@ -186,11 +213,22 @@ async def test_bad_webhook_urls_are_refused_by_the_admin_api_and_change_nothing(
 async def test_a_product_webhook_needs_the_signing_secret(dev_stack: Stack) -> None:
     assert dev_stack.settings.webhook_secret == ""
     sku = "p-nosecret-" + str(int(time.time() * 1000))
-    answer = await dev_stack.http.post("/admin/products", headers=dev_stack.admin, json={
-        "sku": sku, "name": "n", "price_cents": 100, "currency": "CNY", "webhook_url": "https://merchant.example/h"})
+    answer = await dev_stack.http.post(
+        "/admin/products",
+        headers=dev_stack.admin,
+        json={
+            "sku": sku,
+            "name": "n",
+            "price_cents": 100,
+            "currency": "CNY",
+            "webhook_url": "https://merchant.example/h",
+        },
+    )
     assert answer.status_code == 422
-    assert answer.json() == {"error": "invalid_input",
-                             "detail": "webhook_url: set MIAOFA_WEBHOOK_SECRET first; every webhook is signed"}
+    assert answer.json() == {
+        "error": "invalid_input",
+        "detail": "webhook_url: set MIAOFA_WEBHOOK_SECRET first; every webhook is signed",
+    }
     assert await _product_url(dev_stack.sessionmaker, sku, must_exist=False) is None
 
 
@@ -201,16 +239,25 @@ async def _product_url(sessionmaker, sku: str, must_exist: bool = True) -> str |
     return product.webhook_url if product else None
 
 
-@pytest.mark.parametrize(("values", "problem"), [
-    ({"webhook_url": "ftp://merchant.example/hook", "webhook_secret": WEBHOOK_SECRET},
-     "MIAOFA_WEBHOOK_URL must be an http:// or https:// URL"),
-    ({"webhook_url": "merchant.example/hook", "webhook_secret": WEBHOOK_SECRET},
-     "MIAOFA_WEBHOOK_URL must be an http:// or https:// URL"),
-    ({"webhook_url": "https://merchant.example/hook"},
-     "MIAOFA_WEBHOOK_URL is set without MIAOFA_WEBHOOK_SECRET; webhooks must be signed"),
-    ({"webhook_secret": "short"}, "MIAOFA_WEBHOOK_SECRET must be at least 16 characters"),
-    ({"webhook_secret": "changeme"}, "MIAOFA_WEBHOOK_SECRET is a placeholder; set a real random secret"),
-])
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        (
+            {"webhook_url": "ftp://merchant.example/hook", "webhook_secret": WEBHOOK_SECRET},
+            "MIAOFA_WEBHOOK_URL must be an http:// or https:// URL",
+        ),
+        (
+            {"webhook_url": "merchant.example/hook", "webhook_secret": WEBHOOK_SECRET},
+            "MIAOFA_WEBHOOK_URL must be an http:// or https:// URL",
+        ),
+        (
+            {"webhook_url": "https://merchant.example/hook"},
+            "MIAOFA_WEBHOOK_URL is set without MIAOFA_WEBHOOK_SECRET; webhooks must be signed",
+        ),
+        ({"webhook_secret": "short"}, "MIAOFA_WEBHOOK_SECRET must be at least 16 characters"),
+        ({"webhook_secret": "changeme"}, "MIAOFA_WEBHOOK_SECRET is a placeholder; set a real random secret"),
+    ],
+)
 def test_bad_webhook_settings_stop_the_start(values: dict, problem: str) -> None:
     with pytest.raises(ValidationError) as raised:
         Settings(**values)
@@ -228,6 +275,10 @@ async def test_no_outbox_row_holds_a_buyers_email(sessionmaker) -> None:
     for event in outbox.Event:
         await emit(sessionmaker, order_id, event)
     async with sessionmaker() as session:
-        dumped = [str(row) for row in (await session.execute(
-            select(OutboxMessage.__table__).where(OutboxMessage.order_id == order_id))).all()]
+        dumped = [
+            str(row)
+            for row in (
+                await session.execute(select(OutboxMessage.__table__).where(OutboxMessage.order_id == order_id))
+            ).all()
+        ]
     assert len(dumped) == 6 and not [row for row in dumped if email in row]

@@ -20,9 +20,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_latency_on_a_started_stack_writes_the_result(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIAOFA_")}
     result = tmp_path / "latency.json"
-    done = subprocess.run([sys.executable, "-m", "miaofa.cli", "bench", "latency", "--start", "--orders", "2",
-                           "--json", str(result)], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=240)
+    done = subprocess.run(
+        [sys.executable, "-m", "miaofa.cli", "bench", "latency", "--start", "--orders", "2", "--json", str(result)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "notify → key visible p50" in done.stdout  # the table
 
@@ -36,8 +41,12 @@ def test_latency_on_a_started_stack_writes_the_result(tmp_path: Path) -> None:
     assert record["params"] == {"orders": 2, "poll_ms": 5.0}
     assert record["postgres"]["synchronous_commit"] == "on"
     assert record["settings"]["admin_token"] == "(set)"  # secrets never written out
-    for name in ("notify_to_key_visible_ms", "create_to_201_ms", "paid_to_delivered_db_ms",
-                 "paid_to_delivery_committed_db_ms"):
+    for name in (
+        "notify_to_key_visible_ms",
+        "create_to_201_ms",
+        "paid_to_delivered_db_ms",
+        "paid_to_delivery_committed_db_ms",
+    ):
         assert record["metrics"][name]["n"] == 2
         assert 0 < record["metrics"][name]["p50"] <= record["metrics"][name]["p99"]
     assert set(record["metrics"]["stages"]["after_paid_ms"]) >= {"notified", "delivered"}
@@ -64,7 +73,9 @@ def test_percentiles_and_histogram_quantiles() -> None:
 
 def test_stack_settings() -> None:
     assert parse_overrides(["CALLBACK_GRACE_SECONDS=3", "miaofa_poll_interval_seconds=1"]) == {
-        "callback_grace_seconds": "3", "poll_interval_seconds": "1"}
+        "callback_grace_seconds": "3",
+        "poll_interval_seconds": "1",
+    }
     with pytest.raises(BenchError):
         parse_overrides(["NO_SUCH_SETTING=1"])
     # Every risk limit of the shop is switched off in a started stack, and the values are valid.
@@ -79,17 +90,20 @@ async def test_lean_http_client_reuses_connections_and_reads_both_body_kinds() -
     from miaofa.bench.lean_http import LeanHTTP
 
     connections = 0
-    answers = [b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
-               b"HTTP/1.1 409 Conflict\r\ntransfer-encoding: chunked\r\n\r\n3\r\nsol\r\n5\r\nd out\r\n0\r\n\r\n",
-               b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbye"]
+    answers = [
+        b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
+        b"HTTP/1.1 409 Conflict\r\ntransfer-encoding: chunked\r\n\r\n3\r\nsol\r\n5\r\nd out\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbye",
+    ]
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
         while answers:
             head = await reader.readuntil(b"\r\n\r\n")
-            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length")))
+            length = int(
+                next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+            )
             await reader.readexactly(length)
             writer.write(answers.pop(0))
             await writer.drain()
@@ -111,9 +125,26 @@ async def test_lean_http_client_reuses_connections_and_reads_both_body_kinds() -
 def test_a_scenario_that_brings_its_own_services_needs_no_shop(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIAOFA_")}
     result = tmp_path / "sim.json"
-    done = subprocess.run([sys.executable, "-m", "miaofa.cli", "bench", "sim-storage", "--payments", "20", "--slice",
-                           "10", "--json", str(result)], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "miaofa.cli",
+            "bench",
+            "sim-storage",
+            "--payments",
+            "20",
+            "--slice",
+            "10",
+            "--json",
+            str(result),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     record = json.loads(result.read_text())
     assert "error" not in record and "settings" not in record

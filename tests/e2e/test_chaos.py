@@ -57,9 +57,11 @@ def chaos(tmp_path: Path):
 async def _finish(stack: ChaosStack, sku: str, orders: list[Order], began: float) -> dict:
     """The run's numbers, then wait for every paid order to settle and check every invariant."""
     creates = sorted(o.create_seconds for o in orders)
-    log(f"run: {len(orders)} orders in {time.monotonic() - began:.1f} s; POST /orders answers "
+    log(
+        f"run: {len(orders)} orders in {time.monotonic() - began:.1f} s; POST /orders answers "
         f"{dict(stack.stats.statuses)}, client errors {dict(stack.stats.errors)}, pay answers "
-        f"{dict(stack.stats.pay_statuses)}; open p50 {creates[len(creates) // 2]:.2f} s max {creates[-1]:.2f} s")
+        f"{dict(stack.stats.pay_statuses)}; open p50 {creates[len(creates) // 2]:.2f} s max {creates[-1]:.2f} s"
+    )
     await stack.wait_settled(orders)
     report = await stack.check_invariants(sku, orders)
     report["mail"] = await stack.check_mail(stack.smtp, sku, orders)
@@ -185,8 +187,11 @@ def test_gateway_fails_half_the_queries_and_drops_half_the_notifies(chaos) -> No
     orders = asyncio.run(run())
     dropped = stack.log_text("sim").count("dropped (control)")
     # Counted where they are answered: the worker never logs request URLs (they may hold a key).
-    queries = [line for line in stack.log_text("sim").splitlines() if "channel answered (control)" in line
-               or "channel failed (control)" in line]
+    queries = [
+        line
+        for line in stack.log_text("sim").splitlines()
+        if "channel answered (control)" in line or "channel failed (control)" in line
+    ]
     failed = sum("failed (control)" in line for line in queries)
     log(f"simulator: {dropped} notifies dropped; {len(queries)} gateway queries, {failed} failed (503)")
     assert dropped == sum(1 for o in orders if o.paid and (o.index // batch) % 2 == 0)
@@ -221,19 +226,25 @@ def test_smtp_down_for_30_s(chaos) -> None:
         report = await _finish(stack, sku, await buyers, began)
         conn = await stack.db()
         try:
-            rows = await conn.fetch("SELECT paid_at, delivered_at FROM orders WHERE sku = $1 "
-                                    "AND status = 'delivered'", sku)
+            rows = await conn.fetch(
+                "SELECT paid_at, delivered_at FROM orders WHERE sku = $1 AND status = 'delivered'", sku
+            )
         finally:
             await conn.close()
         return report, rows
 
     report, rows = asyncio.run(run())
     # Keys were never held back by SMTP: orders paid while it was down were delivered while it was down.
-    during = [(r["paid_at"].timestamp(), r["delivered_at"].timestamp()) for r in rows
-              if outage["down"] <= r["paid_at"].timestamp() <= outage["up"] - 5]
+    during = [
+        (r["paid_at"].timestamp(), r["delivered_at"].timestamp())
+        for r in rows
+        if outage["down"] <= r["paid_at"].timestamp() <= outage["up"] - 5
+    ]
     latency = latency_summary([d - p for p, d in during])
-    log(f"{len(during)} orders paid during the outage, paid → delivered {latency}; last mail "
-        f"{report['mail']['last_mail_at'] - outage['up_mono']:.1f} s after SMTP came back")
+    log(
+        f"{len(during)} orders paid during the outage, paid → delivered {latency}; last mail "
+        f"{report['mail']['last_mail_at'] - outage['up_mono']:.1f} s after SMTP came back"
+    )
     assert len(during) >= 50 and all(d < outage["up"] for _, d in during)
     assert report["mail"]["last_mail_at"] > outage["up_mono"]  # the mails waited for SMTP, the keys did not
 
@@ -265,8 +276,10 @@ def test_two_workers_never_deliver_twice(chaos) -> None:
             handled["first_then"] = stack.log_text("worker").count("delivery email sent")
             second.kill()
             second.wait(10)
-            log(f"kill -9 the second worker (pid {second.pid}); it had sent {handled['second']} delivery "
-                f"emails, the first {handled['first_then']}")
+            log(
+                f"kill -9 the second worker (pid {second.pid}); it had sent {handled['second']} delivery "
+                f"emails, the first {handled['first_then']}"
+            )
 
         async def run() -> dict:
             began = time.monotonic()
@@ -307,13 +320,28 @@ async def test_a_payment_signal_in_the_first_workflow_task_does_not_fail_the_ord
     async with stack.sessionmaker() as session:
         product_id = await session.scalar(select(Product.id).where(Product.sku == sku))
     order_id = f"chaos-signal-{time.monotonic_ns() % 10**12}"
-    order = c.OrderInput(order_id=order_id, product_id=product_id, sku=sku, product_name="Chaos card",
-                         unit_price_cents=990, currency="CNY", quantity=1, email="buyer@example.com",
-                         buyer_hash="0" * 32, gateway="simulator", delivery_sla_seconds=60,
-                         timing=c.Timing(payment_window_seconds=30, callback_grace_seconds=1, poll_interval_seconds=1))
+    order = c.OrderInput(
+        order_id=order_id,
+        product_id=product_id,
+        sku=sku,
+        product_name="Chaos card",
+        unit_price_cents=990,
+        currency="CNY",
+        quantity=1,
+        email="buyer@example.com",
+        buyer_hash="0" * 32,
+        gateway="simulator",
+        delivery_sla_seconds=60,
+        timing=c.Timing(payment_window_seconds=30, callback_grace_seconds=1, poll_interval_seconds=1),
+    )
     handle = await stack.env.client.start_workflow(
-        c.ORDER_WORKFLOW, order, id=c.order_workflow_id(order_id), task_queue=stack.task_queue,
-        start_signal=c.PAYMENT_SIGNAL, start_signal_args=[c.PaymentNotified(notify_id=2**31)])
+        c.ORDER_WORKFLOW,
+        order,
+        id=c.order_workflow_id(order_id),
+        task_queue=stack.task_queue,
+        start_signal=c.PAYMENT_SIGNAL,
+        start_signal_args=[c.PaymentNotified(notify_id=2**31)],
+    )
     try:
         done = {EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED}
         deadline = time.monotonic() + 20

@@ -88,7 +88,7 @@ def test_a_trust_data_dir_is_migrated_to_a_password(tmp_path: Path) -> None:
             assert _hba_methods(pgdata) == {"scram-sha-256"}
             assert _refused(port, None)
 
-            async def read() -> str:
+            async def read(new: LocalPostgres = new) -> str:
                 conn = await asyncpg.connect(new.url())
                 try:
                     return await conn.fetchval("SELECT v FROM kept")
@@ -104,8 +104,9 @@ def test_a_trust_data_dir_is_migrated_to_a_password(tmp_path: Path) -> None:
 def test_dev_secrets_are_generated_private_and_completed(tmp_path: Path) -> None:
     data = tmp_path / "data"
     values = load_or_create(data)
-    assert {"admin_token", "support_token", "vault_key", "sim_secret", "sim_control_token",
-            "postgres_password"} <= set(values)
+    assert {"admin_token", "support_token", "vault_key", "sim_secret", "sim_control_token", "postgres_password"} <= set(
+        values
+    )
     assert os.stat(data).st_mode & 0o777 == 0o700
     assert os.stat(data / SECRETS_FILE).st_mode & 0o777 == 0o600
     assert load_or_create(data) == values  # stable
@@ -147,8 +148,9 @@ def test_miaofa_sim_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIAOFA_")}
     env["MIAOFA_DATA_DIR"] = str(tmp_path / "nothing")
-    done = subprocess.run([sys.executable, "-m", "miaofa.cli", "sim"], env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "miaofa.cli", "sim"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 1
     assert "MIAOFA_SIM_SECRET not set" in done.stderr
 

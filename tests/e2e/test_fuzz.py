@@ -51,13 +51,20 @@ def _fuzz(raw_schema: dict[str, Any], base_url: str, stack: Stack) -> tuple[list
     return failures, statuses
 
 
-def _run(operation, mode, session: requests.Session, base_url: str, headers: dict[str, str],
-         statuses: list[int]) -> list[str]:
+def _run(
+    operation, mode, session: requests.Session, base_url: str, headers: dict[str, str], statuses: list[int]
+) -> list[str]:
     found: list[str] = []
 
     @seed(SEED)
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(generation_mode=mode))
     def check(case) -> None:
         response = case.call(base_url=base_url, session=session, headers=headers, timeout=30)
@@ -65,8 +72,10 @@ def _run(operation, mode, session: requests.Session, base_url: str, headers: dic
         try:
             case.validate_response(response, checks=CHECKS)
         except (Exception, BaseExceptionGroup) as exc:  # each operation's first failure; all reported at the end
-            found.append(f"{operation.label} [{mode.value}, token={bool(headers)}] -> {response.status_code} "
-                         f"{response.text[:200]!r}\n{exc}\n{case.as_curl_command(headers=headers)}")
+            found.append(
+                f"{operation.label} [{mode.value}, token={bool(headers)}] -> {response.status_code} "
+                f"{response.text[:200]!r}\n{exc}\n{case.as_curl_command(headers=headers)}"
+            )
             raise
 
     try:
@@ -79,8 +88,7 @@ def _run(operation, mode, session: requests.Session, base_url: str, headers: dic
     return found[:1]
 
 
-async def test_schemathesis_finds_no_server_error_no_undocumented_status_no_schema_violation(
-        dev_stack: Stack) -> None:
+async def test_schemathesis_finds_no_server_error_no_undocumented_status_no_schema_violation(dev_stack: Stack) -> None:
     raw_schema = (await dev_stack.http.get("/openapi.json")).json()
     failures, statuses = await asyncio.to_thread(_fuzz, raw_schema, str(dev_stack.http.base_url), dev_stack)
     assert not failures, "\n\n".join(failures)
@@ -100,12 +108,16 @@ async def test_the_schema_declares_the_error_body_for_every_error_status(dev_sta
                 declared = operation["responses"].get(status)
                 assert declared is not None, (method, path, status)
                 assert declared["content"]["application/json"]["schema"] == {
-                    "$ref": "#/components/schemas/ErrorBody"}, (method, path, status)
+                    "$ref": "#/components/schemas/ErrorBody"
+                }, (method, path, status)
 
 
 async def test_an_unrouted_method_answers_405_with_allow(dev_stack: Stack) -> None:
-    for method, path, allowed in (("TRACE", "/products", {"GET"}), ("DELETE", "/orders", {"POST"}),
-                                  ("PUT", "/payments/simulator/notify", {"GET", "POST"})):
+    for method, path, allowed in (
+        ("TRACE", "/products", {"GET"}),
+        ("DELETE", "/orders", {"POST"}),
+        ("PUT", "/payments/simulator/notify", {"GET", "POST"}),
+    ):
         answer = await dev_stack.http.request(method, path)
         assert answer.status_code == 405, (method, path)
         assert allowed <= {m.strip() for m in answer.headers["allow"].split(",")}, answer.headers
@@ -136,5 +148,3 @@ async def test_a_nul_in_a_coupon_code_is_refused_not_a_server_error(dev_stack: S
     assert 400 <= answer.status_code < 500, answer.text
     assert set(answer.json()) == {"error", "detail"}
     assert (await dev_stack.stock(sku))["available"] == 1
-
-

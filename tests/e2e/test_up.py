@@ -20,11 +20,17 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 def _env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIAOFA_")}
     api, sim = free_port(), free_port()
-    env.update(MIAOFA_DATA_DIR=str(data_dir), MIAOFA_API_PORT=str(api), MIAOFA_SIM_PORT=str(sim),
-               MIAOFA_SIM_URL=f"http://127.0.0.1:{sim}", MIAOFA_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
-               MIAOFA_TEMPORAL_UI_PORT=str(free_port()), MIAOFA_PG_PORT=str(free_port()),
-               MIAOFA_WORKER_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
-               MIAOFA_RISK_EXEMPT_NETWORKS="127.0.0.1/32")  # many buyers from this one machine (README)
+    env.update(
+        MIAOFA_DATA_DIR=str(data_dir),
+        MIAOFA_API_PORT=str(api),
+        MIAOFA_SIM_PORT=str(sim),
+        MIAOFA_SIM_URL=f"http://127.0.0.1:{sim}",
+        MIAOFA_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
+        MIAOFA_TEMPORAL_UI_PORT=str(free_port()),
+        MIAOFA_PG_PORT=str(free_port()),
+        MIAOFA_WORKER_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
+        MIAOFA_RISK_EXEMPT_NETWORKS="127.0.0.1/32",
+    )  # many buyers from this one machine (README)
     return env
 
 
@@ -71,17 +77,30 @@ def test_up_runs_the_shop_and_stops_cleanly(tmp_path: Path) -> None:
         keys = tmp_path / "keys.txt"
         lines = [f"CLI-KEY-{i:05d}" for i in range(1000)]
         keys.write_text("\n".join(lines + lines[:50]) + "\n")
-        imported = subprocess.run(_miaofa("keys", "import", str(keys), "--sku", "demo-gift-card"), env=env,
-                                  cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        imported = subprocess.run(
+            _miaofa("keys", "import", str(keys), "--sku", "demo-gift-card"),
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert imported.returncode == 0, imported.stderr
         assert "Imported 1000 keys, skipped 50 duplicates" in imported.stdout
-        unknown = subprocess.run(_miaofa("keys", "import", str(keys), "--sku", "nope"), env=env, cwd=tmp_path,
-                                 capture_output=True, text=True, timeout=120)
+        unknown = subprocess.run(
+            _miaofa("keys", "import", str(keys), "--sku", "nope"),
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert unknown.returncode == 1
         assert unknown.stderr.strip() == "Error: no product with sku 'nope'"
         secrets = json.loads((tmp_path / "data" / "dev-secrets.json").read_text())
-        stock = httpx.get(f"{api}/admin/products/demo-gift-card/stock",
-                          headers={"Authorization": f"Bearer {secrets['admin_token']}"}).json()
+        stock = httpx.get(
+            f"{api}/admin/products/demo-gift-card/stock", headers={"Authorization": f"Bearer {secrets['admin_token']}"}
+        ).json()
         assert stock == {"available": 1100, "reserved": 0, "sold": 0, "refunded": 0}
         _check_private_and_locked(tmp_path / "data", env, secrets)
     finally:
@@ -91,8 +110,7 @@ def test_up_runs_the_shop_and_stops_cleanly(tmp_path: Path) -> None:
     assert "Miaofa is up" in output and secrets["admin_token"] in output and "Stopped." in output
 
     # A second start reuses the data: same tokens, no second demo product, the imported keys still there.
-    again = subprocess.Popen(_miaofa("up"), env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT)
+    again = subprocess.Popen(_miaofa("up"), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _wait_healthy(again, f"{api}/healthz")
         assert [(p["sku"], p["available"]) for p in httpx.get(f"{api}/products").json()] == [("demo-gift-card", 1100)]
@@ -123,8 +141,9 @@ def _check_private_and_locked(data: Path, env: dict[str, str], secrets: dict[str
     port = env["MIAOFA_PG_PORT"]
 
     async def login(password: str | None) -> int:
-        conn = await asyncpg.connect(host="127.0.0.1", port=int(port), user="postgres", database="miaofa",
-                                     password=password)
+        conn = await asyncpg.connect(
+            host="127.0.0.1", port=int(port), user="postgres", database="miaofa", password=password
+        )
         try:
             return await conn.fetchval("SELECT 1")
         finally:
@@ -141,27 +160,43 @@ def _check_private_and_locked(data: Path, env: dict[str, str], secrets: dict[str
     control = {"Authorization": f"Bearer {secrets['sim_control_token']}"}
     assert httpx.get(f"{sim}/control", headers=control).json()["notify"] == "normal"
     merchant = {"Authorization": f"Bearer {secrets['sim_secret']}"}
-    payment = httpx.post(f"{sim}/api/payments", headers=merchant, json={
-        "merchant_id": "miaofa-demo", "order_id": "o-up-check", "amount_cents": 100, "currency": "CNY",
-        "subject": "x", "notify_url": "http://127.0.0.1:9/notify", "expires_at": "2099-01-01T00:00:00+00:00"}).json()
+    payment = httpx.post(
+        f"{sim}/api/payments",
+        headers=merchant,
+        json={
+            "merchant_id": "miaofa-demo",
+            "order_id": "o-up-check",
+            "amount_cents": 100,
+            "currency": "CNY",
+            "subject": "x",
+            "notify_url": "http://127.0.0.1:9/notify",
+            "expires_at": "2099-01-01T00:00:00+00:00",
+        },
+    ).json()
     back_dated = httpx.post(payment["pay_url"], json={"paid_at": "2020-01-01T00:00:00+00:00"})
     assert (back_dated.status_code, back_dated.json()["error"]) == (422, "paid_at_refused")
     api = f"http://127.0.0.1:{env['MIAOFA_API_PORT']}"
     # The codec refuses a rebinding page on loopback.
-    rebound = httpx.post(f"{api}/codec/decode", content=b'{"payloads": []}',
-                         headers={"Host": "evil.example", "Content-Type": "application/json"})
+    rebound = httpx.post(
+        f"{api}/codec/decode",
+        content=b'{"payloads": []}',
+        headers={"Host": "evil.example", "Content-Type": "application/json"},
+    )
     assert rebound.status_code == 401
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     env = _env(tmp_path / "empty")
-    missing = subprocess.run(_miaofa("keys", "import", "nofile.txt", "--sku", "x"), env=env, cwd=tmp_path,
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        _miaofa("keys", "import", "nofile.txt", "--sku", "x"), env=env, cwd=tmp_path, capture_output=True, text=True
+    )
     assert missing.returncode == 1
-    assert missing.stderr.strip() == ("Error: MIAOFA_DATABASE_URL, MIAOFA_VAULT_KEY not set (or run `miaofa up` "
-                                      "once to create dev values).")
-    bad = subprocess.run(_miaofa("api"), env={**env, "MIAOFA_ADMIN_TOKEN": "changethis"}, cwd=tmp_path,
-                         capture_output=True, text=True)
+    assert missing.stderr.strip() == (
+        "Error: MIAOFA_DATABASE_URL, MIAOFA_VAULT_KEY not set (or run `miaofa up` once to create dev values)."
+    )
+    bad = subprocess.run(
+        _miaofa("api"), env={**env, "MIAOFA_ADMIN_TOKEN": "changethis"}, cwd=tmp_path, capture_output=True, text=True
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip() == "MIAOFA_ADMIN_TOKEN is a placeholder; set a real random token"
 
@@ -180,10 +215,13 @@ async def _open_orders(api: str, count: int) -> list[dict]:
     import asyncio
 
     async with httpx.AsyncClient(timeout=60) as http:
+
         async def one(i: int) -> dict:
-            answer = await http.post(f"{api}/orders", json={"sku": "demo-gift-card", "quantity": 1,
-                                                            "email": f"buyer{i}@example.com", "gateway": "simulator"},
-                                     headers={"Idempotency-Key": f"supervise-order-{i:06d}"})
+            answer = await http.post(
+                f"{api}/orders",
+                json={"sku": "demo-gift-card", "quantity": 1, "email": f"buyer{i}@example.com", "gateway": "simulator"},
+                headers={"Idempotency-Key": f"supervise-order-{i:06d}"},
+            )
             assert answer.status_code == 201, answer.text
             return answer.json()
 
@@ -219,8 +257,11 @@ async def _wait_delivered(api: str, orders: list[dict], timeout: float = 120) ->
             for order in orders:
                 if order["order_id"] in keys:
                     continue
-                view = (await http.get(f"{api}/orders/{order['order_id']}",
-                                       headers={"X-Order-Token": order["access_token"]})).json()
+                view = (
+                    await http.get(
+                        f"{api}/orders/{order['order_id']}", headers={"X-Order-Token": order["access_token"]}
+                    )
+                ).json()
                 if view["status"] == "delivered":
                     keys[order["order_id"]] = view["keys"]
             await asyncio.sleep(0.5)
@@ -242,8 +283,9 @@ def test_up_restarts_a_killed_worker_and_every_order_is_delivered_once(tmp_path:
 
         async def durable() -> str:  # the PostgreSQL `miaofa up` runs commits synchronously
             password = json.loads((tmp_path / "data" / "dev-secrets.json").read_text())["postgres_password"]
-            conn = await asyncpg.connect(host="127.0.0.1", port=int(env["MIAOFA_PG_PORT"]), user="postgres",
-                                         password=password, database="miaofa")
+            conn = await asyncpg.connect(
+                host="127.0.0.1", port=int(env["MIAOFA_PG_PORT"]), user="postgres", password=password, database="miaofa"
+            )
             try:
                 return await conn.fetchval("SHOW synchronous_commit")
             finally:
@@ -261,8 +303,9 @@ def test_up_restarts_a_killed_worker_and_every_order_is_delivered_once(tmp_path:
         assert all(len(keys) == 1 for keys in delivered.values())
         assert len(set(all_keys)) == 50  # exactly once: no key twice, no order without its key
         secrets = json.loads((tmp_path / "data" / "dev-secrets.json").read_text())
-        stock = httpx.get(f"{api}/admin/products/demo-gift-card/stock",
-                          headers={"Authorization": f"Bearer {secrets['admin_token']}"}).json()
+        stock = httpx.get(
+            f"{api}/admin/products/demo-gift-card/stock", headers={"Authorization": f"Bearer {secrets['admin_token']}"}
+        ).json()
         assert (stock["sold"], stock["reserved"], stock["available"]) == (50, 0, 50)
     finally:
         _stop(proc)
@@ -301,5 +344,8 @@ def test_each_worker_of_up_serves_metrics_on_its_own_port() -> None:
     from miaofa.settings import Settings
 
     assert worker_metrics_addresses(Settings(up_workers=3, worker_metrics_address="127.0.0.1:9464")) == [
-        "127.0.0.1:9464", "127.0.0.1:9465", "127.0.0.1:9466"]
+        "127.0.0.1:9464",
+        "127.0.0.1:9465",
+        "127.0.0.1:9466",
+    ]
     assert worker_metrics_addresses(Settings(up_workers=2, worker_metrics_address="")) == ["", ""]

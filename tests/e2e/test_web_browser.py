@@ -13,8 +13,10 @@ from tests.helpers.stack import Stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 # CI installs chromium (.ci/run) and must run this test: only a developer's machine may skip it.
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
-                                reason="no chromium at /usr/bin/chromium (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists() and not os.environ.get("CI"),
+    reason="no chromium at /usr/bin/chromium (apt-get install chromium)",
+)
 async_api = pytest.importorskip("playwright.async_api", reason="the playwright package is not installed")
 SIM_PUBLIC = "http://sim.invalid"  # the test simulator's public URL (tests/conftest.py): routed to it below
 
@@ -26,8 +28,11 @@ async def test_a_buyer_buys_pays_and_sees_the_key_appear_live(dev_stack: Stack, 
     shop = str(dev_stack.http.base_url).rstrip("/")
     control = {"Authorization": f"Bearer {SIM_CONTROL_TOKEN}"}
     # Only a notify 2 s late can tell the shop: the page must be showing "awaiting" when the buyer lands.
-    await dev_stack.sim.post("/control", headers=control, json={"notify": "delay", "delay_seconds": 2,
-                                                                "query_fail_rate": 1, "query_fail_channel": "both"})
+    await dev_stack.sim.post(
+        "/control",
+        headers=control,
+        json={"notify": "delay", "delay_seconds": 2, "query_fail_rate": 1, "query_fail_channel": "both"},
+    )
     expect = async_api.expect
     problems: list[str] = []
     try:
@@ -51,7 +56,8 @@ async def test_a_buyer_buys_pays_and_sees_the_key_appear_live(dev_stack: Stack, 
             await card.locator("input[name=email]").fill("not an email")
             await card.locator("button[type=submit]").click()
             await expect(card.locator("[data-error]")).to_have_text(
-                "Please enter one valid email address, like name@example.com.")
+                "Please enter one valid email address, like name@example.com."
+            )
             await card.locator("input[name=email]").fill(f"browser-{uuid.uuid4().hex[:8]}@example.com")
             await card.locator("button[type=submit]").dblclick()
             await page.wait_for_url(f"{shop}/o/**")

@@ -6,7 +6,7 @@ import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo
@@ -24,7 +24,16 @@ from miaofa.gateways.alipay_wire import response_members
 from miaofa.gateways.base import GatewayError, GatewayRefused, InvalidNotify, PaymentRequest, Unsupported
 from miaofa.gateways.config import AlipaySettings
 from tests.conftest import stack_settings
-from tests.helpers.fakes.alipay import FakeAlipay, Trade, new_key, now_text, private_pem, public_base64, public_pem, rsa2
+from tests.helpers.fakes.alipay import (
+    FakeAlipay,
+    Trade,
+    new_key,
+    now_text,
+    private_pem,
+    public_base64,
+    public_pem,
+    rsa2,
+)
 from tests.helpers.servers import bind, serve
 from tests.helpers.stack import Stack, running_stack, stages
 
@@ -53,9 +62,16 @@ def fake(fake_url) -> FakeAlipay:
 
 
 def settings(fake: FakeAlipay, url: str, app_key, **changes) -> AlipaySettings:
-    return AlipaySettings(**{"app_id": APP_ID, "private_key": private_pem(app_key),
-                             "alipay_public_key": fake.public_key_text, "seller_id": SELLER, "gateway_url": url,
-                             **changes})
+    return AlipaySettings(
+        **{
+            "app_id": APP_ID,
+            "private_key": private_pem(app_key),
+            "alipay_public_key": fake.public_key_text,
+            "seller_id": SELLER,
+            "gateway_url": url,
+            **changes,
+        }
+    )
 
 
 @pytest.fixture
@@ -66,8 +82,15 @@ async def gateway(fake, fake_url, app_key) -> AsyncIterator[AlipayGateway]:
 
 
 def request(order_id: str, amount_cents: int = 990, currency: str = "CNY") -> PaymentRequest:
-    return PaymentRequest(order_id, amount_cents, currency, "卡密 {x} & more", "http://127.0.0.1:9/payments/alipay/notify",
-                          datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), "http://shop.test/orders/o?token=t")
+    return PaymentRequest(
+        order_id,
+        amount_cents,
+        currency,
+        "卡密 {x} & more",
+        "http://127.0.0.1:9/payments/alipay/notify",
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "http://shop.test/orders/o?token=t",
+    )
 
 
 def query_of(url: str) -> dict[str, str]:
@@ -81,13 +104,26 @@ async def test_page_pay_url_is_signed_and_opens_the_cashier(fake, gateway, app_k
     created = await gateway.create_payment(request("page-0001"))
     assert created.payment_id == "page-0001"
     params = query_of(created.pay_url)
-    assert set(params) == {"app_id", "method", "format", "charset", "sign_type", "timestamp", "version", "biz_content",
-                           "notify_url", "return_url", "sign"}
+    assert set(params) == {
+        "app_id",
+        "method",
+        "format",
+        "charset",
+        "sign_type",
+        "timestamp",
+        "version",
+        "biz_content",
+        "notify_url",
+        "return_url",
+        "sign",
+    }
     assert (params["method"], params["sign_type"], params["charset"]) == ("alipay.trade.page.pay", "RSA2", "utf-8")
     sent_at = datetime.strptime(params["timestamp"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZoneInfo("Asia/Shanghai"))
-    assert abs(sent_at - datetime.now(timezone.utc)) < timedelta(minutes=1)
-    assert params["biz_content"] == ('{"out_trade_no":"page-0001","total_amount":"9.90","subject":"卡密 {x} & more",'
-                                     '"time_expire":"2026-01-02 11:04:05","product_code":"FAST_INSTANT_TRADE_PAY"}')
+    assert abs(sent_at - datetime.now(UTC)) < timedelta(minutes=1)
+    assert params["biz_content"] == (
+        '{"out_trade_no":"page-0001","total_amount":"9.90","subject":"卡密 {x} & more",'
+        '"time_expire":"2026-01-02 11:04:05","product_code":"FAST_INSTANT_TRADE_PAY"}'
+    )
     assert params["return_url"] == "http://shop.test/orders/o?token=t"
     assert fake.trades.get("page-0001") is None  # nothing exists at Alipay until the buyer arrives
     # The SDK signs the same parameters to the same bytes (PKCS#1 v1.5 is deterministic).
@@ -113,9 +149,15 @@ async def test_precreate_answers_a_qr_code_and_the_trade_exists_once_scanned(fak
     fake.notify = "drop"
     created = await adapter.create_payment(request("qr-0001"))
     assert created.payment_id == "qr-0001" and created.pay_url.startswith("https://qr.alipay.com/bax0")
-    assert fake.calls[-1] == ("alipay.trade.precreate", {"out_trade_no": "qr-0001", "total_amount": "9.90",
-                                                         "subject": "卡密 {x} & more",
-                                                         "time_expire": "2026-01-02 11:04:05"})
+    assert fake.calls[-1] == (
+        "alipay.trade.precreate",
+        {
+            "out_trade_no": "qr-0001",
+            "total_amount": "9.90",
+            "subject": "卡密 {x} & more",
+            "time_expire": "2026-01-02 11:04:05",
+        },
+    )
     assert (await adapter.query("qr-0001", "qr-0001")).status == "pending"  # ACQ.TRADE_NOT_EXIST before the scan
     fake.scan("qr-0001")
     waiting = await adapter.query("qr-0001", "")
@@ -124,14 +166,17 @@ async def test_precreate_answers_a_qr_code_and_the_trade_exists_once_scanned(fak
     paid = await adapter.query("qr-0001", "qr-0001")
     gmt = datetime.strptime(fake.trades["qr-0001"].gmt_payment, "%Y-%m-%d %H:%M:%S")
     assert (paid.status, paid.amount_cents, paid.currency) == ("paid", 990, "CNY")
-    assert paid.paid_at == (gmt - timedelta(hours=8)).replace(tzinfo=timezone.utc)  # Asia/Shanghai
+    assert paid.paid_at == (gmt - timedelta(hours=8)).replace(tzinfo=UTC)  # Asia/Shanghai
     await adapter.aclose()
 
 
 async def test_sync_answers_are_verified_over_their_raw_text(fake, fake_url, app_key, gateway) -> None:
     # Alipay escapes "/" and sends unicode as is: only the exact substring verifies.
-    body = gateway._signed("alipay.trade.precreate", {"out_trade_no": "raw-0001", "total_amount": "1.00",
-                                                      "subject": "raw"}, notify_url="http://127.0.0.1:9/n")
+    body = gateway._signed(
+        "alipay.trade.precreate",
+        {"out_trade_no": "raw-0001", "total_amount": "1.00", "subject": "raw"},
+        notify_url="http://127.0.0.1:9/n",
+    )
     async with httpx.AsyncClient() as http:
         raw = (await http.post(fake_url[1], data=body)).text
     member = response_members(raw)["alipay_trade_precreate_response"]
@@ -140,8 +185,10 @@ async def test_sync_answers_are_verified_over_their_raw_text(fake, fake_url, app
     sdk = AliPay(APP_ID, None, private_pem(app_key), public_pem(fake.key), sign_type="RSA2")
     assert sdk._verify_and_return_sync_response(raw, "alipay_trade_precreate_response")["out_trade_no"] == "raw-0001"
     assert response_members(' {"a_response" : {"m":"}{\\"","n":[1,{"x":"}"}]} , "sign":"s"} ') == {
-        "a_response": '{"m":"}{\\"","n":[1,{"x":"}"}]}', "sign": '"s"'}
-    for bad in ('{"a":1,"a":2}', '{"a":1} x', '[1]', '{"a":1,}', ''):
+        "a_response": '{"m":"}{\\"","n":[1,{"x":"}"}]}',
+        "sign": '"s"',
+    }
+    for bad in ('{"a":1,"a":2}', '{"a":1} x', "[1]", '{"a":1,}', ""):
         with pytest.raises(ValueError):
             response_members(bad)
 
@@ -171,7 +218,7 @@ async def test_answers_that_cannot_be_trusted_are_gateway_errors(fake, fake_url,
     with pytest.raises(Unsupported):
         await gateway.query("err-0001", "err-0001", "backup")
     with pytest.raises(Unsupported):
-        await gateway.statement(datetime.now(timezone.utc), datetime.now(timezone.utc))
+        await gateway.statement(datetime.now(UTC), datetime.now(UTC))
     with pytest.raises(GatewayRefused, match="only CNY"):
         await gateway.create_payment(request("err-0003", currency="USD"))
     assert (gateway.query_channels, gateway.has_statement, gateway.partial_refund) == (("primary",), False, True)
@@ -211,15 +258,26 @@ def paid_trade(order_id: str, amount: str = "9.90") -> Trade:
 
 async def test_notifies_map_to_statuses_and_sdks_agree(fake, gateway, app_key) -> None:
     trade = paid_trade("nt-0001")
-    cases = {("TRADE_SUCCESS", False): "paid", ("TRADE_FINISHED", False): "paid", ("TRADE_SUCCESS", True): "refunded",
-             ("TRADE_CLOSED", True): "refunded", ("TRADE_CLOSED", False): "closed", ("WAIT_BUYER_PAY", False): "pending"}
+    cases = {
+        ("TRADE_SUCCESS", False): "paid",
+        ("TRADE_FINISHED", False): "paid",
+        ("TRADE_SUCCESS", True): "refunded",
+        ("TRADE_CLOSED", True): "refunded",
+        ("TRADE_CLOSED", False): "closed",
+        ("WAIT_BUYER_PAY", False): "pending",
+    }
     for (status, refund), expected in cases.items():
         extra = {"refund_fee": "1.00", "gmt_refund": now_text() + ".000", "out_biz_no": "r1"} if refund else {}
         params = fake.sign(fake.notify_params(trade, trade_status=status, **extra))
         notice = await gateway.verify_notify({}, fake.form(params), {})
         assert (status, refund, notice.status) == (status, refund, expected)
-    assert (notice.payment_id, notice.order_id, notice.merchant_id, notice.amount_cents, notice.currency) == \
-        ("nt-0001", "nt-0001", SELLER, 990, "CNY")
+    assert (notice.payment_id, notice.order_id, notice.merchant_id, notice.amount_cents, notice.currency) == (
+        "nt-0001",
+        "nt-0001",
+        SELLER,
+        990,
+        "CNY",
+    )
     # A notify signed by the fake verifies with the SDK (which pops sign_type itself) …
     alipay_side = fake.sign(fake.notify_params(trade))
     sdk_shop = AliPay(APP_ID, None, private_pem(app_key), public_pem(fake.key), sign_type="RSA2")
@@ -239,33 +297,44 @@ async def test_a_gbk_notify_is_verified_over_its_gbk_bytes(fake, gateway) -> Non
     body = fake.form(params)
     assert b"%B5%E3" in body  # 点 in GBK
     assert (await gateway.verify_notify({}, body, {})).status == "paid"
-    utf8_signed = {**params, "sign": rsa2(fake.key, "&".join(
-        f"{k}={v}" for k, v in sorted(params.items()) if k not in ("sign", "sign_type")).encode())}
+    utf8_signed = {
+        **params,
+        "sign": rsa2(
+            fake.key, "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in ("sign", "sign_type")).encode()
+        ),
+    }
     with pytest.raises(InvalidNotify, match="^bad signature$"):
         await gateway.verify_notify({}, fake.form(utf8_signed), {})
 
 
 async def test_keys_in_every_console_format_and_never_an_empty_one(fake, fake_url, app_key, tmp_path) -> None:
-    pkcs1 = app_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL,
-                                  serialization.NoEncryption())
+    pkcs1 = app_key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
     path = tmp_path / "alipay_public.pem"
     path.write_text(public_pem(fake.key))
-    adapter = AlipayGateway(settings(fake, fake_url[1], app_key, private_key=base64.b64encode(pkcs1).decode(),
-                                     alipay_public_key=f"@{path}"))
+    adapter = AlipayGateway(
+        settings(fake, fake_url[1], app_key, private_key=base64.b64encode(pkcs1).decode(), alipay_public_key=f"@{path}")
+    )
     fake.trades["key-0001"] = Trade("key-0001", "9.90", "s", "", "WAIT_BUYER_PAY")
     assert (await adapter.query("key-0001", "")).status == "pending"
     await adapter.aclose()
     with pytest.raises(ValueError, match="Value error, MIAOFA_ALIPAY__ALIPAY_PUBLIC_KEY is missing"):
         settings(fake, fake_url[1], app_key, alipay_public_key="")
     for empty in ("", "   ", "\\n"):
-        unchecked = AlipaySettings.model_construct(**{**settings(fake, fake_url[1], app_key).__dict__,
-                                                      "alipay_public_key": empty})
+        unchecked = AlipaySettings.model_construct(
+            **{**settings(fake, fake_url[1], app_key).__dict__, "alipay_public_key": empty}
+        )
         with pytest.raises(ValueError, match="^empty key$"):
             AlipayGateway(unchecked)
     with pytest.raises(ValueError, match=r"^the key cannot be read \(PEM or base64 DER expected\)$"):
         AlipayGateway(settings(fake, fake_url[1], app_key, alipay_public_key="MIIBIjANBgkqhkiG9w0B"))
-    ec = ec_key.generate_private_key(ec_key.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    ec = (
+        ec_key.generate_private_key(ec_key.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     with pytest.raises(ValueError, match="^the key is not an RSA key$"):
         AlipayGateway(settings(fake, fake_url[1], app_key, alipay_public_key=ec))
 
@@ -276,10 +345,21 @@ async def test_keys_in_every_console_format_and_never_an_empty_one(fake, fake_ur
 @pytest.fixture(scope="module")
 async def stack(dev_env, sessionmaker, sim_url, database_url, smtp, fake_url, app_key) -> AsyncIterator[Stack]:
     fake, url = fake_url
-    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(
-            database_url, smtp[0], payment_window_seconds=30, callback_grace_seconds=1, poll_interval_seconds=1,
-            late_payment_watch_seconds=60), rejected_notify_log_per_second=1000,
-            alipay=settings(fake, url, app_key)) as running:
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(
+            database_url,
+            smtp[0],
+            payment_window_seconds=30,
+            callback_grace_seconds=1,
+            poll_interval_seconds=1,
+            late_payment_watch_seconds=60,
+        ),
+        rejected_notify_log_per_second=1000,
+        alipay=settings(fake, url, app_key),
+    ) as running:
         yield running
 
 
@@ -316,11 +396,23 @@ async def test_a_lost_notify_is_found_by_the_query(stack: Stack, fake: FakeAlipa
     assert ("alipay.trade.query", {"out_trade_no": order["order_id"]}) in fake.calls
 
 
-async def test_a_payment_after_the_stock_is_gone_is_refunded_at_alipay(dev_env, sessionmaker, sim_url, database_url,
-                                                                      smtp, fake, fake_url, app_key) -> None:
-    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(
-            database_url, smtp[0], payment_window_seconds=2, callback_grace_seconds=1, poll_interval_seconds=1,
-            late_payment_watch_seconds=60), alipay=settings(fake, fake_url[1], app_key)) as short:
+async def test_a_payment_after_the_stock_is_gone_is_refunded_at_alipay(
+    dev_env, sessionmaker, sim_url, database_url, smtp, fake, fake_url, app_key
+) -> None:
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(
+            database_url,
+            smtp[0],
+            payment_window_seconds=2,
+            callback_grace_seconds=1,
+            poll_interval_seconds=1,
+            late_payment_watch_seconds=60,
+        ),
+        alipay=settings(fake, fake_url[1], app_key),
+    ) as short:
         sku = await short.product(1)
         order = await short.ordered(sku, gateway="alipay", email="late@example.com")
         await browse(order)  # the buyer has the cashier open …
@@ -388,15 +480,18 @@ def signed(order: str, **changes: str | None) -> Build:
     def build(fake: FakeAlipay, c: Corpus) -> bytes:
         order_id = {"P": c.pending["order_id"], "D": c.delivered["order_id"]}.get(order, order)
         return fake.form(fake.sign(paid(fake, order_id, **changes)))
+
     return build
 
 
 def forged(edit: Callable[[FakeAlipay, Corpus, dict[str, str]], object]) -> Build:
     """A notify of the pending order, signed, then edited by the attacker."""
+
     def build(fake: FakeAlipay, c: Corpus) -> bytes:
         params = fake.sign(paid(fake, c.pending["order_id"]))
         result = edit(fake, c, params)
         return result if isinstance(result, bytes) else fake.form(params)
+
     return build
 
 
@@ -404,8 +499,12 @@ REJECTED = (400, "fail", "rejected")
 CASES: list[tuple[str, Build, tuple[int, str, str], str]] = [
     ("tampered-amount", forged(lambda f, c, p: p.update(total_amount="0.01")), REJECTED, "bad signature"),
     ("tampered-status", forged(lambda f, c, p: p.update(trade_status="TRADE_FINISHED")), REJECTED, "bad signature"),
-    ("signed-by-another-key", lambda f, c: f.form(f.sign(paid(f, c.pending["order_id"]), key=new_key())),
-     REJECTED, "bad signature"),
+    (
+        "signed-by-another-key",
+        lambda f, c: f.form(f.sign(paid(f, c.pending["order_id"]), key=new_key())),
+        REJECTED,
+        "bad signature",
+    ),
     ("sign-removed", forged(lambda f, c, p: p.pop("sign")), REJECTED, "missing or malformed sign"),
     ("empty-sign", forged(lambda f, c, p: p.update(sign="")), REJECTED, "missing or malformed sign"),
     ("sign-type-only", lambda f, c: b"sign_type=RSA2", REJECTED, "missing or malformed sign"),
@@ -419,23 +518,42 @@ CASES: list[tuple[str, Build, tuple[int, str, str], str]] = [
     ("amount-exponent", signed("P", total_amount="9.9e0"), REJECTED, "bad total_amount"),
     ("amount-negative", signed("P", total_amount="-9.90"), REJECTED, "bad total_amount"),
     ("amount-huge", signed("P", total_amount="99999999999999.99"), REJECTED, "bad total_amount"),
-    ("amount-array", forged(lambda f, c, p: f.form(list(p.items()) + [("total_amount", "2")])), REJECTED,
-     "malformed or repeated form field"),
+    (
+        "amount-array",
+        forged(lambda f, c, p: f.form(list(p.items()) + [("total_amount", "2")])),
+        REJECTED,
+        "malformed or repeated form field",
+    ),
     ("wrong-app-id", signed("P", app_id="2021999999999999"), REJECTED, "wrong app id"),
     ("wrong-seller-id", signed("P", seller_id="2088999999999999"), (400, "fail", "foreign"), "another merchant"),
     ("unknown-out-trade-no", signed("nosuchorder000000001"), (200, "success", "stray"), "unknown_order"),
-    ("A-replayed-onto-B", lambda f, c: f.form({**c.paid_notify, "out_trade_no": c.pending["order_id"]}),
-     REJECTED, "bad signature"),
-    ("wait-buyer-pay", signed("P", trade_status="WAIT_BUYER_PAY", gmt_payment=None), (200, "success", "ignored"),
-     "pending"),
-    ("trade-closed", signed("P", trade_status="TRADE_CLOSED", gmt_payment=None), (200, "success", "ignored"),
-     "closed"),
+    (
+        "A-replayed-onto-B",
+        lambda f, c: f.form({**c.paid_notify, "out_trade_no": c.pending["order_id"]}),
+        REJECTED,
+        "bad signature",
+    ),
+    (
+        "wait-buyer-pay",
+        signed("P", trade_status="WAIT_BUYER_PAY", gmt_payment=None),
+        (200, "success", "ignored"),
+        "pending",
+    ),
+    ("trade-closed", signed("P", trade_status="TRADE_CLOSED", gmt_payment=None), (200, "success", "ignored"), "closed"),
     ("paid-without-gmt-payment", signed("P", gmt_payment=None), REJECTED, "paid without gmt_payment"),
     ("partial-refund-after-delivery", signed("D", **REFUND), (200, "success", "ignored"), "refunded"),
-    ("full-refund-after-delivery", signed("D", trade_status="TRADE_CLOSED", **REFUND), (200, "success", "ignored"),
-     "refunded"),
-    ("trade-finished-after-delivery", signed("D", trade_status="TRADE_FINISHED"), (200, "success", "duplicate"),
-     "paid"),
+    (
+        "full-refund-after-delivery",
+        signed("D", trade_status="TRADE_CLOSED", **REFUND),
+        (200, "success", "ignored"),
+        "refunded",
+    ),
+    (
+        "trade-finished-after-delivery",
+        signed("D", trade_status="TRADE_FINISHED"),
+        (200, "success", "duplicate"),
+        "paid",
+    ),
     ("duplicate-of-the-paid-notify", lambda f, c: f.form(c.paid_notify), (200, "success", "duplicate"), "paid"),
     ("NUL-in-out-trade-no", signed("P", out_trade_no="ab\x00cd"), REJECTED, "NUL in a form field"),
     ("non-ascii-out-trade-no", signed("订单号0001"), REJECTED, "bad out_trade_no"),
@@ -447,15 +565,23 @@ CASES: list[tuple[str, Build, tuple[int, str, str], str]] = [
 
 
 @pytest.mark.parametrize(("build", "expected", "detail"), [case[1:] for case in CASES], ids=[c[0] for c in CASES])
-async def test_attack_changes_nothing(stack: Stack, fake: FakeAlipay, corpus: Corpus, build: Build,
-                                      expected: tuple[int, str, str], detail: str) -> None:
+async def test_attack_changes_nothing(
+    stack: Stack, fake: FakeAlipay, corpus: Corpus, build: Build, expected: tuple[int, str, str], detail: str
+) -> None:
     async with stack.sessionmaker() as session:
         before = await session.scalar(select(func.coalesce(func.max(NotifyLog.id), 0)))
-    answer = await stack.http.post("/payments/alipay/notify", content=build(fake, corpus),
-                                   headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    answer = await stack.http.post(
+        "/payments/alipay/notify",
+        content=build(fake, corpus),
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+    )
     async with stack.sessionmaker() as session:
-        logged = list(await session.scalars(select(NotifyLog).where(NotifyLog.id > before, NotifyLog.gateway == "alipay")))
-        pending_payment = await session.scalar(select(Payment.status).where(Payment.order_id == corpus.pending["order_id"]))
+        logged = list(
+            await session.scalars(select(NotifyLog).where(NotifyLog.id > before, NotifyLog.gateway == "alipay"))
+        )
+        pending_payment = await session.scalar(
+            select(Payment.status).where(Payment.order_id == corpus.pending["order_id"])
+        )
     assert [(answer.status_code, answer.text, row.outcome, row.detail) for row in logged] == [(*expected, detail)]
     if expected[2] == "stray":  # reviewed with Alipay, which has no such paid trade: nothing to refund
         payment_id = logged[0].proof["payment_id"]
@@ -491,8 +617,11 @@ async def test_reordered_and_duplicated_notifies_deliver_once(stack: Stack, fake
     assert await send(trade_status="TRADE_SUCCESS") == (200, "success")  # the older status, late
     await stack.settled(order)  # every notify above signalled before it was answered
     async with stack.sessionmaker() as session:
-        outcomes = list(await session.scalars(select(NotifyLog.outcome).where(NotifyLog.order_id == order["order_id"])
-                                              .order_by(NotifyLog.id)))
+        outcomes = list(
+            await session.scalars(
+                select(NotifyLog.outcome).where(NotifyLog.order_id == order["order_id"]).order_by(NotifyLog.id)
+            )
+        )
     assert outcomes[0] == "ignored" and outcomes[-1] == "duplicate" and "accepted" in outcomes[1:3]
     assert sorted(outcomes[1:3]) in (["accepted", "accepted"], ["accepted", "duplicate"])
     final = await stack.view(order)

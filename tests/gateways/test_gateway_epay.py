@@ -7,7 +7,7 @@ waiting even when the query says paid, until the operator's retry arrives.
 import hashlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -43,10 +43,21 @@ async def fake() -> AsyncIterator[FakeEpay]:
 
 @pytest.fixture(scope="module")
 async def stack(dev_env, sessionmaker, sim_url, database_url, smtp, fake) -> AsyncIterator[Stack]:
-    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(
-            database_url, smtp[0], payment_window_seconds=120, callback_grace_seconds=1, poll_interval_seconds=1,
-            late_payment_watch_seconds=60), rejected_notify_log_per_second=1000,
-            epay=EpaySettings(api_url=fake.url + "/", pid=PID, key=KEY)) as running:
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(
+            database_url,
+            smtp[0],
+            payment_window_seconds=120,
+            callback_grace_seconds=1,
+            poll_interval_seconds=1,
+            late_payment_watch_seconds=60,
+        ),
+        rejected_notify_log_per_second=1000,
+        epay=EpaySettings(api_url=fake.url + "/", pid=PID, key=KEY),
+    ) as running:
         yield running
 
 
@@ -72,8 +83,9 @@ async def _delivered(stack: Stack, fake: FakeEpay) -> dict[str, Any]:
 
 async def _logged_since(stack: Stack, last_id: int) -> list[tuple[str, str, str | None]]:
     async with stack.sessionmaker() as session:
-        rows = await session.scalars(select(NotifyLog).where(NotifyLog.id > last_id, NotifyLog.gateway == "epay")
-                                     .order_by(NotifyLog.id))
+        rows = await session.scalars(
+            select(NotifyLog).where(NotifyLog.id > last_id, NotifyLog.gateway == "epay").order_by(NotifyLog.id)
+        )
         return [(row.outcome, row.detail, row.order_id) for row in rows]
 
 
@@ -81,8 +93,18 @@ async def _logged_since(stack: Stack, last_id: int) -> list[tuple[str, str, str 
 
 
 def test_signing_matches_the_worked_example_by_hand() -> None:
-    fields = {"pid": "1001", "trade_no": "2024", "out_trade_no": "O1", "type": "alipay", "name": "卡密",
-              "money": "9.90", "trade_status": "TRADE_SUCCESS", "param": "", "sign": "x", "sign_type": "MD5"}
+    fields = {
+        "pid": "1001",
+        "trade_no": "2024",
+        "out_trade_no": "O1",
+        "type": "alipay",
+        "name": "卡密",
+        "money": "9.90",
+        "trade_status": "TRADE_SUCCESS",
+        "param": "",
+        "sign": "x",
+        "sign_type": "MD5",
+    }
     content = "money=9.90&name=卡密&out_trade_no=O1&pid=1001&trade_no=2024&trade_status=TRADE_SUCCESS&type=alipay"
     by_hand = hashlib.md5((content + "KEY").encode("utf-8")).hexdigest()
     assert sign_content(fields) == content
@@ -102,26 +124,47 @@ def test_an_empty_key_is_refused_everywhere() -> None:
 
 async def test_create_is_a_signed_submit_link_and_no_call(fake: FakeEpay) -> None:
     gateway = EpayGateway("https://pay.example/", PID, KEY, pay_type="wxpay")
-    created = await gateway.create_payment(PaymentRequest(
-        order_id="o123", amount_cents=990, currency="CNY", subject="卡密 x1", notify_url="https://shop/n",
-        expires_at=datetime.now(timezone.utc), return_url="https://shop/orders/o123?token=t"))
+    created = await gateway.create_payment(
+        PaymentRequest(
+            order_id="o123",
+            amount_cents=990,
+            currency="CNY",
+            subject="卡密 x1",
+            notify_url="https://shop/n",
+            expires_at=datetime.now(UTC),
+            return_url="https://shop/orders/o123?token=t",
+        )
+    )
     url = urlsplit(created.pay_url)
     fields = dict(parse_qsl(url.query))
     assert (created.payment_id, url.netloc, url.path) == ("o123", "pay.example", "/submit.php")
-    assert fields == {"pid": PID, "type": "wxpay", "out_trade_no": "o123", "notify_url": "https://shop/n",
-                      "return_url": "https://shop/orders/o123?token=t", "name": "卡密 x1", "money": "9.90",
-                      "sign": epay_sign(fields, KEY), "sign_type": "MD5"}
+    assert fields == {
+        "pid": PID,
+        "type": "wxpay",
+        "out_trade_no": "o123",
+        "notify_url": "https://shop/n",
+        "return_url": "https://shop/orders/o123?token=t",
+        "name": "卡密 x1",
+        "money": "9.90",
+        "sign": epay_sign(fields, KEY),
+        "sign_type": "MD5",
+    }
     assert KEY not in created.pay_url
     with pytest.raises(GatewayRefused, match="only CNY"):
-        await gateway.create_payment(PaymentRequest("o124", 990, "USD", "x", "https://shop/n",
-                                                    datetime.now(timezone.utc)))
+        await gateway.create_payment(PaymentRequest("o124", 990, "USD", "x", "https://shop/n", datetime.now(UTC)))
 
 
 async def test_query_never_says_paid_and_never_logs_the_key(fake: FakeEpay, caplog) -> None:
     caplog.set_level(logging.INFO)
     gateway = _gateway(fake)
-    fields = {"pid": PID, "type": "alipay", "out_trade_no": "q-1", "notify_url": "http://127.0.0.1:9/n",
-              "name": "x", "money": "1.00"}
+    fields = {
+        "pid": PID,
+        "type": "alipay",
+        "out_trade_no": "q-1",
+        "notify_url": "http://127.0.0.1:9/n",
+        "name": "x",
+        "money": "1.00",
+    }
     async with httpx.AsyncClient() as browser:
         submit = fake.url + "/submit.php"  # type: ignore[attr-defined]
         await browser.get(submit, params={**fields, "sign": epay_sign(fields, KEY)})
@@ -157,19 +200,42 @@ async def test_close_is_unsupported_refund_reasons_and_errors_without_the_key(fa
 
 async def test_a_stored_get_notify_replays(fake: FakeEpay) -> None:
     # `miaofa notify replay` hands a GET notify back as QueryParams of its stored query string.
-    fields = {"pid": PID, "trade_no": "9", "out_trade_no": "o9", "type": "alipay", "name": "卡密", "money": "1.00",
-              "trade_status": "TRADE_SUCCESS"}
+    fields = {
+        "pid": PID,
+        "trade_no": "9",
+        "out_trade_no": "o9",
+        "type": "alipay",
+        "name": "卡密",
+        "money": "1.00",
+        "trade_status": "TRADE_SUCCESS",
+    }
     query = QueryParams(urlencode({**fields, "sign": epay_sign(fields, KEY), "sign_type": "MD5"}))
     notice = await _gateway(fake).verify_notify({}, b"", query)
-    assert (notice.payment_id, notice.order_id, notice.merchant_id, notice.status, notice.amount_cents,
-            notice.currency, notice.event_id) == ("o9", "o9", PID, "paid", 100, "CNY", "9")
+    assert (
+        notice.payment_id,
+        notice.order_id,
+        notice.merchant_id,
+        notice.status,
+        notice.amount_cents,
+        notice.currency,
+        notice.event_id,
+    ) == ("o9", "o9", PID, "paid", 100, "CNY", "9")
     with pytest.raises(InvalidNotify, match="repeated field"):
         await _gateway(fake).verify_notify({}, b"", QueryParams(str(query) + "&money=1.00"))
 
 
-@pytest.mark.parametrize("query, body", [
-    ({"name": "a\x00b"}, b""), ({"name": "x" * 5000}, b""), ({}, b"name=%FF%FE"), ({}, b"a=1&" * 40),
-    ({"a": "1"}, b"b=2"), ({}, b"")], ids=["nul", "huge", "bad-utf8", "too-many-fields", "query-and-body", "empty"])
+@pytest.mark.parametrize(
+    "query, body",
+    [
+        ({"name": "a\x00b"}, b""),
+        ({"name": "x" * 5000}, b""),
+        ({}, b"name=%FF%FE"),
+        ({}, b"a=1&" * 40),
+        ({"a": "1"}, b"b=2"),
+        ({}, b""),
+    ],
+    ids=["nul", "huge", "bad-utf8", "too-many-fields", "query-and-body", "empty"],
+)
 async def test_bad_input_is_an_invalid_notify(fake: FakeEpay, query: dict, body: bytes) -> None:
     with pytest.raises(InvalidNotify):
         await _gateway(fake).verify_notify({}, body, query)
@@ -194,14 +260,14 @@ async def test_pay_notify_delivers(stack: Stack, fake: FakeEpay) -> None:
 async def test_a_posted_notify_is_accepted_too(stack: Stack, fake: FakeEpay) -> None:
     order = await _opened(stack)
     fake.orders[order["order_id"]].status = 1
-    answer = await fake.notify(fake.orders[order["order_id"]], fake.notify_fields(fake.orders[order["order_id"]]),
-                               method="POST")
+    answer = await fake.notify(
+        fake.orders[order["order_id"]], fake.notify_fields(fake.orders[order["order_id"]]), method="POST"
+    )
     assert (answer.status_code, answer.text) == (200, "success")
     await stack.wait_status(order, "delivered")
 
 
-async def test_query_saying_paid_does_not_deliver_until_the_signed_notify(stack: Stack, fake: FakeEpay,
-                                                                         caplog) -> None:
+async def test_query_saying_paid_does_not_deliver_until_the_signed_notify(stack: Stack, fake: FakeEpay, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="miaofa.gateways.epay")
     order = await _opened(stack)
     fake.drop_notifies = True
@@ -243,7 +309,9 @@ async def test_duplicated_reordered_and_replayed_notifies_deliver_once(stack: St
     await stack.settled(a)
     await stack.settled(b)
     assert await _logged_since(stack, last) == [("duplicate", "paid", a["order_id"])] * 3 + [
-        ("ignored", "pending", a["order_id"]), ("rejected", "bad signature", None)]
+        ("ignored", "pending", a["order_id"]),
+        ("rejected", "bad signature", None),
+    ]
     view_a, view_b = await stack.view(a), await stack.view(b)
     assert stages(view_a).count("delivered") == 1 and len(view_a["keys"]) == 1
     assert (view_b["status"], view_b["keys"]) == ("awaiting_payment", [])
@@ -252,8 +320,9 @@ async def test_duplicated_reordered_and_replayed_notifies_deliver_once(stack: St
 
 async def test_support_refund_then_a_replayed_notify_changes_nothing(stack: Stack, fake: FakeEpay) -> None:
     order = await _delivered(stack, fake)
-    answer = await stack.http.post(f"/support/orders/{order['order_id']}/refund", headers=stack.support,
-                                   json={"reason": "key did not work"})
+    answer = await stack.http.post(
+        f"/support/orders/{order['order_id']}/refund", headers=stack.support, json={"reason": "key did not work"}
+    )
     assert (answer.status_code, answer.json()["status"]) == (200, "refunded")
     assert fake.refunds[-1] == {"pid": PID, "key": KEY, "out_trade_no": order["order_id"], "money": "9.90"}
     last = await stack.last_notify_id()
@@ -280,28 +349,46 @@ ATTACKS: dict[str, tuple[Any, tuple[int, str, str, str]]] = {
     # name: (fields or raw query string from (fake, order), (status, body, outcome, detail))
     "bad-signature": (lambda f, o: _resigned(_signed(f, o), "0" * 32), (400, "fail", "rejected", "bad signature")),
     "another-key": (lambda f, o: _signed(f, o, key="someone-elses-key"), (400, "fail", "rejected", "bad signature")),
-    "empty-key": (lambda f, o: _resigned(_signed(f, o), epay_sign(_signed(f, o), "")),
-                  (400, "fail", "rejected", "bad signature")),
-    "uppercase-md5": (lambda f, o: _resigned(_signed(f, o), _signed(f, o)["sign"].upper()),
-                      (400, "fail", "rejected", "bad signature")),
+    "empty-key": (
+        lambda f, o: _resigned(_signed(f, o), epay_sign(_signed(f, o), "")),
+        (400, "fail", "rejected", "bad signature"),
+    ),
+    "uppercase-md5": (
+        lambda f, o: _resigned(_signed(f, o), _signed(f, o)["sign"].upper()),
+        (400, "fail", "rejected", "bad signature"),
+    ),
     "wrong-money": (lambda f, o: _signed(f, o, money="0.01"), (200, "success", "stray", "wrong_amount")),
-    "money-exponent": (lambda f, o: _signed(f, o, money="9.9e0"),
-                       (400, "fail", "rejected", "malformed notify (amount is not a plain decimal)")),
+    "money-exponent": (
+        lambda f, o: _signed(f, o, money="9.9e0"),
+        (400, "fail", "rejected", "malformed notify (amount is not a plain decimal)"),
+    ),
     "money-array": (lambda f, o: urlencode(_signed(f, o)) + "&money=1", (400, "fail", "rejected", "repeated field")),
     "wrong-pid": (lambda f, o: _signed(f, o, pid="9999"), (400, "fail", "foreign", "another merchant")),
-    "unknown-order": (lambda f, o: _signed(f, o, out_trade_no="nosuchorder00"),
-                      (200, "success", "stray", "unknown_order")),
-    "status-wait-buyer-pay": (lambda f, o: _signed(f, o, trade_status="WAIT_BUYER_PAY"),
-                              (200, "success", "ignored", "pending")),
-    "status-trade-closed": (lambda f, o: _signed(f, o, trade_status="TRADE_CLOSED"),
-                            (200, "success", "ignored", "pending")),
-    "status-lowercase": (lambda f, o: _signed(f, o, trade_status="trade_success"),
-                         (200, "success", "ignored", "pending")),
-    "sign-type-rsa": (lambda f, o: {**_signed(f, o), "sign_type": "RSA"},
-                      (400, "fail", "rejected", "unsupported sign_type")),
+    "unknown-order": (
+        lambda f, o: _signed(f, o, out_trade_no="nosuchorder00"),
+        (200, "success", "stray", "unknown_order"),
+    ),
+    "status-wait-buyer-pay": (
+        lambda f, o: _signed(f, o, trade_status="WAIT_BUYER_PAY"),
+        (200, "success", "ignored", "pending"),
+    ),
+    "status-trade-closed": (
+        lambda f, o: _signed(f, o, trade_status="TRADE_CLOSED"),
+        (200, "success", "ignored", "pending"),
+    ),
+    "status-lowercase": (
+        lambda f, o: _signed(f, o, trade_status="trade_success"),
+        (200, "success", "ignored", "pending"),
+    ),
+    "sign-type-rsa": (
+        lambda f, o: {**_signed(f, o), "sign_type": "RSA"},
+        (400, "fail", "rejected", "unsupported sign_type"),
+    ),
     "nul-byte": (lambda f, o: _signed(f, o, name="a\x00b"), (400, "fail", "rejected", "malformed field")),
-    "non-ascii-order-id": (lambda f, o: _signed(f, o, out_trade_no="订单"),
-                           (400, "fail", "rejected", "malformed notify (bad out_trade_no)")),
+    "non-ascii-order-id": (
+        lambda f, o: _signed(f, o, out_trade_no="订单"),
+        (400, "fail", "rejected", "malformed notify (bad out_trade_no)"),
+    ),
     "huge-value": (lambda f, o: _signed(f, o, param="x" * 4000), (400, "fail", "rejected", "malformed field")),
 }
 

@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -41,16 +41,34 @@ async def fake() -> AsyncIterator[FakeEpusdt]:
 
 @pytest.fixture(scope="module")
 async def stack(dev_env, sessionmaker, sim_url, database_url, smtp, fake) -> AsyncIterator[Stack]:
-    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(
-            database_url, smtp[0], payment_window_seconds=120, callback_grace_seconds=1, poll_interval_seconds=1,
-            late_payment_watch_seconds=60), rejected_notify_log_per_second=1000,
-            epusdt=EpusdtSettings(api_url=fake.url, api_token=TOKEN)) as running:
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(
+            database_url,
+            smtp[0],
+            payment_window_seconds=120,
+            callback_grace_seconds=1,
+            poll_interval_seconds=1,
+            late_payment_watch_seconds=60,
+        ),
+        rejected_notify_log_per_second=1000,
+        epusdt=EpusdtSettings(api_url=fake.url, api_token=TOKEN),
+    ) as running:
         yield running
 
 
 def _request(order_id: str, amount_cents: int = 990) -> PaymentRequest:
-    return PaymentRequest(order_id, amount_cents, "CNY", "x", "http://127.0.0.1:9/n", datetime.now(timezone.utc),
-                          return_url="https://shop/orders/o?token=t")
+    return PaymentRequest(
+        order_id,
+        amount_cents,
+        "CNY",
+        "x",
+        "http://127.0.0.1:9/n",
+        datetime.now(UTC),
+        return_url="https://shop/orders/o?token=t",
+    )
 
 
 async def _ordered(stack: Stack, sku: str | None = None) -> dict[str, Any]:
@@ -59,36 +77,60 @@ async def _ordered(stack: Stack, sku: str | None = None) -> dict[str, Any]:
 
 async def _logged_since(stack: Stack, last_id: int) -> list[tuple[str, str, str | None]]:
     async with stack.sessionmaker() as session:
-        rows = await session.scalars(select(NotifyLog).where(NotifyLog.id > last_id, NotifyLog.gateway == "epusdt")
-                                     .order_by(NotifyLog.id))
+        rows = await session.scalars(
+            select(NotifyLog).where(NotifyLog.id > last_id, NotifyLog.gateway == "epusdt").order_by(NotifyLog.id)
+        )
         return [(row.outcome, row.detail, row.order_id) for row in rows]
 
 
 # ---- the protocol, without the stack ----
 
 
-@pytest.mark.parametrize("json_number, go_text", [
-    ("100", "100"), ("100.0", "100"), ("15.625", "15.625"), ("1.10", "1.1"), ("0.01", "0.01"), ("9.90", "9.9"),
-    ("1234567.5", "1234567.5"), ("0.0001", "0.0001")])
+@pytest.mark.parametrize(
+    "json_number, go_text",
+    [
+        ("100", "100"),
+        ("100.0", "100"),
+        ("15.625", "15.625"),
+        ("1.10", "1.1"),
+        ("0.01", "0.01"),
+        ("9.90", "9.9"),
+        ("1234567.5", "1234567.5"),
+        ("0.0001", "0.0001"),
+    ],
+)
 def test_numbers_are_written_as_go_formats_them(json_number: str, go_text: str) -> None:
     data = parse_json(f'{{"n":{json_number}}}'.encode())
     assert sign_content(data) == f"n={go_text}" == f"n={go_float(float(json_number))}"
 
 
 def test_signing_matches_a_go_formatted_example_by_hand() -> None:
-    body = (b'{"trade_id":"202411250001","order_id":"O1","amount":9.90,"actual_amount":1.375,"token":"TX1",'
-            b'"block_transaction_id":"0xab","signature":"","status":2}')
-    content = ("actual_amount=1.375&amount=9.9&block_transaction_id=0xab&order_id=O1&status=2&token=TX1"
-               "&trade_id=202411250001")
+    body = (
+        b'{"trade_id":"202411250001","order_id":"O1","amount":9.90,"actual_amount":1.375,"token":"TX1",'
+        b'"block_transaction_id":"0xab","signature":"","status":2}'
+    )
+    content = (
+        "actual_amount=1.375&amount=9.9&block_transaction_id=0xab&order_id=O1&status=2&token=TX1&trade_id=202411250001"
+    )
     by_hand = hashlib.md5((content + "TOKEN").encode()).hexdigest()
     data = parse_json(body)
     assert sign_content(data) == content
     assert md5_sign(sign_content(data), "TOKEN") == by_hand == go_sign(json.loads(body), "TOKEN")
 
 
-@pytest.mark.parametrize("body", [b'{"a":NaN}', b'{"a":Infinity}', b'{"a":9.9e0}', b'{"a":1,"a":2}',
-                                  b'{"a":' + b"9" * 40 + b"}", b"[" * 50000, b'{"a":"\xff"}'],
-                         ids=["nan", "infinity", "exponent", "repeated-key", "huge-number", "deep", "bad-utf8"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":NaN}',
+        b'{"a":Infinity}',
+        b'{"a":9.9e0}',
+        b'{"a":1,"a":2}',
+        b'{"a":' + b"9" * 40 + b"}",
+        b"[" * 50000,
+        b'{"a":"\xff"}',
+    ],
+    ids=["nan", "infinity", "exponent", "repeated-key", "huge-number", "deep", "bad-utf8"],
+)
 def test_inexact_json_is_refused(body: bytes) -> None:
     with pytest.raises(ValueError):
         parse_json(body)
@@ -111,9 +153,15 @@ async def test_create_check_status_and_the_duplicate_order(fake: FakeEpusdt, cap
         fake.drop_callbacks = False
     assert (await gateway.query(created.payment_id, "u-1")).status == "pending"
     notice = await gateway.verify_notify({}, fake.sent[-1], {})
-    assert (notice.payment_id, notice.order_id, notice.merchant_id, notice.status, notice.amount_cents,
-            notice.currency, notice.event_id) == (created.payment_id, "u-1", "", "paid", 1990, "CNY",
-                                                  fake.trades[created.payment_id].block_transaction_id)
+    assert (
+        notice.payment_id,
+        notice.order_id,
+        notice.merchant_id,
+        notice.status,
+        notice.amount_cents,
+        notice.currency,
+        notice.event_id,
+    ) == (created.payment_id, "u-1", "", "paid", 1990, "CNY", fake.trades[created.payment_id].block_transaction_id)
     assert f"the gateway reports trade {created.payment_id} paid; delivery waits for its signed callback" in caplog.text
     fake.trades[created.payment_id].status = 3
     assert (await gateway.query(created.payment_id, "u-1")).status == "closed"
@@ -121,7 +169,7 @@ async def test_create_check_status_and_the_duplicate_order(fake: FakeEpusdt, cap
     with pytest.raises(GatewayRefused, match=r"refused \(401\)"):
         await EpusdtGateway(fake.url, "another-token").create_payment(_request("u-2"))
     with pytest.raises(GatewayRefused, match="only CNY"):
-        await gateway.create_payment(PaymentRequest("u-3", 100, "USD", "x", "http://n", datetime.now(timezone.utc)))
+        await gateway.create_payment(PaymentRequest("u-3", 100, "USD", "x", "http://n", datetime.now(UTC)))
     await gateway.aclose()
 
 
@@ -137,8 +185,15 @@ async def test_close_and_refund_are_unsupported() -> None:
 
 @pytest.mark.parametrize("value", ["a\x00b", "x" * 5000, "地址"], ids=["nul", "huge", "non-ascii-id"])
 async def test_bad_input_is_an_invalid_notify(value: str) -> None:
-    fields = {"trade_id": value, "order_id": "o", "amount": 9.9, "actual_amount": 1.375, "token": "T",
-              "block_transaction_id": "0x1", "status": 2}
+    fields = {
+        "trade_id": value,
+        "order_id": "o",
+        "amount": 9.9,
+        "actual_amount": 1.375,
+        "token": "T",
+        "block_transaction_id": "0x1",
+        "status": 2,
+    }
     body = go_json({**fields, "signature": go_sign(fields, TOKEN)})
     with pytest.raises(InvalidNotify):
         await EpusdtGateway("http://127.0.0.1:9", TOKEN).verify_notify({}, body, {})
@@ -151,7 +206,9 @@ async def test_pay_callback_delivers(stack: Stack, fake: FakeEpusdt) -> None:
     order = await _ordered(stack)
     trade = fake.trade_of(order["order_id"])
     assert (order["payment"]["payment_id"], order["payment"]["pay_url"]) == (
-        trade.trade_id, f"{fake.url}/pay/checkout-counter/{trade.trade_id}")
+        trade.trade_id,
+        f"{fake.url}/pay/checkout-counter/{trade.trade_id}",
+    )
     last = await stack.last_notify_id()
     async with httpx.AsyncClient() as buyer:
         paid = await buyer.post(f"{fake.url}/pay/{trade.trade_id}")
@@ -161,8 +218,9 @@ async def test_pay_callback_delivers(stack: Stack, fake: FakeEpusdt) -> None:
     assert await _logged_since(stack, last) == [("accepted", "paid", order["order_id"])]
 
 
-async def test_check_status_saying_paid_does_not_deliver_until_the_signed_callback(stack: Stack, fake: FakeEpusdt,
-                                                                                  caplog) -> None:
+async def test_check_status_saying_paid_does_not_deliver_until_the_signed_callback(
+    stack: Stack, fake: FakeEpusdt, caplog
+) -> None:
     caplog.set_level(logging.WARNING, logger="miaofa.gateways.epusdt")
     order = await _ordered(stack)
     trade = fake.trade_of(order["order_id"])
@@ -202,8 +260,10 @@ async def test_duplicated_reordered_and_replayed_callbacks_deliver_once(stack: S
     await stack.settled(a)
     await stack.settled(b)
     assert await _logged_since(stack, last) == [("duplicate", "paid", a["order_id"])] * 3 + [
-        ("ignored", "pending", a["order_id"]), ("ignored", "closed", a["order_id"]),
-        ("rejected", "bad signature", None)]
+        ("ignored", "pending", a["order_id"]),
+        ("ignored", "closed", a["order_id"]),
+        ("rejected", "bad signature", None),
+    ]
     view_a, view_b = await stack.view(a), await stack.view(b)
     assert stages(view_a).count("delivered") == 1 and len(view_a["keys"]) == 1
     assert (view_b["status"], view_b["keys"]) == ("awaiting_payment", [])
@@ -215,15 +275,17 @@ async def test_duplicated_reordered_and_replayed_callbacks_deliver_once(stack: S
 
 def _body(fake: FakeEpusdt, order: dict, api_token: str = TOKEN, **changes: Any) -> bytes:
     trade = fake.trade_of(order["order_id"])
-    fields = fake.callback_fields(trade, api_token=api_token,
-                                  **{"status": 2, "block_transaction_id": "0xfeed", **changes})
+    fields = fake.callback_fields(
+        trade, api_token=api_token, **{"status": 2, "block_transaction_id": "0xfeed", **changes}
+    )
     return go_json(fields)
 
 
 def _resigned(body: bytes, signature: str) -> bytes:
     data = parse_json(body)
-    return go_json({**data, "amount": float(data["amount"]), "actual_amount": float(data["actual_amount"]),
-                    "signature": signature})
+    return go_json(
+        {**data, "amount": float(data["amount"]), "actual_amount": float(data["actual_amount"]), "signature": signature}
+    )
 
 
 def _empty_key_signature(fake: FakeEpusdt, order: dict) -> str:
@@ -232,36 +294,61 @@ def _empty_key_signature(fake: FakeEpusdt, order: dict) -> str:
 
 ATTACKS: dict[str, tuple[Any, tuple[int, str, str, str]]] = {
     "bad-signature": (lambda f, o: _resigned(_body(f, o), "0" * 32), (400, "fail", "rejected", "bad signature")),
-    "another-token": (lambda f, o: _body(f, o, api_token="someone-elses-token"),
-                      (400, "fail", "rejected", "bad signature")),
-    "empty-key": (lambda f, o: _resigned(_body(f, o), _empty_key_signature(f, o)),
-                  (400, "fail", "rejected", "bad signature")),
-    "uppercase-md5": (lambda f, o: _resigned(_body(f, o), parse_json(_body(f, o))["signature"].upper()),
-                      (400, "fail", "rejected", "bad signature")),
+    "another-token": (
+        lambda f, o: _body(f, o, api_token="someone-elses-token"),
+        (400, "fail", "rejected", "bad signature"),
+    ),
+    "empty-key": (
+        lambda f, o: _resigned(_body(f, o), _empty_key_signature(f, o)),
+        (400, "fail", "rejected", "bad signature"),
+    ),
+    "uppercase-md5": (
+        lambda f, o: _resigned(_body(f, o), parse_json(_body(f, o))["signature"].upper()),
+        (400, "fail", "rejected", "bad signature"),
+    ),
     "wrong-amount": (lambda f, o: _body(f, o, amount=0.01), (200, "ok", "stray", "wrong_amount")),
-    "amount-as-string": (lambda f, o: _body(f, o, amount="9.90"),
-                         (400, "fail", "rejected", "malformed callback (amount is not a JSON number)")),
-    "amount-exponent": (lambda f, o: _body(f, o).replace(b'"amount":9.9,', b'"amount":9.9e0,'),
-                        (400, "fail", "rejected", "not exact JSON")),
-    "amount-array": (lambda f, o: _body(f, o).replace(b'"amount":9.9,', b'"amount":[9.9],'),
-                     (400, "fail", "rejected", "unsupported field type")),
-    "amount-bool": (lambda f, o: _body(f, o).replace(b'"amount":9.9,', b'"amount":true,'),
-                    (400, "fail", "rejected", "unsupported field type")),
-    "amount-nan": (lambda f, o: _body(f, o).replace(b'"amount":9.9,', b'"amount":NaN,'),
-                   (400, "fail", "rejected", "not exact JSON")),
-    "amount-repeated": (lambda f, o: _body(f, o).replace(b'"amount":9.9,', b'"amount":9.9,"amount":9.9,'),
-                        (400, "fail", "rejected", "not exact JSON")),
-    "amount-sub-cent": (lambda f, o: _body(f, o, amount=9.901),
-                        (400, "fail", "rejected", "malformed callback (amount has more decimals than its currency)")),
-    "unknown-order": (lambda f, o: _body(f, o, order_id="nosuchorder00", trade_id="nosuchtrade00"),
-                      (200, "ok", "stray", "unknown_order")),
+    "amount-as-string": (
+        lambda f, o: _body(f, o, amount="9.90"),
+        (400, "fail", "rejected", "malformed callback (amount is not a JSON number)"),
+    ),
+    "amount-exponent": (
+        lambda f, o: _body(f, o).replace(b'"amount":9.9,', b'"amount":9.9e0,'),
+        (400, "fail", "rejected", "not exact JSON"),
+    ),
+    "amount-array": (
+        lambda f, o: _body(f, o).replace(b'"amount":9.9,', b'"amount":[9.9],'),
+        (400, "fail", "rejected", "unsupported field type"),
+    ),
+    "amount-bool": (
+        lambda f, o: _body(f, o).replace(b'"amount":9.9,', b'"amount":true,'),
+        (400, "fail", "rejected", "unsupported field type"),
+    ),
+    "amount-nan": (
+        lambda f, o: _body(f, o).replace(b'"amount":9.9,', b'"amount":NaN,'),
+        (400, "fail", "rejected", "not exact JSON"),
+    ),
+    "amount-repeated": (
+        lambda f, o: _body(f, o).replace(b'"amount":9.9,', b'"amount":9.9,"amount":9.9,'),
+        (400, "fail", "rejected", "not exact JSON"),
+    ),
+    "amount-sub-cent": (
+        lambda f, o: _body(f, o, amount=9.901),
+        (400, "fail", "rejected", "malformed callback (amount has more decimals than its currency)"),
+    ),
+    "unknown-order": (
+        lambda f, o: _body(f, o, order_id="nosuchorder00", trade_id="nosuchtrade00"),
+        (200, "ok", "stray", "unknown_order"),
+    ),
     "another-trade": (lambda f, o: _body(f, o, trade_id="202499999999"), (200, "ok", "stray", "other_payment")),
-    "status-1-waiting": (lambda f, o: _body(f, o, status=1, block_transaction_id=""),
-                         (200, "ok", "ignored", "pending")),
-    "status-3-expired": (lambda f, o: _body(f, o, status=3, block_transaction_id=""),
-                         (200, "ok", "ignored", "closed")),
-    "status-as-string": (lambda f, o: _body(f, o, status="2"),
-                         (400, "fail", "rejected", "malformed callback (bad status)")),
+    "status-1-waiting": (
+        lambda f, o: _body(f, o, status=1, block_transaction_id=""),
+        (200, "ok", "ignored", "pending"),
+    ),
+    "status-3-expired": (lambda f, o: _body(f, o, status=3, block_transaction_id=""), (200, "ok", "ignored", "closed")),
+    "status-as-string": (
+        lambda f, o: _body(f, o, status="2"),
+        (400, "fail", "rejected", "malformed callback (bad status)"),
+    ),
     "nul-byte": (lambda f, o: _body(f, o, token="T\x00X"), (400, "fail", "rejected", "malformed field")),
     "not-json": (lambda f, o: b"trade_id=1&status=2", (400, "fail", "rejected", "not exact JSON")),
 }
@@ -295,13 +382,17 @@ async def test_a_support_refund_is_left_to_a_person_and_audited(stack: Stack, fa
     order = await _ordered(stack)
     await fake.pay(fake.trade_of(order["order_id"]).trade_id)
     await stack.wait_status(order, "delivered")
-    answer = await stack.http.post(f"/support/orders/{order['order_id']}/refund", headers=stack.support,
-                                   json={"reason": "buyer asks"})
+    answer = await stack.http.post(
+        f"/support/orders/{order['order_id']}/refund", headers=stack.support, json={"reason": "buyer asks"}
+    )
     # USDT goes back by hand (epusdt has no refund API): the timeline and the audit log say a person must.
     assert answer.status_code == 200, answer.text
     view = await stack.wait_status(order, "refunded")
     assert ("refund_by_hand" in stages(view), view["keys"]) == (True, [])
     async with stack.sessionmaker() as session:
-        audited = await session.scalar(select(AuditLog).where(AuditLog.action == "payment.refund_by_hand",
-                                                              AuditLog.target == f"refund-{order['order_id']}"))
+        audited = await session.scalar(
+            select(AuditLog).where(
+                AuditLog.action == "payment.refund_by_hand", AuditLog.target == f"refund-{order['order_id']}"
+            )
+        )
     assert (audited.detail["gateway"], audited.detail["amount_cents"]) == ("epusdt", order["amount_cents"])

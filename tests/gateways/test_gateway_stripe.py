@@ -5,7 +5,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -36,8 +36,9 @@ async def fake() -> AsyncIterator[FakeStripe]:
 
 
 def _settings(fake: FakeStripe, **changes: Any) -> StripeSettings:
-    return StripeSettings(**{"secret_key": SECRET_KEY, "webhook_secret": WEBHOOK_SECRET, "api_base": fake.api_base,
-                             **changes})
+    return StripeSettings(
+        **{"secret_key": SECRET_KEY, "webhook_secret": WEBHOOK_SECRET, "api_base": fake.api_base, **changes}
+    )
 
 
 @pytest.fixture
@@ -48,9 +49,15 @@ async def gateway(fake: FakeStripe) -> AsyncIterator[StripeGateway]:
 
 
 def _request(amount_cents: int = 1980, window: timedelta = timedelta(minutes=15)) -> PaymentRequest:
-    return PaymentRequest(order_id=secrets.token_hex(10), amount_cents=amount_cents, currency="USD",
-                          subject="Gift card ×2", notify_url="http://shop.invalid/payments/stripe/notify",
-                          expires_at=datetime.now(timezone.utc) + window, return_url="https://shop.invalid/o?token=t")
+    return PaymentRequest(
+        order_id=secrets.token_hex(10),
+        amount_cents=amount_cents,
+        currency="USD",
+        subject="Gift card ×2",
+        notify_url="http://shop.invalid/payments/stripe/notify",
+        expires_at=datetime.now(UTC) + window,
+        return_url="https://shop.invalid/o?token=t",
+    )
 
 
 # ---- the API ----------------------------------------------------------------------------------
@@ -64,15 +71,22 @@ async def test_create_is_one_idempotent_session_for_the_total(fake: FakeStripe, 
     assert created.pay_url == f"https://checkout.stripe.com/c/pay/{created.payment_id}"
     session = fake.sessions[created.payment_id]
     assert [s for s in fake.sessions.values() if s["client_reference_id"] == request.order_id] == [session]
-    assert (session["amount_total"], session["currency"], session["metadata"]) == (1980, "usd",
-                                                                                   {"order_id": request.order_id})
+    assert (session["amount_total"], session["currency"], session["metadata"]) == (
+        1980,
+        "usd",
+        {"order_id": request.order_id},
+    )
     assert session["success_url"] == session["cancel_url"] == request.return_url
     # Our 15-minute window is shorter than Stripe's 30-minute minimum: the session outlives it by 31 min.
     assert session["expires_at"] == int((request.expires_at + timedelta(minutes=31)).timestamp())
     assert fake.calls[-2:] == [("POST", "/v1/checkout/sessions", request.order_id)] * 2
     state = await gateway.query(created.payment_id, request.order_id)
-    assert (state.status, state.amount_cents, state.currency, state.order_id) == ("pending", 1980, "USD",
-                                                                                  request.order_id)
+    assert (state.status, state.amount_cents, state.currency, state.order_id) == (
+        "pending",
+        1980,
+        "USD",
+        request.order_id,
+    )
 
 
 async def test_paid_close_and_partial_refunds(fake: FakeStripe, gateway: StripeGateway) -> None:
@@ -92,8 +106,10 @@ async def test_paid_close_and_partial_refunds(fake: FakeStripe, gateway: StripeG
     charge = fake.charge_of(payment_id)
     assert (charge["amount_refunded"], charge["refunded"]) == (1980, True)
     assert [call for call in fake.calls if call[1] == "/v1/refunds"] == [
-        ("POST", "/v1/refunds", "refund-part-1"), ("POST", "/v1/refunds", "refund-part-1"),
-        ("POST", "/v1/refunds", "refund-part-2")]
+        ("POST", "/v1/refunds", "refund-part-1"),
+        ("POST", "/v1/refunds", "refund-part-1"),
+        ("POST", "/v1/refunds", "refund-part-2"),
+    ]
     with pytest.raises(GatewayRefused, match="invalid_request_error amount_too_large"):
         await gateway.refund(payment_id, request.order_id, 1, "refund-part-3")
 
@@ -108,13 +124,15 @@ async def test_close_expires_an_open_session(fake: FakeStripe, gateway: StripeGa
         await gateway.refund(payment_id, request.order_id, 1980, "refund-never")
 
 
-async def test_errors_are_retried_or_refused_and_never_name_the_key(fake: FakeStripe,
-                                                                    gateway: StripeGateway) -> None:
+async def test_errors_are_retried_or_refused_and_never_name_the_key(fake: FakeStripe, gateway: StripeGateway) -> None:
     request = _request()
     payment_id = (await gateway.create_payment(request)).payment_id
-    for status, kind, error in [(500, "api_error", GatewayError), (429, "rate_limit_error", GatewayError),
-                                (409, "idempotency_error", GatewayError),
-                                (400, "invalid_request_error", GatewayRefused)]:
+    for status, kind, error in [
+        (500, "api_error", GatewayError),
+        (429, "rate_limit_error", GatewayError),
+        (409, "idempotency_error", GatewayError),
+        (400, "invalid_request_error", GatewayRefused),
+    ]:
         fake.fail_next.append((status, kind))
         with pytest.raises(GatewayError) as raised:
             await gateway.query(payment_id, request.order_id)
@@ -136,7 +154,7 @@ async def test_errors_are_retried_or_refused_and_never_name_the_key(fake: FakeSt
     with pytest.raises(Unsupported):
         await gateway.query(payment_id, request.order_id, "backup")
     with pytest.raises(Unsupported):
-        await gateway.statement(datetime.now(timezone.utc), datetime.now(timezone.utc))
+        await gateway.statement(datetime.now(UTC), datetime.now(UTC))
     assert (gateway.query_channels, gateway.has_statement, gateway.partial_refund) == (("primary",), False, True)
 
 
@@ -144,9 +162,18 @@ async def test_errors_are_retried_or_refused_and_never_name_the_key(fake: FakeSt
 
 
 def _session_event(fake: FakeStripe, order_id: str = "0123456789abcdef0123", **session: Any) -> dict[str, Any]:
-    obj = {"id": "cs_test_a1", "object": "checkout.session", "status": "complete", "payment_status": "paid",
-           "amount_total": 990, "currency": "usd", "client_reference_id": order_id,
-           "metadata": {"order_id": order_id}, "payment_intent": "pi_test_1", **session}
+    obj = {
+        "id": "cs_test_a1",
+        "object": "checkout.session",
+        "status": "complete",
+        "payment_status": "paid",
+        "amount_total": 990,
+        "currency": "usd",
+        "client_reference_id": order_id,
+        "metadata": {"order_id": order_id},
+        "payment_intent": "pi_test_1",
+        **session,
+    }
     return fake.event("checkout.session.completed", obj)
 
 
@@ -164,10 +191,16 @@ async def test_a_header_signed_by_the_sdk_verifies(fake: FakeStripe, gateway: St
     body = fake.body(event)
     header = stripe.WebhookSignature.generate_signature_header(body.decode(), WEBHOOK_SECRET, int(time.time()))
     notice = await gateway.verify_notify({"Stripe-Signature": header}, body, {})
-    assert (notice.payment_id, notice.order_id, notice.status, notice.amount_cents, notice.currency,
-            notice.merchant_id, notice.event_id) == ("cs_test_a1", "0123456789abcdef0123", "paid", 990, "USD",
-                                                     None, event["id"])
-    assert notice.paid_at == datetime.fromtimestamp(event["created"], timezone.utc)
+    assert (
+        notice.payment_id,
+        notice.order_id,
+        notice.status,
+        notice.amount_cents,
+        notice.currency,
+        notice.merchant_id,
+        notice.event_id,
+    ) == ("cs_test_a1", "0123456789abcdef0123", "paid", 990, "USD", None, event["id"])
+    assert notice.paid_at == datetime.fromtimestamp(event["created"], UTC)
     # While the secret is rolled Stripe signs with both; an unknown scheme (v0) is ignored.
     t, v1 = header.split(",")
     old = fake.sign(body, int(t[2:]), secret="whsec_old").split(",")[1]
@@ -219,9 +252,21 @@ async def test_undecodable_bodies_are_invalid(fake: FakeStripe, gateway: StripeG
 @pytest.fixture(scope="module")
 async def shop(dev_env, sessionmaker, sim_url, database_url, smtp, fake: FakeStripe) -> AsyncIterator[Stack]:
     # A long window (forged webhooks must find their order still open), short grace and polls.
-    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(
-            database_url, smtp[0], payment_window_seconds=600, callback_grace_seconds=1, poll_interval_seconds=1,
-            late_payment_watch_seconds=60, rejected_notify_log_per_second=1000), stripe=_settings(fake)) as stack:
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(
+            database_url,
+            smtp[0],
+            payment_window_seconds=600,
+            callback_grace_seconds=1,
+            poll_interval_seconds=1,
+            late_payment_watch_seconds=60,
+            rejected_notify_log_per_second=1000,
+        ),
+        stripe=_settings(fake),
+    ) as stack:
         fake.webhook_url = str(stack.http.base_url).rstrip("/") + NOTIFY_URL
         yield stack
 
@@ -237,7 +282,10 @@ async def test_a_paid_session_is_delivered_by_its_webhook(shop: Stack, fake: Fak
     order = await shop.ordered(sku, gateway="stripe")
     session = fake.sessions[order["payment"]["payment_id"]]
     assert (session["client_reference_id"], session["amount_total"], session["currency"]) == (
-        order["order_id"], 990, "usd")
+        order["order_id"],
+        990,
+        "usd",
+    )
     assert order["payment"]["pay_url"] == session["url"]
     await fake.pay(session["id"])
     assert fake.deliveries[-1] == ("checkout.session.completed", 200)
@@ -260,11 +308,16 @@ async def test_duplicated_and_reordered_webhooks_deliver_once(shop: Stack, fake:
     order = await shop.ordered(sku, gateway="stripe")
     session_id = order["payment"]["payment_id"]
     completed = await fake.pay(session_id, duplicate=True)
-    await fake.deliver(fake.event("checkout.session.expired", {**fake.sessions[session_id], "status": "expired",
-                                                               "payment_status": "unpaid"}))
+    await fake.deliver(
+        fake.event(
+            "checkout.session.expired", {**fake.sessions[session_id], "status": "expired", "payment_status": "unpaid"}
+        )
+    )
     await fake.deliver(completed)  # Stripe's retry of the same event, freshly signed
     assert fake.deliveries[-4:] == [("checkout.session.completed", 200)] * 2 + [
-        ("checkout.session.expired", 200), ("checkout.session.completed", 200)]
+        ("checkout.session.expired", 200),
+        ("checkout.session.completed", 200),
+    ]
     view = await shop.wait_status(order, "delivered")
     assert len(view["keys"]) == 1 and stages(view).count("delivered") == 1
     outcomes = await _notifies(shop, order["order_id"])
@@ -318,18 +371,26 @@ def _signed(fake: FakeStripe, event: Any, **sign: Any) -> Signed:
     return body, {"Stripe-Signature": fake.sign(body, **sign), "Content-Type": "application/json"}
 
 
-def _forged(fake: FakeStripe, order: dict[str, Any], kind: str = "checkout.session.completed",
-            **changes: Any) -> dict[str, Any]:
+def _forged(
+    fake: FakeStripe, order: dict[str, Any], kind: str = "checkout.session.completed", **changes: Any
+) -> dict[str, Any]:
     """An event about the order's real session that Stripe never sent."""
-    session = {**fake.sessions[order["payment"]["payment_id"]], "status": "complete", "payment_status": "paid",
-               "payment_intent": "pi_test_forged", **changes}
+    session = {
+        **fake.sessions[order["payment"]["payment_id"]],
+        "status": "complete",
+        "payment_status": "paid",
+        "payment_intent": "pi_test_forged",
+        **changes,
+    }
     return fake.event(kind, session)
 
 
 def _replayed_onto_other(fake: FakeStripe, t: Target) -> Signed:
     body, headers = _signed(fake, _forged(fake, t.open))
-    for a, b in [(t.open["order_id"], t.other["order_id"]),
-                 (t.open["payment"]["payment_id"], t.other["payment"]["payment_id"])]:
+    for a, b in [
+        (t.open["order_id"], t.other["order_id"]),
+        (t.open["payment"]["payment_id"], t.other["payment"]["payment_id"]),
+    ]:
         body = body.replace(a.encode(), b.encode())
     return body, headers
 
@@ -342,64 +403,120 @@ REJECTED = (400, "rejected")
 NOW = lambda: int(time.time())  # noqa: E731
 # name: (the webhook, expected answer and notify-log outcome, its detail)
 ATTACKS: dict[str, tuple[Callable[[FakeStripe, Target], Signed], tuple[int, str], str]] = {
-    "bad signature": (lambda f, t: (f.body(_forged(f, t.open)), {"Stripe-Signature": f"t={NOW()},v1={'ab' * 32}"}),
-                      REJECTED, "bad signature"),
-    "signed with another secret": (lambda f, t: _signed(f, _forged(f, t.open), secret="whsec_" + "0" * 32),
-                                   REJECTED, "bad signature"),
-    "signed with an empty secret": (lambda f, t: _signed(f, _forged(f, t.open), secret=""), REJECTED,
-                                    "bad signature"),
+    "bad signature": (
+        lambda f, t: (f.body(_forged(f, t.open)), {"Stripe-Signature": f"t={NOW()},v1={'ab' * 32}"}),
+        REJECTED,
+        "bad signature",
+    ),
+    "signed with another secret": (
+        lambda f, t: _signed(f, _forged(f, t.open), secret="whsec_" + "0" * 32),
+        REJECTED,
+        "bad signature",
+    ),
+    "signed with an empty secret": (lambda f, t: _signed(f, _forged(f, t.open), secret=""), REJECTED, "bad signature"),
     "no Stripe-Signature": (lambda f, t: (f.body(_forged(f, t.open)), {}), REJECTED, "missing Stripe-Signature"),
-    "only a v0 signature": (lambda f, t: (f.body(_forged(f, t.open)), {"Stripe-Signature": f"t={NOW()},v0={'0' * 64}"}),
-                            REJECTED, "no v1 signature"),
+    "only a v0 signature": (
+        lambda f, t: (f.body(_forged(f, t.open)), {"Stripe-Signature": f"t={NOW()},v0={'0' * 64}"}),
+        REJECTED,
+        "no v1 signature",
+    ),
     "stale t": (lambda f, t: _signed(f, _forged(f, t.open), timestamp=NOW() - 400), REJECTED, "stale timestamp"),
-    "future t": (lambda f, t: _signed(f, _forged(f, t.open), timestamp=NOW() + 400), REJECTED,
-                 "timestamp in the future"),
+    "future t": (
+        lambda f, t: _signed(f, _forged(f, t.open), timestamp=NOW() + 400),
+        REJECTED,
+        "timestamp in the future",
+    ),
     "replay onto another order": (_replayed_onto_other, REJECTED, "bad signature"),
     "amount as string": (lambda f, t: _signed(f, _forged(f, t.open, amount_total="990")), REJECTED, "bad amount"),
     "amount as float": (lambda f, t: _signed(f, _forged(f, t.open, amount_total=990.0)), REJECTED, "bad amount"),
-    "amount as float string": (lambda f, t: _signed(f, _forged(f, t.open, amount_total="9.90")), REJECTED,
-                               "bad amount"),
+    "amount as float string": (
+        lambda f, t: _signed(f, _forged(f, t.open, amount_total="9.90")),
+        REJECTED,
+        "bad amount",
+    ),
     "amount as array": (lambda f, t: _signed(f, _forged(f, t.open, amount_total=[990])), REJECTED, "bad amount"),
-    "livemode mismatch": (lambda f, t: _signed(f, {**_forged(f, t.open), "livemode": True}), REJECTED,
-                          "livemode does not match the key"),
-    "NUL in order id": (lambda f, t: _signed(f, _forged(f, t.open, client_reference_id="a\x00b")), REJECTED,
-                        "bad order id"),
-    "non-ASCII order id": (lambda f, t: _signed(f, _forged(f, t.open, client_reference_id="订单",
-                                                           metadata={"order_id": "订单"})), REJECTED, "bad order id"),
+    "livemode mismatch": (
+        lambda f, t: _signed(f, {**_forged(f, t.open), "livemode": True}),
+        REJECTED,
+        "livemode does not match the key",
+    ),
+    "NUL in order id": (
+        lambda f, t: _signed(f, _forged(f, t.open, client_reference_id="a\x00b")),
+        REJECTED,
+        "bad order id",
+    ),
+    "non-ASCII order id": (
+        lambda f, t: _signed(f, _forged(f, t.open, client_reference_id="订单", metadata={"order_id": "订单"})),
+        REJECTED,
+        "bad order id",
+    ),
     "huge amount_total": (lambda f, t: _signed(f, _forged(f, t.open, amount_total=10**40)), REJECTED, "bad amount"),
-    "metadata names another order": (lambda f, t: _signed(f, _forged(f, t.open,
-                                                                     metadata={"order_id": t.other["order_id"]})),
-                                     REJECTED, "client_reference_id and metadata disagree"),
+    "metadata names another order": (
+        lambda f, t: _signed(f, _forged(f, t.open, metadata={"order_id": t.other["order_id"]})),
+        REJECTED,
+        "client_reference_id and metadata disagree",
+    ),
     # Signed by Stripe (or by someone holding the secret) but not this order's payment: acknowledged,
     # and the money, if any, goes to a review that asks Stripe (the session is unpaid: nothing to do).
-    "wrong amount_total": (lambda f, t: _signed(f, _forged(f, t.open, amount_total=1)), (200, "stray"),
-                           "wrong_amount"),
+    "wrong amount_total": (lambda f, t: _signed(f, _forged(f, t.open, amount_total=1)), (200, "stray"), "wrong_amount"),
     "wrong currency": (lambda f, t: _signed(f, _forged(f, t.open, currency="eur")), (200, "stray"), "wrong_amount"),
-    "unknown order": (lambda f, t: _signed(f, _forged(f, t.open, client_reference_id="nosuchorder000000000",
-                                                      metadata={"order_id": "nosuchorder000000000"})),
-                      (200, "stray"), "unknown_order"),
-    "completed but unpaid": (lambda f, t: _signed(f, _forged(f, t.open, payment_status="unpaid")), (200, "ignored"),
-                             "pending"),
-    "expired before payment": (lambda f, t: _signed(f, _forged(f, t.open, "checkout.session.expired",
-                                                               status="expired", payment_status="unpaid")),
-                               (200, "ignored"), "closed"),
-    "async payment failed": (lambda f, t: _signed(f, _forged(f, t.open, "checkout.session.async_payment_failed",
-                                                             payment_status="unpaid")), (200, "ignored"), "closed"),
-    "unknown event type": (lambda f, t: _signed(f, f.event("customer.created", {"id": "cus_test_1",
-                                                                                "object": "customer"})),
-                           (200, "ignored"), "unknown"),
+    "unknown order": (
+        lambda f, t: _signed(
+            f,
+            _forged(
+                f, t.open, client_reference_id="nosuchorder000000000", metadata={"order_id": "nosuchorder000000000"}
+            ),
+        ),
+        (200, "stray"),
+        "unknown_order",
+    ),
+    "completed but unpaid": (
+        lambda f, t: _signed(f, _forged(f, t.open, payment_status="unpaid")),
+        (200, "ignored"),
+        "pending",
+    ),
+    "expired before payment": (
+        lambda f, t: _signed(
+            f, _forged(f, t.open, "checkout.session.expired", status="expired", payment_status="unpaid")
+        ),
+        (200, "ignored"),
+        "closed",
+    ),
+    "async payment failed": (
+        lambda f, t: _signed(f, _forged(f, t.open, "checkout.session.async_payment_failed", payment_status="unpaid")),
+        (200, "ignored"),
+        "closed",
+    ),
+    "unknown event type": (
+        lambda f, t: _signed(f, f.event("customer.created", {"id": "cus_test_1", "object": "customer"})),
+        (200, "ignored"),
+        "unknown",
+    ),
     # After delivery: duplicates and reordering deliver nothing more, a refund event changes nothing.
     "duplicated event id": (lambda f, t: _signed(f, t.completed), (200, "duplicate"), "paid"),
     "async succeeded after completed": (
         lambda f, t: _signed(f, f.event("checkout.session.async_payment_succeeded", _delivered_session(f, t))),
-        (200, "duplicate"), "paid"),
+        (200, "duplicate"),
+        "paid",
+    ),
     "expired after completed": (
-        lambda f, t: _signed(f, f.event("checkout.session.expired", _delivered_session(
-            f, t, status="expired", payment_status="unpaid"))), (200, "ignored"), "closed"),
+        lambda f, t: _signed(
+            f, f.event("checkout.session.expired", _delivered_session(f, t, status="expired", payment_status="unpaid"))
+        ),
+        (200, "ignored"),
+        "closed",
+    ),
     "charge.refunded after delivery": (
-        lambda f, t: _signed(f, f.event("charge.refunded", {**f.charge_of(t.delivered["payment"]["payment_id"]),
-                                                            "amount_refunded": 990, "refunded": True})),
-        (200, "ignored"), "refunded"),
+        lambda f, t: _signed(
+            f,
+            f.event(
+                "charge.refunded",
+                {**f.charge_of(t.delivered["payment"]["payment_id"]), "amount_refunded": 990, "refunded": True},
+            ),
+        ),
+        (200, "ignored"),
+        "refunded",
+    ),
 }
 
 
@@ -413,19 +530,33 @@ async def test_attack_changes_nothing(shop: Stack, fake: FakeStripe, target: Tar
     assert (answer.status_code, answer.json()) == (status, {"received": status == 200})
     async with shop.sessionmaker() as session:
         logged = list(await session.scalars(select(NotifyLog).where(NotifyLog.id > last)))
-        payments = dict((await session.execute(select(Payment.order_id, Payment.status).where(
-            Payment.order_id.in_([target.open["order_id"], target.other["order_id"],
-                                  target.delivered["order_id"]])))).all())
-        delivered = await session.scalar(select(func.count()).where(
-            OrderEvent.order_id == target.delivered["order_id"], OrderEvent.stage == "delivered"))
+        payments = dict(
+            (
+                await session.execute(
+                    select(Payment.order_id, Payment.status).where(
+                        Payment.order_id.in_(
+                            [target.open["order_id"], target.other["order_id"], target.delivered["order_id"]]
+                        )
+                    )
+                )
+            ).all()
+        )
+        delivered = await session.scalar(
+            select(func.count()).where(
+                OrderEvent.order_id == target.delivered["order_id"], OrderEvent.stage == "delivered"
+            )
+        )
     assert [(row.gateway, row.outcome, row.detail) for row in logged] == [("stripe", outcome, detail)]
     if name == "charge.refunded after delivery":  # logged against its order, via the charge's metadata
         assert logged[0].order_id == target.delivered["order_id"]
     if outcome == "stray":
         review = shop.env.client.get_workflow_handle(f"stray-stripe-{target.open['payment']['payment_id']}")
         assert await review.result() == "nothing"
-    assert payments == {target.open["order_id"]: "pending", target.other["order_id"]: "pending",
-                        target.delivered["order_id"]: "paid"}
+    assert payments == {
+        target.open["order_id"]: "pending",
+        target.other["order_id"]: "pending",
+        target.delivered["order_id"]: "paid",
+    }
     for order in (target.open, target.other):
         view = await shop.view(order)
         assert view["status"] == "awaiting_payment" and "paid" not in stages(view)

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -49,8 +49,9 @@ async def running_fake(keys: WechatKeys, mode: Mode = "public_key") -> AsyncIter
 
 
 @asynccontextmanager
-async def gateway_on_fake(keys: WechatKeys, mode: Mode = "public_key", **kwargs: Any
-                          ) -> AsyncIterator[tuple[WechatGateway, FakeWechat]]:
+async def gateway_on_fake(
+    keys: WechatKeys, mode: Mode = "public_key", **kwargs: Any
+) -> AsyncIterator[tuple[WechatGateway, FakeWechat]]:
     async with running_fake(keys, mode) as (fake, primary, backup):
         gateway = WechatGateway(keys.settings(primary, backup, mode), **kwargs)
         try:
@@ -60,9 +61,14 @@ async def gateway_on_fake(keys: WechatKeys, mode: Mode = "public_key", **kwargs:
 
 
 def _request(order_id: str, amount: int = 990, currency: str = "CNY") -> PaymentRequest:
-    return PaymentRequest(order_id=order_id, amount_cents=amount, currency=currency, subject="月卡 ✓ " * 40,
-                          notify_url="http://127.0.0.1:9/payments/wechat/notify",
-                          expires_at=datetime(2030, 1, 1, 0, 15, tzinfo=timezone.utc))
+    return PaymentRequest(
+        order_id=order_id,
+        amount_cents=amount,
+        currency=currency,
+        subject="月卡 ✓ " * 40,
+        notify_url="http://127.0.0.1:9/payments/wechat/notify",
+        expires_at=datetime(2030, 1, 1, 0, 15, tzinfo=UTC),
+    )
 
 
 def _order_id() -> str:
@@ -87,7 +93,7 @@ async def test_create_query_close_and_refund(keys: WechatKeys) -> None:
         await fake.pay(order_id)
         paid = await gateway.query(order_id, order_id)
         assert (paid.status, paid.amount_cents, paid.currency) == ("paid", 990, "CNY")
-        assert paid.paid_at is not None and abs(paid.paid_at - datetime.now(timezone.utc)) < timedelta(seconds=5)
+        assert paid.paid_at is not None and abs(paid.paid_at - datetime.now(UTC)) < timedelta(seconds=5)
         assert await gateway.close(order_id, order_id) == paid  # paid meanwhile: the close says so
 
         part = await gateway.refund(order_id, order_id, 300, "refund-part")
@@ -114,10 +120,12 @@ async def test_create_query_close_and_refund(keys: WechatKeys) -> None:
         with pytest.raises(GatewayRefused):
             await gateway.create_payment(_request(_order_id(), currency="USD"))
         with pytest.raises(Unsupported):
-            await gateway.statement(datetime.now(timezone.utc), datetime.now(timezone.utc))
-        assert {path for _, _, path in fake.calls} >= {"/v3/pay/transactions/native",
-                                                       f"/v3/pay/transactions/out-trade-no/{order_id}",
-                                                       "/v3/refund/domestic/refunds"}
+            await gateway.statement(datetime.now(UTC), datetime.now(UTC))
+        assert {path for _, _, path in fake.calls} >= {
+            "/v3/pay/transactions/native",
+            f"/v3/pay/transactions/out-trade-no/{order_id}",
+            "/v3/refund/domestic/refunds",
+        }
         assert fake.certificate_fetches == 0  # public-key mode never asks for certificates
 
 
@@ -169,12 +177,14 @@ async def test_certificate_mode_fetches_certificates_at_most_once_a_minute(keys:
         notice = await gateway.verify_notify(headers, body, {})
         assert (notice.status, notice.payment_id, notice.merchant_id) == ("paid", order_id, keys.mchid)
         # Unknown serials: the certificates are fetched again at most once a minute, however many arrive.
-        forged = [fake.notify(fake.transaction(fake.trades[order_id]), key=other_key, serial=f"{i + 1:X}")
-                  for i in range(20)]
+        forged = [
+            fake.notify(fake.transaction(fake.trades[order_id]), key=other_key, serial=f"{i + 1:X}") for i in range(20)
+        ]
 
         async def flood() -> list[str]:
-            results = await asyncio.gather(*(gateway.verify_notify(h, b, {}) for b, h in forged),
-                                           return_exceptions=True)
+            results = await asyncio.gather(
+                *(gateway.verify_notify(h, b, {}) for b, h in forged), return_exceptions=True
+            )
             return [str(r) for r in results]
 
         assert await flood() == ["unknown serial"] * 20
@@ -194,8 +204,12 @@ async def test_registry_builds_wechat_from_its_settings(keys: WechatKeys) -> Non
     gateways = build_gateways(settings)
     assert list(gateways) == ["wechat"]
     gateway = gateways["wechat"]
-    assert (gateway.merchant_id, gateway.query_channels, gateway.has_statement, gateway.partial_refund) == \
-        (keys.mchid, ("primary", "backup"), False, True)
+    assert (gateway.merchant_id, gateway.query_channels, gateway.has_statement, gateway.partial_refund) == (
+        keys.mchid,
+        ("primary", "backup"),
+        False,
+        True,
+    )
 
 
 # ---- the wechatpayv3 SDK as a second opinion -----------------------------------------------
@@ -203,11 +217,19 @@ async def test_registry_builds_wechat_from_its_settings(keys: WechatKeys) -> Non
 
 def _sdk(keys: WechatKeys, mode: Mode = "public_key", signer=None, cert_dir: str | None = None) -> WeChatPay:
     """The SDK as a merchant would set it up; signer: whose private key it signs with (default the merchant's)."""
-    public = dict(public_key=public_pem(keys.platform_key), public_key_id=keys.public_key_id) \
-        if mode == "public_key" else {}
-    return WeChatPay(WeChatPayType.NATIVE, mchid=keys.mchid, private_key=private_pem(signer or keys.merchant_key),
-                     cert_serial_no=keys.merchant_serial, appid=keys.appid, apiv3_key=keys.apiv3_key,
-                     cert_dir=cert_dir, **public)
+    public = (
+        dict(public_key=public_pem(keys.platform_key), public_key_id=keys.public_key_id) if mode == "public_key" else {}
+    )
+    return WeChatPay(
+        WeChatPayType.NATIVE,
+        mchid=keys.mchid,
+        private_key=private_pem(signer or keys.merchant_key),
+        cert_serial_no=keys.merchant_serial,
+        appid=keys.appid,
+        apiv3_key=keys.apiv3_key,
+        cert_dir=cert_dir,
+        **public,
+    )
 
 
 @pytest.mark.parametrize("mode", ["public_key", "certificate"])
@@ -216,12 +238,19 @@ async def test_the_sdk_accepts_the_fakes_notifies_and_answers(keys: WechatKeys, 
     (tmp_path / f"{keys.certificate_serial}.pem").write_bytes(keys.certificate.public_bytes(Encoding.PEM))
     sdk = _sdk(keys, mode, cert_dir=str(tmp_path))
     fake = FakeWechat(keys, mode)
-    resource = {"appid": keys.appid, "mchid": keys.mchid, "out_trade_no": _order_id(), "trade_state": "SUCCESS",
-                "amount": {"total": 990, "currency": "CNY"}, "success_time": "2026-01-01T08:00:00+08:00"}
+    resource = {
+        "appid": keys.appid,
+        "mchid": keys.mchid,
+        "out_trade_no": _order_id(),
+        "trade_state": "SUCCESS",
+        "amount": {"total": 990, "currency": "CNY"},
+        "success_time": "2026-01-01T08:00:00+08:00",
+    }
     body, headers = fake.notify(resource)
     assert sdk.callback(headers, body)["resource"] == resource
-    assert sdk.callback({**headers, "Wechatpay-Signature": fake.signed_headers(b"x")["Wechatpay-Signature"]},
-                        body) is None
+    assert (
+        sdk.callback({**headers, "Wechatpay-Signature": fake.signed_headers(b"x")["Wechatpay-Signature"]}, body) is None
+    )
     # And the fake's answer to a request the SDK signed is one the SDK verifies.
     async with serve(fake.app("primary"), bind()) as url:
         fake.trades["sdk-order-1"] = Trade("sdk-order-1", "d", "http://127.0.0.1:9/n", 990, "CNY", "weixin://x")
@@ -238,24 +267,53 @@ async def test_notifies_signed_with_the_sdk_verify_with_the_adapter(keys: Wechat
     # The SDK signs "a\nb\nc\n" for sign([a, b, c]): exactly WeChat's ts\nnonce\nbody\n, with the platform key.
     platform = _sdk(keys, signer=keys.platform_key)
     nonce, associated, ts = "5K8264ILTKCH", "transaction", str(int(time.time()))
-    plain = {"appid": keys.appid, "mchid": keys.mchid, "out_trade_no": "a1b2c3d4e5f6a7b8c9d0",
-             "transaction_id": "4200000000202601010000000001", "trade_state": "SUCCESS",
-             "success_time": "2026-01-01T08:00:00+08:00", "amount": {"total": 990, "currency": "CNY"}}
+    plain = {
+        "appid": keys.appid,
+        "mchid": keys.mchid,
+        "out_trade_no": "a1b2c3d4e5f6a7b8c9d0",
+        "transaction_id": "4200000000202601010000000001",
+        "trade_state": "SUCCESS",
+        "success_time": "2026-01-01T08:00:00+08:00",
+        "amount": {"total": 990, "currency": "CNY"},
+    }
     ciphertext = encrypt(keys.apiv3_key.encode(), nonce, associated, json.dumps(plain).encode())
     assert json.loads(aes_decrypt(nonce, ciphertext, associated, keys.apiv3_key)) == plain  # the SDK reads it back
-    body = json.dumps({"id": "EV-2018022511223320873", "create_time": "2026-01-01T08:00:01+08:00",
-                       "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
-                       "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
-                                    "ciphertext": ciphertext, "associated_data": associated, "nonce": nonce}},
-                      ensure_ascii=False)
-    headers = {"Wechatpay-Serial": keys.public_key_id if mode == "public_key" else keys.certificate_serial,
-               "Wechatpay-Signature": platform.sign([ts, "NONCE0123456789", body]), "Wechatpay-Timestamp": ts,
-               "Wechatpay-Nonce": "NONCE0123456789", "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048"}
+    body = json.dumps(
+        {
+            "id": "EV-2018022511223320873",
+            "create_time": "2026-01-01T08:00:01+08:00",
+            "resource_type": "encrypt-resource",
+            "event_type": "TRANSACTION.SUCCESS",
+            "summary": "支付成功",
+            "resource": {
+                "original_type": "transaction",
+                "algorithm": "AEAD_AES_256_GCM",
+                "ciphertext": ciphertext,
+                "associated_data": associated,
+                "nonce": nonce,
+            },
+        },
+        ensure_ascii=False,
+    )
+    headers = {
+        "Wechatpay-Serial": keys.public_key_id if mode == "public_key" else keys.certificate_serial,
+        "Wechatpay-Signature": platform.sign([ts, "NONCE0123456789", body]),
+        "Wechatpay-Timestamp": ts,
+        "Wechatpay-Nonce": "NONCE0123456789",
+        "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
+    }
     async with gateway_on_fake(keys, mode) as (gateway, _):
         notice = await gateway.verify_notify(headers, body.encode(), {})
-    assert notice == Notice(payment_id="a1b2c3d4e5f6a7b8c9d0", order_id="a1b2c3d4e5f6a7b8c9d0", merchant_id=keys.mchid,
-                            status="paid", amount_cents=990, currency="CNY",
-                            paid_at=datetime(2026, 1, 1, 0, 0, tzinfo=timezone.utc), event_id="EV-2018022511223320873")
+    assert notice == Notice(
+        payment_id="a1b2c3d4e5f6a7b8c9d0",
+        order_id="a1b2c3d4e5f6a7b8c9d0",
+        merchant_id=keys.mchid,
+        status="paid",
+        amount_cents=990,
+        currency="CNY",
+        paid_at=datetime(2026, 1, 1, 0, 0, tzinfo=UTC),
+        event_id="EV-2018022511223320873",
+    )
 
 
 # ---- the whole saga ------------------------------------------------------------------------
@@ -274,27 +332,46 @@ class Shop:
 
     async def notify_outcomes(self, order: dict[str, Any]) -> list[tuple[str, str]]:
         async with self.stack.sessionmaker() as session:
-            rows = await session.scalars(select(NotifyLog).where(NotifyLog.order_id == order["order_id"])
-                                         .order_by(NotifyLog.id))
+            rows = await session.scalars(
+                select(NotifyLog).where(NotifyLog.order_id == order["order_id"]).order_by(NotifyLog.id)
+            )
             return [(row.outcome, row.detail) for row in rows]
 
     async def delivered_once(self, order: dict[str, Any]) -> bool:
         async with self.stack.sessionmaker() as session:
-            count = await session.scalar(select(func.count()).select_from(OrderEvent).where(
-                OrderEvent.order_id == order["order_id"], OrderEvent.stage == "delivered"))
+            count = await session.scalar(
+                select(func.count())
+                .select_from(OrderEvent)
+                .where(OrderEvent.order_id == order["order_id"], OrderEvent.stage == "delivered")
+            )
         view = await self.stack.view(order)
-        return (view["status"], count, len(view["keys"])) == ("delivered", 1, 1) and \
-            await self.stack.stock(order["sku"]) == {"available": 0, "reserved": 0, "sold": 1, "refunded": 0}
+        return (view["status"], count, len(view["keys"])) == ("delivered", 1, 1) and await self.stack.stock(
+            order["sku"]
+        ) == {"available": 0, "reserved": 0, "sold": 1, "refunded": 0}
 
 
 @asynccontextmanager
-async def wechat_shop(dev_env, sessionmaker, sim_url, database_url, smtp, keys: WechatKeys,
-                      mode: Mode = "public_key") -> AsyncIterator[Shop]:
-    async with running_fake(keys, mode) as (fake, primary, backup), running_stack(
-            dev_env, sessionmaker, sim_url, **stack_settings(
-                database_url, smtp[0], payment_window_seconds=600, callback_grace_seconds=3, poll_interval_seconds=1,
-                late_payment_watch_seconds=60, rejected_notify_log_per_second=1000),
-            wechat=keys.settings(primary, backup, mode)) as stack:
+async def wechat_shop(
+    dev_env, sessionmaker, sim_url, database_url, smtp, keys: WechatKeys, mode: Mode = "public_key"
+) -> AsyncIterator[Shop]:
+    async with (
+        running_fake(keys, mode) as (fake, primary, backup),
+        running_stack(
+            dev_env,
+            sessionmaker,
+            sim_url,
+            **stack_settings(
+                database_url,
+                smtp[0],
+                payment_window_seconds=600,
+                callback_grace_seconds=3,
+                poll_interval_seconds=1,
+                late_payment_watch_seconds=60,
+                rejected_notify_log_per_second=1000,
+            ),
+            wechat=keys.settings(primary, backup, mode),
+        ) as stack,
+    ):
         yield Shop(stack, fake)
 
 
@@ -349,8 +426,9 @@ async def test_late_duplicated_notifies_after_the_query_deliver_once(shop: Shop)
     await shop.fake.pay(order["order_id"])
     await shop.stack.wait_status(order, "delivered")  # by the query; the notify comes late, twice at once
     body, headers = shop.fake.sent[-1]
-    answers = await asyncio.gather(*(shop.stack.http.post("/payments/wechat/notify", content=body, headers=headers)
-                                     for _ in range(2)))
+    answers = await asyncio.gather(
+        *(shop.stack.http.post("/payments/wechat/notify", content=body, headers=headers) for _ in range(2))
+    )
     assert [a.status_code for a in answers] == [204, 204]
     assert await shop.notify_outcomes(order) == [("duplicate", "paid"), ("duplicate", "paid")]
     assert await shop.delivered_once(order)
@@ -423,8 +501,13 @@ class Attack:
 
 
 def _paid(fake: FakeWechat, order: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    return fake.transaction(fake.trades[order["order_id"]], trade_state="SUCCESS", transaction_id="4200" + "0" * 24,
-                            success_time=datetime.now(CHINA).isoformat(timespec="seconds"), **changes)
+    return fake.transaction(
+        fake.trades[order["order_id"]],
+        trade_state="SUCCESS",
+        transaction_id="4200" + "0" * 24,
+        success_time=datetime.now(CHINA).isoformat(timespec="seconds"),
+        **changes,
+    )
 
 
 def _valid(fake: FakeWechat, order: dict[str, Any], **changes: Any) -> tuple[bytes, dict[str, str]]:
@@ -440,6 +523,7 @@ def _header(name: str, value: Callable[[FakeWechat, dict[str, str]], str | None]
         body, headers = _valid(f, t.pending)
         changed = value(f, headers)
         return body, {key: v for key, v in {**headers, name: changed}.items() if v is not None}
+
     return build
 
 
@@ -447,8 +531,9 @@ def _signed_body(body: bytes) -> Build:
     return lambda f, t, k: (body, {**f.signed_headers(body), "Content-Type": "application/json"})
 
 
-def _envelope(f: FakeWechat, t: Targets, change: Callable[[dict[str, Any]], None], resign: bool
-              ) -> tuple[bytes, dict[str, str]]:
+def _envelope(
+    f: FakeWechat, t: Targets, change: Callable[[dict[str, Any]], None], resign: bool
+) -> tuple[bytes, dict[str, str]]:
     body, headers = _valid(f, t.pending)
     envelope = json.loads(body)
     change(envelope)
@@ -464,44 +549,107 @@ def _flip_first_byte(envelope: dict[str, Any]) -> None:
 
 def _refund_notify(f: FakeWechat, t: Targets, k: Any) -> tuple[bytes, dict[str, str]]:
     no = t.delivered["order_id"]
-    return f.notify({"mchid": f.keys.mchid, "out_trade_no": no, "transaction_id": "4200" + "0" * 24,
-                     "out_refund_no": "refund-by-someone", "refund_id": "50300000000000000000000000000",
-                     "refund_status": "SUCCESS", "success_time": datetime.now(CHINA).isoformat(timespec="seconds"),
-                     "amount": {"total": 990, "refund": 990, "payer_total": 990, "payer_refund": 990},
-                     "user_received_account": "支付用户零钱"}, event_type="REFUND.SUCCESS", original_type="refund")
+    return f.notify(
+        {
+            "mchid": f.keys.mchid,
+            "out_trade_no": no,
+            "transaction_id": "4200" + "0" * 24,
+            "out_refund_no": "refund-by-someone",
+            "refund_id": "50300000000000000000000000000",
+            "refund_status": "SUCCESS",
+            "success_time": datetime.now(CHINA).isoformat(timespec="seconds"),
+            "amount": {"total": 990, "refund": 990, "payer_total": 990, "payer_refund": 990},
+            "user_received_account": "支付用户零钱",
+        },
+        event_type="REFUND.SUCCESS",
+        original_type="refund",
+    )
 
 
 REJECTED = "rejected"
 ATTACKS = [
-    Attack("bad-signature", _header("Wechatpay-Signature", lambda f, h: f.signed_headers(b"{}")["Wechatpay-Signature"]),
-           400, REJECTED, "bad signature"),
-    Attack("signed-by-another-key", lambda f, t, k: f.notify(_paid(f, t.pending), key=k), 400, REJECTED,
-           "bad signature"),
+    Attack(
+        "bad-signature",
+        _header("Wechatpay-Signature", lambda f, h: f.signed_headers(b"{}")["Wechatpay-Signature"]),
+        400,
+        REJECTED,
+        "bad signature",
+    ),
+    Attack(
+        "signed-by-another-key", lambda f, t, k: f.notify(_paid(f, t.pending), key=k), 400, REJECTED, "bad signature"
+    ),
     Attack("empty-signature", _header("Wechatpay-Signature", lambda f, h: ""), 400, REJECTED, "malformed signature"),
-    Attack("unknown-public-key-id", lambda f, t, k: f.notify(_paid(f, t.pending), key=k, serial="PUB_KEY_ID_0999"),
-           400, REJECTED, "unknown serial"),
-    Attack("certificate-serial-in-public-key-mode", lambda f, t, k: f.notify(
-        _paid(f, t.pending), key=k, serial="5157F09EFDC096DE15EBE81A47057A7232F1B8E1"), 400, REJECTED,
-        "unknown serial"),
-    Attack("signtest-probe", _header("Wechatpay-Signature", lambda f, h: "WECHATPAY/SIGNTEST/" +
-                                     h["Wechatpay-Signature"]), 400, REJECTED, "signature test probe"),
-    Attack("stale-timestamp", lambda f, t, k: f.notify(_paid(f, t.pending), timestamp=int(time.time()) - 301),
-           400, REJECTED, "stale or future timestamp"),
-    Attack("future-timestamp", lambda f, t, k: f.notify(_paid(f, t.pending), timestamp=int(time.time()) + 301),
-           400, REJECTED, "stale or future timestamp"),
-    Attack("no-timestamp", _header("Wechatpay-Timestamp", lambda f, h: None), 400, REJECTED,
-           "missing signature headers"),
-    Attack("other-signature-type", _header("Wechatpay-Signature-Type", lambda f, h: "WECHATPAY2-SM2-WITH-SM3"),
-           400, REJECTED, "unsupported signature type"),
-    Attack("order-A-resource-spliced-into-B-envelope", lambda f, t, k: _envelope(
-        f, t, lambda e: e.update(resource=json.loads(t.delivered_notify[0])["resource"]), resign=False),
-        400, REJECTED, "bad signature"),
-    Attack("tampered-ciphertext-gcm-tag-fails", lambda f, t, k: _envelope(
-        f, t, lambda e: _flip_first_byte(e), resign=True), 400, REJECTED, "resource does not decrypt"),
-    Attack("encrypted-with-another-apiv3-key", lambda f, t, k: f.notify(_paid(f, t.pending), apiv3_key="k" * 32),
-           400, REJECTED, "resource does not decrypt"),
-    Attack("wrong-app-id", lambda f, t, k: _valid(f, t.pending, appid="wx0000000000000000"), 400, REJECTED,
-           "wrong app id"),
+    Attack(
+        "unknown-public-key-id",
+        lambda f, t, k: f.notify(_paid(f, t.pending), key=k, serial="PUB_KEY_ID_0999"),
+        400,
+        REJECTED,
+        "unknown serial",
+    ),
+    Attack(
+        "certificate-serial-in-public-key-mode",
+        lambda f, t, k: f.notify(_paid(f, t.pending), key=k, serial="5157F09EFDC096DE15EBE81A47057A7232F1B8E1"),
+        400,
+        REJECTED,
+        "unknown serial",
+    ),
+    Attack(
+        "signtest-probe",
+        _header("Wechatpay-Signature", lambda f, h: "WECHATPAY/SIGNTEST/" + h["Wechatpay-Signature"]),
+        400,
+        REJECTED,
+        "signature test probe",
+    ),
+    Attack(
+        "stale-timestamp",
+        lambda f, t, k: f.notify(_paid(f, t.pending), timestamp=int(time.time()) - 301),
+        400,
+        REJECTED,
+        "stale or future timestamp",
+    ),
+    Attack(
+        "future-timestamp",
+        lambda f, t, k: f.notify(_paid(f, t.pending), timestamp=int(time.time()) + 301),
+        400,
+        REJECTED,
+        "stale or future timestamp",
+    ),
+    Attack(
+        "no-timestamp", _header("Wechatpay-Timestamp", lambda f, h: None), 400, REJECTED, "missing signature headers"
+    ),
+    Attack(
+        "other-signature-type",
+        _header("Wechatpay-Signature-Type", lambda f, h: "WECHATPAY2-SM2-WITH-SM3"),
+        400,
+        REJECTED,
+        "unsupported signature type",
+    ),
+    Attack(
+        "order-A-resource-spliced-into-B-envelope",
+        lambda f, t, k: _envelope(
+            f, t, lambda e: e.update(resource=json.loads(t.delivered_notify[0])["resource"]), resign=False
+        ),
+        400,
+        REJECTED,
+        "bad signature",
+    ),
+    Attack(
+        "tampered-ciphertext-gcm-tag-fails",
+        lambda f, t, k: _envelope(f, t, lambda e: _flip_first_byte(e), resign=True),
+        400,
+        REJECTED,
+        "resource does not decrypt",
+    ),
+    Attack(
+        "encrypted-with-another-apiv3-key",
+        lambda f, t, k: f.notify(_paid(f, t.pending), apiv3_key="k" * 32),
+        400,
+        REJECTED,
+        "resource does not decrypt",
+    ),
+    Attack(
+        "wrong-app-id", lambda f, t, k: _valid(f, t.pending, appid="wx0000000000000000"), 400, REJECTED, "wrong app id"
+    ),
     Attack("amount-as-float", _amount(9.9), 400, REJECTED, "bad amount.total"),
     Attack("amount-as-float-string", _amount("9.90"), 400, REJECTED, "bad amount.total"),
     Attack("amount-as-string", _amount("990"), 400, REJECTED, "bad amount.total"),
@@ -509,47 +657,112 @@ ATTACKS = [
     Attack("amount-as-bool", _amount(True), 400, REJECTED, "bad amount.total"),
     Attack("amount-huge", _amount(10**30), 400, REJECTED, "bad amount.total"),
     Attack("amount-negative", _amount(-990), 400, REJECTED, "bad amount.total"),
-    Attack("NUL-in-out-trade-no", lambda f, t, k: _valid(f, t.pending, out_trade_no=t.pending["order_id"] + "\x00"),
-           400, REJECTED, "bad out_trade_no"),
-    Attack("non-ASCII-out-trade-no", lambda f, t, k: _valid(f, t.pending, out_trade_no="订单" + t.pending["order_id"]),
-           400, REJECTED, "bad out_trade_no"),
-    Attack("huge-out-trade-no", lambda f, t, k: _valid(f, t.pending, out_trade_no="a" * 20000), 400, REJECTED,
-           "bad out_trade_no"),
-    Attack("NUL-in-mchid", lambda f, t, k: _valid(f, t.pending, mchid=f.keys.mchid + "\x00"), 400, REJECTED,
-           "bad mchid"),
+    Attack(
+        "NUL-in-out-trade-no",
+        lambda f, t, k: _valid(f, t.pending, out_trade_no=t.pending["order_id"] + "\x00"),
+        400,
+        REJECTED,
+        "bad out_trade_no",
+    ),
+    Attack(
+        "non-ASCII-out-trade-no",
+        lambda f, t, k: _valid(f, t.pending, out_trade_no="订单" + t.pending["order_id"]),
+        400,
+        REJECTED,
+        "bad out_trade_no",
+    ),
+    Attack(
+        "huge-out-trade-no",
+        lambda f, t, k: _valid(f, t.pending, out_trade_no="a" * 20000),
+        400,
+        REJECTED,
+        "bad out_trade_no",
+    ),
+    Attack(
+        "NUL-in-mchid", lambda f, t, k: _valid(f, t.pending, mchid=f.keys.mchid + "\x00"), 400, REJECTED, "bad mchid"
+    ),
     Attack("deeply-nested-body", _signed_body(b"[" * 20000 + b"]" * 20000), 400, REJECTED, "malformed JSON"),
-    Attack("amount-with-5000-digits", lambda f, t, k: f.notify(json.dumps(_paid(f, t.pending, amount={
-        "total": 990, "currency": "CNY"})).replace('"total": 990', '"total": 1' + "0" * 4999).encode()),
-        400, REJECTED, "malformed JSON"),
+    Attack(
+        "amount-with-5000-digits",
+        lambda f, t, k: f.notify(
+            json.dumps(_paid(f, t.pending, amount={"total": 990, "currency": "CNY"}))
+            .replace('"total": 990', '"total": 1' + "0" * 4999)
+            .encode()
+        ),
+        400,
+        REJECTED,
+        "malformed JSON",
+    ),
     Attack("body-not-UTF-8", _signed_body(b'{"id":"\xff\xfe"}'), 400, REJECTED, "malformed JSON"),
-    Attack("unsupported-event-type", lambda f, t, k: f.notify(_paid(f, t.pending), event_type="TRANSACTION.CLOSED"),
-           400, REJECTED, "unsupported event type"),
+    Attack(
+        "unsupported-event-type",
+        lambda f, t, k: f.notify(_paid(f, t.pending), event_type="TRANSACTION.CLOSED"),
+        400,
+        REJECTED,
+        "unsupported event type",
+    ),
     # Signed by WeChat and decrypted: judged against the order (miaofa.payments.proof.judge).
     Attack("wrong-amount", _amount(1), 204, "stray", "wrong_amount", "pending"),
     Attack("wrong-currency", _amount(990, "USD"), 204, "stray", "wrong_amount", "pending"),
-    Attack("wrong-mchid", lambda f, t, k: _valid(f, t.pending, mchid="1900000999"), 400, "foreign",
-           "another merchant", "pending"),
-    Attack("unknown-order", lambda f, t, k: _valid(f, t.pending, out_trade_no=_order_id()), 204, "stray",
-           "unknown_order"),
-    Attack("replay-of-order-A-notify-meant-for-B", lambda f, t, k: t.delivered_notify, 204, "duplicate", "paid",
-           "delivered"),
-    Attack("trade-state-NOTPAY", lambda f, t, k: f.notify(f.transaction(f.trades[t.pending["order_id"]])), 204,
-           "ignored", "pending", "pending"),
-    Attack("trade-state-CLOSED", lambda f, t, k: f.notify(f.transaction(f.trades[t.pending["order_id"]],
-                                                                          trade_state="CLOSED")),
-           204, "ignored", "closed", "pending"),
-    Attack("trade-state-PAYERROR", lambda f, t, k: f.notify(f.transaction(f.trades[t.pending["order_id"]],
-                                                                            trade_state="PAYERROR")),
-           204, "ignored", "closed", "pending"),
+    Attack(
+        "wrong-mchid",
+        lambda f, t, k: _valid(f, t.pending, mchid="1900000999"),
+        400,
+        "foreign",
+        "another merchant",
+        "pending",
+    ),
+    Attack(
+        "unknown-order", lambda f, t, k: _valid(f, t.pending, out_trade_no=_order_id()), 204, "stray", "unknown_order"
+    ),
+    Attack(
+        "replay-of-order-A-notify-meant-for-B",
+        lambda f, t, k: t.delivered_notify,
+        204,
+        "duplicate",
+        "paid",
+        "delivered",
+    ),
+    Attack(
+        "trade-state-NOTPAY",
+        lambda f, t, k: f.notify(f.transaction(f.trades[t.pending["order_id"]])),
+        204,
+        "ignored",
+        "pending",
+        "pending",
+    ),
+    Attack(
+        "trade-state-CLOSED",
+        lambda f, t, k: f.notify(f.transaction(f.trades[t.pending["order_id"]], trade_state="CLOSED")),
+        204,
+        "ignored",
+        "closed",
+        "pending",
+    ),
+    Attack(
+        "trade-state-PAYERROR",
+        lambda f, t, k: f.notify(f.transaction(f.trades[t.pending["order_id"]], trade_state="PAYERROR")),
+        204,
+        "ignored",
+        "closed",
+        "pending",
+    ),
     Attack("REFUND.SUCCESS-after-delivery", _refund_notify, 204, "ignored", "refunded", "delivered"),
-    Attack("duplicate-paid-notify-after-delivery", lambda f, t, k: _valid(f, t.delivered), 204, "duplicate", "paid",
-           "delivered"),
+    Attack(
+        "duplicate-paid-notify-after-delivery",
+        lambda f, t, k: _valid(f, t.delivered),
+        204,
+        "duplicate",
+        "paid",
+        "delivered",
+    ),
 ]
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.id for a in ATTACKS])
-async def test_forged_and_odd_notifies_change_nothing(module_shop: Shop, targets: Targets, other_key,
-                                                      attack: Attack) -> None:
+async def test_forged_and_odd_notifies_change_nothing(
+    module_shop: Shop, targets: Targets, other_key, attack: Attack
+) -> None:
     shop = module_shop
     body, headers = attack.build(shop.fake, targets, other_key)
     async with shop.stack.sessionmaker() as session:

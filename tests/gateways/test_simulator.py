@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -133,14 +133,18 @@ def _request(rx: Receiver, amount_cents: int = 990) -> PaymentRequest:
         currency="CNY",
         subject="Game card key",
         notify_url=f"{rx.url}/notify",
-        expires_at=datetime.now(timezone.utc) + timedelta(minutes=15),
+        expires_at=datetime.now(UTC) + timedelta(minutes=15),
     )
 
 
 async def _notifies(env: Env, req: PaymentRequest, count: int) -> list[Received]:
     """The order's notifies, once `count` have arrived."""
-    return await eventually(lambda: len(env.rx.for_order(req.order_id)) >= count and env.rx.for_order(req.order_id),
-                            timeout=2, interval=0.01, message=f"{count} notifies for {req.order_id}")
+    return await eventually(
+        lambda: len(env.rx.for_order(req.order_id)) >= count and env.rx.for_order(req.order_id),
+        timeout=2,
+        interval=0.01,
+        message=f"{count} notifies for {req.order_id}",
+    )
 
 
 def _signed(body: dict | bytes, timestamp: int, secret: str = SECRET) -> tuple[dict[str, str], bytes]:
@@ -332,11 +336,11 @@ async def test_pay_refuses_a_client_clock_by_default(env: Env) -> None:
     assert back_dated.json()["error"] == "paid_at_refused"
     state = await env.gw.query(created.payment_id, req.order_id, channel="backup")
     assert (state.status, state.paid_at) == ("pending", None)  # nothing changed
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     paid = await env.http.post(created.pay_url, json={"amount_cents": 990})
     assert paid.status_code == 200
     state = await env.gw.query(created.payment_id, req.order_id, channel="backup")
-    assert state.status == "paid" and before - timedelta(seconds=1) <= state.paid_at <= datetime.now(timezone.utc)
+    assert state.status == "paid" and before - timedelta(seconds=1) <= state.paid_at <= datetime.now(UTC)
 
 
 async def test_pay_can_be_back_dated_only_by_a_test_app() -> None:
@@ -345,14 +349,25 @@ async def test_pay_can_be_back_dated_only_by_a_test_app() -> None:
     auth = {"Authorization": f"Bearer {SECRET}"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim.test") as http:
         await http.post("/control", headers=CONTROL, json={"notify": "drop"})
-        created = (await http.post("/api/payments", headers=auth, json={
-            "merchant_id": MERCHANT, "order_id": "o-back-dated", "amount_cents": 990, "currency": "CNY",
-            "subject": "x", "notify_url": "http://127.0.0.1:9/notify", "expires_at": "2030-01-01T00:00:00+00:00",
-        })).json()
+        created = (
+            await http.post(
+                "/api/payments",
+                headers=auth,
+                json={
+                    "merchant_id": MERCHANT,
+                    "order_id": "o-back-dated",
+                    "amount_cents": 990,
+                    "currency": "CNY",
+                    "subject": "x",
+                    "notify_url": "http://127.0.0.1:9/notify",
+                    "expires_at": "2030-01-01T00:00:00+00:00",
+                },
+            )
+        ).json()
         paid = await http.post(f"/pay/{created['payment_id']}", json={"paid_at": "2025-01-02T03:04:05+00:00"})
         assert paid.json()["paid_at"] == "2025-01-02T03:04:05+00:00"
         found = (await http.get(f"/api/payments/{created['payment_id']}", headers=auth)).json()
-    assert datetime.fromisoformat(found["paid_at"]) == datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert datetime.fromisoformat(found["paid_at"]) == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def test_miaofa_sim_never_trusts_the_client_clock() -> None:
@@ -516,9 +531,18 @@ async def test_forged_or_stale_notifies_are_refused(env: Env) -> None:
     other_merchant = json.loads(real.body) | {"merchant_id": "m_other"}
     headers, body = _signed(other_merchant, int(time.time()))
     notice = await env.gw.verify_notify(headers, body, {})
-    proof = Proof(notice.payment_id, notice.order_id, notice.status, notice.amount_cents, notice.currency,
-                  notice.paid_at, notice.merchant_id)
-    assert judge(None, None, proof, gateway="simulator", merchant_id=env.gw.merchant_id) == Judgement(FOREIGN, "another merchant")
+    proof = Proof(
+        notice.payment_id,
+        notice.order_id,
+        notice.status,
+        notice.amount_cents,
+        notice.currency,
+        notice.paid_at,
+        notice.merchant_id,
+    )
+    assert judge(None, None, proof, gateway="simulator", merchant_id=env.gw.merchant_id) == Judgement(
+        FOREIGN, "another merchant"
+    )
 
     nul = json.loads(real.body) | {"order_id": "o\u0000x"}
     with pytest.raises(InvalidNotify, match="bad order_id"):
@@ -579,8 +603,9 @@ async def test_ack_and_nack() -> None:
 
 async def test_control_state_round_trip(env: Env) -> None:
     url = f"{env.sim_url}/control"
-    updated = (await env.http.post(url, headers=CONTROL,
-                                   json={"notify": "delay", "delay_seconds": 2.5, "duplicate": True})).json()
+    updated = (
+        await env.http.post(url, headers=CONTROL, json={"notify": "delay", "delay_seconds": 2.5, "duplicate": True})
+    ).json()
     assert updated == {
         "notify": "delay",
         "delay_seconds": 2.5,
@@ -599,8 +624,13 @@ async def test_control_state_round_trip(env: Env) -> None:
 
 async def test_control_needs_its_token(env: Env) -> None:
     url = f"{env.sim_url}/control"
-    for headers in ({}, {"Authorization": f"Bearer {SECRET}"}, {"Authorization": "Bearer wrong-token"},
-                    {"Authorization": "Bearer t\u00f6ken".encode()}, {"Authorization": CONTROL_TOKEN}):
+    for headers in (
+        {},
+        {"Authorization": f"Bearer {SECRET}"},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": "Bearer t\u00f6ken".encode()},
+        {"Authorization": CONTROL_TOKEN},
+    ):
         for method, path in (("POST", url), ("GET", url), ("POST", f"{url}/reset")):
             answer = await env.http.request(method, path, headers=headers, json={"notify": "drop"})
             assert answer.status_code == 401, (headers, path, answer.text)
@@ -621,40 +651,88 @@ async def test_books_survive_a_restart(tmp_path) -> None:
     transport = httpx.ASGITransport(app=first)
     auth = {"Authorization": f"Bearer {SECRET}"}
     async with httpx.AsyncClient(transport=transport, base_url="http://sim.test") as http:
-        created = (await http.post("/api/payments", headers=auth, json={
-            "merchant_id": MERCHANT, "order_id": "o-persist", "amount_cents": 990, "currency": "CNY",
-            "subject": "x", "notify_url": "http://127.0.0.1:9/notify", "expires_at": "2030-01-01T00:00:00+00:00",
-        })).json()
+        created = (
+            await http.post(
+                "/api/payments",
+                headers=auth,
+                json={
+                    "merchant_id": MERCHANT,
+                    "order_id": "o-persist",
+                    "amount_cents": 990,
+                    "currency": "CNY",
+                    "subject": "x",
+                    "notify_url": "http://127.0.0.1:9/notify",
+                    "expires_at": "2030-01-01T00:00:00+00:00",
+                },
+            )
+        ).json()
         await http.post("/control", headers=CONTROL, json={"notify": "drop"})
         assert (await http.post(f"/pay/{created['payment_id']}")).status_code == 200
     second = create_app(MERCHANT, SECRET, "http://sim.test", state_file=state)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=second), base_url="http://sim.test") as http:
         found = (await http.get(f"/api/payments/{created['payment_id']}", headers=auth)).json()
-        again = (await http.post("/api/payments", headers=auth, json={
-            "merchant_id": MERCHANT, "order_id": "o-persist", "amount_cents": 990, "currency": "CNY",
-            "subject": "x", "notify_url": "http://127.0.0.1:9/notify", "expires_at": "2030-01-01T00:00:00+00:00",
-        })).json()
+        again = (
+            await http.post(
+                "/api/payments",
+                headers=auth,
+                json={
+                    "merchant_id": MERCHANT,
+                    "order_id": "o-persist",
+                    "amount_cents": 990,
+                    "currency": "CNY",
+                    "subject": "x",
+                    "notify_url": "http://127.0.0.1:9/notify",
+                    "expires_at": "2030-01-01T00:00:00+00:00",
+                },
+            )
+        ).json()
     assert (found["status"], found["amount_cents"], found["order_id"]) == ("paid", 990, "o-persist")
     assert again["payment_id"] == created["payment_id"]
 
 
 async def test_books_are_an_append_only_log(tmp_path) -> None:
     state = tmp_path / "simulator.json"
-    state.write_text(json.dumps([{  # a file in the old format (one JSON array) is read, then compacted
-        "payment_id": "sim_old", "merchant_id": MERCHANT, "order_id": "o-old", "amount_cents": 500,
-        "currency": "CNY", "subject": "x", "notify_url": "http://127.0.0.1:9/n",
-        "expires_at": "2030-01-01T00:00:00+00:00", "status": "paid", "paid_at": "2026-01-01T00:00:00+00:00",
-        "refund_id": None, "refund_cents": None}]))
+    state.write_text(
+        json.dumps(
+            [
+                {  # a file in the old format (one JSON array) is read, then compacted
+                    "payment_id": "sim_old",
+                    "merchant_id": MERCHANT,
+                    "order_id": "o-old",
+                    "amount_cents": 500,
+                    "currency": "CNY",
+                    "subject": "x",
+                    "notify_url": "http://127.0.0.1:9/n",
+                    "expires_at": "2030-01-01T00:00:00+00:00",
+                    "status": "paid",
+                    "paid_at": "2026-01-01T00:00:00+00:00",
+                    "refund_id": None,
+                    "refund_cents": None,
+                }
+            ]
+        )
+    )
     app = create_app(MERCHANT, SECRET, "http://sim.test", state_file=state, control_token=CONTROL_TOKEN)
     assert len(state.read_text().splitlines()) == 1
     auth = {"Authorization": f"Bearer {SECRET}"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim.test") as http:
         await http.post("/control", headers=CONTROL, json={"notify": "drop"})
         for number in range(3):
-            created = (await http.post("/api/payments", headers=auth, json={
-                "merchant_id": MERCHANT, "order_id": f"o-log-{number}", "amount_cents": 990, "currency": "CNY",
-                "subject": "x", "notify_url": "http://127.0.0.1:9/notify",
-                "expires_at": "2030-01-01T00:00:00+00:00"})).json()
+            created = (
+                await http.post(
+                    "/api/payments",
+                    headers=auth,
+                    json={
+                        "merchant_id": MERCHANT,
+                        "order_id": f"o-log-{number}",
+                        "amount_cents": 990,
+                        "currency": "CNY",
+                        "subject": "x",
+                        "notify_url": "http://127.0.0.1:9/notify",
+                        "expires_at": "2030-01-01T00:00:00+00:00",
+                    },
+                )
+            ).json()
             assert (await http.post(f"/pay/{created['payment_id']}")).status_code == 200
     assert len(state.read_text().splitlines()) == 1 + 3 * 2  # one line per change, nothing rewritten
     with state.open("a") as log:

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from pathlib import Path
 
@@ -45,8 +45,11 @@ SLA_SECONDS = 120
 
 def log(message: str) -> None:
     """Progress on stderr with a wall-clock stamp (pytest -s shows it; the docs quote these lines)."""
-    print(f"[chaos {time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d}] {message}",
-          file=sys.stderr, flush=True)
+    print(
+        f"[chaos {time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d}] {message}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 # ---- SMTP: a real server the test can stop and start again on the same port --------------------
@@ -67,8 +70,7 @@ class Mailbox:
     async def handle_DATA(self, server, session, envelope):  # aiosmtpd handler hook
         message = message_from_bytes(envelope.content)
         for to in envelope.rcpt_tos:
-            self.mails.append(Mail(to, str(message["Subject"]), part(message),
-                                   time.monotonic()))
+            self.mails.append(Mail(to, str(message["Subject"]), part(message), time.monotonic()))
         return "250 OK"
 
     def by_recipient(self) -> dict[str, list[Mail]]:
@@ -134,12 +136,19 @@ class RunStats:
 def _up_env(data_dir: Path, extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIAOFA_")}
     sim = free_port()
-    env.update(MIAOFA_DATA_DIR=str(data_dir), MIAOFA_API_PORT=str(free_port()), MIAOFA_SIM_PORT=str(sim),
-               MIAOFA_SIM_URL=f"http://127.0.0.1:{sim}", MIAOFA_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
-               MIAOFA_TEMPORAL_UI_PORT=str(free_port()), MIAOFA_PG_PORT=str(free_port()),
-               MIAOFA_WORKER_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
-               MIAOFA_RISK_EXEMPT_NETWORKS="127.0.0.0/8",  # many buyers from this one machine (README)
-               **CHAOS_CLOCKS, **extra)
+    env.update(
+        MIAOFA_DATA_DIR=str(data_dir),
+        MIAOFA_API_PORT=str(free_port()),
+        MIAOFA_SIM_PORT=str(sim),
+        MIAOFA_SIM_URL=f"http://127.0.0.1:{sim}",
+        MIAOFA_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
+        MIAOFA_TEMPORAL_UI_PORT=str(free_port()),
+        MIAOFA_PG_PORT=str(free_port()),
+        MIAOFA_WORKER_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
+        MIAOFA_RISK_EXEMPT_NETWORKS="127.0.0.0/8",  # many buyers from this one machine (README)
+        **CHAOS_CLOCKS,
+        **extra,
+    )
     return env
 
 
@@ -155,15 +164,20 @@ class ChaosStack:
         self.vault: Vault | None = None
         self.stats = RunStats()
         self.smtp: SmtpServer | None = None  # the chaos fixture's mail server
-        self.started_at = datetime.now(timezone.utc)
+        self.started_at = datetime.now(UTC)
 
     # -- lifecycle --
 
     def start(self, timeout: float = 150) -> float:
         began = time.monotonic()
         self.output = open(self.root / "up.out", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "miaofa.cli", "up"], env=self.env, cwd=self.root,
-                                     stdout=self.output, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "miaofa.cli", "up"],
+            env=self.env,
+            cwd=self.root,
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+        )
         while time.monotonic() - began < timeout:
             assert self.proc.poll() is None, f"miaofa up exited with {self.proc.returncode}: {self.up_output()}"
             try:
@@ -272,26 +286,44 @@ class ChaosStack:
         return {"Authorization": f"Bearer {self.secrets['admin_token']}"}
 
     def control(self, **knobs) -> dict:
-        answer = httpx.post(f"{self.sim}/control", json=knobs,
-                            headers={"Authorization": f"Bearer {self.secrets['sim_control_token']}"}, timeout=10)
+        answer = httpx.post(
+            f"{self.sim}/control",
+            json=knobs,
+            headers={"Authorization": f"Bearer {self.secrets['sim_control_token']}"},
+            timeout=10,
+        )
         answer.raise_for_status()
         log(f"simulator control {knobs}")
         return answer.json()
 
     def create_product(self, keys: int) -> str:
         sku = f"chaos-{uuid.uuid4().hex[:8]}"
-        made = httpx.post(f"{self.api}/admin/products", headers=self._admin(), timeout=30, json={
-            "sku": sku, "name": "Chaos card", "price_cents": PRICE_CENTS, "currency": "CNY",
-            "delivery_sla_seconds": SLA_SECONDS})
+        made = httpx.post(
+            f"{self.api}/admin/products",
+            headers=self._admin(),
+            timeout=30,
+            json={
+                "sku": sku,
+                "name": "Chaos card",
+                "price_cents": PRICE_CENTS,
+                "currency": "CNY",
+                "delivery_sla_seconds": SLA_SECONDS,
+            },
+        )
         assert made.status_code == 201, made.text
         body = "\n".join(f"CHAOS-{sku}-{i:05d}-{uuid.uuid4().hex[:6]}" for i in range(keys)) + "\n"
-        imported = httpx.post(f"{self.api}/admin/products/{sku}/keys", content=body.encode(), timeout=60,
-                              headers={**self._admin(), "Content-Type": "text/plain"})
+        imported = httpx.post(
+            f"{self.api}/admin/products/{sku}/keys",
+            content=body.encode(),
+            timeout=60,
+            headers={**self._admin(), "Content-Type": "text/plain"},
+        )
         assert imported.status_code == 200 and imported.json()["imported"] == keys, imported.text
         return sku
 
-    async def open_order(self, http: httpx.AsyncClient, sku: str, index: int, quantity: int,
-                         deadline_seconds: float = 120) -> Order:
+    async def open_order(
+        self, http: httpx.AsyncClient, sku: str, index: int, quantity: int, deadline_seconds: float = 120
+    ) -> Order:
         """POST /orders; a 503 (order_timeout, temporal_unavailable) or a lost connection is retried with
         the same Idempotency-Key, as the README tells clients to."""
         email = f"buyer{index}-{sku}@example.com"
@@ -301,8 +333,11 @@ class ChaosStack:
         while True:
             attempts += 1
             try:
-                answer = await http.post(f"{self.api}/orders", headers={"Idempotency-Key": key}, json={
-                    "sku": sku, "quantity": quantity, "email": email, "gateway": "simulator"})
+                answer = await http.post(
+                    f"{self.api}/orders",
+                    headers={"Idempotency-Key": key},
+                    json={"sku": sku, "quantity": quantity, "email": email, "gateway": "simulator"},
+                )
             except httpx.HTTPError as exc:
                 self.stats.errors[f"create:{type(exc).__name__}"] += 1
             else:
@@ -313,8 +348,15 @@ class ChaosStack:
                 self.stats.statuses[label] += 1
                 body = body if answer.status_code in (200, 201) else {}
                 if body.get("payment"):  # a replay may come before the payment is made: ask again
-                    return Order(index, body["order_id"], body["payment"]["payment_id"], email, quantity,
-                                 time.monotonic() - began, attempts)
+                    return Order(
+                        index,
+                        body["order_id"],
+                        body["payment"]["payment_id"],
+                        email,
+                        quantity,
+                        time.monotonic() - began,
+                        attempts,
+                    )
                 if answer.status_code not in (200, 201) and answer.status_code < 500:
                     raise AssertionError(f"order {index}: {answer.status_code} {answer.text}")
             assert time.monotonic() - began < deadline_seconds, f"order {index} not opened in {deadline_seconds} s"
@@ -329,16 +371,27 @@ class ChaosStack:
                 self.stats.errors[f"pay:{type(exc).__name__}"] += 1
             else:
                 self.stats.pay_statuses[answer.status_code] += 1
-                if answer.status_code == 200 or (answer.status_code == 409
-                                                  and answer.json().get("error") == "already_paid"):
+                if answer.status_code == 200 or (
+                    answer.status_code == 409 and answer.json().get("error") == "already_paid"
+                ):
                     order.paid, order.paid_mono = True, time.monotonic()
                     return
                 raise AssertionError(f"pay {order.order_id}: {answer.status_code} {answer.text}")
             assert time.monotonic() - began < deadline_seconds, f"could not pay {order.order_id}"
             await asyncio.sleep(0.5)
 
-    async def buyers(self, sku: str, count: int, *, rate: float, concurrency: int = 16, pay: bool = True,
-                     unpaid_every: int = 25, double_every: int = 7, first_index: int = 0) -> list[Order]:
+    async def buyers(
+        self,
+        sku: str,
+        count: int,
+        *,
+        rate: float,
+        concurrency: int = 16,
+        pay: bool = True,
+        unpaid_every: int = 25,
+        double_every: int = 7,
+        first_index: int = 0,
+    ) -> list[Order]:
         """`count` buyers arriving at `rate` per second: each opens an order and pays it at once.
 
         Every `unpaid_every`-th buyer never pays (its order must stay awaiting_payment, stock reserved);
@@ -363,16 +416,23 @@ class ChaosStack:
     async def pay_all(self, orders: list[Order], concurrency: int = 16) -> None:
         gate = asyncio.Semaphore(concurrency)
         async with httpx.AsyncClient(timeout=30) as http:
+
             async def one(order: Order) -> None:
                 async with gate:
                     await self.pay(http, order)
+
             await asyncio.gather(*(one(o) for o in orders))
 
     # -- PostgreSQL --
 
     async def db(self) -> asyncpg.Connection:
-        return await asyncpg.connect(host="127.0.0.1", port=int(self.env["MIAOFA_PG_PORT"]), user="postgres",
-                                     password=self.secrets["postgres_password"], database="miaofa")
+        return await asyncpg.connect(
+            host="127.0.0.1",
+            port=int(self.env["MIAOFA_PG_PORT"]),
+            user="postgres",
+            password=self.secrets["postgres_password"],
+            database="miaofa",
+        )
 
     async def wait_settled(self, orders: list[Order], timeout: float = 180) -> float:
         """Until every paid order is delivered or refunded (read from PostgreSQL). Returns the seconds waited."""
@@ -381,13 +441,16 @@ class ChaosStack:
         conn = await self.db()
         try:
             while True:
-                rows = await conn.fetch("SELECT status, count(*) AS n FROM orders WHERE id = ANY($1::text[]) "
-                                        "GROUP BY status", paid)
+                rows = await conn.fetch(
+                    "SELECT status, count(*) AS n FROM orders WHERE id = ANY($1::text[]) GROUP BY status", paid
+                )
                 by_status = {r["status"]: r["n"] for r in rows}
                 done = by_status.get("delivered", 0) + by_status.get("refunded", 0)
                 if done == len(paid):
-                    log(f"settled: {len(paid)} paid orders delivered or refunded after "
-                        f"{time.monotonic() - began:.1f} s: {by_status}")
+                    log(
+                        f"settled: {len(paid)} paid orders delivered or refunded after "
+                        f"{time.monotonic() - began:.1f} s: {by_status}"
+                    )
                     return time.monotonic() - began
                 if time.monotonic() - began > timeout:
                     log(f"NOT settled after {timeout} s: {by_status}")
@@ -400,10 +463,13 @@ class ChaosStack:
 
     async def statement(self) -> list[dict]:
         start = (self.started_at - timedelta(minutes=5)).isoformat()
-        end = (datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()
+        end = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
         async with httpx.AsyncClient(timeout=30) as http:
-            answer = await http.get(f"{self.sim}/api/statements", params={"start": start, "end": end},
-                                    headers={"Authorization": f"Bearer {self.secrets['sim_secret']}"})
+            answer = await http.get(
+                f"{self.sim}/api/statements",
+                params={"start": start, "end": end},
+                headers={"Authorization": f"Bearer {self.secrets['sim_secret']}"},
+            )
         answer.raise_for_status()
         return answer.json()
 
@@ -415,18 +481,34 @@ class ChaosStack:
         assert self.vault is not None
         conn = await self.db()
         try:
-            db_orders = {r["id"]: r for r in await conn.fetch(
-                "SELECT o.id, o.status, o.quantity, o.paid_at, o.delivered_at, o.email, p.payment_id, "
-                "p.status AS payment_status FROM orders o LEFT JOIN payments p ON p.order_id = o.id "
-                "WHERE o.sku = $1", sku)}
-            keys = await conn.fetch("SELECT k.id, k.order_id, k.status, k.ciphertext FROM card_keys k "
-                                    "JOIN products p ON p.id = k.product_id WHERE p.sku = $1", sku)
-            coupons = {r["issued_for_order_id"] for r in await conn.fetch(
-                "SELECT issued_for_order_id FROM coupons WHERE issued_for_order_id = ANY($1::text[])",
-                list(db_orders))}
-            delivered_events = Counter(r["order_id"] for r in await conn.fetch(
-                "SELECT order_id FROM order_events WHERE stage = 'delivered' AND order_id = ANY($1::text[])",
-                list(db_orders)))
+            db_orders = {
+                r["id"]: r
+                for r in await conn.fetch(
+                    "SELECT o.id, o.status, o.quantity, o.paid_at, o.delivered_at, o.email, p.payment_id, "
+                    "p.status AS payment_status FROM orders o LEFT JOIN payments p ON p.order_id = o.id "
+                    "WHERE o.sku = $1",
+                    sku,
+                )
+            }
+            keys = await conn.fetch(
+                "SELECT k.id, k.order_id, k.status, k.ciphertext FROM card_keys k "
+                "JOIN products p ON p.id = k.product_id WHERE p.sku = $1",
+                sku,
+            )
+            coupons = {
+                r["issued_for_order_id"]
+                for r in await conn.fetch(
+                    "SELECT issued_for_order_id FROM coupons WHERE issued_for_order_id = ANY($1::text[])",
+                    list(db_orders),
+                )
+            }
+            delivered_events = Counter(
+                r["order_id"]
+                for r in await conn.fetch(
+                    "SELECT order_id FROM order_events WHERE stage = 'delivered' AND order_id = ANY($1::text[])",
+                    list(db_orders),
+                )
+            )
         finally:
             await conn.close()
         statement = [p for p in await self.statement() if p["order_id"] in db_orders]
@@ -434,9 +516,11 @@ class ChaosStack:
         problems: list[str] = []
         ours = {o.order_id: o for o in orders}
         if set(ours) != set(db_orders):
-            problems.append(f"orders in PostgreSQL {len(db_orders)} vs opened {len(ours)}: "
-                            f"missing {sorted(set(ours) - set(db_orders))[:5]}, "
-                            f"extra {sorted(set(db_orders) - set(ours))[:5]}")
+            problems.append(
+                f"orders in PostgreSQL {len(db_orders)} vs opened {len(ours)}: "
+                f"missing {sorted(set(ours) - set(db_orders))[:5]}, "
+                f"extra {sorted(set(db_orders) - set(ours))[:5]}"
+            )
         keys_by_order: dict[str, Counter] = {}
         for key in keys:
             if key["order_id"] is not None:
@@ -447,7 +531,9 @@ class ChaosStack:
         refunded_at_gateway = {p["order_id"] for p in statement if p["status"] == "refunded"}
         paid_by_us = {o.order_id for o in orders if o.paid}
         if paid_by_us - paid_at_gateway - refunded_at_gateway:
-            problems.append(f"paid at the simulator but not in its statement: {sorted(paid_by_us - paid_at_gateway)[:5]}")
+            problems.append(
+                f"paid at the simulator but not in its statement: {sorted(paid_by_us - paid_at_gateway)[:5]}"
+            )
         if len(statement) != len({p["order_id"] for p in statement}):
             problems.append("an order has two payments in the statement")
         for order_id, row in db_orders.items():
@@ -485,11 +571,19 @@ class ChaosStack:
             problems.append("a key code was sold twice")
         counts = Counter(r["status"] for r in db_orders.values())
         report = {
-            "orders": len(db_orders), "statuses": dict(counts),
-            "paid_at_gateway": len(paid_at_gateway), "refunded_at_gateway": len(refunded_at_gateway),
-            "keys": dict(Counter(k["status"] for k in keys)), "coupons": len(coupons),
-            "latency": latency_summary([(r["delivered_at"] - r["paid_at"]).total_seconds()
-                                        for r in db_orders.values() if r["status"] == "delivered"]),
+            "orders": len(db_orders),
+            "statuses": dict(counts),
+            "paid_at_gateway": len(paid_at_gateway),
+            "refunded_at_gateway": len(refunded_at_gateway),
+            "keys": dict(Counter(k["status"] for k in keys)),
+            "coupons": len(coupons),
+            "latency": latency_summary(
+                [
+                    (r["delivered_at"] - r["paid_at"]).total_seconds()
+                    for r in db_orders.values()
+                    if r["status"] == "delivered"
+                ]
+            ),
         }
         log(f"invariants: {report}")
         assert not problems, f"{len(problems)} invariant violations:\n" + "\n".join(problems[:40])
@@ -506,8 +600,11 @@ class ChaosStack:
         await asyncio.sleep(2)  # a retry's late second copy, if any
         conn = await self.db()
         try:
-            rows = await conn.fetch("SELECT k.order_id, k.ciphertext FROM card_keys k JOIN orders o "
-                                    "ON o.id = k.order_id WHERE o.sku = $1 AND k.status = 'sold'", sku)
+            rows = await conn.fetch(
+                "SELECT k.order_id, k.ciphertext FROM card_keys k JOIN orders o "
+                "ON o.id = k.order_id WHERE o.sku = $1 AND k.status = 'sold'",
+                sku,
+            )
         finally:
             await conn.close()
         sold: dict[str, set[str]] = {}
@@ -523,9 +620,12 @@ class ChaosStack:
                 if order.order_id not in mail.subject or codes != sold.get(order.order_id):
                     problems.append(f"mail for {order.order_id} holds {len(codes)} keys, not its own")
         copies = Counter(len(got) for got in mails.values())
-        report = {"buyers_mailed": len(mails), "mails": sum(len(got) for got in mails.values()),
-                  "copies": dict(sorted(copies.items())),
-                  "last_mail_at": max((m.at for m in smtp.mailbox.mails), default=0.0)}
+        report = {
+            "buyers_mailed": len(mails),
+            "mails": sum(len(got) for got in mails.values()),
+            "copies": dict(sorted(copies.items())),
+            "last_mail_at": max((m.at for m in smtp.mailbox.mails), default=0.0),
+        }
         log(f"mail: {report['buyers_mailed']} buyers, {report['mails']} mails, buyers by copies {report['copies']}")
         assert not problems, f"{len(problems)} mail problems:\n" + "\n".join(problems[:40])
         return report

@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
@@ -22,9 +22,9 @@ from starlette.routing import Route
 
 from miaofa import catalog
 from miaofa.crypto.vault import Vault
-from miaofa.messaging import outbox
 from miaofa.db.models import Order, OutboxMessage
 from miaofa.devstack.procs import free_port
+from miaofa.messaging import outbox
 from miaofa.messaging.dispatcher import Dispatcher
 from miaofa.messaging.mailer import Mailer
 from tests.conftest import TEST_VAULT_KEY
@@ -62,8 +62,7 @@ class Receiver:
 
     def app(self) -> Starlette:
         async def hook(request: Request) -> Response:
-            self.hits.append(Hit(httpx.Headers(request.headers.raw), await request.body(),
-                                 time.monotonic()))
+            self.hits.append(Hit(httpx.Headers(request.headers.raw), await request.body(), time.monotonic()))
             status = self.answers.pop(0) if self.answers else 200  # decided on arrival, in order
             delay = self.delay(len(self.hits)) if callable(self.delay) else self.delay
             if delay:
@@ -91,8 +90,9 @@ class Mailbox:
 
     async def wait_for(self, address: str, count: int = 1, timeout: float = 15) -> list[Message]:
         """The messages to `address`, once at least `count` have come."""
-        return await eventually(lambda: len(self.to(address)) >= count and self.to(address), timeout,
-                                f"{count} message(s) to {address}")
+        return await eventually(
+            lambda: len(self.to(address)) >= count and self.to(address), timeout, f"{count} message(s) to {address}"
+        )
 
 
 class Smtp:
@@ -122,49 +122,93 @@ def part(message: Message, subtype: str = "plain") -> str:
     raise AssertionError(f"no text/{subtype} part")
 
 
-def dispatcher(sessionmaker: async_sessionmaker[AsyncSession], smtp_url: str = "", webhook_url: str = "",
-               shop_url: str = SHOP_URL, **kwargs) -> Dispatcher:
+def dispatcher(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    smtp_url: str = "",
+    webhook_url: str = "",
+    shop_url: str = SHOP_URL,
+    **kwargs,
+) -> Dispatcher:
     kwargs.setdefault("backoff", FAST)
     kwargs.setdefault("poll_seconds", 0.05)
-    return Dispatcher(sessionmaker, Vault(TEST_VAULT_KEY), Mailer(smtp_url, "Miaofa <shop@miaofa.test>"),
-                      shop_url=shop_url, webhook_url=webhook_url, webhook_secret=WEBHOOK_SECRET, **kwargs)
+    return Dispatcher(
+        sessionmaker,
+        Vault(TEST_VAULT_KEY),
+        Mailer(smtp_url, "Miaofa <shop@miaofa.test>"),
+        shop_url=shop_url,
+        webhook_url=webhook_url,
+        webhook_secret=WEBHOOK_SECRET,
+        **kwargs,
+    )
 
 
 def new_email() -> str:
     return f"buyer-{uuid.uuid4().hex[:10]}@example.com"
 
 
-async def make_order(sessionmaker: async_sessionmaker[AsyncSession], email: str, *, lang: str | None = None,
-                     status: str = "delivered", product_name: str = "Gift card 礼品卡", webhook_url: str | None = None,
-                     created_at: datetime | None = None) -> str:
+async def make_order(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    email: str,
+    *,
+    lang: str | None = None,
+    status: str = "delivered",
+    product_name: str = "Gift card 礼品卡",
+    webhook_url: str | None = None,
+    created_at: datetime | None = None,
+) -> str:
     """An order row written through the nouns, no workflow: for what the dispatcher reads at send time."""
     vault = Vault(TEST_VAULT_KEY)
     order_id = uuid.uuid4().hex[:20]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     async with sessionmaker.begin() as session:
-        product = await catalog.create_product(session, sku="p-" + uuid.uuid4().hex[:10], name=product_name,
-                                               price_cents=990, currency="CNY", webhook_url=webhook_url)
-        session.add(Order(id=order_id, product_id=product.id, sku=product.sku, quantity=1, email=email,
-                          buyer_hash=vault.buyer_hash(email), amount_cents=990, currency="CNY", gateway="simulator",
-                          status=status, expires_at=now, paid_at=now, delivered_at=now, lang=lang,
-                          created_at=created_at or now))
+        product = await catalog.create_product(
+            session,
+            sku="p-" + uuid.uuid4().hex[:10],
+            name=product_name,
+            price_cents=990,
+            currency="CNY",
+            webhook_url=webhook_url,
+        )
+        session.add(
+            Order(
+                id=order_id,
+                product_id=product.id,
+                sku=product.sku,
+                quantity=1,
+                email=email,
+                buyer_hash=vault.buyer_hash(email),
+                amount_cents=990,
+                currency="CNY",
+                gateway="simulator",
+                status=status,
+                expires_at=now,
+                paid_at=now,
+                delivered_at=now,
+                lang=lang,
+                created_at=created_at or now,
+            )
+        )
     return order_id
 
 
 async def emit(sessionmaker: async_sessionmaker[AsyncSession], order_id: str, event: outbox.Event) -> None:
     """An order's event, queued in a transaction of its own (as the step that makes it true does)."""
     async with sessionmaker.begin() as session:
-        outbox.emit(session, event, order_id, datetime.now(timezone.utc))
+        outbox.emit(session, event, order_id, datetime.now(UTC))
 
 
 async def rows(sessionmaker: async_sessionmaker[AsyncSession], order_id: str) -> list[OutboxMessage]:
     async with sessionmaker() as session:
-        return list(await session.scalars(select(OutboxMessage).where(OutboxMessage.order_id == order_id)
-                                          .order_by(OutboxMessage.id)))
+        return list(
+            await session.scalars(
+                select(OutboxMessage).where(OutboxMessage.order_id == order_id).order_by(OutboxMessage.id)
+            )
+        )
 
 
 async def drain(d: Dispatcher, until: Callable[[], bool], timeout: float = 15) -> None:
     """Run dispatcher rounds until `until()` holds."""
+
     async def round_done() -> bool:
         if until():
             return True

@@ -24,8 +24,9 @@ def bind() -> socket.socket:
 async def serve(app, sock: socket.socket) -> AsyncIterator[str]:
     port = sock.getsockname()[1]
     # proxy_headers=False, as `miaofa api` runs: X-Forwarded-For is read by the app, from trusted proxies only.
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                                           proxy_headers=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False)
+    )
     task = asyncio.create_task(server.serve(sockets=[sock]))
 
     def started() -> bool:

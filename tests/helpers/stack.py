@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from api.app import create_app
 from miaofa.contract import order_workflow_id
@@ -25,19 +26,28 @@ from miaofa.gateways.registry import build_gateways
 from miaofa.settings import Settings
 from tests.helpers.servers import bind, serve
 from tests.helpers.waiting import eventually
-from temporalio.worker import Worker
-
 from worker import WORKFLOWS, build_worker, saga_activities
 
 
 def activity_name(fn: Callable) -> str:
     return temporalio.activity._Definition.must_from_callable(fn).name
 
+
 HISTORIES = Path(__file__).parents[1] / "histories"
-RISK_OFF = dict(risk_rate_per_ip_per_minute=0, risk_rate_per_email_per_minute=0, risk_max_open_orders_per_email=0,
-                risk_max_open_orders_per_ip=0, risk_max_open_units_per_ip=0, risk_max_open_orders_per_buyer_product=0,
-                risk_max_units_per_buyer_per_product=0, sse_max_streams_per_ip=0, check_payment_interval_seconds=0,
-                risk_rate_per_device_per_minute=0, risk_new_device_review_cents=0, risk_history_multiple=0)
+RISK_OFF = dict(
+    risk_rate_per_ip_per_minute=0,
+    risk_rate_per_email_per_minute=0,
+    risk_max_open_orders_per_email=0,
+    risk_max_open_orders_per_ip=0,
+    risk_max_open_units_per_ip=0,
+    risk_max_open_orders_per_buyer_product=0,
+    risk_max_units_per_buyer_per_product=0,
+    sse_max_streams_per_ip=0,
+    check_payment_interval_seconds=0,
+    risk_rate_per_device_per_minute=0,
+    risk_new_device_review_cents=0,
+    risk_history_multiple=0,
+)
 ADMIN_TOKEN = "adm_test_token_0123456789"
 SUPPORT_TOKEN = "sup_test_token_0123456789"
 
@@ -55,8 +65,9 @@ class Stack:
 
     def worker(self, workflows: Sequence[type] = WORKFLOWS) -> Worker:
         """Another worker on this stack's task queue (a deploy: a new one replays the open runs)."""
-        return build_worker(self.env.client, activities=self.activities, task_queue=self.task_queue,
-                            workflows=workflows)
+        return build_worker(
+            self.env.client, activities=self.activities, task_queue=self.task_queue, workflows=workflows
+        )
 
     @property
     def vault(self) -> Vault:
@@ -65,26 +76,41 @@ class Stack:
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     support = {"Authorization": f"Bearer {SUPPORT_TOKEN}"}
 
-    async def product(self, keys: list[str] | int, price_cents: int = 990, sla: int = 60,
-                      currency: str = "CNY") -> str:
+    async def product(self, keys: list[str] | int, price_cents: int = 990, sla: int = 60, currency: str = "CNY") -> str:
         sku = "p-" + uuid.uuid4().hex[:10]
-        created = await self.http.post("/admin/products", headers=self.admin, json={
-            "sku": sku, "name": f"Product {sku}", "price_cents": price_cents, "currency": currency,
-            "delivery_sla_seconds": sla})
+        created = await self.http.post(
+            "/admin/products",
+            headers=self.admin,
+            json={
+                "sku": sku,
+                "name": f"Product {sku}",
+                "price_cents": price_cents,
+                "currency": currency,
+                "delivery_sla_seconds": sla,
+            },
+        )
         assert created.status_code == 201, created.text
         if isinstance(keys, int):
             keys = [f"KEY-{sku}-{i:05d}-{uuid.uuid4().hex[:6]}" for i in range(keys)]
         if keys:
-            imported = await self.http.post(f"/admin/products/{sku}/keys",
-                                            headers={**self.admin, "Content-Type": "text/plain"},
-                                            content="\n".join(keys), params={})
+            imported = await self.http.post(
+                f"/admin/products/{sku}/keys",
+                headers={**self.admin, "Content-Type": "text/plain"},
+                content="\n".join(keys),
+                params={},
+            )
             assert imported.status_code == 200, imported.text
         return sku
 
-    async def order(self, sku: str, quantity: int = 1, email: str = "buyer@example.com", **extra: Any) -> httpx.Response:
+    async def order(
+        self, sku: str, quantity: int = 1, email: str = "buyer@example.com", **extra: Any
+    ) -> httpx.Response:
         headers = extra.pop("headers", {})
-        return await self.http.post("/orders", headers=headers, json={
-            "sku": sku, "quantity": quantity, "email": email, "gateway": "simulator", **extra})
+        return await self.http.post(
+            "/orders",
+            headers=headers,
+            json={"sku": sku, "quantity": quantity, "email": email, "gateway": "simulator", **extra},
+        )
 
     async def ordered(self, sku: str, **kwargs: Any) -> dict[str, Any]:
         response = await self.order(sku, **kwargs)
@@ -104,13 +130,11 @@ class Stack:
     async def control(self, **knobs: Any) -> None:
         from tests.conftest import SIM_CONTROL_TOKEN
 
-        response = await self.sim.post("/control", json=knobs,
-                                       headers={"Authorization": f"Bearer {SIM_CONTROL_TOKEN}"})
+        response = await self.sim.post("/control", json=knobs, headers={"Authorization": f"Bearer {SIM_CONTROL_TOKEN}"})
         assert response.status_code == 200, response.text
 
     async def view(self, order: dict[str, Any]) -> dict[str, Any]:
-        response = await self.http.get(f"/orders/{order['order_id']}",
-                                       headers={"X-Order-Token": order["access_token"]})
+        response = await self.http.get(f"/orders/{order['order_id']}", headers={"X-Order-Token": order["access_token"]})
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -124,6 +148,7 @@ class Stack:
 
     async def wait_stage(self, order: dict[str, Any], stage: str, timeout: float = 20) -> dict[str, Any]:
         """The order's view once its timeline shows `stage`."""
+
         async def reached() -> dict[str, Any]:
             view = await self.view(order)
             assert stage in stages(view), f"{view['status']}: {stages(view)}"
@@ -145,10 +170,11 @@ class Stack:
             assert not described.HasField("pending_workflow_task"), "a workflow task is pending"
             assert not described.pending_activities, f"{len(described.pending_activities)} activities pending"
             events = (await handle.fetch_history()).events
-            signalled = [i for i, e in enumerate(events)
-                         if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+            signalled = [
+                i for i, e in enumerate(events) if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+            ]
             assert len(signalled) >= signals, f"{len(signalled)} of {signals} signals arrived"
-            after = events[signalled[-1] + 1:] if signalled else events
+            after = events[signalled[-1] + 1 :] if signalled else events
             return any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in after)
 
         await eventually(idle, timeout, f"order {order['order_id']}'s workflow to settle")
@@ -167,8 +193,9 @@ class Stack:
 
     async def sim_payment(self, payment_id: str) -> dict[str, Any]:
         """The payment as the gateway simulator's books have it."""
-        answer = await self.sim.get(f"/api/payments/{payment_id}",
-                                    headers={"Authorization": f"Bearer {self.settings.sim_secret}"})
+        answer = await self.sim.get(
+            f"/api/payments/{payment_id}", headers={"Authorization": f"Bearer {self.settings.sim_secret}"}
+        )
         assert answer.status_code == 200, answer.text
         return answer.json()
 
@@ -212,28 +239,48 @@ def stages(view: dict[str, Any]) -> list[str]:
 
 
 @asynccontextmanager
-async def running_stack(env: WorkflowEnvironment, sessionmaker: async_sessionmaker[AsyncSession],
-                        sim_url: str, replace_activities: Sequence[Callable] = (), task_queue: str | None = None,
-                        start_worker: bool = True, **settings: Any) -> AsyncIterator[Stack]:
+async def running_stack(
+    env: WorkflowEnvironment,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    sim_url: str,
+    replace_activities: Sequence[Callable] = (),
+    task_queue: str | None = None,
+    start_worker: bool = True,
+    **settings: Any,
+) -> AsyncIterator[Stack]:
     """replace_activities: stand-ins registered under a real activity's name (e.g. a failing one).
 
     The buyer rate limits and open-order caps are off unless a test sets them: the tests order
     many times from one address and one email (tests/api/test_abuse.py turns them on)."""
     settings = {**RISK_OFF, **settings}
     sock = bind()
-    config = Settings(api_port=sock.getsockname()[1], admin_token=ADMIN_TOKEN, support_token=SUPPORT_TOKEN,
-                      sim_url=sim_url, **settings)
+    config = Settings(
+        api_port=sock.getsockname()[1],
+        admin_token=ADMIN_TOKEN,
+        support_token=SUPPORT_TOKEN,
+        sim_url=sim_url,
+        **settings,
+    )
     task_queue = task_queue or f"tq-{uuid.uuid4()}"
     app = create_app(config, temporal=env.client, task_queue=task_queue)
     gateways = build_gateways(config)
-    activities = saga_activities(settings=config, sessionmaker=sessionmaker, vault=Vault(config.vault_key),
-                                 gateways=gateways, temporal=env.client)
+    activities = saga_activities(
+        settings=config,
+        sessionmaker=sessionmaker,
+        vault=Vault(config.vault_key),
+        gateways=gateways,
+        temporal=env.client,
+    )
     replaced = {activity_name(fn) for fn in replace_activities}
     activities = [fn for fn in activities if activity_name(fn) not in replaced] + list(replace_activities)
     # Without start_worker the test runs its own (Stack.worker): a client registers one per queue.
     worker = build_worker(env.client, activities=activities, task_queue=task_queue) if start_worker else None
-    async with (worker or nullcontext()), serve(app, sock) as url, httpx.AsyncClient(base_url=url, timeout=30) as http, \
-            httpx.AsyncClient(base_url=sim_url, timeout=10) as sim:
+    async with (
+        worker or nullcontext(),
+        serve(app, sock) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+        httpx.AsyncClient(base_url=sim_url, timeout=10) as sim,
+    ):
         try:
             yield Stack(config, env, http, sim, sessionmaker, task_queue, app, activities)
         finally:

@@ -10,13 +10,12 @@ T = TypeVar("T")
 
 
 @overload
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float = ..., message: str = ...,
-                     interval: float = ...) -> T: ...
+async def eventually(
+    check: Callable[[], Awaitable[T]], timeout: float = ..., message: str = ..., interval: float = ...
+) -> T: ...
 @overload
-async def eventually(check: Callable[[], T], timeout: float = ..., message: str = ...,
-                     interval: float = ...) -> T: ...
-async def eventually(check: Callable[[], Any], timeout: float = 20, message: str = "",
-                     interval: float = 0.05) -> Any:
+async def eventually(check: Callable[[], T], timeout: float = ..., message: str = ..., interval: float = ...) -> T: ...
+async def eventually(check: Callable[[], Any], timeout: float = 20, message: str = "", interval: float = 0.05) -> Any:
     """Call `check` (sync or async) until it returns something truthy, and return that.
 
     A check may also raise AssertionError while its condition does not hold yet. When `timeout`
@@ -37,5 +36,6 @@ async def eventually(check: Callable[[], Any], timeout: float = 20, message: str
         if time.monotonic() >= deadline:
             what = message or getattr(check, "__name__", "the condition")
             raise AssertionError(f"{what}: not within {timeout:g} s; last: {last!r}") from (
-                last if isinstance(last, AssertionError) else None)
+                last if isinstance(last, AssertionError) else None
+            )
         await asyncio.sleep(interval)

@@ -19,8 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_api_imports_no_workflow_code() -> None:
-    probe = ("import api.app, sys; bad = [m for m in sys.modules if m == 'workflows' or m.startswith('workflows.')]; "
-             "assert not bad, bad; assert 'api.order_client' in sys.modules")
+    probe = (
+        "import api.app, sys; bad = [m for m in sys.modules if m == 'workflows' or m.startswith('workflows.')]; "
+        "assert not bad, bad; assert 'api.order_client' in sys.modules"
+    )
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 
@@ -55,8 +57,12 @@ def test_every_refusal_code_of_the_workflow_is_catalogued() -> None:
 
 def test_an_unknown_code_keeps_its_text_under_the_default_status() -> None:
     made = errors.from_code("gateway_said_no", "the gateway refused", errors.Conflict)
-    assert (type(made), made.error, made.detail, made.status_code) == (errors.Conflict, "gateway_said_no",
-                                                                         "the gateway refused", 409)
+    assert (type(made), made.error, made.detail, made.status_code) == (
+        errors.Conflict,
+        "gateway_said_no",
+        "the gateway refused",
+        409,
+    )
     blank = errors.from_code("", "no code at all", errors.InvalidInput)
     assert (type(blank), blank.error, blank.status_code) == (errors.InvalidInput, "invalid_input", 422)
     # A default's instance never changes the class: the next error of that class has its own code.
@@ -68,9 +74,10 @@ async def test_an_order_with_no_reserved_keys_fails_delivery_once_and_is_refunde
     order = await dev_stack.ordered(sku, email=f"invariant-{uuid.uuid4().hex[:10]}@example.com")
     # Break the invariant behind the saga's back: the order's reservation vanishes.
     async with dev_stack.sessionmaker.begin() as session:
-        freed = await session.execute(text(
-            "UPDATE card_keys SET status = 'available', order_id = NULL, reserved_at = NULL WHERE order_id = :id"),
-            {"id": order["order_id"]})
+        freed = await session.execute(
+            text("UPDATE card_keys SET status = 'available', order_id = NULL, reserved_at = NULL WHERE order_id = :id"),
+            {"id": order["order_id"]},
+        )
         assert freed.rowcount == 1
     await dev_stack.pay(order)
 
@@ -84,8 +91,10 @@ async def test_an_order_with_no_reserved_keys_fails_delivery_once_and_is_refunde
     refunded = next(event for event in view["timeline"] if event["stage"] == "refunded")
     assert refunded["detail"] == {"reason": "delivery failed (NoReservedKeys)", "actor": "system"}
 
-    gateway = await dev_stack.sim.get(f"/api/payments/{order['payment']['payment_id']}",
-                                      headers={"Authorization": f"Bearer {dev_stack.settings.sim_secret}"})
+    gateway = await dev_stack.sim.get(
+        f"/api/payments/{order['payment']['payment_id']}",
+        headers={"Authorization": f"Bearer {dev_stack.settings.sim_secret}"},
+    )
     assert gateway.status_code == 200, gateway.text
     assert gateway.json()["status"] == "refunded"
     assert await dev_stack.stock(sku) == {"available": 1, "reserved": 0, "sold": 0, "refunded": 0}
@@ -95,7 +104,10 @@ async def test_an_order_with_no_reserved_keys_fails_delivery_once_and_is_refunde
     state = await handle.query(c.STATUS_QUERY, result_type=c.OrderState)
     assert (state.status, state.paid, state.delivered_key_count) == ("refunded", True, 0)
     assert [st for st in state.stages if st in ("paid", "delivery_failed", "refunded")] == [
-        "paid", "delivery_failed", "refunded"]
+        "paid",
+        "delivery_failed",
+        "refunded",
+    ]
     failures = _deliver_keys_failures(await handle.fetch_history())
     assert len(failures) == 1, failures  # one attempt, one failure
     assert failures[0].application_failure_info.type == "NoReservedKeys"
@@ -122,8 +134,10 @@ def _deliver_keys_failures(history) -> list:
         elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
             marker = event.marker_recorded_event_attributes
             data = marker.details["data"].payloads[0].data if "data" in marker.details else b""
-            if marker.marker_name == "core_local_activity" and json.loads(data or b"{}").get(
-                    "activity_type") == s.DELIVER_KEYS:
+            if (
+                marker.marker_name == "core_local_activity"
+                and json.loads(data or b"{}").get("activity_type") == s.DELIVER_KEYS
+            ):
                 attempts += 1
                 if marker.HasField("failure"):
                     failures.append(marker.failure)

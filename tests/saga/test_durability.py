@@ -8,8 +8,7 @@ from tests.conftest import stack_settings
 from tests.helpers.stack import running_stack
 
 
-async def test_order_survives_the_worker_and_api_going_down(dev_env, sessionmaker, sim_url, database_url,
-                                                           smtp) -> None:
+async def test_order_survives_the_worker_and_api_going_down(dev_env, sessionmaker, sim_url, database_url, smtp) -> None:
     task_queue = f"tq-{uuid.uuid4()}"
     settings = stack_settings(database_url, smtp[0], callback_grace_seconds=1, poll_interval_seconds=1)
     async with running_stack(dev_env, sessionmaker, sim_url, task_queue=task_queue, **settings) as first:
@@ -26,8 +25,9 @@ async def test_order_survives_the_worker_and_api_going_down(dev_env, sessionmake
         assert "polled" in stages and "notified" not in stages
 
 
-async def test_no_worker_means_a_clear_503_not_a_hung_request(dev_env, sessionmaker, sim_url, database_url,
-                                                             smtp) -> None:
+async def test_no_worker_means_a_clear_503_not_a_hung_request(
+    dev_env, sessionmaker, sim_url, database_url, smtp
+) -> None:
     settings = stack_settings(database_url, smtp[0], update_timeout_seconds=1)
     async with running_stack(dev_env, sessionmaker, sim_url, start_worker=False, **settings) as stack:
         sku = await stack.product(1)

@@ -2,6 +2,7 @@
 
 import asyncio
 from collections import Counter
+from datetime import UTC
 
 from api.http_metrics import ORDERS
 from miaofa.contract import SA_AMOUNT_CENTS
@@ -28,15 +29,16 @@ async def test_200_buyers_race_for_50_keys(dev_stack: Stack) -> None:
 
 
 async def test_a_coupon_is_redeemed_once_under_a_race(dev_stack: Stack) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from miaofa.db.models import Coupon
 
     async with dev_stack.sessionmaker.begin() as session:
-        session.add(Coupon(code="MF-RACETEST01", percent_off=50, expires_at=datetime.now(timezone.utc) + timedelta(days=1)))
+        session.add(Coupon(code="MF-RACETEST01", percent_off=50, expires_at=datetime.now(UTC) + timedelta(days=1)))
     sku = await dev_stack.product(10, price_cents=1000)
-    answers = await asyncio.gather(*(dev_stack.order(sku, email=f"c{i}@example.com", coupon_code="MF-RACETEST01")
-                                     for i in range(10)))
+    answers = await asyncio.gather(
+        *(dev_stack.order(sku, email=f"c{i}@example.com", coupon_code="MF-RACETEST01") for i in range(10))
+    )
     created = [answer.json() for answer in answers if answer.status_code == 201]
     assert [order["amount_cents"] for order in created] == [500]
     described = await dev_stack.handle(created[0]).describe()
@@ -53,10 +55,15 @@ async def test_idempotency_key_returns_the_same_order(dev_stack: Stack) -> None:
     # Both opened it at once (201, each with the token), or one came after the order existed: a
     # replay answers 200 without the token (README, "Idempotency-Key").
     assert sorted((a.status_code, a.json()["access_token"] is not None) for a in (first, second)) in (
-        [(201, True), (201, True)], [(200, False), (201, True)])
+        [(201, True), (201, True)],
+        [(200, False), (201, True)],
+    )
     replay = await dev_stack.order(sku, headers=headers)
     assert (replay.status_code, replay.json()["access_token"], replay.json()["order_id"]) == (
-        200, None, first.json()["order_id"])
+        200,
+        None,
+        first.json()["order_id"],
+    )
     other = await dev_stack.order(sku, email="someone-else@example.com", headers=headers)
     assert other.json()["order_id"] != first.json()["order_id"]
     changed = await dev_stack.order(sku, quantity=2, headers=headers)

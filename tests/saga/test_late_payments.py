@@ -19,8 +19,14 @@ async def test_the_watch_looks_for_a_payment_whose_notify_was_lost(ts_stack: Sta
     await ts_stack.env.sleep(timedelta(seconds=61))  # the watch's first look, a minute in
     view = await ts_stack.wait_status(order, "delivered")
     timeline = stages(view)
-    assert timeline.index("close_failed") < timeline.index("expired") < timeline.index("polled_late") \
-        < timeline.index("paid_after_expiry") < timeline.index("reserved_again") < timeline.index("delivered")
+    assert (
+        timeline.index("close_failed")
+        < timeline.index("expired")
+        < timeline.index("polled_late")
+        < timeline.index("paid_after_expiry")
+        < timeline.index("reserved_again")
+        < timeline.index("delivered")
+    )
     assert len(view["keys"]) == 1
     await ts_stack.record_history(order, "late_poll_delivered")
 
@@ -64,4 +70,3 @@ async def test_a_payment_a_second_before_the_order_closes_is_refunded_when_out_o
     assert (await ts_stack.sim_payment(order["payment"]["payment_id"]))["status"] == "refunded"
     assert (await ts_stack.view(rival))["status"] == "delivered"
     await ts_stack.record_history(order, "paid_before_close_refunded")
-

@@ -30,15 +30,19 @@ async def test_duplicated_notifies_deliver_once(dev_stack: Stack) -> None:
     await dev_stack.control(duplicate=True)
     await asyncio.gather(*(dev_stack.pay(order) for order in orders))
     views = await asyncio.gather(*(dev_stack.wait_status(order, "delivered") for order in orders))
-    for order, view in zip(orders, views):
-        outcomes = await eventually(partial(_both_copies_logged, dev_stack, order),
-                                    message=f"both copies of {order['order_id']}'s notify")
+    for order, view in zip(orders, views, strict=True):
+        outcomes = await eventually(
+            partial(_both_copies_logged, dev_stack, order), message=f"both copies of {order['order_id']}'s notify"
+        )
         assert outcomes[0] == "accepted" and outcomes[1] in ("accepted", "duplicate")
         # Each accepted copy signalled the workflow before it was answered: let it act on them all.
         await dev_stack.settled(order, signals=outcomes.count("accepted"))
         async with dev_stack.sessionmaker() as session:
-            delivered = await session.scalars(select(OrderEvent.stage).where(
-                OrderEvent.order_id == order["order_id"], OrderEvent.stage == "delivered"))
+            delivered = await session.scalars(
+                select(OrderEvent.stage).where(
+                    OrderEvent.order_id == order["order_id"], OrderEvent.stage == "delivered"
+                )
+            )
             assert list(delivered) == ["delivered"]
         assert len(view["keys"]) == 2
     all_keys = [key for view in views for key in view["keys"]]
@@ -48,8 +52,11 @@ async def test_duplicated_notifies_deliver_once(dev_stack: Stack) -> None:
 
 async def _both_copies_logged(stack: Stack, order: dict) -> list[str]:
     async with stack.sessionmaker() as session:
-        outcomes = list(await session.scalars(select(NotifyLog.outcome).where(
-            NotifyLog.order_id == order["order_id"]).order_by(NotifyLog.id)))
+        outcomes = list(
+            await session.scalars(
+                select(NotifyLog.outcome).where(NotifyLog.order_id == order["order_id"]).order_by(NotifyLog.id)
+            )
+        )
     return outcomes if len(outcomes) >= 2 else []
 
 
@@ -61,9 +68,16 @@ def _signed(stack: Stack, payload: dict, secret: str | None = None, ts: int | No
 
 
 def _notice(stack: Stack, order: dict, **changes) -> dict:
-    return {"payment_id": order["payment"]["payment_id"], "order_id": order["order_id"],
-            "merchant_id": stack.settings.sim_merchant_id, "status": "paid", "amount_cents": order["amount_cents"],
-            "currency": order["currency"], "paid_at": "2026-01-01T00:00:00+00:00", **changes}
+    return {
+        "payment_id": order["payment"]["payment_id"],
+        "order_id": order["order_id"],
+        "merchant_id": stack.settings.sim_merchant_id,
+        "status": "paid",
+        "amount_cents": order["amount_cents"],
+        "currency": order["currency"],
+        "paid_at": "2026-01-01T00:00:00+00:00",
+        **changes,
+    }
 
 
 async def test_forged_or_wrong_notifies_change_nothing(dev_stack: Stack) -> None:
@@ -103,20 +117,26 @@ async def test_forged_or_wrong_notifies_change_nothing(dev_stack: Stack) -> None
     assert "paid" not in [e["stage"] for e in view["timeline"]]
     assert await dev_stack.stock(sku) == {"available": 0, "reserved": 1, "sold": 0, "refunded": 0}
     async with dev_stack.sessionmaker() as session:
-        outcomes = list(await session.scalars(select(NotifyLog.outcome).where(NotifyLog.order_id == order["order_id"])
-                                              .order_by(NotifyLog.id)))
+        outcomes = list(
+            await session.scalars(
+                select(NotifyLog.outcome).where(NotifyLog.order_id == order["order_id"]).order_by(NotifyLog.id)
+            )
+        )
     assert outcomes == ["foreign", "stray", "stray"]  # the rest never got as far as naming a real order
 
 
 async def test_check_payment_asks_the_gateway_at_once(dev_env, sessionmaker, sim_url, database_url, smtp) -> None:
     # A long callback grace, so only the buyer's check can find the payment this soon.
-    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(database_url, smtp[0], callback_grace_seconds=600)) as stack:
+    async with running_stack(
+        dev_env, sessionmaker, sim_url, **stack_settings(database_url, smtp[0], callback_grace_seconds=600)
+    ) as stack:
         sku = await stack.product(1)
         order = await stack.ordered(sku)
         await stack.control(notify="drop")
         await stack.pay(order)
-        answer = await stack.http.post(f"/orders/{order['order_id']}/check-payment",
-                                       headers={"X-Order-Token": order["access_token"]})
+        answer = await stack.http.post(
+            f"/orders/{order['order_id']}/check-payment", headers={"X-Order-Token": order["access_token"]}
+        )
         assert answer.status_code == 200
         assert answer.json()["paid"] is True
         view = await stack.wait_status(order, "delivered")

@@ -24,16 +24,24 @@ from worker import WORKFLOW_RUNNER
 from workflows.order import OrderWorkflow
 
 WINDOW = 60  # the payment window: polls at 15 s (the grace) and 45 s, and a last look at 60 s
-TIMING = c.Timing(payment_window_seconds=WINDOW, callback_grace_seconds=15, poll_interval_seconds=30,
-                  poll_max_interval_seconds=30, late_payment_watch_seconds=300, support_window_seconds=600,
-                  late_poll_interval_seconds=60)
+TIMING = c.Timing(
+    payment_window_seconds=WINDOW,
+    callback_grace_seconds=15,
+    poll_interval_seconds=30,
+    poll_max_interval_seconds=30,
+    late_payment_watch_seconds=300,
+    support_window_seconds=600,
+    late_poll_interval_seconds=60,
+)
 SLA = 60
 PAYMENT_ID = "pay-fast-1"
 OPENING = [s.OPEN_ORDER, s.CREATE_PAYMENT]
 DELIVERING = [s.DELIVER_KEYS, s.SEND_DELIVERY_EMAIL]
 NEVER_PAID = [f"{s.QUERY_PAYMENT}:primary"] * 3  # the two polls and the last look
-EXPIRED_AFTER_A_FAILED_CLOSE = [s.CLOSE_PAYMENT] * 3 + [f"{s.RECORD_STAGE}:close_failed",
-                                                        f"{s.RELEASE_STOCK}:{c.EXPIRED}"]
+EXPIRED_AFTER_A_FAILED_CLOSE = [s.CLOSE_PAYMENT] * 3 + [
+    f"{s.RECORD_STAGE}:close_failed",
+    f"{s.RELEASE_STOCK}:{c.EXPIRED}",
+]
 
 
 @dataclass
@@ -51,9 +59,21 @@ class FakeSaga:
     database_down: bool = False  # delivery fails (and is retried) until the test lets it through
 
     def activities(self) -> list:
-        return [self.open_order, self.create_payment, self.query_payment, self.close_payment, self.refund_payment,
-                self.record_stage, self.accept_payment, self.deliver_keys, self.release_stock, self.reserve_again,
-                self.refund_keys, self.issue_coupon, self.send_delivery_email]
+        return [
+            self.open_order,
+            self.create_payment,
+            self.query_payment,
+            self.close_payment,
+            self.refund_payment,
+            self.record_stage,
+            self.accept_payment,
+            self.deliver_keys,
+            self.release_stock,
+            self.reserve_again,
+            self.refund_keys,
+            self.issue_coupon,
+            self.send_delivery_email,
+        ]
 
     @activity.defn(name=s.OPEN_ORDER)
     async def open_order(self, step: s.OpenOrderStep) -> s.OpenedOrder:
@@ -83,8 +103,9 @@ class FakeSaga:
     async def refund_payment(self, step: s.RefundStep) -> s.PaymentSnapshot:
         self.calls.append(s.REFUND_PAYMENT)
         if self.refund_refused:
-            raise ApplicationError("refund refused (fake): the account is frozen", type="GatewayRefused",
-                                   non_retryable=True)
+            raise ApplicationError(
+                "refund refused (fake): the account is frozen", type="GatewayRefused", non_retryable=True
+            )
         return s.PaymentSnapshot("refunded", step.amount_cents, "CNY", payment_id=step.payment_id)
 
     @activity.defn(name=s.RECORD_STAGE)
@@ -101,8 +122,9 @@ class FakeSaga:
     async def deliver_keys(self, step: s.DeliverStep) -> s.Delivered:
         if self.no_reserved_keys:
             self.calls.append(s.DELIVER_KEYS)
-            raise ApplicationError("the order holds no reserved keys (fake)", type=s.NO_RESERVED_KEYS,
-                                   non_retryable=True)
+            raise ApplicationError(
+                "the order holds no reserved keys (fake)", type=s.NO_RESERVED_KEYS, non_retryable=True
+            )
         if self.database_down:
             self.calls.append(f"{s.DELIVER_KEYS}:failed")
             raise RuntimeError("database unavailable (fake)")
@@ -141,17 +163,31 @@ class Saga:
 
     async def start(self) -> WorkflowHandle:
         order_id = uuid.uuid4().hex[:20]
-        order = c.OrderInput(order_id=order_id, product_id=1, sku="fast-sku", product_name="Gift card",
-                             unit_price_cents=990, currency="CNY", quantity=1, email="buyer@example.com",
-                             buyer_hash="b" * 32, gateway="simulator", delivery_sla_seconds=SLA, timing=TIMING)
-        handle = await self.env.client.start_workflow(OrderWorkflow.run, order, id=c.order_workflow_id(order_id),
-                                                      task_queue=self.task_queue)
+        order = c.OrderInput(
+            order_id=order_id,
+            product_id=1,
+            sku="fast-sku",
+            product_name="Gift card",
+            unit_price_cents=990,
+            currency="CNY",
+            quantity=1,
+            email="buyer@example.com",
+            buyer_hash="b" * 32,
+            gateway="simulator",
+            delivery_sla_seconds=SLA,
+            timing=TIMING,
+        )
+        handle = await self.env.client.start_workflow(
+            OrderWorkflow.run, order, id=c.order_workflow_id(order_id), task_queue=self.task_queue
+        )
         self.handles.append(handle)
         return handle
 
-    async def state(self, handle: WorkflowHandle, status: str, stage: str = "",
-                    coupon_issued: bool = False) -> c.OrderState:
+    async def state(
+        self, handle: WorkflowHandle, status: str, stage: str = "", coupon_issued: bool = False
+    ) -> c.OrderState:
         """The status query's answer, once it shows `status` (and `stage`, and a coupon if asked)."""
+
         async def reached() -> c.OrderState:
             state = await handle.query(OrderWorkflow.state)
             assert state.status == status and (not stage or stage in state.stages), state
@@ -175,8 +211,13 @@ class Saga:
 async def saga(ts_env: WorkflowEnvironment) -> AsyncIterator[Saga]:
     fake = FakeSaga()
     task_queue = f"fast-{uuid.uuid4()}"
-    async with Worker(ts_env.client, task_queue=task_queue, workflows=[OrderWorkflow], activities=fake.activities(),
-                      workflow_runner=WORKFLOW_RUNNER):
+    async with Worker(
+        ts_env.client,
+        task_queue=task_queue,
+        workflows=[OrderWorkflow],
+        activities=fake.activities(),
+        workflow_runner=WORKFLOW_RUNNER,
+    ):
         started = Saga(ts_env, fake, task_queue)
         try:
             yield started
@@ -195,7 +236,10 @@ async def test_paid_by_notify_is_delivered(saga: Saga) -> None:
     assert saga.fake.calls == OPENING + [f"{s.ACCEPT_PAYMENT}:notify"] + DELIVERING
     state = await handle.query(OrderWorkflow.state)
     assert (state.stages, state.delivered_key_count, state.coupon_issued) == (
-        [c.AWAITING_PAYMENT, c.PAID, c.DELIVERED], 1, False)
+        [c.AWAITING_PAYMENT, c.PAID, c.DELIVERED],
+        1,
+        False,
+    )
 
 
 async def test_a_lost_callback_is_found_by_the_poll(saga: Saga) -> None:
@@ -209,8 +253,12 @@ async def test_the_backup_channel_answers_when_the_primary_fails(saga: Saga) -> 
     saga.fake.gateway_status, saga.fake.gateway_down = "paid", {"primary"}
     handle = await saga.start()
     assert await saga.result(handle) == c.OrderResult(saga.order_id(handle), c.OPENED, c.DELIVERED)
-    assert saga.fake.calls == OPENING + [f"{s.QUERY_PAYMENT}:primary", f"{s.QUERY_PAYMENT}:backup",
-                                         f"{s.ACCEPT_PAYMENT}:poll_backup"] + DELIVERING
+    assert (
+        saga.fake.calls
+        == OPENING
+        + [f"{s.QUERY_PAYMENT}:primary", f"{s.QUERY_PAYMENT}:backup", f"{s.ACCEPT_PAYMENT}:poll_backup"]
+        + DELIVERING
+    )
 
 
 async def test_never_paid_expires_closes_and_releases(saga: Saga) -> None:
@@ -241,15 +289,25 @@ async def test_a_late_payment_out_of_stock_is_refunded(saga: Saga) -> None:
     handle = await _paid_after_a_failed_close(saga)
     assert await saga.result(handle) == c.OrderResult(saga.order_id(handle), c.OPENED, c.REFUNDED)
     assert saga.fake.calls == OPENING + NEVER_PAID + EXPIRED_AFTER_A_FAILED_CLOSE + [
-        f"{s.ACCEPT_PAYMENT}:notify", f"{s.RECORD_STAGE}:paid_after_expiry", s.RESERVE_AGAIN, s.REFUND_PAYMENT,
-        s.REFUND_KEYS]
+        f"{s.ACCEPT_PAYMENT}:notify",
+        f"{s.RECORD_STAGE}:paid_after_expiry",
+        s.RESERVE_AGAIN,
+        s.REFUND_PAYMENT,
+        s.REFUND_KEYS,
+    ]
 
 
 async def test_a_late_payment_with_stock_is_delivered(saga: Saga) -> None:
     handle = await _paid_after_a_failed_close(saga)
     assert await saga.result(handle) == c.OrderResult(saga.order_id(handle), c.OPENED, c.DELIVERED)
-    assert saga.fake.calls == OPENING + NEVER_PAID + EXPIRED_AFTER_A_FAILED_CLOSE + [
-        f"{s.ACCEPT_PAYMENT}:notify", f"{s.RECORD_STAGE}:paid_after_expiry", s.RESERVE_AGAIN] + DELIVERING
+    assert (
+        saga.fake.calls
+        == OPENING
+        + NEVER_PAID
+        + EXPIRED_AFTER_A_FAILED_CLOSE
+        + [f"{s.ACCEPT_PAYMENT}:notify", f"{s.RECORD_STAGE}:paid_after_expiry", s.RESERVE_AGAIN]
+        + DELIVERING
+    )
 
 
 async def test_a_refused_refund_of_a_late_payment_is_left_for_a_person(saga: Saga) -> None:
@@ -259,8 +317,12 @@ async def test_a_refused_refund_of_a_late_payment_is_left_for_a_person(saga: Sag
     assert (state.paid, state.delivered_key_count) == (True, 0)
     assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING  # not a failed run
     assert saga.fake.calls == OPENING + NEVER_PAID + EXPIRED_AFTER_A_FAILED_CLOSE + [
-        f"{s.ACCEPT_PAYMENT}:notify", f"{s.RECORD_STAGE}:paid_after_expiry", s.RESERVE_AGAIN, s.REFUND_PAYMENT,
-        f"{s.RECORD_STAGE}:{c.REFUND_REFUSED_STAGE}"]  # one attempt: a refusal is final
+        f"{s.ACCEPT_PAYMENT}:notify",
+        f"{s.RECORD_STAGE}:paid_after_expiry",
+        s.RESERVE_AGAIN,
+        s.REFUND_PAYMENT,
+        f"{s.RECORD_STAGE}:{c.REFUND_REFUSED_STAGE}",
+    ]  # one attempt: a refusal is final
     # The run stays open to the end of the support window, paid and undelivered, as the row says.
     assert await saga.result(handle) == c.OrderResult(saga.order_id(handle), c.OPENED, c.PAID)
     assert saga.fake.calls[-1] == f"{s.RECORD_STAGE}:{c.REFUND_REFUSED_STAGE}"
@@ -272,8 +334,13 @@ async def test_a_delivery_without_reserved_keys_fails_and_is_refunded(saga: Saga
     await saga.state(handle, c.AWAITING_PAYMENT)
     await saga.notify(handle)
     assert await saga.result(handle) == c.OrderResult(saga.order_id(handle), c.OPENED, c.REFUNDED)
-    assert saga.fake.calls == OPENING + [f"{s.ACCEPT_PAYMENT}:notify", s.DELIVER_KEYS,
-                                         f"{s.RECORD_STAGE}:delivery_failed", s.REFUND_PAYMENT, s.REFUND_KEYS]
+    assert saga.fake.calls == OPENING + [
+        f"{s.ACCEPT_PAYMENT}:notify",
+        s.DELIVER_KEYS,
+        f"{s.RECORD_STAGE}:delivery_failed",
+        s.REFUND_PAYMENT,
+        s.REFUND_KEYS,
+    ]
     state = await handle.query(OrderWorkflow.state)
     assert state.stages == [c.AWAITING_PAYMENT, c.PAID, c.DELIVERY_FAILED, c.REFUNDED]
 
@@ -299,4 +366,6 @@ async def test_the_sla_passing_during_a_delivery_earns_one_coupon(saga: Saga) ->
     calls = saga.fake.calls
     assert calls.index(f"{s.DELIVER_KEYS}:failed") < calls.index(f"{s.ISSUE_COUPON}:sla_timer")
     assert [call for call in calls if call != f"{s.DELIVER_KEYS}:failed"] == OPENING + [
-        f"{s.ACCEPT_PAYMENT}:notify", f"{s.ISSUE_COUPON}:sla_timer"] + DELIVERING  # one coupon, not two
+        f"{s.ACCEPT_PAYMENT}:notify",
+        f"{s.ISSUE_COUPON}:sla_timer",
+    ] + DELIVERING  # one coupon, not two

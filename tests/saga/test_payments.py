@@ -1,6 +1,6 @@
 """The one payment rule (miaofa.payments.proof.judge), and a payment signal that proves nothing."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from temporalio.client import WorkflowHandle
@@ -11,7 +11,7 @@ from miaofa.db.models import Order, Payment
 from miaofa.payments.proof import FOREIGN, Judgement, Proof, judge
 from tests.helpers.stack import Stack
 
-PAID_AT = datetime(2026, 11, 25, tzinfo=timezone.utc)
+PAID_AT = datetime(2026, 11, 25, tzinfo=UTC)
 
 
 def _order(status: str = "awaiting_payment") -> tuple[Order, Payment]:
@@ -20,21 +20,31 @@ def _order(status: str = "awaiting_payment") -> tuple[Order, Payment]:
 
 
 def _proof(**changes) -> Proof:
-    fields = dict(payment_id="p1", order_id="o1", status="paid", amount_cents=990, currency="CNY", paid_at=PAID_AT,
-                  merchant_id="m1")
+    fields = dict(
+        payment_id="p1",
+        order_id="o1",
+        status="paid",
+        amount_cents=990,
+        currency="CNY",
+        paid_at=PAID_AT,
+        merchant_id="m1",
+    )
     return Proof(**{**fields, **changes})
 
 
-@pytest.mark.parametrize(("proof", "expected"), [
-    (_proof(), Judgement(s.ACCEPTED)),
-    (_proof(merchant_id=None), Judgement(s.ACCEPTED)),  # from our own authenticated query
-    (_proof(merchant_id="m2"), Judgement(FOREIGN, "another merchant")),
-    (_proof(status="pending"), Judgement(s.NOT_PAID, "pending")),
-    (_proof(status="refunded"), Judgement(s.NOT_PAID, "refunded")),
-    (_proof(amount_cents=989), Judgement(s.STRAY, "wrong_amount")),
-    (_proof(currency="USD"), Judgement(s.STRAY, "wrong_amount")),
-    (_proof(payment_id="p2"), Judgement(s.STRAY, "other_payment")),
-])
+@pytest.mark.parametrize(
+    ("proof", "expected"),
+    [
+        (_proof(), Judgement(s.ACCEPTED)),
+        (_proof(merchant_id=None), Judgement(s.ACCEPTED)),  # from our own authenticated query
+        (_proof(merchant_id="m2"), Judgement(FOREIGN, "another merchant")),
+        (_proof(status="pending"), Judgement(s.NOT_PAID, "pending")),
+        (_proof(status="refunded"), Judgement(s.NOT_PAID, "refunded")),
+        (_proof(amount_cents=989), Judgement(s.STRAY, "wrong_amount")),
+        (_proof(currency="USD"), Judgement(s.STRAY, "wrong_amount")),
+        (_proof(payment_id="p2"), Judgement(s.STRAY, "other_payment")),
+    ],
+)
 def test_judge(proof: Proof, expected: Judgement) -> None:
     order, payment = _order()
     assert judge(order, payment, proof, gateway="simulator", merchant_id="m1") == expected
@@ -80,8 +90,11 @@ async def test_a_payment_signal_is_not_proof_of_payment(dev_stack: Stack) -> Non
         others_notify = await session.scalar(select(NotifyLog.id).where(NotifyLog.order_id == other["order_id"]))
     handle = dev_stack.handle(victim)
     # Whoever reaches Temporal can send the signal; none of these makes the order paid.
-    for forged in (c.PaymentNotified(notify_id=others_notify), c.PaymentNotified(notify_id=2**62),
-                   c.PaymentNotified(notify_id=None, source="reconcile")):
+    for forged in (
+        c.PaymentNotified(notify_id=others_notify),
+        c.PaymentNotified(notify_id=2**62),
+        c.PaymentNotified(notify_id=None, source="reconcile"),
+    ):
         await handle.signal(c.PAYMENT_SIGNAL, forged)
     await _stays_unpaid(handle, dev_stack, victim, signals=3)
     await dev_stack.pay(victim)  # and the real payment still goes through

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -24,9 +24,20 @@ SIM_AUTH = {"Authorization": "Bearer sim-test-secret-0123456789"}
 @pytest.fixture(scope="module")
 async def closing_stack(dev_env, sessionmaker, sim_url, database_url, smtp):
     """Orders that expire and whose workflows close within seconds; the gateway cannot close them."""
-    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(
-            database_url, smtp[0], payment_window_seconds=2, callback_grace_seconds=1, poll_interval_seconds=1,
-            late_payment_watch_seconds=1, support_window_seconds=1)) as stack:
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(
+            database_url,
+            smtp[0],
+            payment_window_seconds=2,
+            callback_grace_seconds=1,
+            poll_interval_seconds=1,
+            late_payment_watch_seconds=1,
+            support_window_seconds=1,
+        ),
+    ) as stack:
         yield stack
 
 
@@ -42,8 +53,12 @@ async def _closed_order(stack: Stack) -> dict:
 
 async def _reconcile(stack: Stack) -> c.ReconcileReport:
     return await stack.env.client.execute_workflow(
-        c.RECONCILE_WORKFLOW, c.ReconcileInput(lookback_seconds=600, grace_seconds=0),
-        id=f"reconcile-test-{uuid.uuid4().hex[:8]}", task_queue=stack.task_queue, result_type=c.ReconcileReport)
+        c.RECONCILE_WORKFLOW,
+        c.ReconcileInput(lookback_seconds=600, grace_seconds=0),
+        id=f"reconcile-test-{uuid.uuid4().hex[:8]}",
+        task_queue=stack.task_queue,
+        result_type=c.ReconcileReport,
+    )
 
 
 async def _settled(stack: Stack, payment_id: str) -> str:
@@ -74,24 +89,38 @@ async def test_a_payment_after_the_order_closed_is_found_and_refunded(closing_st
     await _reconcile(closing_stack)  # refunded now: the next run finds nothing new about it
     assert await _findings(closing_stack, payment_id) == [("paid_order_closed", "refund", 1)]
 
-    listed = subprocess.run([sys.executable, "-m", "miaofa.cli", "reconcile", "report", "--json"],
-                            env={**os.environ, "MIAOFA_DATABASE_URL": database_url}, capture_output=True, text=True,
-                            timeout=60)
+    listed = subprocess.run(
+        [sys.executable, "-m", "miaofa.cli", "reconcile", "report", "--json"],
+        env={**os.environ, "MIAOFA_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert listed.returncode == 0, listed.stderr
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     mine = [row for row in rows if row["payment_id"] == payment_id]
     assert [(row["kind"], row["action"], row["order_id"]) for row in mine] == [
-        ("paid_order_closed", "refund", order["order_id"])]
+        ("paid_order_closed", "refund", order["order_id"])
+    ]
 
 
 async def test_a_wrong_amount_and_an_unknown_order_are_refunded(closing_stack: Stack) -> None:
     order = await _closed_order(closing_stack)
     wrong_id = order["payment"]["payment_id"]
     assert (await closing_stack.sim.post(f"/pay/{wrong_id}", json={"amount_cents": 1})).status_code == 200
-    ghost = await closing_stack.sim.post("/api/payments", headers=SIM_AUTH, json={
-        "merchant_id": closing_stack.settings.sim_merchant_id, "order_id": f"ghost-{uuid.uuid4().hex[:8]}",
-        "amount_cents": 500, "currency": "CNY", "subject": "not ours", "notify_url": "http://127.0.0.1:9/notify",
-        "expires_at": (datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()})
+    ghost = await closing_stack.sim.post(
+        "/api/payments",
+        headers=SIM_AUTH,
+        json={
+            "merchant_id": closing_stack.settings.sim_merchant_id,
+            "order_id": f"ghost-{uuid.uuid4().hex[:8]}",
+            "amount_cents": 500,
+            "currency": "CNY",
+            "subject": "not ours",
+            "notify_url": "http://127.0.0.1:9/notify",
+            "expires_at": (datetime.now(UTC) + timedelta(minutes=5)).isoformat(),
+        },
+    )
     ghost_id = ghost.json()["payment_id"]
     assert (await closing_stack.sim.post(f"/pay/{ghost_id}")).status_code == 200
 
@@ -102,11 +131,13 @@ async def test_a_wrong_amount_and_an_unknown_order_are_refunded(closing_stack: S
     assert await _findings(closing_stack, ghost_id) == [("unknown_order", "refund", 1)]
 
 
-async def test_an_open_order_that_missed_its_notify_is_nudged_and_delivered(dev_env, sessionmaker, sim_url,
-                                                                             database_url, smtp) -> None:
+async def test_an_open_order_that_missed_its_notify_is_nudged_and_delivered(
+    dev_env, sessionmaker, sim_url, database_url, smtp
+) -> None:
     # A long callback grace: the order will not poll by itself in this test's lifetime.
-    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(
-            database_url, smtp[0], callback_grace_seconds=600)) as stack:
+    async with running_stack(
+        dev_env, sessionmaker, sim_url, **stack_settings(database_url, smtp[0], callback_grace_seconds=600)
+    ) as stack:
         sku = await stack.product(1)
         order = await stack.ordered(sku)
         await stack.control(notify="drop")
@@ -126,12 +157,13 @@ async def test_a_delivered_order_missing_from_the_statement_is_flagged(dev_stack
     order = await dev_stack.ordered(sku)
     await dev_stack.pay(order)
     await dev_stack.wait_status(order, "delivered")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     async with dev_stack.sessionmaker() as session:
         findings = await reconcile.compare(session, "simulator", [], now - timedelta(minutes=5), now + timedelta(1))
     mine = [f for f in findings if f.order_id == order["order_id"]]
     assert [(f.kind, f.action, f.payment_id) for f in mine] == [
-        ("delivered_not_paid", "flag", order["payment"]["payment_id"])]
+        ("delivered_not_paid", "flag", order["payment"]["payment_id"])
+    ]
 
 
 async def test_the_reconcile_schedule_is_applied_idempotently(dev_env) -> None:
@@ -140,8 +172,10 @@ async def test_the_reconcile_schedule_is_applied_idempotently(dev_env) -> None:
     settings = Settings(reconcile_interval_seconds=300)
     schedule_id = f"test-reconcile-{uuid.uuid4().hex[:8]}"
     assert await apply_reconcile_schedule(dev_env.client, settings, "tq-none", schedule_id) == "created"
-    assert await apply_reconcile_schedule(dev_env.client, Settings(reconcile_interval_seconds=900), "tq-none",
-                                          schedule_id) == "updated"
+    assert (
+        await apply_reconcile_schedule(dev_env.client, Settings(reconcile_interval_seconds=900), "tq-none", schedule_id)
+        == "updated"
+    )
     handle = dev_env.client.get_schedule_handle(schedule_id)
     try:
         described = await handle.describe()

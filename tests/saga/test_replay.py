@@ -18,11 +18,24 @@ from workflows.order import OrderWorkflow
 ROOT = Path(__file__).parents[1] / "histories"
 VERSIONS = sorted((path for path in ROOT.iterdir() if path.is_dir()), key=lambda path: int(path.name[1:]))
 HISTORIES = sorted(ROOT.glob("v*/*.json"))
-EVERY_PATH = {"callback_in_time", "lost_callback_polled", "backup_channel", "never_paid_expired",
-              "paid_after_expiry_delivered", "paid_after_expiry_refunded", "late_delivery_coupon",
-              "support_refund", "support_cancel", "support_resend", "late_poll_delivered",
-              "paid_before_close_refunded", "wrong_amount_polled_stray", "review_approved", "review_rejected",
-              "review_timed_out"}
+EVERY_PATH = {
+    "callback_in_time",
+    "lost_callback_polled",
+    "backup_channel",
+    "never_paid_expired",
+    "paid_after_expiry_delivered",
+    "paid_after_expiry_refunded",
+    "late_delivery_coupon",
+    "support_refund",
+    "support_cancel",
+    "support_resend",
+    "late_poll_delivered",
+    "paid_before_close_refunded",
+    "wrong_amount_polled_stray",
+    "review_approved",
+    "review_rejected",
+    "review_timed_out",
+}
 
 
 def test_at_least_two_versions_are_kept() -> None:
@@ -38,5 +51,6 @@ def test_the_first_and_the_newest_version_cover_every_path() -> None:
 async def test_history_replays_on_todays_workflow(path: Path) -> None:
     history = WorkflowHistory.from_json(f"order-{path.stem}", path.read_text())
     result = await Replayer(workflows=[OrderWorkflow], data_converter=replay_data_converter()).replay_workflow(
-        history, raise_on_replay_failure=False)
+        history, raise_on_replay_failure=False
+    )
     assert result.replay_failure is None, f"{path.parent.name}/{path.name}: {result.replay_failure}"

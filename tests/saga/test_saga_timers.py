@@ -129,8 +129,9 @@ async def test_on_time_delivery_earns_no_coupon(ts_stack: Stack) -> None:
     assert (state.status, state.coupon_issued, state.delivery_late) == ("delivered", False, False)
 
 
-async def test_sla_timer_fires_while_delivery_is_still_retrying(ts_env, sessionmaker, sim_url, database_url,
-                                                                smtp) -> None:
+async def test_sla_timer_fires_while_delivery_is_still_retrying(
+    ts_env, sessionmaker, sim_url, database_url, smtp
+) -> None:
     from temporalio import activity
 
     from activities.orders import OrderActivities
@@ -148,8 +149,9 @@ async def test_sla_timer_fires_while_delivery_is_still_retrying(ts_env, sessionm
             raise RuntimeError("database unavailable (simulated)")
         return await real.deliver_keys(step)
 
-    async with running_stack(ts_env, sessionmaker, sim_url, replace_activities=[deliver_keys],
-                             **stack_settings(database_url, smtp[0])) as stack:
+    async with running_stack(
+        ts_env, sessionmaker, sim_url, replace_activities=[deliver_keys], **stack_settings(database_url, smtp[0])
+    ) as stack:
         sku = await stack.product(1, sla=60)
         order = await stack.ordered(sku)
         await stack.pay(order)

@@ -26,16 +26,28 @@ async def _review(stack: Stack, payment_id: str) -> str:
 
 async def _audit(stack: Stack, payment_id: str) -> list[tuple[str, dict]]:
     async with stack.sessionmaker() as session:
-        rows = await session.scalars(select(AuditLog).where(AuditLog.target == f"simulator:{payment_id}")
-                                     .order_by(AuditLog.id))
+        rows = await session.scalars(
+            select(AuditLog).where(AuditLog.target == f"simulator:{payment_id}").order_by(AuditLog.id)
+        )
         return [(row.action, row.detail) for row in rows]
 
 
 async def test_a_payment_for_a_closed_order_is_refunded(dev_env, sessionmaker, sim_url, database_url, smtp) -> None:
     # Short clocks: the order expires, and its workflow closes, within seconds.
-    async with running_stack(dev_env, sessionmaker, sim_url, **stack_settings(
-            database_url, smtp[0], payment_window_seconds=2, callback_grace_seconds=1, poll_interval_seconds=1,
-            late_payment_watch_seconds=1, support_window_seconds=1)) as stack:
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(
+            database_url,
+            smtp[0],
+            payment_window_seconds=2,
+            callback_grace_seconds=1,
+            poll_interval_seconds=1,
+            late_payment_watch_seconds=1,
+            support_window_seconds=1,
+        ),
+    ) as stack:
         sku = await stack.product(1)
         order = await stack.ordered(sku)
         await stack.control(close_fail=True)  # so the buyer can still pay after the order is gone

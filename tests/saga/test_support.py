@@ -14,7 +14,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import order_client
-
 from miaofa import contract as c
 from miaofa.db.models import AuditLog
 from miaofa.devstack.temporal import temporal_binary
@@ -34,8 +33,11 @@ async def _delivered(stack: Stack, keys: list[str] | int = 1, email: str = "buye
 
 async def test_refund_a_delivered_order(dev_stack: Stack) -> None:
     sku, order = await _delivered(dev_stack)
-    answer = await dev_stack.http.post(f"/support/orders/{order['order_id']}/refund", headers=dev_stack.support,
-                                       json={"reason": "buyer says the key was invalid"})
+    answer = await dev_stack.http.post(
+        f"/support/orders/{order['order_id']}/refund",
+        headers=dev_stack.support,
+        json={"reason": "buyer says the key was invalid"},
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "refunded"
     view = await dev_stack.view(order)
@@ -44,8 +46,9 @@ async def test_refund_a_delivered_order(dev_stack: Stack) -> None:
     assert await dev_stack.stock(sku) == {"available": 0, "reserved": 0, "sold": 0, "refunded": 1}
     assert (await dev_stack.sim_payment(order["payment"]["payment_id"]))["status"] == "refunded"
     async with dev_stack.sessionmaker() as session:
-        audit = await session.scalar(select(AuditLog).where(AuditLog.target == order["order_id"],
-                                                          AuditLog.action == "order.refund"))
+        audit = await session.scalar(
+            select(AuditLog).where(AuditLog.target == order["order_id"], AuditLog.action == "order.refund")
+        )
     assert (audit.actor, audit.action) == ("support", "order.refund")
 
     again = await dev_stack.http.post(f"/support/orders/{order['order_id']}/refund", headers=dev_stack.support)
@@ -59,13 +62,16 @@ async def test_refund_of_an_unpaid_order_is_refused(dev_stack: Stack) -> None:
     order = await dev_stack.ordered(sku)
     answer = await dev_stack.http.post(f"/support/orders/{order['order_id']}/refund", headers=dev_stack.support)
     assert answer.status_code == 409
-    assert answer.json() == {"error": "not_refundable",
-                             "detail": "only delivered orders can be refunded; this one is awaiting_payment"}
+    assert answer.json() == {
+        "error": "not_refundable",
+        "detail": "only delivered orders can be refunded; this one is awaiting_payment",
+    }
     assert (await dev_stack.view(order))["status"] == "awaiting_payment"
 
 
 async def _mails(mailbox, order: dict, expected: int) -> list:
     """The order's emails, once `expected` have arrived (delivery email goes out just after delivery)."""
+
     def arrived() -> list:
         mails = [m for m in mailbox.messages if order["order_id"] in m["Subject"]]
         return mails if len(mails) >= expected else []
@@ -113,8 +119,10 @@ async def test_cancel_of_a_delivered_order_is_refused(dev_stack: Stack) -> None:
     _, order = await _delivered(dev_stack)
     answer = await dev_stack.http.post(f"/support/orders/{order['order_id']}/cancel", headers=dev_stack.support)
     assert answer.status_code == 409
-    assert answer.json() == {"error": "not_cancellable",
-                             "detail": "only unpaid orders can be cancelled; this one is delivered"}
+    assert answer.json() == {
+        "error": "not_cancellable",
+        "detail": "only unpaid orders can be cancelled; this one is delivered",
+    }
 
 
 async def test_support_needs_the_support_token(dev_stack: Stack) -> None:
@@ -123,8 +131,9 @@ async def test_support_needs_the_support_token(dev_stack: Stack) -> None:
     missing = await dev_stack.http.post(f"/support/orders/{order['order_id']}/cancel")
     assert missing.status_code == 401
     assert missing.json()["error"] == "missing_token"
-    wrong = await dev_stack.http.post(f"/support/orders/{order['order_id']}/cancel",
-                                      headers={"Authorization": "Bearer nope"})
+    wrong = await dev_stack.http.post(
+        f"/support/orders/{order['order_id']}/cancel", headers={"Authorization": "Bearer nope"}
+    )
     assert (wrong.status_code, wrong.json()["error"]) == (401, "invalid_token")
     assert (await dev_stack.view(order))["status"] == "awaiting_payment"
 
@@ -155,7 +164,10 @@ async def test_a_refusal_is_final_for_any_temporal_client(dev_stack: Stack) -> N
     order = await dev_stack.ordered(sku, email=_buyer())
     refund = await _refused(dev_stack, order, c.REFUND_UPDATE, c.SupportRequest(reason="x", actor="ops"))
     assert (refund.type, refund.non_retryable, refund.message) == (
-        "not_refundable", True, "only delivered orders can be refunded; this one is awaiting_payment")
+        "not_refundable",
+        True,
+        "only delivered orders can be refunded; this one is awaiting_payment",
+    )
     resend = await _refused(dev_stack, order, c.RESEND_UPDATE, c.SupportRequest(reason="x", actor="ops"))
     assert (resend.type, resend.non_retryable) == ("not_delivered", True)
     assert (await dev_stack.view(order))["status"] == "awaiting_payment"
@@ -171,8 +183,11 @@ async def test_an_update_without_input_or_actor_is_refused_with_what_it_needs(de
         assert "TypeError" not in str(bare) and "_validate" not in bare.message
         for actor in ("", "   "):
             nobody = await _refused(dev_stack, order, update, c.SupportRequest(reason="x", actor=actor))
-            assert (update, nobody.type, nobody.message) == (update, "missing_input",
-                                                              f"{update} needs an actor: who is acting")
+            assert (update, nobody.type, nobody.message) == (
+                update,
+                "missing_input",
+                f"{update} needs an actor: who is acting",
+            )
     # Nothing was done: the unpaid order is still waiting, its stock still held.
     assert (await dev_stack.view(order))["status"] == "awaiting_payment"
     assert await dev_stack.stock(sku) == {"available": 0, "reserved": 1, "sold": 0, "refunded": 0}
@@ -188,8 +203,9 @@ async def test_the_actor_is_on_every_support_timeline_entry(dev_stack: Stack) ->
     _, order = await _delivered(dev_stack, email=_buyer())
     resent = await dev_stack.http.post(f"/support/orders/{order['order_id']}/resend", headers=dev_stack.support)
     assert resent.status_code == 200, resent.text
-    refunded = await dev_stack.http.post(f"/support/orders/{order['order_id']}/refund", headers=dev_stack.support,
-                                         json={"reason": "wrong region"})
+    refunded = await dev_stack.http.post(
+        f"/support/orders/{order['order_id']}/refund", headers=dev_stack.support, json={"reason": "wrong region"}
+    )
     assert refunded.status_code == 200, refunded.text
     view = await dev_stack.view(order)
     assert _stage(view, "resent")["detail"] == {"actor": "support"}
@@ -197,15 +213,17 @@ async def test_the_actor_is_on_every_support_timeline_entry(dev_stack: Stack) ->
 
     # The admin token acts as support, recorded as "admin".
     _, by_admin = await _delivered(dev_stack, email=_buyer())
-    answer = await dev_stack.http.post(f"/support/orders/{by_admin['order_id']}/refund", headers=dev_stack.admin,
-                                       json={"reason": "goodwill"})
+    answer = await dev_stack.http.post(
+        f"/support/orders/{by_admin['order_id']}/refund", headers=dev_stack.admin, json={"reason": "goodwill"}
+    )
     assert answer.status_code == 200, answer.text
     assert _stage(await dev_stack.view(by_admin), "refunded")["detail"] == {"reason": "goodwill", "actor": "admin"}
 
     # A named actor from the Temporal CLI (or any client) is recorded as given.
     _, by_cli = await _delivered(dev_stack, email=_buyer())
     result = await dev_stack.handle(by_cli).execute_update(
-        c.REFUND_UPDATE, c.SupportRequest(reason="chargeback", actor="alice"), result_type=c.SupportResult)
+        c.REFUND_UPDATE, c.SupportRequest(reason="chargeback", actor="alice"), result_type=c.SupportResult
+    )
     assert result.status == "refunded"
     assert _stage(await dev_stack.view(by_cli), "refunded")["detail"] == {"reason": "chargeback", "actor": "alice"}
 
@@ -234,8 +252,13 @@ async def test_support_reads_an_order_with_its_keys_masked(dev_stack: Stack) -> 
     stages = [event["stage"] for event in body["timeline"]]
     assert stages[:4] == ["created", "risk", "reserved", "payment_created"] and "delivered" in stages
     payment = body["payment"]
-    assert (payment["gateway"], payment["payment_id"], payment["status"], payment["amount_cents"],
-            payment["currency"]) == ("simulator", order["payment"]["payment_id"], "paid", 2 * 990, "CNY")
+    assert (
+        payment["gateway"],
+        payment["payment_id"],
+        payment["status"],
+        payment["amount_cents"],
+        payment["currency"],
+    ) == ("simulator", order["payment"]["payment_id"], "paid", 2 * 990, "CNY")
     assert payment["paid_at"] is not None and payment["refunded_at"] is None
     assert body["notifies"] and body["notifies"][0]["outcome"] == "accepted"
     assert {n["gateway"] for n in body["notifies"]} == {"simulator"}
@@ -275,10 +298,17 @@ async def test_support_finds_a_buyers_orders_by_email(dev_stack: Stack) -> None:
     assert await find(sku=first_sku) == [delivered["order_id"]]
     assert await find(email=f"nobody-{uuid.uuid4().hex[:8]}@example.com") == []
 
-    summary = (await dev_stack.http.get("/support/orders", params={"email": email, "status": "delivered"},
-                                        headers=dev_stack.support)).json()[0]
+    summary = (
+        await dev_stack.http.get(
+            "/support/orders", params={"email": email, "status": "delivered"}, headers=dev_stack.support
+        )
+    ).json()[0]
     assert (summary["sku"], summary["status"], summary["gateway"], summary["amount_cents"]) == (
-        first_sku, "delivered", "simulator", 990)
+        first_sku,
+        "delivered",
+        "simulator",
+        990,
+    )
     assert email.lower() not in str(summary).lower()  # no buyer email in the answer
 
     assert (await dev_stack.http.get("/support/orders", params={"email": email})).status_code == 401
@@ -294,9 +324,16 @@ async def _temporal_cli(stack: Stack, *args: str, env: dict[str, str] | None = N
     # Asynchronously: the API that serves /codec runs in this event loop.
     address = stack.env.client.service_client.config.target_host
     process = await asyncio.create_subprocess_exec(
-        temporal_binary(), *args, "--address", address, "--namespace", stack.env.client.namespace,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}, **(env or {})})
+        temporal_binary(),
+        *args,
+        "--address",
+        address,
+        "--namespace",
+        stack.env.client.namespace,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}, **(env or {})},
+    )
     out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
     return process.returncode, out.decode()
 
@@ -314,33 +351,65 @@ async def test_the_temporal_cli_acts_through_the_codec_endpoint(dev_stack: Stack
     assert email not in in_clear and order["payment"]["payment_id"] not in in_clear
 
     # Without the codec the Update still runs, but its encrypted answer cannot be read.
-    blind = await _temporal_cli(dev_stack, "workflow", "update", "execute", "--workflow-id", workflow_id,
-                                "--name", "resend", "--input", '{"actor": "bob"}')
+    blind = await _temporal_cli(
+        dev_stack,
+        "workflow",
+        "update",
+        "execute",
+        "--workflow-id",
+        workflow_id,
+        "--name",
+        "resend",
+        "--input",
+        '{"actor": "bob"}',
+    )
     assert blind[0] != 0
     assert "encoding binary/encrypted: payload encoding is not supported" in blind[1]  # looks failed, yet:
     assert _stage(await dev_stack.view(order), "resent")["detail"] == {"actor": "bob"}
 
-    refused = await _temporal_cli(dev_stack, "workflow", "update", "execute", "--workflow-id", workflow_id,
-                                  "--name", "refund", "--codec-endpoint", codec)
+    refused = await _temporal_cli(
+        dev_stack,
+        "workflow",
+        "update",
+        "execute",
+        "--workflow-id",
+        workflow_id,
+        "--name",
+        "refund",
+        "--codec-endpoint",
+        codec,
+    )
     assert refused[0] != 0
     assert "needs its input" in refused[1] and "TypeError" not in refused[1]
 
-    done = await _temporal_cli(dev_stack, "workflow", "update", "execute", "--workflow-id", workflow_id,
-                               "--name", "refund", "--input", '{"reason": "from the CLI", "actor": "alice"}',
-                               env={"TEMPORAL_CODEC_ENDPOINT": codec})
+    done = await _temporal_cli(
+        dev_stack,
+        "workflow",
+        "update",
+        "execute",
+        "--workflow-id",
+        workflow_id,
+        "--name",
+        "refund",
+        "--input",
+        '{"reason": "from the CLI", "actor": "alice"}',
+        env={"TEMPORAL_CODEC_ENDPOINT": codec},
+    )
     assert done[0] == 0, done[1]
     assert "refunded at the gateway" in done[1]
     view = await dev_stack.view(order)
     assert view["status"] == "refunded"
     assert _stage(view, "refunded")["detail"] == {"reason": "from the CLI", "actor": "alice"}
 
-    status = await _temporal_cli(dev_stack, "workflow", "query", "--workflow-id", workflow_id, "--name", "status",
-                                 "--codec-endpoint", codec)
+    status = await _temporal_cli(
+        dev_stack, "workflow", "query", "--workflow-id", workflow_id, "--name", "status", "--codec-endpoint", codec
+    )
     assert status[0] == 0, status[1]
     assert '"status":"refunded"' in status[1].replace(" ", ""), status[1]
 
-    shown = await _temporal_cli(dev_stack, "workflow", "show", "--workflow-id", workflow_id,
-                                "--codec-endpoint", codec, "--output", "json")
+    shown = await _temporal_cli(
+        dev_stack, "workflow", "show", "--workflow-id", workflow_id, "--codec-endpoint", codec, "--output", "json"
+    )
     assert shown[0] == 0, shown[1]
     assert ENCRYPTED not in shown[1]
     decoded = _plain_payloads(json.loads(shown[1]))
@@ -386,13 +455,16 @@ async def test_a_refund_reason_with_a_control_character_is_refused_before_any_mo
     _, order = await _delivered(dev_stack)
     for reason in ("bad\u0000reason", "lone \ud800 surrogate"):
         answer = await dev_stack.http.post(  # json.dumps escapes the lone surrogate as \ud800
-            f"/support/orders/{order['order_id']}/refund", content=json.dumps({"reason": reason}),
-            headers={**dev_stack.support, "content-type": "application/json"})
+            f"/support/orders/{order['order_id']}/refund",
+            content=json.dumps({"reason": reason}),
+            headers={**dev_stack.support, "content-type": "application/json"},
+        )
         assert (answer.status_code, answer.json()["error"]) == (422, "invalid_input")
     # Through Temporal directly (no API edge), the workflow's validator refuses it too.
     with pytest.raises(WorkflowUpdateFailedError) as failed:
         await dev_stack.handle(order).execute_update(
-            c.REFUND_UPDATE, c.SupportRequest(reason="x\u0000", actor="ops"), result_type=c.SupportResult)
+            c.REFUND_UPDATE, c.SupportRequest(reason="x\u0000", actor="ops"), result_type=c.SupportResult
+        )
     assert isinstance(failed.value.cause, ApplicationError) and failed.value.cause.type == "missing_input"
     view = await dev_stack.view(order)
     assert view["status"] == "delivered" and len(view["keys"]) == 1

@@ -26,17 +26,31 @@ RELEASED = (ReleasedOrderWorkflow, StrayPaymentWorkflow, ReconcileWorkflow)
 
 
 async def _support(stack: Stack, order: dict, action: str) -> dict:
-    answer = await stack.http.post(f"/support/orders/{order['order_id']}/{action}", headers=stack.support,
-                                   json={"reason": f"upgrade test {action}"})
+    answer = await stack.http.post(
+        f"/support/orders/{order['order_id']}/{action}",
+        headers=stack.support,
+        json={"reason": f"upgrade test {action}"},
+    )
     assert answer.status_code == 200, answer.text
     return answer.json()
 
 
 @pytest.fixture
 async def upgrade_stack(dev_env, sessionmaker, sim_url, database_url, smtp) -> AsyncIterator[Stack]:
-    async with running_stack(dev_env, sessionmaker, sim_url, start_worker=False, **stack_settings(
-            database_url, smtp[0], payment_window_seconds=300, callback_grace_seconds=60,
-            poll_interval_seconds=30, late_payment_watch_seconds=600)) as stack:
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        start_worker=False,
+        **stack_settings(
+            database_url,
+            smtp[0],
+            payment_window_seconds=300,
+            callback_grace_seconds=60,
+            poll_interval_seconds=30,
+            late_payment_watch_seconds=600,
+        ),
+    ) as stack:
         yield stack
 
 
@@ -74,15 +88,21 @@ async def test_orders_started_on_the_released_workflow_finish_on_todays(upgrade_
 
 @activity.defn(name=s.REFUND_PAYMENT)
 async def refusing_refund(step: s.RefundStep) -> s.PaymentSnapshot:
-    raise ApplicationError("refund refused (simulated): the merchant account is frozen", type="GatewayRefused",
-                           non_retryable=True)
+    raise ApplicationError(
+        "refund refused (simulated): the merchant account is frozen", type="GatewayRefused", non_retryable=True
+    )
 
 
 async def test_a_late_payment_whose_refund_is_refused_is_left_for_a_person(
-        dev_env, sessionmaker, sim_url, database_url, smtp) -> None:
-    async with running_stack(dev_env, sessionmaker, sim_url, replace_activities=[refusing_refund],
-                             **stack_settings(database_url, smtp[0], payment_window_seconds=300,
-                                              late_payment_watch_seconds=600)) as stack:
+    dev_env, sessionmaker, sim_url, database_url, smtp
+) -> None:
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        replace_activities=[refusing_refund],
+        **stack_settings(database_url, smtp[0], payment_window_seconds=300, late_payment_watch_seconds=600),
+    ) as stack:
         sku = await stack.product(1)
         await stack.control(close_fail=True)
         late = await stack.ordered(sku, email=f"late-{uuid.uuid4().hex[:8]}@example.com")
@@ -106,16 +126,23 @@ async def test_a_late_payment_whose_refund_is_refused_is_left_for_a_person(
 
 
 async def test_a_failed_delivery_whose_refund_is_refused_is_left_for_a_person(
-        dev_env, sessionmaker, sim_url, database_url, smtp) -> None:
+    dev_env, sessionmaker, sim_url, database_url, smtp
+) -> None:
     from sqlalchemy import text
 
-    async with running_stack(dev_env, sessionmaker, sim_url, replace_activities=[refusing_refund],
-                             **stack_settings(database_url, smtp[0])) as stack:
+    async with running_stack(
+        dev_env, sessionmaker, sim_url, replace_activities=[refusing_refund], **stack_settings(database_url, smtp[0])
+    ) as stack:
         sku = await stack.product(1)
         order = await stack.ordered(sku, email=f"broken-{uuid.uuid4().hex[:8]}@example.com")
         async with stack.sessionmaker.begin() as session:  # the reservation vanishes behind the saga's back
-            await session.execute(text("UPDATE card_keys SET status = 'available', order_id = NULL, "
-                                       "reserved_at = NULL WHERE order_id = :id"), {"id": order["order_id"]})
+            await session.execute(
+                text(
+                    "UPDATE card_keys SET status = 'available', order_id = NULL, "
+                    "reserved_at = NULL WHERE order_id = :id"
+                ),
+                {"id": order["order_id"]},
+            )
         await stack.pay(order)
         view = await stack.wait_stage(order, c.REFUND_REFUSED_STAGE, timeout=40)
         assert view["status"] == "delivery_failed"
@@ -131,8 +158,12 @@ async def test_a_sold_out_order_ends_with_one_result_type(dev_stack: Stack) -> N
 
     sku = await dev_stack.product(1)
     async with dev_stack.sessionmaker.begin() as session:  # the key goes behind the stock hint's back
-        await session.execute(text("UPDATE card_keys SET status = 'refunded' WHERE product_id = "
-                                   "(SELECT id FROM products WHERE sku = :sku)"), {"sku": sku})
+        await session.execute(
+            text(
+                "UPDATE card_keys SET status = 'refunded' WHERE product_id = (SELECT id FROM products WHERE sku = :sku)"
+            ),
+            {"sku": sku},
+        )
     answer = await dev_stack.order(sku)
     assert (answer.status_code, answer.json()["error"]) == (409, "sold_out")
 
@@ -152,6 +183,9 @@ async def _assert_audited(stack: Stack, order: dict, reason: str) -> None:
     from miaofa.db.models import AuditLog
 
     async with stack.sessionmaker() as session:
-        rows = (await session.scalars(select(AuditLog).where(AuditLog.target == order["order_id"],
-                                                            AuditLog.action == "order.refund_refused"))).all()
+        rows = (
+            await session.scalars(
+                select(AuditLog).where(AuditLog.target == order["order_id"], AuditLog.action == "order.refund_refused")
+            )
+        ).all()
     assert [(row.actor, row.detail) for row in rows] == [("system", {"reason": reason})]

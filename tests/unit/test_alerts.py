@@ -16,12 +16,17 @@ PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "miaofa.json"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (Debian package `prometheus`: apt-get install -y prometheus)")
+    PROMTOOL is None, reason="promtool not installed (Debian package `prometheus`: apt-get install -y prometheus)"
+)
 # Where the shop's metrics are declared: the API's registry and the worker's meter.
-SOURCES = [ROOT / "api" / "http_metrics.py", ROOT / "miaofa" / "telemetry" / "registry.py",
-           ROOT / "miaofa" / "telemetry" / "metrics.py",
-           ROOT / "miaofa" / "telemetry" / "watch.py", ROOT / "activities" / "reconcile.py",
-           ROOT / "miaofa" / "messaging" / "dispatcher.py"]
+SOURCES = [
+    ROOT / "api" / "http_metrics.py",
+    ROOT / "miaofa" / "telemetry" / "registry.py",
+    ROOT / "miaofa" / "telemetry" / "metrics.py",
+    ROOT / "miaofa" / "telemetry" / "watch.py",
+    ROOT / "activities" / "reconcile.py",
+    ROOT / "miaofa" / "messaging" / "dispatcher.py",
+]
 SUFFIXES = ("_bucket", "_count", "_sum")
 
 
@@ -47,8 +52,11 @@ def test_alert_rules_fire_where_they_should_and_only_there() -> None:
 @needs_promtool
 def test_a_broken_rule_fails_the_unit_tests(tmp_path: Path) -> None:
     """The unit tests can fail: counting refusals as gateway errors makes a quiet case fire."""
-    rules = (PROMETHEUS / "alerts.yml").read_text().replace('miaofa_gateway_errors_total{kind="error"}',
-                                                            "miaofa_gateway_errors_total")
+    rules = (
+        (PROMETHEUS / "alerts.yml")
+        .read_text()
+        .replace('miaofa_gateway_errors_total{kind="error"}', "miaofa_gateway_errors_total")
+    )
     (tmp_path / "alerts.yml").write_text(rules)
     shutil.copy(PROMETHEUS / "alerts_test.yml", tmp_path / "alerts_test.yml")
     tested = _promtool("test", "rules", "alerts_test.yml", cwd=tmp_path)
@@ -88,15 +96,20 @@ def test_rules_and_dashboard_name_only_exported_metrics() -> None:
     used = set().union(*(_used(e) for e in alert_exprs + panel_exprs))
     assert sorted(used - _declared()) == []
     # Every stage histogram is on the dashboard.
-    for histogram in ("miaofa_paid_to_delivered_seconds", "miaofa_callback_lag_seconds",
-                      "miaofa_notify_to_delivered_seconds", "miaofa_order_reserve_seconds"):
+    for histogram in (
+        "miaofa_paid_to_delivered_seconds",
+        "miaofa_callback_lag_seconds",
+        "miaofa_notify_to_delivered_seconds",
+        "miaofa_order_reserve_seconds",
+    ):
         assert histogram in used
 
 
 def test_dashboard_panels_use_the_provisioned_datasource_and_do_not_overlap() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
-    datasource = yaml.safe_load((ROOT / "deploy" / "grafana" / "provisioning" / "datasources" /
-                                 "prometheus.yml").read_text())["datasources"][0]
+    datasource = yaml.safe_load(
+        (ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )["datasources"][0]
     cells: set[tuple[int, int]] = set()
     for panel in dashboard["panels"]:
         if panel["type"] != "row":

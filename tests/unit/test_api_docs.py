@@ -16,8 +16,11 @@ EXPECTED_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/p
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     # No lifespan: these pages need neither the database nor Temporal.
-    settings = Settings(admin_token="adm_docs_token_0123456789", support_token="sup_docs_token_0123456789",
-                        vault_key=base64.urlsafe_b64encode(b"docs-test-vault-key-32-bytes!!!!").decode())
+    settings = Settings(
+        admin_token="adm_docs_token_0123456789",
+        support_token="sup_docs_token_0123456789",
+        vault_key=base64.urlsafe_b64encode(b"docs-test-vault-key-32-bytes!!!!").decode(),
+    )
     app = create_app(settings)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://shop.test") as http:
         yield http
@@ -31,12 +34,16 @@ def _references(page: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(("page", "must_load"), [
-    ("/docs", {"/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css", "/openapi.json"}),
-    ("/redoc", {"/docs-assets/redoc.standalone.js", "/openapi.json"}),
-])
-async def test_docs_pages_load_nothing_from_outside_the_shop(client: httpx.AsyncClient, page: str,
-                                                            must_load: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("page", "must_load"),
+    [
+        ("/docs", {"/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css", "/openapi.json"}),
+        ("/redoc", {"/docs-assets/redoc.standalone.js", "/openapi.json"}),
+    ],
+)
+async def test_docs_pages_load_nothing_from_outside_the_shop(
+    client: httpx.AsyncClient, page: str, must_load: set[str]
+) -> None:
     answer = await client.get(page)
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/html")
@@ -51,4 +58,3 @@ async def test_docs_pages_load_nothing_from_outside_the_shop(client: httpx.Async
         expected = EXPECTED_TYPES.get(suffix, "text/html")
         assert asset.headers["content-type"].split(";")[0] in (expected, "application/javascript"), url
         assert len(asset.content) > 100, url
-

@@ -28,9 +28,11 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # The shop's roles that run from the project's image, and the command each runs.
 EXPECTED_COMMANDS = {"migrate": ["db", "upgrade"], "api": ["api"], "worker": ["worker"], "sim": ["sim"]}
 # What each command refuses to start without (`_require` in miaofa/cli/run.py).
-REQUIRED_SETTINGS = {"migrate": ["database_url"],
-                     "api": ["database_url", "vault_key", "admin_token", "support_token"],
-                     "worker": ["database_url", "vault_key"]}
+REQUIRED_SETTINGS = {
+    "migrate": ["database_url"],
+    "api": ["database_url", "vault_key", "admin_token", "support_token"],
+    "worker": ["database_url", "vault_key"],
+}
 SECRETS = ["MIAOFA_ADMIN_TOKEN", "MIAOFA_SUPPORT_TOKEN", "MIAOFA_VAULT_KEY"]
 # The simulator's: optional, set for staging only; without them there is no simulator gateway.
 STAGING_SECRETS = ["MIAOFA_SIM_SECRET", "MIAOFA_SIM_CONTROL_TOKEN"]
@@ -94,8 +96,9 @@ def _cli_leaf(words: list[str]):
 
 
 def _register_script() -> str:
-    registers = [name for name, service in SERVICES.items()
-                 if str(service.get("image", "")).startswith("temporalio/admin-tools")]
+    registers = [
+        name for name, service in SERVICES.items() if str(service.get("image", "")).startswith("temporalio/admin-tools")
+    ]
     assert registers == ["temporal-register"]
     service = SERVICES["temporal-register"]
     parts = []
@@ -106,6 +109,7 @@ def _register_script() -> str:
 
 
 # --- commands -------------------------------------------------------------------------------
+
 
 def test_project_image_runs_exactly_the_shop_roles():
     assert PROJECT_SERVICES == sorted(EXPECTED_COMMANDS)
@@ -134,6 +138,7 @@ def test_project_services_share_one_image():
 
 
 # --- settings -------------------------------------------------------------------------------
+
 
 def test_every_miaofa_variable_is_a_setting():
     names = {key for service in SERVICES for key in _env(service) if key.startswith("MIAOFA_")}
@@ -177,11 +182,20 @@ def test_database_url_points_at_the_postgres_service():
         assert match, name
         user, password, host, port, database = match.groups()
         assert (user, password, host, port, database) == (
-            postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], "postgres", "5432", postgres["POSTGRES_DB"])
+            postgres["POSTGRES_USER"],
+            postgres["POSTGRES_PASSWORD"],
+            "postgres",
+            "5432",
+            postgres["POSTGRES_DB"],
+        )
     assert "postgres" in SERVICES
     temporal = _env("temporal")
     assert (temporal["DB"], temporal["POSTGRES_SEEDS"], temporal["DB_PORT"], temporal["POSTGRES_USER"]) == (
-        "postgres12", "postgres", "5432", postgres["POSTGRES_USER"])
+        "postgres12",
+        "postgres",
+        "5432",
+        postgres["POSTGRES_USER"],
+    )
 
 
 def test_processes_listen_on_all_interfaces_inside_their_containers():
@@ -191,8 +205,16 @@ def test_processes_listen_on_all_interfaces_inside_their_containers():
 
 def test_simulator_gets_only_its_own_settings():
     """It plays an outside party: no database URL, vault key or shop tokens."""
-    allowed = {"MIAOFA_SIM_URL", "MIAOFA_SIM_SECRET", "MIAOFA_SIM_HOST", "MIAOFA_SIM_PORT", "MIAOFA_SIM_MERCHANT_ID",
-               "MIAOFA_SIM_PUBLIC_URL", "MIAOFA_SIM_CONTROL_TOKEN", "MIAOFA_LOG_LEVEL"}
+    allowed = {
+        "MIAOFA_SIM_URL",
+        "MIAOFA_SIM_SECRET",
+        "MIAOFA_SIM_HOST",
+        "MIAOFA_SIM_PORT",
+        "MIAOFA_SIM_MERCHANT_ID",
+        "MIAOFA_SIM_PUBLIC_URL",
+        "MIAOFA_SIM_CONTROL_TOKEN",
+        "MIAOFA_LOG_LEVEL",
+    }
     assert sorted(set(_env("sim")) - allowed) == []
     assert _env("sim")["MIAOFA_SIM_SECRET"] == _env("api")["MIAOFA_SIM_SECRET"]
 
@@ -238,6 +260,7 @@ def test_temporal_ui_codec_endpoint_and_cors_match_the_api():
 
 
 # --- networks: who can reach whom (issue 7, items 3 and 7) --------------------------------------
+
 
 def _networks(name: str) -> set[str]:
     networks = SERVICES[name].get("networks")
@@ -295,8 +318,9 @@ def test_codec_trusts_only_the_backend_subnet():
         trusted = _env(name)["MIAOFA_CODEC_TRUSTED_NETWORKS"].split(",")
         assert trusted == ["127.0.0.0/8", "::1/128", backend], name
     # The API's published port arrives through backend, its only network with a way out.
-    assert [n for n in sorted(_networks("api")) if not COMPOSE["networks"][n] or
-            not COMPOSE["networks"][n].get("internal")] == ["backend"]
+    assert [
+        n for n in sorted(_networks("api")) if not COMPOSE["networks"][n] or not COMPOSE["networks"][n].get("internal")
+    ] == ["backend"]
     assert "backend" not in _networks("sim")
 
 
@@ -309,13 +333,17 @@ def test_temporal_frontend_and_ui_are_loopback_only_and_the_ui_read_only():
 
 # --- search attributes ----------------------------------------------------------------------
 
+
 def test_registered_search_attributes_are_the_contracts():
     script = _register_script()
     lines = [line for line in script.splitlines() if "search-attribute create" in line]
     registered: dict[str, str] = {}
     for line in lines:
-        match = re.fullmatch(r"\s*registered (\w+) \|\| temporal operator search-attribute create "
-                             r"--namespace (\S+) --name (\w+) --type (\w+)\s*", line)
+        match = re.fullmatch(
+            r"\s*registered (\w+) \|\| temporal operator search-attribute create "
+            r"--namespace (\S+) --name (\w+) --type (\w+)\s*",
+            line,
+        )
         assert match, line
         guard, namespace, name, kind = match.groups()
         assert (guard, namespace) == (name, "default")
@@ -334,6 +362,7 @@ def test_register_waits_until_every_attribute_is_queryable():
 
 # --- startup order --------------------------------------------------------------------------
 
+
 def test_depends_on_names_existing_services_with_valid_conditions():
     for name in SERVICES:
         for dep, condition in _depends_on(name).items():
@@ -348,8 +377,11 @@ def test_depends_on_names_existing_services_with_valid_conditions():
 def test_shop_processes_start_after_migrations_and_search_attributes():
     assert _depends_on("migrate") == {"postgres": "service_healthy"}
     for name in ("api", "worker"):
-        assert _depends_on(name) == {"migrate": "service_completed_successfully", "temporal": "service_started",
-                                     "temporal-register": "service_completed_successfully"}
+        assert _depends_on(name) == {
+            "migrate": "service_completed_successfully",
+            "temporal": "service_started",
+            "temporal-register": "service_completed_successfully",
+        }
     assert _depends_on("temporal") == {"postgres": "service_healthy"}
     assert _depends_on("temporal-register") == {"temporal": "service_started"}
 
@@ -363,6 +395,7 @@ def test_postgres_healthcheck_uses_pg_isready():
 
 
 # --- Dockerfile -----------------------------------------------------------------------------
+
 
 def _dockerfile_stages() -> list[list[tuple[str, str]]]:
     """The Dockerfile's instructions (name, arguments), continuation lines joined, per stage."""
@@ -400,9 +433,13 @@ def _copied_sources() -> set[str]:
 def _packaged_top_level() -> set[str]:
     setuptools = PYPROJECT["tool"]["setuptools"]
     patterns = setuptools["packages"]["find"]["include"]
-    packages = {path.name for path in ROOT.iterdir()
-                if path.is_dir() and (path / "__init__.py").is_file()
-                and any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns)}
+    packages = {
+        path.name
+        for path in ROOT.iterdir()
+        if path.is_dir()
+        and (path / "__init__.py").is_file()
+        and any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns)
+    }
     return packages | {f"{module}.py" for module in setuptools.get("py-modules", [])}
 
 
@@ -424,10 +461,12 @@ def test_dockerfile_copies_every_packaged_module():
 
 
 def test_dockerignore_keeps_what_is_copied_and_drops_secrets():
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
-    excluded = [source for source in _copied_sources()
-                if any(fnmatch.fnmatch(source, pattern) for pattern in patterns)]
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    excluded = [source for source in _copied_sources() if any(fnmatch.fnmatch(source, pattern) for pattern in patterns)]
     assert excluded == []
     assert {".env", ".venv", "data", ".git"} <= set(patterns)
 
@@ -435,7 +474,9 @@ def test_dockerignore_keeps_what_is_copied_and_drops_secrets():
 def test_dockerfile_installs_without_extras_and_runs_unprivileged():
     stages = _dockerfile_stages()
     assert [args.split()[0] for stage in stages for name, args in stage if name == "FROM"] == [
-        "python:3.11-slim", "python:3.11-slim"]
+        "python:3.11-slim",
+        "python:3.11-slim",
+    ]
     installs = [args for stage in stages for name, args in stage if name == "RUN" and "pip install" in args]
     assert len(installs) == 1
     assert re.search(r"pip install (\S+)$", installs[0]).group(1) == "."

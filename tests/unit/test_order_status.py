@@ -5,7 +5,7 @@ moves racing from one status exactly one wins. Real PostgreSQL, no workflow."""
 import asyncio
 import itertools
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -22,11 +22,18 @@ from tests.helpers.messaging import make_order, new_email
 # The README's diagram, spelled out: a payment after the window (or the cancel) pays the order
 # again, and it is then delivered or refunded.
 LEGAL = {
-    (c.IN_REVIEW, c.AWAITING_PAYMENT), (c.IN_REVIEW, c.REJECTED),
-    (c.AWAITING_PAYMENT, c.PAID), (c.AWAITING_PAYMENT, c.EXPIRED), (c.AWAITING_PAYMENT, c.CANCELLED),
-    (c.PAID, c.DELIVERED), (c.PAID, c.DELIVERY_FAILED), (c.PAID, c.REFUNDED),
-    (c.DELIVERY_FAILED, c.REFUNDED), (c.DELIVERED, c.REFUNDED),
-    (c.EXPIRED, c.PAID), (c.CANCELLED, c.PAID),
+    (c.IN_REVIEW, c.AWAITING_PAYMENT),
+    (c.IN_REVIEW, c.REJECTED),
+    (c.AWAITING_PAYMENT, c.PAID),
+    (c.AWAITING_PAYMENT, c.EXPIRED),
+    (c.AWAITING_PAYMENT, c.CANCELLED),
+    (c.PAID, c.DELIVERED),
+    (c.PAID, c.DELIVERY_FAILED),
+    (c.PAID, c.REFUNDED),
+    (c.DELIVERY_FAILED, c.REFUNDED),
+    (c.DELIVERED, c.REFUNDED),
+    (c.EXPIRED, c.PAID),
+    (c.CANCELLED, c.PAID),
 }
 
 
@@ -37,15 +44,29 @@ def test_the_table_is_the_readme_diagram() -> None:
 
 async def _orders_in(sessionmaker, statuses: list[str]) -> list[str]:
     """One order row per status, written directly (one product, one transaction)."""
-    at = datetime.now(timezone.utc)
+    at = datetime.now(UTC)
     ids = [uuid.uuid4().hex[:20] for _ in statuses]
     async with sessionmaker.begin() as session:
-        product = await catalog.create_product(session, sku="st-" + uuid.uuid4().hex[:10], name="Status test",
-                                               price_cents=990, currency="CNY")
+        product = await catalog.create_product(
+            session, sku="st-" + uuid.uuid4().hex[:10], name="Status test", price_cents=990, currency="CNY"
+        )
         for order_id, status in zip(ids, statuses, strict=True):
-            session.add(Order(id=order_id, product_id=product.id, sku=product.sku, quantity=1, email=new_email(),
-                              buyer_hash="b" * 32, amount_cents=990, currency="CNY", gateway="simulator",
-                              status=status, expires_at=at, created_at=at))
+            session.add(
+                Order(
+                    id=order_id,
+                    product_id=product.id,
+                    sku=product.sku,
+                    quantity=1,
+                    email=new_email(),
+                    buyer_hash="b" * 32,
+                    amount_cents=990,
+                    currency="CNY",
+                    gateway="simulator",
+                    status=status,
+                    expires_at=at,
+                    created_at=at,
+                )
+            )
     return ids
 
 
@@ -58,7 +79,7 @@ async def _statuses(sessionmaker, ids: list[str]) -> list[str]:
 async def test_every_pair_moves_only_if_the_table_allows_it(sessionmaker) -> None:
     pairs = list(itertools.product(c.STATUSES, repeat=2))
     ids = await _orders_in(sessionmaker, [old for old, _ in pairs])
-    at = datetime.now(timezone.utc)
+    at = datetime.now(UTC)
     answers: dict[tuple[str, str], object] = {}
     for (old, new), order_id in zip(pairs, ids, strict=True):
         try:
@@ -76,12 +97,12 @@ async def test_every_pair_moves_only_if_the_table_allows_it(sessionmaker) -> Non
 async def test_no_order_is_no_move(sessionmaker) -> None:
     async with sessionmaker.begin() as session:
         with pytest.raises(orders.IllegalTransition, match="nowhere"):
-            await orders.move(session, "no-such-order", c.PAID, datetime.now(timezone.utc))
+            await orders.move(session, "no-such-order", c.PAID, datetime.now(UTC))
 
 
 async def test_an_illegal_move_fails_its_step_for_good_and_writes_nothing(sessionmaker) -> None:
     [order_id] = await _orders_in(sessionmaker, [c.DELIVERED])
-    at = datetime.now(timezone.utc)
+    at = datetime.now(UTC)
     with pytest.raises(ApplicationError) as raised:
         async with transaction(sessionmaker) as session:
             await orders.add_event(session, order_id, "expired", at)
@@ -95,7 +116,7 @@ async def test_an_illegal_move_fails_its_step_for_good_and_writes_nothing(sessio
 
 async def test_a_retried_step_moves_once_and_does_not_fail(sessionmaker) -> None:
     order_id = await make_order(sessionmaker, new_email(), status=c.AWAITING_PAYMENT)
-    step = s.ReleaseStep(order_id, c.EXPIRED, datetime.now(timezone.utc))
+    step = s.ReleaseStep(order_id, c.EXPIRED, datetime.now(UTC))
     activities = OrderActivities(sessionmaker)
     await activities.release_stock(step)
     await activities.release_stock(step)  # its first run committed, the answer was lost: Temporal retries it
@@ -105,16 +126,20 @@ async def test_a_retried_step_moves_once_and_does_not_fail(sessionmaker) -> None
     assert stages == [c.EXPIRED]
 
 
-@pytest.mark.parametrize(("start", "one", "other"), [
-    (c.AWAITING_PAYMENT, c.EXPIRED, c.CANCELLED),  # the window's end and support's cancel
-    (c.IN_REVIEW, c.AWAITING_PAYMENT, c.REJECTED),  # approve and reject
-    (c.PAID, c.DELIVERED, c.DELIVERY_FAILED),
-    (c.AWAITING_PAYMENT, c.PAID, c.PAID),  # the same move twice: one writes, the other finds it done
-])
-async def test_of_two_moves_racing_from_one_status_exactly_one_wins(sessionmaker, start: str, one: str,
-                                                                    other: str) -> None:
+@pytest.mark.parametrize(
+    ("start", "one", "other"),
+    [
+        (c.AWAITING_PAYMENT, c.EXPIRED, c.CANCELLED),  # the window's end and support's cancel
+        (c.IN_REVIEW, c.AWAITING_PAYMENT, c.REJECTED),  # approve and reject
+        (c.PAID, c.DELIVERED, c.DELIVERY_FAILED),
+        (c.AWAITING_PAYMENT, c.PAID, c.PAID),  # the same move twice: one writes, the other finds it done
+    ],
+)
+async def test_of_two_moves_racing_from_one_status_exactly_one_wins(
+    sessionmaker, start: str, one: str, other: str
+) -> None:
     [order_id] = await _orders_in(sessionmaker, [start])
-    at = datetime.now(timezone.utc)
+    at = datetime.now(UTC)
     both_started = asyncio.Barrier(2)
 
     async def attempt(to: str) -> object:
@@ -140,10 +165,12 @@ async def test_a_payment_racing_the_windows_end_leaves_the_order_paid(sessionmak
     Either way the order ends paid; never expired after its payment."""
     for _ in range(5):
         [order_id] = await _orders_in(sessionmaker, [c.AWAITING_PAYMENT])
-        at = datetime.now(timezone.utc)
+        at = datetime.now(UTC)
         both_started = asyncio.Barrier(2)
 
-        async def attempt(to: str, oid: str = order_id, barrier: asyncio.Barrier = both_started) -> object:
+        async def attempt(
+            to: str, oid: str = order_id, barrier: asyncio.Barrier = both_started, at: object = at
+        ) -> object:
             try:
                 async with sessionmaker.begin() as session:
                     await session.execute(select(1))

@@ -3,7 +3,7 @@ dispatcher at a time, failures back off and give up after a day (counted), a dea
 taken over after its lease."""
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy import select, text
@@ -11,9 +11,9 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from miaofa import contract as c
 from miaofa import orders
-from miaofa.messaging import outbox
 from miaofa.db.models import OutboxMessage
 from miaofa.devstack.procs import free_port
+from miaofa.messaging import outbox
 from tests.helpers.messaging import (
     Receiver,
     dispatcher,
@@ -29,7 +29,7 @@ from tests.helpers.waiting import eventually
 
 async def test_an_event_is_queued_in_the_transaction_that_makes_it_true(sessionmaker) -> None:
     order_id = await make_order(sessionmaker, new_email())  # delivered
-    at = datetime.now(timezone.utc)
+    at = datetime.now(UTC)
     async with sessionmaker() as session:  # a step that fails after moving the order
         assert await orders.move(session, order_id, c.REFUNDED, at)
         await session.flush()
@@ -44,7 +44,9 @@ async def test_an_event_is_queued_in_the_transaction_that_makes_it_true(sessionm
             await orders.add_event(session, order_id, "refunded", at)  # a timeline stage sends nothing itself
     queued = await rows(sessionmaker, order_id)
     assert [(r.channel, r.topic, r.status, r.attempts) for r in queued] == [
-        ("webhook", "order.refunded", "pending", 0), ("email", "email.refunded", "pending", 0)]
+        ("webhook", "order.refunded", "pending", 0),
+        ("email", "email.refunded", "pending", 0),
+    ]
     assert queued[0].event_id != queued[1].event_id
     assert all(r.buyer_hash is None and set(r.detail) == {"at"} for r in queued)  # ids only
 
@@ -52,15 +54,20 @@ async def test_an_event_is_queued_in_the_transaction_that_makes_it_true(sessionm
 async def test_each_event_queues_what_it_sends(sessionmaker) -> None:
     order_id = await make_order(sessionmaker, new_email(), status=c.AWAITING_PAYMENT)
     unpaid = await make_order(sessionmaker, new_email(), status=c.AWAITING_PAYMENT)
-    at = datetime.now(timezone.utc)
+    at = datetime.now(UTC)
     async with sessionmaker.begin() as session:
         for status in (c.PAID, c.DELIVERED, c.REFUNDED):  # the status changes the outside hears about
             await orders.move(session, order_id, status, at)
         outbox.emit(session, outbox.Event.COUPON_ISSUED, order_id, at)  # the late-delivery coupon's step
         await orders.move(session, unpaid, c.EXPIRED, at)  # news to nobody
     assert [(r.channel, r.topic) for r in await rows(sessionmaker, order_id)] == [
-        ("webhook", "order.paid"), ("webhook", "order.delivered"), ("webhook", "order.refunded"),
-        ("email", "email.refunded"), ("webhook", "order.coupon_issued"), ("email", "email.coupon")]
+        ("webhook", "order.paid"),
+        ("webhook", "order.delivered"),
+        ("webhook", "order.refunded"),
+        ("email", "email.refunded"),
+        ("webhook", "order.coupon_issued"),
+        ("email", "email.coupon"),
+    ]
     assert await rows(sessionmaker, unpaid) == []
 
 
@@ -71,8 +78,9 @@ async def test_two_dispatchers_never_send_one_row_twice(sessionmaker) -> None:
     order_ids = [await make_order(sessionmaker, new_email()) for _ in range(8)]
     sock = bind()
     async with serve(receiver.app(), sock) as url:
-        dispatchers = [dispatcher(sessionmaker, webhook_url=f"{url}/hook", batch=2, poll_seconds=0.01)
-                       for _ in range(2)]
+        dispatchers = [
+            dispatcher(sessionmaker, webhook_url=f"{url}/hook", batch=2, poll_seconds=0.01) for _ in range(2)
+        ]
         for order_id in order_ids:
             await emit(sessionmaker, order_id, outbox.Event.PAID)
             await emit(sessionmaker, order_id, outbox.Event.DELIVERED)
@@ -104,14 +112,24 @@ async def test_failures_back_off_then_fail_for_good_after_a_day_counted(sessionm
     order_id = await make_order(sessionmaker, new_email())
     sock = bind()
     async with serve(receiver.app(), sock) as url:
-        d = dispatcher(sessionmaker, webhook_url=f"{url}/hook", meter=runtime.metric_meter,
-                       backoff=outbox.Backoff(base_seconds=30, max_seconds=600, give_up_seconds=86400))
+        d = dispatcher(
+            sessionmaker,
+            webhook_url=f"{url}/hook",
+            meter=runtime.metric_meter,
+            backoff=outbox.Backoff(base_seconds=30, max_seconds=600, give_up_seconds=86400),
+        )
         await emit(sessionmaker, order_id, outbox.Event.PAID)
         await drain(d, lambda: len(receiver.for_order(order_id)) == 1)
         async with sessionmaker() as session:
-            *row, wait = (await session.execute(text(
-                "SELECT status, attempts, last_error, extract(epoch FROM next_attempt_at - now()) "
-                "FROM outbox WHERE order_id = :o"), {"o": order_id})).one()
+            *row, wait = (
+                await session.execute(
+                    text(
+                        "SELECT status, attempts, last_error, extract(epoch FROM next_attempt_at - now()) "
+                        "FROM outbox WHERE order_id = :o"
+                    ),
+                    {"o": order_id},
+                )
+            ).one()
         assert row == ["pending", 1, "http_500"]
         assert 30 * 0.8 - 1 <= float(wait) <= 30 * 1.2  # the first backoff, with its jitter
         await d.run_once()
@@ -119,8 +137,13 @@ async def test_failures_back_off_then_fail_for_good_after_a_day_counted(sessionm
 
         # A day later, one more failure gives up.
         async with sessionmaker.begin() as session:
-            await session.execute(text("UPDATE outbox SET created_at = now() - interval '1 day 1 second', "
-                                       "next_attempt_at = now() WHERE order_id = :o"), {"o": order_id})
+            await session.execute(
+                text(
+                    "UPDATE outbox SET created_at = now() - interval '1 day 1 second', "
+                    "next_attempt_at = now() WHERE order_id = :o"
+                ),
+                {"o": order_id},
+            )
         await drain(d, lambda: len(receiver.for_order(order_id)) == 2)
         await d.aclose()
     [row] = await rows(sessionmaker, order_id)
@@ -136,8 +159,9 @@ async def test_a_row_whose_sender_died_is_sent_by_another_after_its_lease(sessio
     order_id = await make_order(sessionmaker, new_email())
     await emit(sessionmaker, order_id, outbox.Event.DELIVERED)
     async with sessionmaker.begin() as session:  # a dispatcher claims it, then dies before sending
-        await session.execute(text("UPDATE outbox SET next_attempt_at = now() - interval '1 second' "
-                                   "WHERE order_id = :o"), {"o": order_id})
+        await session.execute(
+            text("UPDATE outbox SET next_attempt_at = now() - interval '1 second' WHERE order_id = :o"), {"o": order_id}
+        )
     async with sessionmaker.begin() as session:
         claimed = [c for c in await outbox.claim(session, 1000, 0.5) if c.order_id == order_id]
     assert len(claimed) == 1

@@ -4,7 +4,7 @@ text checks at the edge, and who the client is."""
 import asyncio
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from starlette.requests import Request
@@ -55,7 +55,11 @@ def test_min_interval_and_slots() -> None:
 
 
 def test_ipv6_clients_count_by_their_64() -> None:
-    assert limiters.client_bucket("2001:db8:1:2:aaaa::1") == limiters.client_bucket("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert (
+        limiters.client_bucket("2001:db8:1:2:aaaa::1")
+        == limiters.client_bucket("2001:db8:1:2:bbbb::9")
+        == "2001:db8:1:2::/64"
+    )
     assert limiters.client_bucket("::ffff:192.0.2.1") == "192.0.2.1"
     admission = Admission(Windows(), TEST_VAULT_KEY)
     assert admission.client_hash("192.0.2.1") == admission.client_hash("::ffff:192.0.2.1")
@@ -83,10 +87,24 @@ def test_text_checks() -> None:
     assert control_character("Steam ¥50 卡密") is None
     for ok in ("me@example.com", "o'brien+shop@mail.example.co.uk", "买家@例子.中国"):
         assert email_problem(ok) is None, ok
-    for bad in ("me@example.com,evil.com", "me@example.com, you@example.com", "a@b.co;c@d.co", "a b@c.co",
-                "<me@example.com>", "Me <me@example.com>", '"me"@example.com', "me@example", "me@@example.com",
-                "me@[127.0.0.1]", "user%relay@example.com", ".me@example.com", "me@-x.com", "me@example.com.",
-                "not-an-email", "@example.com"):
+    for bad in (
+        "me@example.com,evil.com",
+        "me@example.com, you@example.com",
+        "a@b.co;c@d.co",
+        "a b@c.co",
+        "<me@example.com>",
+        "Me <me@example.com>",
+        '"me"@example.com',
+        "me@example",
+        "me@@example.com",
+        "me@[127.0.0.1]",
+        "user%relay@example.com",
+        ".me@example.com",
+        "me@-x.com",
+        "me@example.com.",
+        "not-an-email",
+        "@example.com",
+    ):
         assert email_problem(bad), bad
 
 
@@ -99,19 +117,28 @@ WINDOWS = Windows(payment_seconds=900, pending_seconds=60)
 
 async def _product(sessionmaker) -> int:
     async with sessionmaker.begin() as session:
-        product = await catalog.create_product(session, sku="r-" + uuid.uuid4().hex[:10], name="risk test",
-                                               price_cents=100, currency="CNY")
+        product = await catalog.create_product(
+            session, sku="r-" + uuid.uuid4().hex[:10], name="risk test", price_cents=100, currency="CNY"
+        )
         return product.id
 
 
-async def _admit(sessionmaker, admission: Admission, buyer: str, client: str | None, product_id: int,
-                 quantity: int = 1, order_id: str | None = None) -> str:
+async def _admit(
+    sessionmaker,
+    admission: Admission,
+    buyer: str,
+    client: str | None,
+    product_id: int,
+    quantity: int = 1,
+    order_id: str | None = None,
+) -> str:
     """The order id admitted, or the refusal's error code."""
     order_id = order_id or _order_id()
     try:
         async with sessionmaker.begin() as session:
-            await admission.admit(session, CAPS, Applicant(order_id, buyer, client, product_id, quantity),
-                                  datetime.now(timezone.utc))
+            await admission.admit(
+                session, CAPS, Applicant(order_id, buyer, client, product_id, quantity), datetime.now(UTC)
+            )
     except (TooManyOpenOrders, QuantityLimit) as exc:
         return exc.error
     return order_id
@@ -123,8 +150,9 @@ def _order_id() -> str:
 
 def _tally(order_ids: list[str], answers: list[str]) -> Counter[str]:
     """How many were admitted (answered with their own order id), and how many refused with each code."""
-    return Counter("admitted" if answer == order_id else answer
-                   for order_id, answer in zip(order_ids, answers, strict=True))
+    return Counter(
+        "admitted" if answer == order_id else answer for order_id, answer in zip(order_ids, answers, strict=True)
+    )
 
 
 async def test_caps_hold_across_api_processes_under_a_burst(sessionmaker) -> None:
@@ -133,14 +161,27 @@ async def test_caps_hold_across_api_processes_under_a_burst(sessionmaker) -> Non
     processes = [Admission(WINDOWS, TEST_VAULT_KEY) for _ in range(3)]
     buyer = "b-" + uuid.uuid4().hex[:12]
     ids = [_order_id() for _ in range(30)]
-    answers = await asyncio.gather(*(_admit(sessionmaker, processes[i % 3], buyer, None, product_id, order_id=ids[i])
-                                     for i in range(30)))
+    answers = await asyncio.gather(
+        *(_admit(sessionmaker, processes[i % 3], buyer, None, product_id, order_id=ids[i]) for i in range(30))
+    )
     assert _tally(ids, answers) == {"admitted": 2, "too_many_open_orders": 28}  # 2 per buyer and product
     # One address, many buyers: 4 orders at most, 6 units at most.
     client = processes[0].client_hash("198.51.100.20")
     ids = [_order_id() for _ in range(20)]
-    answers = await asyncio.gather(*(_admit(sessionmaker, processes[i % 3], f"x-{uuid.uuid4().hex[:8]}", client,
-                                            product_id, quantity=2, order_id=ids[i]) for i in range(20)))
+    answers = await asyncio.gather(
+        *(
+            _admit(
+                sessionmaker,
+                processes[i % 3],
+                f"x-{uuid.uuid4().hex[:8]}",
+                client,
+                product_id,
+                quantity=2,
+                order_id=ids[i],
+            )
+            for i in range(20)
+        )
+    )
     assert _tally(ids, answers) == {"admitted": 3, "too_many_open_orders": 17}  # 3 × 2 units = 6
 
 
@@ -159,10 +200,22 @@ async def test_quantity_and_email_caps(sessionmaker) -> None:
     assert await _admit(sessionmaker, admission, buyer, None, p1, quantity=3, order_id=first) == first
     # The order settles (paid, expired …): it stops counting; a forgotten admission too.
     async with sessionmaker.begin() as session:
-        now = datetime.now(timezone.utc)
-        session.add(Order(id=first, product_id=p1, sku="x", quantity=3, email="q@example.com", buyer_hash=buyer,
-                          amount_cents=300, currency="CNY", gateway="simulator", status=c.DELIVERED,
-                          expires_at=now + timedelta(minutes=15)))
+        now = datetime.now(UTC)
+        session.add(
+            Order(
+                id=first,
+                product_id=p1,
+                sku="x",
+                quantity=3,
+                email="q@example.com",
+                buyer_hash=buyer,
+                amount_cents=300,
+                currency="CNY",
+                gateway="simulator",
+                status=c.DELIVERED,
+                expires_at=now + timedelta(minutes=15),
+            )
+        )
     assert await _admit(sessionmaker, admission, buyer, None, p3, order_id=fourth) == fourth
 
 
@@ -170,17 +223,39 @@ async def test_open_orders_count_until_they_settle(sessionmaker) -> None:
     product_id = await _product(sessionmaker)
     admission = Admission(WINDOWS, TEST_VAULT_KEY)
     buyer = "o-" + uuid.uuid4().hex[:12]
-    long_ago = datetime.now(timezone.utc) - timedelta(minutes=5)  # past the API's wait
+    long_ago = datetime.now(UTC) - timedelta(minutes=5)  # past the API's wait
     async with sessionmaker.begin() as session:
-        for status, order_id in ((c.AWAITING_PAYMENT, "open-" + uuid.uuid4().hex[:8]),
-                                 (c.EXPIRED, "expd-" + uuid.uuid4().hex[:8]),
-                                 (None, "lost-" + uuid.uuid4().hex[:8])):  # its workflow never wrote the order
-            session.add(OrderAdmission(order_id=order_id, buyer_hash=buyer, client_hash="", product_id=product_id,
-                                       quantity=1, created_at=long_ago))
+        for status, order_id in (
+            (c.AWAITING_PAYMENT, "open-" + uuid.uuid4().hex[:8]),
+            (c.EXPIRED, "expd-" + uuid.uuid4().hex[:8]),
+            (None, "lost-" + uuid.uuid4().hex[:8]),
+        ):  # its workflow never wrote the order
+            session.add(
+                OrderAdmission(
+                    order_id=order_id,
+                    buyer_hash=buyer,
+                    client_hash="",
+                    product_id=product_id,
+                    quantity=1,
+                    created_at=long_ago,
+                )
+            )
             if status:
-                session.add(Order(id=order_id, product_id=product_id, sku="x", quantity=1, email="o@example.com",
-                                  buyer_hash=buyer, amount_cents=100, currency="CNY", gateway="simulator",
-                                  status=status, expires_at=long_ago + timedelta(minutes=15)))
+                session.add(
+                    Order(
+                        id=order_id,
+                        product_id=product_id,
+                        sku="x",
+                        quantity=1,
+                        email="o@example.com",
+                        buyer_hash=buyer,
+                        amount_cents=100,
+                        currency="CNY",
+                        gateway="simulator",
+                        status=status,
+                        expires_at=long_ago + timedelta(minutes=15),
+                    )
+                )
     second, third = _order_id(), _order_id()
     assert await _admit(sessionmaker, admission, buyer, None, product_id, order_id=second) == second  # 1 open + this
     assert await _admit(sessionmaker, admission, buyer, None, product_id) == "too_many_open_orders"  # 2 per product

@@ -37,13 +37,17 @@ def new_key() -> rsa.RSAPrivateKey:
 
 
 def private_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 def public_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def public_base64(key: rsa.RSAPrivateKey) -> str:
@@ -78,7 +82,8 @@ class Trade:
     total_amount: str
     subject: str
     notify_url: str
-    status: str  # PRECREATED (not scanned: "does not exist") | WAIT_BUYER_PAY | TRADE_SUCCESS | TRADE_FINISHED | TRADE_CLOSED
+    # PRECREATED (not scanned: "does not exist") | WAIT_BUYER_PAY | TRADE_SUCCESS | TRADE_FINISHED | TRADE_CLOSED
+    status: str
     trade_no: str = field(default_factory=lambda: "2026" + uuid.uuid4().hex[:24])
     gmt_create: str = field(default_factory=now_text)
     gmt_payment: str = ""
@@ -122,20 +127,34 @@ class FakeAlipay:
         response_key = method.replace(".", "_") + "_response" if method else "error_response"
         problem = self._check_request(params)
         if problem:
-            return self._answer("error_response", {"code": "40002", "msg": "Invalid Arguments",
-                                                   "sub_code": problem, "sub_msg": "参数有误"})
+            return self._answer(
+                "error_response",
+                {"code": "40002", "msg": "Invalid Arguments", "sub_code": problem, "sub_msg": "参数有误"},
+            )
         biz = json.loads(params["biz_content"])
         self.calls.append((method, biz))
         if method == "alipay.trade.page.pay" and request.method == "GET":
             return self._open_page(biz, params)
-        handler = {"alipay.trade.precreate": self._precreate, "alipay.trade.query": self._query,
-                   "alipay.trade.close": self._close, "alipay.trade.refund": self._refund}.get(method)
+        handler = {
+            "alipay.trade.precreate": self._precreate,
+            "alipay.trade.query": self._query,
+            "alipay.trade.close": self._close,
+            "alipay.trade.refund": self._refund,
+        }.get(method)
         if handler is None or request.method != "POST":
-            return self._answer("error_response", {"code": "40004", "msg": "Business Failed",
-                                                   "sub_code": "isv.invalid-method"})
+            return self._answer(
+                "error_response", {"code": "40004", "msg": "Business Failed", "sub_code": "isv.invalid-method"}
+            )
         if method in self.failing:
-            return self._answer(response_key, {"code": "20000", "msg": "Service Currently Unavailable",
-                                               "sub_code": "isp.unknow-error", "sub_msg": "系统繁忙"})
+            return self._answer(
+                response_key,
+                {
+                    "code": "20000",
+                    "msg": "Service Currently Unavailable",
+                    "sub_code": "isp.unknow-error",
+                    "sub_msg": "系统繁忙",
+                },
+            )
         return self._answer(response_key, handler(biz, params))
 
     def _check_request(self, params: dict[str, str]) -> str:
@@ -165,29 +184,46 @@ class FakeAlipay:
     def _open_page(self, biz: dict[str, Any], params: dict[str, str]) -> Response:
         trade = self.trades.get(biz["out_trade_no"])
         if trade is None:
-            self.trades[biz["out_trade_no"]] = Trade(biz["out_trade_no"], biz["total_amount"], biz["subject"],
-                                                     params.get("notify_url", ""), "WAIT_BUYER_PAY")
+            self.trades[biz["out_trade_no"]] = Trade(
+                biz["out_trade_no"], biz["total_amount"], biz["subject"], params.get("notify_url", ""), "WAIT_BUYER_PAY"
+            )
         return HTMLResponse("<html><body>收银台</body></html>")
 
     def _precreate(self, biz: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
-        trade = self.trades.setdefault(biz["out_trade_no"], Trade(
-            biz["out_trade_no"], biz["total_amount"], biz["subject"], params.get("notify_url", ""), "PRECREATED"))
+        trade = self.trades.setdefault(
+            biz["out_trade_no"],
+            Trade(biz["out_trade_no"], biz["total_amount"], biz["subject"], params.get("notify_url", ""), "PRECREATED"),
+        )
         if trade.total_amount != biz["total_amount"]:
             return _failed("ACQ.CONTEXT_INCONSISTENT")
-        return {"code": "10000", "msg": "Success", "out_trade_no": trade.out_trade_no,
-                "qr_code": f"https://qr.alipay.com/bax0{trade.trade_no[-16:]}"}
+        return {
+            "code": "10000",
+            "msg": "Success",
+            "out_trade_no": trade.out_trade_no,
+            "qr_code": f"https://qr.alipay.com/bax0{trade.trade_no[-16:]}",
+        }
 
     def _query(self, biz: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
         trade = self.trades.get(biz.get("out_trade_no", ""))
         if trade is None or trade.status == "PRECREATED":
             return _failed("ACQ.TRADE_NOT_EXIST")
-        answer = {"code": "10000", "msg": "Success", "trade_no": trade.trade_no, "out_trade_no": trade.out_trade_no,
-                  "buyer_logon_id": "159****5620", "trade_status": trade.status, "total_amount": trade.total_amount,
-                  "buyer_pay_amount": "0.00", "point_amount": "0.00", "invoice_amount": "0.00",
-                  "receipt_amount": "0.00"}
+        answer = {
+            "code": "10000",
+            "msg": "Success",
+            "trade_no": trade.trade_no,
+            "out_trade_no": trade.out_trade_no,
+            "buyer_logon_id": "159****5620",
+            "trade_status": trade.status,
+            "total_amount": trade.total_amount,
+            "buyer_pay_amount": "0.00",
+            "point_amount": "0.00",
+            "invoice_amount": "0.00",
+            "receipt_amount": "0.00",
+        }
         if trade.gmt_payment:
-            answer.update(send_pay_date=trade.gmt_payment, buyer_pay_amount=trade.total_amount,
-                          receipt_amount=trade.total_amount)
+            answer.update(
+                send_pay_date=trade.gmt_payment, buyer_pay_amount=trade.total_amount, receipt_amount=trade.total_amount
+            )
         return answer
 
     def _close(self, biz: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
@@ -219,11 +255,23 @@ class FakeAlipay:
             full = trade.refund_fee == Decimal(trade.total_amount)
             if full:
                 trade.status = "TRADE_CLOSED"
-            self._send_later(trade, refund_fee=f"{trade.refund_fee:.2f}", gmt_refund=now_text() + ".000",
-                             out_biz_no=request_no, gmt_close=now_text() if full else "")
-        return {"code": "10000", "msg": "Success", "trade_no": trade.trade_no, "out_trade_no": trade.out_trade_no,
-                "buyer_logon_id": "159****5620", "fund_change": fund_change,
-                "refund_fee": f"{trade.refund_fee:.2f}", "gmt_refund_pay": now_text()}
+            self._send_later(
+                trade,
+                refund_fee=f"{trade.refund_fee:.2f}",
+                gmt_refund=now_text() + ".000",
+                out_biz_no=request_no,
+                gmt_close=now_text() if full else "",
+            )
+        return {
+            "code": "10000",
+            "msg": "Success",
+            "trade_no": trade.trade_no,
+            "out_trade_no": trade.out_trade_no,
+            "buyer_logon_id": "159****5620",
+            "fund_change": fund_change,
+            "refund_fee": f"{trade.refund_fee:.2f}",
+            "gmt_refund_pay": now_text(),
+        }
 
     # ---- the buyer and the notifies ----
 
@@ -255,8 +303,9 @@ class FakeAlipay:
 
     async def post(self, url: str, body: bytes, params: dict[str, str]) -> SentNotify:
         async with httpx.AsyncClient(timeout=10) as client:
-            answer = await client.post(url, content=body,
-                                       headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+            answer = await client.post(
+                url, content=body, headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+            )
         sent = SentNotify(params, answer.status_code, answer.text)
         self.sent.append(sent)
         return sent
@@ -272,15 +321,30 @@ class FakeAlipay:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def notify_params(self, trade: Trade, **extra: str) -> dict[str, str]:
-        params = {"notify_time": now_text(), "notify_type": "trade_status_sync",
-                  "notify_id": uuid.uuid4().hex + "0a", "app_id": self.app_id, "charset": "utf-8", "version": "1.0",
-                  "sign_type": "RSA2", "trade_no": trade.trade_no, "out_trade_no": trade.out_trade_no,
-                  "buyer_id": "2088102177846880", "buyer_logon_id": "159****5620", "seller_id": self.seller_id,
-                  "seller_email": "shop@example.com", "trade_status": trade.status, "total_amount": trade.total_amount,
-                  "receipt_amount": trade.total_amount, "buyer_pay_amount": trade.total_amount,
-                  "invoice_amount": trade.total_amount, "subject": trade.subject, "gmt_create": trade.gmt_create,
-                  "gmt_payment": trade.gmt_payment,
-                  "fund_bill_list": json.dumps([{"amount": trade.total_amount, "fundChannel": "ALIPAYACCOUNT"}])}
+        params = {
+            "notify_time": now_text(),
+            "notify_type": "trade_status_sync",
+            "notify_id": uuid.uuid4().hex + "0a",
+            "app_id": self.app_id,
+            "charset": "utf-8",
+            "version": "1.0",
+            "sign_type": "RSA2",
+            "trade_no": trade.trade_no,
+            "out_trade_no": trade.out_trade_no,
+            "buyer_id": "2088102177846880",
+            "buyer_logon_id": "159****5620",
+            "seller_id": self.seller_id,
+            "seller_email": "shop@example.com",
+            "trade_status": trade.status,
+            "total_amount": trade.total_amount,
+            "receipt_amount": trade.total_amount,
+            "buyer_pay_amount": trade.total_amount,
+            "invoice_amount": trade.total_amount,
+            "subject": trade.subject,
+            "gmt_create": trade.gmt_create,
+            "gmt_payment": trade.gmt_payment,
+            "fund_bill_list": json.dumps([{"amount": trade.total_amount, "fundChannel": "ALIPAYACCOUNT"}]),
+        }
         params.update(extra)
         return {k: v for k, v in params.items() if v}
 
@@ -294,8 +358,9 @@ class FakeAlipay:
     def form(params: dict[str, str] | list[tuple[str, str]]) -> bytes:
         items = params.items() if isinstance(params, dict) else params
         charset = dict(items).get("charset", "utf-8")
-        return "&".join(f"{quote_plus(k, encoding=charset)}={quote_plus(v, encoding=charset)}"
-                        for k, v in items).encode("ascii")
+        return "&".join(
+            f"{quote_plus(k, encoding=charset)}={quote_plus(v, encoding=charset)}" for k, v in items
+        ).encode("ascii")
 
 
 def _failed(sub_code: str) -> dict[str, str]:

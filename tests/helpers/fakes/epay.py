@@ -47,20 +47,29 @@ class FakeEpay:
         self.refunds: list[dict[str, str]] = []
         self._trade_nos = itertools.count(2024000001)
         self._http = httpx.AsyncClient(timeout=10)
-        self.app = Starlette(routes=[
-            Route("/submit.php", self._submit, methods=["GET", "POST"]),
-            Route("/api.php", self._api, methods=["GET", "POST"]),
-            Route("/pay/{out_trade_no}", self._pay_control, methods=["POST"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/submit.php", self._submit, methods=["GET", "POST"]),
+                Route("/api.php", self._api, methods=["GET", "POST"]),
+                Route("/pay/{out_trade_no}", self._pay_control, methods=["POST"]),
+            ]
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     def notify_fields(self, order: EpayOrder, key: str | None = None, **changes: str) -> dict[str, str]:
         """The signed notify of an order (changes applied before signing)."""
-        fields = {"pid": self.pid, "trade_no": order.trade_no, "out_trade_no": order.out_trade_no,
-                  "type": order.type, "name": order.name, "money": order.money, "trade_status": "TRADE_SUCCESS",
-                  **changes}
+        fields = {
+            "pid": self.pid,
+            "trade_no": order.trade_no,
+            "out_trade_no": order.out_trade_no,
+            "type": order.type,
+            "name": order.name,
+            "money": order.money,
+            "trade_status": "TRADE_SUCCESS",
+            **changes,
+        }
         return {**fields, "sign": epay_sign(fields, self.key if key is None else key), "sign_type": "MD5"}
 
     async def pay(self, out_trade_no: str) -> httpx.Response | None:
@@ -85,12 +94,21 @@ class FakeEpay:
             return HTMLResponse("签名校验失败", status_code=400)
         order = self.orders.get(fields["out_trade_no"])
         if order is None:
-            order = EpayOrder(str(next(self._trade_nos)), fields["out_trade_no"], fields["type"], fields["name"],
-                              fields["money"], fields["notify_url"], fields.get("return_url", ""))
+            order = EpayOrder(
+                str(next(self._trade_nos)),
+                fields["out_trade_no"],
+                fields["type"],
+                fields["name"],
+                fields["money"],
+                fields["notify_url"],
+                fields.get("return_url", ""),
+            )
             self.orders[order.out_trade_no] = order
-        return HTMLResponse(f"<p>{escape(order.name)} ¥{escape(order.money)}</p>"
-                            f'<form method="post" action="/pay/{escape(order.out_trade_no)}">'
-                            "<button>pay</button></form>")
+        return HTMLResponse(
+            f"<p>{escape(order.name)} ¥{escape(order.money)}</p>"
+            f'<form method="post" action="/pay/{escape(order.out_trade_no)}">'
+            "<button>pay</button></form>"
+        )
 
     async def _pay_control(self, request: Request) -> Response:
         sent = await self.pay(request.path_params["out_trade_no"])
@@ -111,9 +129,19 @@ class FakeEpay:
         if order is None:
             return JSONResponse({"code": -1, "msg": "订单号不存在"})
         if act == "order":
-            return JSONResponse({"code": 1, "msg": "succ", "trade_no": order.trade_no,
-                                 "out_trade_no": order.out_trade_no, "type": order.type, "pid": self.pid, "name": order.name, "money": order.money,
-                                 "status": order.status})
+            return JSONResponse(
+                {
+                    "code": 1,
+                    "msg": "succ",
+                    "trade_no": order.trade_no,
+                    "out_trade_no": order.out_trade_no,
+                    "type": order.type,
+                    "pid": self.pid,
+                    "name": order.name,
+                    "money": order.money,
+                    "status": order.status,
+                }
+            )
         money = Decimal(fields.get("money", "0"))
         if order.status != 1 or money <= 0 or order.refunded + money > Decimal(order.money):
             return JSONResponse({"code": -1, "msg": "退款金额大于订单金额"})

@@ -42,8 +42,10 @@ def go_sign(fields: dict[str, Any], token: str) -> str:
 
 def go_json(fields: dict[str, Any]) -> bytes:
     """json.Marshal of the callback struct: floats without a trailing .0, as Go writes them."""
-    parts = [f"{json.dumps(k)}:{go_float(v) if isinstance(v, float) else json.dumps(v, ensure_ascii=False)}"
-             for k, v in fields.items()]
+    parts = [
+        f"{json.dumps(k)}:{go_float(v) if isinstance(v, float) else json.dumps(v, ensure_ascii=False)}"
+        for k, v in fields.items()
+    ]
     return ("{" + ",".join(parts) + "}").encode()
 
 
@@ -70,11 +72,13 @@ class FakeEpusdt:
         self.checks = 0
         self._ids = itertools.count(202411250001)
         self._http = httpx.AsyncClient(timeout=10)
-        self.app = Starlette(routes=[
-            Route("/api/v1/order/create-transaction", self._create, methods=["POST"]),
-            Route("/pay/check-status/{trade_id}", self._check_status, methods=["GET"]),
-            Route("/pay/{trade_id}", self._pay_control, methods=["POST"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/api/v1/order/create-transaction", self._create, methods=["POST"]),
+                Route("/pay/check-status/{trade_id}", self._check_status, methods=["GET"]),
+                Route("/pay/{trade_id}", self._pay_control, methods=["POST"]),
+            ]
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -83,10 +87,16 @@ class FakeEpusdt:
         return next(trade for trade in self.trades.values() if trade.order_id == order_id)
 
     def callback_fields(self, trade: Trade, api_token: str | None = None, **changes: Any) -> dict[str, Any]:
-        fields: dict[str, Any] = {"trade_id": trade.trade_id, "order_id": trade.order_id, "amount": trade.amount,
-                                  "actual_amount": trade.actual_amount, "token": trade.token,
-                                  "block_transaction_id": trade.block_transaction_id, "status": trade.status,
-                                  **changes}
+        fields: dict[str, Any] = {
+            "trade_id": trade.trade_id,
+            "order_id": trade.order_id,
+            "amount": trade.amount,
+            "actual_amount": trade.actual_amount,
+            "token": trade.token,
+            "block_transaction_id": trade.block_transaction_id,
+            "status": trade.status,
+            **changes,
+        }
         return {**fields, "signature": go_sign(fields, self.api_token if api_token is None else api_token)}
 
     async def pay(self, trade_id: str) -> httpx.Response | None:
@@ -122,21 +132,45 @@ class FakeEpusdt:
             return _fail(10002, "支付交易已存在，请勿重复创建")
         amount = float(fields["amount"])
         actual = float((Decimal(go_float(amount)) / self.rate).quantize(Decimal("0.0001")))
-        trade = Trade(str(next(self._ids)), fields["order_id"], amount, actual, "TFakeWalletAddress0000000000000001",
-                      fields["notify_url"])
+        trade = Trade(
+            str(next(self._ids)),
+            fields["order_id"],
+            amount,
+            actual,
+            "TFakeWalletAddress0000000000000001",
+            fields["notify_url"],
+        )
         self.trades[trade.trade_id] = trade
-        return JSONResponse({"status_code": 200, "message": "success", "request_id": "", "data": {
-            "trade_id": trade.trade_id, "order_id": trade.order_id, "amount": amount, "actual_amount": actual,
-            "token": trade.token, "expiration_time": int(time.time()) + 600,
-            "payment_url": f"{self.url}/pay/checkout-counter/{trade.trade_id}"}})
+        return JSONResponse(
+            {
+                "status_code": 200,
+                "message": "success",
+                "request_id": "",
+                "data": {
+                    "trade_id": trade.trade_id,
+                    "order_id": trade.order_id,
+                    "amount": amount,
+                    "actual_amount": actual,
+                    "token": trade.token,
+                    "expiration_time": int(time.time()) + 600,
+                    "payment_url": f"{self.url}/pay/checkout-counter/{trade.trade_id}",
+                },
+            }
+        )
 
     async def _check_status(self, request: Request) -> Response:
         self.checks += 1
         trade = self.trades.get(request.path_params["trade_id"])
         if trade is None:
             return _fail(10008, "订单不存在")
-        return JSONResponse({"status_code": 200, "message": "success", "request_id": "",
-                             "data": {"trade_id": trade.trade_id, "status": trade.status}})
+        return JSONResponse(
+            {
+                "status_code": 200,
+                "message": "success",
+                "request_id": "",
+                "data": {"trade_id": trade.trade_id, "status": trade.status},
+            }
+        )
 
     async def _pay_control(self, request: Request) -> Response:
         sent = await self.pay(request.path_params["trade_id"])

@@ -35,8 +35,9 @@ def _error(status: int, kind: str, message: str, code: str | None = None) -> JSO
 
 
 class FakeStripe:
-    def __init__(self, secret_key: str, webhook_secret: str, livemode: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, secret_key: str, webhook_secret: str, livemode: bool = False, clock: Callable[[], float] = time.time
+    ) -> None:
         self.secret_key = secret_key
         self.webhook_secret = webhook_secret
         self.livemode = livemode
@@ -52,13 +53,15 @@ class FakeStripe:
         self.fail_next: list[tuple[int, str]] = []  # (HTTP status, error type) for the next API calls
         self._idempotent: dict[tuple[str, str], tuple[dict[str, str], int, dict[str, Any]]] = {}
         self._intent_metadata: dict[str, dict[str, str]] = {}
-        self.app = Starlette(routes=[
-            Route("/v1/checkout/sessions", self._create_session, methods=["POST"]),
-            Route("/v1/checkout/sessions/{id}", self._get_session, methods=["GET"]),
-            Route("/v1/checkout/sessions/{id}/expire", self._expire_session, methods=["POST"]),
-            Route("/v1/payment_intents/{id}", self._get_intent, methods=["GET"]),
-            Route("/v1/refunds", self._create_refund, methods=["POST"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/checkout/sessions", self._create_session, methods=["POST"]),
+                Route("/v1/checkout/sessions/{id}", self._get_session, methods=["GET"]),
+                Route("/v1/checkout/sessions/{id}/expire", self._expire_session, methods=["POST"]),
+                Route("/v1/payment_intents/{id}", self._get_intent, methods=["GET"]),
+                Route("/v1/refunds", self._create_refund, methods=["POST"]),
+            ]
+        )
 
     # ---- test controls ----
 
@@ -69,14 +72,32 @@ class FakeStripe:
         intent_id, charge_id = _new_id("pi"), _new_id("ch")
         amount, currency = session["amount_total"], session["currency"]
         metadata = self._intent_metadata.get(session_id, {})
-        self.intents[intent_id] = {"id": intent_id, "object": "payment_intent", "status": "succeeded",
-                                   "amount": amount, "amount_received": amount, "currency": currency,
-                                   "latest_charge": charge_id, "metadata": dict(metadata),
-                                   "created": int(self.clock()), "livemode": self.livemode}
-        self.charges[charge_id] = {"id": charge_id, "object": "charge", "amount": amount, "amount_refunded": 0,
-                                   "currency": currency, "payment_intent": intent_id, "paid": True,
-                                   "refunded": False, "status": "succeeded", "metadata": dict(metadata),
-                                   "created": int(self.clock()), "livemode": self.livemode}
+        self.intents[intent_id] = {
+            "id": intent_id,
+            "object": "payment_intent",
+            "status": "succeeded",
+            "amount": amount,
+            "amount_received": amount,
+            "currency": currency,
+            "latest_charge": charge_id,
+            "metadata": dict(metadata),
+            "created": int(self.clock()),
+            "livemode": self.livemode,
+        }
+        self.charges[charge_id] = {
+            "id": charge_id,
+            "object": "charge",
+            "amount": amount,
+            "amount_refunded": 0,
+            "currency": currency,
+            "payment_intent": intent_id,
+            "paid": True,
+            "refunded": False,
+            "status": "succeeded",
+            "metadata": dict(metadata),
+            "created": int(self.clock()),
+            "livemode": self.livemode,
+        }
         session.update(status="complete", payment_status="paid", payment_intent=intent_id)
         event = self.event("checkout.session.completed", session)
         if deliver:
@@ -85,10 +106,18 @@ class FakeStripe:
         return event
 
     def event(self, kind: str, obj: dict[str, Any], **changes: Any) -> dict[str, Any]:
-        return {"id": _new_id("evt"), "object": "event", "api_version": "2025-08-27.basil",
-                "created": int(self.clock()), "livemode": self.livemode, "pending_webhooks": 1,
-                "request": {"id": None, "idempotency_key": None}, "type": kind,
-                "data": {"object": copy.deepcopy(obj)}, **changes}
+        return {
+            "id": _new_id("evt"),
+            "object": "event",
+            "api_version": "2025-08-27.basil",
+            "created": int(self.clock()),
+            "livemode": self.livemode,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "type": kind,
+            "data": {"object": copy.deepcopy(obj)},
+            **changes,
+        }
 
     def charge_of(self, session_id: str) -> dict[str, Any]:
         return self.charges[self.intents[self.sessions[session_id]["payment_intent"]]["latest_charge"]]
@@ -106,8 +135,11 @@ class FakeStripe:
     async def deliver(self, event: dict[str, Any]) -> httpx.Response:
         assert self.webhook_url, "set webhook_url first"
         body = self.body(event)
-        headers = {"Stripe-Signature": self.sign(body), "Content-Type": "application/json; charset=utf-8",
-                   "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)"}
+        headers = {
+            "Stripe-Signature": self.sign(body),
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+        }
         async with httpx.AsyncClient(timeout=30) as http:
             response = await http.post(self.webhook_url, content=body, headers=headers)
         self.deliveries.append((event["type"], response.status_code))
@@ -125,8 +157,9 @@ class FakeStripe:
             return _error(status, kind, "injected failure")
         return None
 
-    async def _idempotently(self, request: Request, handle: Callable[[dict[str, str]], tuple[int, Any]]
-                            ) -> JSONResponse:
+    async def _idempotently(
+        self, request: Request, handle: Callable[[dict[str, str]], tuple[int, Any]]
+    ) -> JSONResponse:
         if (refused := await self._guard(request)) is not None:
             return refused
         params = dict((await request.form()).multi_items())
@@ -135,8 +168,12 @@ class FakeStripe:
             seen = self._idempotent.get((request.url.path, key))
             if seen is not None:
                 if seen[0] != params:
-                    return _error(400, "idempotency_error", "Keys for idempotent requests can only be used "
-                                  "with the same parameters they were first used with.")
+                    return _error(
+                        400,
+                        "idempotency_error",
+                        "Keys for idempotent requests can only be used "
+                        "with the same parameters they were first used with.",
+                    )
                 return JSONResponse(seen[2], status_code=seen[1], headers={"Idempotent-Replayed": "true"})
         status, answer = handle(params)
         if isinstance(answer, JSONResponse):
@@ -153,25 +190,45 @@ class FakeStripe:
         currency = form.get("line_items[0][price_data][currency]", "")
         amount = form.get("line_items[0][price_data][unit_amount]", "")
         expires_at = form.get("expires_at", str(now + MAX_EXPIRY))
-        if form.get("mode") != "payment" or not re.fullmatch(r"[a-z]{3}", currency) \
-                or not re.fullmatch(r"[1-9][0-9]{0,7}", amount) or form.get("line_items[0][quantity]") != "1" \
-                or not form.get("line_items[0][price_data][product_data][name]"):
+        if (
+            form.get("mode") != "payment"
+            or not re.fullmatch(r"[a-z]{3}", currency)
+            or not re.fullmatch(r"[1-9][0-9]{0,7}", amount)
+            or form.get("line_items[0][quantity]") != "1"
+            or not form.get("line_items[0][price_data][product_data][name]")
+        ):
             return 400, _error(400, "invalid_request_error", "Invalid line_items or mode.", "parameter_invalid")
         if not expires_at.isdigit() or not now + MIN_EXPIRY <= int(expires_at) <= now + MAX_EXPIRY:
-            return 400, _error(400, "invalid_request_error", "The `expires_at` timestamp must be between 30 "
-                               "minutes and 24 hours from Checkout Session creation.", "parameter_invalid_integer")
+            return 400, _error(
+                400,
+                "invalid_request_error",
+                "The `expires_at` timestamp must be between 30 minutes and 24 hours from Checkout Session creation.",
+                "parameter_invalid_integer",
+            )
         session_id = f"cs_test_{secrets.token_hex(16)}"
         order_id = form.get("client_reference_id")
-        session = {"id": session_id, "object": "checkout.session", "mode": "payment", "status": "open",
-                   "payment_status": "unpaid", "amount_total": int(amount), "amount_subtotal": int(amount),
-                   "currency": currency, "client_reference_id": order_id,
-                   "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
-                   "payment_intent": None, "url": f"https://checkout.stripe.com/c/pay/{session_id}",
-                   "success_url": form.get("success_url"), "cancel_url": form.get("cancel_url"),
-                   "expires_at": int(expires_at), "created": now, "livemode": self.livemode}
+        session = {
+            "id": session_id,
+            "object": "checkout.session",
+            "mode": "payment",
+            "status": "open",
+            "payment_status": "unpaid",
+            "amount_total": int(amount),
+            "amount_subtotal": int(amount),
+            "currency": currency,
+            "client_reference_id": order_id,
+            "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
+            "payment_intent": None,
+            "url": f"https://checkout.stripe.com/c/pay/{session_id}",
+            "success_url": form.get("success_url"),
+            "cancel_url": form.get("cancel_url"),
+            "expires_at": int(expires_at),
+            "created": now,
+            "livemode": self.livemode,
+        }
         self.sessions[session_id] = session
         prefix = "payment_intent_data[metadata]["
-        self._intent_metadata[session_id] = {k[len(prefix):-1]: v for k, v in form.items() if k.startswith(prefix)}
+        self._intent_metadata[session_id] = {k[len(prefix) : -1]: v for k, v in form.items() if k.startswith(prefix)}
         return 200, session
 
     async def _get_session(self, request: Request) -> JSONResponse:
@@ -189,8 +246,9 @@ class FakeStripe:
         if session is None:
             return _error(404, "invalid_request_error", "No such checkout.session", "resource_missing")
         if session["status"] != "open":
-            return _error(400, "invalid_request_error",
-                          'Only Checkout Sessions with a status in ["open"] can be expired.')
+            return _error(
+                400, "invalid_request_error", 'Only Checkout Sessions with a status in ["open"] can be expired.'
+            )
         session["status"] = "expired"
         return JSONResponse(session)
 
@@ -213,14 +271,25 @@ class FakeStripe:
         left = charge["amount"] - charge["amount_refunded"]
         amount = int(form.get("amount", left))
         if not 0 < amount <= left:
-            return 400, _error(400, "invalid_request_error", "Refund amount is greater than unrefunded amount",
-                               "amount_too_large" if amount > 0 else "parameter_invalid_integer")
+            return 400, _error(
+                400,
+                "invalid_request_error",
+                "Refund amount is greater than unrefunded amount",
+                "amount_too_large" if amount > 0 else "parameter_invalid_integer",
+            )
         refund_id = _new_id("re")
         charge["amount_refunded"] += amount
         charge["refunded"] = charge["amount_refunded"] == charge["amount"]
-        refund = {"id": refund_id, "object": "refund", "amount": amount, "currency": charge["currency"],
-                  "payment_intent": intent["id"], "charge": charge["id"], "status": "succeeded",
-                  "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
-                  "created": int(self.clock())}
+        refund = {
+            "id": refund_id,
+            "object": "refund",
+            "amount": amount,
+            "currency": charge["currency"],
+            "payment_intent": intent["id"],
+            "charge": charge["id"],
+            "status": "succeeded",
+            "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
+            "created": int(self.clock()),
+        }
         self.refunds[refund_id] = refund
         return 200, refund

@@ -12,7 +12,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
 import httpx
@@ -39,21 +39,32 @@ def new_rsa_key() -> rsa.RSAPrivateKey:
 
 
 def private_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 def public_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def self_signed_certificate(key: rsa.RSAPrivateKey, serial: int, days: int = 365) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Tenpay.com Root CA (test)")])
-    now = datetime.now(timezone.utc)
-    return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(serial).not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=days))
-            .sign(key, hashes.SHA256()))
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
 
 
 @dataclass
@@ -79,11 +90,21 @@ class WechatKeys:
         return format(self.certificate.serial_number, "X")
 
     def settings(self, base_url: str, backup_url: str, mode: Mode = "public_key") -> WechatSettings:
-        public = dict(public_key=public_pem(self.platform_key), public_key_id=self.public_key_id) \
-            if mode == "public_key" else {}
-        return WechatSettings(mchid=self.mchid, appid=self.appid, private_key=private_pem(self.merchant_key),
-                              cert_serial_no=self.merchant_serial, apiv3_key=self.apiv3_key, base_url=base_url,
-                              backup_url=backup_url, **public)
+        public = (
+            dict(public_key=public_pem(self.platform_key), public_key_id=self.public_key_id)
+            if mode == "public_key"
+            else {}
+        )
+        return WechatSettings(
+            mchid=self.mchid,
+            appid=self.appid,
+            private_key=private_pem(self.merchant_key),
+            cert_serial_no=self.merchant_serial,
+            apiv3_key=self.apiv3_key,
+            base_url=base_url,
+            backup_url=backup_url,
+            **public,
+        )
 
 
 @dataclass
@@ -136,18 +157,34 @@ class FakeWechat:
     def transaction(self, trade: Trade, **changes: Any) -> dict[str, Any]:
         """The transaction as WeChat shows it (query answer and notify resource)."""
         data: dict[str, Any] = {
-            "appid": self.keys.appid, "mchid": self.keys.mchid, "out_trade_no": trade.out_trade_no,
-            "trade_type": "NATIVE", "trade_state": trade.state, "trade_state_desc": trade.state, "attach": "",
-            "amount": {"total": trade.total, "currency": trade.currency, "payer_currency": trade.currency}}
+            "appid": self.keys.appid,
+            "mchid": self.keys.mchid,
+            "out_trade_no": trade.out_trade_no,
+            "trade_type": "NATIVE",
+            "trade_state": trade.state,
+            "trade_state_desc": trade.state,
+            "attach": "",
+            "amount": {"total": trade.total, "currency": trade.currency, "payer_currency": trade.currency},
+        }
         if trade.transaction_id:
-            data.update(transaction_id=trade.transaction_id, bank_type="OTHERS", success_time=trade.success_time,
-                        payer={"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"})
+            data.update(
+                transaction_id=trade.transaction_id,
+                bank_type="OTHERS",
+                success_time=trade.success_time,
+                payer={"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
+            )
             data["amount"]["payer_total"] = trade.total
         return {**data, **changes}
 
-    def notify(self, resource: dict[str, Any] | bytes, event_type: str = "TRANSACTION.SUCCESS",
-               original_type: str = "transaction", *, apiv3_key: str | None = None, **sign: Any
-               ) -> tuple[bytes, dict[str, str]]:
+    def notify(
+        self,
+        resource: dict[str, Any] | bytes,
+        event_type: str = "TRANSACTION.SUCCESS",
+        original_type: str = "transaction",
+        *,
+        apiv3_key: str | None = None,
+        **sign: Any,
+    ) -> tuple[bytes, dict[str, str]]:
         """A notify as WeChat sends it: the resource (a dict, or JSON text as is) AES-GCM encrypted, the body
         signed."""
         nonce = secrets.token_urlsafe(9)[:12]
@@ -155,22 +192,42 @@ class FakeWechat:
         plain = resource if isinstance(resource, bytes) else json.dumps(resource, ensure_ascii=False).encode()
         ciphertext = encrypt((apiv3_key or self.keys.apiv3_key).encode(), nonce, associated, plain)
         envelope = {
-            "id": str(uuid.uuid4()), "create_time": datetime.now(CHINA).isoformat(timespec="seconds"),
-            "resource_type": "encrypt-resource", "event_type": event_type,
+            "id": str(uuid.uuid4()),
+            "create_time": datetime.now(CHINA).isoformat(timespec="seconds"),
+            "resource_type": "encrypt-resource",
+            "event_type": event_type,
             "summary": "支付成功" if event_type.startswith("TRANSACTION") else "退款成功",
-            "resource": {"original_type": original_type, "algorithm": "AEAD_AES_256_GCM", "ciphertext": ciphertext,
-                         "associated_data": associated, "nonce": nonce}}
+            "resource": {
+                "original_type": original_type,
+                "algorithm": "AEAD_AES_256_GCM",
+                "ciphertext": ciphertext,
+                "associated_data": associated,
+                "nonce": nonce,
+            },
+        }
         body = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
         return body, {**self.signed_headers(body, **sign), "Content-Type": "application/json"}
 
-    def signed_headers(self, body: bytes, *, key: rsa.RSAPrivateKey | None = None, serial: str | None = None,
-                       timestamp: int | None = None, signature: str | None = None) -> dict[str, str]:
+    def signed_headers(
+        self,
+        body: bytes,
+        *,
+        key: rsa.RSAPrivateKey | None = None,
+        serial: str | None = None,
+        timestamp: int | None = None,
+        signature: str | None = None,
+    ) -> dict[str, str]:
         ts = str(int(time.time()) if timestamp is None else timestamp)
         nonce = secrets.token_hex(16).upper()
         if signature is None:
             signature = rsa_sign(key or self.keys.platform_key, signed_message(ts, nonce, body))
-        return {"Wechatpay-Serial": serial or self.serial, "Wechatpay-Signature": signature,
-                "Wechatpay-Timestamp": ts, "Wechatpay-Nonce": nonce, "Wechatpay-Signature-Type": SCHEME}
+        return {
+            "Wechatpay-Serial": serial or self.serial,
+            "Wechatpay-Signature": signature,
+            "Wechatpay-Timestamp": ts,
+            "Wechatpay-Nonce": nonce,
+            "Wechatpay-Signature-Type": SCHEME,
+        }
 
     # ---- the gateway ----
 
@@ -185,21 +242,24 @@ class FakeWechat:
                 self.calls.append((host, request.method, request.url.path))
                 status, data = handler(request, _json(body))
                 return self._answer(status, data)
+
             return Route(path, endpoint, methods=[method])
 
-        return Starlette(routes=[
-            route("/v3/pay/transactions/native", self._create, "POST"),
-            route("/v3/pay/transactions/out-trade-no/{no}", self._query, "GET"),
-            route("/v3/pay/transactions/out-trade-no/{no}/close", self._close, "POST"),
-            route("/v3/refund/domestic/refunds", self._refund, "POST"),
-            route("/v3/certificates", self._certificates, "GET"),
-        ])
+        return Starlette(
+            routes=[
+                route("/v3/pay/transactions/native", self._create, "POST"),
+                route("/v3/pay/transactions/out-trade-no/{no}", self._query, "GET"),
+                route("/v3/pay/transactions/out-trade-no/{no}/close", self._close, "POST"),
+                route("/v3/refund/domestic/refunds", self._refund, "POST"),
+                route("/v3/certificates", self._certificates, "GET"),
+            ]
+        )
 
     def _check_authorization(self, request: Request, body: bytes) -> str | None:
         header = request.headers.get("authorization", "")
         if not header.startswith(SCHEME + " "):
             return "missing or foreign authorization scheme"
-        fields = dict(_AUTH_RE.findall(header[len(SCHEME) + 1:]))
+        fields = dict(_AUTH_RE.findall(header[len(SCHEME) + 1 :]))
         if fields.get("mchid") != self.keys.mchid or fields.get("serial_no") != self.keys.merchant_serial:
             return "unknown merchant or certificate serial"
         if not fields.get("timestamp", "").isdigit() or abs(time.time() - int(fields["timestamp"])) > 300:
@@ -217,28 +277,49 @@ class FakeWechat:
         headers = {"Request-ID": str(uuid.uuid4())}
         if self.sign_answers:
             headers.update(self.signed_headers(body, key=self.answer_key))
-        return Response(body, status_code=status, headers=headers,
-                        media_type=None if data is None else "application/json")
+        return Response(
+            body, status_code=status, headers=headers, media_type=None if data is None else "application/json"
+        )
 
     def _create(self, request: Request, data: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
         amount = data.get("amount") if isinstance(data.get("amount"), dict) else {}
         no, description = data.get("out_trade_no"), data.get("description")
-        valid = (data.get("appid") == self.keys.appid and data.get("mchid") == self.keys.mchid
-                 and isinstance(no, str) and _OUT_TRADE_NO_RE.fullmatch(no)
-                 and isinstance(description, str) and 0 < len(description) <= 127
-                 and type(amount.get("total")) is int and amount["total"] > 0 and amount.get("currency") == "CNY"
-                 and isinstance(data.get("notify_url"), str) and "?" not in data["notify_url"]
-                 and _rfc3339(data.get("time_expire")))
+        valid = (
+            data.get("appid") == self.keys.appid
+            and data.get("mchid") == self.keys.mchid
+            and isinstance(no, str)
+            and _OUT_TRADE_NO_RE.fullmatch(no)
+            and isinstance(description, str)
+            and 0 < len(description) <= 127
+            and type(amount.get("total")) is int
+            and amount["total"] > 0
+            and amount.get("currency") == "CNY"
+            and isinstance(data.get("notify_url"), str)
+            and "?" not in data["notify_url"]
+            and _rfc3339(data.get("time_expire"))
+        )
         if not valid:
             return 400, {"code": "PARAM_ERROR", "message": "参数错误"}
         trade = self.trades.get(no)
         if trade is not None:
-            same = (trade.total, trade.description, trade.notify_url) == (amount["total"], description,
-                                                                         data["notify_url"])
-            return (200, {"code_url": trade.code_url}) if same else (400, {"code": "INVALID_REQUEST",
-                                                                            "message": "订单号重复"})
-        trade = Trade(no, description, data["notify_url"], amount["total"], "CNY",
-                      "weixin://wxpay/bizpayurl?pr=" + secrets.token_urlsafe(6))
+            same = (trade.total, trade.description, trade.notify_url) == (
+                amount["total"],
+                description,
+                data["notify_url"],
+            )
+            return (
+                (200, {"code_url": trade.code_url})
+                if same
+                else (400, {"code": "INVALID_REQUEST", "message": "订单号重复"})
+            )
+        trade = Trade(
+            no,
+            description,
+            data["notify_url"],
+            amount["total"],
+            "CNY",
+            "weixin://wxpay/bizpayurl?pr=" + secrets.token_urlsafe(6),
+        )
         self.trades[no] = trade
         return 200, {"code_url": trade.code_url}
 
@@ -267,8 +348,11 @@ class FakeWechat:
         refund_no = data.get("out_refund_no")
         if trade is None:
             return 404, {"code": "RESOURCE_NOT_EXISTS", "message": "订单不存在"}
-        if not isinstance(refund_no, str) or type(amount.get("refund")) is not int \
-                or (amount.get("total"), amount.get("currency")) != (trade.total, "CNY"):
+        if (
+            not isinstance(refund_no, str)
+            or type(amount.get("refund")) is not int
+            or (amount.get("total"), amount.get("currency")) != (trade.total, "CNY")
+        ):
             return 400, {"code": "PARAM_ERROR", "message": "参数错误"}
         if refund_no in trade.refunds:  # the same out_refund_no is the same refund
             done = trade.refunds[refund_no]
@@ -279,12 +363,23 @@ class FakeWechat:
         if trade.state not in ("SUCCESS", "REFUND") or not 0 < amount["refund"] <= trade.total - already:
             return 403, {"code": "NOT_ENOUGH", "message": "可退金额不足"}
         trade.refunds[refund_no] = {
-            "refund_id": "5030" + secrets.token_hex(12), "out_refund_no": refund_no,
-            "transaction_id": trade.transaction_id, "out_trade_no": trade.out_trade_no, "channel": "ORIGINAL",
-            "user_received_account": "支付用户零钱", "create_time": datetime.now(CHINA).isoformat(timespec="seconds"),
-            "status": self.refund_status, "funds_account": "AVAILABLE",
-            "amount": {"total": trade.total, "refund": amount["refund"], "payer_total": trade.total,
-                       "payer_refund": amount["refund"], "currency": "CNY"}}
+            "refund_id": "5030" + secrets.token_hex(12),
+            "out_refund_no": refund_no,
+            "transaction_id": trade.transaction_id,
+            "out_trade_no": trade.out_trade_no,
+            "channel": "ORIGINAL",
+            "user_received_account": "支付用户零钱",
+            "create_time": datetime.now(CHINA).isoformat(timespec="seconds"),
+            "status": self.refund_status,
+            "funds_account": "AVAILABLE",
+            "amount": {
+                "total": trade.total,
+                "refund": amount["refund"],
+                "payer_total": trade.total,
+                "payer_refund": amount["refund"],
+                "currency": "CNY",
+            },
+        }
         trade.state = "REFUND"
         return 200, trade.refunds[refund_no]
 
@@ -295,12 +390,21 @@ class FakeWechat:
         cert = self.keys.certificate
         nonce = secrets.token_hex(6)
         pem = cert.public_bytes(serialization.Encoding.PEM)
-        return 200, {"data": [{
-            "serial_no": self.keys.certificate_serial,
-            "effective_time": cert.not_valid_before_utc.astimezone(CHINA).isoformat(timespec="seconds"),
-            "expire_time": cert.not_valid_after_utc.astimezone(CHINA).isoformat(timespec="seconds"),
-            "encrypt_certificate": {"algorithm": "AEAD_AES_256_GCM", "nonce": nonce, "associated_data": "certificate",
-                                    "ciphertext": encrypt(self.keys.apiv3_key.encode(), nonce, "certificate", pem)}}]}
+        return 200, {
+            "data": [
+                {
+                    "serial_no": self.keys.certificate_serial,
+                    "effective_time": cert.not_valid_before_utc.astimezone(CHINA).isoformat(timespec="seconds"),
+                    "expire_time": cert.not_valid_after_utc.astimezone(CHINA).isoformat(timespec="seconds"),
+                    "encrypt_certificate": {
+                        "algorithm": "AEAD_AES_256_GCM",
+                        "nonce": nonce,
+                        "associated_data": "certificate",
+                        "ciphertext": encrypt(self.keys.apiv3_key.encode(), nonce, "certificate", pem),
+                    },
+                }
+            ]
+        }
 
 
 def _json(body: bytes) -> dict[str, Any]:
@@ -315,4 +419,3 @@ def _rfc3339(value: object) -> bool:
     if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d([+-]\d\d:\d\d|Z)", value):
         return False
     return datetime.fromisoformat(value).tzinfo is not None
-
