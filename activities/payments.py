@@ -2,6 +2,7 @@
 
 from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -12,7 +13,15 @@ from activities.db import transaction
 from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.crypto.vault import Vault
-from miaofa.gateways.base import Gateway, GatewayError, GatewayRefused, PaymentRequest, PaymentState, Unsupported
+from miaofa.gateways.base import (
+    Gateway,
+    GatewayError,
+    GatewayRefused,
+    PaymentRequest,
+    PaymentState,
+    QueryChannel,
+    Unsupported,
+)
 from miaofa.payments import records, strays
 from miaofa.telemetry.metrics import WorkerMetrics
 from miaofa.temporal.signals import signal_payment
@@ -92,7 +101,8 @@ class PaymentActivities:
             raise _gateway_failed(Unsupported(f"{step.gateway} has no {step.channel} query host"))
         if step.channel != "primary" and activity.info().attempt == 1:
             self.metrics.failover(step.gateway)  # the workflow asks the backup only when the primary failed
-        return await _answer(gateway.query(step.payment_id, step.order_id, step.channel))  # type: ignore[arg-type]
+        channel = cast(QueryChannel, step.channel)  # one of the gateway's query_channels, checked above
+        return await _answer(gateway.query(step.payment_id, step.order_id, channel))
 
     @activity.defn(name=s.CLOSE_PAYMENT)
     async def close_payment(self, step: s.GatewayStep) -> s.PaymentSnapshot:

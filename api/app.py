@@ -60,7 +60,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
         finally:
             await stock_hint.stop()
             for gateway in gateways.values():
-                await gateway.aclose()  # type: ignore[attr-defined]
+                await gateway.aclose()
             await engine.dispose()
 
     app = FastAPI(

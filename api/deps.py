@@ -1,8 +1,8 @@
 """Dependencies for routes: the app state, a session that commits, and token checks."""
 
 import secrets
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -78,7 +78,7 @@ async def _actor(state: State, authorization: str | None, role: str) -> str:
 ACTOR_SCOPE_KEY = "miaofa.actor"
 
 
-async def actor_for(state: State, scope: dict, authorization: str | None, role: str) -> str:
+async def actor_for(state: State, scope: MutableMapping[str, Any], authorization: str | None, role: str) -> str:
     known = scope.get(ACTOR_SCOPE_KEY)
     if known is not None and known[0] == role:
         return known[1]

@@ -90,8 +90,8 @@ class RequestLimits:
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             http_metrics.REFUSED.labels("declared_too_large").inc()
-            too_large = BodyTooLarge(limit)
-            await _refuse(scope, receive, send, 413, too_large.error, str(too_large.detail))
+            refusal = BodyTooLarge(limit)
+            await _refuse(scope, receive, send, 413, refusal.error, str(refusal.detail))
             return
 
         received = 0

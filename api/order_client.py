@@ -50,7 +50,7 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
     after the order closed): the caller then answers from the database.
     """
     logs.bind_order(order.order_id)  # this request's log lines name its order
-    start = WithStartWorkflowOperation(
+    start: WithStartWorkflowOperation[Any, str] = WithStartWorkflowOperation(
         c.ORDER_WORKFLOW,
         order,
         id=c.order_workflow_id(order.order_id),

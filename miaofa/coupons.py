@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from miaofa.db.engine import rowcount
 from miaofa.db.models import Coupon
 from miaofa.errors import CouponCurrency, CouponExpired, CouponNotFound, CouponUsed
 
@@ -56,7 +57,7 @@ async def redeem(session: AsyncSession, code: str, order_id: str, at: datetime, 
         .where(Coupon.id == coupon.id, Coupon.used_at.is_(None))
         .values(used_at=at, used_by_order_id=order_id)
     )
-    if taken.rowcount != 1:
+    if rowcount(taken) != 1:
         raise CouponUsed("this coupon has already been used")
     return coupon
 

@@ -17,6 +17,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa.crypto.vault import Vault
+from miaofa.db.engine import rowcount
 from miaofa.db.models import CardKey
 from miaofa.errors import InvalidInput, UnsupportedMediaType
 
@@ -139,6 +140,7 @@ async def import_keys(
     items = list(unique.items())
     connection = await (await session.connection()).get_raw_connection()
     pg = connection.driver_connection  # asyncpg, for COPY
+    assert pg is not None  # an open connection has its driver's
     await pg.execute("CREATE TEMP TABLE IF NOT EXISTS key_import (ciphertext bytea, key_hash bytea) ON COMMIT DROP")
     imported = 0
     for start in range(0, len(items), IMPORT_BATCH):
@@ -183,7 +185,7 @@ async def available_by_product(session: AsyncSession) -> dict[int, int]:
 
 async def orders_holding_keys(session: AsyncSession, order_ids: list[str]) -> set[str]:
     rows = await session.scalars(select(CardKey.order_id).where(CardKey.order_id.in_(order_ids)).distinct())
-    return set(rows)
+    return {order_id for order_id in rows if order_id is not None}  # the IN already left NULL out
 
 
 RESERVE_SQL = text("""
@@ -225,7 +227,7 @@ async def release(session: AsyncSession, order_id: str) -> int:
         .where(CardKey.order_id == order_id, CardKey.status == "reserved")
         .values(status="available", order_id=None, reserved_at=None)
     )
-    return result.rowcount
+    return rowcount(result)
 
 
 async def commit_sold(session: AsyncSession, order_id: str, at: datetime) -> list[int]:
@@ -245,7 +247,7 @@ async def mark_refunded(session: AsyncSession, order_id: str) -> int:
     result = await session.execute(
         update(CardKey).where(CardKey.order_id == order_id, CardKey.status == "sold").values(status="refunded")
     )
-    return result.rowcount
+    return rowcount(result)
 
 
 async def delivered_keys(session: AsyncSession, vault: Vault, order_id: str) -> list[str]:

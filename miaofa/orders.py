@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from miaofa import contract as c
 from miaofa import inventory
 from miaofa.crypto.vault import Vault
+from miaofa.db.engine import rowcount
 from miaofa.db.models import Coupon, Order, OrderEvent, Payment
 from miaofa.errors import OrderNotFound
 from miaofa.messaging import outbox
@@ -79,7 +80,7 @@ async def move(session: AsyncSession, order_id: str, to: str, at: datetime, **va
         moved = await session.execute(
             update(Order).where(Order.id == order_id, Order.status.in_(sources)).values(status=to, **values)
         )
-        if moved.rowcount == 1:  # type: ignore[attr-defined]
+        if rowcount(moved) == 1:
             if to in ANNOUNCED:
                 outbox.emit(session, ANNOUNCED[to], order_id, at)
             return True

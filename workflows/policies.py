@@ -3,11 +3,21 @@ and the stray-payment workflow share them. And the poll backoff they both need."
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from miaofa import steps as s
+
+
+class LocalStepOptions(TypedDict):
+    """The options DB_STEP passes to workflow.execute_local_activity, typed so its overloads match."""
+
+    start_to_close_timeout: timedelta
+    retry_policy: RetryPolicy
+    local_retry_threshold: timedelta
+
 
 # Short steps — every database step, and creating the payment — run as local activities in the
 # workflow task that needs them: no task round trip through the server per step. Gateway queries,
@@ -21,7 +31,9 @@ DB_RETRY = RetryPolicy(
 DB_TIMEOUT = timedelta(seconds=15)
 # Past a few quick in-process retries, a failing local step waits on a durable timer instead of
 # holding the workflow task: the SLA timer can fire meanwhile, and a worker restart loses nothing.
-DB_STEP = dict(start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY, local_retry_threshold=timedelta(seconds=3))
+DB_STEP: LocalStepOptions = dict(
+    start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY, local_retry_threshold=timedelta(seconds=3)
+)
 # One query attempt per channel: the workflow does the failover and the backoff itself.
 QUERY_RETRY = RetryPolicy(maximum_attempts=1)
 QUERY_TIMEOUT = timedelta(seconds=10)

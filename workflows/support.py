@@ -29,6 +29,7 @@ class SupportActions(SagaState):
     async def _hold_for_review(self) -> bool:
         """The rule chain asked for a person: keep the reservation, create no payment, and wait for
         support's decision until the review window ends. True: approved, go on to payment."""
+        assert self._expires_at is not None  # set by _open
         await self._wait_until(lambda: bool(self._review_outcome), self._expires_at)
         now = workflow.now()
         if not self._review_outcome:  # set before any await: a decision arriving now is refused

@@ -1,6 +1,6 @@
 """Catalog and inventory for the merchant (admin token)."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from pydantic import AfterValidator, BaseModel, Field
@@ -94,7 +94,7 @@ _IMPORT_BODY = {
         },
     }
 }
-_IMPORT_ERRORS = {
+_IMPORT_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no admin token (checked before the body is read)"},
     404: {"description": "no such product"},
     413: {"description": "the upload is larger than 64 MiB"},

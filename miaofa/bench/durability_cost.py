@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
-from sqlalchemy import MetaData
+from sqlalchemy import Constraint, Index, MetaData, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -44,12 +44,14 @@ def reserve_statement() -> tuple[str, list[str]]:
 
 def card_keys_ddl(table: str) -> list[str]:
     """The shop's card_keys table and indexes under another name, without the products foreign key."""
+    assert isinstance(CardKey.__table__, Table)  # a mapped class's; typed as any FromClause
     copy = CardKey.__table__.to_metadata(MetaData(), name=table)
     for constraint in list(copy.foreign_key_constraints):
         copy.constraints.discard(constraint)
     for column in copy.columns:
         column.foreign_keys.clear()
-    for item in [*copy.indexes, *copy.constraints]:  # names are per schema: no clash with the shop's
+    named: list[Index | Constraint] = [*copy.indexes, *copy.constraints]
+    for item in named:  # names are per schema: no clash with the shop's
         if item.name:
             item.name = f"{table}_{item.name}"
     dialect = postgresql.dialect()

@@ -118,6 +118,7 @@ class Bench:
         sent = await self.shop.create_order(sku, 0)
         if sent.status != 201:
             raise BenchError(f"warm-up order refused: {sent.status} {sent.error}")
+        assert sent.order_id is not None  # a 201 carries it
         await self.shop.pay(sent)
         deadline = time.monotonic() + 120
         while await self.db.delivered_count([sent.order_id]) < 1:

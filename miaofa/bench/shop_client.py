@@ -283,11 +283,10 @@ def stage_breakdown(times: list[OrderTimes], sent: dict[str, Sent]) -> dict[str,
             after_paid.setdefault("delivery_committed (orders.updated_at)", []).append(t.committed - t.paid)
 
     def summarise(groups: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-        stats = {stage: summary_ms(values) for stage, values in groups.items()}
+        stats = {stage: summary for stage, values in groups.items() if (summary := summary_ms(values))}
         return {
             stage: {k: s[k] for k in ("n", "p50", "p99")}
             for stage, s in sorted(stats.items(), key=lambda item: item[1]["p50"])
-            if s
         }
 
     return {"after_create_ms": summarise(after_create), "after_paid_ms": summarise(after_paid)}

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from sqlalchemy.engine import make_url
@@ -160,7 +160,8 @@ class StartedStack:
 
     def _spawn(self) -> Settings:
         assert self.root is not None
-        settings = IsolatedSettings(**self.values)
+        # Strings, as in the environment: pydantic converts them (its typed __init__ does not tell mypy so).
+        settings = IsolatedSettings(**cast(dict[str, Any], self.values))
         started = time.monotonic()
         # From the main thread: its children get SIGTERM if this process dies (PR_SET_PDEATHSIG).
         self.proc = procs.spawn([sys.executable, "-m", "miaofa.cli", "up"], log=self.log, env=self.env, cwd=self.root)

@@ -1,5 +1,8 @@
 """Engine and sessionmaker, built from the database URL in settings."""
 
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Result
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -33,3 +36,8 @@ def refused_data(exc: BaseException) -> str | None:
     orig = getattr(exc, "orig", None)
     sqlstate = getattr(orig, "sqlstate", None) or getattr(exc, "sqlstate", None)
     return DATA_CLASSES.get(str(sqlstate)[:2]) if sqlstate else None
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched. Its result is a CursorResult; Session.execute is typed as the base Result."""
+    return cast(CursorResult[Any], result).rowcount

@@ -136,7 +136,7 @@ class LocalPostgres:
         procs.wait_port("127.0.0.1", self.port, timeout, self.proc, "PostgreSQL")
         self._wait_accepting(timeout)
         if self.password and self.trusts():
-            self._require_password()
+            self._require_password(self.password)
 
     def _psql(self, database: str = "postgres") -> list[str]:
         return [
@@ -176,9 +176,9 @@ class LocalPostgres:
             raise RuntimeError(f"PostgreSQL in {self.pgdata}: {first}")
         return done.stdout.strip()
 
-    def _require_password(self) -> None:
+    def _require_password(self, password: str) -> None:
         """Migrate a data dir created with `trust`: set the password, then ask for it everywhere."""
-        literal = self.password.replace("'", "''")  # type: ignore[union-attr]
+        literal = password.replace("'", "''")
         self._sql(f"SET log_statement = 'none';\nALTER USER postgres PASSWORD '{literal}';\n")
         text = self.hba_file.read_text()
         lines = [

@@ -85,6 +85,7 @@ def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen | Non
         if port_open(host, port):
             return
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what or proc.args[0]} exited with code {proc.returncode}")
+            program = proc.args if isinstance(proc.args, str | bytes | os.PathLike) else proc.args[0]
+            raise RuntimeError(f"{what or os.fsdecode(program)} exited with code {proc.returncode}")
         time.sleep(0.1)
     raise TimeoutError(f"{what or 'service'} did not open {host}:{port} within {timeout:.0f} s")

@@ -9,6 +9,7 @@ start; values already there never change.
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -22,7 +23,7 @@ SECRETS_FILE = "dev-secrets.json"
 POSTGRES_PASSWORD = "postgres_password"  # not a setting: it goes into the DATABASE_URL
 
 
-def _generators() -> dict[str, object]:
+def _generators() -> dict[str, Callable[[], str]]:
     return {
         "admin_token": lambda: "adm_" + secrets.token_urlsafe(24),
         "support_token": lambda: "sup_" + secrets.token_urlsafe(24),
@@ -58,7 +59,7 @@ def load_or_create(data_dir: Path) -> dict[str, str]:
     missing = {name: make() for name, make in _generators().items() if not values.get(name)}
     if missing or not path.exists():
         make_private_dir(data_dir)
-        values.update(missing)  # type: ignore[arg-type]
+        values.update(missing)
         _write_private(path, values)
     elif path.stat().st_mode & 0o077:
         os.chmod(path, 0o600)  # from an older version, written with the umask's mode

@@ -152,16 +152,17 @@ def run_up(settings: Settings) -> int:
         for name in ("sim", *workers, "api"):
             command = "worker" if name in workers else name
             # Each worker serves its own metrics, on the next port after the previous worker's.
-            child = {**env, "MIAOFA_WORKER_METRICS_ADDRESS": metrics[workers.index(name)]} if name in workers else env
-            starters[name] = _starter([sys.executable, "-m", "miaofa.cli", command], logs / f"{name}.log", child)
+            own_env = {**env, "MIAOFA_WORKER_METRICS_ADDRESS": metrics[workers.index(name)]} if name in workers else env
+            starters[name] = _starter([sys.executable, "-m", "miaofa.cli", command], logs / f"{name}.log", own_env)
             children[name] = starters[name]()
         _wait_healthy(f"{settings.api_url}/healthz", children)
         _print_ready(settings, time.monotonic() - started, catch_mail)
         now = time.monotonic()
-        watched = [
-            Supervised(name, start, postgres.proc if name == "postgres" else children[name], started_at=now)
-            for name, start in starters.items()
-        ]
+        running = dict(children)
+        if postgres is not None:
+            assert postgres.proc is not None  # started above
+            running["postgres"] = postgres.proc
+        watched = [Supervised(name, start, running[name], started_at=now) for name, start in starters.items()]
         while True:
             for child in watched:
                 line = child.check(time.monotonic())

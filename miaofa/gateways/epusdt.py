@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote
 
 import httpx
@@ -204,7 +204,9 @@ class EpusdtGateway:
             log.warning(
                 "epusdt query: the gateway reports trade %s paid; delivery waits for its signed callback", payment_id
             )
-        state = "closed" if status == 3 and type(status) is int else "pending" if status in (1, 2) else "unknown"
+        state: PaymentStatus = (
+            "closed" if status == 3 and type(status) is int else "pending" if status in (1, 2) else "unknown"
+        )
         return PaymentState(payment_id, order_id, state, 0, CURRENCY)
 
     async def close(self, payment_id: str, order_id: str) -> PaymentState:
@@ -280,7 +282,7 @@ class EpusdtGateway:
         return data
 
 
-def _is_id(value: object, max_chars: int = MAX_ID_CHARS) -> bool:
+def _is_id(value: object, max_chars: int = MAX_ID_CHARS) -> TypeGuard[str]:
     return isinstance(value, str) and 0 < len(value) <= max_chars and value.isascii() and value.isprintable()
 
 
@@ -288,7 +290,7 @@ def _id(data: Mapping[str, Any], key: str) -> str:
     value = data.get(key)
     if not _is_id(value):
         raise ValueError(f"bad {key}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _code(code: object) -> str:

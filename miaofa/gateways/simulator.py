@@ -6,7 +6,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, get_args
+from typing import Any, cast, get_args
 from urllib.parse import quote
 
 import httpx
@@ -261,7 +261,7 @@ def _status(data: Mapping[str, Any]) -> PaymentStatus:
     value = data.get("status")
     if value not in _GATEWAY_STATUSES:
         raise ValueError("bad status")
-    return value  # type: ignore[return-value]
+    return cast(PaymentStatus, value)
 
 
 def _cents(data: Mapping[str, Any]) -> int:

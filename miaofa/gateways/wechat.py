@@ -206,7 +206,12 @@ class WechatGateway:
                 raise ValueError("unsupported resource")
             associated = resource.get("associated_data", "")
             nonce, ciphertext = resource.get("nonce"), resource.get("ciphertext")
-            if not all(isinstance(v, str) and len(v) <= 65536 for v in (associated, nonce, ciphertext)):
+            if not (
+                isinstance(associated, str)
+                and isinstance(nonce, str)
+                and isinstance(ciphertext, str)
+                and all(len(v) <= 65536 for v in (associated, nonce, ciphertext))
+            ):
                 raise ValueError("malformed resource")
             plain = _loads(decrypt(self._apiv3_key, nonce, associated, ciphertext))
             if not isinstance(plain, dict):

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from miaofa.gateways.config import read_key_text
@@ -66,6 +67,7 @@ def load_private_key(value: str, setting: str) -> rsa.RSAPrivateKey:
 
 
 def load_public_key(value: str, setting: str) -> rsa.RSAPublicKey:
+    key: PublicKeyTypes
     try:
         data, pem = _der_or_pem(value)
         if pem and b"CERTIFICATE" in data.split(b"\n", 1)[0]:

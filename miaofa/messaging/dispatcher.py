@@ -113,8 +113,8 @@ class Dispatcher:
         except Exception as exc:
             reason = exc.reason if isinstance(exc, (SendFailed, webhooks.WebhookFailed)) else type(exc).__name__
             async with self.sessionmaker.begin() as session:
-                status = await outbox.retry_or_fail(session, message, reason, self.backoff)
-            if status == outbox.FAILED:
+                outcome = await outbox.retry_or_fail(session, message, reason, self.backoff)
+            if outcome == outbox.FAILED:
                 self._failed.add(1, labels)
                 log.error(
                     "outbox %s %s (order %s) failed for good after %d attempts: %s",
@@ -124,7 +124,7 @@ class Dispatcher:
                     message.attempts,
                     reason,
                 )
-            elif status is not None:
+            elif outcome is not None:
                 self._retried.add(1, labels)
                 log.warning(
                     "outbox %s %s (order %s) attempt %d failed: %s",

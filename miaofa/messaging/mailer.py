@@ -10,7 +10,7 @@ class Mailer:
     def __init__(self, smtp_url: str, sender: str) -> None:
         self.configured = bool(smtp_url)
         parsed = urlparse(smtp_url) if smtp_url else None
-        self._host = parsed.hostname if parsed else None
+        self._host = (parsed.hostname or "") if parsed else ""
         self._port = parsed.port or (465 if parsed and parsed.scheme == "smtps" else 25) if parsed else 0
         self._tls = parsed.scheme == "smtps" if parsed else False
         self._user = unquote(parsed.username) if parsed and parsed.username else None

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from miaofa.db.engine import rowcount
 from miaofa.db.models import OutboxMessage
 
 EMAIL, WEBHOOK = "email", "webhook"
@@ -142,7 +143,7 @@ async def finish(session: AsyncSession, message: Claimed, status: str) -> bool:
         )
         .values(status=status, sent_at=text("now()"), last_error="")
     )
-    return done.rowcount == 1
+    return rowcount(done) == 1
 
 
 async def retry_or_fail(session: AsyncSession, message: Claimed, error: str, backoff: Backoff) -> str | None:
@@ -161,7 +162,7 @@ async def retry_or_fail(session: AsyncSession, message: Claimed, error: str, bac
         )
         .values(**values)
     )
-    return status if done.rowcount == 1 else None
+    return status if rowcount(done) == 1 else None
 
 
 async def prune(session: AsyncSession, older_than: timedelta) -> int:
@@ -172,4 +173,4 @@ async def prune(session: AsyncSession, older_than: timedelta) -> int:
         ),
         {"s": older_than.total_seconds()},
     )
-    return pruned.rowcount
+    return rowcount(pruned)

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -113,7 +114,8 @@ class Chain:
     def screen(self, attempt: Attempt, now: float | None = None) -> Decision:
         """The memory rules: raise the first deny; count the attempt toward the rates once it passes."""
         decision = Decision()
-        if attempt.ip is None:
+        ip = attempt.ip
+        if ip is None:
             decision.reason = "exempt_network"
             return decision
         now = time.monotonic() if now is None else now
@@ -136,7 +138,7 @@ class Chain:
             (
                 "blocklist_network",
                 lambda: (
-                    rules.network_blocked(attempt.ip)
+                    rules.network_blocked(ip)
                     and NetworkBlocked(
                         "orders from your network are not accepted; contact support if you think this is a mistake"
                     )
@@ -170,18 +172,18 @@ class Chain:
                 self._windows[name].hit(key, now)
         return decision
 
-    def _rate_check(self, name: str, key: str | None, who: str, now: float):
+    def _rate_check(self, name: str, key: str | None, who: str, now: float) -> Callable[[], MiaofaError | None]:
         def check() -> MiaofaError | None:
             wait = self._windows[name].wait(key, now) if key else 0
-            return wait and TooManyRequests(
-                f"too many orders from {who}; try again in {int(wait + 0.999)} s", retry_after=wait
-            )
+            if not wait:
+                return None
+            return TooManyRequests(f"too many orders from {who}; try again in {int(wait + 0.999)} s", retry_after=wait)
 
         return check
 
     @staticmethod
-    def _judge(decision: Decision, name: str, verdict: str, hit: MiaofaError | bool | None) -> None:
-        if not hit:
+    def _judge(decision: Decision, name: str, verdict: str, hit: MiaofaError | int | None) -> None:
+        if not hit:  # False, 0 or None: the rule did not hit
             return
         reason = hit.error if isinstance(hit, MiaofaError) else name
         if verdict == c.RISK_DENY:

@@ -293,11 +293,12 @@ def create_app(
         """The buyer pays the same order a second time (two QR codes, two tabs): a new paid payment."""
         async with sim.lock:
             first = sim.get(payment_id)
+            paid_at = datetime.now(UTC)
             second = replace(
                 first,
                 payment_id="sim_" + secrets.token_hex(12),
                 status="paid",
-                paid_at=datetime.now(UTC),
+                paid_at=paid_at,
                 paid_cents=None,
                 refund_id=None,
                 refund_cents=None,
@@ -305,7 +306,7 @@ def create_app(
             sim.payments[second.payment_id] = second
             sim.save(second)
             sim.schedule_notify(second)
-        return {"payment_id": second.payment_id, "status": second.status, "paid_at": second.paid_at.isoformat()}
+        return {"payment_id": second.payment_id, "status": second.status, "paid_at": paid_at.isoformat()}
 
     # -- test controls (bearer control token, checked in the middleware above) --
 

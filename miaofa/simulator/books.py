@@ -29,7 +29,7 @@ FailChannel = Literal["primary", "backup", "both"]
 class SimError(Exception):
     """An API error answered as JSON `{"error", "detail"}`."""
 
-    def __init__(self, status_code: int, error: str, detail: str) -> None:
+    def __init__(self, status_code: int, error: str, detail: str | list[dict[str, Any]]) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.error = error
