@@ -50,7 +50,7 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
     after the order closed): the caller then answers from the database.
     """
     logs.bind_order(order.order_id)  # this request's log lines name its order
-    start: WithStartWorkflowOperation[Any, str] = WithStartWorkflowOperation(
+    start: WithStartWorkflowOperation[Any, c.OrderResult] = WithStartWorkflowOperation(
         c.ORDER_WORKFLOW,
         order,
         id=c.order_workflow_id(order.order_id),
@@ -58,7 +58,7 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         search_attributes=_search_attributes(order),
-        result_type=str,
+        result_type=c.OrderResult,
         static_summary=f"{order.quantity} × {order.sku} via {order.gateway}",
     )  # shown in the UI; no buyer data
     try:
