@@ -175,18 +175,13 @@ async def buy(request: Request, state: StateDep, desk: DeskDep) -> Response:
     fields = {name: _text(form, name, 300) for name in ("sku", "email", "quantity", "gateway", "coupon_code", "idem")}
     t = i18n.Translator(i18n.pick(request))
 
-    def refused(status: int, message: str) -> Response:
+    def refused(status: int, message: str, refill: bool = True) -> Response:
+        kept = ("email", "quantity", "coupon_code") if refill else ()
         return _storefront(
             request,
             state,
             status=status,
-            failed={
-                "sku": fields["sku"],
-                "message": message,
-                "email": fields["email"],
-                "quantity": fields["quantity"],
-                "coupon_code": fields["coupon_code"],
-            },
+            failed={"sku": fields["sku"], "message": message, **{name: fields[name] for name in kept}},
         )
 
     try:  # before anything is read or reserved: a hostile page's post changes nothing
@@ -194,7 +189,8 @@ async def buy(request: Request, state: StateDep, desk: DeskDep) -> Response:
     except CsrfRefused as exc:
         if not csrf.wants_html(request):
             raise
-        return refused(exc.status_code, t("err.csrf_refused"))
+        # Not refilled: values another site chose must not become the buyer's form, one click from sent.
+        return refused(exc.status_code, t("err.csrf_refused"), refill=False)
     try:
         body = OrderCreate.model_validate(
             {

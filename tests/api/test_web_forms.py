@@ -60,6 +60,8 @@ async def test_a_cross_site_form_post_to_buy_is_refused_and_reserves_nothing(dev
         assert hostile.status_code == 403
         assert f'<p class="error" role="alert" data-error>{EXPIRED}</p>' in hostile.text
         assert hostile.headers["cache-control"] == "no-store"
+        # The other site's values are not put in the buyer's form, one click from being sent.
+        assert attack["email"] not in hostile.text and 'inputmode="numeric" value="1"' in hostile.text
 
         token = _csrf((await victim.get("/", params={"q": sku})).text)
         # Even a browser that holds a good token (its cookie and the form's) is refused from another site.

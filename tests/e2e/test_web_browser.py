@@ -146,7 +146,7 @@ async def test_without_javascript_a_buyer_orders_and_looks_up_by_form(dev_stack:
     assert await dev_stack.stock(sku) == {"available": 1, "reserved": 1, "sold": 0, "refunded": 0}
 
 
-async def test_a_hostile_pages_form_post_reserves_nothing(dev_stack: Stack) -> None:
+async def test_a_hostile_pages_form_post_reserves_nothing(dev_stack: Stack, tmp_path: Path) -> None:
     """Issue 17 (N3) as the attack ran: a page of another site posts the checkout form of a buyer who
     visited the shop before; once plainly, once hiding its origin (no-referrer sends `Origin: null`)."""
     sku = await dev_stack.product(10, price_cents=990)
@@ -181,6 +181,10 @@ async def test_a_hostile_pages_form_post_reserves_nothing(dev_stack: Stack) -> N
             await async_api.expect(page.locator(f'li.product[data-sku="{sku}"] [data-error]')).to_have_text(
                 "This form has expired or was sent from another site. Please submit it again."
             )
+            await async_api.expect(page.locator(f'li.product[data-sku="{sku}"] input[name=email]')).to_have_value("")
+        shot = tmp_path / "storefront-after-a-hostile-post.png"
+        await page.screenshot(path=str(shot), full_page=True)
+        print(f"screenshot: {shot}")
         await browser.close()
     assert sent == [(403, "http://evil.invalid"), (403, "null")]
     assert await dev_stack.stock(sku) == {"available": 10, "reserved": 0, "sold": 0, "refunded": 0}
