@@ -1,7 +1,7 @@
 """Gateway side effects: create, query, close and refund payments; review stray payments."""
 
 from collections.abc import Awaitable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -25,6 +25,9 @@ from miaofa.gateways.base import (
 from miaofa.payments import records, strays
 from miaofa.telemetry.metrics import WorkerMetrics
 from miaofa.temporal.signals import signal_payment
+
+# How long after the payment window the gateway's return link still shows the order's status.
+RETURN_TICKET_GRACE = timedelta(hours=1)
 
 
 def _gateway_failed(exc: GatewayError) -> ApplicationError:
@@ -65,8 +68,11 @@ class PaymentActivities:
     async def create_payment(self, step: s.CreatePaymentStep) -> c.PaymentLink:
         """Idempotent on the order id at the gateway and here."""
         gateway = self._gateway(step.gateway)
-        # The buyer's browser comes back to the order's own link, as with a real gateway's return URL.
-        return_url = f"{self.shop_url}/o/{step.order_id}?token={self.vault.order_token(step.order_id)}"
+        # The buyer's browser comes back with a return ticket, never the order token: the pay link (and
+        # so this URL) is in every Idempotency-Key replay, and email + key are no proof of being the buyer.
+        # The ticket depends only on the step, so a retried create asks the gateway for the same URL.
+        ticket = self.vault.return_ticket(step.order_id, step.expires_at + RETURN_TICKET_GRACE)
+        return_url = f"{self.shop_url}/o/{step.order_id}/return?ticket={ticket}"
         try:
             created = await gateway.create_payment(
                 PaymentRequest(

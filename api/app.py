@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from temporalio.client import Client
 
 from api import docs, errors, http_metrics, limits
+from api.csrf import Csrf
 from api.routes import admin, codec, health, lookup, order_events, payments, shop, support, web
 from api.state import State
 from api.stock_hint import StockHint
@@ -54,6 +55,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
             guards=Guards(settings),
             lookup_rate=LookupRate(settings),
             rejected_notifies=RateBound(settings.rejected_notify_log_per_second),
+            csrf=Csrf(vault.form_key, origins=[settings.api_url], secure=settings.api_url.startswith("https:")),
         )
         try:
             yield

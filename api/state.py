@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from api.csrf import Csrf
 from api.stock_hint import StockHint
 from miaofa.crypto.codec import EncryptionCodec
 from miaofa.crypto.vault import Vault
@@ -31,3 +32,4 @@ class State:
     guards: Guards  # live order streams per address, "I have paid" per order
     lookup_rate: LookupRate  # POST /orders/lookup
     rejected_notifies: RateBound  # how many rejected notifies are stored, per gateway
+    csrf: Csrf  # the HTML forms' CSRF tokens and origin check

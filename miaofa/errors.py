@@ -64,6 +64,13 @@ class UnsupportedMediaType(MiaofaError):
     error = "unsupported_media_type"
 
 
+class CsrfRefused(MiaofaError):
+    """An HTML form posted from another site, or without this browser's token for it (api/csrf.py)."""
+
+    status_code = 403
+    error = "csrf_refused"
+
+
 def from_code(code: str, detail: str, default: type[MiaofaError]) -> MiaofaError:
     """The catalogued error for a code; an unknown code keeps its text under the default's status."""
     cls = CATALOGUE.get(code)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from api.client_ip import ruled_ip
 from api.deps import StateDep
 from api.schemas import EmailAddress
+from api.state import State
 from miaofa import lang
 from miaofa.messaging import outbox
 from miaofa.risk.limiters import client_bucket
@@ -41,9 +42,15 @@ async def lookup_orders(
     body: LookupRequest, request: Request, state: StateDep, accept_language: Annotated[str | None, Header()] = None
 ) -> JSONResponse:
     """Email the links to this address's orders (the latest 20), if it has any. The answer never says."""
-    ip = ruled_ip(request, state.settings)
-    buyer_hash = state.vault.buyer_hash(body.email)
-    state.lookup_rate.check(None if ip is None else client_bucket(ip), buyer_hash)  # 429 with Retry-After
-    async with state.sessionmaker.begin() as session:
-        outbox.queue_lookup(session, buyer_hash, lang.pick(body.lang, accept_language))
+    await send_links(state, request, body.email, lang.pick(body.lang, accept_language))
     return JSONResponse({"status": "sent_if_any"}, status_code=202)
+
+
+async def send_links(state: State, request: Request, email: str, buyer_lang: str | None) -> None:
+    """The lookup itself, for this route and the page's form (api/routes/web.py): TooManyRequests
+    (429, Retry-After) past the rates, else one outbox row whether or not the address has orders."""
+    ip = ruled_ip(request, state.settings)
+    buyer_hash = state.vault.buyer_hash(email)
+    state.lookup_rate.check(None if ip is None else client_bucket(ip), buyer_hash)
+    async with state.sessionmaker.begin() as session:
+        outbox.queue_lookup(session, buyer_hash, buyer_lang)

@@ -1,9 +1,12 @@
-"""The buyer's pages: the storefront, the order page and the order lookup, in English and Chinese.
+"""The buyer's pages: the storefront, the order page, the gateway's return page and the order lookup,
+in English and Chinese.
 
 Server-rendered (Jinja2, autoescaped) and complete without JavaScript; the scripts in api/web/static
 add the JSON checkout (`POST /orders`), live status over Server-Sent Events and copy buttons. Every
-page carries a strict Content-Security-Policy (no inline script) and is never framed. The JSON API's
-error contract is untouched: only these routes answer HTML, and the order page's "not found" is a page.
+page carries a strict Content-Security-Policy (no inline script) and is never framed; every form that
+changes something carries a CSRF token (api/csrf.py). The JSON API's error contract is untouched: only
+these routes answer HTML (a refused form asked for by a non-browser gets the JSON error), and the
+order page's "not found" is a page.
 """
 
 import re
@@ -20,14 +23,16 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 from pydantic import ValidationError
 
+from api import csrf
 from api.deps import DeskDep, StateDep
 from api.ordering import Asker
+from api.routes.lookup import LookupRequest, send_links
 from api.routes.order_events import STREAM_TERMINAL
 from api.schemas import MAX_QUANTITY, OrderCreate
 from api.web import i18n
 from miaofa import contract as c
 from miaofa import orders
-from miaofa.errors import MiaofaError, NotFound
+from miaofa.errors import CsrfRefused, MiaofaError, NotFound, TooManyRequests
 from miaofa.gateways.money import exponent
 
 router = APIRouter(include_in_schema=False)
@@ -41,6 +46,10 @@ CSP = (
 SEARCH_FROM = 8  # a search box once there are more products than this
 _ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _IDEM = re.compile(r"^[A-Za-z0-9_-]{16,200}$")
+# The browser that opened an order page keeps its token in this cookie, scoped to that order's path,
+# so the gateway's return link (which carries only a ticket) can take that browser back to its order.
+ORDER_COOKIE = "mf_order"
+ORDER_COOKIE_SECONDS = 86400
 
 
 def secure(response: Response, *, private: bool = False) -> Response:
@@ -60,6 +69,7 @@ def _page(request: Request, name: str, *, status: int = 200, private: bool = Fal
     other = "en" if lang == "zh" else "zh"
     query = {**request.query_params, "lang": other}
     t = i18n.Translator(lang)
+    forms: csrf.Csrf = request.app.state.miaofa.csrf
     response = TEMPLATES.TemplateResponse(
         request,
         name,
@@ -70,10 +80,14 @@ def _page(request: Request, name: str, *, status: int = 200, private: bool = Fal
             "money": i18n.money,
             "when": _when,
             "switch_url": f"{request.url.path}?{urlencode(query)}",
+            "csrf": lambda form: forms.token(request, form),
             **context,
         },
         status_code=status,
     )
+    if hasattr(request.state, "csrf_nonce"):  # the page has a form: its token is this browser's alone
+        forms.keep(request, response)
+        private = True
     if request.query_params.get("lang") in i18n.LANGS:  # the switch was used: remember it
         response.set_cookie(i18n.COOKIE, lang, max_age=365 * 86400, samesite="lax", httponly=True)
     return secure(response, private=private)
@@ -161,20 +175,22 @@ async def buy(request: Request, state: StateDep, desk: DeskDep) -> Response:
     fields = {name: _text(form, name, 300) for name in ("sku", "email", "quantity", "gateway", "coupon_code", "idem")}
     t = i18n.Translator(i18n.pick(request))
 
-    def refused(status: int, message: str) -> Response:
+    def refused(status: int, message: str, refill: bool = True) -> Response:
+        kept = ("email", "quantity", "coupon_code") if refill else ()
         return _storefront(
             request,
             state,
             status=status,
-            failed={
-                "sku": fields["sku"],
-                "message": message,
-                "email": fields["email"],
-                "quantity": fields["quantity"],
-                "coupon_code": fields["coupon_code"],
-            },
+            failed={"sku": fields["sku"], "message": message, **{name: fields[name] for name in kept}},
         )
 
+    try:  # before anything is read or reserved: a hostile page's post changes nothing
+        state.csrf.check(request, form, "buy")
+    except CsrfRefused as exc:
+        if not csrf.wants_html(request):
+            raise
+        # Not refilled: values another site chose must not become the buyer's form, one click from sent.
+        return refused(exc.status_code, t("err.csrf_refused"), refill=False)
     try:
         body = OrderCreate.model_validate(
             {
@@ -228,7 +244,7 @@ async def order_page(order_id: str, request: Request, state: StateDep) -> Respon
     product = await state.hot.product(view["sku"])
     payment = view["payment"]
     pay_url = payment["pay_url"] if payment and view["status"] == c.AWAITING_PAYMENT else None
-    return _page(
+    response = _page(
         request,
         "order.html",
         private=True,
@@ -240,6 +256,41 @@ async def order_page(order_id: str, request: Request, state: StateDep) -> Respon
         coupon_text=coupon_text(request, view),
         live=view["status"] not in STREAM_TERMINAL,
         exponent=exponent(view["currency"]),
+    )
+    response.set_cookie(  # Lax: sent when the gateway sends the browser back (a top-level GET)
+        ORDER_COOKIE,
+        token,
+        max_age=ORDER_COOKIE_SECONDS,
+        path=f"/o/{order_id}",
+        secure=state.csrf.secure,
+        httponly=True,
+        samesite="lax",
+    )
+    return response
+
+
+@router.get("/o/{order_id}/return", response_class=HTMLResponse)
+async def returned(order_id: str, request: Request, state: StateDep) -> Response:
+    """Where a gateway sends the buyer back. Its URL is in the pay link, and the pay link is in every
+    Idempotency-Key replay: so its ticket shows the order's status only (what a replay says anyway),
+    never the token or the keys. The browser that opened the order page goes on to it (its cookie)."""
+    if not _ORDER_ID.match(order_id):
+        return _not_found(request)
+    kept = request.cookies.get(ORDER_COOKIE, "")
+    if state.vault.check_order_token(order_id, kept):
+        back = RedirectResponse(f"/o/{order_id}?{urlencode({'token': kept})}", status_code=303)
+        return secure(back, private=True)
+    ticket = request.query_params.get("ticket", "")
+    if not state.vault.check_return_ticket(order_id, ticket, datetime.now(UTC)):
+        return _not_found(request)
+    async with state.sessionmaker() as session:
+        try:
+            view = await orders.order_view(session, state.vault, order_id, with_keys=False)
+        except NotFound:
+            return _not_found(request)
+    product = await state.hot.product(view["sku"])
+    return _page(
+        request, "returned.html", private=True, order=view, product_name=product.name if product else view["sku"]
     )
 
 
@@ -262,3 +313,33 @@ def coupon_text(request: Request, view: dict[str, Any]) -> str:
 @router.get("/lookup", response_class=HTMLResponse)
 async def lookup_page(request: Request) -> Response:
     return _page(request, "lookup.html")
+
+
+@router.post("/lookup", response_class=HTMLResponse)
+async def lookup_form(request: Request, state: StateDep) -> Response:
+    """The lookup form without JavaScript: POST /orders/lookup's rules and its one answer, as a page."""
+    form = await request.form()
+    email = _text(form, "email", 300)
+    t = i18n.Translator(i18n.pick(request))
+
+    def answer(status: int, error: str = "", headers: dict[str, str] | None = None) -> Response:
+        page = _page(request, "lookup.html", status=status, error=error, sent=not error, email=email if error else "")
+        page.headers.update(headers or {})
+        return page
+
+    try:
+        state.csrf.check(request, form, "lookup")
+    except CsrfRefused as exc:
+        if not csrf.wants_html(request):
+            raise
+        return answer(exc.status_code, t("err.csrf_refused"))
+    try:
+        address = LookupRequest.model_validate({"email": email}).email
+    except ValidationError:
+        return answer(422, t("err.email"))
+    try:
+        await send_links(state, request, address, t.lang)
+    except TooManyRequests as exc:
+        wait = (exc.headers or {}).get("Retry-After", "60")
+        return answer(exc.status_code, t("err.too_many_requests", s=wait), {"Retry-After": wait})
+    return answer(200)

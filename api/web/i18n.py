@@ -98,6 +98,10 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
         "无法连接商店，请检查网络后重试。",
     ),
     "err.generic": ("Something went wrong. Please try again.", "出错了，请重试。"),
+    "err.csrf_refused": (
+        "This form has expired or was sent from another site. Please submit it again.",
+        "表单已过期或来自其他网站，请重新提交。",
+    ),
     "order.title": ("Order {id}", "订单 {id}"),
     "order.product": ("Product", "商品"),
     "order.amount": ("Amount", "金额"),
@@ -209,7 +213,15 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
         "If there are orders for this address, we have emailed links to it.",
         "如果该邮箱有订单，我们已将订单链接发送到该邮箱。",
     ),
-    "lookup.noscript": ("This form needs JavaScript.", "此表单需要启用 JavaScript。"),
+    "return.title": ("Back from payment", "支付返回"),
+    "return.order": ("Order", "订单"),
+    "return.text": (
+        "Your keys are on your order page, which opens from the link in the email we sent you (or from "
+        "the browser you ordered in). This page shows only the status. The email comes once the payment "
+        "is confirmed; if it does not, have the links sent again.",
+        "卡密显示在订单页面：请打开我们发送给您的邮件中的链接（或使用您下单时的浏览器）。本页面只显示订单状态。"
+        "付款确认后我们会发送邮件；如未收到，可以重新发送订单链接。",
+    ),
 }
 
 

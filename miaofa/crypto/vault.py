@@ -1,4 +1,5 @@
-"""The key vault: AES-GCM for card keys at rest, keyed hashes for dedupe, order access tokens.
+"""The key vault: AES-GCM for card keys at rest, keyed hashes for dedupe, order access tokens,
+the gateways' return tickets and the forms' CSRF key.
 
 One master key (MIAOFA_VAULT_KEY, 32 bytes, urlsafe base64) is split by HKDF into a subkey per
 purpose, so a leak of one derived value says nothing about the others.
@@ -9,6 +10,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from datetime import datetime
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -46,6 +48,8 @@ class Vault:
         self._hash_key = derive(master, "miaofa/card-key/dedupe-hmac")
         self._token_key = derive(master, "miaofa/order/access-token")
         self._staff_key = derive(master, "miaofa/staff-token/hmac")
+        self._return_key = derive(master, "miaofa/order/return-ticket")
+        self.form_key = derive(master, "miaofa/web/csrf")  # api/csrf.py
         self.payload_key = derive(master, "miaofa/temporal/payload-codec")
         self.payload_key_id = "k-" + hashlib.sha256(self.payload_key).hexdigest()[:12]
 
@@ -71,6 +75,26 @@ class Vault:
         except UnicodeEncodeError:  # a lone surrogate: no token of ours
             return False
         return secrets.compare_digest(expected, given)
+
+    def return_ticket(self, order_id: str, until: datetime) -> str:
+        """What a gateway's return URL carries instead of the order token: it names one order until a
+        time, and opens only a status page (api/routes/web.py), never the keys. `<unix>.<mac>`."""
+        expiry = int(until.timestamp())
+        return f"{expiry}.{self._return_mac(order_id, expiry)}"
+
+    def check_return_ticket(self, order_id: str, ticket: str, now: datetime) -> bool:
+        expiry, _, mac = (ticket or "").partition(".")
+        if not (expiry.isdigit() and len(expiry) <= 12) or int(expiry) < now.timestamp():
+            return False
+        try:
+            given = mac.encode("ascii")
+        except UnicodeEncodeError:
+            return False
+        return secrets.compare_digest(self._return_mac(order_id, int(expiry)).encode(), given)
+
+    def _return_mac(self, order_id: str, expiry: int) -> str:
+        mac = hmac.new(self._return_key, f"return\0{order_id}\0{expiry}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:18]).decode()
 
     def staff_token_hash(self, token: str) -> str:
         """What the database keeps of a staff token: a keyed hash, useless without the vault key."""

@@ -206,7 +206,6 @@ class Chain:
         if (
             rules.verdict("new_device") != OFF
             and rules.new_device_amount_cents
-            and attempt.device_hash
             and attempt.amount_cents > rules.new_device_amount_cents
         ):
             wanted.append("new_device")
@@ -268,7 +267,8 @@ async def _history(session: AsyncSession, attempt: Attempt) -> list[tuple[int, s
 
 
 def _new_device(attempt: Attempt, history: list[tuple[int, str | None]]) -> bool:
-    return attempt.device_hash not in {device for _, device in history}
+    # No X-Device-Id is no known device: leaving the header out must not skip the review.
+    return not attempt.device_hash or attempt.device_hash not in {device for _, device in history}
 
 
 def _far_above(attempt: Attempt, history: list[tuple[int, str | None]], rules: Rules) -> bool:

@@ -286,7 +286,7 @@ async def test_anomalies_new_device_and_amount_far_above_history(sessionmaker) -
     assert (await judge("laptop", 5000)).verdict == "allow"  # not above the threshold: the rule does not run
     far = await judge("phone", 10_001)  # > 10 × the median (1000)
     assert (far.verdict, far.rule) == ("review", "amount_history")
-    assert (await judge(None, 10_000)).verdict == "allow"
+    assert (await judge("phone", 10_000)).verdict == "allow"  # 10 × the median is not above it
     strict = _chain(RULES + '\n[verdicts]\nopen_caps = "off"\namount_history = "deny"\n')
     chain = strict
     with pytest.raises(OrderRefused) as refused:
@@ -296,6 +296,38 @@ async def test_anomalies_new_device_and_amount_far_above_history(sessionmaker) -
         "order_refused",
         "amount_history",
     )
+
+
+async def test_a_missing_device_id_above_the_threshold_is_a_new_device(sessionmaker) -> None:
+    """Issue 17 (N6): leaving X-Device-Id out must not skip the new-device review."""
+    chain = _chain(RULES + '\n[verdicts]\nopen_caps = "off"\namount_history = "off"\n')
+    buyer_hash = "hb-" + uuid.uuid4().hex[:12]
+    # Earlier orders without a device (their risk row says device ""): they make no device known.
+    product_id = await _delivered_history(sessionmaker, buyer_hash, [9000, 9000, 9000], "")
+    clock = itertools.count(0, 100)  # past the rate windows: each attempt in a minute of its own
+
+    async def judge(device: str | None, amount: int):
+        attempt = chain.attempt(
+            email="n@example.com", buyer_hash=buyer_hash, ip="198.51.100.1", device=device, quantity=1
+        )
+        attempt.order_id, attempt.product_id, attempt.currency = uuid.uuid4().hex[:20], product_id, "CNY"
+        attempt.amount_cents = amount
+        return await chain.judge(sessionmaker, attempt, chain.screen(attempt, now=next(clock)))
+
+    for device in (None, ""):
+        held = await judge(device, 5001)
+        assert (held.verdict, held.rule, held.reason, held.ran[-1:]) == (
+            "review",
+            "new_device",
+            "new_device",
+            ["new_device"],
+        )
+    assert (await judge(None, 5000)).verdict == "allow"  # not above the threshold: the rule does not run
+    denying = _chain(RULES + '\n[verdicts]\nopen_caps = "off"\nnew_device = "deny"\n')
+    chain = denying
+    with pytest.raises(OrderRefused) as refused:
+        await judge(None, 600_000)
+    assert refused.value.risk_rule == "new_device"
 
 
 async def test_a_denied_order_leaves_no_admission_row(sessionmaker) -> None:
@@ -493,6 +525,19 @@ async def _until(stack: Stack, order: dict, condition, timeout: float = 10) -> d
         return view
 
     return await eventually(holds, timeout, f"order {order['order_id']}'s view to change", interval=0.1)
+
+
+async def test_an_order_without_a_device_id_above_the_threshold_is_held(ruled: Stack) -> None:
+    """Issue 17 (N6) over HTTP: the attack's order, a costly product and no X-Device-Id."""
+    sku = await ruled.product(3, price_cents=6000)  # above new_device_amount_cents
+    answer = await _order(ruled, sku, email=_email(), ip=_ip())
+    assert answer.status_code == 202, answer.text
+    order = answer.json()
+    assert (order["status"], order["payment"]) == ("in_review", None)
+    risk = next(s for s in (await ruled.view(order))["timeline"] if s["stage"] == "risk")
+    assert risk["detail"] == {"verdict": "review", "rule": "new_device", "reason": "new_device"}  # no device
+    cheap = await ruled.product(1, price_cents=5000)  # not above: straight to payment
+    assert (await _order(ruled, cheap, email=_email(), ip=_ip())).status_code == 201
 
 
 async def test_review_reject_releases_the_stock(ruled: Stack) -> None:

@@ -34,6 +34,12 @@ async def _listed(stack: Stack, sku: str) -> None:
     assert sku in [p["sku"] for p in (await stack.http.get("/products")).json()]
 
 
+def _cookie(answer: httpx.Response, name: str) -> str:
+    """The one Set-Cookie of `name` in an answer (a page with a form sets the CSRF cookie too)."""
+    [cookie] = [c for c in answer.headers.get_list("set-cookie") if c.startswith(name + "=")]
+    return cookie
+
+
 def _card(page: str, sku: str) -> str:
     """The storefront's <li> of one product."""
     start = page.index(f'data-sku="{sku}"')
@@ -109,19 +115,42 @@ async def test_the_language_follows_accept_language_and_the_switch(dev_stack: St
     async with httpx.AsyncClient(base_url=dev_stack.http.base_url, timeout=10) as browser:
         switched = await browser.get("/", params={"q": sku, "lang": "zh"}, headers=EN)
         assert '<html lang="zh-CN">' in switched.text
-        assert switched.headers["set-cookie"].startswith("lang=zh;")
+        assert _cookie(switched, "lang").startswith("lang=zh;")
         remembered = await browser.get("/lookup", headers=EN)
         assert '<html lang="zh-CN">' in remembered.text and "查找我的订单" in remembered.text
         back = await browser.get("/lookup", params={"lang": "en"}, headers=ZH)
-        assert '<html lang="en">' in back.text and back.headers["set-cookie"].startswith("lang=en;")
+        assert '<html lang="en">' in back.text and _cookie(back, "lang").startswith("lang=en;")
         assert '<html lang="en">' in (await browser.get("/lookup", headers=ZH)).text
 
 
 # ---- the checkout form without JavaScript --------------------------------------------------------
 
 
+def _csrf(page: str) -> str:
+    """The hidden CSRF token of the (first) form on a page."""
+    found = re.search(r'<input type="hidden" name="csrf" value="([A-Za-z0-9_-]+)">', page)
+    assert found, page[:300]
+    return found.group(1)
+
+
+async def _form_token(client: httpx.AsyncClient, path: str) -> str:
+    """The token of the form at `path` (the client keeps the nonce cookie, as a browser does)."""
+    page = await client.get(path)
+    assert page.status_code == 200
+    return _csrf(page.text)
+
+
 async def _buy(stack: Stack, headers: dict[str, str] = EN, **fields: str) -> httpx.Response:
-    form = {"quantity": "1", "gateway": "simulator", "coupon_code": "", "idem": uuid.uuid4().hex, **fields}
+    form = {
+        "quantity": "1",
+        "gateway": "simulator",
+        "coupon_code": "",
+        "idem": uuid.uuid4().hex,
+        "csrf": await _form_token(stack.http, "/"),
+        **fields,
+    }
+    if "Cookie" in headers:  # a Cookie header replaces the client's cookies: keep the CSRF nonce
+        headers = {**headers, "Cookie": f"{headers['Cookie']}; mf_csrf={stack.http.cookies['mf_csrf']}"}
     return await stack.http.post("/buy", data=form, headers=headers, follow_redirects=False)
 
 
@@ -302,7 +331,7 @@ async def test_a_wrong_or_missing_token_is_a_readable_404_that_reveals_nothing(d
 async def test_the_lookup_page_renders_a_form_that_lists_nothing(dev_stack: Stack) -> None:
     page = await dev_stack.http.get("/lookup", headers=EN)
     assert page.status_code == 200
-    assert '<form id="lookup" class="lookup" method="post" action="/orders/lookup" novalidate>' in page.text
+    assert '<form id="lookup" class="lookup" method="post" action="/lookup" novalidate>' in page.text
     assert '<input type="email" name="email"' in page.text
     assert (
         '<p class="ok" role="status" data-sent hidden>If there are orders for this address, we have emailed '
@@ -346,14 +375,12 @@ async def test_the_simulator_pay_page_shows_amount_merchant_qr_and_both_buttons(
     assert f'<form method="post" action="/pay/{payment_id}"><button class="pay" type="submit">' in page.text
     assert f'<form method="post" action="/pay/{payment_id}/fail"><button class="fail" type="submit">' in page.text
 
-    # Fail: the buyer goes back to the order page, nothing is paid.
+    # Fail: the buyer goes back to the shop (the return link: tests/api/test_buyer_links.py), nothing is paid.
     failed = await dev_stack.sim.post(
         f"/pay/{payment_id}/fail", headers={"content-type": "application/x-www-form-urlencoded"}, follow_redirects=False
     )
     assert failed.status_code == 303
-    assert failed.headers["location"] == (
-        f"{dev_stack.settings.api_url}/o/{order['order_id']}?token={order['access_token']}"
-    )
+    assert failed.headers["location"].startswith(f"{dev_stack.settings.api_url}/o/{order['order_id']}/return?ticket=")
     assert (await dev_stack.view(order))["status"] == "awaiting_payment"
     paid = await dev_stack.sim.post(f"/pay/{payment_id}", headers={"accept": "text/html"}, follow_redirects=False)
     assert (paid.status_code, paid.headers["location"]) == (303, failed.headers["location"])

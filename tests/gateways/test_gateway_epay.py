@@ -6,10 +6,11 @@ waiting even when the query says paid, until the operator's retry arrives.
 
 import hashlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -255,6 +256,23 @@ async def test_pay_notify_delivers(stack: Stack, fake: FakeEpay) -> None:
     assert len(view["keys"]) == 1 and "notified" in stages(view)
     assert await _logged_since(stack, last) == [("accepted", "paid", order["order_id"])]
     assert await stack.payment_status(order) == "paid"
+
+
+async def test_a_replayed_epay_orders_pay_link_holds_no_token(stack: Stack) -> None:
+    """The attack of issue 17 (N1): the replayed answer's submit link carries the return URL; it must
+    hold a return ticket, not the order token (which opens the order and its keys)."""
+    email, idem = f"epay-{uuid.uuid4().hex[:8]}@example.com", {"Idempotency-Key": f"epay-{uuid.uuid4().hex}"}
+    sku = await stack.product(1)
+    order = await stack.ordered(sku, email=email, gateway="epay", headers=idem)
+    replay = await stack.order(sku, email=email, gateway="epay", headers=idem)
+    assert replay.status_code == 200 and replay.json()["access_token"] is None
+    assert order["access_token"] not in replay.text
+    return_url = urlsplit(dict(parse_qsl(urlsplit(replay.json()["payment"]["pay_url"]).query))["return_url"])
+    assert (return_url.path, list(dict(parse_qsl(return_url.query)))) == (f"/o/{order['order_id']}/return", ["ticket"])
+    async with httpx.AsyncClient(timeout=10) as attacker:
+        page = await attacker.get(urlunsplit(return_url), headers={"Accept-Language": "en"})
+    assert page.status_code == 200 and "Awaiting payment" in page.text
+    assert order["access_token"] not in page.text
 
 
 async def test_a_posted_notify_is_accepted_too(stack: Stack, fake: FakeEpay) -> None:
