@@ -8,6 +8,7 @@ from pydantic_core import PydanticCustomError
 
 from api import uploads
 from api.deps import AdminDep, SessionDep, StateDep
+from api.schemas import Plain
 from api.state import State
 from miaofa import audit, catalog, inventory
 from miaofa.errors import InvalidInput
@@ -32,7 +33,8 @@ def _require_secret(state: State, url: str | None) -> None:
 
 class ProductCreate(BaseModel):
     sku: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    name: str = Field(min_length=1, max_length=200)
+    # Shown to buyers (pages, emails) and sent to gateways as the subject: no control or bidi characters.
+    name: Annotated[str, Plain] = Field(min_length=1, max_length=200)
     price_cents: int = Field(gt=0, le=10**12)
     currency: str = Field(pattern=r"^[A-Za-z]{3,8}$")
     delivery_sla_seconds: int = Field(default=60, gt=0, le=86400 * 30)
