@@ -33,3 +33,17 @@ def networks_problem(text: str) -> str | None:
         except ValueError:
             return f"{part!r} is not an address or network (e.g. 10.0.0.0/8)"
     return None
+
+
+def loopback_host(host: str) -> bool:
+    """Whether a URL's host is this machine: localhost, 127.0.0.0/8 or ::1 (also IPv4-mapped)."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
