@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from temporalio.client import Client
 
 from api import docs, errors, http_metrics, limits
+from api.order_feed import OrderFeed
 from api.routes import admin, codec, health, lookup, order_events, payments, shop, support, web
 from api.state import State
 from api.stock_hint import StockHint
@@ -52,6 +53,12 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
             task_queue=task_queue,
             chain=Chain(settings),
             guards=Guards(settings),
+            feed=OrderFeed(
+                sessionmaker,
+                settings.sse_feed_interval_seconds,
+                settings.sse_max_streams_per_order,
+                settings.sse_max_streams,
+            ),
             lookup_rate=LookupRate(settings),
             rejected_notifies=RateBound(settings.rejected_notify_log_per_second),
         )
@@ -59,6 +66,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
             yield
         finally:
             await stock_hint.stop()
+            await app.state.miaofa.feed.stop()
             for gateway in gateways.values():
                 await gateway.aclose()  # type: ignore[attr-defined]
             await engine.dispose()

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     review_window_seconds: int = 1800  # an order held for review and not decided by then is rejected
     trusted_proxies: str = ""  # CIDRs of reverse proxies whose X-Forwarded-For names the client; none by default
     sse_max_streams_per_ip: int = 8  # live order-event streams per client address (per API process)
+    sse_max_streams_per_order: int = 5  # live streams watching one order (per API process)
+    sse_max_streams: int = 1000  # live order-event streams in all (per API process)
+    sse_feed_interval_seconds: float = 0.5  # the streams' one change feed reads the watched orders this often
     check_payment_interval_seconds: float = 5  # "I have paid" asks the gateway at most this often per order
 
     @field_validator("risk_rules_file")
