@@ -33,7 +33,7 @@ def _require_secret(state: State, url: str | None) -> None:
         raise InvalidInput("webhook_url: set MIAOFA_WEBHOOK_SECRET first; every webhook is signed")
     # No DNS here: an address in any spelling, this machine and metadata names are refused now; a
     # name is resolved and checked again at every send.
-    host = urlparse(url).hostname or "" if url else ""
+    host = (urlparse(url).hostname or "") if url else ""
     if url and (problem := webhook_host_problem(host, state.settings.webhook_allow_networks)):
         raise InvalidInput(f"webhook_url: {problem}")
 

@@ -126,10 +126,11 @@ async def post(
         target = httpx.URL(url)
     except httpx.InvalidURL:
         raise WebhookFailed(REFUSED, final=True) from None
-    if target.scheme not in ("http", "https") or not target.host:
+    host = target.raw_host.decode("ascii")  # an IDN in its xn-- form, as DNS and TLS see it
+    if target.scheme not in ("http", "https") or not host:
         raise WebhookFailed(REFUSED, final=True)
     port = target.port or (443 if target.scheme == "https" else 80)
-    addresses = await destinations.addresses(target.host, port)
+    addresses = await destinations.addresses(host, port)
     timestamp = str(int(time.time()))
     headers = {
         "Host": target.netloc.decode("ascii"),
@@ -140,7 +141,7 @@ async def post(
         "Miaofa-Signature": signature(secret, timestamp, body),
     }
     # TLS is verified against the URL's name while the socket goes to the checked address.
-    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    extensions = {"sni_hostname": host} if target.scheme == "https" else {}
     for address in addresses:
         try:
             answer = await http.post(
