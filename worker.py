@@ -149,6 +149,7 @@ def outbox_dispatcher(
         shop_url=settings.api_url,
         webhook_url=settings.webhook_url,
         webhook_secret=settings.webhook_secret,
+        webhook_allow_networks=settings.webhook_allow_networks,
         meter=runtime.metric_meter if runtime else None,
     )
 

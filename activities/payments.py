@@ -112,7 +112,17 @@ class PaymentActivities:
 
     @activity.defn(name=s.CLOSE_PAYMENT)
     async def close_payment(self, step: s.GatewayStep) -> s.PaymentSnapshot:
-        return await _answer(self._gateway(step.gateway).close(step.payment_id, step.order_id))
+        gateway = self._gateway(step.gateway)
+        try:
+            state = await gateway.close(step.payment_id, step.order_id)
+        except Unsupported:
+            # No close API (epay, epusdt): an answer, not a failure (no retry, no traceback). The saga
+            # watches for a late payment, by query only where a query can prove one.
+            proves = getattr(gateway, "query_proves_payment", True)
+            return s.PaymentSnapshot(s.CLOSE_UNSUPPORTED, 0, "", None, step.payment_id, query_proves_payment=proves)
+        except GatewayError as exc:
+            raise _gateway_failed(exc) from exc
+        return s.PaymentSnapshot(state.status, state.amount_cents, state.currency, state.paid_at, state.payment_id)
 
     @activity.defn(name=s.REFUND_PAYMENT)
     async def refund_payment(self, step: s.RefundStep) -> s.PaymentSnapshot:

@@ -10,6 +10,7 @@ from temporalio.client import Client
 
 from api import docs, errors, http_metrics, limits
 from api.csrf import Csrf
+from api.order_feed import OrderFeed
 from api.routes import admin, codec, health, lookup, order_events, payments, shop, support, web
 from api.state import State
 from api.stock_hint import StockHint
@@ -53,6 +54,12 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
             task_queue=task_queue,
             chain=Chain(settings),
             guards=Guards(settings),
+            feed=OrderFeed(
+                sessionmaker,
+                settings.sse_feed_interval_seconds,
+                settings.sse_max_streams_per_order,
+                settings.sse_max_streams,
+            ),
             lookup_rate=LookupRate(settings),
             rejected_notifies=RateBound(settings.rejected_notify_log_per_second),
             csrf=Csrf(vault.form_key, origins=[settings.api_url], secure=settings.api_url.startswith("https:")),
@@ -61,6 +68,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
             yield
         finally:
             await stock_hint.stop()
+            await app.state.miaofa.feed.stop()
             for gateway in gateways.values():
                 await gateway.aclose()
             await engine.dispose()

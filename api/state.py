@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.csrf import Csrf
+from api.order_feed import OrderFeed
 from api.stock_hint import StockHint
 from miaofa.crypto.codec import EncryptionCodec
 from miaofa.crypto.vault import Vault
@@ -30,6 +31,7 @@ class State:
     # This process's own counters: each API process keeps its own share of the limits.
     chain: Chain  # the risk rule chain of POST /orders (its rates, the rules file)
     guards: Guards  # live order streams per address, "I have paid" per order
+    feed: OrderFeed  # the live order streams' one change feed, and their caps per order and in all
     lookup_rate: LookupRate  # POST /orders/lookup
     rejected_notifies: RateBound  # how many rejected notifies are stored, per gateway
     csrf: Csrf  # the HTML forms' CSRF tokens and origin check

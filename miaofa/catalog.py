@@ -5,7 +5,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa.db.models import Product
-from miaofa.errors import Conflict, NotFound
+from miaofa.errors import Conflict, InvalidInput, NotFound
+from miaofa.text import control_character
 
 
 async def create_product(
@@ -18,6 +19,10 @@ async def create_product(
     delivery_sla_seconds: int = 60,
     webhook_url: str | None = None,
 ) -> Product:
+    # Every door (admin API, merchant API, CLI) comes through here: a name buyers read and gateways
+    # show takes no control or bidi character (U+202E would show "gnp.exe" as "exe.png").
+    if control_character(name):
+        raise InvalidInput("name: must not contain control characters")
     product = Product(
         sku=sku,
         name=name,

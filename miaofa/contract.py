@@ -79,6 +79,9 @@ REVIEW_TIMED_OUT_STAGE = "review_timed_out"
 # The gateway refused a refund nobody asked for (a late payment out of stock, a failed delivery):
 # the money is recorded for a person, with the gateway's reason, on the timeline and in the audit log.
 REFUND_REFUSED_STAGE = "refund_refused"
+# The gateway has no close (epay, epusdt): its payment stays open there, so a late payment is still
+# delivered or refunded; it is looked for by query only where the query can prove a payment.
+CLOSE_UNSUPPORTED_STAGE = "close_unsupported"
 
 # Search attributes, for ops in the Temporal UI. Never secrets, keys or raw emails.
 SA_ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")

@@ -97,6 +97,12 @@ async def get_order(session: AsyncSession, order_id: str) -> Order:
     return order
 
 
+async def statuses(session: AsyncSession, order_ids: list[str]) -> dict[str, str]:
+    """The status of each of these orders (the live streams' one change feed reads them together)."""
+    found = await session.execute(select(Order.id, Order.status).where(Order.id.in_(order_ids)))
+    return {order_id: status for order_id, status in found.all()}
+
+
 async def order_view(session: AsyncSession, vault: Vault, order_id: str, *, with_keys: bool = True) -> dict[str, Any]:
     """GET /orders/{id}: status, timeline, coupon, and the keys (decrypted here, once delivered)."""
     order = await get_order(session, order_id)

@@ -3,6 +3,7 @@
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,7 +16,7 @@ from miaofa.gateways.config import (
     StripeSettings,
     WechatSettings,
 )
-from miaofa.netaddr import networks_problem
+from miaofa.netaddr import networks_problem, webhook_host_problem
 from miaofa.risk.rules import Rules, RulesError, load
 from miaofa.text import key_problem, secret_problem, url_problem
 
@@ -58,6 +59,9 @@ class Settings(BaseSettings):
     mail_catcher_port: int = 1025  # `miaofa up` without SMTP_URL: a local catch-all SMTP server, mail under data/mail/
     webhook_url: str = ""  # merchant webhook for order events (a product's own webhook_url wins); http(s) only
     webhook_secret: str = ""  # signs webhooks (Miaofa-Signature); required with any webhook URL
+    # CIDRs webhooks may reach although not public (a receiver on the LAN; the tests' 127.0.0.0/8).
+    # Loopback, private, link-local, multicast and metadata addresses are refused otherwise.
+    webhook_allow_networks: str = ""
     lookup_rate_per_ip_per_minute: int = 5  # POST /orders/lookup per client address (per API process)
     lookup_rate_per_email_per_hour: int = 3  # POST /orders/lookup per email (per API process)
     log_level: str = "INFO"
@@ -91,6 +95,9 @@ class Settings(BaseSettings):
     review_window_seconds: int = 1800  # an order held for review and not decided by then is rejected
     trusted_proxies: str = ""  # CIDRs of reverse proxies whose X-Forwarded-For names the client; none by default
     sse_max_streams_per_ip: int = 8  # live order-event streams per client address (per API process)
+    sse_max_streams_per_order: int = 5  # live streams watching one order (per API process)
+    sse_max_streams: int = 1000  # live order-event streams in all (per API process)
+    sse_feed_interval_seconds: float = 0.5  # the streams' one change feed reads the watched orders this often
     check_payment_interval_seconds: float = 5  # "I have paid" asks the gateway at most this often per order
 
     @field_validator("risk_rules_file")
@@ -103,7 +110,7 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from None
         return value
 
-    @field_validator("risk_exempt_networks", "trusted_proxies")
+    @field_validator("risk_exempt_networks", "trusted_proxies", "webhook_allow_networks")
     @classmethod
     def _networks_parse(cls, value: str) -> str:
         if problem := networks_problem(value):
@@ -147,6 +154,9 @@ class Settings(BaseSettings):
     def _webhook_needs_secret(self) -> "Settings":
         if self.webhook_url and not self.webhook_secret:
             raise ValueError("MIAOFA_WEBHOOK_URL is set without MIAOFA_WEBHOOK_SECRET; webhooks must be signed")
+        host = urlparse(self.webhook_url).hostname or ""
+        if self.webhook_url and (problem := webhook_host_problem(host, self.webhook_allow_networks)):
+            raise ValueError(f"MIAOFA_WEBHOOK_URL {problem}")
         return self
 
     @field_validator("api_port", "sim_port", "pg_port", "temporal_ui_port", "mail_catcher_port")

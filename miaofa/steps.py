@@ -32,6 +32,8 @@ DUPLICATE = "duplicate"  # the order's payment, already accepted: nothing change
 STRAY = "stray"  # money the order cannot take (wrong amount or currency, another payment): refund it
 UNCONFIRMED = "unconfirmed"  # a signal with no verified notify behind it: ignored
 NOT_PAID = "not_paid"
+# CLOSE_PAYMENT's answer when the gateway has no close API (not a failure: nothing to retry or log).
+CLOSE_UNSUPPORTED = "unsupported"
 REFUND_BY_HAND = "refund_by_hand"  # a refund step's answer when the gateway has no refund API: a person pays back
 
 # Error type of a step that must not be retried: the data is wrong, not the weather.
@@ -96,11 +98,13 @@ class RefundStep:
 
 @dataclass
 class PaymentSnapshot:
-    status: str  # pending | paid | closed | refunded | unknown
+    status: str  # pending | paid | closed | refunded | unknown, or CLOSE_UNSUPPORTED
     amount_cents: int
     currency: str
     paid_at: datetime | None = None
     payment_id: str = ""
+    # With CLOSE_UNSUPPORTED: False when the gateway's query is unsigned (only its notify proves a payment).
+    query_proves_payment: bool = True
 
 
 @dataclass

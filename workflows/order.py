@@ -47,7 +47,8 @@ class OrderWorkflow(PaymentProofs, SupportActions):
         self._proofs: list[s.AcceptPaymentStep] = []
         self._seen_notifies: set[int] = set()
         self._look_requested = False
-        self._close_failed = False
+        self._close_failed = False  # the gateway may still take the money: watch for a late payment
+        self._poll_late = True  # False: its query proves nothing, only its signed notify does
         self._strays: set[str] = set()
         self._cancel_requested = False
         self._cancel_actor = "system"
@@ -212,6 +213,12 @@ class OrderWorkflow(PaymentProofs, SupportActions):
                 await self._settle_proofs()
                 if self._paid is not None:  # keep the reservation: this payment gets its keys
                     return
+            elif snapshot.status == s.CLOSE_UNSUPPORTED and workflow.patched(patches.CLOSE_UNSUPPORTED_ANSWER):
+                # No close there: the payment stays open, so the late watch looks for it (by query
+                # only where a query can prove a payment; else its signed notify wakes the order).
+                self._close_failed = True
+                self._poll_late = snapshot.query_proves_payment
+                await self._record(s.StageStep(self._order_id, c.CLOSE_UNSUPPORTED_STAGE, workflow.now()))
         await self._release(status)
 
     async def _until_closed(self) -> None:
@@ -234,9 +241,10 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             if self._paid is not None and self._status in (c.EXPIRED, c.CANCELLED) and not self._refund_refused:
                 await self._deliver_late_payment()
                 continue
-            unpaid = self._paid is None and self._payment is not None
-            watching = unpaid and self._close_failed and workflow.now() < watch_end
-            if unpaid and (self._look_requested or (watching and looks.due(workflow.now()))):
+            # A gateway whose query cannot prove a payment is not asked: its signed notify wakes us.
+            askable = self._paid is None and self._payment is not None and self._poll_late
+            watching = askable and self._close_failed and workflow.now() < watch_end
+            if askable and (self._look_requested or (watching and looks.due(workflow.now()))):
                 if not self._look_requested:
                     looks.step(workflow.now())
                 self._look_requested = False

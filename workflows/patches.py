@@ -9,3 +9,6 @@ added, deprecated and removed: README.md, "Deploying a workflow change".
 WAIT_HANDLERS_ON_EARLY_RETURN = "2026-12-wait-handlers-on-early-return"
 # 2026-12: a refund the gateway refuses on a system path is recorded for a person, not a failed run.
 SYSTEM_REFUND_REFUSED = "2026-12-system-refund-refused"
+# 2026-12: a gateway without close answers CLOSE_PAYMENT cleanly (no failure): the stage
+# close_unsupported is recorded, and the late watch polls only a gateway whose query proves payment.
+CLOSE_UNSUPPORTED_ANSWER = "2026-12-close-unsupported-answer"

@@ -1,6 +1,7 @@
 """Catalog and inventory for the merchant (admin token)."""
 
 from typing import Annotated, Any
+from urllib.parse import urlparse
 
 from fastapi import APIRouter, Request
 from pydantic import AfterValidator, BaseModel, Field
@@ -8,9 +9,11 @@ from pydantic_core import PydanticCustomError
 
 from api import uploads
 from api.deps import AdminDep, SessionDep, StateDep
+from api.schemas import Plain
 from api.state import State
 from miaofa import audit, catalog, inventory
 from miaofa.errors import InvalidInput
+from miaofa.netaddr import webhook_host_problem
 from miaofa.text import url_problem
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -28,11 +31,17 @@ WebhookUrl = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(
 def _require_secret(state: State, url: str | None) -> None:
     if url and not state.settings.webhook_secret:
         raise InvalidInput("webhook_url: set MIAOFA_WEBHOOK_SECRET first; every webhook is signed")
+    # No DNS here: an address in any spelling, this machine and metadata names are refused now; a
+    # name is resolved and checked again at every send.
+    host = (urlparse(url).hostname or "") if url else ""
+    if url and (problem := webhook_host_problem(host, state.settings.webhook_allow_networks)):
+        raise InvalidInput(f"webhook_url: {problem}")
 
 
 class ProductCreate(BaseModel):
     sku: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    name: str = Field(min_length=1, max_length=200)
+    # Shown to buyers (pages, emails) and sent to gateways as the subject: no control or bidi characters.
+    name: Annotated[str, Plain] = Field(min_length=1, max_length=200)
     price_cents: int = Field(gt=0, le=10**12)
     currency: str = Field(pattern=r"^[A-Za-z]{3,8}$")
     delivery_sla_seconds: int = Field(default=60, gt=0, le=86400 * 30)
@@ -124,7 +133,8 @@ async def import_keys(
 async def set_webhook(
     sku: str, body: WebhookSet, actor: AdminDep, session: SessionDep, state: StateDep
 ) -> ProductPublic:
-    """Set (or, with null, clear) the product's own webhook URL; events already queued use it too."""
+    """Set (or, with null, clear) the product's own webhook URL; events already queued keep the URL
+    they were queued for."""
     _require_secret(state, body.webhook_url)
     product = await catalog.get_product(session, sku)
     product.webhook_url = body.webhook_url

@@ -1,7 +1,8 @@
-"""Live order status for the buyer's page: Server-Sent Events, one `status` event per change."""
+"""Live order status for the buyer's page: Server-Sent Events, one `status` event per change, fed by
+the API process's one change feed (api/order_feed.py), never a query per stream."""
 
-import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,8 @@ from miaofa.risk.limiters import client_bucket
 
 router = APIRouter(tags=["shop"])
 STREAM_TERMINAL = frozenset({c.DELIVERED, c.REFUNDED, c.REJECTED, c.EXPIRED, c.CANCELLED})
+STREAM_SECONDS = 1800  # at most ~30 minutes per connection; the browser reconnects
+CLIENT_CHECK_SECONDS = 1.0  # how often a quiet stream looks whether its client left
 
 
 class _HeldStream(StreamingResponse):
@@ -42,37 +45,45 @@ async def order_events(
     order_id: OrderId, request: Request, state: StateDep, x_order_token: TokenHeader = None, token: str | None = None
 ) -> StreamingResponse:
     """Server-Sent Events: one `status` event per change, until the order settles (delivered,
-    expired, cancelled, rejected or refunded). At most SSE_MAX_STREAMS_PER_IP at once per address."""
+    expired, cancelled, rejected or refunded). At most SSE_MAX_STREAMS_PER_IP at once per address,
+    SSE_MAX_STREAMS_PER_ORDER per order and SSE_MAX_STREAMS in all (per API process); past a cap, 429."""
     check_token(state, order_id, x_order_token or token)
     streams = state.guards.streams
     ip = ruled_ip(request, state.settings)
     slot = client_bucket(ip) if ip is not None else None
     if slot is not None and not streams.acquire(slot):
         raise TooManyRequests("too many live order streams from your address; close one first", retry_after=5)
+    watch = None
 
     def release() -> None:
         if slot is not None:
             streams.release(slot)
+        if watch is not None:
+            state.feed.unwatch(watch)
 
     try:
-        async with state.sessionmaker() as session:
-            await orders.get_order(session, order_id)
+        watch = state.feed.watch(order_id)
+        if watch.status is None:  # nobody watched this order yet: its first status (and 404 if none)
+            async with state.sessionmaker() as session:
+                first = (await orders.get_order(session, order_id)).status
+            if watch.status is None:
+                watch.status = first
     except BaseException:
         release()
         raise
+    held = watch
 
     async def stream():
         last = None
-        for _ in range(3600):  # at most ~30 minutes per connection; the browser reconnects
-            if await request.is_disconnected():
-                return
-            async with state.sessionmaker() as session:
-                order = await orders.get_order(session, order_id)
-            if order.status != last:
-                last = order.status
+        deadline = time.monotonic() + STREAM_SECONDS
+        while time.monotonic() < deadline:
+            if held.status != last:
+                last = held.status
                 yield f"event: status\ndata: {json.dumps({'order_id': order_id, 'status': last})}\n\n"
             if last in STREAM_TERMINAL:
                 return
-            await asyncio.sleep(0.5)
+            await held.changed(CLIENT_CHECK_SECONDS)
+            if await request.is_disconnected():
+                return
 
     return _HeldStream(stream(), release, media_type="text/event-stream", headers={"Cache-Control": "no-store"})

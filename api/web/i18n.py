@@ -184,6 +184,7 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
     "stage.reserved_again": ("Stock reserved again", "已重新锁定库存"),
     "stage.paid_after_expiry": ("Paid after the time ran out", "超时后付款"),
     "stage.close_failed": ("Closing the payment failed", "关闭支付失败"),
+    "stage.close_unsupported": ("The payment stays open at the gateway", "支付渠道不支持关闭订单"),
     "stage.stray_payment_refunded": ("An extra payment, refunded", "多余付款，已退款"),
     "stage.stray_payment_refund_by_hand": ("An extra payment, to be refunded by hand", "多余付款，将人工退款"),
     "stage.refund_by_hand": ("Refund to be sent by hand", "退款将由人工办理"),

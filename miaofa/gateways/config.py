@@ -8,8 +8,11 @@ console shows it, or "@/path/to/file".
 
 from pathlib import Path
 from typing import ClassVar, Literal
+from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_validator, model_validator
+
+from miaofa.netaddr import loopback_host
 
 PLACEHOLDERS = {"changethis", "changeme", "secret", "xxx", "todo", "your-key-here"}
 
@@ -30,6 +33,20 @@ class GatewaySettings(BaseModel):
 
     name: ClassVar[str]
     required: ClassVar[tuple[str, ...]]
+    # The gateway's hosts: HTTPS only (keys, signed links and pay URLs travel there), loopback excepted
+    # for tests and local fakes.
+    urls: ClassVar[tuple[str, ...]] = ()
+
+    @field_validator("*")
+    @classmethod
+    def _not_blank(cls, value: object, info: ValidationInfo) -> object:
+        # A key of spaces would turn the gateway on, and md5(content + " ") is anybody's signature.
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, str) and text and not text.strip():
+            raise ValueError("is blank")
+        if isinstance(text, str) and text and info.field_name in cls.urls and not _https_or_loopback(text):
+            raise ValueError("must be an https:// URL (http:// only to a loopback address)")
+        return value
 
     def configured(self) -> bool:
         return any(self._value(field) for field in self.required)
@@ -58,9 +75,17 @@ class GatewaySettings(BaseModel):
         return self
 
 
+def _https_or_loopback(url: str) -> bool:
+    parsed = urlparse(url)
+    if parsed.scheme == "https" and parsed.hostname:
+        return True
+    return parsed.scheme == "http" and loopback_host(parsed.hostname or "")
+
+
 class AlipaySettings(GatewaySettings):
     name = "alipay"
     required = ("app_id", "private_key", "alipay_public_key", "seller_id")
+    urls = ("gateway_url",)
 
     app_id: str = ""
     private_key: SecretStr = SecretStr("")  # the app's RSA2 private key
@@ -73,6 +98,7 @@ class AlipaySettings(GatewaySettings):
 class WechatSettings(GatewaySettings):
     name = "wechat"
     required = ("mchid", "appid", "private_key", "cert_serial_no", "apiv3_key")
+    urls = ("base_url", "backup_url")
 
     mchid: str = ""
     appid: str = ""
@@ -101,16 +127,26 @@ class WechatSettings(GatewaySettings):
 class StripeSettings(GatewaySettings):
     name = "stripe"
     required = ("secret_key", "webhook_secret")
+    urls = ("api_base",)  # the secret key travels in its Authorization header
 
     secret_key: SecretStr = SecretStr("")  # sk_live_… or sk_test_…
     webhook_secret: SecretStr = SecretStr("")  # whsec_…, of the webhook endpoint
     api_base: str = "https://api.stripe.com"
     tolerance_seconds: int = 300  # how old a signed webhook may be
 
+    @field_validator("webhook_secret")
+    @classmethod
+    def _more_than_the_prefix(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if secret.startswith("whsec_") and not secret.removeprefix("whsec_").strip():
+            raise ValueError("is only the whsec_ prefix; set the endpoint's whole signing secret")
+        return value
+
 
 class EpaySettings(GatewaySettings):
     name = "epay"
     required = ("api_url", "pid", "key")
+    urls = ("api_url",)  # the key travels in query URLs
 
     api_url: str = ""  # the operator's base URL, ending with "/" (submit.php, api.php live under it)
     pid: str = ""  # merchant id
@@ -121,6 +157,7 @@ class EpaySettings(GatewaySettings):
 class EpusdtSettings(GatewaySettings):
     name = "epusdt"
     required = ("api_url", "api_token")
+    urls = ("api_url",)  # its answer holds the buyer's pay link
 
     api_url: str = ""  # the epusdt server's base URL
     api_token: SecretStr = SecretStr("")  # api_auth_token, the MD5 signing key

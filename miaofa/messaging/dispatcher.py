@@ -13,7 +13,6 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.common import MetricMeter
@@ -47,6 +46,8 @@ class Dispatcher:
         shop_url: str,
         webhook_url: str = "",
         webhook_secret: str = "",
+        webhook_allow_networks: str = "",
+        resolve: webhooks.Resolve | None = None,
         backoff: outbox.Backoff = outbox.Backoff(),
         batch: int = 10,
         poll_seconds: float = 1.0,
@@ -63,7 +64,8 @@ class Dispatcher:
         self._failed = meter.create_counter(
             "miaofa_outbox_failed", "Outbox messages given up after a day of failed sends"
         )
-        self._http = httpx.AsyncClient(timeout=webhooks.TIMEOUT_SECONDS)
+        self._http = webhooks.client()
+        self._destinations = webhooks.Destinations(webhook_allow_networks, resolve)
         self._pruned_at = 0.0
         self._senders: dict[str, Callable[[outbox.Claimed], Awaitable[str]]] = {
             "email.refunded": self._refund_email,
@@ -112,8 +114,9 @@ class Dispatcher:
                 status = await self._send(message)
         except Exception as exc:
             reason = exc.reason if isinstance(exc, (SendFailed, webhooks.WebhookFailed)) else type(exc).__name__
+            final = isinstance(exc, webhooks.WebhookFailed) and exc.final
             async with self.sessionmaker.begin() as session:
-                outcome = await outbox.retry_or_fail(session, message, reason, self.backoff)
+                outcome = await outbox.retry_or_fail(session, message, reason, self.backoff, final=final)
             if outcome == outbox.FAILED:
                 self._failed.add(1, labels)
                 log.error(
@@ -159,11 +162,14 @@ class Dispatcher:
                 )
             ).one()
             coupon = await session.scalar(select(Coupon).where(Coupon.issued_for_order_id == order.id))
-        url = product.webhook_url or self.webhook_url
+        # The product's URL as it was when the event was queued (a retry keeps it); rows queued before
+        # URLs were kept on the row read the product's URL now.
+        queued_for = message.detail["url"] if "url" in message.detail else product.webhook_url
+        url = queued_for or self.webhook_url
         if not url or not self.webhook_secret:
             return outbox.SKIPPED
         body = webhooks.event_body(message.event_id, message.topic, message.detail.get("at", ""), order, coupon)
-        await webhooks.post(self._http, url, self.webhook_secret, message.event_id, body)
+        await webhooks.post(self._http, self._destinations, url, self.webhook_secret, message.event_id, body)
         return outbox.SENT
 
     # ---- emails ----------------------------------------------------------------------------

@@ -14,11 +14,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import Text, cast, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from miaofa.db.engine import rowcount
-from miaofa.db.models import OutboxMessage
+from miaofa.db.models import Order, OutboxMessage, Product
 
 EMAIL, WEBHOOK = "email", "webhook"
 PENDING, SENT, SKIPPED, FAILED = "pending", "sent", "skipped", "failed"
@@ -45,16 +46,31 @@ SENDS: dict[Event, tuple[tuple[str, str], ...]] = {
 LOOKUP_TOPIC = "email.lookup"
 
 
+def _webhook_detail(order_id: str, at: datetime) -> ColumnElement[Any]:
+    """{"at", "url"}: the product's webhook URL now (null: MIAOFA_WEBHOOK_URL), read inside the INSERT
+    itself (no round trip), so every retry goes where the event was queued for."""
+    url = (
+        select(Product.webhook_url)
+        .join(Order, Order.product_id == Product.id)
+        .where(Order.id == order_id)
+        .scalar_subquery()
+    )
+    return func.jsonb_build_object(
+        cast(literal("at"), Text), cast(literal(at.isoformat()), Text), cast(literal("url"), Text), url
+    )
+
+
 def emit(session: AsyncSession, event: Event, order_id: str, at: datetime) -> None:
     """Queue what an event sends, in the caller's transaction (the one that makes it true)."""
     for channel, topic in SENDS[event]:
+        detail: Any = _webhook_detail(order_id, at) if channel == WEBHOOK else {"at": at.isoformat()}
         session.add(
             OutboxMessage(
                 event_id=uuid.uuid4().hex,
                 channel=channel,
                 topic=topic,
                 order_id=order_id,
-                detail={"at": at.isoformat()},
+                detail=detail,
                 status=PENDING,
                 attempts=0,
                 last_error="",
@@ -117,15 +133,17 @@ async def claim(session: AsyncSession, limit: int, lease_seconds: float) -> list
 
 
 async def skip_unsendable(session: AsyncSession, *, no_webhook_url: bool, no_mail: bool) -> None:
-    """Mark at once, in one statement each, what has nowhere to go: webhooks of products without a URL
-    of their own when no global URL is set, and every email when no SMTP server is. Cheaper than
-    claiming and reading each row, and most shops have no webhook."""
+    """Mark at once, in one statement each, what has nowhere to go: webhooks queued for no URL of
+    their product's own when no global URL is set, and every email when no SMTP server is. Cheaper
+    than claiming and reading each row, and most shops have no webhook."""
     if no_webhook_url:
+        # A row without "url" was queued before rows kept theirs: its product's URL now decides.
         await session.execute(
             text("""
             UPDATE outbox o SET status = 'skipped', sent_at = now()
             FROM orders r JOIN products p ON p.id = r.product_id
-            WHERE o.status = 'pending' AND o.channel = 'webhook' AND r.id = o.order_id AND p.webhook_url IS NULL""")
+            WHERE o.status = 'pending' AND o.channel = 'webhook' AND r.id = o.order_id
+              AND (CASE WHEN o.detail -> 'url' IS NULL THEN p.webhook_url ELSE o.detail ->> 'url' END) IS NULL""")
         )
     if no_mail:
         await session.execute(
@@ -146,12 +164,15 @@ async def finish(session: AsyncSession, message: Claimed, status: str) -> bool:
     return rowcount(done) == 1
 
 
-async def retry_or_fail(session: AsyncSession, message: Claimed, error: str, backoff: Backoff) -> str | None:
-    """After a failed send: due again after the backoff, or failed for good past the give-up age.
+async def retry_or_fail(
+    session: AsyncSession, message: Claimed, error: str, backoff: Backoff, *, final: bool = False
+) -> str | None:
+    """After a failed send: due again after the backoff, or failed for good past the give-up age (or
+    at once when `final`: retrying cannot help).
 
     Returns the new status (pending or failed), None when the row is no longer ours."""
     age = await session.scalar(text("SELECT extract(epoch FROM now() - :created)"), {"created": message.created_at})
-    status = FAILED if float(age) >= backoff.give_up_seconds else PENDING
+    status = FAILED if final or float(age) >= backoff.give_up_seconds else PENDING
     values: dict[str, Any] = {"status": status, "last_error": error[:80]}
     if status == PENDING:
         values["next_attempt_at"] = text(f"now() + make_interval(secs => {backoff.delay(message.attempts):.3f})")

@@ -3,29 +3,72 @@
 Headers: `Miaofa-Event-Id` (the idempotency key, the same on every retry), `Miaofa-Timestamp`
 (unix seconds of this attempt) and `Miaofa-Signature: v1=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>`.
 README.md, "Webhooks", shows a receiver's check.
+
+A webhook goes only to public addresses (miaofa.netaddr; MIAOFA_WEBHOOK_ALLOW_NETWORKS allows more):
+the host is resolved at each send, every address it resolves to is checked, and the connection goes
+to a checked address (TLS still verifies the name), so DNS cannot answer differently in between.
+What the receiver answered is kept only as a coarse class, never an oracle of what listens there.
 """
 
+import asyncio
 import hashlib
 import hmac
 import json
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
 
 from miaofa.db.models import Coupon, Order
+from miaofa.netaddr import literal_address, webhook_address_problem, webhook_host_problem
 
 TIMEOUT_SECONDS = 5.0
 TOLERANCE_SECONDS = 300  # a receiver refuses signatures older than this (replays)
+# What a failed send is recorded as (outbox.last_error, logs): classes only.
+REFUSED, UNREACHABLE, TIMEOUT = "destination_refused", "unreachable", "timeout"
+
+Resolve = Callable[[str, int], Awaitable[list[str]]]
 
 
 class WebhookFailed(Exception):
-    """The receiver did not take the event (non-2xx, timeout, no connection); `reason` is safe to log."""
+    """The receiver did not take the event (non-2xx, timeout, no connection); `reason` is safe to log.
+    `final`: retrying cannot help (the destination is refused)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, final: bool = False) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.final = reason, final
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+class Destinations:
+    """Where a webhook may connect: a URL's host → the checked addresses to try, in order."""
+
+    def __init__(self, allow: str = "", resolve: Resolve | None = None) -> None:
+        self.allow = allow
+        self._resolve = resolve or system_resolve
+
+    async def addresses(self, host: str, port: int) -> list[str]:
+        if webhook_host_problem(host, self.allow):
+            raise WebhookFailed(REFUSED, final=True)
+        literal = literal_address(host)
+        if literal is not None:
+            return [str(literal)]
+        try:
+            async with asyncio.timeout(TIMEOUT_SECONDS):
+                found = await self._resolve(host, port)
+        except (OSError, TimeoutError):
+            raise WebhookFailed(UNREACHABLE) from None
+        if not found:
+            raise WebhookFailed(UNREACHABLE)
+        if any(webhook_address_problem(ip.split("%", 1)[0], self.allow) for ip in found):
+            raise WebhookFailed(REFUSED, final=True)  # every address: a name must not mix in an internal one
+        return list(dict.fromkeys(ip.split("%", 1)[0] for ip in found))
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -70,20 +113,52 @@ def event_body(event_id: str, topic: str, at: str, order: Order, coupon: Coupon 
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-async def post(http: httpx.AsyncClient, url: str, secret: str, event_id: str, body: bytes) -> None:
+def client() -> httpx.AsyncClient:
+    """The dispatcher's client: no proxy from the environment (it would resolve the name itself), and
+    no kept connection (one made for a name is never reused for another name at that address)."""
+    return httpx.AsyncClient(timeout=TIMEOUT_SECONDS, trust_env=False, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+async def post(
+    http: httpx.AsyncClient, destinations: Destinations, url: str, secret: str, event_id: str, body: bytes
+) -> None:
+    try:
+        target = httpx.URL(url)
+    except httpx.InvalidURL:
+        raise WebhookFailed(REFUSED, final=True) from None
+    host = target.raw_host.decode("ascii")  # an IDN in its xn-- form, as DNS and TLS see it
+    if target.scheme not in ("http", "https") or not host:
+        raise WebhookFailed(REFUSED, final=True)
+    port = target.port or (443 if target.scheme == "https" else 80)
+    addresses = await destinations.addresses(host, port)
     timestamp = str(int(time.time()))
     headers = {
+        "Host": target.netloc.decode("ascii"),
         "Content-Type": "application/json",
         "User-Agent": "Miaofa-Webhooks/1",
         "Miaofa-Event-Id": event_id,
         "Miaofa-Timestamp": timestamp,
         "Miaofa-Signature": signature(secret, timestamp, body),
     }
-    try:
-        answer = await http.post(url, content=body, headers=headers, timeout=TIMEOUT_SECONDS, follow_redirects=False)
-    except httpx.TimeoutException:
-        raise WebhookFailed("timeout") from None
-    except httpx.HTTPError as exc:
-        raise WebhookFailed(type(exc).__name__) from None
-    if not 200 <= answer.status_code < 300:
-        raise WebhookFailed(f"http_{answer.status_code}")
+    # TLS is verified against the URL's name while the socket goes to the checked address.
+    extensions = {"sni_hostname": host} if target.scheme == "https" else {}
+    for address in addresses:
+        try:
+            answer = await http.post(
+                target.copy_with(host=address),
+                content=body,
+                headers=headers,
+                timeout=TIMEOUT_SECONDS,
+                follow_redirects=False,
+                extensions=extensions,
+            )
+        except httpx.ConnectError:
+            continue  # the next address of the name, if any
+        except httpx.TimeoutException:
+            raise WebhookFailed(TIMEOUT) from None
+        except httpx.HTTPError:
+            raise WebhookFailed(UNREACHABLE) from None
+        if not 200 <= answer.status_code < 300:
+            raise WebhookFailed(f"http_{answer.status_code // 100}xx")  # the class: 404 and 405 alike
+        return
+    raise WebhookFailed(UNREACHABLE)

@@ -122,6 +122,30 @@ async def test_product_creation_rules(dev_stack: Stack) -> None:
     assert listed[sku]["available"] == 0
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Gift \u202egnp.exe",  # RIGHT-TO-LEFT OVERRIDE: shows as "Gift exe.png"
+        "a\x1b[31mred\x07",  # an ANSI colour and a bell, raw in plain-text emails
+        "left \u2066isolate\u2069",  # LEFT-TO-RIGHT ISOLATE … POP DIRECTIONAL ISOLATE
+        "embed \u202aLTR\u202c",
+        "next line\x85",  # C1: NEL
+        "tab\tname",
+        "nul\x00",
+    ],
+)
+async def test_product_names_with_control_or_bidi_characters_are_refused(dev_stack: Stack, name: str) -> None:
+    sku = "ctl-" + uuid.uuid4().hex[:8]
+    body = {"sku": sku, "name": name, "price_cents": 100, "currency": "CNY"}
+    answer = await dev_stack.http.post("/admin/products", json=body, headers=dev_stack.admin)
+    assert (answer.status_code, answer.json()) == (
+        422,
+        {"error": "invalid_input", "detail": "name: must not contain control characters"},
+    )
+    assert (await dev_stack.http.get(f"/admin/products/{sku}/stock", headers=dev_stack.admin)).status_code == 404
+    assert sku not in [p["sku"] for p in (await dev_stack.http.get("/products")).json()]
+
+
 async def test_admin_endpoints_need_the_admin_token(dev_stack: Stack) -> None:
     sku = await _new_product(dev_stack)
     calls = [

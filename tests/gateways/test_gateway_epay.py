@@ -18,6 +18,8 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.datastructures import QueryParams
 
+from activities.payments import PaymentActivities
+from miaofa import steps as s
 from miaofa.db.models import NotifyLog
 from miaofa.gateways.base import GatewayError, GatewayRefused, InvalidNotify, PaymentRequest, Unsupported
 from miaofa.gateways.config import EpaySettings
@@ -197,6 +199,17 @@ async def test_close_is_unsupported_refund_reasons_and_errors_without_the_key(fa
     sock.close()
     await gateway.aclose()
     await dead.aclose()
+
+
+async def test_the_close_step_answers_unsupported_without_a_failure(fake: FakeEpay, caplog) -> None:
+    # It raised Unsupported, which the worker logged with a traceback at every expiry.
+    gateway = _gateway(fake)
+    closing = PaymentActivities(None, {"epay": gateway}, "https://shop.example", "https://shop.example", None)  # type: ignore[arg-type]
+    with caplog.at_level(logging.DEBUG):
+        answer = await closing.close_payment(s.GatewayStep("o-1", "epay", "o-1"))
+    assert answer == s.PaymentSnapshot(s.CLOSE_UNSUPPORTED, 0, "", None, "o-1", query_proves_payment=False)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
+    await gateway.aclose()
 
 
 async def test_a_stored_get_notify_replays(fake: FakeEpay) -> None:

@@ -15,6 +15,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from activities.payments import PaymentActivities
+from miaofa import steps as s
 from miaofa.db.models import AuditLog, NotifyLog
 from miaofa.gateways.base import GatewayRefused, InvalidNotify, PaymentRequest, Unsupported
 from miaofa.gateways.config import EpusdtSettings
@@ -170,6 +172,16 @@ async def test_create_check_status_and_the_duplicate_order(fake: FakeEpusdt, cap
         await EpusdtGateway(fake.url, "another-token").create_payment(_request("u-2"))
     with pytest.raises(GatewayRefused, match="only CNY"):
         await gateway.create_payment(PaymentRequest("u-3", 100, "USD", "x", "http://n", datetime.now(UTC)))
+    await gateway.aclose()
+
+
+async def test_the_close_step_answers_unsupported_without_a_failure(caplog) -> None:
+    gateway = EpusdtGateway("http://127.0.0.1:9", TOKEN)
+    closing = PaymentActivities(None, {"epusdt": gateway}, "https://shop.example", "https://shop.example", None)  # type: ignore[arg-type]
+    with caplog.at_level(logging.DEBUG):
+        answer = await closing.close_payment(s.GatewayStep("o-1", "epusdt", "t-1"))
+    assert answer == s.PaymentSnapshot(s.CLOSE_UNSUPPORTED, 0, "", None, "t-1", query_proves_payment=False)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
     await gateway.aclose()
 
 

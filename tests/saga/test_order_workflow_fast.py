@@ -55,6 +55,9 @@ class FakeSaga:
     gateway_status: str = "pending"  # what a query answers
     gateway_down: set[str] = field(default_factory=set)  # query channels that fail
     close_status: str | None = "closed"  # None: the close cannot reach the gateway
+    # A gateway without close (epay, epusdt): "answer" is today's clean answer, "failure" the
+    # Unsupported error released histories hold.
+    no_close: str = ""
     stock_again: bool = True
     refund_refused: bool = False
     no_reserved_keys: bool = False
@@ -97,6 +100,10 @@ class FakeSaga:
     @activity.defn(name=s.CLOSE_PAYMENT)
     async def close_payment(self, step: s.GatewayStep) -> s.PaymentSnapshot:
         self.calls.append(s.CLOSE_PAYMENT)
+        if self.no_close == "answer":
+            return s.PaymentSnapshot(s.CLOSE_UNSUPPORTED, 0, "", payment_id=PAYMENT_ID, query_proves_payment=False)
+        if self.no_close == "failure":
+            raise ApplicationError("epay has no close API", type="Unsupported", non_retryable=True)
         if self.close_status is None:
             raise RuntimeError("the close cannot reach the gateway (fake)")
         return s.PaymentSnapshot(self.close_status, 990, "CNY", payment_id=PAYMENT_ID)
@@ -383,3 +390,52 @@ async def test_the_sla_passing_during_a_delivery_earns_one_coupon(saga: Saga) ->
         f"{s.ACCEPT_PAYMENT}:notify",
         f"{s.ISSUE_COUPON}:sla_timer",
     ] + DELIVERING  # one coupon, not two
+
+
+NO_CLOSE = [s.CLOSE_PAYMENT, f"{s.RECORD_STAGE}:{c.CLOSE_UNSUPPORTED_STAGE}", f"{s.RELEASE_STOCK}:{c.EXPIRED}"]
+
+
+async def test_a_gateway_without_close_expires_and_does_not_poll_what_cannot_prove_payment(saga: Saga) -> None:
+    saga.fake.no_close = "answer"
+    handle = await saga.start()
+    # To the end of the support window (600 s), past the whole late-payment watch (300 s, a look every 60 s).
+    assert await saga.result(handle) == c.OrderResult(saga.order_id(handle), c.OPENED, c.EXPIRED)
+    assert saga.fake.calls == OPENING + NEVER_PAID + NO_CLOSE  # one close, no late poll
+    state = await handle.query(OrderWorkflow.state)
+    assert state.stages == [c.AWAITING_PAYMENT, c.CLOSE_UNSUPPORTED_STAGE, c.EXPIRED]
+
+
+async def test_a_gateway_without_close_still_delivers_on_its_late_signed_notify(saga: Saga) -> None:
+    saga.fake.no_close = "answer"
+    handle = await saga.start()
+    await saga.env.sleep(timedelta(seconds=WINDOW + 200))  # past the window and three late-poll intervals
+    await saga.state(handle, c.EXPIRED, c.CLOSE_UNSUPPORTED_STAGE)
+    assert saga.fake.calls == OPENING + NEVER_PAID + NO_CLOSE
+    await saga.notify(handle)
+    assert await saga.result(handle) == c.OrderResult(saga.order_id(handle), c.OPENED, c.DELIVERED)
+    assert (
+        saga.fake.calls
+        == OPENING
+        + NEVER_PAID
+        + NO_CLOSE
+        + [f"{s.ACCEPT_PAYMENT}:notify", f"{s.RECORD_STAGE}:paid_after_expiry", s.RESERVE_AGAIN]
+        + DELIVERING
+    )
+
+
+async def test_the_released_unsupported_close_failure_still_leads_to_the_late_watch(saga: Saga) -> None:
+    saga.fake.no_close = "failure"  # an activity worker from before the clean answer, mid-deploy
+    handle = await saga.start()
+    await saga.env.sleep(timedelta(seconds=WINDOW + 70))  # past the window and the first late poll
+    await saga.state(handle, c.EXPIRED, "close_failed")
+    await saga.notify(handle)
+    assert await saga.result(handle) == c.OrderResult(saga.order_id(handle), c.OPENED, c.DELIVERED)
+    assert (
+        saga.fake.calls
+        == OPENING
+        + NEVER_PAID
+        + [s.CLOSE_PAYMENT, f"{s.RECORD_STAGE}:close_failed", f"{s.RELEASE_STOCK}:{c.EXPIRED}"]  # not retried
+        + [f"{s.QUERY_PAYMENT}:primary"]  # its late poll, as released
+        + [f"{s.ACCEPT_PAYMENT}:notify", f"{s.RECORD_STAGE}:paid_after_expiry", s.RESERVE_AGAIN]
+        + DELIVERING
+    )
