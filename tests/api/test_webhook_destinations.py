@@ -33,6 +33,8 @@ from tests.helpers.servers import bind, serve
 from tests.helpers.stack import running_stack
 from tests.helpers.waiting import eventually
 
+pytestmark = pytest.mark.usefixtures("quiet_outbox")
+
 # What the attack run reached or had accepted: the clouds' metadata, this machine's own services (in
 # the spellings getaddrinfo reads), the LAN. Ports as `miaofa up` uses them.
 INSIDE = [

@@ -32,6 +32,8 @@ from tests.helpers.stack import Stack, running_stack
 from tests.helpers.waiting import eventually
 from worker import outbox_dispatcher
 
+pytestmark = pytest.mark.usefixtures("quiet_outbox")
+
 
 async def test_an_order_sends_signed_events_that_the_readmes_check_accepts(dev_stack: Stack) -> None:
     verify = readme_verify()

@@ -20,7 +20,7 @@ from temporalio.worker import Worker
 from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.devstack.temporal import venv_binary
-from tests.conftest import replay_data_converter
+from tests.conftest import register_search_attributes, replay_data_converter
 from tests.helpers.waiting import eventually
 from worker import WORKFLOW_RUNNER
 from workflows.order import OrderWorkflow
@@ -223,6 +223,7 @@ async def fast_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=path, data_converter=replay_data_converter()
     )
+    await register_search_attributes(env)
     yield env
     await env.shutdown()
 

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 from sqlalchemy import select, text
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
@@ -25,6 +26,8 @@ from tests.helpers.messaging import (
 )
 from tests.helpers.servers import bind, serve
 from tests.helpers.waiting import eventually
+
+pytestmark = pytest.mark.usefixtures("quiet_outbox")
 
 
 async def test_an_event_is_queued_in_the_transaction_that_makes_it_true(sessionmaker) -> None:
