@@ -4,15 +4,10 @@ Speaks the HTTP API by hand (form-encoded POSTs, Bearer key): the `stripe` packa
 dependency, and inside this module `import stripe` would import it, so it never appears here.
 """
 
-import hmac
-import json
-import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from hashlib import sha256
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -25,30 +20,32 @@ from miaofa.gateways.base import (
     Notice,
     PaymentRequest,
     PaymentState,
-    PaymentStatus,
     QueryChannel,
     Unsupported,
 )
 from miaofa.gateways.config import StripeSettings
 from miaofa.gateways.http import GatewayHttp
+from miaofa.gateways.stripe_wire import (
+    ERROR_WORD_RE,
+    ID_RE,
+    SIGNATURE_HEADER,
+    amount_field,
+    check_signature,
+    currency_field,
+    event_json,
+    notice_of,
+    order_of,
+    path_id,
+    session_status,
+    stripe_id,
+)
 
 REQUEST_TIMEOUT_SECONDS = 10.0
-SIGNATURE_HEADER = "stripe-signature"
 # Stripe accepts expires_at 30 min … 24 h after creation. The value must also be the same on every
 # retry of the create (a replayed Idempotency-Key with other parameters is refused), so it is derived
 # from our window's end only, never from "now": close() expires the session when our window ends.
 SESSION_EXPIRY_MARGIN = timedelta(minutes=31)
 SESSION_MAX_LIFETIME = timedelta(hours=23, minutes=59)
-MAX_AMOUNT = 10**12  # Stripe's own limit is 8 digits; anything near this is garbage, not money
-_ID_RE = re.compile(r"[A-Za-z0-9_]{1,255}")  # cs_…, evt_…, pi_…, ch_…, re_…
-_ORDER_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_CURRENCY_RE = re.compile(r"[a-z]{3}")
-_ERROR_WORD_RE = re.compile(r"[a-z_]{1,64}")
-_TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
-_V1_RE = re.compile(r"[0-9a-f]{64}")
-MAX_SIGNATURE_HEADER = 2048
-PAID_EVENTS = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
-CLOSED_EVENTS = frozenset({"checkout.session.expired", "checkout.session.async_payment_failed"})
 
 
 class _Missing(GatewayRefused):
@@ -119,7 +116,7 @@ class StripeGateway:
 
     async def close(self, payment_id: str, order_id: str) -> PaymentState:
         try:
-            response = await self._call("close", "POST", f"/v1/checkout/sessions/{_path_id(payment_id)}/expire")
+            response = await self._call("close", "POST", f"/v1/checkout/sessions/{path_id(payment_id)}/expire")
         except GatewayRefused:
             # Only an open session can be expired: this one was completed (paid) or expired meanwhile.
             state = await self.query(payment_id, order_id)
@@ -134,7 +131,7 @@ class StripeGateway:
             raise GatewayRefused("stripe refund: no such session")
         state = self._state("refund", session, payment_id, order_id)
         intent = session.get("payment_intent")
-        if state.status != "paid" or not isinstance(intent, str) or not _ID_RE.fullmatch(intent):
+        if state.status != "paid" or not isinstance(intent, str) or not ID_RE.fullmatch(intent):
             raise GatewayRefused("stripe refund: the session has no paid payment")
         form = {"payment_intent": intent, "amount": str(amount_cents), "metadata[order_id]": state.order_id}
         response = await self._call("refund", "POST", "/v1/refunds", data=form, idempotency_key=refund_id)
@@ -145,7 +142,7 @@ class StripeGateway:
         if status not in ("pending", "succeeded", "requires_action"):
             raise GatewayError("stripe refund: malformed response (status)")
         try:
-            amount, currency = _amount(refund.get("amount")), _currency(refund.get("currency"))
+            amount, currency = amount_field(refund.get("amount")), currency_field(refund.get("currency"))
         except ValueError as exc:
             raise GatewayError(f"stripe refund: malformed response ({exc})") from None
         return PaymentState(
@@ -164,26 +161,11 @@ class StripeGateway:
 
     async def verify_notify(self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]) -> Notice:
         lowered = {key.lower(): value for key, value in headers.items()}
-        timestamp, signatures = _signature_header(lowered.get(SIGNATURE_HEADER))
-        if not self._webhook_secret:
-            raise InvalidNotify("no webhook secret")
         # Signature first, over the raw bytes: nothing unauthenticated is parsed.
-        expected = hmac.new(self._webhook_secret, timestamp.encode() + b"." + body, sha256).hexdigest()
-        if not any([hmac.compare_digest(expected, signature) for signature in signatures]):
-            raise InvalidNotify("bad signature")
-        age = self._clock() - int(timestamp)
-        if age > self._tolerance:
-            raise InvalidNotify("stale timestamp")
-        # Stricter than Stripe's libraries, which accept any future t: a signature dated ahead would
-        # stay replayable for that long, and Stripe's clock is never minutes ahead of ours.
-        if age < -self._tolerance:
-            raise InvalidNotify("timestamp in the future")
+        check_signature(lowered.get(SIGNATURE_HEADER), body, self._webhook_secret, self._tolerance, self._clock)
+        event = event_json(body)
         try:
-            event = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
-        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; "[[[[…" recurses
-            raise InvalidNotify("body is not JSON") from None
-        try:
-            return self._notice(event)
+            return notice_of(event, self._livemode)
         except ValueError as exc:
             raise InvalidNotify(str(exc)) from None
 
@@ -194,73 +176,13 @@ class StripeGateway:
         # Stripe only looks at the status code; the reason stays in our own logs.
         return Ack(400, '{"received": false}', "application/json")
 
-    def _notice(self, event: Any) -> Notice:
-        if not isinstance(event, dict) or event.get("object") != "event":
-            raise ValueError("not an event")
-        event_id = _id(event.get("id"), "id")
-        if event.get("livemode") is not self._livemode:
-            raise ValueError("livemode does not match the key")
-        kind, created = event.get("type"), event.get("created")
-        if not isinstance(kind, str) or len(kind) > 128:
-            raise ValueError("bad type")
-        if type(created) is not int or not 0 < created < 10**11:
-            raise ValueError("bad created")
-        data = event.get("data")
-        obj = data.get("object") if isinstance(data, dict) else None
-        if not isinstance(obj, dict):
-            raise ValueError("bad data.object")
-        at = datetime.fromtimestamp(created, UTC)
-        if kind in PAID_EVENTS or kind in CLOSED_EVENTS:
-            if obj.get("object") != "checkout.session":
-                raise ValueError("not a checkout session")
-            status: PaymentStatus = (
-                "closed" if kind in CLOSED_EVENTS else ("paid" if obj.get("payment_status") == "paid" else "pending")
-            )  # an async method still running
-            return Notice(
-                payment_id=_id(obj.get("id"), "session id"),
-                order_id=_order_of(obj),
-                merchant_id=None,
-                status=status,
-                amount_cents=_amount(obj.get("amount_total")),
-                currency=_currency(obj.get("currency")),
-                paid_at=at if status == "paid" else None,
-                event_id=event_id,
-            )
-        if kind == "charge.refunded":
-            if obj.get("object") != "charge":
-                raise ValueError("not a charge")
-            # Logged against its order (from the metadata the payment intent handed on); never proof of payment.
-            metadata = obj.get("metadata")
-            order_id = metadata.get("order_id") if isinstance(metadata, dict) else None
-            return Notice(
-                payment_id=_id(obj.get("payment_intent") or obj.get("id"), "payment_intent"),
-                order_id=_order_id(order_id) if order_id is not None else "",
-                merchant_id=None,
-                status="refunded",
-                amount_cents=_amount(obj.get("amount_refunded")),
-                currency=_currency(obj.get("currency")),
-                paid_at=at,
-                event_id=event_id,
-            )
-        # Any other event is acknowledged and changes nothing: judge ignores an "unknown" status.
-        return Notice(
-            payment_id=event_id,
-            order_id="",
-            merchant_id=None,
-            status="unknown",
-            amount_cents=0,
-            currency="",
-            paid_at=None,
-            event_id=event_id,
-        )
-
     # ---- helpers ----
 
     async def _session(self, op: str, payment_id: str) -> dict[str, Any] | None:
-        if not _ID_RE.fullmatch(payment_id or ""):
+        if not ID_RE.fullmatch(payment_id or ""):
             raise GatewayRefused(f"stripe {op}: not a session id")
         try:
-            response = await self._call(op, "GET", f"/v1/checkout/sessions/{_path_id(payment_id)}")
+            response = await self._call(op, "GET", f"/v1/checkout/sessions/{path_id(payment_id)}")
         except _Missing:
             return None
         return self._json(op, response)
@@ -281,7 +203,7 @@ class StripeGateway:
             words += [
                 error[k]
                 for k in ("type", "code")
-                if isinstance(error.get(k), str) and _ERROR_WORD_RE.fullmatch(error[k])
+                if isinstance(error.get(k), str) and ERROR_WORD_RE.fullmatch(error[k])
             ]
         except (ValueError, AttributeError):
             pass
@@ -307,11 +229,11 @@ class StripeGateway:
             if session.get("object") != "checkout.session":
                 raise ValueError("not a checkout session")
             state = PaymentState(
-                payment_id=_id(session.get("id"), "id"),
-                order_id=_order_of(session),
-                status=_session_status(session),
-                amount_cents=_amount(session.get("amount_total")),
-                currency=_currency(session.get("currency")),
+                payment_id=stripe_id(session.get("id"), "id"),
+                order_id=order_of(session),
+                status=session_status(session),
+                amount_cents=amount_field(session.get("amount_total")),
+                currency=currency_field(session.get("currency")),
             )
         except ValueError as exc:
             raise GatewayError(f"stripe {op}: malformed response ({exc})") from None
@@ -323,82 +245,3 @@ class StripeGateway:
 
 def build(settings: StripeSettings, client: httpx.AsyncClient | None) -> StripeGateway:
     return StripeGateway(settings, client)
-
-
-# Field readers for sessions and events; each raises ValueError with a short reason.
-
-
-def _signature_header(header: str | None) -> tuple[str, list[str]]:
-    """t and the v1 signatures of `t=…,v1=…[,v1=…][,v0=…]`; other schemes are ignored, as Stripe's libraries do."""
-    if not header:
-        raise InvalidNotify("missing Stripe-Signature")
-    if len(header) > MAX_SIGNATURE_HEADER:
-        raise InvalidNotify("malformed Stripe-Signature")
-    timestamps, signatures = [], []
-    for item in header.split(","):
-        key, _, value = item.strip().partition("=")
-        if key == "t":
-            timestamps.append(value)
-        elif key == "v1" and _V1_RE.fullmatch(value):
-            signatures.append(value)
-    if len(timestamps) != 1 or not _TIMESTAMP_RE.fullmatch(timestamps[0]):
-        raise InvalidNotify("malformed Stripe-Signature timestamp")
-    if not signatures:
-        raise InvalidNotify("no v1 signature")
-    return timestamps[0], signatures
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _path_id(payment_id: str) -> str:
-    return quote(payment_id, safe="")
-
-
-def _id(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
-        raise ValueError(f"bad {what}")
-    return value
-
-
-def _order_id(value: Any) -> str:
-    if not isinstance(value, str) or not _ORDER_ID_RE.fullmatch(value):
-        raise ValueError("bad order id")
-    return value
-
-
-def _order_of(session: Mapping[str, Any]) -> str:
-    """Our order id, from client_reference_id and metadata[order_id]; both are ours, so they must agree."""
-    reference = session.get("client_reference_id")
-    metadata = session.get("metadata")
-    meta = metadata.get("order_id") if isinstance(metadata, dict) else None
-    if reference is None and meta is None:
-        raise ValueError("no order id")
-    ids = {_order_id(value) for value in (reference, meta) if value is not None}
-    if len(ids) != 1:
-        raise ValueError("client_reference_id and metadata disagree")
-    return ids.pop()
-
-
-def _session_status(session: Mapping[str, Any]) -> PaymentStatus:
-    status, payment_status = session.get("status"), session.get("payment_status")
-    if status not in ("open", "complete", "expired") or payment_status not in ("paid", "unpaid", "no_payment_required"):
-        raise ValueError("bad status")
-    if payment_status == "paid":
-        return "paid"
-    return "closed" if status == "expired" else "pending"
-
-
-def _amount(value: Any) -> int:
-    # type() rather than isinstance(): bool is an int subclass, and True is not one cent.
-    if type(value) is not int or not 0 < value < MAX_AMOUNT:
-        raise ValueError("bad amount")
-    return value
-
-
-def _currency(value: Any) -> str:
-    # Stripe writes currencies in lower case; we keep ISO upper case.
-    if not isinstance(value, str) or not _CURRENCY_RE.fullmatch(value):
-        raise ValueError("bad currency")
-    return value.upper()
