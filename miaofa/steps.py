@@ -37,6 +37,12 @@ REFUND_BY_HAND = "refund_by_hand"  # a refund step's answer when the gateway has
 # Error type of a step that must not be retried: the data is wrong, not the weather.
 DATA_ERROR = "DataError"
 NO_RESERVED_KEYS = "NoReservedKeys"
+COUPON_SPENT = "CouponSpent"  # delivery found the order's coupon held by another order
+
+# Outcomes of RESERVE_AGAIN (a payment after the order expired or was cancelled).
+RESERVED = "reserved"
+OUT_OF_STOCK = "out_of_stock"
+COUPON_ELSEWHERE = "coupon_elsewhere"
 
 
 @dataclass
@@ -160,6 +166,12 @@ class DeliverStep:
 @dataclass
 class Delivered:
     key_ids: list[int]
+
+
+@dataclass
+class ReservedAgain:
+    outcome: str  # RESERVED, OUT_OF_STOCK or COUPON_ELSEWHERE
+    reason: str = ""  # why not, in the buyer's words: the refund's reason on the timeline
 
 
 @dataclass

@@ -254,12 +254,17 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             )
 
     async def _deliver_late_payment(self) -> None:
-        """Paid after the window: deliver if stock can be reserved again, otherwise refund."""
+        """Paid after the window: deliver if stock (and the order's coupon) can be had again, otherwise refund."""
         await self._record(s.StageStep(self._order_id, "paid_after_expiry", workflow.now()))
-        reserved = await workflow.execute_local_activity(
-            s.RESERVE_AGAIN, s.DeliverStep(self._order_id, workflow.now()), result_type=bool, **DB_STEP
-        )
-        if not reserved:
+        step = s.DeliverStep(self._order_id, workflow.now())
+        if workflow.patched(patches.LATE_PAYMENT_CLAIMS_COUPON):
+            again = await workflow.execute_local_activity(
+                s.RESERVE_AGAIN, step, result_type=s.ReservedAgain, **DB_STEP
+            )
+            if again.outcome != s.RESERVED:  # out of stock, or its coupon went to another order
+                await self._refund_unasked(again.reason or "paid after expiry and not deliverable")
+                return
+        elif not await workflow.execute_local_activity(s.RESERVE_AGAIN, step, result_type=bool, **DB_STEP):
             await self._refund_unasked("paid after expiry and out of stock")
             return
         await self._deliver()

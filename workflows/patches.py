@@ -9,3 +9,6 @@ added, deprecated and removed: README.md, "Deploying a workflow change".
 WAIT_HANDLERS_ON_EARLY_RETURN = "2026-12-wait-handlers-on-early-return"
 # 2026-12: a refund the gateway refuses on a system path is recorded for a person, not a failed run.
 SYSTEM_REFUND_REFUSED = "2026-12-system-refund-refused"
+# 2026-12: a late payment claims its coupon again with its keys (RESERVE_AGAIN answers why not); a
+# coupon another order holds now means a refund, never a delivery below the price.
+LATE_PAYMENT_CLAIMS_COUPON = "2026-12-late-payment-claims-coupon"
