@@ -137,6 +137,8 @@ class OrderActivities:
             await coupons.give_back(session, step.order_id)
             await orders.move(session, step.order_id, step.status, step.at)
             detail = {"released": str(released), **({"actor": step.actor} if step.actor != "system" else {})}
+            if step.reason:
+                detail["reason"] = step.reason
             first = await orders.add_event(session, step.order_id, step.status, step.at, detail)
         if first:
             self.metrics.outcome(step.status)

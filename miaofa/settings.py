@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     late_payment_watch_seconds: int = 86400
     support_window_seconds: int = 7 * 86400
     update_timeout_seconds: float = 30  # how long the API waits for a workflow's answer
+    # Creating an order's payment is retried with a backoff this long before the order is cancelled
+    # (gateway_unavailable); keep it under UPDATE_TIMEOUT_SECONDS, so the buyer hears the outcome.
+    payment_create_retry_seconds: float = Field(default=10, gt=0, le=300)
     worker_metrics_address: str = "127.0.0.1:9464"  # the worker's Prometheus /metrics; "" turns it off
     smtp_url: str = ""
     mail_from: str = "Miaofa <shop@miaofa.localhost>"

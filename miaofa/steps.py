@@ -81,6 +81,7 @@ class CreatePaymentStep:
     subject: str
     expires_at: datetime
     at: datetime
+    retry_until: datetime | None = None  # a gateway error after this ends the retries (gateway_unavailable)
 
 
 @dataclass
@@ -180,6 +181,7 @@ class ReleaseStep:
     status: str
     at: datetime
     actor: str = "system"
+    reason: str = ""  # on the timeline; gateway_unavailable lets the Idempotency-Key open a new order
 
 
 @dataclass

@@ -19,6 +19,7 @@ from miaofa import steps as s
 from workflows import patches
 from workflows.policies import (
     CLOSE_RETRY,
+    CREATE_PAYMENT_ATTEMPT_TIMEOUT,
     CREATE_PAYMENT_RETRY,
     DB_STEP,
     GATEWAY_RETRY,
@@ -84,7 +85,7 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             try:
                 self._payment = await self._create_payment(order)
             except STEP_FAILED:
-                await self._release(c.CANCELLED)
+                await self._release(c.CANCELLED, reason=c.GATEWAY_UNAVAILABLE)
                 self._opened = c.OpenOrderResult(
                     outcome=c.GATEWAY_UNAVAILABLE,
                     order_id=order.order_id,
@@ -148,6 +149,7 @@ class OrderWorkflow(PaymentProofs, SupportActions):
 
     async def _create_payment(self, order: c.OrderInput) -> c.PaymentLink:
         assert self._expires_at is not None
+        retrying = timedelta(seconds=order.timing.payment_create_seconds)  # a step's input: no patch
         return await workflow.execute_local_activity(
             s.CREATE_PAYMENT,
             s.CreatePaymentStep(
@@ -158,9 +160,10 @@ class OrderWorkflow(PaymentProofs, SupportActions):
                 subject=order.product_name,
                 expires_at=self._expires_at,
                 at=workflow.now(),
+                retry_until=workflow.now() + retrying,
             ),
             result_type=c.PaymentLink,
-            start_to_close_timeout=timedelta(seconds=10),
+            start_to_close_timeout=min(CREATE_PAYMENT_ATTEMPT_TIMEOUT, retrying),
             retry_policy=CREATE_PAYMENT_RETRY,
         )
 
@@ -399,10 +402,12 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             quantity=self._order.quantity,
         )
 
-    async def _release(self, status: str, actor: str | None = None) -> None:
+    async def _release(self, status: str, actor: str | None = None, reason: str = "") -> None:
         actor = actor or (self._cancel_actor if status == c.CANCELLED else "system")
         await workflow.execute_local_activity(
-            s.RELEASE_STOCK, s.ReleaseStep(self._order_id, status, workflow.now(), actor=actor), **DB_STEP
+            s.RELEASE_STOCK,
+            s.ReleaseStep(self._order_id, status, workflow.now(), actor=actor, reason=reason),
+            **DB_STEP,
         )
         self._set_status(status)
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from miaofa import coupons
 from miaofa.db.models import Coupon, Order
@@ -148,3 +148,20 @@ async def test_concurrent_claims_of_one_coupon_let_exactly_one_through(short: St
     won = await asyncio.gather(*(claim(o["order_id"]) for o in orders))
     assert sorted(won) == [False, True]
     assert await _holder(short, code) == orders[won.index(True)]["order_id"]
+
+
+async def test_delivery_sends_no_keys_when_its_coupon_is_held_elsewhere(short: Stack) -> None:
+    """The last guard, in the keys' own transaction: were the coupon taken behind the saga's back
+    (a run that reserved again on older code), the keys stay unsold and the payment goes back."""
+    code = await _coupon(short)
+    sku = await short.product(1, price_cents=1000)
+    order = await short.ordered(sku, email="guarded@example.com", coupon_code=code)
+    async with short.sessionmaker.begin() as session:
+        await session.execute(update(Coupon).where(Coupon.code == code).values(used_by_order_id="someone-else"))
+    await short.pay(order)
+    view = await short.wait_status(order, "refunded", timeout=30)
+    failed = next(event for event in view["timeline"] if event["stage"] == "delivery_failed")
+    assert failed["detail"] == {"reason": "CouponSpent"}
+    assert _refund_reason(view) == {"reason": "delivery failed (CouponSpent)", "actor": "system"}
+    assert (await short.sim_payment(order["payment"]["payment_id"]))["status"] == "refunded"
+    assert await short.stock(sku) == {"available": 1, "reserved": 0, "sold": 0, "refunded": 0}
