@@ -152,9 +152,7 @@ class OrderActivities:
         try:
             async with transaction(self.sessionmaker) as session:
                 order = await orders.get_order(session, step.order_id)
-                if order.coupon_id is not None and not await coupons.claim(
-                    session, order.coupon_id, order.id, step.at
-                ):
+                if order.coupon_id is not None and not await coupons.claim(session, order.coupon_id, order.id, step.at):
                     return s.ReservedAgain(s.COUPON_ELSEWHERE, COUPON_ELSEWHERE_REASON)
                 key_ids = await inventory.reserve(
                     session, product_id=order.product_id, order_id=order.id, quantity=order.quantity, at=step.at

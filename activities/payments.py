@@ -17,7 +17,6 @@ from miaofa.payments import records, strays
 from miaofa.telemetry.metrics import WorkerMetrics
 from miaofa.temporal.signals import signal_payment
 
-
 GATEWAY_UNAVAILABLE = "GatewayUnavailable"
 
 

@@ -74,6 +74,7 @@ class StockHint:
                     await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
                     products = await catalog.list_products(session)
                     available = await inventory.available_by_product(session)
+                    reserved = await inventory.reserved_by_product(session)
                     counted = await inventory.orders_holding_keys(session, claimed) if claimed else set()
                     # Orders that claimed or settled while we counted: their reservation may have committed
                     # before the snapshot, so ask the same snapshot, until no order is left unasked (no
@@ -89,9 +90,9 @@ class StockHint:
                         available[claim.product_id] = max(0, available.get(claim.product_id, 0) - claim.quantity)
             finally:
                 self._settled_during_refresh = None
-            self._install(products, available, counted)
+            self._install(products, available, counted, reserved)
 
-    def _install(self, products, available: dict[int, int], counted: set[str]) -> None:
+    def _install(self, products, available: dict[int, int], counted: set[str], reserved: dict[int, int]) -> None:
         self._products = {
             p.sku: ProductInfo(p.id, p.sku, p.name, p.price_cents, p.currency, p.delivery_sla_seconds) for p in products
         }
@@ -100,6 +101,7 @@ class StockHint:
         self._loaded_at = time.monotonic()
         for info in self._products.values():
             http_metrics.STOCK.labels(info.sku).set(available.get(info.id, 0))
+            http_metrics.RESERVED.labels(info.sku).set(reserved.get(info.id, 0))  # the unpaid-reservations alert
 
     async def product(self, sku: str) -> ProductInfo | None:
         info = self._products.get(sku)

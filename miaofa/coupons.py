@@ -79,7 +79,7 @@ async def claim(session: AsyncSession, coupon_id: int, order_id: str, at: dateti
         )
         .values(used_at=func.coalesce(Coupon.used_at, at), used_by_order_id=order_id)
     )
-    return taken.rowcount == 1
+    return taken.rowcount == 1  # type: ignore[attr-defined]
 
 
 async def spend(session: AsyncSession, order_id: str, at: datetime) -> bool:

@@ -261,9 +261,7 @@ class OrderWorkflow(PaymentProofs, SupportActions):
         await self._record(s.StageStep(self._order_id, "paid_after_expiry", workflow.now()))
         step = s.DeliverStep(self._order_id, workflow.now())
         if workflow.patched(patches.LATE_PAYMENT_CLAIMS_COUPON):
-            again = await workflow.execute_local_activity(
-                s.RESERVE_AGAIN, step, result_type=s.ReservedAgain, **DB_STEP
-            )
+            again = await workflow.execute_local_activity(s.RESERVE_AGAIN, step, result_type=s.ReservedAgain, **DB_STEP)
             if again.outcome != s.RESERVED:  # out of stock, or its coupon went to another order
                 await self._refund_unasked(again.reason or "paid after expiry and not deliverable")
                 return
