@@ -1,6 +1,6 @@
 """The order's front door: one service that POST /orders and the checkout form (POST /buy) both call.
 
-`OrderDesk.place` runs the order path once: the risk rules, cheapest first (miaofa/risk_chain.py),
+`OrderDesk.place` runs the order path once: the risk rules, cheapest first (miaofa/risk/chain.py),
 the stock hint, the coupon, the workflow's reservation, and the Idempotency-Key replay. It returns
 `Placed` (opened, held for review, or replayed) or raises one error family, miaofa.errors, for every
 refusal: a denial or rate limit of the rules, sold out, an invalid coupon or order, the gateway or

@@ -113,7 +113,7 @@ async def create_order(
 ) -> JSONResponse:
     """Reserve stock and create the payment in one round trip: 201 with the pay link, or 409 sold_out.
 
-    The risk rules run first, cheapest first (miaofa/risk_chain.py): blocklists, quantity and rates
+    The risk rules run first, cheapest first (miaofa/risk/chain.py): blocklists, quantity and rates
     in memory, then sold-out (the stock hint), then the open-order caps and the anomaly rules
     (PostgreSQL). A refusal reserves nothing. An order the rules hold for review answers 202,
     status `in_review`, without a payment. A replayed Idempotency-Key answers 200 with the order's

@@ -37,6 +37,8 @@ GUARDS = dict(
     risk_max_open_units_per_ip=12,
     risk_max_open_orders_per_buyer_product=2,
     risk_max_units_per_buyer_per_product=5,
+    risk_max_open_units_per_net56=20,
+    risk_max_open_units_per_net48=30,
     sse_max_streams_per_ip=2,
     check_payment_interval_seconds=5,
 )
@@ -134,6 +136,32 @@ async def test_one_email_cannot_lock_the_stock(guarded: Stack) -> None:
     assert (await guarded.order(skus[2], email=buyer, headers=ip(unique_ip()))).status_code == 201
 
 
+async def test_an_ipv6_home_counts_by_its_56_and_its_48(guarded: Stack) -> None:
+    """Issue 17, N4: a /56 is 256 /64s and a /48 65,536; each is counted as a whole too."""
+    sku = await guarded.product(200)  # large: the product's own share stays out of the way
+
+    async def held(address: str, orders: int) -> list[int]:
+        return [
+            (await guarded.order(sku, quantity=4, email=email(), headers=ip(address))).status_code
+            for _ in range(orders)
+        ]
+
+    assert await held("2001:db8:0:101::1", 4) == [201, 201, 201, 403]  # 12 units: the /64's cap
+    assert await held("2001:db8:0:102::1", 3) == [201, 201, 403]  # the /56 holds 20: its cap
+    assert await held("2001:db8:0:1ff::7", 1) == [403]  # another /64 of the same /56
+    assert await held("2001:db8:0:201::1", 3) == [201, 201, 403]  # another /56: the /48 holds 28, cap 30
+    refused = await guarded.order(sku, quantity=4, email=email(), headers=ip("2001:db8:0:ff01::1"))
+    assert (refused.status_code, refused.json()) == (
+        403,
+        {
+            "error": "too_many_open_orders",
+            "detail": "too many units held unpaid from your network; pay for them first",
+        },
+    )
+    assert await held("2001:db8:1:101::1", 1) == [201]  # another /48
+    assert await guarded.stock(sku) == {"available": 168, "reserved": 32, "sold": 0, "refunded": 0}
+
+
 async def test_quantity_cap_per_buyer_and_product(guarded: Stack) -> None:
     sku = await guarded.product(20)
     buyer = email()
@@ -162,6 +190,79 @@ async def test_rate_limits_answer_429_with_retry_after(guarded: Stack) -> None:
     assert [a.status_code for a in answers] == [404] * 10 + [429]
     assert "this email" in answers[-1].json()["detail"]
     assert (await guarded.order("no-such-sku", email=email(), headers=ip(unique_ip()))).status_code == 404
+
+
+@pytest.fixture(scope="module")
+async def shop_defaults(dev_env, sessionmaker, sim_url, database_url, smtp) -> AsyncIterator[Stack]:
+    """Every risk rule at its shipped default, many clients through a trusted proxy, a 15 s window."""
+    defaults = {name: Settings.model_fields[name].default for name in RISK_OFF}
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(
+            database_url,
+            smtp[0],
+            payment_window_seconds=15,
+            callback_grace_seconds=1,
+            poll_interval_seconds=1,
+            late_payment_watch_seconds=60,
+        ),
+        **{**defaults, "trusted_proxies": "127.0.0.1/32"},
+    ) as stack:
+        yield stack
+
+
+async def _honest_buyers(stack: Stack, sku: str, count: int) -> Counter:
+    """`count` buyers, each with an email and an address of their own, at once; those who get a key pay."""
+    answers = await asyncio.gather(*(stack.order(sku, email=email(), headers=ip(unique_ip())) for _ in range(count)))
+    opened = [answer.json() for answer in answers if answer.status_code == 201]
+    await asyncio.gather(*(stack.pay(order) for order in opened))
+    await asyncio.gather(*(stack.wait_status(order, "delivered", timeout=60) for order in opened))
+    return Counter((answer.status_code, answer.json().get("error")) for answer in answers)
+
+
+async def test_five_addresses_cannot_lock_the_stock_and_honest_buyers_buy_it_all(shop_defaults: Stack) -> None:
+    """Issue 17, N4: the per-address caps let 5 addresses lock 100 keys (20 units each). The product's
+    own cap does not grow with addresses: past half its unsold keys held unpaid, only a buyer and an
+    address holding none of it get one unit. Honest buyers are such newcomers: they buy everything."""
+    stack = shop_defaults
+    sku = await stack.product(100)
+    answers = []
+    for address in [unique_ip() for _ in range(5)]:
+        for quantity in (10, 10, 10, 1, 1):  # a fresh email each time: the per-email caps do not bind
+            answer = await stack.order(sku, quantity=quantity, email=email(), headers=ip(address))
+            answers.append((answer.status_code, answer.json().get("error")))
+    assert (
+        answers[:10]
+        == [(201, None)] * 2
+        + [(403, "too_many_open_orders")] * 3
+        + [(201, None)] * 2
+        + [(403, "too_many_open_orders")] * 3
+    )  # 20 units each: the per-address cap
+    assert answers[10:15] == [(201, None)] + [(403, "too_many_open_orders")] * 4  # 50 held: half the stock
+    newcomer = [(403, "quantity_limit")] * 3 + [(201, None), (403, "too_many_open_orders")]
+    assert answers[15:] == newcomer * 2  # one unit for an address that held none, then nothing
+    assert await stack.stock(sku) == {"available": 48, "reserved": 52, "sold": 0, "refunded": 0}
+    refused = await stack.order(sku, quantity=2, email=email(), headers=ip(unique_ip()))
+    assert refused.json() == {
+        "error": "quantity_limit",
+        "detail": "most of this product's stock is waiting for payment: one unit per order until it is paid for "
+        "or released",
+    }
+
+    # Honest buyers, each a newcomer, take every key the attack left.
+    assert await _honest_buyers(stack, sku, 60) == {(201, None): 48, (409, "sold_out"): 12}
+
+    # The attack's orders are never paid: at the end of their window the keys come back …
+    async def released() -> bool:
+        return (await stack.stock(sku))["reserved"] == 0
+
+    await eventually(released, 60, "the attack's unpaid orders to expire", interval=0.5)
+    await stack.refresh_stock()
+    # … and honest buyers take those too.
+    assert await _honest_buyers(stack, sku, 60) == {(201, None): 52, (409, "sold_out"): 8}
+    assert await stack.stock(sku) == {"available": 0, "reserved": 0, "sold": 100, "refunded": 0}
 
 
 async def test_refusals_do_not_count_against_the_buyer(guarded: Stack) -> None:
