@@ -22,6 +22,7 @@ from miaofa import catalog, inventory
 from miaofa.errors import NotFound
 
 REFRESH_SECONDS = 1.0
+GAUGE_SECONDS = 5.0  # how often the reserved-keys gauge is measured
 UNKNOWN_SKU_SECONDS = 1.0  # how long an unknown SKU is answered from memory
 MAX_UNKNOWN_SKUS = 10_000
 log = logging.getLogger("miaofa.api.hot")
@@ -60,6 +61,7 @@ class StockHint:
         self._settled_during_refresh: dict[str, Claim] | None = None
         self._refresh_lock = asyncio.Lock()
         self._loaded_at = 0.0
+        self._reserved_at = -GAUGE_SECONDS
         self._task: asyncio.Task | None = None
         self._unknown: dict[str, float] = {}  # sku → until when it is answered "unknown" from memory
         self._lookups: dict[str, asyncio.Future] = {}  # sku → the lookup in flight, shared
@@ -74,7 +76,6 @@ class StockHint:
                     await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
                     products = await catalog.list_products(session)
                     available = await inventory.available_by_product(session)
-                    reserved = await inventory.reserved_by_product(session)
                     counted = await inventory.orders_holding_keys(session, claimed) if claimed else set()
                     # Orders that claimed or settled while we counted: their reservation may have committed
                     # before the snapshot, so ask the same snapshot, until no order is left unasked (no
@@ -90,9 +91,21 @@ class StockHint:
                         available[claim.product_id] = max(0, available.get(claim.product_id, 0) - claim.quantity)
             finally:
                 self._settled_during_refresh = None
-            self._install(products, available, counted, reserved)
+            self._install(products, available, counted)
+        await self._measure_reserved()
 
-    def _install(self, products, available: dict[int, int], counted: set[str], reserved: dict[int, int]) -> None:
+    async def _measure_reserved(self) -> None:
+        """miaofa_stock_reserved, for the unpaid-reservations alert: outside the snapshot above (whose
+        time is the claims' race window), and every GAUGE_SECONDS only."""
+        if time.monotonic() - self._reserved_at < GAUGE_SECONDS:
+            return
+        self._reserved_at = time.monotonic()
+        async with self._sessionmaker() as session:
+            reserved = await inventory.reserved_by_product(session)
+        for info in self._products.values():
+            http_metrics.RESERVED.labels(info.sku).set(reserved.get(info.id, 0))
+
+    def _install(self, products, available: dict[int, int], counted: set[str]) -> None:
         self._products = {
             p.sku: ProductInfo(p.id, p.sku, p.name, p.price_cents, p.currency, p.delivery_sla_seconds) for p in products
         }
@@ -101,7 +114,6 @@ class StockHint:
         self._loaded_at = time.monotonic()
         for info in self._products.values():
             http_metrics.STOCK.labels(info.sku).set(available.get(info.id, 0))
-            http_metrics.RESERVED.labels(info.sku).set(reserved.get(info.id, 0))  # the unpaid-reservations alert
 
     async def product(self, sku: str) -> ProductInfo | None:
         info = self._products.get(sku)
