@@ -18,6 +18,9 @@ from miaofa.telemetry import backlog as stages
 from miaofa.telemetry.metrics import WorkerMetrics
 
 log = logging.getLogger("miaofa.activities.orders")
+# The refund's reason on the order's timeline, which the buyer reads.
+OUT_OF_STOCK_REASON = "paid after expiry and out of stock"
+COUPON_ELSEWHERE_REASON = "paid after expiry; its coupon was used by another order"
 
 
 class SoldOut(Exception):
@@ -109,6 +112,11 @@ class OrderActivities:
     @activity.defn(name=s.DELIVER_KEYS)
     async def deliver_keys(self, step: s.DeliverStep) -> s.Delivered:
         async with transaction(self.sessionmaker) as session:
+            # The coupon is spent in the transaction that commits the keys: one delivered order per coupon.
+            if not await coupons.spend(session, step.order_id, step.at):
+                raise ApplicationError(
+                    "the order's coupon is held by another order", type=s.COUPON_SPENT, non_retryable=True
+                )
             key_ids = await inventory.commit_sold(session, step.order_id, step.at)
             if not key_ids:
                 # A broken invariant, not an outage: retrying cannot conjure keys.
@@ -129,24 +137,32 @@ class OrderActivities:
             await coupons.give_back(session, step.order_id)
             await orders.move(session, step.order_id, step.status, step.at)
             detail = {"released": str(released), **({"actor": step.actor} if step.actor != "system" else {})}
+            if step.reason:
+                detail["reason"] = step.reason
             first = await orders.add_event(session, step.order_id, step.status, step.at, detail)
         if first:
             self.metrics.outcome(step.status)
 
     @activity.defn(name=s.RESERVE_AGAIN)
-    async def reserve_again(self, step: s.DeliverStep) -> bool:
+    async def reserve_again(self, step: s.DeliverStep) -> s.ReservedAgain:
+        """A payment after the window: the keys and the order's coupon again, both or neither.
+
+        The price was discounted by a coupon the expired order gave back: if another order holds it
+        now, this payment is refunded, never delivered below the price."""
         try:
             async with transaction(self.sessionmaker) as session:
                 order = await orders.get_order(session, step.order_id)
+                if order.coupon_id is not None and not await coupons.claim(session, order.coupon_id, order.id, step.at):
+                    return s.ReservedAgain(s.COUPON_ELSEWHERE, COUPON_ELSEWHERE_REASON)
                 key_ids = await inventory.reserve(
                     session, product_id=order.product_id, order_id=order.id, quantity=order.quantity, at=step.at
                 )
                 if len(key_ids) < order.quantity:
-                    raise SoldOut
+                    raise SoldOut  # rolls the coupon's claim back too
                 await orders.add_event(session, step.order_id, "reserved_again", step.at)
-                return True
+                return s.ReservedAgain(s.RESERVED)
         except SoldOut:
-            return False
+            return s.ReservedAgain(s.OUT_OF_STOCK, OUT_OF_STOCK_REASON)
 
     @activity.defn(name=s.REFUND_KEYS)
     async def refund_keys(self, step: s.RefundKeysStep) -> None:

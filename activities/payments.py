@@ -29,6 +29,8 @@ from miaofa.temporal.signals import signal_payment
 # How long after the payment window the gateway's return link still shows the order's status.
 RETURN_TICKET_GRACE = timedelta(hours=1)
 
+GATEWAY_UNAVAILABLE = "GatewayUnavailable"
+
 
 def _gateway_failed(exc: GatewayError) -> ApplicationError:
     if isinstance(exc, Unsupported):  # no such operation at this gateway: asking again changes nothing
@@ -86,7 +88,11 @@ class PaymentActivities:
                 )
             )
         except GatewayError as exc:
-            raise _gateway_failed(exc) from exc
+            failed = _gateway_failed(exc)
+            if step.retry_until is not None and datetime.now(UTC) >= step.retry_until and not failed.non_retryable:
+                # The workflow's retry budget is spent: an outage, not a blip (the order is cancelled).
+                raise ApplicationError(str(exc), type=GATEWAY_UNAVAILABLE, non_retryable=True) from exc
+            raise failed from exc
         async with transaction(self.sessionmaker) as session:
             await records.record_created(
                 session,

@@ -30,6 +30,12 @@ REFUSED = Counter(
 STOCK = Gauge(
     "miaofa_stock_available", "Keys available per SKU (the stock hint's last count)", ["sku"], registry=registry
 )
+RESERVED = Gauge(
+    "miaofa_stock_reserved",
+    "Keys held by unpaid orders (awaiting payment or in review) per SKU (the stock hint's last count)",
+    ["sku"],
+    registry=registry,
+)
 
 
 class Measure:

@@ -31,6 +31,7 @@ from miaofa.risk import admission
 log = logging.getLogger("miaofa.api.shop")
 
 Outcome = Literal["opened", "in_review", "replayed"]
+MAX_KEY_GENERATIONS = 5  # orders one Idempotency-Key may open after gateway outages (then it replays the last)
 STATUS_CODES: dict[Outcome, int] = {"opened": 201, "in_review": 202, "replayed": 200}
 
 
@@ -121,9 +122,10 @@ class OrderDesk:
             raise InvalidInput(
                 f"unknown gateway {body.gateway!r}; use one of {', '.join(self.gateways)}", error="unknown_gateway"
             )
-        order_id = self.vault.idempotent_order_id(body.email, key) if key else uuid.uuid4().hex[:20]
+        order_id = uuid.uuid4().hex[:20]
         if key:  # a retried key must reach its order, so it skips the stock hint
-            if (replayed := await self._replayed(order_id, body)) is not None:
+            order_id, replayed = await self._replayed(body, key)
+            if replayed is not None:
                 http_metrics.ORDERS.labels("replayed").inc()
                 return replayed
         elif not self.hot.has_stock(product.id, body.quantity):  # answered from memory
@@ -229,6 +231,7 @@ class OrderDesk:
                 late_poll_interval_seconds=settings.late_poll_interval_seconds,
                 support_window_seconds=settings.support_window_seconds,
                 review_window_seconds=settings.review_window_seconds,
+                payment_create_seconds=settings.payment_create_retry_seconds,
             ),
         )
 
@@ -241,20 +244,35 @@ class OrderDesk:
             except NotFound:
                 return None
 
-    async def _replayed(self, order_id: str, body: OrderCreate) -> Placed | None:
-        """The answer to an Idempotency-Key whose order exists already; None when it does not (yet)."""
-        view = await self._view(order_id)
-        if view is None:
-            return None
-        if (view["sku"], view["quantity"]) != (body.sku, body.quantity):
-            raise _key_reused()
-        return _replay(order_id, view)
+    async def _replayed(self, body: OrderCreate, key: str) -> tuple[str, Placed | None]:
+        """The Idempotency-Key's order id, and the answer when that order exists already (None when
+        it does not, yet). An order the gateway could not open (cancelled, gateway_unavailable) took
+        no money and holds nothing: the key's retry opens the next one, under the next generation's id."""
+        generation = 0
+        while True:
+            order_id = self.vault.idempotent_order_id(body.email, key, generation)
+            view = await self._view(order_id)
+            if view is None:
+                return order_id, None
+            if (view["sku"], view["quantity"]) != (body.sku, body.quantity):
+                raise _key_reused()
+            generation += 1
+            if not _gateway_gave_up(view) or generation == MAX_KEY_GENERATIONS:
+                return order_id, _replay(order_id, view)
 
     async def _existing(self, order_id: str) -> Placed:
         view = await self._view(order_id)
         if view is None:  # the workflow closed without keeping a row: its reservation found no stock
             raise self._sold_out()
         return _replay(order_id, view)
+
+
+def _gateway_gave_up(view: dict[str, Any]) -> bool:
+    """Cancelled because its payment could not be created (the release says why on the timeline)."""
+    return view["status"] == c.CANCELLED and any(
+        event["stage"] == c.CANCELLED and event.get("detail", {}).get("reason") == c.GATEWAY_UNAVAILABLE
+        for event in view["timeline"]
+    )
 
 
 def _replay(order_id: str, view: dict[str, Any]) -> Placed:

@@ -22,6 +22,7 @@ from miaofa import catalog, inventory
 from miaofa.errors import NotFound
 
 REFRESH_SECONDS = 1.0
+GAUGE_SECONDS = 5.0  # how often the reserved-keys gauge is measured
 UNKNOWN_SKU_SECONDS = 1.0  # how long an unknown SKU is answered from memory
 MAX_UNKNOWN_SKUS = 10_000
 log = logging.getLogger("miaofa.api.hot")
@@ -60,6 +61,7 @@ class StockHint:
         self._settled_during_refresh: dict[str, Claim] | None = None
         self._refresh_lock = asyncio.Lock()
         self._loaded_at = 0.0
+        self._reserved_at = -GAUGE_SECONDS
         self._task: asyncio.Task | None = None
         self._unknown: dict[str, float] = {}  # sku → until when it is answered "unknown" from memory
         self._lookups: dict[str, asyncio.Future] = {}  # sku → the lookup in flight, shared
@@ -90,6 +92,18 @@ class StockHint:
             finally:
                 self._settled_during_refresh = None
             self._install(products, available, counted)
+        await self._measure_reserved()
+
+    async def _measure_reserved(self) -> None:
+        """miaofa_stock_reserved, for the unpaid-reservations alert: outside the snapshot above (whose
+        time is the claims' race window), and every GAUGE_SECONDS only."""
+        if time.monotonic() - self._reserved_at < GAUGE_SECONDS:
+            return
+        self._reserved_at = time.monotonic()
+        async with self._sessionmaker() as session:
+            reserved = await inventory.reserved_by_product(session)
+        for info in self._products.values():
+            http_metrics.RESERVED.labels(info.sku).set(reserved.get(info.id, 0))
 
     def _install(self, products, available: dict[int, int], counted: set[str]) -> None:
         self._products = {

@@ -113,6 +113,7 @@ class Timing:
     late_poll_interval_seconds: int = 60  # during the late-payment watch, doubling up to an hour
     late_poll_max_interval_seconds: int = 3600
     review_window_seconds: int = 1800  # a held order not decided by then is rejected
+    payment_create_seconds: float = 10  # creating the payment is retried this long (a gateway blip) before a cancel
 
 
 @dataclass

@@ -1,13 +1,19 @@
-"""Single-use coupons: issued as compensation for late delivery, redeemed once at checkout."""
+"""Single-use coupons: issued as compensation for late delivery, redeemed once at checkout.
+
+A coupon is held by one order at a time (`used_by_order_id`): from its checkout until the order
+expires or is cancelled, when it is given back. A payment that still arrives for that order must
+claim it again (`claim`), and delivery claims it in the transaction that commits the keys, so
+exactly one delivered order ever spends it, whatever arrives late.
+"""
 
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa.db.engine import rowcount
-from miaofa.db.models import Coupon
+from miaofa.db.models import Coupon, Order
 from miaofa.errors import CouponCurrency, CouponExpired, CouponNotFound, CouponUsed
 
 LATE_DELIVERY_PERCENT_OFF = 10
@@ -60,6 +66,28 @@ async def redeem(session: AsyncSession, code: str, order_id: str, at: datetime, 
     if rowcount(taken) != 1:
         raise CouponUsed("this coupon has already been used")
     return coupon
+
+
+async def claim(session: AsyncSession, coupon_id: int, order_id: str, at: datetime) -> bool:
+    """Hold the coupon for this order, unless another order holds it: a conditional UPDATE, so of two
+    transactions claiming one free coupon, the second waits for the first's row lock and then finds
+    it taken. True when this order holds it now (it may have held it already)."""
+    taken = await session.execute(
+        update(Coupon)
+        .where(
+            Coupon.id == coupon_id,
+            or_(Coupon.used_by_order_id.is_(None), Coupon.used_by_order_id == order_id),
+        )
+        .values(used_at=func.coalesce(Coupon.used_at, at), used_by_order_id=order_id)
+    )
+    return rowcount(taken) == 1
+
+
+async def spend(session: AsyncSession, order_id: str, at: datetime) -> bool:
+    """At delivery, in the transaction that commits the keys: the order's coupon (if any) is its own.
+    False when another order holds it: these keys must not go out at the discounted price."""
+    coupon_id = await session.scalar(select(Order.coupon_id).where(Order.id == order_id))
+    return coupon_id is None or await claim(session, coupon_id, order_id, at)
 
 
 async def give_back(session: AsyncSession, order_id: str) -> None:

@@ -176,6 +176,26 @@ async def stock(session: AsyncSession, product_id: int) -> Stock:
     )
 
 
+async def unsold_up_to(session: AsyncSession, product_id: int, limit: int) -> int:
+    """The product's keys not sold yet (available or reserved), counted up to `limit`: enough to compare
+    with a share of the stock on the order path without counting a large stock."""
+    unsold = (
+        select(CardKey.id)
+        .where(CardKey.product_id == product_id, CardKey.status.in_(("available", "reserved")))
+        .limit(limit)
+        .subquery()
+    )
+    return await session.scalar(select(func.count()).select_from(unsold)) or 0
+
+
+async def reserved_by_product(session: AsyncSession) -> dict[int, int]:
+    """Keys held by orders not paid yet (awaiting payment or in review), per product."""
+    rows = await session.execute(
+        select(CardKey.product_id, func.count()).where(CardKey.status == "reserved").group_by(CardKey.product_id)
+    )
+    return {key: count for key, count in rows.all()}
+
+
 async def available_by_product(session: AsyncSession) -> dict[int, int]:
     rows = await session.execute(
         select(CardKey.product_id, func.count()).where(CardKey.status == "available").group_by(CardKey.product_id)

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     late_payment_watch_seconds: int = 86400
     support_window_seconds: int = 7 * 86400
     update_timeout_seconds: float = 30  # how long the API waits for a workflow's answer
+    # Creating an order's payment is retried with a backoff this long before the order is cancelled
+    # (gateway_unavailable); keep it under UPDATE_TIMEOUT_SECONDS, so the buyer hears the outcome.
+    payment_create_retry_seconds: float = Field(default=10, gt=0, le=300)
     worker_metrics_address: str = "127.0.0.1:9464"  # the worker's Prometheus /metrics; "" turns it off
     smtp_url: str = ""
     mail_from: str = "Miaofa <shop@miaofa.localhost>"
@@ -87,6 +90,11 @@ class Settings(BaseSettings):
     risk_max_open_units_per_ip: int = 20  # units those unpaid orders of one client address may hold
     risk_max_open_orders_per_buyer_product: int = 2  # unpaid orders of one email for one product
     risk_max_units_per_buyer_per_product: int = 10  # units of one product: this order + that email's unpaid ones
+    risk_max_open_units_per_net56: int = 40  # unpaid units of an IPv6 client's /56 (a home: 256 /64s)
+    risk_max_open_units_per_net48: int = 80  # unpaid units of an IPv6 client's /48 (a site, a 6to4 prefix)
+    # Past this share of a product's unsold keys held unpaid, an order is admitted only from a buyer and
+    # network holding none of it unpaid, for one unit: a cap that does not grow with addresses.
+    risk_max_unpaid_share: float = Field(default=0.5, ge=0, le=1)
     risk_exempt_networks: str = ""  # CIDRs whose clients skip the admission rules and caps (a load generator)
     risk_rate_per_device_per_minute: int = 5  # order attempts per X-Device-Id (sliding minute, per API process)
     risk_new_device_review_cents: int = 50000  # above this, a device new to the email's delivered orders: review

@@ -39,6 +39,12 @@ REFUND_BY_HAND = "refund_by_hand"  # a refund step's answer when the gateway has
 # Error type of a step that must not be retried: the data is wrong, not the weather.
 DATA_ERROR = "DataError"
 NO_RESERVED_KEYS = "NoReservedKeys"
+COUPON_SPENT = "CouponSpent"  # delivery found the order's coupon held by another order
+
+# Outcomes of RESERVE_AGAIN (a payment after the order expired or was cancelled).
+RESERVED = "reserved"
+OUT_OF_STOCK = "out_of_stock"
+COUPON_ELSEWHERE = "coupon_elsewhere"
 
 
 @dataclass
@@ -77,6 +83,7 @@ class CreatePaymentStep:
     subject: str
     expires_at: datetime
     at: datetime
+    retry_until: datetime | None = None  # a gateway error after this ends the retries (gateway_unavailable)
 
 
 @dataclass
@@ -167,11 +174,18 @@ class Delivered:
 
 
 @dataclass
+class ReservedAgain:
+    outcome: str  # RESERVED, OUT_OF_STOCK or COUPON_ELSEWHERE
+    reason: str = ""  # why not, in the buyer's words: the refund's reason on the timeline
+
+
+@dataclass
 class ReleaseStep:
     order_id: str
     status: str
     at: datetime
     actor: str = "system"
+    reason: str = ""  # on the timeline; gateway_unavailable lets the Idempotency-Key open a new order
 
 
 @dataclass

@@ -19,6 +19,7 @@ from miaofa import steps as s
 from workflows import patches
 from workflows.policies import (
     CLOSE_RETRY,
+    CREATE_PAYMENT_ATTEMPT_TIMEOUT,
     CREATE_PAYMENT_RETRY,
     DB_STEP,
     GATEWAY_RETRY,
@@ -85,7 +86,7 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             try:
                 self._payment = await self._create_payment(order)
             except STEP_FAILED:
-                await self._release(c.CANCELLED)
+                await self._release(c.CANCELLED, reason=c.GATEWAY_UNAVAILABLE)
                 self._opened = c.OpenOrderResult(
                     outcome=c.GATEWAY_UNAVAILABLE,
                     order_id=order.order_id,
@@ -149,6 +150,7 @@ class OrderWorkflow(PaymentProofs, SupportActions):
 
     async def _create_payment(self, order: c.OrderInput) -> c.PaymentLink:
         assert self._expires_at is not None
+        retrying = timedelta(seconds=order.timing.payment_create_seconds)  # a step's input: no patch
         return await workflow.execute_local_activity(
             s.CREATE_PAYMENT,
             s.CreatePaymentStep(
@@ -159,9 +161,10 @@ class OrderWorkflow(PaymentProofs, SupportActions):
                 subject=order.product_name,
                 expires_at=self._expires_at,
                 at=workflow.now(),
+                retry_until=workflow.now() + retrying,
             ),
             result_type=c.PaymentLink,
-            start_to_close_timeout=timedelta(seconds=10),
+            start_to_close_timeout=min(CREATE_PAYMENT_ATTEMPT_TIMEOUT, retrying),
             retry_policy=CREATE_PAYMENT_RETRY,
         )
 
@@ -262,12 +265,15 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             )
 
     async def _deliver_late_payment(self) -> None:
-        """Paid after the window: deliver if stock can be reserved again, otherwise refund."""
+        """Paid after the window: deliver if stock (and the order's coupon) can be had again, otherwise refund."""
         await self._record(s.StageStep(self._order_id, "paid_after_expiry", workflow.now()))
-        reserved = await workflow.execute_local_activity(
-            s.RESERVE_AGAIN, s.DeliverStep(self._order_id, workflow.now()), result_type=bool, **DB_STEP
-        )
-        if not reserved:
+        step = s.DeliverStep(self._order_id, workflow.now())
+        if workflow.patched(patches.LATE_PAYMENT_CLAIMS_COUPON):
+            again = await workflow.execute_local_activity(s.RESERVE_AGAIN, step, result_type=s.ReservedAgain, **DB_STEP)
+            if again.outcome != s.RESERVED:  # out of stock, or its coupon went to another order
+                await self._refund_unasked(again.reason or "paid after expiry and not deliverable")
+                return
+        elif not await workflow.execute_local_activity(s.RESERVE_AGAIN, step, result_type=bool, **DB_STEP):
             await self._refund_unasked("paid after expiry and out of stock")
             return
         await self._deliver()
@@ -402,10 +408,12 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             quantity=self._order.quantity,
         )
 
-    async def _release(self, status: str, actor: str | None = None) -> None:
+    async def _release(self, status: str, actor: str | None = None, reason: str = "") -> None:
         actor = actor or (self._cancel_actor if status == c.CANCELLED else "system")
         await workflow.execute_local_activity(
-            s.RELEASE_STOCK, s.ReleaseStep(self._order_id, status, workflow.now(), actor=actor), **DB_STEP
+            s.RELEASE_STOCK,
+            s.ReleaseStep(self._order_id, status, workflow.now(), actor=actor, reason=reason),
+            **DB_STEP,
         )
         self._set_status(status)
 

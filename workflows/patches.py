@@ -12,3 +12,6 @@ SYSTEM_REFUND_REFUSED = "2026-12-system-refund-refused"
 # 2026-12: a gateway without close answers CLOSE_PAYMENT cleanly (no failure): the stage
 # close_unsupported is recorded, and the late watch polls only a gateway whose query proves payment.
 CLOSE_UNSUPPORTED_ANSWER = "2026-12-close-unsupported-answer"
+# 2026-12: a late payment claims its coupon again with its keys (RESERVE_AGAIN answers why not); a
+# coupon another order holds now means a refund, never a delivery below the price.
+LATE_PAYMENT_CLAIMS_COUPON = "2026-12-late-payment-claims-coupon"

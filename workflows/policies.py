@@ -45,7 +45,18 @@ GATEWAY_RETRY = RetryPolicy(
     non_retryable_error_types=[s.DATA_ERROR, "GatewayRefused", "Unsupported"],
 )
 CLOSE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
-CREATE_PAYMENT_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=300), maximum_attempts=3)
+# Creating the payment: retried with a backoff until the order's Timing.payment_create_seconds is
+# spent (the step's retry_until: the activity's first gateway error past it is final; a local
+# activity's schedule-to-close timeout is not enforced by temporalio 1.35), so a gateway blip of a few
+# seconds delays the answer instead of cancelling the order. A refusal (GatewayRefused, Unsupported)
+# is final at once; any other error gets the attempts below.
+CREATE_PAYMENT_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=300),
+    backoff_coefficient=2,
+    maximum_interval=timedelta(seconds=2),
+    maximum_attempts=20,
+)
+CREATE_PAYMENT_ATTEMPT_TIMEOUT = timedelta(seconds=10)
 MAX_QUEUED_PROOFS = 50  # a signal flood cannot grow the workflow's state without bound
 
 

@@ -43,7 +43,7 @@ class SagaState:
     async def _record(self, step: s.StageStep) -> None:
         raise NotImplementedError
 
-    async def _release(self, status: str, actor: str | None = None) -> None:
+    async def _release(self, status: str, actor: str | None = None, reason: str = "") -> None:
         raise NotImplementedError
 
     async def _refund(self, reason: str, actor: str) -> None:

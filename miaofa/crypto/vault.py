@@ -100,9 +100,10 @@ class Vault:
         """What the database keeps of a staff token: a keyed hash, useless without the vault key."""
         return hmac.new(self._staff_key, token.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
-    def idempotent_order_id(self, email: str, idempotency_key: str) -> str:
-        """The same buyer sending the same Idempotency-Key gets the same order id."""
-        scope = f"order:{email.strip().lower()}|{idempotency_key}".encode()
+    def idempotent_order_id(self, email: str, idempotency_key: str, generation: int = 0) -> str:
+        """The same buyer sending the same Idempotency-Key gets the same order id. A later generation
+        is the key's next order, after one the gateway could not open (api/ordering.py)."""
+        scope = f"order:{email.strip().lower()}|{idempotency_key}{f'#{generation}' if generation else ''}".encode()
         return hmac.new(self._hash_key, scope, hashlib.sha256).hexdigest()[:20]
 
     def buyer_hash(self, email: str) -> str:

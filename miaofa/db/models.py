@@ -236,13 +236,16 @@ class ReconcileFinding(Base):
 class OrderAdmission(Base):
     """One row per order the API let through its admission rules (miaofa/risk/admission.py), written before the
     order's workflow starts, so concurrent requests and other API processes count it at once. Only
-    keyed hashes: of the buyer's email and of the client's address (an IPv6 client by its /64)."""
+    keyed hashes: of the buyer's email and of the client's address (an IPv6 client by its /64, and by
+    its /56 and /48 too; an IPv4 client by its address in all three)."""
 
     __tablename__ = "order_admissions"
 
     order_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     buyer_hash: Mapped[str] = mapped_column(String(32))
     client_hash: Mapped[str] = mapped_column(String(32))
+    net56_hash: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    net48_hash: Mapped[str] = mapped_column(String(32), default="", server_default="")
     product_id: Mapped[int] = mapped_column(Integer)
     quantity: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -250,6 +253,9 @@ class OrderAdmission(Base):
     __table_args__ = (
         Index("ix_order_admissions_buyer", "buyer_hash", "created_at"),
         Index("ix_order_admissions_client", "client_hash", "created_at"),
+        Index("ix_order_admissions_net56", "net56_hash", "created_at"),
+        Index("ix_order_admissions_net48", "net48_hash", "created_at"),
+        Index("ix_order_admissions_product", "product_id", "created_at"),
         Index("ix_order_admissions_created", "created_at"),
     )
 

@@ -1,8 +1,17 @@
 """The open-order caps: what a buyer may hold unpaid at once, counted in PostgreSQL.
 
-Orders per email, orders and units per client address, orders per email and product, and units per
-email and product (the caps of miaofa/risk/rules.py). Counted under advisory locks (one per email,
-one per address), so they hold across API processes and against a burst of concurrent requests.
+Orders per email, orders and units per client address, units per IPv6 /56 and /48, orders per email
+and product, and units per email and product (the caps of miaofa/risk/rules.py). Counted under
+advisory locks (one per email, one per address and network), so they hold across API processes and
+against a burst of concurrent requests.
+
+Those caps grow with the addresses an attacker holds. The product's own cap does not: once
+`RISK_MAX_UNPAID_SHARE` of a product's unsold keys is held by unpaid orders, the product is contended,
+and an order is admitted only from a buyer whose email (and, with the per-address caps on, whose
+address, /56 and /48) holds none of it unpaid, for one unit. Honest buyers of a flash sale are each
+such a newcomer; a few addresses lock at most the share, plus one unit per address they had not
+used yet. The product's count takes no lock (buyers of one product never wait on each other): a
+burst may pass the share by the orders admitted at that instant.
 
 The quantity rule: the units of this order plus the units of the same email's unpaid orders for
 the same product may not pass `RISK_MAX_UNITS_PER_BUYER_PER_PRODUCT`. Paid and delivered orders do
@@ -12,24 +21,26 @@ An order is counted from an admission row written here (before its workflow star
 its order row: it is open while the order is `awaiting_payment` or `in_review`, or — before the
 workflow wrote the order — for the API's wait plus a margin. The API forgets the admission at once
 when the order did not open (sold out, bad coupon …), so a refusal never counts against the buyer.
-A client address is a keyed hash of its bucket (miaofa/risk/limiters.py).
+A client address is a keyed hash of its bucket, and of its networks (miaofa/risk/limiters.py).
 """
 
 import hashlib
 import hmac
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, delete, or_, select, text
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa import contract as c
+from miaofa import inventory
 from miaofa.crypto.vault import derive, parse_vault_key
 from miaofa.db.models import Order, OrderAdmission
 from miaofa.errors import QuantityLimit, TooManyOpenOrders
-from miaofa.risk.limiters import client_bucket
+from miaofa.risk.limiters import client_bucket, network_buckets
 from miaofa.risk.rules import Rules
 
 if TYPE_CHECKING:
@@ -71,6 +82,7 @@ class Applicant:
     client_hash: str | None  # None: the per-address rules do not apply (an exempt network)
     product_id: int
     quantity: int
+    networks: tuple[str, str] = ("", "")  # keyed hashes of the client's /56 and /48 (Admission.network_hashes)
 
 
 def _lock_id(kind: str, value: str) -> int:
@@ -86,12 +98,19 @@ class Admission:
         self._pruned_at = 0.0
 
     def client_hash(self, ip: str) -> str:
-        return hmac.new(self._client_key, client_bucket(ip).encode(), hashlib.sha256).hexdigest()[:32]
+        return self._hash(client_bucket(ip))
+
+    def network_hashes(self, ip: str) -> tuple[str, str]:
+        fine, coarse = network_buckets(ip)
+        return self._hash(fine), self._hash(coarse)
+
+    def _hash(self, bucket: str) -> str:
+        return hmac.new(self._client_key, bucket.encode(), hashlib.sha256).hexdigest()[:32]
 
     @staticmethod
     def applies(caps: Rules, client_hash: str | None) -> bool:
         """Whether any open-order cap applies to this request (else no database round trip)."""
-        return caps.buyer_caps or (caps.client_caps and client_hash is not None)
+        return caps.buyer_caps or caps.unpaid_share > 0 or (caps.client_caps and client_hash is not None)
 
     async def admit(self, session: AsyncSession, caps: Rules, applicant: Applicant, at: datetime) -> bool:
         """Check the open-order caps in force and record the admission, in the caller's transaction.
@@ -101,7 +120,10 @@ class Admission:
         QuantityLimit otherwise.
         """
         client = applicant.client_hash if caps.client_caps else None
-        locks = sorted({_lock_id("buyer", applicant.buyer_hash)} | ({_lock_id("client", client)} if client else set()))
+        net56, net48 = applicant.networks if client else ("", "")
+        # An IPv4 client's networks are its address: one lock, not three.
+        addresses = {_lock_id("client", value) for value in (client, net56, net48) if value}
+        locks = sorted({_lock_id("buyer", applicant.buyer_hash)} | addresses)
         for lock in locks:  # sorted: two requests never wait on each other in opposite order
             await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock})
         if await session.get(OrderAdmission, applicant.order_id) is not None:
@@ -109,25 +131,21 @@ class Admission:
         who = OrderAdmission.buyer_hash == applicant.buyer_hash
         if client:
             who = or_(who, OrderAdmission.client_hash == client)
-        since = at - timedelta(seconds=self.windows.longest)
-        pending_since = at - timedelta(seconds=self.windows.pending_seconds)
+        for column, value in ((OrderAdmission.net56_hash, net56), (OrderAdmission.net48_hash, net48)):
+            if value and value != client:
+                who = or_(who, column == value)
         rows = (
             await session.execute(
                 select(
                     OrderAdmission.buyer_hash,
                     OrderAdmission.client_hash,
+                    OrderAdmission.net56_hash,
+                    OrderAdmission.net48_hash,
                     OrderAdmission.product_id,
                     OrderAdmission.quantity,
                 )
                 .outerjoin(Order, Order.id == OrderAdmission.order_id)
-                .where(
-                    who,
-                    OrderAdmission.created_at > since,
-                    or_(
-                        Order.status.in_(OPEN_STATUSES),
-                        and_(Order.id.is_(None), OrderAdmission.created_at > pending_since),
-                    ),
-                )
+                .where(who, *self._open(at))
             )
         ).all()
         mine = [row for row in rows if row.buyer_hash == applicant.buyer_hash]
@@ -154,11 +172,24 @@ class Admission:
         units = sum(row.quantity for row in from_client)
         if caps.open_units_per_ip and units + applicant.quantity > caps.open_units_per_ip:
             raise TooManyOpenOrders("too many units held unpaid from your network; pay for them first")
+        for cap, value, of in (
+            (caps.open_units_per_net56, net56, "net56_hash"),
+            (caps.open_units_per_net48, net48, "net48_hash"),
+        ):
+            units = sum(row.quantity for row in rows if value and getattr(row, of) == value)
+            if cap and units + applicant.quantity > cap:
+                raise TooManyOpenOrders("too many units held unpaid from your network; pay for them first")
+        if caps.unpaid_share > 0:
+            await self._contended(
+                session, caps, applicant, [row for row in rows if row.product_id == applicant.product_id], at
+            )
         session.add(
             OrderAdmission(
                 order_id=applicant.order_id,
                 buyer_hash=applicant.buyer_hash,
                 client_hash=applicant.client_hash or "",
+                net56_hash=applicant.networks[0] if applicant.client_hash else "",
+                net48_hash=applicant.networks[1] if applicant.client_hash else "",
                 product_id=applicant.product_id,
                 quantity=applicant.quantity,
                 created_at=at,
@@ -171,6 +202,48 @@ class Admission:
                 delete(OrderAdmission).where(OrderAdmission.created_at < at - timedelta(seconds=keep))
             )
         return True
+
+    def _open(self, at: datetime) -> tuple[ColumnElement[bool], ...]:
+        """An admission that still counts (joined with its order): the order is unpaid, or its
+        workflow has not written it yet and the API may still be waiting for it."""
+        since = at - timedelta(seconds=self.windows.longest)
+        pending_since = at - timedelta(seconds=self.windows.pending_seconds)
+        return (
+            OrderAdmission.created_at > since,
+            or_(
+                Order.status.in_(OPEN_STATUSES),
+                and_(Order.id.is_(None), OrderAdmission.created_at > pending_since),
+            ),
+        )
+
+    async def _contended(
+        self, session: AsyncSession, caps: Rules, applicant: Applicant, holding: list, at: datetime
+    ) -> None:
+        """The product's cap: past the unpaid share of its unsold keys, newcomers only, one unit each.
+
+        `holding`: this buyer's (and, with the per-address caps, this address's and networks') unpaid
+        admissions for the product."""
+        held = await session.scalar(
+            select(func.coalesce(func.sum(OrderAdmission.quantity), 0))
+            .outerjoin(Order, Order.id == OrderAdmission.order_id)
+            .where(OrderAdmission.product_id == applicant.product_id, *self._open(at))
+        )
+        if not held:
+            return
+        # Count the unsold keys only as far as the comparison needs: a large stock is never scanned.
+        unsold = await inventory.unsold_up_to(session, applicant.product_id, math.floor(held / caps.unpaid_share) + 1)
+        if not unsold or held < caps.unpaid_share * unsold:
+            return  # (sold out: the reservation answers that)
+        if holding:
+            raise TooManyOpenOrders(
+                "most of this product's stock is waiting for payment: pay for the unpaid order you hold "
+                "(or wait until it expires) before opening another"
+            )
+        if applicant.quantity > 1:
+            raise QuantityLimit(
+                "most of this product's stock is waiting for payment: one unit per order until it is paid for "
+                "or released"
+            )
 
 
 async def forget(session: AsyncSession, order_id: str) -> None:

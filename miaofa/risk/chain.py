@@ -60,6 +60,7 @@ class Attempt:
     product_id: int = 0
     currency: str = ""
     amount_cents: int = 0
+    networks: tuple[str, str] = ("", "")  # keyed hashes of the client's /56 and /48
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Chain:
             buyer_hash=buyer_hash,
             ip=ip,
             client_hash=self.admission.client_hash(ip) if ip is not None else None,
+            networks=self.admission.network_hashes(ip) if ip is not None else ("", ""),
             device=device,
             device_hash=device_hash,
             quantity=quantity,
@@ -239,6 +241,7 @@ class Chain:
                                 attempt.client_hash,
                                 attempt.product_id,
                                 attempt.quantity,
+                                attempt.networks,
                             ),
                             datetime.now(UTC),
                         )

@@ -2,8 +2,8 @@
 of concurrent holders; and the buyer-endpoint guards built of them.
 
 They brake bursts; what must hold across API processes is counted in PostgreSQL instead
-(miaofa/risk/admission.py). A client address is counted by its bucket (`client_bucket`); an email
-only ever appears as its buyer hash.
+(miaofa/risk/admission.py). A client address is counted by its bucket (`client_bucket`), and by the
+networks above it (`network_buckets`); an email only ever appears as its buyer hash.
 """
 
 import ipaddress
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 WINDOW_SECONDS = 60.0
 
 
-def client_bucket(ip: str) -> str:
-    """What counts as one client: an IPv4 address, or an IPv6 address's /64."""
+def client_bucket(ip: str, prefix: int = 64) -> str:
+    """What counts as one client: an IPv4 address, or an IPv6 address's /64 (or a coarser `prefix`)."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
@@ -28,8 +28,15 @@ def client_bucket(ip: str) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+        return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
     return str(address)
+
+
+def network_buckets(ip: str) -> tuple[str, str]:
+    """The networks above one client, which the coarser caps count: an IPv6 address's /56 (a home's
+    usual delegation: 256 /64s) and /48 (a site's, or a 6to4 `2002:<v4>::/48`). An IPv4 address is
+    its own network here (its caps are the address's)."""
+    return client_bucket(ip, 56), client_bucket(ip, 48)
 
 
 class SlidingWindow:

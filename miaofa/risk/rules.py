@@ -21,6 +21,9 @@ line naming the problem, and the rules in force stay (at start: the settings ref
     open_orders_per_buyer_product = 2
     units_per_buyer_per_product = 10
     quantity_per_order = 10
+    open_units_per_net56 = 40           # an IPv6 client's /56 (256 /64s), and its /48, hold at most this
+    open_units_per_net48 = 80
+    max_unpaid_share = 0.5              # past this share of unsold keys held unpaid: newcomers only, one unit
 
     [anomaly]            # amounts in minor units of the order's currency; 0 = off
     new_device_amount_cents = 50000   # a device never seen on the email's delivered orders, above this
@@ -74,6 +77,9 @@ _NUMBERS = {
         "open_orders_per_buyer_product": "open_per_buyer_product",
         "units_per_buyer_per_product": "units_per_buyer_product",
         "quantity_per_order": "quantity_per_order",
+        "open_units_per_net56": "open_units_per_net56",
+        "open_units_per_net48": "open_units_per_net48",
+        "max_unpaid_share": "unpaid_share",
     },
     "anomaly": {
         "new_device_amount_cents": "new_device_amount_cents",
@@ -81,6 +87,9 @@ _NUMBERS = {
         "history_min_orders": "history_min_orders",
     },
 }
+
+
+_FRACTIONAL = {"history_multiple", "max_unpaid_share"}
 
 
 class RulesError(ValueError):
@@ -103,6 +112,9 @@ class Rules:
     open_per_buyer_product: int = 0
     units_per_buyer_product: int = 0
     quantity_per_order: int = 0
+    open_units_per_net56: int = 0
+    open_units_per_net48: int = 0
+    unpaid_share: float = 0  # of a product's unsold keys; past it, only newcomers, one unit (admission.py)
     new_device_amount_cents: int = 0
     history_multiple: float = 0
     history_min_orders: int = 3
@@ -119,6 +131,9 @@ class Rules:
             open_units_per_ip=settings.risk_max_open_units_per_ip,
             open_per_buyer_product=settings.risk_max_open_orders_per_buyer_product,
             units_per_buyer_product=settings.risk_max_units_per_buyer_per_product,
+            open_units_per_net56=settings.risk_max_open_units_per_net56,
+            open_units_per_net48=settings.risk_max_open_units_per_net48,
+            unpaid_share=settings.risk_max_unpaid_share,
             new_device_amount_cents=settings.risk_new_device_review_cents,
             history_multiple=settings.risk_history_multiple,
         )
@@ -129,7 +144,11 @@ class Rules:
 
     @property
     def client_caps(self) -> bool:
-        return bool(self.open_per_ip or self.open_units_per_ip)
+        return bool(self.open_per_ip or self.open_units_per_ip or self.network_caps)
+
+    @property
+    def network_caps(self) -> bool:
+        return bool(self.open_units_per_net56 or self.open_units_per_net48)
 
     def verdict(self, rule: str) -> str:
         return self.verdicts.get(rule, RULES[rule][1][0])
@@ -159,9 +178,11 @@ def parse(text: str, defaults: Rules, name: str = "rules file") -> Rules:
             for key, value in body.items():
                 if key not in _NUMBERS[section]:
                     raise RulesError(f"{where} has an unknown key {key!r}; known: {', '.join(_NUMBERS[section])}")
-                number = (int, float) if key == "history_multiple" else (int,)
+                number = (int, float) if key in _FRACTIONAL else (int,)
                 if isinstance(value, bool) or not isinstance(value, number) or value < 0:
                     raise RulesError(f"{where} {key} must be a number ≥ 0, not {value!r}")
+                if key == "max_unpaid_share" and value > 1:
+                    raise RulesError(f"{where} {key} is a share of the stock, from 0 (off) to 1, not {value!r}")
                 changes[_NUMBERS[section][key]] = value
         elif section == "verdicts":
             changes["verdicts"] = _verdicts(body, where)

@@ -81,6 +81,7 @@ class ControlIn(BaseModel):
     query_fail_rate: float | None = Field(default=None, ge=0, le=1)
     query_fail_channel: FailChannel | None = None
     close_fail: StrictBool | None = None
+    create_fail: StrictBool | None = None
 
 
 # ---- the app --------------------------------------------------------------------------------
@@ -148,6 +149,8 @@ def create_app(
     async def create_payment(body: CreatePaymentIn) -> JSONResponse:
         if body.merchant_id != sim.merchant_id:
             raise SimError(403, "wrong_merchant", "merchant_id does not match this key")
+        if sim.control.create_fail:
+            raise SimError(503, "unavailable", "payment creation is failing (simulated)")
         currency = body.currency.upper()
         async with sim.lock:
             existing = sim.by_order.get(body.order_id)

@@ -69,6 +69,7 @@ class Control:
     query_fail_rate: float = 0.0
     query_fail_channel: FailChannel = "primary"
     close_fail: bool = False  # the gateway cannot close: the buyer may still pay after our window
+    create_fail: bool = False  # creating a payment answers 503 (a gateway blip while orders open)
 
 
 @dataclass

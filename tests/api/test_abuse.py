@@ -37,6 +37,8 @@ GUARDS = dict(
     risk_max_open_units_per_ip=12,
     risk_max_open_orders_per_buyer_product=2,
     risk_max_units_per_buyer_per_product=5,
+    risk_max_open_units_per_net56=20,
+    risk_max_open_units_per_net48=30,
     sse_max_streams_per_ip=2,
     check_payment_interval_seconds=5,
 )
@@ -132,6 +134,32 @@ async def test_one_email_cannot_lock_the_stock(guarded: Stack) -> None:
     await guarded.pay(paid)
     await guarded.wait_status(paid, "delivered")
     assert (await guarded.order(skus[2], email=buyer, headers=ip(unique_ip()))).status_code == 201
+
+
+async def test_an_ipv6_home_counts_by_its_56_and_its_48(guarded: Stack) -> None:
+    """Issue 17, N4: a /56 is 256 /64s and a /48 65,536; each is counted as a whole too."""
+    sku = await guarded.product(200)  # large: the product's own share stays out of the way
+
+    async def held(address: str, orders: int) -> list[int]:
+        return [
+            (await guarded.order(sku, quantity=4, email=email(), headers=ip(address))).status_code
+            for _ in range(orders)
+        ]
+
+    assert await held("2001:db8:0:101::1", 4) == [201, 201, 201, 403]  # 12 units: the /64's cap
+    assert await held("2001:db8:0:102::1", 3) == [201, 201, 403]  # the /56 holds 20: its cap
+    assert await held("2001:db8:0:1ff::7", 1) == [403]  # another /64 of the same /56
+    assert await held("2001:db8:0:201::1", 3) == [201, 201, 403]  # another /56: the /48 holds 28, cap 30
+    refused = await guarded.order(sku, quantity=4, email=email(), headers=ip("2001:db8:0:ff01::1"))
+    assert (refused.status_code, refused.json()) == (
+        403,
+        {
+            "error": "too_many_open_orders",
+            "detail": "too many units held unpaid from your network; pay for them first",
+        },
+    )
+    assert await held("2001:db8:1:101::1", 1) == [201]  # another /48
+    assert await guarded.stock(sku) == {"available": 168, "reserved": 32, "sold": 0, "refunded": 0}
 
 
 async def test_quantity_cap_per_buyer_and_product(guarded: Stack) -> None:

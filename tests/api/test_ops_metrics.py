@@ -244,3 +244,18 @@ async def test_a_reconcile_run_counts_its_mismatches_repairs_and_the_refund(mete
         if k[0] == "miaofa_reconcile_mismatches_total" and ("kind", "unknown_order") in k[1]
     )
     assert mismatches == report.findings["unknown_order"]
+
+
+async def test_the_reserved_gauge_counts_keys_held_by_unpaid_orders(metered: Metered) -> None:
+    """Issue 17, N4: what MiaofaUnpaidReservationsSpike reads (deploy/prometheus/alerts.yml)."""
+    stack = metered.stack
+    sku = await stack.product(5)
+    await stack.ordered(sku, quantity=3, email="holder@example.com")
+    hot = stack.app.state.miaofa.hot
+    hot._reserved_at = float("-inf")  # measure now, not at the next GAUGE_SECONDS
+    await hot.refresh()
+    scraped = await metered.scrape()
+    assert (value(scraped, "miaofa_stock_reserved", sku=sku), value(scraped, "miaofa_stock_available", sku=sku)) == (
+        3,
+        2,
+    )

@@ -86,6 +86,11 @@ def test_the_rules_file_overrides_the_settings_key_by_key() -> None:
     assert rules.network_blocked("203.0.113.9") and rules.network_blocked("::ffff:203.0.113.9")
     only_rates = parse("[rates]\nper_ip = 1\n", Rules.from_settings(_settings(risk_max_open_orders_per_ip=7)))
     assert (only_rates.rate_per_ip, only_rates.open_per_ip) == (1, 7)  # the rest stays the settings'
+    defaults = Rules.from_settings(_settings())
+    assert (defaults.open_units_per_net56, defaults.open_units_per_net48, defaults.unpaid_share) == (40, 80, 0.5)
+    networks = parse("[caps]\nopen_units_per_net56 = 30\nopen_units_per_net48 = 0\nmax_unpaid_share = 0.25\n", defaults)
+    assert (networks.open_units_per_net56, networks.open_units_per_net48, networks.unpaid_share) == (30, 0, 0.25)
+    assert networks.client_caps and networks.network_caps
 
 
 @pytest.mark.parametrize(
@@ -99,6 +104,11 @@ def test_the_rules_file_overrides_the_settings_key_by_key() -> None:
         ("[rates]\nper_ipp = 1", "f: [rates] has an unknown key 'per_ipp'; known: per_ip, per_email, per_device"),
         ("[rates]\nper_ip = -1", "f: [rates] per_ip must be a number ≥ 0, not -1"),
         ('[caps]\nquantity_per_order = "5"', "f: [caps] quantity_per_order must be a number ≥ 0, not '5'"),
+        ("[caps]\nopen_units_per_net56 = 2.5", "f: [caps] open_units_per_net56 must be a number ≥ 0, not 2.5"),
+        (
+            "[caps]\nmax_unpaid_share = 50",
+            "f: [caps] max_unpaid_share is a share of the stock, from 0 (off) to 1, not 50",
+        ),
         (
             '[blocklist]\nnetworks = ["10.0.0.300/8"]',
             "f: [blocklist] networks: '10.0.0.300/8' is not an address or network",

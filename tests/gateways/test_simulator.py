@@ -252,6 +252,7 @@ async def test_query_failure_on_primary_leaves_backup(env: Env) -> None:
         "query_fail_rate": 1.0,
         "query_fail_channel": "primary",
         "close_fail": False,
+        "create_fail": False,
     }
 
     with pytest.raises(GatewayError, match="HTTP 503"):
@@ -272,6 +273,16 @@ async def test_close_failure_leaves_payment_payable(env: Env) -> None:
         await env.gw.close(created.payment_id, req.order_id)
     paid = await env.http.post(f"{env.sim_url}/pay/{created.payment_id}")
     assert paid.json()["status"] == "paid"
+
+
+async def test_create_failure_answers_503_until_switched_off(env: Env) -> None:
+    req = _request(env.rx)
+    await env.http.post(f"{env.sim_url}/control", headers=CONTROL, json={"create_fail": True})
+    with pytest.raises(GatewayError, match="HTTP 503"):
+        await env.gw.create_payment(req)
+    await env.http.post(f"{env.sim_url}/control", headers=CONTROL, json={"create_fail": False})
+    created = await env.gw.create_payment(req)
+    assert (await env.gw.query(created.payment_id, req.order_id)).status == "pending"
 
 
 async def test_transport_error_is_gateway_error(env: Env) -> None:
@@ -613,6 +624,7 @@ async def test_control_state_round_trip(env: Env) -> None:
         "query_fail_rate": 0.0,
         "query_fail_channel": "primary",
         "close_fail": False,
+        "create_fail": False,
     }
     assert (await env.http.get(url, headers=CONTROL)).json() == updated
     assert (await env.http.post(url, headers=CONTROL, json={"query_fail_rate": 1.5})).status_code == 422

@@ -145,9 +145,11 @@ class FakeSaga:
         self.calls.append(f"{s.RELEASE_STOCK}:{step.status}")
 
     @activity.defn(name=s.RESERVE_AGAIN)
-    async def reserve_again(self, step: s.DeliverStep) -> bool:
+    async def reserve_again(self, step: s.DeliverStep) -> s.ReservedAgain:
         self.calls.append(s.RESERVE_AGAIN)
-        return self.stock_again
+        if self.stock_again:
+            return s.ReservedAgain(s.RESERVED)
+        return s.ReservedAgain(s.OUT_OF_STOCK, "paid after expiry and out of stock")
 
     @activity.defn(name=s.REFUND_KEYS)
     async def refund_keys(self, step: s.RefundKeysStep) -> None:

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from api.client_ip import client_ip
 from miaofa import catalog
 from miaofa import contract as c
-from miaofa.db.models import Order, OrderAdmission
+from miaofa.db.models import CardKey, Order, OrderAdmission
 from miaofa.errors import QuantityLimit, TooManyOpenOrders
 from miaofa.risk import limiters
 from miaofa.risk.admission import Admission, Applicant, Windows, forget
@@ -64,6 +64,19 @@ def test_ipv6_clients_count_by_their_64() -> None:
     admission = Admission(Windows(), TEST_VAULT_KEY)
     assert admission.client_hash("192.0.2.1") == admission.client_hash("::ffff:192.0.2.1")
     assert "192.0.2.1" not in admission.client_hash("192.0.2.1")  # stored as a keyed hash only
+
+
+def test_ipv6_clients_count_by_their_56_and_48_too() -> None:
+    """Issue 17, N4: a home's /56 is 256 /64s, a 6to4 /48 65,536: the coarser caps count them whole."""
+    assert limiters.network_buckets("2001:db8:0:1ab:aaaa::1") == ("2001:db8:0:100::/56", "2001:db8::/48")
+    assert limiters.network_buckets("2002:c000:201:7::1") == ("2002:c000:201::/56", "2002:c000:201::/48")
+    assert limiters.network_buckets("192.0.2.1") == ("192.0.2.1", "192.0.2.1")  # an IPv4 address is its own
+    assert limiters.network_buckets("::ffff:192.0.2.1") == ("192.0.2.1", "192.0.2.1")
+    admission = Admission(Windows(), TEST_VAULT_KEY)
+    assert admission.network_hashes("2001:db8:0:101::1") == admission.network_hashes("2001:db8:0:1ff::9")
+    assert admission.network_hashes("2001:db8:0:201::1")[0] != admission.network_hashes("2001:db8:0:101::1")[0]
+    assert admission.network_hashes("2001:db8:0:201::1")[1] == admission.network_hashes("2001:db8:0:101::1")[1]
+    assert admission.network_hashes("192.0.2.1") == (admission.client_hash("192.0.2.1"),) * 2
 
 
 def _request(peer: str, forwarded: str | None = None) -> Request:
@@ -262,3 +275,60 @@ async def test_open_orders_count_until_they_settle(sessionmaker) -> None:
     async with sessionmaker.begin() as session:  # the second did not open (sold out): forgotten at once
         await forget(session, second)
     assert await _admit(sessionmaker, admission, buyer, None, product_id, order_id=third) == third
+
+
+# ---- the product's own cap: a share of its unsold keys (issue 17, N4) ----------------------------------
+
+SHARE = Rules(unpaid_share=0.5, open_units_per_ip=100, open_units_per_net56=200, open_units_per_net48=400)
+
+
+async def _product_with_keys(sessionmaker, keys: int) -> int:
+    product_id = await _product(sessionmaker)
+    async with sessionmaker.begin() as session:
+        session.add_all(
+            CardKey(product_id=product_id, ciphertext=b"-", key_hash=uuid.uuid4().bytes, status="available")
+            for _ in range(keys)
+        )
+    return product_id
+
+
+async def _apply(sessionmaker, admission: Admission, buyer: str, ip: str, product_id: int, quantity: int = 1) -> str:
+    try:
+        async with sessionmaker.begin() as session:
+            await admission.admit(
+                session,
+                SHARE,
+                Applicant(
+                    _order_id(), buyer, admission.client_hash(ip), product_id, quantity, admission.network_hashes(ip)
+                ),
+                datetime.now(UTC),
+            )
+    except (TooManyOpenOrders, QuantityLimit) as exc:
+        return exc.error
+    return "admitted"
+
+
+async def test_past_the_unpaid_share_only_newcomers_get_one_unit(sessionmaker) -> None:
+    product_id = await _product_with_keys(sessionmaker, 10)
+    admission = Admission(WINDOWS, TEST_VAULT_KEY)
+    assert await _apply(sessionmaker, admission, "s-one", "198.51.100.1", product_id, quantity=4) == "admitted"
+    # 4 of 10 held: under half, so anyone may still take more than one.
+    assert await _apply(sessionmaker, admission, "s-one", "198.51.100.1", product_id, quantity=2) == "admitted"
+    # 6 of 10 held: past half. A buyer or an address (or its /56, /48) holding some gets nothing more …
+    assert await _apply(sessionmaker, admission, "s-one", "198.51.100.9", product_id) == "too_many_open_orders"
+    assert await _apply(sessionmaker, admission, "s-two", "198.51.100.1", product_id) == "too_many_open_orders"
+    # … a newcomer gets one unit, not two.
+    assert await _apply(sessionmaker, admission, "s-three", "198.51.100.3", product_id, quantity=2) == "quantity_limit"
+    assert await _apply(sessionmaker, admission, "s-three", "198.51.100.3", product_id) == "admitted"
+    await _admit_ipv6_neighbours(sessionmaker, admission)
+    # The cap is the product's: another product is not contended.
+    other = await _product_with_keys(sessionmaker, 10)
+    assert await _apply(sessionmaker, admission, "s-one", "198.51.100.1", other, quantity=2) == "admitted"
+
+
+async def _admit_ipv6_neighbours(sessionmaker, admission: Admission) -> None:
+    product_id = await _product_with_keys(sessionmaker, 4)
+    assert await _apply(sessionmaker, admission, "n-one", "2001:db8:7:101::1", product_id, quantity=2) == "admitted"
+    # Another /64 of the same /56 is not a newcomer.
+    assert await _apply(sessionmaker, admission, "n-two", "2001:db8:7:1ee::1", product_id) == "too_many_open_orders"
+    assert await _apply(sessionmaker, admission, "n-two", "2001:db8:8:1ee::1", product_id) == "admitted"
