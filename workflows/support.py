@@ -154,9 +154,14 @@ class SupportActions(SagaState):
 
 
 def _require_input(request: c.SupportRequest | None, update: str) -> None:
-    """The Temporal CLI can send an Update with no input; say what it needs instead of a TypeError."""
+    """The Temporal CLI can send an Update with no input; say what it needs instead of a TypeError.
+    An input in clear arrives as none too: the worker's codec decodes what it did not encrypt to null
+    (miaofa/crypto/codec.py), so only an API or a codec-holder can act."""
     if request is None:
-        raise refuse(f'{update} needs its input, e.g. {{"reason": "…", "actor": "your name"}}', c.REFUSED_MISSING_INPUT)
+        raise refuse(
+            f'{update} needs its input, encrypted through the codec (--codec-endpoint), e.g. {{"reason": "…", "actor": "your name"}}',
+            c.REFUSED_MISSING_INPUT,
+        )
     if not request.actor.strip():
         raise refuse(f"{update} needs an actor: who is acting", c.REFUSED_MISSING_INPUT)
     if not (request.actor.isprintable() and request.reason.isprintable()):
