@@ -159,7 +159,8 @@ def _require_input(request: c.SupportRequest | None, update: str) -> None:
     (miaofa/crypto/codec.py), so only an API or a codec-holder can act."""
     if request is None:
         raise refuse(
-            f'{update} needs its input, encrypted through the codec (--codec-endpoint), e.g. {{"reason": "…", "actor": "your name"}}',
+            f"{update} needs its input, encrypted through the codec (--codec-endpoint), "
+            f'e.g. {{"reason": "…", "actor": "your name"}}',
             c.REFUSED_MISSING_INPUT,
         )
     if not request.actor.strip():

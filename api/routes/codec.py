@@ -97,7 +97,8 @@ async def _allowed(request: Request, state) -> bool:
     if auth:
         return auth.lower().startswith("bearer ") and await _staff(state, auth[7:].strip())
     cookie = request.cookies.get(COOKIE, "")
-    return bool(cookie) and _own_page(request, state.settings, ui_origins(state.settings)) and await _staff(state, cookie)
+    from_ui = _own_page(request, state.settings, ui_origins(state.settings))
+    return bool(cookie) and from_ui and await _staff(state, cookie)
 
 
 async def _apply(request: Request, state: StateDep, decode: bool) -> JSONResponse:

@@ -180,7 +180,8 @@ async def test_an_update_without_input_or_actor_is_refused_with_what_it_needs(de
         bare = await _refused(dev_stack, order, update)  # what `temporal workflow update execute` sends without --input
         assert (update, bare.type, bare.non_retryable) == (update, "missing_input", True)
         assert bare.message == (
-            f'{update} needs its input, encrypted through the codec (--codec-endpoint), e.g. {{"reason": "…", "actor": "your name"}}'
+            f"{update} needs its input, encrypted through the codec (--codec-endpoint), "
+            f'e.g. {{"reason": "…", "actor": "your name"}}'
         )
         assert "TypeError" not in str(bare) and "_validate" not in bare.message
         for actor in ("", "   "):

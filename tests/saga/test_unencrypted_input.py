@@ -58,7 +58,8 @@ async def test_a_support_update_in_clear_is_refused_and_moves_no_money(dev_stack
         await dev_stack.handle(order).execute_update(c.REFUND_UPDATE, result_type=c.SupportResult)
     assert isinstance(bare.value.cause, ApplicationError)
     assert bare.value.cause.message == (
-        'refund needs its input, encrypted through the codec (--codec-endpoint), e.g. {"reason": "…", "actor": "your name"}'
+        "refund needs its input, encrypted through the codec (--codec-endpoint), "
+        'e.g. {"reason": "…", "actor": "your name"}'
     )
     assert await _task_failures(dev_stack, order) == 0
 
