@@ -12,6 +12,8 @@ their own. Two ways to send it:
 """
 
 import html
+import json
+import re
 import secrets
 from urllib.parse import parse_qs, urlsplit
 
@@ -101,18 +103,48 @@ async def _allowed(request: Request, state) -> bool:
     return bool(cookie) and from_ui and await _staff(state, cookie)
 
 
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_BASE64 = re.compile(BASE64)
+_PAYLOAD_FIELDS = frozenset({"metadata", "data"})
+
+
+def _payloads(body: bytes) -> Payloads:
+    """Exactly what the schema below states (PAYLOADS_BODY), then Temporal's own JSON reading of it."""
+    refused = InvalidInput('the body must be {"payloads": [...]} as Temporal sends it', error="invalid_payloads")
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise refused from None
+    if not isinstance(document, dict) or not set(document) <= {"payloads"}:
+        raise refused
+    items = document.get("payloads", [])
+    if not isinstance(items, list) or not all(_is_payload(item) for item in items):
+        raise refused
+    try:
+        return json_format.ParseDict(document, Payloads())
+    except (json_format.ParseError, ValueError, TypeError, RecursionError):
+        raise refused from None
+
+
+def _is_payload(item: object) -> bool:
+    if not isinstance(item, dict) or not set(item) <= _PAYLOAD_FIELDS:
+        return False
+    metadata, data = item.get("metadata", {}), item.get("data", "")
+    return (
+        isinstance(metadata, dict)
+        and all(isinstance(value, str) and _BASE64.fullmatch(value) for value in metadata.values())
+        and isinstance(data, str)
+        and _BASE64.fullmatch(data) is not None
+    )
+
+
 async def _apply(request: Request, state: StateDep, decode: bool) -> JSONResponse:
     if not await _allowed(request, state):
         raise Unauthorized(
             "the codec needs a support or admin token: Authorization: Bearer <token>, or sign in at /codec/login",
             error="invalid_token",
         )
-    try:
-        payloads = json_format.Parse(await request.body(), Payloads())
-    except (json_format.ParseError, ValueError, RecursionError) as exc:
-        raise InvalidInput(
-            'the body must be {"payloads": [...]} as Temporal sends it', error="invalid_payloads"
-        ) from exc
+    payloads = _payloads(await request.body())
     codec = state.codec
     try:
         result = await (codec.decode(payloads.payloads) if decode else codec.encode(payloads.payloads))
@@ -121,13 +153,46 @@ async def _apply(request: Request, state: StateDep, decode: bool) -> JSONRespons
     return JSONResponse(json_format.MessageToDict(Payloads(payloads=result)))
 
 
-@router.post("/decode")
+_BASE64_TEXT = {"type": "string", "contentEncoding": "base64", "pattern": BASE64}
+# The body is read as Temporal's own JSON (google.protobuf json_format), so the schema is written here.
+# No payloads at all may come as {} (Go's protojson leaves an empty list out).
+PAYLOADS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "payloads": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "metadata": {"type": "object", "additionalProperties": _BASE64_TEXT},
+                                    "data": _BASE64_TEXT,
+                                },
+                            },
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/decode", openapi_extra=PAYLOADS_BODY)
 async def decode(request: Request, state: StateDep) -> JSONResponse:
+    """Temporal payloads decrypted, as the UI and `temporal --codec-endpoint` ask for them."""
     return await _apply(request, state, decode=True)
 
 
-@router.post("/encode")
+@router.post("/encode", openapi_extra=PAYLOADS_BODY)
 async def encode(request: Request, state: StateDep) -> JSONResponse:
+    """Temporal payloads encrypted with the shop's key (a staff token's holder acting from the UI or CLI)."""
     return await _apply(request, state, decode=False)
 
 

@@ -12,12 +12,12 @@ from pydantic_core import PydanticCustomError
 
 from api import order_client
 from api.deps import SessionDep, StateDep, SupportDep
-from api.schemas import OrderId, Plain
+from api.schemas import OrderId, Plain, plain
 from miaofa import audit, inventory, orders
 from miaofa import contract as c
 from miaofa.errors import MiaofaError
 from miaofa.payments import records
-from miaofa.text import control_character
+from miaofa.text import control_character, plain_pattern, said_pattern
 
 router = APIRouter(prefix="/support/orders", tags=["support"])
 
@@ -33,15 +33,23 @@ def _said(reason: str) -> str:
 
 
 class RevealBody(BaseModel):
-    reason: Annotated[str, Plain, Field(max_length=500, json_schema_extra={"minLength": 1}), AfterValidator(_said)]
+    reason: Annotated[
+        str,
+        Plain,
+        Field(max_length=500, json_schema_extra={"minLength": 1, "pattern": said_pattern()}),
+        AfterValidator(_said),
+    ]
 
 
-IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+_PLAIN = {"pattern": plain_pattern()}
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200, json_schema_extra=_PLAIN)]
 
 
 async def _act(
     state, order_id: str, update: str, actor: str, body: SupportBody | None, key: str | None
 ) -> dict[str, Any]:
+    if key is not None:
+        plain("Idempotency-Key", key)
     request = c.SupportRequest(reason=(body.reason if body else ""), actor=actor)
     # An Idempotency-Key makes a retried click the same Update, answered once: the same person's click.
     # Another person's request with the same key is their own Update (refused if it no longer applies),
@@ -74,12 +82,15 @@ async def find_orders(
     state: StateDep,
     session: SessionDep,
     actor: SupportDep,
-    email: Annotated[str | None, Query(max_length=254)] = None,
-    status: Annotated[str | None, Query(max_length=24)] = None,
-    sku: Annotated[str | None, Query(max_length=64)] = None,
+    email: Annotated[str | None, Query(max_length=254, json_schema_extra=_PLAIN)] = None,
+    status: Annotated[str | None, Query(max_length=24, json_schema_extra=_PLAIN)] = None,
+    sku: Annotated[str | None, Query(max_length=64, json_schema_extra=_PLAIN)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[dict[str, Any]]:
     """Find orders by buyer email (hashed here, as in the BuyerHash search attribute), status or SKU."""
+    for name, value in (("email", email), ("status", status), ("sku", sku)):
+        if value is not None:
+            plain(name, value)
     buyer_hash = state.vault.buyer_hash(email) if email else None
     found = await orders.search(session, buyer_hash=buyer_hash, status=status, sku=sku, limit=limit)
     if buyer_hash is not None:  # who looked a buyer up: by the buyer's hash, never the email
