@@ -44,6 +44,20 @@ ERROR_RESPONSES: dict[int | str, dict] = {
 }
 
 
+def _text_or_absent(parameter_schema: dict) -> None:
+    """An optional parameter (`str | None`) is described as anyOf [string, null]; but a path, query or
+    header value has no null on the wire, only absent (`required: false` says so), and a fuzzer would
+    send null as an empty value. So: just the string, with the `pattern` json_schema_extra put beside it."""
+    branches = parameter_schema.get("anyOf")
+    if not branches or {"type": "null"} not in branches:
+        return
+    strings = [branch for branch in branches if branch != {"type": "null"}]
+    if len(strings) != 1 or strings[0].get("type") != "string":
+        return
+    del parameter_schema["anyOf"]
+    parameter_schema.update({**strings[0], **parameter_schema})
+
+
 def complete_schema(schema: dict) -> dict:
     """A route may declare an error with only a description (the key upload does): it is the same
     ErrorBody all the same, so say so. And every operation id is unique, as OpenAPI requires."""
@@ -51,6 +65,8 @@ def complete_schema(schema: dict) -> dict:
     seen: set[str] = set()
     for operations in schema.get("paths", {}).values():
         for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                _text_or_absent(parameter.get("schema", {}))
             # One route serving two methods (a notify by GET or POST) gets one id from FastAPI: make it two.
             if operation.get("operationId") in seen:
                 operation["operationId"] = f"{operation['operationId'].rsplit('_', 1)[0]}_{method}"

@@ -4,7 +4,8 @@ callers authenticated before a byte of their body is read.
 `RequestLimits` is a pure ASGI middleware, so it decides before any route, dependency or body
 parser runs:
 - /admin… and /support… need a valid bearer token, checked from the headers alone (a named
-  token costs one indexed lookup of its hash) (401);
+  token costs one indexed lookup of its hash) (401); a method their route does not take is a 405
+  with `Allow` first, whoever asks (TRACE included), as on every other path;
 - a declared Content-Length over the route's limit is refused at once (413), and a body without
   one (chunked) is counted while the route reads it and stopped at the limit (413);
 - both early refusals close the connection, so the rest of the body is never read.
@@ -58,6 +59,30 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
+def _methods_by_path(app) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    """Each documented path as a pattern, with its methods (HEAD with GET), from the OpenAPI schema."""
+    table = getattr(app.state, "methods_by_path", None)
+    if table is None:
+        table = []
+        for path, operations in app.openapi()["paths"].items():
+            parts = ["[^/]+" if part.startswith("{") else re.escape(part) for part in path.split("/")]
+            methods = {method.upper() for method in operations}
+            if "GET" in methods:
+                methods.add("HEAD")  # as Starlette routes it
+            table.append((re.compile("^" + "/".join(parts) + "$"), frozenset(methods)))
+        app.state.methods_by_path = table
+    return table
+
+
+def unrouted_method(scope: Scope) -> set[str] | None:
+    """The methods this path takes, when it exists and does not take this request's method; else None."""
+    allowed: set[str] = set()
+    for pattern, methods in _methods_by_path(scope["app"]):
+        if pattern.match(scope["path"]):
+            allowed |= methods
+    return allowed if allowed and scope["method"] not in allowed else None
+
+
 async def authenticate(scope: Scope, authorization: str | None) -> None:
     """Unauthorized unless the caller may use this path at all (the route decides the rest)."""
     path: str = scope["path"]
@@ -77,6 +102,10 @@ class RequestLimits:
             return
         path: str = scope["path"]
         headers = Headers(scope=scope)
+        if (_under(path, "/admin") or _under(path, "/support")) and (allowed := unrouted_method(scope)):
+            allow = {"Allow": ", ".join(sorted(allowed))}
+            await _refuse(scope, receive, send, 405, "method_not_allowed", "Method Not Allowed", allow)
+            return
         try:
             await authenticate(scope, headers.get("authorization"))
         except MiaofaError as exc:

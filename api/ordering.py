@@ -25,7 +25,7 @@ from api.state import State
 from api.stock_hint import ProductInfo
 from miaofa import contract as c
 from miaofa import coupons, errors, lang, orders
-from miaofa.errors import InvalidInput, MiaofaError, NotFound, OrderTimeout, SoldOut, Unavailable
+from miaofa.errors import Conflict, InvalidInput, MiaofaError, NotFound, OrderTimeout, SoldOut, Unavailable
 from miaofa.risk import admission
 
 log = logging.getLogger("miaofa.api.shop")
@@ -77,8 +77,9 @@ def _denials() -> Iterator[None]:
         raise
 
 
-def _key_reused() -> InvalidInput:
-    return InvalidInput(
+def _key_reused() -> Conflict:
+    # 409: the request is well formed; it conflicts with the order this key already made.
+    return Conflict(
         "this Idempotency-Key was used for another order (different product or quantity)",
         error="idempotency_key_reused",
     )
@@ -118,8 +119,8 @@ class OrderDesk:
         product = await self.hot.product(body.sku)
         if product is None:
             raise NotFound(f"no product with sku {body.sku!r}", error="unknown_product")
-        if body.gateway not in self.gateways:
-            raise InvalidInput(
+        if body.gateway not in self.gateways:  # a well-formed name that is not configured: not found
+            raise NotFound(
                 f"unknown gateway {body.gateway!r}; use one of {', '.join(self.gateways)}", error="unknown_gateway"
             )
         order_id = uuid.uuid4().hex[:20]

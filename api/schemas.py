@@ -5,11 +5,19 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Path
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PlainSerializer, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    PlainSerializer,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError, core_schema
 
 from miaofa.errors import InvalidInput
-from miaofa.text import control_character, email_problem
+from miaofa.text import EMAIL_PATTERN, control_character, email_problem, plain_pattern
 
 MAX_QUANTITY = 10
 
@@ -26,8 +34,31 @@ def one_address(value: str) -> str:
     return value
 
 
-Plain = BeforeValidator(_no_control)
-EmailAddress = Annotated[str, Plain, Field(max_length=254), AfterValidator(one_address)]
+def with_pattern(json_schema: dict[str, Any], pattern: str) -> None:
+    """`pattern` on the schema's string (each string branch of an `anyOf`), unless one is already set."""
+    for branch in [json_schema, *json_schema.get("anyOf", [])]:
+        if branch.get("type") == "string":
+            branch.setdefault("pattern", pattern)
+
+
+class _Plain:
+    """No control or format characters (miaofa/text.py): refused at the edge, stated in the schema."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(_no_control, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        json_schema = handler(schema)
+        with_pattern(json_schema, plain_pattern())
+        return json_schema
+
+
+Plain = _Plain()
+EmailAddress = Annotated[
+    str, Plain, Field(max_length=254, json_schema_extra={"pattern": EMAIL_PATTERN}), AfterValidator(one_address)
+]
 
 
 class OrderCreate(BaseModel):
@@ -48,7 +79,9 @@ def plain(name: str, value: str) -> str:
     return value
 
 
-def _order_id(order_id: Annotated[str, Path(min_length=1, max_length=64)]) -> str:
+def _order_id(
+    order_id: Annotated[str, Path(min_length=1, max_length=64, json_schema_extra={"pattern": plain_pattern()})],
+) -> str:
     return plain("order_id", order_id)
 
 

@@ -88,7 +88,7 @@ class OrderNotFound(NotFound):
     error = "order_not_found"
 
 
-class CouponNotFound(InvalidInput):
+class CouponNotFound(NotFound):  # a well-formed code nobody issued: not found, like an unknown product
     error = "coupon_not_found"
 
 

@@ -6,6 +6,7 @@ same key twice.
 """
 
 import csv
+import functools
 import io
 import re
 import unicodedata
@@ -20,6 +21,7 @@ from miaofa.crypto.vault import Vault
 from miaofa.db.engine import rowcount
 from miaofa.db.models import CardKey
 from miaofa.errors import InvalidInput, UnsupportedMediaType
+from miaofa.text import control_class, space_class
 
 MAX_KEY_LENGTH = 512
 IMPORT_BATCH = 10_000
@@ -42,6 +44,32 @@ class Stock:
     reserved: int
     sold: int
     refunded: int = 0
+
+
+def _key_pattern(also_barred: str = "", longest: int | None = MAX_KEY_LENGTH) -> str:
+    """One key as `parse_keys` takes it: no control character, and starts and ends with something
+    that is not a space (the spaces around it are stripped)."""
+    edge = f"[^{control_class()}{space_class()}{also_barred}]"
+    inner = f"[^{control_class()}{also_barred}]" + ("*" if longest is None else f"{{0,{longest - 2}}}")
+    return f"{edge}(?:{inner}{edge})?"
+
+
+@functools.cache
+def keys_text_pattern() -> str:
+    """A text/plain upload `parse_keys` takes, as the OpenAPI schema states it: keys one a line (CR,
+    LF or CRLF), spaces around them and blank lines ignored, at least one key."""
+    space, along = space_class(), space_class(but="\r\n")
+    key = _key_pattern()
+    return f"^[{space}]*{key}(?:[{along}]*[\\r\\n][{space}]*{key})*[{space}]*$"
+
+
+@functools.cache
+def keys_csv_pattern() -> str:
+    """The simplest CSV upload, as the schema states it: one column (any header name), no quotes or
+    commas, at least one key. `parse_keys` takes more (a named column among others, quoting)."""
+    space, along = space_class(), space_class(but="\r\n")
+    header, key = _key_pattern(',"', None), _key_pattern(',"')
+    return f"^[{space}]*{header}[{along}]*(?:[\\r\\n][{space}]*{key}[{along}]*)+[{space}]*$"
 
 
 def parse_keys(data: bytes, content_type: str) -> list[str]:

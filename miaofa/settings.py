@@ -29,11 +29,11 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_ui_port: int = 8233
+    temporal_ui_writes: bool = False  # `miaofa up`: the UI may signal, update, terminate … (else read-only)
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     public_url: str = ""  # the shop as buyers reach it (links in emails)
     notify_base_url: str = ""  # the API as gateways reach it (notify URLs); defaults to public_url
-    codec_trusted_networks: str = "127.0.0.0/8,::1/128"  # who may call /codec without a token
     sim_host: str = "127.0.0.1"
     sim_port: int = 8010
     pg_port: int = 54329

@@ -25,6 +25,7 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 RESERVED = frozenset({"admin", "support", "system", "reconcile"})
 TOKEN_PREFIX = "mfs_"
 MAX_TOKEN_CHARS = 200  # anything longer is no token of ours: refused without hashing or a query
+LIVE = "{name!r} already holds a live token; revoke it first"
 LAST_USED_EVERY = timedelta(seconds=60)  # last_used_at is written at most this often per token
 
 
@@ -56,12 +57,19 @@ async def add(session: AsyncSession, vault: Vault, *, role: str, name: str, crea
         raise TokenError(f"the role must be one of: {', '.join(ROLES)}")
     if problem := name_problem(name):
         raise TokenError(problem)
+    # A name keeps its role for good: "carl" in the audit log must not mean support on one day and
+    # admin on another. A new token for the same person in the same role is fine.
+    held = (await session.execute(select(StaffToken.role, StaffToken.revoked_at).where(StaffToken.name == name))).all()
+    if any(revoked_at is None for _, revoked_at in held):
+        raise TokenError(LIVE.format(name=name))
+    if other := sorted({was for was, _ in held} - {role}):
+        raise TokenError(f"{name!r} was a {other[0]} token; a name keeps its role, so pick another name")
     token = new_token()
     session.add(StaffToken(name=name, role=role, token_hash=vault.staff_token_hash(token), created_by=created_by[:40]))
     try:
         await session.flush()
     except IntegrityError:
-        raise TokenError(f"{name!r} already holds a live token; revoke it first") from None
+        raise TokenError(LIVE.format(name=name)) from None  # made at the same moment elsewhere
     return token
 
 

@@ -5,6 +5,7 @@ Each check answers with what is wrong, never with the value (it may be a key or 
 """
 
 import base64
+import functools
 import unicodedata
 from urllib.parse import urlparse
 
@@ -25,6 +26,57 @@ def control_character(value: str) -> str | None:
         if unicodedata.category(char) in CONTROL_CATEGORIES:
             return f"U+{ord(char):04X}"
     return None
+
+
+def _class_body(points: list[int]) -> str:
+    """Code points as the body of a regex class, in \\uXXXX / \\UXXXXXXXX escapes (as JSON Schema
+    validators, Python and Rust all read them)."""
+    ranges: list[list[int]] = []
+    for point in points:
+        if ranges and ranges[-1][1] == point - 1:
+            ranges[-1][1] = point
+        else:
+            ranges.append([point, point])
+
+    def escaped(point: int) -> str:
+        return f"\\u{point:04x}" if point <= 0xFFFF else f"\\U{point:08x}"
+
+    return "".join(escaped(a) if a == b else f"{escaped(a)}-{escaped(b)}" for a, b in ranges)
+
+
+@functools.cache
+def control_class() -> str:
+    """The characters `control_character` refuses, as a regex class body: for the OpenAPI schema,
+    the rule stated once. Without the surrogates (Cs): a lone surrogate cannot travel in a JSON
+    schema, and JSON text carrying one is no valid Unicode anyway."""
+    categories = CONTROL_CATEGORIES - {"Cs"}
+    return _class_body([point for point in range(0x110000) if unicodedata.category(chr(point)) in categories])
+
+
+@functools.cache
+def space_class(but: str = "") -> str:
+    """What `str.strip()` removes (`str.isspace`), but `but`, as a regex class body. Spelled out: `\\s`
+    differs between regex engines."""
+    return _class_body([point for point in range(0x3001) if chr(point).isspace() and chr(point) not in but])
+
+
+def plain_pattern() -> str:
+    """Text without a control or format character."""
+    return f"^[^{control_class()}]*$"
+
+
+def said_pattern() -> str:
+    """Plain text that says something: at least one character that is not a space."""
+    cls = control_class()
+    return f"^[^{cls}]*[^{cls}\\s][^{cls}]*$"
+
+
+# What the OpenAPI schema promises of an email: a strict, ASCII-only part of what `email_problem`
+# accepts (which also takes letters of any script), so a value the schema calls valid always is.
+EMAIL_PATTERN = (
+    r"^[A-Za-z0-9+_'=&-]{1,32}(?:\.[A-Za-z0-9+_'=&-]{1,31})?"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,40}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,40}[A-Za-z0-9])?){1,3}$"
+)
 
 
 def email_problem(email: str) -> str | None:
@@ -75,6 +127,10 @@ def key_problem(text: str, size: int = 32) -> str | None:
     except (ValueError, TypeError):
         return "is not valid base64"
     return None if len(raw) == size else f"must decode to {size} bytes"
+
+
+# Likewise for a webhook URL: a part of what `url_problem` accepts, as the schema states it.
+URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[!-~]*)?$"
 
 
 def url_problem(url: str) -> str | None:

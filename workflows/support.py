@@ -6,6 +6,7 @@ Every Update is validated before it is accepted and answered with a SupportResul
 whose code the API renders as a 409.
 """
 
+import unicodedata
 from datetime import timedelta
 
 from temporalio import workflow
@@ -16,6 +17,8 @@ from miaofa import steps as s
 from workflows.state import SagaState
 
 TIMED_OUT = "timed_out"
+# The API's rule (miaofa/text.py), restated: workflow code imports no more of miaofa than the contract.
+CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 def refuse(message: str, code: str) -> ApplicationError:
@@ -155,11 +158,23 @@ class SupportActions(SagaState):
 
 
 def _require_input(request: c.SupportRequest | None, update: str) -> None:
-    """The Temporal CLI can send an Update with no input; say what it needs instead of a TypeError."""
+    """The Temporal CLI can send an Update with no input; say what it needs instead of a TypeError.
+    An input in clear arrives as none too: the worker's codec decodes what it did not encrypt to null
+    (miaofa/crypto/codec.py), so only an API or a codec-holder can act."""
     if request is None:
-        raise refuse(f'{update} needs its input, e.g. {{"reason": "…", "actor": "your name"}}', c.REFUSED_MISSING_INPUT)
+        raise refuse(
+            f"{update} needs its input, encrypted through the codec (--codec-endpoint), "
+            f'e.g. {{"reason": "…", "actor": "your name"}}',
+            c.REFUSED_MISSING_INPUT,
+        )
     if not request.actor.strip():
         raise refuse(f"{update} needs an actor: who is acting", c.REFUSED_MISSING_INPUT)
-    if not (request.actor.isprintable() and request.reason.isprintable()):
+    if _has_control(request.actor) or _has_control(request.reason):
         # Refused before any step runs: the database would refuse it after the gateway refunded.
         raise refuse(f"{update}: the actor and reason must not contain control characters", c.REFUSED_MISSING_INPUT)
+
+
+def _has_control(text: str) -> bool:
+    """A control or format character, as the API refuses them; not other non-printables (an ideographic
+    space, an emoji unknown to this Python), which the API takes and the database stores."""
+    return not text.isprintable() and any(unicodedata.category(char) in CONTROL_CATEGORIES for char in text)

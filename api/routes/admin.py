@@ -14,7 +14,7 @@ from api.state import State
 from miaofa import audit, catalog, inventory
 from miaofa.errors import InvalidInput
 from miaofa.netaddr import webhook_host_problem
-from miaofa.text import url_problem
+from miaofa.text import URL_PATTERN, url_problem
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -25,7 +25,9 @@ def _webhook_url(value: str) -> str:
     return value
 
 
-WebhookUrl = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_webhook_url)]
+WebhookUrl = Annotated[
+    str, Field(min_length=1, max_length=500, json_schema_extra={"pattern": URL_PATTERN}), AfterValidator(_webhook_url)
+]
 
 
 def _require_secret(state: State, url: str | None) -> None:
@@ -86,20 +88,25 @@ async def create_product(body: ProductCreate, actor: AdminDep, session: SessionD
     return ProductPublic.model_validate(product, from_attributes=True)
 
 
-_BINARY = {"type": "string", "format": "binary"}
+# The schema states what the parser takes (miaofa/inventory.py). A multipart upload (one file part,
+# `curl -F file=@keys.txt`) is read too, but not declared: OpenAPI cannot say "a file part whose
+# content is UTF-8 text", and a fuzzer reading `format: binary` rightly sends images.
 _IMPORT_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {**_BINARY, "description": "keys.txt or keys.csv"}},
-                }
+            "text/plain": {
+                "schema": {"type": "string", "pattern": inventory.keys_text_pattern()},
+                "example": "KEY-0001\nKEY-0002\n",
             },
-            "text/plain": {"schema": {"type": "string"}, "example": "KEY-0001\nKEY-0002\n"},
-            "text/csv": {"schema": _BINARY},
+            "text/csv": {
+                "schema": {
+                    "type": "string",
+                    "pattern": inventory.keys_csv_pattern(),
+                    "description": "one column here; a `code` (key, card_key, secret, 卡密) column among others too",
+                },
+                "example": "code\nKEY-0001\nKEY-0002\n",
+            },
         },
     }
 }
@@ -116,8 +123,9 @@ _IMPORT_ERRORS: dict[int | str, dict[str, Any]] = {
 async def import_keys(
     sku: str, request: Request, actor: AdminDep, session: SessionDep, state: StateDep
 ) -> ImportAnswer:
-    """Import keys: text/plain one a line, text/csv with a header, or a multipart file upload
-    (`curl -F file=@keys.txt`). All or nothing; any other content type is refused with 415."""
+    """Import keys: text/plain one a line, text/csv with a header, or a multipart/form-data upload of
+    one file part (`curl -F file=@keys.txt`, a .csv file read as CSV). All or nothing; any other
+    content type is refused with 415. A key holds no control character and at most 512 characters."""
     uploads.check_media_type(request.headers.get("content-type"))  # 415 before a byte is read
     product = await catalog.get_product(session, sku)
     data, media = await uploads.read_upload(request)

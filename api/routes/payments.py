@@ -12,7 +12,10 @@ from miaofa.temporal.signals import Signaller
 router = APIRouter(tags=["payments"])
 
 
-@router.api_route("/payments/{gateway}/notify", methods=["GET", "POST"])
+# Not in the OpenAPI schema: it is no API for clients but each gateway's own protocol (form, JSON or
+# query, signed its own way; README "Payment gateways"), which a schema cannot state: anything a
+# fuzzer would call valid is an unsigned notify, refused with the gateway's own nack.
+@router.api_route("/payments/{gateway}/notify", methods=["GET", "POST"], include_in_schema=False)
 async def payment_notify(gateway: str, request: Request, state: StateDep) -> Response:
     """Each gateway is answered in its own way. A verified notify is logged with what it proves; the
     order confirms it against that log row. Money no open order can take is reviewed and refunded."""

@@ -19,6 +19,7 @@ from api.state import State
 from miaofa import contract as c
 from miaofa import orders
 from miaofa.errors import OrderNotFound, TooManyRequests
+from miaofa.text import plain_pattern
 
 router = APIRouter(tags=["shop"])
 ANSWERS: dict[int, type[OrderOpened | OrderInReview | OrderReplayed]] = {
@@ -99,6 +100,7 @@ async def create_order(
             min_length=16,
             max_length=200,
             description="a random value (e.g. a UUID), 16+ characters; the same email and key are the same order",
+            json_schema_extra={"pattern": plain_pattern()},
         ),
     ] = None,
     x_device_id: Annotated[
@@ -108,6 +110,7 @@ async def create_order(
             min_length=1,
             max_length=128,
             description="the buyer's device id, if the storefront has one (risk rules)",
+            json_schema_extra={"pattern": plain_pattern()},
         ),
     ] = None,
 ) -> JSONResponse:

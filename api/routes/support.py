@@ -6,16 +6,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
 
 from api import order_client
 from api.deps import SessionDep, StateDep, SupportDep
-from api.schemas import OrderId, Plain
+from api.schemas import OrderId, Plain, plain
 from miaofa import audit, inventory, orders
 from miaofa import contract as c
 from miaofa.errors import MiaofaError
 from miaofa.payments import records
-from miaofa.text import control_character
+from miaofa.text import control_character, plain_pattern, said_pattern
 
 router = APIRouter(prefix="/support/orders", tags=["support"])
 
@@ -24,15 +26,35 @@ class SupportBody(BaseModel):
     reason: Annotated[str, Plain, Field(max_length=500)] = ""
 
 
-IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+def _said(reason: str) -> str:
+    if not reason.strip():
+        raise PydanticCustomError("reason", "say why (the buyer's request, a ticket): it is kept in the audit log")
+    return reason
+
+
+class RevealBody(BaseModel):
+    reason: Annotated[
+        str,
+        Plain,
+        Field(max_length=500, json_schema_extra={"minLength": 1, "pattern": said_pattern()}),
+        AfterValidator(_said),
+    ]
+
+
+_PLAIN = {"pattern": plain_pattern()}
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200, json_schema_extra=_PLAIN)]
 
 
 async def _act(
     state, order_id: str, update: str, actor: str, body: SupportBody | None, key: str | None
 ) -> dict[str, Any]:
+    if key is not None:
+        plain("Idempotency-Key", key)
     request = c.SupportRequest(reason=(body.reason if body else ""), actor=actor)
-    # An Idempotency-Key makes a retried click the same Update, answered once.
-    update_id = f"{update}-{key or uuid.uuid4().hex}"
+    # An Idempotency-Key makes a retried click the same Update, answered once: the same person's click.
+    # Another person's request with the same key is their own Update (refused if it no longer applies),
+    # so the audit never says they did what someone else did. ":" cannot be in a name (miaofa/staff.py).
+    update_id = f"{update}:{actor}:{key}" if key else f"{update}-{uuid.uuid4().hex}"
     try:
         await order_client.ensure_exists(state, order_id)
         result: c.SupportResult = await order_client.run_update(
@@ -59,15 +81,28 @@ async def _audit(state, actor: str, action: str, target: str, **detail: Any) -> 
 async def find_orders(
     state: StateDep,
     session: SessionDep,
-    _: SupportDep,
-    email: Annotated[str | None, Query(max_length=254)] = None,
-    status: Annotated[str | None, Query(max_length=24)] = None,
-    sku: Annotated[str | None, Query(max_length=64)] = None,
+    actor: SupportDep,
+    email: Annotated[str | None, Query(max_length=254, json_schema_extra=_PLAIN)] = None,
+    status: Annotated[str | None, Query(max_length=24, json_schema_extra=_PLAIN)] = None,
+    sku: Annotated[str | None, Query(max_length=64, json_schema_extra=_PLAIN)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[dict[str, Any]]:
     """Find orders by buyer email (hashed here, as in the BuyerHash search attribute), status or SKU."""
+    for name, value in (("email", email), ("status", status), ("sku", sku)):
+        if value is not None:
+            plain(name, value)
     buyer_hash = state.vault.buyer_hash(email) if email else None
     found = await orders.search(session, buyer_hash=buyer_hash, status=status, sku=sku, limit=limit)
+    if buyer_hash is not None:  # who looked a buyer up: by the buyer's hash, never the email
+        audit.record(
+            session,
+            actor,
+            "support.search",
+            f"buyer:{buyer_hash}",
+            found=len(found),
+            status=status or "",
+            sku=sku or "",
+        )
     return jsonable_encoder([orders.summary(order) for order in found])
 
 
@@ -83,18 +118,14 @@ async def read_order(order_id: str, state: StateDep, session: SessionDep, _: Sup
 
 
 @router.post("/{order_id}/reveal")
-async def reveal(
-    order_id: OrderId, state: StateDep, actor: SupportDep, body: SupportBody | None = None
-) -> dict[str, Any]:
+async def reveal(order_id: OrderId, state: StateDep, actor: SupportDep, body: RevealBody) -> JSONResponse:
     """The order's keys in clear (sold, or refunded since), for a buyer who lost them: written to the
-    audit log with who asked and why before they are answered."""
+    audit log with who asked and why (a reason is required) before they are answered, never cached."""
     async with state.sessionmaker.begin() as session:
         await orders.get_order(session, order_id)
         keys = await inventory.handed_out_keys(session, state.vault, order_id)
-        audit.record(
-            session, actor, "order.keys_revealed", order_id, keys=len(keys), reason=body.reason if body else ""
-        )
-    return {"order_id": order_id, "keys": keys}
+        audit.record(session, actor, "order.keys_revealed", order_id, keys=len(keys), reason=body.reason)
+    return JSONResponse({"order_id": order_id, "keys": keys}, headers={"Cache-Control": "no-store"})
 
 
 @router.post("/{order_id}/refund")

@@ -1,4 +1,11 @@
-"""AES-GCM payload codec: Temporal stores only ciphertext; the UI decodes through our endpoint."""
+"""AES-GCM payload codec: Temporal stores only ciphertext; the UI decodes through our endpoint.
+
+The SDK clients (worker, API, CLI) refuse what did not come through it: a payload in clear, sent by
+a Temporal client without the codec (the UI, `temporal` without --codec-endpoint, anyone who can
+reach the frontend), decodes to null. So a support Update in clear arrives without input and its
+validator refuses it (workflows/support.py), a signal in clear is a bare hint, and nothing in clear
+can pose as our own data. The /codec endpoint keeps clear payloads as they are: ops see them.
+"""
 
 import dataclasses
 import os
@@ -13,6 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 ENCODING = b"binary/encrypted"
 NONCE_BYTES = 12
+NULL_ENCODING = b"binary/null"
 
 
 class UndecodablePayload(ValueError):
@@ -20,9 +28,15 @@ class UndecodablePayload(ValueError):
 
 
 class EncryptionCodec(temporalio.converter.PayloadCodec):
-    def __init__(self, key: bytes, key_id: str) -> None:
+    def __init__(self, key: bytes, key_id: str, *, clear_as_null: bool = False) -> None:
+        self._key = key
         self._aead = AESGCM(key)
         self.key_id = key_id
+        self.clear_as_null = clear_as_null
+
+    def refusing_clear(self) -> "EncryptionCodec":
+        """The same key, decoding every payload in clear to null: what the SDK clients use."""
+        return EncryptionCodec(self._key, self.key_id, clear_as_null=True)
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [
@@ -37,7 +51,9 @@ class EncryptionCodec(temporalio.converter.PayloadCodec):
         decoded = []
         for payload in payloads:
             if payload.metadata.get("encoding", b"") != ENCODING:
-                decoded.append(payload)  # not ours (or from before encryption): pass it through
+                # Not through the codec. Null, not an error: an exception here would fail the workflow
+                # task, again at every retry, and wedge the order.
+                decoded.append(Payload(metadata={"encoding": NULL_ENCODING}) if self.clear_as_null else payload)
                 continue
             key_id = payload.metadata.get("encryption-key-id", b"").decode("utf-8", "replace")
             if key_id != self.key_id:
@@ -61,6 +77,6 @@ def data_converter(codec: EncryptionCodec) -> temporalio.converter.DataConverter
     # The pydantic converter round-trips datetimes inside dataclasses, in and out of the sandbox.
     return dataclasses.replace(
         pydantic_data_converter,
-        payload_codec=codec,
+        payload_codec=codec.refusing_clear(),
         failure_converter_class=temporalio.converter.DefaultFailureConverterWithEncodedAttributes,
     )

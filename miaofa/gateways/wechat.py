@@ -46,6 +46,7 @@ from miaofa.gateways.wechat_crypto import (
 REQUEST_TIMEOUT_SECONDS = 5.0
 CHINA = timezone(timedelta(hours=8))
 MAX_FEN = 10**12
+NACK_BODY = json.dumps({"code": "FAIL", "message": "失败"}, ensure_ascii=False)  # WeChat's failure answer
 # WeChat allows 6–32 of [0-9A-Za-z_-|*]; ours are 20 hex characters, and "|" or "*" would not survive a URL path.
 _OUT_TRADE_NO_RE = re.compile(r"[0-9A-Za-z_\-]{6,32}")
 _ID_RE = re.compile(r"[0-9A-Za-z_\-]{1,64}")
@@ -228,8 +229,9 @@ class WechatGateway:
         return Ack(204, "")
 
     def nack(self, reason: str) -> Ack:
-        message = reason[:100] if reason.isprintable() else "rejected"
-        return Ack(400, json.dumps({"code": "FAIL", "message": message}, ensure_ascii=False), "application/json")
+        # One fixed answer (WeChat's documented one) whatever failed: a forger must not learn which
+        # check stopped them. The reason stays in the notify log.
+        return Ack(400, NACK_BODY, "application/json")
 
     # ---- parsing ----
 

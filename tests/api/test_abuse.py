@@ -390,7 +390,7 @@ async def test_a_replayed_idempotency_key_gets_no_token(dev_stack: Stack) -> Non
     assert after.json()["status"] == "delivered"
     assert not any(k in after.text for k in delivered["keys"])
     changed = await dev_stack.order(sku, quantity=2, email="victim@example.com", headers=key)
-    assert (changed.status_code, changed.json()["error"]) == (422, "idempotency_key_reused")
+    assert (changed.status_code, changed.json()["error"]) == (409, "idempotency_key_reused")
     short = await dev_stack.order(sku, email="victim@example.com", headers={"Idempotency-Key": "order-1"})
     assert (short.status_code, short.json()["error"]) == (422, "invalid_input")  # 16+ characters: not guessable
     assert await dev_stack.stock(sku) == {"available": 1, "reserved": 0, "sold": 1, "refunded": 0}

@@ -69,7 +69,7 @@ async def test_bad_order_input_gets_clear_errors(dev_stack: Stack) -> None:
     cases = [
         ({"sku": sku, "quantity": 0, "email": "a@b.co"}, 422, "invalid_input"),
         ({"sku": sku, "quantity": 1, "email": "not-an-email"}, 422, "invalid_input"),
-        ({"sku": sku, "quantity": 1, "email": "a@b.co", "gateway": "paypal"}, 422, "unknown_gateway"),
+        ({"sku": sku, "quantity": 1, "email": "a@b.co", "gateway": "paypal"}, 404, "unknown_gateway"),
         ({"sku": "no-such-sku", "quantity": 1, "email": "a@b.co"}, 404, "unknown_product"),
     ]
     for body, status, error in cases:

@@ -166,6 +166,22 @@ def test_a_live_name_cannot_hold_two_tokens(dev_stack: Stack, tmp_path: Path) ->
     )
 
 
+def test_a_revoked_name_is_never_reissued_with_another_role(dev_stack: Stack, tmp_path: Path) -> None:
+    """N8: carl (support), revoked, came back as carl (admin): the log's "carl" named two people's powers."""
+    name, _ = new_token(dev_stack, tmp_path, "support")
+    assert tokens_cli(dev_stack, tmp_path, "revoke", name).returncode == 0
+    other_role = tokens_cli(dev_stack, tmp_path, "add", name, "--role", "admin")
+    assert (other_role.returncode, other_role.stdout, other_role.stderr.strip()) == (
+        1,
+        "",
+        f"Refused: '{name}' was a support token; a name keeps its role, so pick another name.",
+    )
+    assert name not in tokens_cli(dev_stack, tmp_path, "list").stdout
+    # The same role under the same name is a new token for the same person: allowed.
+    same_role = tokens_cli(dev_stack, tmp_path, "add", name, "--role", "support")
+    assert same_role.returncode == 0, same_role.stderr
+
+
 async def test_the_codec_takes_a_named_token_from_outside_the_trusted_browser(dev_stack: Stack, tmp_path: Path) -> None:
     name, token = new_token(dev_stack, tmp_path)
     body = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "MQ=="}]}

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from miaofa.devstack import procs
@@ -177,3 +178,81 @@ def test_make_private_closes_an_older_data_dir(tmp_path: Path) -> None:
     assert os.stat(data).st_mode & 0o777 == 0o700 and os.stat(data / "logs").st_mode & 0o777 == 0o700
     for path in (data / "temporal.db", data / "simulator.json", data / "logs" / "api.log"):
         assert os.stat(path).st_mode & 0o777 == 0o600, path
+
+
+# ---- the dev Temporal UI behind its read-only proxy (issue 17, N5) ---------------------------------
+
+
+def _fake_ui(seen: list[tuple[str, str, bytes]]):
+    """Stands in for the embedded UI: records what reaches it, answers like it."""
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        body = (await receive()).get("body", b"")
+        seen.append((scope["method"], scope["path"], body))
+        if scope["path"] == "/api/v1/settings":
+            content = json.dumps(
+                {"Codec": {"Endpoint": "http://127.0.0.1:8000/codec", "IncludeCredentials": False}, "Version": "2.54.1"}
+            ).encode()
+        else:
+            content = b"ui " + scope["path"].encode()
+        headers = [(b"content-length", str(len(content)).encode()), (b"set-cookie", b"_csrf=abc; Path=/")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    return app
+
+
+async def test_the_dev_ui_proxy_forwards_reads_only_and_only_to_its_own_names() -> None:
+    """N5: a rebinding page read the UI with `Host: evil.example` and refunded an order through it."""
+    from miaofa.devstack.uiproxy import UiProxy
+    from tests.helpers.servers import bind, serve
+
+    seen: list[tuple[str, str, bytes]] = []
+    async with serve(_fake_ui(seen), bind()) as upstream:
+        sock = bind()
+        port = sock.getsockname()[1]
+        async with serve(UiProxy(port, upstream), sock) as url, httpx.AsyncClient(base_url=url) as http:
+            page = await http.get("/namespaces/default/workflows?query=x")
+            assert (page.status_code, page.text) == (200, "ui /namespaces/default/workflows")
+            assert page.headers["set-cookie"] == "_csrf=abc; Path=/"
+            assert (await http.get("/", headers={"Host": f"localhost:{port}"})).status_code == 200
+            assert (await http.head("/")).status_code == 200
+            settings = (await http.get("/api/v1/settings")).json()
+            assert (settings["DisableWriteActions"], settings["Codec"]["IncludeCredentials"]) == (True, True)
+            assert settings["Codec"]["Endpoint"] == "http://127.0.0.1:8000/codec"
+            reached = len(seen)
+
+            for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}", "127.0.0.1"):
+                rebound = await http.get("/", headers={"Host": host})
+                assert rebound.status_code == 403, host
+                assert "_csrf" not in rebound.headers.get("set-cookie", ""), host
+            update = "/api/v1/namespaces/default/workflows/order-x/update/refund"
+            for method in ("POST", "PUT", "PATCH", "DELETE", "TRACE", "OPTIONS"):
+                refused = await http.request(method, update, content=b'{"reason":"rebinding","actor":"evil-page"}')
+                assert refused.status_code == 403, method
+            assert len(seen) == reached  # none of it reached the UI
+
+        # Asked for (MIAOFA_TEMPORAL_UI_WRITES=true): writes go through, still only to its own names.
+        sock = bind()
+        port = sock.getsockname()[1]
+        async with serve(UiProxy(port, upstream, writes=True), sock) as url, httpx.AsyncClient(base_url=url) as http:
+            assert (await http.get("/api/v1/settings")).json()["DisableWriteActions"] is False
+            signal = await http.post("/api/v1/namespaces/default/workflows/w/signal/s", content=b"{}")
+            assert signal.status_code == 200 and seen[-1] == (
+                "POST",
+                "/api/v1/namespaces/default/workflows/w/signal/s",
+                b"{}",
+            )
+            assert (await http.post("/x", headers={"Host": f"evil.example:{port}"})).status_code == 403
+
+
+def test_the_embedded_ui_listens_where_no_browser_connects() -> None:
+    from miaofa.devstack.uiproxy import BROWSER_BLOCKED_PORTS, hidden_ports
+
+    ports = hidden_ports(2)
+    assert len(set(ports)) == 2 and all(port in BROWSER_BLOCKED_PORTS for port in ports), ports
+    # Unprivileged, and on the Fetch standard's list of ports browsers refuse.
+    assert all(1024 < port < 65536 for port in BROWSER_BLOCKED_PORTS)
+    assert {6665, 6666, 6667, 6668, 6669, 10080} <= set(BROWSER_BLOCKED_PORTS)

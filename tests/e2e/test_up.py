@@ -53,7 +53,7 @@ def _wait_healthy(proc: subprocess.Popen, url: str, timeout: float = 120) -> flo
 
 def _stop(proc: subprocess.Popen) -> list[psutil.Process]:
     descendants = psutil.Process(proc.pid).children(recursive=True)
-    assert len(descendants) >= 5  # postgres, temporal, sim, worker, api
+    assert len(descendants) >= 6  # postgres, temporal, the UI proxy, sim, worker, api
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0
     return descendants
@@ -67,8 +67,10 @@ def test_up_runs_the_shop_and_stops_cleanly(tmp_path: Path) -> None:
         _wait_healthy(proc, f"{api}/healthz")
         ui = f"http://127.0.0.1:{env['MIAOFA_TEMPORAL_UI_PORT']}"
         assert httpx.get(f"{ui}/", timeout=5).status_code == 200
-        # The UI decodes payloads through the API's codec endpoint.
-        assert httpx.get(f"{ui}/api/v1/settings", timeout=5).json()["Codec"]["Endpoint"] == f"{api}/codec"
+        # The UI decodes payloads through the API's codec endpoint, sending the codec cookie.
+        ui_settings = httpx.get(f"{ui}/api/v1/settings", timeout=5).json()
+        assert ui_settings["Codec"]["Endpoint"] == f"{api}/codec" and ui_settings["Codec"]["IncludeCredentials"]
+        _check_the_ui_reads_only(proc, ui, env)
         worker_metrics = httpx.get(f"http://{env['MIAOFA_WORKER_METRICS_ADDRESS']}/metrics", timeout=5)
         assert "temporal_" in worker_metrics.text
         products = httpx.get(f"{api}/products").json()
@@ -117,6 +119,27 @@ def test_up_runs_the_shop_and_stops_cleanly(tmp_path: Path) -> None:
     finally:
         _stop(again)
     assert json.loads((tmp_path / "data" / "dev-secrets.json").read_text()) == secrets
+
+
+def _check_the_ui_reads_only(proc: subprocess.Popen, ui: str, env: dict[str, str]) -> None:
+    """Issue 17, N5: a DNS-rebinding page read the dev UI and refunded an order through it."""
+    from miaofa.devstack.uiproxy import BROWSER_BLOCKED_PORTS
+
+    assert httpx.get(f"{ui}/api/v1/settings", timeout=5).json()["DisableWriteActions"] is True
+    listed = httpx.get(f"{ui}/api/v1/namespaces/default/workflows", timeout=10)
+    assert listed.status_code == 200, listed.text  # reading works, through the proxy
+    port = env["MIAOFA_TEMPORAL_UI_PORT"]
+    rebound = httpx.get(f"{ui}/", headers={"Host": f"evil.example:{port}"}, timeout=5)
+    assert rebound.status_code == 403 and "_csrf" not in rebound.headers.get("set-cookie", "")
+    update = f"{ui}/api/v1/namespaces/default/workflows/order-x/update/refund"
+    for host in (f"127.0.0.1:{port}", f"evil.example:{port}"):
+        written = httpx.post(update, json={"reason": "rebinding", "actor": "evil-page"}, headers={"Host": host})
+        assert written.status_code == 403, (host, written.text)
+    # The embedded UI and Temporal's HTTP API listen where no browser connects.
+    [temporal] = [p for p in psutil.Process(proc.pid).children(recursive=True) if "start-dev" in p.cmdline()]
+    args = temporal.cmdline()
+    hidden = {int(args[args.index(flag) + 1]) for flag in ("--ui-port", "--http-port")}
+    assert len(hidden) == 2 and hidden <= set(BROWSER_BLOCKED_PORTS), args
 
 
 def _check_private_and_locked(data: Path, env: dict[str, str], secrets: dict[str, str]) -> None:
@@ -176,13 +199,16 @@ def _check_private_and_locked(data: Path, env: dict[str, str], secrets: dict[str
     back_dated = httpx.post(payment["pay_url"], json={"paid_at": "2020-01-01T00:00:00+00:00"})
     assert (back_dated.status_code, back_dated.json()["error"]) == (422, "paid_at_refused")
     api = f"http://127.0.0.1:{env['MIAOFA_API_PORT']}"
-    # The codec refuses a rebinding page on loopback.
-    rebound = httpx.post(
-        f"{api}/codec/decode",
-        content=b'{"payloads": []}',
-        headers={"Host": "evil.example", "Content-Type": "application/json"},
-    )
-    assert rebound.status_code == 401
+    # The codec refuses a rebinding page on loopback, and anyone on this machine without a token.
+    for host in ("evil.example", f"127.0.0.1:{env['MIAOFA_API_PORT']}"):
+        tokenless = httpx.post(
+            f"{api}/codec/decode",
+            content=b'{"payloads": []}',
+            headers={"Host": host, "Content-Type": "application/json"},
+        )
+        assert tokenless.status_code == 401, host
+    signed = {"Authorization": f"Bearer {secrets['support_token']}", "Content-Type": "application/json"}
+    assert httpx.post(f"{api}/codec/decode", content=b'{"payloads": []}', headers=signed).status_code == 200
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:

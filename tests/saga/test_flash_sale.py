@@ -67,5 +67,5 @@ async def test_idempotency_key_returns_the_same_order(dev_stack: Stack) -> None:
     other = await dev_stack.order(sku, email="someone-else@example.com", headers=headers)
     assert other.json()["order_id"] != first.json()["order_id"]
     changed = await dev_stack.order(sku, quantity=2, headers=headers)
-    assert (changed.status_code, changed.json()["error"]) == (422, "idempotency_key_reused")
+    assert (changed.status_code, changed.json()["error"]) == (409, "idempotency_key_reused")
     assert await dev_stack.stock(sku) == {"available": 3, "reserved": 2, "sold": 0, "refunded": 0}

@@ -111,7 +111,7 @@ async def test_late_delivery_earns_a_single_use_coupon(ts_stack: Stack) -> None:
     reused = await ts_stack.order(sku, email="third@example.com", coupon_code=coupon["code"])
     assert (reused.status_code, reused.json()["error"]) == (422, "coupon_used")
     unknown = await ts_stack.order(sku, coupon_code="MF-NOSUCHCODE")
-    assert (unknown.status_code, unknown.json()["error"]) == (422, "coupon_not_found")
+    assert (unknown.status_code, unknown.json()["error"]) == (404, "coupon_not_found")
     await ts_stack.record_history(order, "late_delivery_coupon")
 
 

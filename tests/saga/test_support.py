@@ -179,7 +179,10 @@ async def test_an_update_without_input_or_actor_is_refused_with_what_it_needs(de
     for update in (c.REFUND_UPDATE, c.RESEND_UPDATE, c.CANCEL_UPDATE):
         bare = await _refused(dev_stack, order, update)  # what `temporal workflow update execute` sends without --input
         assert (update, bare.type, bare.non_retryable) == (update, "missing_input", True)
-        assert bare.message == f'{update} needs its input, e.g. {{"reason": "…", "actor": "your name"}}'
+        assert bare.message == (
+            f"{update} needs its input, encrypted through the codec (--codec-endpoint), "
+            f'e.g. {{"reason": "…", "actor": "your name"}}'
+        )
         assert "TypeError" not in str(bare) and "_validate" not in bare.message
         for actor in ("", "   "):
             nobody = await _refused(dev_stack, order, update, c.SupportRequest(reason="x", actor=actor))
@@ -350,7 +353,7 @@ async def test_the_temporal_cli_acts_through_the_codec_endpoint(dev_stack: Stack
     in_clear = " ".join(_plain_payloads(json.loads(shown_blind[1])))  # search attributes, summaries
     assert email not in in_clear and order["payment"]["payment_id"] not in in_clear
 
-    # Without the codec the Update still runs, but its encrypted answer cannot be read.
+    # Without the codec the Update's input is in clear: the worker takes it as none, and refuses it.
     blind = await _temporal_cli(
         dev_stack,
         "workflow",
@@ -364,8 +367,14 @@ async def test_the_temporal_cli_acts_through_the_codec_endpoint(dev_stack: Stack
         '{"actor": "bob"}',
     )
     assert blind[0] != 0
-    assert "encoding binary/encrypted: payload encoding is not supported" in blind[1]  # looks failed, yet:
-    assert _stage(await dev_stack.view(order), "resent")["detail"] == {"actor": "bob"}
+    assert "resent" not in [event["stage"] for event in (await dev_stack.view(order))["timeline"]]
+
+    # The codec endpoint needs a staff token, also from this machine: the CLI sends it with --codec-auth.
+    tokenless = await _temporal_cli(
+        dev_stack, "workflow", "show", "--workflow-id", workflow_id, "--codec-endpoint", codec, "--output", "json"
+    )
+    assert tokenless[0] != 0 and email not in tokenless[1] and ENCRYPTED not in tokenless[1]
+    auth = dev_stack.support["Authorization"]
 
     refused = await _temporal_cli(
         dev_stack,
@@ -378,6 +387,8 @@ async def test_the_temporal_cli_acts_through_the_codec_endpoint(dev_stack: Stack
         "refund",
         "--codec-endpoint",
         codec,
+        "--codec-auth",
+        auth,
     )
     assert refused[0] != 0
     assert "needs its input" in refused[1] and "TypeError" not in refused[1]
@@ -393,7 +404,7 @@ async def test_the_temporal_cli_acts_through_the_codec_endpoint(dev_stack: Stack
         "refund",
         "--input",
         '{"reason": "from the CLI", "actor": "alice"}',
-        env={"TEMPORAL_CODEC_ENDPOINT": codec},
+        env={"TEMPORAL_CODEC_ENDPOINT": codec, "TEMPORAL_CODEC_AUTH": auth},
     )
     assert done[0] == 0, done[1]
     assert "refunded at the gateway" in done[1]
@@ -402,13 +413,33 @@ async def test_the_temporal_cli_acts_through_the_codec_endpoint(dev_stack: Stack
     assert _stage(view, "refunded")["detail"] == {"reason": "from the CLI", "actor": "alice"}
 
     status = await _temporal_cli(
-        dev_stack, "workflow", "query", "--workflow-id", workflow_id, "--name", "status", "--codec-endpoint", codec
+        dev_stack,
+        "workflow",
+        "query",
+        "--workflow-id",
+        workflow_id,
+        "--name",
+        "status",
+        "--codec-endpoint",
+        codec,
+        "--codec-auth",
+        auth,
     )
     assert status[0] == 0, status[1]
     assert '"status":"refunded"' in status[1].replace(" ", ""), status[1]
 
     shown = await _temporal_cli(
-        dev_stack, "workflow", "show", "--workflow-id", workflow_id, "--codec-endpoint", codec, "--output", "json"
+        dev_stack,
+        "workflow",
+        "show",
+        "--workflow-id",
+        workflow_id,
+        "--codec-endpoint",
+        codec,
+        "--codec-auth",
+        auth,
+        "--output",
+        "json",
     )
     assert shown[0] == 0, shown[1]
     assert ENCRYPTED not in shown[1]

@@ -305,18 +305,11 @@ def test_simulator_runs_for_staging_only():
         assert not re.search(rf"^{secret}=\S", example, re.M), secret
 
 
-def test_codec_trusts_only_the_backend_subnet():
-    """Not 172.16.0.0/12 (the AWS default VPC lives there): only the network the UI's requests arrive from."""
-    import ipaddress
-
-    backend = _subnet("backend")
-    match = re.fullmatch(r"\$\{BACKEND_SUBNET:-([^}]+)\}", backend)
-    assert match, backend
-    default = ipaddress.ip_network(match.group(1))
-    assert default.prefixlen >= 24 and not default.overlaps(ipaddress.ip_network("172.31.0.0/16"))
+def test_codec_trusts_no_network_and_the_ui_sends_its_cookie():
+    """N5: no network may call /codec without a token; the UI's browser sends the codec cookie."""
     for name in ("api", "worker", "migrate"):
-        trusted = _env(name)["MIAOFA_CODEC_TRUSTED_NETWORKS"].split(",")
-        assert trusted == ["127.0.0.0/8", "::1/128", backend], name
+        assert "MIAOFA_CODEC_TRUSTED_NETWORKS" not in _env(name), name
+    assert _env("temporal-ui")["TEMPORAL_CODEC_INCLUDE_CREDENTIALS"] == "true"
     # The API's published port arrives through backend, its only network with a way out.
     assert [
         n for n in sorted(_networks("api")) if not COMPOSE["networks"][n] or not COMPOSE["networks"][n].get("internal")
