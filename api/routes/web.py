@@ -209,7 +209,9 @@ async def buy(request: Request, state: StateDep, desk: DeskDep) -> Response:
     try:
         placed = await desk.place(body, Asker.of(request, state), idem)
     except MiaofaError as exc:
-        return refused(exc.status_code, describe(t, exc.error, exc.detail, (exc.headers or {}).get("Retry-After")))
+        # A coupon nobody issued or a gateway not offered is a wrong field on a page that exists: 422.
+        status = 422 if exc.error in ("coupon_not_found", "unknown_gateway") else exc.status_code
+        return refused(status, describe(t, exc.error, exc.detail, (exc.headers or {}).get("Retry-After")))
     if placed.outcome == "replayed":  # the order exists, and this answer has no token for it
         return refused(409, t("shop.replayed"))
     # Opened, or held for review (the order page says so).

@@ -391,7 +391,7 @@ def on_terminal(stack: Stack, tmp_path: Path, *args: str) -> str:
 
 async def test_the_readme_ui_queries_are_valid_and_find_the_buyer(dev_stack: Stack, tmp_path: Path) -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    section = readme.split("**Support in the Temporal UI.**", 1)[1].split("To act, open", 1)[0]
+    section = readme.split("**Support in the Temporal UI.**", 1)[1].split("\nTo act", 1)[0]
     queries = [
         line.split("|")[2].strip().split("`")[1]
         for line in section.splitlines()

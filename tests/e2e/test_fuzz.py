@@ -7,7 +7,9 @@ are in the schema), no invalid one taken, and 405 for every method a path does n
 
 import asyncio
 import re
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -34,9 +36,16 @@ async def fuzz_stack(dev_env, sessionmaker, sim_url, database_url, smtp) -> Asyn
 
 async def _schemathesis(stack: Stack, *token: str) -> tuple[int, str]:
     """`schemathesis run`, as a separate process: the shop's server lives on this test's event loop."""
+    with tempfile.TemporaryDirectory(prefix="schemathesis-") as cache:
+        return await _run_schemathesis(stack, cache, *token)
+
+
+async def _run_schemathesis(stack: Stack, cache: str, *token: str) -> tuple[int, str]:
     headers = ["-H", f"Authorization: Bearer {token[0]}"] if token else []
     process = await asyncio.create_subprocess_exec(
         venv_binary("schemathesis", "schemathesis"),
+        "--config-file",
+        str(Path(__file__).with_name("schemathesis.toml")),
         "run",
         f"{stack.http.base_url}/openapi.json",
         *headers,
@@ -56,6 +65,7 @@ async def _schemathesis(stack: Stack, *token: str) -> tuple[int, str]:
         "--no-color",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        cwd=cache,  # its crash cache (replayed first) is this run's own, never the checkout's
     )
     out, _ = await asyncio.wait_for(process.communicate(), timeout=900)
     return process.returncode, out.decode(errors="replace")

@@ -59,7 +59,7 @@ async def test_a_payment_a_second_before_the_order_closes_is_refunded_when_out_o
     from datetime import datetime
 
     closes_at = datetime.fromisoformat(released_at) + timedelta(seconds=SUPPORT_WINDOW)
-    await ts_stack.env.sleep(closes_at - now - timedelta(seconds=2))
+    await ts_stack.skip(closes_at - now - timedelta(seconds=2))
     assert (await ts_stack.pay(order)).status_code == 200
     view = await ts_stack.wait_status(order, "refunded")
     timeline = stages(view)
