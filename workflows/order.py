@@ -7,11 +7,10 @@ refund (workflows/proofs.py), and support can act (workflows/support.py).
 """
 
 import asyncio
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from miaofa import contract as c
@@ -22,15 +21,13 @@ from workflows.policies import (
     CREATE_PAYMENT_ATTEMPT_TIMEOUT,
     CREATE_PAYMENT_RETRY,
     DB_STEP,
-    GATEWAY_RETRY,
-    MAX_QUEUED_PROOFS,
     QUERY_TIMEOUT,
     STEP_FAILED,
     Backoff,
     failure_type,
 )
 from workflows.proofs import PaymentProofs
-from workflows.support import SupportActions, refuse
+from workflows.support import SupportActions
 
 
 @workflow.defn(name=c.ORDER_WORKFLOW)
@@ -353,34 +350,6 @@ class OrderWorkflow(PaymentProofs, SupportActions):
         assert self._opened is not None
         return self._opened
 
-    @workflow.signal(name=c.PAYMENT_SIGNAL)
-    def payment_notified(self, notified: c.PaymentNotified | None = None) -> None:
-        """A hint, never proof: a notify id is confirmed against its verified log row; without one,
-        the workflow asks the gateway."""
-        if notified is None or notified.notify_id is None:
-            self._look_requested = True
-        elif notified.notify_id not in self._seen_notifies and len(self._proofs) < MAX_QUEUED_PROOFS:
-            self._seen_notifies.add(notified.notify_id)
-            self._proofs.append(
-                s.AcceptPaymentStep(self._order_id, "notify", workflow.now(), notify_id=notified.notify_id)
-            )
-
-    @workflow.update(name=c.CHECK_PAYMENT_UPDATE)
-    async def check_payment(self) -> c.CheckPaymentResult:
-        """The buyer's "I have paid" button: ask the gateway now instead of at the next poll."""
-        found = False
-        if self._paid is None and self._payment is not None:
-            answer = await self._query_gateway()
-            if answer is not None and answer[0].status == "paid":
-                self._queue_snapshot(answer[0], "check")
-                found = True
-        return c.CheckPaymentResult(status=self._status, paid=found or self._paid is not None)
-
-    @check_payment.validator
-    def _validate_check_payment(self) -> None:
-        if self._payment is None:
-            raise refuse("this order has no payment to check", c.REFUSED_NO_PAYMENT)
-
     @workflow.query(name=c.STATUS_QUERY)
     def state(self) -> c.OrderState:
         return c.OrderState(
@@ -407,83 +376,6 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             sku=self._order.sku,
             quantity=self._order.quantity,
         )
-
-    async def _release(self, status: str, actor: str | None = None, reason: str = "") -> None:
-        actor = actor or (self._cancel_actor if status == c.CANCELLED else "system")
-        await workflow.execute_local_activity(
-            s.RELEASE_STOCK,
-            s.ReleaseStep(self._order_id, status, workflow.now(), actor=actor, reason=reason),
-            **DB_STEP,
-        )
-        self._set_status(status)
-
-    async def _refund(self, reason: str, actor: str) -> None:
-        if self._payment is not None:  # a free order took no money: only its keys go back
-            await workflow.execute_activity(
-                s.REFUND_PAYMENT,
-                s.RefundStep(
-                    self._order_id,
-                    self._order.gateway,
-                    self._payment.payment_id,
-                    self._amount_cents,
-                    refund_id=f"refund-{self._order_id}",
-                ),
-                result_type=s.PaymentSnapshot,
-                start_to_close_timeout=QUERY_TIMEOUT,
-                retry_policy=GATEWAY_RETRY,
-            )
-        await workflow.execute_local_activity(
-            s.REFUND_KEYS, s.RefundKeysStep(self._order_id, reason, actor, workflow.now()), **DB_STEP
-        )
-        self._set_status(c.REFUNDED)
-
-    async def _refund_unasked(self, reason: str) -> None:
-        """A refund the system owes (a late payment out of stock, a failed delivery). A gateway that
-        refuses it leaves the money recorded for a person with its reason, never a failed run."""
-        try:
-            await self._refund(reason, actor="system")
-        except ActivityError as failure:
-            if not workflow.patched(patches.SYSTEM_REFUND_REFUSED):
-                raise  # released runs failed here; their histories replay as they were
-            self._refund_refused = True
-            if self._status in (c.EXPIRED, c.CANCELLED):  # a late payment: paid and not delivered, as the row says
-                self._set_status(c.PAID)
-            refusal = failure_type(failure) or "refused"
-            workflow.logger.error("refund refused for order %s: %s", self._order_id, refusal)
-            workflow.metric_meter().create_counter(
-                "miaofa_refund_refusals", "Refunds the system owed that a gateway refused (a person must act)"
-            ).add(1)
-            await self._record(
-                s.StageStep(
-                    self._order_id,
-                    c.REFUND_REFUSED_STAGE,
-                    workflow.now(),
-                    detail={"reason": reason[:200], "refusal": refusal[:80]},
-                    audit_actor="system",
-                )
-            )
-
-    async def _record(self, step: s.StageStep) -> None:
-        if step.stage != step.status:  # a status's own timeline row: _set_status already listed it
-            self._stages.append(step.stage)
-        await workflow.execute_local_activity(s.RECORD_STAGE, step, **DB_STEP)
-
-    def _set_status(self, status: str, *also: SearchAttributeUpdate) -> None:
-        self._status = status
-        self._stages.append(status)
-        workflow.upsert_search_attributes([c.SA_ORDER_STATUS.value_set(status), *also])
-        workflow.set_current_details(f"**{status}** — stages so far: {', '.join(self._stages)}")  # for the UI
-
-    @staticmethod
-    async def _wait_until(condition: Callable[[], bool], until: datetime) -> None:
-        """Wait for the condition or the deadline, whichever comes first (a durable timer)."""
-        seconds = (until - workflow.now()).total_seconds()
-        if seconds <= 0 or condition():
-            return
-        try:
-            await workflow.wait_condition(condition, timeout=seconds)
-        except TimeoutError:
-            pass
 
 
 def _held(order: c.OrderInput) -> bool:

@@ -1,7 +1,8 @@
 """Proofs of payment in an order: queued from notifies and polls, judged one by one, strays handed over.
 
-A mixin of OrderWorkflow (workflows/order.py), split out to keep the saga readable: it uses the
-workflow's state (`_proofs`, `_paid`, `_payment`, `_strays` …) and steps (`_record`).
+A mixin of OrderWorkflow (workflows/order.py), split out to keep the saga readable: the payment
+signal and the buyer's "I have paid" Update land here, and use the workflow's state (`_proofs`,
+`_paid`, `_payment`, `_strays` …) and steps (`_record`).
 """
 
 from temporalio import workflow
@@ -9,11 +10,40 @@ from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 
 from miaofa import contract as c
 from miaofa import steps as s
-from workflows.policies import DB_STEP, QUERY_RETRY, QUERY_TIMEOUT
+from workflows.policies import DB_STEP, MAX_QUEUED_PROOFS, QUERY_RETRY, QUERY_TIMEOUT
 from workflows.state import SagaState
+from workflows.support import refuse
 
 
 class PaymentProofs(SagaState):
+    @workflow.signal(name=c.PAYMENT_SIGNAL)
+    def payment_notified(self, notified: c.PaymentNotified | None = None) -> None:
+        """A hint, never proof: a notify id is confirmed against its verified log row; without one,
+        the workflow asks the gateway."""
+        if notified is None or notified.notify_id is None:
+            self._look_requested = True
+        elif notified.notify_id not in self._seen_notifies and len(self._proofs) < MAX_QUEUED_PROOFS:
+            self._seen_notifies.add(notified.notify_id)
+            self._proofs.append(
+                s.AcceptPaymentStep(self._order_id, "notify", workflow.now(), notify_id=notified.notify_id)
+            )
+
+    @workflow.update(name=c.CHECK_PAYMENT_UPDATE)
+    async def check_payment(self) -> c.CheckPaymentResult:
+        """The buyer's "I have paid" button: ask the gateway now instead of at the next poll."""
+        found = False
+        if self._paid is None and self._payment is not None:
+            answer = await self._query_gateway()
+            if answer is not None and answer[0].status == "paid":
+                self._queue_snapshot(answer[0], "check")
+                found = True
+        return c.CheckPaymentResult(status=self._status, paid=found or self._paid is not None)
+
+    @check_payment.validator
+    def _validate_check_payment(self) -> None:
+        if self._payment is None:
+            raise refuse("this order has no payment to check", c.REFUSED_NO_PAYMENT)
+
     async def _settle_proofs(self) -> None:
         """Judge each queued proof (miaofa.payments.proof.judge, in one local step): the order's own
         payment makes it paid; money it cannot take goes to a stray-payment review and refund."""

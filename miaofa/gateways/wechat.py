@@ -6,16 +6,16 @@ Every merchant request is signed with the merchant key; every answer and notify 
 """
 
 import json
-import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from miaofa.gateways import wechat_wire as wire
 from miaofa.gateways.base import (
     Ack,
     CreatedPayment,
@@ -25,7 +25,6 @@ from miaofa.gateways.base import (
     Notice,
     PaymentRequest,
     PaymentState,
-    PaymentStatus,
     QueryChannel,
     Unsupported,
 )
@@ -44,24 +43,7 @@ from miaofa.gateways.wechat_crypto import (
 )
 
 REQUEST_TIMEOUT_SECONDS = 5.0
-CHINA = timezone(timedelta(hours=8))
-MAX_FEN = 10**12
 NACK_BODY = json.dumps({"code": "FAIL", "message": "失败"}, ensure_ascii=False)  # WeChat's failure answer
-# WeChat allows 6–32 of [0-9A-Za-z_-|*]; ours are 20 hex characters, and "|" or "*" would not survive a URL path.
-_OUT_TRADE_NO_RE = re.compile(r"[0-9A-Za-z_\-]{6,32}")
-_ID_RE = re.compile(r"[0-9A-Za-z_\-]{1,64}")
-_CODE_RE = re.compile(r"[A-Z_]{1,32}")
-_CURRENCY_RE = re.compile(r"[A-Z]{3}")
-_TRADE_STATES: dict[str, PaymentStatus] = {
-    "SUCCESS": "paid",
-    "REFUND": "refunded",
-    "NOTPAY": "pending",
-    "USERPAYING": "pending",
-    "CLOSED": "closed",
-    "REVOKED": "closed",
-    "PAYERROR": "closed",
-}
-_REFUND_EVENTS = ("REFUND.SUCCESS", "REFUND.ABNORMAL", "REFUND.CLOSED")
 
 
 class WechatGateway:
@@ -102,13 +84,13 @@ class WechatGateway:
     async def create_payment(self, request: PaymentRequest) -> CreatedPayment:
         if request.currency != "CNY":
             raise GatewayRefused("wechat create: Native pay takes CNY only")
-        no = _trade_no(request.order_id, "create")
+        no = wire.trade_no(request.order_id, "create")
         payload = {
             "appid": self._appid,
             "mchid": self.merchant_id,
             "description": (request.subject or no)[:127],
             "out_trade_no": no,
-            "time_expire": request.expires_at.astimezone(CHINA).isoformat(timespec="seconds"),
+            "time_expire": request.expires_at.astimezone(wire.CHINA).isoformat(timespec="seconds"),
             "notify_url": request.notify_url,
             "amount": {"total": request.amount_cents, "currency": "CNY"},
         }
@@ -119,7 +101,7 @@ class WechatGateway:
         return CreatedPayment(payment_id=no, pay_url=code_url)
 
     async def query(self, payment_id: str, order_id: str, channel: QueryChannel = "primary") -> PaymentState:
-        no = _trade_no(payment_id or order_id, "query")
+        no = wire.trade_no(payment_id or order_id, "query")
         response = await self._call(
             "query",
             "GET",
@@ -127,12 +109,12 @@ class WechatGateway:
             params={"mchid": self.merchant_id},
             channel=channel,
         )
-        if response.status_code == 404 and _error_code(response) == "ORDER_NOT_EXIST":
+        if response.status_code == 404 and wire.error_code(response) == "ORDER_NOT_EXIST":
             return PaymentState(payment_id=no, order_id=no, status="unknown", amount_cents=0, currency="")
         return self._transaction("query", self._expect_json("query", response, 200), no)
 
     async def close(self, payment_id: str, order_id: str) -> PaymentState:
-        no = _trade_no(payment_id or order_id, "close")
+        no = wire.trade_no(payment_id or order_id, "close")
         response = await self._call(
             "close", "POST", f"/v3/pay/transactions/out-trade-no/{no}/close", payload={"mchid": self.merchant_id}
         )
@@ -147,8 +129,8 @@ class WechatGateway:
         return state
 
     async def refund(self, payment_id: str, order_id: str, amount_cents: int, refund_id: str) -> PaymentState:
-        no = _trade_no(payment_id or order_id, "refund")
-        if not _ID_RE.fullmatch(refund_id):
+        no = wire.trade_no(payment_id or order_id, "refund")
+        if not wire.ID_RE.fullmatch(refund_id):
             raise GatewayRefused("wechat refund: malformed refund id")
         paid = await self.query(no, order_id)  # the refund must name the payment's total
         if paid.status not in ("paid", "refunded"):
@@ -162,16 +144,19 @@ class WechatGateway:
         }
         data = await self._json("refund", "POST", "/v3/refund/domestic/refunds", payload=payload)
         try:
-            if _text(data, "out_refund_no", _ID_RE) != refund_id or _text(data, "out_trade_no", _OUT_TRADE_NO_RE) != no:
+            if (
+                wire.text(data, "out_refund_no", wire.ID_RE) != refund_id
+                or wire.text(data, "out_trade_no", wire.OUT_TRADE_NO_RE) != no
+            ):
                 raise GatewayError("wechat refund: answer for another refund")
             status = data.get("status")
-            amount = _object(data, "amount")
-            refunded = _fen(amount, "refund")
+            amount = wire.object_field(data, "amount")
+            refunded = wire.fen(amount, "refund")
         except ValueError as exc:
             raise GatewayError(f"wechat refund: malformed answer ({exc})") from None
         # PROCESSING is in flight: WeChat finishes it, and a retry with the same out_refund_no is the same refund.
         if status not in ("SUCCESS", "PROCESSING"):
-            shown = status if isinstance(status, str) and _CODE_RE.fullmatch(status) else "refused"
+            shown = status if isinstance(status, str) and wire.CODE_RE.fullmatch(status) else "refused"
             raise GatewayRefused(f"wechat refund: {shown}")
         return PaymentState(
             payment_id=no,
@@ -197,12 +182,12 @@ class WechatGateway:
         except GatewayError:
             raise InvalidNotify("platform certificates unavailable") from None
         try:
-            envelope = _loads(body)
+            envelope = wire.loads(body)
             if not isinstance(envelope, dict):
                 raise ValueError("not an object")
-            event_id = _text(envelope, "id", _ID_RE)
+            event_id = wire.text(envelope, "id", wire.ID_RE)
             event_type = envelope.get("event_type")
-            resource = _object(envelope, "resource")
+            resource = wire.object_field(envelope, "resource")
             if envelope.get("resource_type") != "encrypt-resource" or resource.get("algorithm") != "AEAD_AES_256_GCM":
                 raise ValueError("unsupported resource")
             associated = resource.get("associated_data", "")
@@ -214,12 +199,12 @@ class WechatGateway:
                 and all(len(v) <= 65536 for v in (associated, nonce, ciphertext))
             ):
                 raise ValueError("malformed resource")
-            plain = _loads(decrypt(self._apiv3_key, nonce, associated, ciphertext))
+            plain = wire.loads(decrypt(self._apiv3_key, nonce, associated, ciphertext))
             if not isinstance(plain, dict):
                 raise ValueError("resource is not an object")
             if event_type == "TRANSACTION.SUCCESS" and resource.get("original_type") == "transaction":
                 return self._transaction_notice(plain, event_id)
-            if event_type in _REFUND_EVENTS and resource.get("original_type") == "refund":
+            if event_type in wire.REFUND_EVENTS and resource.get("original_type") == "refund":
                 return self._refund_notice(plain, event_id)
             raise ValueError("unsupported event type")
         except ValueError as exc:  # our own short reasons
@@ -243,13 +228,13 @@ class WechatGateway:
                 or data.get("out_trade_no") != no
             ):
                 raise GatewayError(f"wechat {op}: answer for another payment")
-            status = _trade_state(data)
+            status = wire.trade_state(data)
             amount = data.get("amount")
             total, currency = 0, ""
             if status in ("paid", "refunded") or isinstance(amount, dict):
-                amount = _object(data, "amount")
-                total, currency = _fen(amount, "total"), _currency(amount)
-            paid_at = _when(data, required=status == "paid")
+                amount = wire.object_field(data, "amount")
+                total, currency = wire.fen(amount, "total"), wire.currency(amount)
+            paid_at = wire.when(data, required=status == "paid")
         except ValueError as exc:
             raise GatewayError(f"wechat {op}: malformed answer ({exc})") from None
         return PaymentState(
@@ -259,18 +244,18 @@ class WechatGateway:
     def _transaction_notice(self, data: dict[str, Any], event_id: str) -> Notice:
         if data.get("appid") != self._appid:
             raise InvalidNotify("wrong app id")
-        no = _text(data, "out_trade_no", _OUT_TRADE_NO_RE)
-        status = _trade_state(data)
-        amount = _object(data, "amount")
+        no = wire.text(data, "out_trade_no", wire.OUT_TRADE_NO_RE)
+        status = wire.trade_state(data)
+        amount = wire.object_field(data, "amount")
         # Whether the merchant and amount are ours is judged with the rest (miaofa.payments.proof.judge).
         return Notice(
             payment_id=no,
             order_id=no,
-            merchant_id=_text(data, "mchid", _ID_RE),
+            merchant_id=wire.text(data, "mchid", wire.ID_RE),
             status=status,
-            amount_cents=_fen(amount, "total"),
-            currency=_currency(amount),
-            paid_at=_when(data, required=status == "paid"),
+            amount_cents=wire.fen(amount, "total"),
+            currency=wire.currency(amount),
+            paid_at=wire.when(data, required=status == "paid"),
             event_id=event_id,
         )
 
@@ -278,18 +263,18 @@ class WechatGateway:
         # A refund resource names no appid (and no currency: refunds are in the payment's CNY).
         if "appid" in data and data.get("appid") != self._appid:
             raise InvalidNotify("wrong app id")
-        no = _text(data, "out_trade_no", _OUT_TRADE_NO_RE)
-        amount = _object(data, "amount")
-        _fen(amount, "total")
-        currency = _currency(amount) if "currency" in amount else "CNY"
+        no = wire.text(data, "out_trade_no", wire.OUT_TRADE_NO_RE)
+        amount = wire.object_field(data, "amount")
+        wire.fen(amount, "total")
+        currency = wire.currency(amount) if "currency" in amount else "CNY"
         return Notice(
             payment_id=no,
             order_id=no,
-            merchant_id=_text(data, "mchid", _ID_RE),
+            merchant_id=wire.text(data, "mchid", wire.ID_RE),
             status="refunded",
-            amount_cents=_fen(amount, "refund"),
+            amount_cents=wire.fen(amount, "refund"),
             currency=currency,
-            paid_at=_when(data, required=False),
+            paid_at=wire.when(data, required=False),
             event_id=event_id,
         )
 
@@ -334,7 +319,7 @@ class WechatGateway:
     def _expect(self, op: str, response: httpx.Response, status: int) -> None:
         if response.status_code == status:
             return
-        code = _error_code(response) or "error"
+        code = wire.error_code(response) or "error"
         retry = response.status_code in (401, 408, 429) or not 400 <= response.status_code < 500
         raise (GatewayError if retry else GatewayRefused)(f"wechat {op}: HTTP {response.status_code} {code}")
 
@@ -366,78 +351,3 @@ class WechatGateway:
 
 def build(settings: WechatSettings, client: httpx.AsyncClient | None) -> WechatGateway:
     return WechatGateway(settings, client)
-
-
-# Field readers; each raises ValueError with a short reason of our own.
-
-
-def _loads(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, too deep, a 5,000-digit number
-        raise ValueError("malformed JSON") from None
-
-
-def _trade_no(value: str, op: str) -> str:
-    if not _OUT_TRADE_NO_RE.fullmatch(value):
-        raise GatewayRefused(f"wechat {op}: malformed out_trade_no")
-    return value
-
-
-def _error_code(response: httpx.Response) -> str:
-    try:
-        code = response.json().get("code")
-    except (ValueError, AttributeError):
-        return ""
-    return code if isinstance(code, str) and _CODE_RE.fullmatch(code) else ""
-
-
-def _text(data: Mapping[str, Any], key: str, pattern: re.Pattern[str]) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise ValueError(f"bad {key}")
-    return value
-
-
-def _object(data: Mapping[str, Any], key: str) -> dict[str, Any]:
-    value = data.get(key)
-    if not isinstance(value, dict):
-        raise ValueError(f"bad {key}")
-    return value
-
-
-def _trade_state(data: Mapping[str, Any]) -> PaymentStatus:
-    value = data.get("trade_state")
-    if not isinstance(value, str) or value not in _TRADE_STATES:
-        raise ValueError("bad trade_state")
-    return _TRADE_STATES[value]
-
-
-def _fen(amount: Mapping[str, Any], key: str) -> int:
-    value = amount.get(key)
-    # type() rather than isinstance(): bool is an int subclass, and True is not one fen.
-    if type(value) is not int or not 0 < value <= MAX_FEN:
-        raise ValueError(f"bad amount.{key}")
-    return value
-
-
-def _currency(amount: Mapping[str, Any]) -> str:
-    value = amount.get("currency")
-    if not isinstance(value, str) or not _CURRENCY_RE.fullmatch(value):
-        raise ValueError("bad amount.currency")
-    return value
-
-
-def _when(data: Mapping[str, Any], required: bool) -> datetime | None:
-    value = data.get("success_time")
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or len(value) > 40:
-        raise ValueError("bad success_time")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError("bad success_time") from None
-    if parsed.tzinfo is None:  # RFC 3339 always names its offset
-        raise ValueError("bad success_time")
-    return parsed.astimezone(UTC)
