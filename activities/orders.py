@@ -7,7 +7,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.db import transaction
-from miaofa import audit, coupons, inventory, orders
+from miaofa import audit, catalog, coupons, inventory, orders
 from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.db.models import Order
@@ -41,13 +41,19 @@ class OrderActivities:
                 if existing is not None:  # a retried step after a commit we never heard back from
                     return s.OpenedOrder(c.OPENED, existing.amount_cents)
                 amount = step.unit_price_cents * step.quantity
+                # The product names the shop: the order, its coupon and its keys are that merchant's
+                # (composite foreign keys refuse anything else).
+                merchant_id = await catalog.merchant_of(session, step.product_id)
                 coupon = None
                 if step.coupon_code:
-                    coupon = await coupons.redeem(session, step.coupon_code, step.order_id, step.at, step.currency)
+                    coupon = await coupons.redeem(
+                        session, step.coupon_code, step.order_id, step.at, step.currency, merchant_id
+                    )
                     amount = coupons.discounted(amount, coupon)
                 session.add(
                     Order(
                         id=step.order_id,
+                        merchant_id=merchant_id,
                         product_id=step.product_id,
                         sku=step.sku,
                         quantity=step.quantity,

@@ -10,6 +10,7 @@ from temporalio.client import Client
 
 from api import docs, errors, http_metrics, limits
 from api.csrf import Csrf
+from api.merchant_directory import MerchantDirectory
 from api.order_feed import OrderFeed
 from api.routes import admin, codec, health, lookup, order_events, payments, shop, support, web
 from api.state import State
@@ -63,6 +64,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
             lookup_rate=LookupRate(settings),
             rejected_notifies=RateBound(settings.rejected_notify_log_per_second),
             csrf=Csrf(vault.form_key, origins=[settings.api_url], secure=settings.api_url.startswith("https:")),
+            shops=MerchantDirectory(sessionmaker),
         )
         try:
             yield

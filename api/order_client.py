@@ -30,7 +30,7 @@ from miaofa.telemetry import logs
 log = logging.getLogger("miaofa.api.orders")
 
 
-def _search_attributes(order: c.OrderInput) -> TypedSearchAttributes:
+def _search_attributes(order: c.OrderInput, merchant_id: str) -> TypedSearchAttributes:
     return TypedSearchAttributes(
         [
             SearchAttributePair(c.SA_ORDER_STATUS, "new"),
@@ -39,11 +39,12 @@ def _search_attributes(order: c.OrderInput) -> TypedSearchAttributes:
             SearchAttributePair(c.SA_BUYER_HASH, order.buyer_hash),
             SearchAttributePair(c.SA_DELIVERY_LATE, False),
             SearchAttributePair(c.SA_AMOUNT_CENTS, order.unit_price_cents * order.quantity),
+            SearchAttributePair(c.SA_MERCHANT_ID, merchant_id),
         ]
     )
 
 
-async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | None:
+async def open_order(state: State, order: c.OrderInput, merchant_id: str) -> c.OpenOrderResult | None:
     """Start the order's workflow and wait for its reservation outcome, in one round trip.
 
     Returns None when the workflow for this id already finished (an Idempotency-Key replayed
@@ -57,7 +58,7 @@ async def open_order(state: State, order: c.OrderInput) -> c.OpenOrderResult | N
         task_queue=state.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=_search_attributes(order),
+        search_attributes=_search_attributes(order, merchant_id),
         result_type=c.OrderResult,
         static_summary=f"{order.quantity} × {order.sku} via {order.gateway}",
     )  # shown in the UI; no buyer data

@@ -116,7 +116,12 @@ class OrderDesk:
         )
         with _denials():
             screened = self.chain.screen(attempt)  # memory only: a flood is refused without a database round trip
-        product = await self.hot.product(body.sku)
+        shop = await self._state.shops.shop(body.merchant)
+        if shop is None:
+            raise NotFound(f"no shop {body.merchant!r}", error="unknown_merchant")
+        if not shop.open:  # its open orders finish; it takes no new ones
+            raise Conflict(f"this shop is not taking orders: {shop.status_reason}", error="merchant_suspended")
+        product = await self.hot.product(body.sku, shop.merchant_id)
         if product is None:
             raise NotFound(f"no product with sku {body.sku!r}", error="unknown_product")
         if body.gateway not in self.gateways:  # a well-formed name that is not configured: not found
@@ -125,7 +130,7 @@ class OrderDesk:
             )
         order_id = uuid.uuid4().hex[:20]
         if key:  # a retried key must reach its order, so it skips the stock hint
-            order_id, replayed = await self._replayed(body, key)
+            order_id, replayed = await self._replayed(body, key, product.merchant_id)
             if replayed is not None:
                 http_metrics.ORDERS.labels("replayed").inc()
                 return replayed
@@ -133,7 +138,9 @@ class OrderDesk:
             raise self._sold_out("sold_out_hint")
         if body.coupon_code:
             async with self.sessionmaker() as session:
-                await coupons.check_usable(session, body.coupon_code, datetime.now(UTC), product.currency)
+                await coupons.check_usable(
+                    session, body.coupon_code, datetime.now(UTC), product.currency, product.merchant_id
+                )
         attempt.order_id, attempt.product_id, attempt.currency = order_id, product.id, product.currency
         attempt.amount_cents = product.price_cents * body.quantity
         with _denials():  # open-order caps and anomalies, in PostgreSQL; a deny rolls its admission back
@@ -152,7 +159,7 @@ class OrderDesk:
             raise self._sold_out("sold_out_hint")
         reserved = False
         try:
-            opened = await order_client.open_order(self._state, order)
+            opened = await order_client.open_order(self._state, order, product.merchant_id)
             reserved = opened is not None and opened.outcome == c.OPENED
         finally:  # however the request ends (answer, timeout, error, cancelled): the claim goes back
             if not key:
@@ -245,7 +252,7 @@ class OrderDesk:
             except NotFound:
                 return None
 
-    async def _replayed(self, body: OrderCreate, key: str) -> tuple[str, Placed | None]:
+    async def _replayed(self, body: OrderCreate, key: str, merchant_id: str) -> tuple[str, Placed | None]:
         """The Idempotency-Key's order id, and the answer when that order exists already (None when
         it does not, yet). An order the gateway could not open (cancelled, gateway_unavailable) took
         no money and holds nothing: the key's retry opens the next one, under the next generation's id."""
@@ -255,7 +262,7 @@ class OrderDesk:
             view = await self._view(order_id)
             if view is None:
                 return order_id, None
-            if (view["sku"], view["quantity"]) != (body.sku, body.quantity):
+            if (view["merchant_id"], view["sku"], view["quantity"]) != (merchant_id, body.sku, body.quantity):
                 raise _key_reused()
             generation += 1
             if not _gateway_gave_up(view) or generation == MAX_KEY_GENERATIONS:

@@ -70,6 +70,13 @@ class OrderCreate(BaseModel):
     lang: Literal["zh", "en"] | None = Field(
         default=None, description="language of the buyer's emails; else from Accept-Language, else both"
     )
+    merchant: str | None = Field(
+        default=None,
+        min_length=2,
+        max_length=32,
+        pattern=r"^[a-z0-9][a-z0-9-]{1,31}$",
+        description="the shop's slug; absent: the default shop",
+    )
 
 
 def plain(name: str, value: str) -> str:

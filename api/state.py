@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.csrf import Csrf
+from api.merchant_directory import MerchantDirectory
 from api.order_feed import OrderFeed
 from api.stock_hint import StockHint
 from miaofa.crypto.codec import EncryptionCodec
@@ -35,3 +36,4 @@ class State:
     lookup_rate: LookupRate  # POST /orders/lookup
     rejected_notifies: RateBound  # how many rejected notifies are stored, per gateway
     csrf: Csrf  # the HTML forms' CSRF tokens and origin check
+    shops: MerchantDirectory  # the merchants by slug, remembered for a moment

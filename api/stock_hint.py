@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api import http_metrics
 from miaofa import catalog, inventory
+from miaofa.db.models import DEFAULT_MERCHANT, Product
 from miaofa.errors import NotFound
 
 REFRESH_SECONDS = 1.0
@@ -36,6 +37,16 @@ class ProductInfo:
     price_cents: int
     currency: str
     delivery_sla_seconds: int
+    merchant_id: str = DEFAULT_MERCHANT
+
+    @property
+    def label(self) -> str:
+        """The product in metrics: its SKU, prefixed with the merchant outside the default shop."""
+        return self.sku if self.merchant_id == DEFAULT_MERCHANT else f"{self.merchant_id}/{self.sku}"
+
+
+def _info(p: Product) -> ProductInfo:
+    return ProductInfo(p.id, p.sku, p.name, p.price_cents, p.currency, p.delivery_sla_seconds, p.merchant_id)
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ class StockHint:
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
-        self._products: dict[str, ProductInfo] = {}
+        self._products: dict[tuple[str, str], ProductInfo] = {}  # (merchant id, sku) → product
         self._available: dict[int, int] = {}
         self._claims: dict[str, Claim] = {}  # order id → claim, while the order opens
         self._counted: set[str] = set()  # claimed orders the last count already saw reserved
@@ -63,8 +74,9 @@ class StockHint:
         self._loaded_at = 0.0
         self._reserved_at = -GAUGE_SECONDS
         self._task: asyncio.Task | None = None
-        self._unknown: dict[str, float] = {}  # sku → until when it is answered "unknown" from memory
-        self._lookups: dict[str, asyncio.Future] = {}  # sku → the lookup in flight, shared
+        # (merchant id, sku) → until when it is answered "unknown" from memory; the lookup in flight, shared
+        self._unknown: dict[tuple[str, str], float] = {}
+        self._lookups: dict[tuple[str, str], asyncio.Future] = {}
 
     async def refresh(self) -> None:
         async with self._refresh_lock:
@@ -74,7 +86,7 @@ class StockHint:
                 async with self._sessionmaker() as session:
                     # One snapshot for the count and the claims it saw, or an order could fall between.
                     await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-                    products = await catalog.list_products(session)
+                    products = await catalog.list_products(session, merchant_id=None)
                     available = await inventory.available_by_product(session)
                     counted = await inventory.orders_holding_keys(session, claimed) if claimed else set()
                     # Orders that claimed or settled while we counted: their reservation may have committed
@@ -103,34 +115,34 @@ class StockHint:
         async with self._sessionmaker() as session:
             reserved = await inventory.reserved_by_product(session)
         for info in self._products.values():
-            http_metrics.RESERVED.labels(info.sku).set(reserved.get(info.id, 0))
+            http_metrics.RESERVED.labels(info.label).set(reserved.get(info.id, 0))
 
     def _install(self, products, available: dict[int, int], counted: set[str]) -> None:
-        self._products = {
-            p.sku: ProductInfo(p.id, p.sku, p.name, p.price_cents, p.currency, p.delivery_sla_seconds) for p in products
-        }
+        self._products = {(p.merchant_id, p.sku): _info(p) for p in products}
         self._available = available
         self._counted = counted
         self._loaded_at = time.monotonic()
         for info in self._products.values():
-            http_metrics.STOCK.labels(info.sku).set(available.get(info.id, 0))
+            http_metrics.STOCK.labels(info.label).set(available.get(info.id, 0))
 
-    async def product(self, sku: str) -> ProductInfo | None:
-        info = self._products.get(sku)
+    async def product(self, sku: str, merchant_id: str = DEFAULT_MERCHANT) -> ProductInfo | None:
+        name = (merchant_id, sku)
+        info = self._products.get(name)
         if info is not None:
             return info
-        if self._unknown.get(sku, 0.0) > time.monotonic():
+        if self._unknown.get(name, 0.0) > time.monotonic():
             return None
-        lookup = self._lookups.get(sku)
+        lookup = self._lookups.get(name)
         if lookup is None:  # a product created since the last refresh (maybe by another API process)?
-            lookup = self._lookups[sku] = asyncio.ensure_future(self._look_up(sku))
-            lookup.add_done_callback(lambda _: self._lookups.pop(sku, None))
+            lookup = self._lookups[name] = asyncio.ensure_future(self._look_up(name))
+            lookup.add_done_callback(lambda _: self._lookups.pop(name, None))
         return await asyncio.shield(lookup)  # one caller giving up does not cancel the others' lookup
 
-    async def _look_up(self, sku: str) -> ProductInfo | None:
+    async def _look_up(self, name: tuple[str, str]) -> ProductInfo | None:
+        merchant_id, sku = name
         async with self._sessionmaker() as session:
             try:
-                p = await catalog.get_product(session, sku)
+                p = await catalog.get_product(session, sku, merchant_id)
             except NotFound:
                 p = None
             stock = await inventory.stock(session, p.id) if p is not None else None
@@ -140,16 +152,16 @@ class StockHint:
                 self._unknown = {k: until for k, until in self._unknown.items() if until > now}
                 if len(self._unknown) >= MAX_UNKNOWN_SKUS:
                     self._unknown.clear()
-            self._unknown[sku] = time.monotonic() + UNKNOWN_SKU_SECONDS
+            self._unknown[name] = time.monotonic() + UNKNOWN_SKU_SECONDS
             return None
-        info = ProductInfo(p.id, p.sku, p.name, p.price_cents, p.currency, p.delivery_sla_seconds)
-        self._products = {**self._products, sku: info}
+        info = _info(p)
+        self._products = {**self._products, name: info}
         self._available.setdefault(p.id, stock.available)
         return info
 
-    def products(self) -> list[ProductInfo]:
-        """The catalog as last loaded, in creation order."""
-        return sorted(self._products.values(), key=lambda p: p.id)
+    def products(self, merchant_id: str = DEFAULT_MERCHANT) -> list[ProductInfo]:
+        """The merchant's catalog as last loaded, in creation order."""
+        return sorted((p for p in self._products.values() if p.merchant_id == merchant_id), key=lambda p: p.id)
 
     def available(self, product_id: int) -> int:
         """Stock left by the hint: the last count minus the orders opening now."""

@@ -90,6 +90,7 @@ SA_PAYMENT_GATEWAY = SearchAttributeKey.for_keyword("PaymentGateway")
 SA_BUYER_HASH = SearchAttributeKey.for_keyword("BuyerHash")
 SA_DELIVERY_LATE = SearchAttributeKey.for_bool("DeliveryLate")
 SA_AMOUNT_CENTS = SearchAttributeKey.for_int("AmountCents")
+SA_MERCHANT_ID = SearchAttributeKey.for_keyword("MerchantId")  # set at start, by the API: no workflow command
 SEARCH_ATTRIBUTES = {
     "OrderStatus": "Keyword",
     "ProductSku": "Keyword",
@@ -97,6 +98,7 @@ SEARCH_ATTRIBUTES = {
     "BuyerHash": "Keyword",
     "DeliveryLate": "Bool",
     "AmountCents": "Int",
+    "MerchantId": "Keyword",
 }
 
 

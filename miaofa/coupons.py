@@ -13,7 +13,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa.db.engine import rowcount
-from miaofa.db.models import Coupon, Order
+from miaofa.db.models import DEFAULT_MERCHANT, Coupon, Order
 from miaofa.errors import CouponCurrency, CouponExpired, CouponNotFound, CouponUsed
 
 LATE_DELIVERY_PERCENT_OFF = 10
@@ -31,6 +31,7 @@ async def issue_for_late_delivery(session: AsyncSession, order_id: str, reason: 
     if existing is not None:
         return existing
     coupon = Coupon(
+        merchant_id=await session.scalar(select(Order.merchant_id).where(Order.id == order_id)),  # its shop's
         code=new_code(),
         percent_off=LATE_DELIVERY_PERCENT_OFF,
         expires_at=at + COUPON_VALID_FOR,
@@ -42,8 +43,13 @@ async def issue_for_late_delivery(session: AsyncSession, order_id: str, reason: 
     return coupon
 
 
-async def check_usable(session: AsyncSession, code: str, at: datetime, currency: str) -> Coupon:
-    coupon = await session.scalar(select(Coupon).where(Coupon.code == code.strip().upper()))
+async def check_usable(
+    session: AsyncSession, code: str, at: datetime, currency: str, merchant_id: str = DEFAULT_MERCHANT
+) -> Coupon:
+    """The merchant's own coupon: another shop's code is not found, alike."""
+    coupon = await session.scalar(
+        select(Coupon).where(Coupon.merchant_id == merchant_id, Coupon.code == code.strip().upper())
+    )
     if coupon is None:
         raise CouponNotFound("no such coupon code")
     if coupon.used_at is not None:
@@ -55,9 +61,11 @@ async def check_usable(session: AsyncSession, code: str, at: datetime, currency:
     return coupon
 
 
-async def redeem(session: AsyncSession, code: str, order_id: str, at: datetime, currency: str) -> Coupon:
+async def redeem(
+    session: AsyncSession, code: str, order_id: str, at: datetime, currency: str, merchant_id: str = DEFAULT_MERCHANT
+) -> Coupon:
     """Use the coupon for this order; a conditional UPDATE, so two orders cannot both use it."""
-    coupon = await check_usable(session, code, at, currency)
+    coupon = await check_usable(session, code, at, currency, merchant_id)
     taken = await session.execute(
         update(Coupon)
         .where(Coupon.id == coupon.id, Coupon.used_at.is_(None))

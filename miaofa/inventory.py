@@ -157,7 +157,9 @@ async def import_keys(
     keys: list[str],
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
-    """Insert new keys; a key already in the store (any product) or repeated in the file is a duplicate.
+    """Insert new keys; a key the merchant already holds (any of its products) or repeated in the file is a
+    duplicate. A key another merchant holds is imported all the same (saying so would let one shop test
+    another's keys) and flagged to the platform admin as a possible double sale (key_flags).
 
     Rows are COPYed into a temporary table and moved with one INSERT … ON CONFLICT DO NOTHING per
     batch: about ten times faster than multi-row INSERTs, and still one transaction.
@@ -169,6 +171,7 @@ async def import_keys(
     connection = await (await session.connection()).get_raw_connection()
     pg = connection.driver_connection  # asyncpg, for COPY
     assert pg is not None  # an open connection has its driver's
+    merchant_id = await pg.fetchval("SELECT merchant_id FROM products WHERE id = $1", product_id)
     await pg.execute("CREATE TEMP TABLE IF NOT EXISTS key_import (ciphertext bytea, key_hash bytea) ON COMMIT DROP")
     imported = 0
     for start in range(0, len(items), IMPORT_BATCH):
@@ -179,10 +182,19 @@ async def import_keys(
             records=[(vault.encrypt(key), digest) for digest, key in batch],
         )
         status = await pg.execute(
-            "INSERT INTO card_keys (product_id, ciphertext, key_hash, status) "
-            "SELECT $1, ciphertext, key_hash, 'available' FROM key_import "
-            "ON CONFLICT (key_hash) DO NOTHING",
+            "INSERT INTO card_keys (merchant_id, product_id, ciphertext, key_hash, status) "
+            "SELECT $2::varchar, $1::int, ciphertext, key_hash, 'available' FROM key_import "
+            "ON CONFLICT (merchant_id, key_hash) DO NOTHING",
             product_id,
+            merchant_id,
+        )
+        await pg.execute(
+            "INSERT INTO key_flags (key_hash, merchant_id, product_id, held_by) "
+            "SELECT DISTINCT i.key_hash, $2::varchar, $1::int, k.merchant_id FROM key_import i "
+            "JOIN card_keys k ON k.key_hash = i.key_hash AND k.merchant_id <> $2 "
+            "ON CONFLICT DO NOTHING",
+            product_id,
+            merchant_id,
         )
         await pg.execute("TRUNCATE key_import")
         imported += int(status.rsplit(" ", 1)[1])  # "INSERT 0 <rows>"

@@ -115,6 +115,7 @@ async def order_view(session: AsyncSession, vault: Vault, order_id: str, *, with
     keys = await inventory.delivered_keys(session, vault, order_id) if delivered else []
     return {
         "order_id": order.id,
+        "merchant_id": order.merchant_id,
         "status": order.status,
         "sku": order.sku,
         "quantity": order.quantity,
@@ -163,6 +164,7 @@ async def search(
 def summary(order: Order) -> dict[str, Any]:
     return {
         "order_id": order.id,
+        "merchant_id": order.merchant_id,
         "status": order.status,
         "sku": order.sku,
         "quantity": order.quantity,

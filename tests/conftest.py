@@ -126,6 +126,7 @@ SEARCH_ATTRIBUTE_KEYS = [
     contract.SA_BUYER_HASH,
     contract.SA_DELIVERY_LATE,
     contract.SA_AMOUNT_CENTS,
+    contract.SA_MERCHANT_ID,
 ]
 
 

@@ -8,12 +8,14 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -37,11 +39,91 @@ def created_at_column() -> Mapped[datetime]:
     return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
 
 
+DEFAULT_MERCHANT = "default"  # a single-shop deployment is the platform with this one merchant
+
+
+def merchant_column() -> Mapped[str]:
+    return mapped_column(
+        String(32), ForeignKey("merchants.id"), server_default=DEFAULT_MERCHANT, nullable=False, index=True
+    )
+
+
+class Merchant(Base):
+    """A shop on the platform. Its id never changes; its slug names its storefront (/s/<slug>/)."""
+
+    __tablename__ = "merchants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    slug: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    settlement: Mapped[str] = mapped_column(String(16))
+    fee_bps: Mapped[int] = mapped_column(Integer)
+    hold_seconds: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    status_reason: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    __table_args__ = (
+        CheckConstraint("settlement in ('platform','direct')", name="settlement_known"),
+        CheckConstraint("status in ('active','suspended')", name="status_known"),
+        CheckConstraint("fee_bps between 0 and 10000", name="fee_range"),
+        CheckConstraint("hold_seconds >= 0", name="hold_not_negative"),
+    )
+
+
+class MerchantToken(Base):
+    """An owner's or a staff member's token for one merchant: kept only as a keyed hash, like
+    StaffToken. A name is unique among the merchant's live tokens."""
+
+    __tablename__ = "merchant_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(32), ForeignKey("merchants.id"))
+    name: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = created_at_column()
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("role in ('owner','staff')", name="role_known"),
+        Index(
+            "ix_merchant_tokens_live_name",
+            "merchant_id",
+            "name",
+            unique=True,
+            postgresql_where=text("revoked_at is null"),
+        ),
+    )
+
+
+class KeyFlag(Base):
+    """A key one merchant imported that another merchant already holds: a possible double sale.
+    The importer is told nothing (that would be an oracle across shops); the platform admin sees this."""
+
+    __tablename__ = "key_flags"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    merchant_id: Mapped[str] = mapped_column(String(32), ForeignKey("merchants.id"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    held_by: Mapped[str] = mapped_column(String(32), ForeignKey("merchants.id"))
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (UniqueConstraint("merchant_id", "key_hash", "held_by"),)
+
+
 class Product(Base):
     __tablename__ = "products"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    sku: Mapped[str] = mapped_column(String(64), unique=True)
+    merchant_id: Mapped[str] = merchant_column()
+    sku: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
     price_cents: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(8))
@@ -52,18 +134,25 @@ class Product(Base):
     __table_args__ = (
         CheckConstraint("price_cents > 0", name="price_positive"),
         CheckConstraint("delivery_sla_seconds > 0", name="sla_positive"),
+        UniqueConstraint("merchant_id", "sku"),
+        UniqueConstraint("id", "merchant_id"),  # the target of the composite keys below
     )
 
 
 class CardKey(Base):
-    """One sellable code. The text is AES-GCM ciphertext; key_hash is an HMAC for global dedupe."""
+    """One sellable code. The text is AES-GCM ciphertext; key_hash is an HMAC for dedupe within the
+    merchant (across merchants a repeat is flagged, not refused: KeyFlag).
+
+    The composite keys are the isolation in the schema: a key belongs to a product of its own
+    merchant, and is only ever held by an order of that merchant."""
 
     __tablename__ = "card_keys"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    merchant_id: Mapped[str] = merchant_column()
+    product_id: Mapped[int] = mapped_column(Integer)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
-    key_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary, index=True)
     status: Mapped[str] = mapped_column(String(16), default="available")
     order_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     reserved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -74,6 +163,13 @@ class CardKey(Base):
         CheckConstraint("status in ('available','reserved','sold','refunded')", name="status_known"),
         Index("ix_card_keys_product_status", "product_id", "status"),
         Index("ix_card_keys_order", "order_id"),
+        UniqueConstraint("merchant_id", "key_hash"),
+        ForeignKeyConstraint(
+            ["product_id", "merchant_id"], ["products.id", "products.merchant_id"], name="fk_card_keys_product_merchant"
+        ),
+        ForeignKeyConstraint(
+            ["order_id", "merchant_id"], ["orders.id", "orders.merchant_id"], name="fk_card_keys_order_merchant"
+        ),
     )
 
 
@@ -81,7 +177,8 @@ class Order(Base):
     __tablename__ = "orders"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    merchant_id: Mapped[str] = merchant_column()
+    product_id: Mapped[int] = mapped_column(Integer)
     sku: Mapped[str] = mapped_column(String(64))
     quantity: Mapped[int] = mapped_column(Integer)
     email: Mapped[str] = mapped_column(String(254))
@@ -90,7 +187,7 @@ class Order(Base):
     currency: Mapped[str] = mapped_column(String(8))
     gateway: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(24), index=True)
-    coupon_id: Mapped[int | None] = mapped_column(ForeignKey("coupons.id"), nullable=True)
+    coupon_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -100,7 +197,17 @@ class Order(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
 
-    __table_args__ = (CheckConstraint("amount_cents >= 0", name="amount_not_negative"),)
+    __table_args__ = (
+        CheckConstraint("amount_cents >= 0", name="amount_not_negative"),
+        UniqueConstraint("id", "merchant_id"),
+        ForeignKeyConstraint(
+            ["product_id", "merchant_id"], ["products.id", "products.merchant_id"], name="fk_orders_product_merchant"
+        ),
+        ForeignKeyConstraint(
+            ["coupon_id", "merchant_id"], ["coupons.id", "coupons.merchant_id"], name="fk_orders_coupon_merchant"
+        ),
+        Index("ix_orders_merchant_created", "merchant_id", "created_at"),
+    )
 
 
 class OutboxMessage(Base):
@@ -185,7 +292,8 @@ class Coupon(Base):
     __tablename__ = "coupons"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    code: Mapped[str] = mapped_column(String(40), unique=True)
+    merchant_id: Mapped[str] = merchant_column()
+    code: Mapped[str] = mapped_column(String(40))
     percent_off: Mapped[int | None] = mapped_column(Integer)
     amount_off_cents: Mapped[int | None] = mapped_column(BigInteger)
     currency: Mapped[str | None] = mapped_column(String(8))
@@ -199,6 +307,8 @@ class Coupon(Base):
     __table_args__ = (
         CheckConstraint("(percent_off is null) <> (amount_off_cents is null)", name="one_discount_kind"),
         CheckConstraint("percent_off is null or (percent_off between 1 and 100)", name="percent_range"),
+        UniqueConstraint("merchant_id", "code"),
+        UniqueConstraint("id", "merchant_id"),
     )
 
 
@@ -207,6 +317,7 @@ class AuditLog(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     at: Mapped[datetime] = created_at_column()
+    merchant_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("merchants.id"), nullable=True, index=True)
     actor: Mapped[str] = mapped_column(String(40))
     action: Mapped[str] = mapped_column(String(60))
     target: Mapped[str] = mapped_column(String(80))

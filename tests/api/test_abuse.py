@@ -287,7 +287,7 @@ async def test_a_data_error_past_the_edge_ends_the_order_invalid(dev_stack: Stac
     body = OrderCreate.model_construct(sku=sku, quantity=1, email="a\u0000@x.io", gateway="simulator", coupon_code=None)
     order_id = uuid.uuid4().hex[:20]
     order = OrderDesk(state).order_input(product, body, order_id, state.vault.buyer_hash(body.email))
-    opening = asyncio.create_task(order_client.open_order(state, order))
+    opening = asyncio.create_task(order_client.open_order(state, order, product.merchant_id))
     try:
         opened = await asyncio.wait_for(opening, timeout=10)
     finally:

@@ -117,14 +117,15 @@ async def test_an_order_claiming_while_the_hint_refreshes_is_not_counted_twice(
     product = await hot.product(sku)
     real_list, real_count = catalog.list_products, inventory.available_by_product
 
-    async def list_after_a_claim_commits(session):
+    async def list_after_a_claim_commits(session, merchant_id=None):
         # The refresh has begun: an order claims now and its reservation commits before the snapshot…
         assert hot.claim("late-claim", product.id, 1)
         async with sessionmaker.begin() as other:
+            await _bare_order(other, product, "late-claim")
             await inventory.reserve(
                 other, product_id=product.id, order_id="late-claim", quantity=1, at=datetime.now(UTC)
             )
-        return await real_list(session)
+        return await real_list(session, merchant_id=merchant_id)
 
     async def count_then_settle(session):
         counted = await real_count(session)
@@ -141,6 +142,29 @@ async def test_an_order_claiming_while_the_hint_refreshes_is_not_counted_twice(
         await inventory.release(session, "late-claim")
 
 
+async def _bare_order(session, product, order_id: str) -> None:
+    """The order row a reservation needs (a key is only ever held by an order of its own merchant)."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    from miaofa.db.models import Order
+
+    row = dict(
+        id=order_id,
+        merchant_id=product.merchant_id,
+        product_id=product.id,
+        sku=product.sku,
+        quantity=1,
+        email="x@example.com",
+        buyer_hash="x",
+        amount_cents=product.price_cents,
+        currency=product.currency,
+        gateway="simulator",
+        status="awaiting_payment",
+        expires_at=datetime.now(UTC),
+    )
+    await session.execute(insert(Order).values(**row).on_conflict_do_nothing())
+
+
 async def test_stock_hint_never_counts_a_reservation_twice(dev_stack: Stack, sessionmaker) -> None:
     from api.stock_hint import StockHint
     from miaofa import inventory
@@ -151,6 +175,7 @@ async def test_stock_hint_never_counts_a_reservation_twice(dev_stack: Stack, ses
     product = await hot.product(sku)
     assert hot.claim("race-order-1", product.id, 1)
     async with sessionmaker.begin() as session:  # the order's reservation commits…
+        await _bare_order(session, product, "race-order-1")
         await inventory.reserve(
             session, product_id=product.id, order_id="race-order-1", quantity=1, at=datetime.now(UTC)
         )

@@ -1,0 +1,1 @@
+"""Merchants: the shops on the platform, their owners' and staff's tokens, what each one owns."""
