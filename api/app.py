@@ -12,7 +12,19 @@ from api import docs, errors, http_metrics, limits
 from api.csrf import Csrf
 from api.merchant_directory import MerchantDirectory
 from api.order_feed import OrderFeed
-from api.routes import admin, codec, health, lookup, order_events, payments, shop, support, web
+from api.routes import (
+    admin,
+    codec,
+    health,
+    lookup,
+    merchant,
+    merchants_admin,
+    order_events,
+    payments,
+    shop,
+    support,
+    web,
+)
 from api.state import State
 from api.stock_hint import StockHint
 from miaofa import contract
@@ -101,7 +113,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
     http_metrics.install(app)
     if tracing.enabled():  # outermost: a request's span is the parent of the workflow it starts
         app.add_middleware(tracing.HttpSpans, tracer=tracing.tracer())
-    for module in (health, admin, lookup, shop, order_events, payments, support, codec, web):
+    for module in (health, admin, merchants_admin, merchant, lookup, shop, order_events, payments, support, codec, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")  # the buyer pages' CSS and JS
     return app

@@ -10,7 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.ordering import OrderDesk
 from api.state import State
 from miaofa import staff
-from miaofa.errors import Unauthorized
+from miaofa.errors import Forbidden, Unauthorized
+from miaofa.merchants import tokens as merchant_tokens
+from miaofa.merchants.tokens import MerchantHolder
 
 
 def get_state(request: Request) -> State:
@@ -101,3 +103,37 @@ async def require_support(
 
 AdminDep = Annotated[str, Depends(require_admin)]
 SupportDep = Annotated[str, Depends(require_support)]
+
+
+# ---- merchants: a merchant token opens that merchant's own things, and nothing else ----------------
+
+MERCHANT_SCOPE_KEY = "miaofa.merchant"
+
+
+async def merchant_for(state: State, scope: MutableMapping[str, Any], authorization: str | None) -> MerchantHolder:
+    known = scope.get(MERCHANT_SCOPE_KEY)
+    if known is not None:
+        return known
+    found = await merchant_tokens.holder(state.sessionmaker, state.vault, _bearer(authorization))
+    if found is None:
+        raise Unauthorized("the token is not a merchant token", error="invalid_token")
+    scope[MERCHANT_SCOPE_KEY] = found
+    return found
+
+
+async def require_merchant(
+    request: Request, state: StateDep, authorization: Annotated[str | None, Header()] = None
+) -> MerchantHolder:
+    return await merchant_for(state, request.scope, authorization)
+
+
+MerchantDep = Annotated[MerchantHolder, Depends(require_merchant)]
+
+
+async def require_owner(holder: MerchantDep) -> MerchantHolder:
+    if holder.role != "owner":
+        raise Forbidden("only the shop's owner may do this")
+    return holder
+
+
+OwnerDep = Annotated[MerchantHolder, Depends(require_owner)]

@@ -1,9 +1,9 @@
-"""What a client may make the API read: a size limit on every request body, and admin and support
-callers authenticated before a byte of their body is read.
+"""What a client may make the API read: a size limit on every request body, and admin, support and
+merchant callers authenticated before a byte of their body is read.
 
 `RequestLimits` is a pure ASGI middleware, so it decides before any route, dependency or body
 parser runs:
-- /admin… and /support… need a valid bearer token, checked from the headers alone (a named
+- /admin…, /support… and /merchant… need a valid bearer token, checked from the headers alone (a named
   token costs one indexed lookup of its hash) (401); a method their route does not take is a 405
   with `Allow` first, whoever asks (TRACE included), as on every other path;
 - a declared Content-Length over the route's limit is refused at once (413), and a body without
@@ -24,7 +24,8 @@ from miaofa.errors import MiaofaError
 from miaofa.settings import Settings
 
 # api/uploads.py streams the key upload and stops it at its own limit (64 MiB), after its 415 check.
-KEY_UPLOAD = re.compile(r"^/admin/products/[^/]+/keys/?$")
+KEY_UPLOAD = re.compile(r"^/(admin|merchant)/products/[^/]+/keys/?$")
+GUARDED = ("/admin", "/support", "/merchant")  # token first, then the body
 
 
 def _size(limit: int) -> str:
@@ -89,6 +90,8 @@ async def authenticate(scope: Scope, authorization: str | None) -> None:
     role = "admin" if _under(path, "/admin") else "support" if _under(path, "/support") else None
     if role is not None:
         await deps.actor_for(scope["app"].state.miaofa, scope, authorization, role)
+    elif _under(path, "/merchant"):
+        await deps.merchant_for(scope["app"].state.miaofa, scope, authorization)
 
 
 class RequestLimits:
@@ -102,7 +105,7 @@ class RequestLimits:
             return
         path: str = scope["path"]
         headers = Headers(scope=scope)
-        if (_under(path, "/admin") or _under(path, "/support")) and (allowed := unrouted_method(scope)):
+        if any(_under(path, prefix) for prefix in GUARDED) and (allowed := unrouted_method(scope)):
             allow = {"Allow": ", ".join(sorted(allowed))}
             await _refuse(scope, receive, send, 405, "method_not_allowed", "Method Not Allowed", allow)
             return

@@ -122,7 +122,7 @@ class OrderDesk:
         if not shop.open:  # its open orders finish; it takes no new ones
             raise Conflict(f"this shop is not taking orders: {shop.status_reason}", error="merchant_suspended")
         product = await self.hot.product(body.sku, shop.merchant_id)
-        if product is None:
+        if product is None or not product.active:
             raise NotFound(f"no product with sku {body.sku!r}", error="unknown_product")
         if body.gateway not in self.gateways:  # a well-formed name that is not configured: not found
             raise NotFound(

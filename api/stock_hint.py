@@ -38,6 +38,7 @@ class ProductInfo:
     currency: str
     delivery_sla_seconds: int
     merchant_id: str = DEFAULT_MERCHANT
+    active: bool = True  # False: taken off sale by its merchant; not listed, not ordered
 
     @property
     def label(self) -> str:
@@ -46,7 +47,7 @@ class ProductInfo:
 
 
 def _info(p: Product) -> ProductInfo:
-    return ProductInfo(p.id, p.sku, p.name, p.price_cents, p.currency, p.delivery_sla_seconds, p.merchant_id)
+    return ProductInfo(p.id, p.sku, p.name, p.price_cents, p.currency, p.delivery_sla_seconds, p.merchant_id, p.active)
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,8 @@ class StockHint:
 
     def products(self, merchant_id: str = DEFAULT_MERCHANT) -> list[ProductInfo]:
         """The merchant's catalog as last loaded, in creation order."""
-        return sorted((p for p in self._products.values() if p.merchant_id == merchant_id), key=lambda p: p.id)
+        listed = (p for p in self._products.values() if p.merchant_id == merchant_id and p.active)
+        return sorted(listed, key=lambda p: p.id)
 
     def available(self, product_id: int) -> int:
         """Stock left by the hint: the last count minus the orders opening now."""

@@ -64,6 +64,13 @@ class UnsupportedMediaType(MiaofaError):
     error = "unsupported_media_type"
 
 
+class Forbidden(MiaofaError):
+    """Known, and not allowed this: a staff token asking what only the shop's owner may do."""
+
+    status_code = 403
+    error = "forbidden"
+
+
 class CsrfRefused(MiaofaError):
     """An HTML form posted from another site, or without this browser's token for it (api/csrf.py)."""
 

@@ -90,11 +90,19 @@ async def move(session: AsyncSession, order_id: str, to: str, at: datetime, **va
     raise IllegalTransition(order_id, current, to)
 
 
-async def get_order(session: AsyncSession, order_id: str) -> Order:
-    order = await session.get(Order, order_id)
-    if order is None:
+async def get_order(session: AsyncSession, order_id: str, merchant_id: str | None = None) -> Order:
+    """The order; with merchant_id, only that merchant's (another's is not found, alike)."""
+    order = await session.get(Order, order_id) if len(order_id) <= 40 else None
+    if order is None or (merchant_id is not None and order.merchant_id != merchant_id):
         raise OrderNotFound("no such order")
     return order
+
+
+async def merchant_of(session: AsyncSession, order_id: str) -> str | None:
+    """The order's merchant, or None when there is no such order."""
+    if len(order_id) > 40:
+        return None
+    return await session.scalar(select(Order.merchant_id).where(Order.id == order_id))
 
 
 async def statuses(session: AsyncSession, order_ids: list[str]) -> dict[str, str]:
@@ -148,10 +156,20 @@ async def search(
     buyer_hash: str | None = None,
     status: str | None = None,
     sku: str | None = None,
+    merchant_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     limit: int = 50,
 ) -> list[Order]:
-    """Orders for support, newest first; a buyer is found by the hash of their email, never the email."""
+    """Orders for support (every merchant's) or for one merchant, newest first; a buyer is found by
+    the hash of their email, never the email."""
     query = select(Order).order_by(Order.created_at.desc(), Order.id).limit(limit)
+    if merchant_id is not None:
+        query = query.where(Order.merchant_id == merchant_id)
+    if since is not None:
+        query = query.where(Order.created_at >= since)
+    if until is not None:
+        query = query.where(Order.created_at < until)
     if buyer_hash is not None:
         query = query.where(Order.buyer_hash == buyer_hash)
     if status is not None:

@@ -4,7 +4,7 @@ from typing import Annotated, Any
 from urllib.parse import urlparse
 
 from fastapi import APIRouter, Request
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, StrictInt
 from pydantic_core import PydanticCustomError
 
 from api import uploads
@@ -40,13 +40,18 @@ def _require_secret(state: State, url: str | None) -> None:
         raise InvalidInput(f"webhook_url: {problem}")
 
 
-class ProductCreate(BaseModel):
+class ProductFields(BaseModel):
+    """A product as a merchant describes it (the merchant API takes this)."""
+
     sku: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     # Shown to buyers (pages, emails) and sent to gateways as the subject: no control or bidi characters.
     name: Annotated[str, Plain] = Field(min_length=1, max_length=200)
-    price_cents: int = Field(gt=0, le=10**12)
+    price_cents: StrictInt = Field(gt=0, le=10**12)
     currency: str = Field(pattern=r"^[A-Za-z]{3,8}$")
-    delivery_sla_seconds: int = Field(default=60, gt=0, le=86400 * 30)
+    delivery_sla_seconds: StrictInt = Field(default=60, gt=0, le=86400 * 30)
+
+
+class ProductCreate(ProductFields):
     webhook_url: WebhookUrl | None = Field(
         default=None, description="this product's own merchant webhook (else MIAOFA_WEBHOOK_URL); http(s) only"
     )

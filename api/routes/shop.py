@@ -7,7 +7,7 @@ address); the order path itself is api/ordering.py, which the checkout form call
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
@@ -18,7 +18,7 @@ from api.schemas import OrderCreate, OrderId, OrderInReview, OrderOpened, OrderR
 from api.state import State
 from miaofa import contract as c
 from miaofa import orders
-from miaofa.errors import OrderNotFound, TooManyRequests
+from miaofa.errors import NotFound, OrderNotFound, TooManyRequests
 from miaofa.text import plain_pattern
 
 router = APIRouter(tags=["shop"])
@@ -30,8 +30,18 @@ ANSWERS: dict[int, type[OrderOpened | OrderInReview | OrderReplayed]] = {
 
 
 @router.get("/products")
-async def list_products(state: StateDep) -> list[dict[str, Any]]:
-    """The catalog with what is in stock now, from the stock hint (refreshed every second)."""
+async def list_products(
+    state: StateDep,
+    merchant: Annotated[
+        str | None,
+        Query(min_length=2, max_length=32, pattern=r"^[a-z0-9][a-z0-9-]{1,31}$", description="a shop's slug"),
+    ] = None,
+) -> list[dict[str, Any]]:
+    """A shop's catalog (absent: the default shop) with what is in stock now, from the stock hint
+    (refreshed every second)."""
+    shop = await state.shops.shop(merchant)
+    if shop is None:
+        raise NotFound(f"no shop {merchant!r}", error="unknown_merchant")
     return [
         {
             "sku": p.sku,
@@ -41,7 +51,7 @@ async def list_products(state: StateDep) -> list[dict[str, Any]]:
             "delivery_sla_seconds": p.delivery_sla_seconds,
             "available": state.hot.available(p.id),
         }
-        for p in state.hot.products()
+        for p in state.hot.products(shop.merchant_id)
     ]
 
 

@@ -1,7 +1,6 @@
 """Support staff read orders, and act through the order's workflow Updates: each answered 200, or
 409 with the refusal's code and reason. Every action carries who did it."""
 
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
@@ -10,14 +9,13 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
-from api import order_client
+from api import order_actions
 from api.deps import SessionDep, StateDep, SupportDep
 from api.schemas import OrderId, Plain, plain
 from miaofa import audit, inventory, orders
 from miaofa import contract as c
-from miaofa.errors import MiaofaError
 from miaofa.payments import records
-from miaofa.text import control_character, plain_pattern, said_pattern
+from miaofa.text import plain_pattern, said_pattern
 
 router = APIRouter(prefix="/support/orders", tags=["support"])
 
@@ -48,33 +46,7 @@ IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200, 
 async def _act(
     state, order_id: str, update: str, actor: str, body: SupportBody | None, key: str | None
 ) -> dict[str, Any]:
-    if key is not None:
-        plain("Idempotency-Key", key)
-    request = c.SupportRequest(reason=(body.reason if body else ""), actor=actor)
-    # An Idempotency-Key makes a retried click the same Update, answered once: the same person's click.
-    # Another person's request with the same key is their own Update (refused if it no longer applies),
-    # so the audit never says they did what someone else did. ":" cannot be in a name (miaofa/staff.py).
-    update_id = f"{update}:{actor}:{key}" if key else f"{update}-{uuid.uuid4().hex}"
-    try:
-        await order_client.ensure_exists(state, order_id)
-        result: c.SupportResult = await order_client.run_update(
-            state, order_id, update, request, result_type=c.SupportResult, update_id=update_id
-        )
-    except MiaofaError as exc:
-        await _audit(state, actor, f"support.{update}", order_id, outcome=exc.error, reason=request.reason)
-        raise
-    await _audit(
-        state, actor, f"support.{update}", order_id, outcome="done", status=result.status, reason=request.reason
-    )
-    return {"order_id": result.order_id, "status": result.status, "detail": result.detail}
-
-
-async def _audit(state, actor: str, action: str, target: str, **detail: Any) -> None:
-    """Every support action, done or refused, with who asked (in its own transaction)."""
-    if control_character(target):  # an odd id is answered 404; its entry must not carry a NUL or a bidi mark
-        target = target.encode("unicode_escape").decode("ascii")
-    async with state.sessionmaker.begin() as session:
-        audit.record(session, actor, action, target, **detail)
+    return await order_actions.act(state, order_id, update, actor, body.reason if body else "", key)
 
 
 @router.get("")

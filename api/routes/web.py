@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from api import csrf
 from api.deps import DeskDep, StateDep
+from api.merchant_directory import Shop
 from api.ordering import Asker
 from api.routes.lookup import LookupRequest, send_links
 from api.routes.order_events import STREAM_TERMINAL
@@ -32,8 +33,10 @@ from api.schemas import MAX_QUANTITY, OrderCreate
 from api.web import i18n
 from miaofa import contract as c
 from miaofa import orders
+from miaofa.db.models import DEFAULT_MERCHANT
 from miaofa.errors import CsrfRefused, MiaofaError, NotFound, TooManyRequests
 from miaofa.gateways.money import exponent
+from miaofa.merchants.accounts import SLUG
 
 router = APIRouter(include_in_schema=False)
 WEB = Path(__file__).resolve().parent.parent / "web"
@@ -105,7 +108,7 @@ def _when(at: datetime | str | None) -> str:
 # ---- the storefront ----------------------------------------------------------------------------
 
 
-def _products(state: Any, query: str) -> tuple[list[dict[str, Any]], int]:
+def _products(state: Any, query: str, merchant_id: str) -> tuple[list[dict[str, Any]], int]:
     every = [
         {
             "sku": p.sku,
@@ -114,7 +117,7 @@ def _products(state: Any, query: str) -> tuple[list[dict[str, Any]], int]:
             "currency": p.currency,
             "available": state.hot.available(p.id),
         }
-        for p in state.hot.products()
+        for p in state.hot.products(merchant_id)
     ]
     every.sort(key=lambda p: (p["available"] <= 0, p["name"].casefold()))
     needle = query.casefold()
@@ -122,13 +125,27 @@ def _products(state: Any, query: str) -> tuple[list[dict[str, Any]], int]:
     return shown, len(every)
 
 
-def _storefront(request: Request, state: Any, *, status: int = 200, failed: dict[str, Any] | None = None) -> Response:
+async def _storefront(
+    request: Request,
+    state: Any,
+    shop: Shop,
+    *,
+    status: int = 200,
+    failed: dict[str, Any] | None = None,
+) -> Response:
     query = request.query_params.get("q", "").strip()[:100]
-    products, total = _products(state, query)
+    products, total = _products(state, query, shop.merchant_id)
+    home = "/" if shop.merchant_id == DEFAULT_MERCHANT else f"/s/{shop.slug}/"
+    # The platform's front page is the default shop (a single-shop deployment keeps its URL), with
+    # the other shops listed under it.
+    others = [o for o in await state.shops.shops() if o.merchant_id != DEFAULT_MERCHANT] if home == "/" else []
     return _page(
         request,
         "storefront.html",
         status=status,
+        shop=shop,
+        home=home,
+        others=others,
         products=products,
         query=query,
         searchable=total > SEARCH_FROM,
@@ -142,7 +159,18 @@ def _storefront(request: Request, state: Any, *, status: int = 200, failed: dict
 
 @router.get("/", response_class=HTMLResponse)
 async def storefront(request: Request, state: StateDep) -> Response:
-    return _storefront(request, state)
+    shop = await state.shops.shop(None)
+    assert shop is not None  # the migration made it
+    return await _storefront(request, state, shop)
+
+
+@router.get("/s/{slug}/", response_class=HTMLResponse)
+async def merchant_storefront(slug: str, request: Request, state: StateDep) -> Response:
+    """A merchant's own storefront; a suspended shop says so and takes no orders."""
+    shop = await state.shops.shop(slug) if SLUG.match(slug) else None
+    if shop is None:
+        return _page(request, "not_found.html", status=404)
+    return await _storefront(request, state, shop)
 
 
 def describe(t: i18n.Translator, code: str, detail: str, retry_after: str | None = None) -> str:
@@ -172,14 +200,23 @@ def _text(form: Any, name: str, limit: int) -> str:
 async def buy(request: Request, state: StateDep, desk: DeskDep) -> Response:
     """The checkout form without JavaScript: the same rules as POST /orders, answered as a page."""
     form = await request.form()
-    fields = {name: _text(form, name, 300) for name in ("sku", "email", "quantity", "gateway", "coupon_code", "idem")}
+    names = ("sku", "email", "quantity", "gateway", "coupon_code", "idem", "merchant")
+    fields = {name: _text(form, name, 300) for name in names}
     t = i18n.Translator(i18n.pick(request))
+    shop = (
+        await state.shops.shop(fields["merchant"] or None)
+        if not fields["merchant"] or SLUG.match(fields["merchant"])
+        else None
+    )
+    if shop is None:
+        return _page(request, "not_found.html", status=404)
 
-    def refused(status: int, message: str, refill: bool = True) -> Response:
+    async def refused(status: int, message: str, refill: bool = True) -> Response:
         kept = ("email", "quantity", "coupon_code") if refill else ()
-        return _storefront(
+        return await _storefront(
             request,
             state,
+            shop,
             status=status,
             failed={"sku": fields["sku"], "message": message, **{name: fields[name] for name in kept}},
         )
@@ -190,7 +227,7 @@ async def buy(request: Request, state: StateDep, desk: DeskDep) -> Response:
         if not csrf.wants_html(request):
             raise
         # Not refilled: values another site chose must not become the buyer's form, one click from sent.
-        return refused(exc.status_code, t("err.csrf_refused"), refill=False)
+        return await refused(exc.status_code, t("err.csrf_refused"), refill=False)
     try:
         body = OrderCreate.model_validate(
             {
@@ -200,20 +237,21 @@ async def buy(request: Request, state: StateDep, desk: DeskDep) -> Response:
                 "gateway": fields["gateway"] or next(iter(state.gateways), "simulator"),
                 "coupon_code": fields["coupon_code"] or None,
                 "lang": t.lang,
+                "merchant": fields["merchant"] or None,
             }
         )
     except ValidationError as exc:
         field = str(exc.errors()[0]["loc"][0]) if exc.errors() and exc.errors()[0]["loc"] else "body"
-        return refused(422, describe(t, "invalid_input", f"{field}: {exc.errors()[0]['msg']}"))
+        return await refused(422, describe(t, "invalid_input", f"{field}: {exc.errors()[0]['msg']}"))
     idem = fields["idem"] if _IDEM.match(fields["idem"]) else None
     try:
         placed = await desk.place(body, Asker.of(request, state), idem)
     except MiaofaError as exc:
         # A coupon nobody issued or a gateway not offered is a wrong field on a page that exists: 422.
         status = 422 if exc.error in ("coupon_not_found", "unknown_gateway") else exc.status_code
-        return refused(status, describe(t, exc.error, exc.detail, (exc.headers or {}).get("Retry-After")))
+        return await refused(status, describe(t, exc.error, exc.detail, (exc.headers or {}).get("Retry-After")))
     if placed.outcome == "replayed":  # the order exists, and this answer has no token for it
-        return refused(409, t("shop.replayed"))
+        return await refused(409, t("shop.replayed"))
     # Opened, or held for review (the order page says so).
     return RedirectResponse(f"/o/{placed.order_id}?{urlencode({'token': placed.access_token})}", status_code=303)
 

@@ -33,6 +33,11 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
     "shop.quantity": ("Quantity", "数量"),
     "shop.gateway": ("Pay with", "支付方式"),
     "shop.coupon": ("Coupon code (optional)", "优惠码（可选）"),
+    "shop.suspended": (
+        "This shop is not taking orders right now. Orders already placed are still delivered.",
+        "本店暂停接单。已下的订单仍会正常发货。",
+    ),
+    "shop.other_shops": ("More shops", "更多店铺"),
     "shop.submit": ("Place order", "提交订单"),
     "shop.placing": ("Placing your order…", "正在下单…"),
     "shop.replayed": (
@@ -84,6 +89,8 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
         "此订单无法受理。如有误会请联系客服。",
     ),
     "err.coupon_not_found": ("Unknown coupon code.", "优惠码不存在。"),
+    "err.merchant_suspended": ("This shop is not taking orders right now.", "本店暂停接单。"),
+    "err.unknown_merchant": ("This shop does not exist.", "该店铺不存在。"),
     "err.coupon_used": ("This coupon has already been used.", "该优惠码已被使用。"),
     "err.coupon_expired": ("This coupon has expired.", "该优惠码已过期。"),
     "err.coupon_currency": ("This coupon is for another currency.", "该优惠码不适用于此币种。"),

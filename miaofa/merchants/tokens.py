@@ -15,7 +15,8 @@ from sqlalchemy.sql import func
 
 from miaofa.crypto.vault import Vault
 from miaofa.db.models import Merchant, MerchantToken
-from miaofa.staff import LAST_USED_EVERY, MAX_TOKEN_CHARS, NAME, TokenError
+from miaofa.errors import Conflict, InvalidInput, NotFound
+from miaofa.staff import LAST_USED_EVERY, MAX_TOKEN_CHARS, NAME
 
 ROLES = ("owner", "staff")
 TOKEN_PREFIX = "mfm_"
@@ -36,9 +37,9 @@ class MerchantHolder:
 
 async def add(session: AsyncSession, vault: Vault, *, merchant_id: str, role: str, name: str, created_by: str) -> str:
     if role not in ROLES:
-        raise TokenError(f"the role must be one of: {', '.join(ROLES)}")
+        raise InvalidInput(f"role: one of {', '.join(ROLES)}")
     if not NAME.match(name):
-        raise TokenError("a name is 1-32 characters: lowercase letters, digits, '.', '_' or '-'")
+        raise InvalidInput("name: 1-32 characters: lowercase letters, digits, '.', '_' or '-'")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     session.add(
         MerchantToken(
@@ -52,7 +53,7 @@ async def add(session: AsyncSession, vault: Vault, *, merchant_id: str, role: st
     try:
         await session.flush()
     except IntegrityError:
-        raise TokenError(f"{name!r} already holds a live token; revoke it first") from None
+        raise Conflict(f"{name!r} already holds a live token; revoke it first", error="token_name_taken") from None
     return token
 
 
@@ -73,9 +74,9 @@ async def revoke(session: AsyncSession, merchant_id: str, name: str) -> Merchant
         )
     )
     if token is None:
-        raise TokenError(f"no live token named {name!r}")
+        raise NotFound(f"no live token named {name!r}", error="token_not_found")
     if token.role == "owner":
-        raise TokenError("the owner's token is revoked by the platform admin, not from the shop")
+        raise Conflict("the owner's token is replaced by the platform admin, not from the shop", error="owner_token")
     token.revoked_at = datetime.now().astimezone()
     await session.flush()
     return token

@@ -63,6 +63,8 @@
         quantity: parseInt(data.get("quantity"), 10), gateway: data.get("gateway"),
         lang: document.documentElement.lang.slice(0, 2)  // the emails speak the page's language
       };
+      var merchant = data.get("merchant");
+      if (merchant) body.merchant = merchant;
       if (!body.email) return fail(say("err.email"));
       var max = parseInt(form.dataset.max, 10);
       if (!(body.quantity >= 1 && body.quantity <= max)) return fail(say("err.quantity", { max: max }));
@@ -102,7 +104,9 @@
 
   function refreshStock() {
     if (document.hidden) return;
-    fetch("/products", { headers: { "Accept": "application/json" } }).then(function (r) {
+    var shop = document.body.dataset.merchant;
+    var url = shop ? "/products?merchant=" + encodeURIComponent(shop) : "/products";
+    fetch(url, { headers: { "Accept": "application/json" } }).then(function (r) {
       return r.ok ? r.json() : [];
     }).then(function (products) {
       products.forEach(function (p) {

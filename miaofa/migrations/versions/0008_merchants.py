@@ -68,6 +68,8 @@ def upgrade() -> None:
         op.create_foreign_key(op.f(f'fk_{table}_merchant_id_merchants'), table, 'merchants', ['merchant_id'], ['id'])
         op.create_index(op.f(f'ix_{table}_merchant_id'), table, ['merchant_id'])
 
+    op.add_column('products', sa.Column('description', sa.String(length=2000), server_default='', nullable=False))
+    op.add_column('products', sa.Column('active', sa.Boolean(), server_default=sa.text('true'), nullable=False))
     op.drop_constraint('uq_products_sku', 'products', type_='unique')
     op.create_unique_constraint(op.f('uq_products_merchant_id'), 'products', ['merchant_id', 'sku'])
     op.create_unique_constraint(op.f('uq_products_id'), 'products', ['id', 'merchant_id'])
@@ -141,6 +143,8 @@ def downgrade() -> None:
     op.drop_constraint(op.f('uq_products_id'), 'products', type_='unique')
     op.drop_constraint(op.f('uq_products_merchant_id'), 'products', type_='unique')
     op.create_unique_constraint('uq_products_sku', 'products', ['sku'])
+    op.drop_column('products', 'active')
+    op.drop_column('products', 'description')
     for table in reversed(OWNED):
         op.drop_index(op.f(f'ix_{table}_merchant_id'), table_name=table)
         op.drop_constraint(op.f(f'fk_{table}_merchant_id_merchants'), table, type_='foreignkey')
