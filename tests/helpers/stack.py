@@ -15,6 +15,14 @@ import temporalio.activity
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import (
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    StartWorkflowInput,
+    StartWorkflowUpdateWithStartInput,
+)
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -248,6 +256,41 @@ def stages(view: dict[str, Any]) -> list[str]:
     return [event["stage"] for event in view["timeline"]]
 
 
+class _Started(Interceptor):
+    """Remembers every workflow a stack's API and activities start."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _Recorder(next, self.ids)
+
+
+class _Recorder(OutboundInterceptor):
+    def __init__(self, next: OutboundInterceptor, ids: set[str]) -> None:
+        super().__init__(next)
+        self._ids = ids
+
+    async def start_workflow(self, input: StartWorkflowInput) -> Any:
+        self._ids.add(input.id)
+        return await super().start_workflow(input)
+
+    async def start_update_with_start_workflow(self, input: StartWorkflowUpdateWithStartInput) -> Any:
+        self._ids.add(input.start_workflow_input.id)
+        return await super().start_update_with_start_workflow(input)
+
+
+async def _terminate(client: Client, ids: set[str]) -> None:
+    """The time-skipping server stops its clock while a workflow task waits for a worker: an order
+    left open on a stopped stack's queue would hang every later skip (a 7-day support timer
+    firing with nobody to run it). The test server cannot list workflows, hence the recorder."""
+    for workflow_id in ids:
+        try:
+            await client.get_workflow_handle(workflow_id).terminate("the test's stack stopped")
+        except RPCError:
+            pass  # already closed
+
+
 @asynccontextmanager
 async def running_stack(
     env: WorkflowEnvironment,
@@ -272,14 +315,16 @@ async def running_stack(
         **settings,
     )
     task_queue = task_queue or f"tq-{uuid.uuid4()}"
-    app = create_app(config, temporal=env.client, task_queue=task_queue)
+    started = _Started()
+    client = Client(**{**env.client.config(), "interceptors": [started]})
+    app = create_app(config, temporal=client, task_queue=task_queue)
     gateways = build_gateways(config)
     activities = saga_activities(
         settings=config,
         sessionmaker=sessionmaker,
         vault=Vault(config.vault_key),
         gateways=gateways,
-        temporal=env.client,
+        temporal=client,
     )
     replaced = {activity_name(fn) for fn in replace_activities}
     activities = [fn for fn in activities if activity_name(fn) not in replaced] + list(replace_activities)
@@ -294,5 +339,7 @@ async def running_stack(
         try:
             yield Stack(config, env, http, sim, sessionmaker, task_queue, app, activities)
         finally:
+            if env.supports_time_skipping:
+                await _terminate(client, started.ids)
             for gateway in gateways.values():
                 await gateway.aclose()  # type: ignore[attr-defined]
