@@ -120,7 +120,7 @@ class OrderDesk:
         if shop is None:
             raise NotFound(f"no shop {body.merchant!r}", error="unknown_merchant")
         if not shop.open:  # its open orders finish; it takes no new ones
-            raise Conflict(f"this shop is not taking orders: {shop.status_reason}", error="merchant_suspended")
+            raise Conflict("this shop is not taking orders right now", error="merchant_suspended")
         product = await self.hot.product(body.sku, shop.merchant_id)
         if product is None or not product.active:
             raise NotFound(f"no product with sku {body.sku!r}", error="unknown_product")

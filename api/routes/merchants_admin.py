@@ -55,6 +55,7 @@ async def suspend(
 ) -> dict[str, Any]:
     """No new orders; its open orders finish and its money stays its own. The reason is shown."""
     merchant = await accounts.set_status(session, slug, status="suspended", reason=body.reason, actor=actor)
+    await session.commit()  # before the directory forgets: a re-read must see the new status
     state.shops.forget(slug)
     return accounts.public(merchant)
 
@@ -62,6 +63,7 @@ async def suspend(
 @router.post("/merchants/{slug}/resume")
 async def resume(slug: Slug, actor: AdminDep, session: SessionDep, state: StateDep) -> dict[str, Any]:
     merchant = await accounts.set_status(session, slug, status="active", reason="", actor=actor)
+    await session.commit()
     state.shops.forget(slug)
     return accounts.public(merchant)
 
