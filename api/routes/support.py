@@ -14,6 +14,8 @@ from api.deps import SessionDep, StateDep, SupportDep
 from api.schemas import OrderId, Plain, plain
 from miaofa import audit, inventory, orders
 from miaofa import contract as c
+from miaofa.merchants import accounts
+from miaofa.merchants.accounts import SLUG
 from miaofa.payments import records
 from miaofa.text import plain_pattern, said_pattern
 
@@ -57,14 +59,19 @@ async def find_orders(
     email: Annotated[str | None, Query(max_length=254, json_schema_extra=_PLAIN)] = None,
     status: Annotated[str | None, Query(max_length=24, json_schema_extra=_PLAIN)] = None,
     sku: Annotated[str | None, Query(max_length=64, json_schema_extra=_PLAIN)] = None,
+    merchant: Annotated[str | None, Query(min_length=2, max_length=32, pattern=SLUG.pattern)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[dict[str, Any]]:
-    """Find orders by buyer email (hashed here, as in the BuyerHash search attribute), status or SKU."""
+    """Find orders by buyer email (hashed here, as in the BuyerHash search attribute), status, SKU or
+    shop (its slug)."""
     for name, value in (("email", email), ("status", status), ("sku", sku)):
         if value is not None:
             plain(name, value)
     buyer_hash = state.vault.buyer_hash(email) if email else None
-    found = await orders.search(session, buyer_hash=buyer_hash, status=status, sku=sku, limit=limit)
+    merchant_id = (await accounts.by_slug(session, merchant)).id if merchant else None
+    found = await orders.search(
+        session, buyer_hash=buyer_hash, status=status, sku=sku, merchant_id=merchant_id, limit=limit
+    )
     if buyer_hash is not None:  # who looked a buyer up: by the buyer's hash, never the email
         audit.record(
             session,

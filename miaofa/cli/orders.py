@@ -27,12 +27,21 @@ COLUMNS = (
     Column("late", show=lambda late: "yes" if late else ""),
     Column("started_at", "started", show=when),
     Column("closed_at", "closed", show=when),
+    Column("merchant_id", "merchant", whole=True),
 )
 
 
-def _query(status: str | None, sku: str | None, gateway: str | None, buyer_hash: str | None, late: bool) -> str:
+def _query(
+    status: str | None,
+    sku: str | None,
+    gateway: str | None,
+    buyer_hash: str | None,
+    late: bool,
+    merchant: str | None = None,
+) -> str:
     clauses = [f"WorkflowType = '{c.ORDER_WORKFLOW}'"]
     for attribute, value in (
+        (c.SA_MERCHANT_ID.name, merchant),
         ("OrderStatus", status),
         ("ProductSku", sku),
         ("PaymentGateway", gateway),
@@ -59,6 +68,9 @@ def search(
     status: str = typer.Option(None, help=f"One of: {', '.join(c.STATUSES)}."),
     sku: str = typer.Option(None, help="The product's SKU."),
     gateway: str = typer.Option(None, help="The payment gateway."),
+    merchant: str = typer.Option(
+        None, help="The shop's merchant id (m_…, or default), as `miaofa merchants list` shows."
+    ),
     late: bool = typer.Option(False, "--late", help="Only orders delivered past their SLA."),
     limit: int = typer.Option(50, min=1, max=1000, help="How many, newest first."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines for scripts."),
@@ -71,11 +83,11 @@ def search(
     settings = _settings()
     if status is not None and status not in c.STATUSES:
         _stop(f"--status must be one of: {', '.join(c.STATUSES)}.", BAD_INPUT)
-    for name, value in (("--sku", sku), ("--gateway", gateway)):
+    for name, value in (("--sku", sku), ("--gateway", gateway), ("--merchant", merchant)):
         if value is not None and not SAFE_VALUE.match(value):
             _stop(f"{name} may hold letters, digits and . _ : - only.", BAD_INPUT)
     buyer_hash = _buyer_hash(settings, email) if email is not None else None
-    query = _query(status, sku, gateway, buyer_hash, late)
+    query = _query(status, sku, gateway, buyer_hash, late, merchant)
     try:
         rows = asyncio.run(_list(settings, query, limit))
     except RuntimeError as exc:
@@ -114,6 +126,7 @@ async def _list(settings: Settings, query: str, limit: int) -> list[dict[str, An
                 "buyer_hash": found.get(c.SA_BUYER_HASH),
                 "started_at": execution.start_time.isoformat() if execution.start_time else None,
                 "closed_at": execution.close_time.isoformat() if execution.close_time else None,
+                "merchant_id": found.get(c.SA_MERCHANT_ID),
             }
         )
     return rows

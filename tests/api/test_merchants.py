@@ -136,6 +136,8 @@ async def test_one_shop_can_neither_see_nor_touch_another(dev_stack: Stack) -> N
     assert [(p["sku"], p["price_cents"]) for p in listed] == [(sku, 500)]
     shown = await dev_stack.http.get("/products", params={"merchant": a.slug})
     assert [(p["sku"], p["price_cents"]) for p in shown.json()] == [(sku, 500)]
+    support = await dev_stack.http.get("/support/orders", params={"merchant": a.slug}, headers=dev_stack.support)
+    assert [o["order_id"] for o in support.json()] == [oid]
     unknown = await dev_stack.http.get("/products", params={"merchant": "s-nobody-here"})
     assert (unknown.status_code, unknown.json()["error"]) == (404, "unknown_merchant")
 

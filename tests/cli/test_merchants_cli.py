@@ -1,8 +1,10 @@
 """`miaofa merchants add|list|suspend|resume` in a subprocess, against the test database."""
 
+import asyncio
 import uuid
 
-from tests.cli.test_support_cli import cli
+from tests.api.test_merchants import open_shop, shop_order, shop_product
+from tests.cli.test_support_cli import _search, cli
 from tests.helpers.stack import Stack
 
 
@@ -30,3 +32,16 @@ def test_the_cli_opens_lists_and_suspends_shops(dev_stack: Stack, tmp_path) -> N
     assert "mfm_" not in listed.stdout
     unknown = cli(dev_stack, tmp_path, "merchants", "resume", "s-nobody-here")
     assert unknown.returncode == 1 and unknown.stderr.strip() == "Refused: no merchant 's-nobody-here'."
+
+
+async def test_orders_search_finds_one_shops_orders(dev_stack: Stack, tmp_path) -> None:
+    a, b = await open_shop(dev_stack, "A"), await open_shop(dev_stack, "B")
+    sku = await shop_product(dev_stack, a, ["A-1", "A-2"], sku="same")
+    await shop_product(dev_stack, b, ["B-1"], sku="same")
+    mine = [await shop_order(dev_stack, a, sku) for _ in range(2)]
+    await shop_order(dev_stack, b, sku)
+    rows = await _search(dev_stack, tmp_path, "--merchant", a.merchant_id, expect=2)
+    assert sorted(row["order_id"] for row in rows) == sorted(o["order_id"] for o in mine)
+    assert {row["merchant_id"] for row in rows} == {a.merchant_id}
+    bad = await asyncio.to_thread(cli, dev_stack, tmp_path, "orders", "search", "--merchant", "x' OR 1=1")
+    assert bad.returncode == 2 and "--merchant may hold" in bad.stderr

@@ -338,7 +338,17 @@ async def test_search_by_email_status_sku_and_gateway(dev_stack: Stack, tmp_path
     assert (none.returncode, none.stdout, none.stderr.strip()) == (0, "\t".join(SEARCH_FIELDS) + "\n", "No orders.")
 
 
-SEARCH_FIELDS = ("order_id", "status", "sku", "gateway", "amount_cents", "late", "started_at", "closed_at")
+SEARCH_FIELDS = (
+    "order_id",
+    "status",
+    "sku",
+    "gateway",
+    "amount_cents",
+    "late",
+    "started_at",
+    "closed_at",
+    "merchant_id",
+)
 
 
 async def test_search_in_a_pipe_prints_whole_ids_and_on_a_terminal_a_table(dev_stack: Stack, tmp_path: Path) -> None:
