@@ -27,6 +27,12 @@ ORDERS = Counter("miaofa_orders_opened_total", "Order openings by outcome", ["ou
 REFUSED = Counter(
     "miaofa_http_refused_total", "Requests refused before their body was read (or while)", ["reason"], registry=registry
 )
+SHOP_ORDERS = Counter(
+    "miaofa_shop_orders_opened_total",
+    "Orders opened per shop: the first 50 shops seen by this process by id, the rest as 'other'",
+    ["merchant"],
+    registry=registry,
+)
 STOCK = Gauge(
     "miaofa_stock_available", "Keys available per SKU (the stock hint's last count)", ["sku"], registry=registry
 )
@@ -36,6 +42,30 @@ RESERVED = Gauge(
     ["sku"],
     registry=registry,
 )
+
+
+class TopShops:
+    """A label per shop for the first `limit` shops seen, then 'other': a platform of thousands of
+    shops must not grow the registry for ever."""
+
+    def __init__(self, limit: int = 50) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def label(self, merchant_id: str) -> str:
+        if merchant_id in self._seen:
+            return merchant_id
+        if len(self._seen) < self.limit:
+            self._seen.add(merchant_id)
+            return merchant_id
+        return "other"
+
+
+TOP_SHOPS = TopShops()
+
+
+def shop_order_opened(merchant_id: str) -> None:
+    SHOP_ORDERS.labels(TOP_SHOPS.label(merchant_id)).inc()
 
 
 class Measure:

@@ -167,6 +167,8 @@ class OrderDesk:
         if decision.admitted and opened is not None and opened.outcome != c.OPENED:
             await self._forget(order_id)  # nothing is held: it must not count against the buyer
         http_metrics.ORDERS.labels(opened.outcome if opened else "replayed").inc()
+        if reserved:
+            http_metrics.shop_order_opened(product.merchant_id)
         if opened is None:  # its workflow has closed: the order is as the database has it
             return await self._existing(order_id)
         return self._answer(order_id, opened, body, product)

@@ -291,3 +291,33 @@ async def test_two_admins_opening_the_same_slug_at_once_make_one_shop(dev_stack:
     assert {a.json()["error"] for a in answers if a.status_code == 409} == {"slug_taken"}
     listed = (await dev_stack.http.get("/admin/merchants", headers=dev_stack.admin)).json()["merchants"]
     assert [m["slug"] for m in listed].count(slug) == 1
+
+
+def test_shop_labels_stop_growing_past_the_limit() -> None:
+    from api.http_metrics import TopShops
+
+    top = TopShops(limit=2)
+    assert [top.label(m) for m in ("m_a", "m_b", "m_c", "m_a", "m_d", "m_b")] == [
+        "m_a",
+        "m_b",
+        "other",
+        "m_a",
+        "other",
+        "m_b",
+    ]
+
+
+async def test_orders_are_counted_per_shop(dev_stack: Stack) -> None:
+    shop = await open_shop(dev_stack)
+    sku = await shop_product(dev_stack, shop, _keys(2))
+    line = f'miaofa_shop_orders_opened_total{{merchant="{shop.merchant_id}"}}'
+
+    async def counted() -> float:
+        text_ = (await dev_stack.http.get("/metrics")).text
+        return next((float(row.split()[-1]) for row in text_.splitlines() if row.startswith(line)), 0.0)
+
+    assert await counted() == 0.0
+    await shop_order(dev_stack, shop, sku)
+    await shop_order(dev_stack, shop, sku)
+    assert (await dev_stack.order(sku, merchant=shop.slug)).status_code == 409  # sold out: not opened
+    assert await counted() == 2.0
