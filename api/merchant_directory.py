@@ -2,7 +2,8 @@
 not pay a database round trip to learn its shop. A suspension is seen within TTL_SECONDS."""
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -20,10 +21,15 @@ class Shop:
     name: str
     status: str
     status_reason: str
+    risk: dict[str, Any] = field(default_factory=dict)  # its own tightening of the risk rules
 
     @property
     def open(self) -> bool:
         return self.status == "active"
+
+
+def _shop(row: Merchant) -> Shop:
+    return Shop(row.id, row.slug, row.name, row.status, row.status_reason, dict(row.risk_rules or {}))
 
 
 class MerchantDirectory:
@@ -40,7 +46,7 @@ class MerchantDirectory:
             return remembered[1]
         async with self._sessionmaker() as session:
             row = await session.scalar(select(Merchant).where(Merchant.slug == slug)) if len(slug) <= 32 else None
-        shop = None if row is None else Shop(row.id, row.slug, row.name, row.status, row.status_reason)
+        shop = None if row is None else _shop(row)
         if len(self._known) >= MAX_REMEMBERED:
             self._known.clear()
         self._known[slug] = (now + TTL_SECONDS, shop)
@@ -52,7 +58,7 @@ class MerchantDirectory:
             rows = await session.scalars(
                 select(Merchant).where(Merchant.status == "active").order_by(Merchant.created_at)
             )
-            return [Shop(m.id, m.slug, m.name, m.status, m.status_reason) for m in rows]
+            return [_shop(m) for m in rows]
 
     def forget(self, slug: str) -> None:
         """This process changed the shop: the next order reads it again."""

@@ -121,6 +121,8 @@ class OrderDesk:
             raise NotFound(f"no shop {body.merchant!r}", error="unknown_merchant")
         if not shop.open:  # its open orders finish; it takes no new ones
             raise Conflict("this shop is not taking orders right now", error="merchant_suspended")
+        with _denials():
+            screened = self.chain.screen_shop(attempt, shop.risk, screened)
         product = await self.hot.product(body.sku, shop.merchant_id)
         if product is None or not product.active:
             raise NotFound(f"no product with sku {body.sku!r}", error="unknown_product")
@@ -144,7 +146,7 @@ class OrderDesk:
         attempt.order_id, attempt.product_id, attempt.currency = order_id, product.id, product.currency
         attempt.amount_cents = product.price_cents * body.quantity
         with _denials():  # open-order caps and anomalies, in PostgreSQL; a deny rolls its admission back
-            decision = await self.chain.judge(self.sessionmaker, attempt, screened)
+            decision = await self.chain.judge(self.sessionmaker, attempt, screened, shop=shop.risk)
         order = self.order_input(
             product,
             body,

@@ -19,6 +19,7 @@ from miaofa import audit, catalog, inventory, orders
 from miaofa import contract as c
 from miaofa.errors import InvalidInput
 from miaofa.merchants import accounts, tokens
+from miaofa.risk import shop_rules
 from miaofa.text import plain_pattern
 
 router = APIRouter(prefix="/merchant", tags=["merchant"])
@@ -33,6 +34,21 @@ class ProductEdit(BaseModel):
     price_cents: StrictInt | None = Field(default=None, gt=0, le=10**12)
     delivery_sla_seconds: StrictInt | None = Field(default=None, gt=0, le=86400 * 30)
     active: StrictBool | None = None
+
+
+Entry = Annotated[str, Field(min_length=1, max_length=254)]
+Cap = Annotated[StrictInt, Field(ge=0, le=shop_rules.MAX_CAP)]
+
+
+class ShopRules(BaseModel):
+    """The shop's own risk rules: on top of the platform's, never looser. 0: no cap of its own."""
+
+    blocked_emails: list[Entry] = Field(default=[], max_length=shop_rules.MAX_LIST, description="addresses or @domains")
+    blocked_networks: list[Entry] = Field(default=[], max_length=shop_rules.MAX_LIST, description="addresses or CIDRs")
+    quantity_per_order: Cap = 0
+    open_orders_per_email: Cap = 0
+    open_orders_per_buyer_product: Cap = 0
+    units_per_buyer_per_product: Cap = 0
 
 
 class TokenCreate(BaseModel):
@@ -186,6 +202,24 @@ async def cancel(
     order_id: OrderId, holder: MerchantDep, state: StateDep, body: SupportBody | None = None, key: IdemKey = None
 ) -> dict[str, Any]:
     return await _act(state, order_id, c.CANCEL_UPDATE, holder, body, key)
+
+
+@router.get("/risk")
+async def read_risk(holder: MerchantDep, session: SessionDep) -> dict[str, Any]:
+    merchant = await accounts.by_id(session, holder.merchant_id)
+    return {"rules": ShopRules(**merchant.risk_rules).model_dump()}
+
+
+@router.put("/risk")
+async def set_risk(body: ShopRules, holder: OwnerDep, session: SessionDep, state: StateDep) -> dict[str, Any]:
+    """Tighten the platform's rules for this shop; a value that would loosen them is refused (422)."""
+    rules = shop_rules.check(body.model_dump(), state.chain.rules())
+    merchant = await accounts.by_id(session, holder.merchant_id)
+    merchant.risk_rules = rules
+    audit.record(session, holder.actor, "risk.set", merchant.slug, merchant_id=holder.merchant_id, rules=rules)
+    await session.commit()
+    state.shops.forget(merchant.slug)
+    return {"rules": ShopRules(**rules).model_dump()}
 
 
 @router.get("/tokens")

@@ -62,6 +62,8 @@ class Merchant(Base):
     hold_seconds: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default="active")
     status_reason: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    # The shop's own tightening of the platform's risk rules (miaofa/risk/shop_rules.py).
+    risk_rules: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=text("'{}'::jsonb"))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

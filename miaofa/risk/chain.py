@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -35,6 +35,7 @@ from miaofa.errors import (
     QuantityLimit,
     TooManyRequests,
 )
+from miaofa.risk import shop_rules
 from miaofa.risk.admission import Admission, Applicant, Windows
 from miaofa.risk.limiters import SlidingWindow
 from miaofa.risk.rules import OFF, Rules, RulesFile
@@ -115,17 +116,30 @@ class Chain:
 
     def screen(self, attempt: Attempt, now: float | None = None) -> Decision:
         """The memory rules: raise the first deny; count the attempt toward the rates once it passes."""
-        decision = Decision()
+        return self._screen(attempt, now, None, Decision())
+
+    def screen_shop(self, attempt: Attempt, shop: dict[str, Any], screened: Decision) -> Decision:
+        """The shop's own memory rules, after the platform's screen (which counted the rates): run
+        once the shop is known, so a flood of made-up shops is refused before any lookup."""
+        if not shop:
+            return screened
+        return self._screen(attempt, None, shop, replace(screened, ran=list(screened.ran)))
+
+    def _screen(self, attempt: Attempt, now: float | None, shop: dict[str, Any] | None, decision: Decision) -> Decision:
         ip = attempt.ip
         if ip is None:
             decision.reason = "exempt_network"
             return decision
         now = time.monotonic() if now is None else now
-        rules = self.rules(now)
+        rules = shop_rules.tighten(self.rules(now), shop)
         rates = (
-            ("rate_ip", attempt.client_hash, "your address"),
-            ("rate_email", attempt.buyer_hash, "this email"),
-            ("rate_device", attempt.device_hash, "this device"),
+            ()
+            if shop is not None
+            else (
+                ("rate_ip", attempt.client_hash, "your address"),
+                ("rate_email", attempt.buyer_hash, "this email"),
+                ("rate_device", attempt.device_hash, "this device"),
+            )
         )
         for name, hit in (
             (
@@ -216,12 +230,16 @@ class Chain:
         return wanted
 
     async def judge(
-        self, sessionmaker: async_sessionmaker[AsyncSession], attempt: Attempt, screened: Decision
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        attempt: Attempt,
+        screened: Decision,
+        shop: dict[str, Any] | None = None,
     ) -> Decision:
         """The database rules, in one transaction: a deny rolls the admission back with it."""
         if attempt.ip is None:
             return screened
-        rules = self.rules()
+        rules = shop_rules.tighten(self.rules(), shop)
         wanted = self._database_rules(rules, attempt)
         if not wanted:
             return screened

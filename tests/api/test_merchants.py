@@ -321,3 +321,62 @@ async def test_orders_are_counted_per_shop(dev_stack: Stack) -> None:
     await shop_order(dev_stack, shop, sku)
     assert (await dev_stack.order(sku, merchant=shop.slug)).status_code == 409  # sold out: not opened
     assert await counted() == 2.0
+
+
+async def test_a_shop_tightens_the_risk_rules_for_itself_only(dev_stack: Stack) -> None:
+    a, b = await open_shop(dev_stack, "A"), await open_shop(dev_stack, "B")
+    sku_a = await shop_product(dev_stack, a, _keys(3), sku="card")
+    sku_b = await shop_product(dev_stack, b, _keys(3), sku="card")
+    staff_token = (await dev_stack.http.post("/merchant/tokens", headers=a.owner, json={"name": "sam"})).json()["token"]
+    rules = {"blocked_emails": ["@Spam.Example", "x@y.example"], "quantity_per_order": 1}
+    staff = await dev_stack.http.put("/merchant/risk", headers={"Authorization": f"Bearer {staff_token}"}, json=rules)
+    assert staff.status_code == 403
+    for bad in (
+        {"blocked_emails": ["no-at-sign"]},
+        {"blocked_emails": ["a\x00@b.example"]},
+        {"blocked_networks": ["10.0.0.0/33"]},
+        {"quantity_per_order": -1},
+        {"quantity_per_order": "1"},
+        {"blocked_emails": ["@x.example"] * 1001},
+    ):
+        refused = await dev_stack.http.put("/merchant/risk", headers=a.owner, json=bad)
+        assert refused.status_code == 422, (bad, refused.text)
+    assert (await dev_stack.http.get("/merchant/risk", headers=a.owner)).json()["rules"]["blocked_emails"] == []
+
+    saved = await dev_stack.http.put("/merchant/risk", headers=a.owner, json=rules)
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["rules"]["blocked_emails"] == ["@spam.example", "x@y.example"]
+
+    blocked = await dev_stack.order(sku_a, merchant=a.slug, email="who@spam.example")
+    assert (blocked.status_code, blocked.json()["error"]) == (403, "email_blocked")
+    too_many = await dev_stack.order(sku_a, merchant=a.slug, quantity=2)
+    assert (too_many.status_code, too_many.json()["error"]) == (403, "quantity_limit")
+    assert (await dev_stack.order(sku_b, merchant=b.slug, email="who@spam.example", quantity=2)).status_code == 201
+    assert (await dev_stack.order(sku_a, merchant=a.slug, email="fine@example.com")).status_code == 201
+    assert (await dev_stack.order(sku_a, email="who@spam.example")).status_code == 404  # not the default's sku
+
+
+def test_a_shop_may_only_tighten_the_platforms_caps() -> None:
+    from miaofa.errors import InvalidInput
+    from miaofa.risk import shop_rules
+    from miaofa.risk.rules import Rules
+
+    platform = Rules(quantity_per_order=3, open_per_email=0, blocked_emails=frozenset({"@bad.example"}))
+    with pytest.raises(InvalidInput, match="the platform allows at most 3"):
+        shop_rules.check({"quantity_per_order": 4}, platform)
+    mine = shop_rules.check(
+        {"quantity_per_order": 2, "open_orders_per_email": 5, "blocked_networks": ["10.1.2.3/8"]}, platform
+    )
+    assert mine == {
+        "blocked_emails": [],
+        "blocked_networks": ["10.0.0.0/8"],
+        "quantity_per_order": 2,
+        "open_orders_per_email": 5,
+    }
+    tight = shop_rules.tighten(platform, {**mine, "blocked_emails": ["@mine.example"]})
+    assert (tight.quantity_per_order, tight.open_per_email) == (2, 5)
+    assert tight.blocked_emails == frozenset({"@bad.example", "@mine.example"})
+    assert tight.email_blocked("A@Mine.Example") and tight.network_blocked("10.9.9.9")
+    # Stored before the platform lowered its cap: the lower of the two holds.
+    assert shop_rules.tighten(Rules(quantity_per_order=1), {"quantity_per_order": 2}).quantity_per_order == 1
+    assert shop_rules.tighten(platform, {}) is platform

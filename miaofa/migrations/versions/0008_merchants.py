@@ -9,6 +9,7 @@ Revises: 0007
 """
 from alembic import op
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 revision = '0008'
 down_revision = '0007'
@@ -29,6 +30,7 @@ def upgrade() -> None:
         sa.Column('hold_seconds', sa.Integer(), nullable=False),
         sa.Column('status', sa.String(length=16), nullable=False),
         sa.Column('status_reason', sa.String(length=300), server_default='', nullable=False),
+        sa.Column('risk_rules', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False),
         sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
         sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
         sa.CheckConstraint("settlement in ('platform','direct')", name=op.f('ck_merchants_settlement_known')),
