@@ -380,3 +380,42 @@ def test_a_shop_may_only_tighten_the_platforms_caps() -> None:
     # Stored before the platform lowered its cap: the lower of the two holds.
     assert shop_rules.tighten(Rules(quantity_per_order=1), {"quantity_per_order": 2}).quantity_per_order == 1
     assert shop_rules.tighten(platform, {}) is platform
+
+
+async def test_the_merchant_api_refuses_bad_input_cleanly(dev_stack: Stack) -> None:
+    shop = await open_shop(dev_stack)
+    sku = await shop_product(dev_stack, shop, _keys(1))
+    for token in ("mfm_a\tb", "mfm_ключ", "mfm_" + "a" * 5000, "Basic xyz"):
+        raw = {"Authorization": ("Bearer " + token).encode("utf-8")}
+        answer = await dev_stack.http.get("/merchant/me", headers=raw)  # type: ignore[arg-type]
+        assert answer.status_code in (400, 401), (token[:20], answer.status_code, answer.text[:200])
+    for path in (f"/merchant/products/{sku}%00/stock", "/merchant/products/%E5%95%86/stock", "/merchant/orders/abc%00"):
+        answer = await dev_stack.http.get(path, headers=shop.owner)
+        assert answer.status_code in (404, 422), (path, answer.status_code)
+    for body in (
+        {"name": "a\x00b"},
+        {"description": "x" * 2001},
+        {"price_cents": 0},
+        {"price_cents": True},
+        {"active": "yes"},
+        {},
+    ):
+        answer = await dev_stack.http.patch(f"/merchant/products/{sku}", headers=shop.owner, json=body)
+        assert answer.status_code == 422, (body, answer.text)
+    huge = await dev_stack.http.post(
+        f"/merchant/products/{sku}/keys",
+        headers={**shop.owner, "Content-Type": "text/plain"},
+        content=b"K" * (100 * 1024 * 1024),
+    )
+    assert huge.status_code == 413
+    name = await dev_stack.http.post("/merchant/tokens", headers=shop.owner, json={"name": "a\x00"})
+    assert name.status_code == 422
+    form = await dev_stack.http.post(
+        "/merchant/tokens",
+        headers={**shop.owner, "Origin": "https://evil.example"},
+        data={"name": "evil"},
+    )
+    assert form.status_code == 422  # a form post is not JSON: a cross-site form cannot add a token
+    assert (await dev_stack.http.get(f"/merchant/products/{sku}/stock", headers=shop.owner)).json()["available"] == 1
+    listed = (await dev_stack.http.get("/merchant/tokens", headers=shop.owner)).json()["tokens"]
+    assert [t["name"] for t in listed] == ["owner"]
