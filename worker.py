@@ -13,6 +13,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.email import EmailActivities
+from activities.ledger import LedgerActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.reconcile import ReconcileActivities
@@ -28,12 +29,13 @@ from miaofa.telemetry import tracing
 from miaofa.telemetry.metrics import TimedGateway, WorkerMetrics, meter_of
 from miaofa.telemetry.watch import Watch
 from miaofa.temporal.client import connect, metrics_runtime
-from miaofa.temporal.schedules import apply_reconcile_schedule
+from miaofa.temporal.schedules import apply_hold_release_schedule, apply_reconcile_schedule
+from workflows.holds import HoldReleaseWorkflow
 from workflows.order import OrderWorkflow
 from workflows.reconcile import ReconcileWorkflow
 from workflows.stray import StrayPaymentWorkflow
 
-WORKFLOWS: Sequence[type] = (OrderWorkflow, StrayPaymentWorkflow, ReconcileWorkflow)
+WORKFLOWS: Sequence[type] = (OrderWorkflow, StrayPaymentWorkflow, ReconcileWorkflow, HoldReleaseWorkflow)
 # The contract and step types are plain, side-effect-free data: importing them once, instead of
 # again in every workflow's sandbox, makes starting an order cheaper.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
@@ -51,7 +53,8 @@ def saga_activities(
 ) -> list[Callable]:
     metrics = WorkerMetrics(meter_of(temporal))  # on the worker's /metrics beside the SDK's
     gateways = {name: TimedGateway(gateway, metrics) for name, gateway in gateways.items()}
-    orders = OrderActivities(sessionmaker, metrics)
+    orders = OrderActivities(sessionmaker, metrics, coupon_payer=settings.coupon_cost_payer)
+    ledger = LedgerActivities(sessionmaker)
     payments = PaymentActivities(
         sessionmaker, gateways, settings.notify_url_base, settings.api_url, vault, temporal, metrics
     )
@@ -74,6 +77,7 @@ def saga_activities(
         payments.record_stray_refund,
         email.send_delivery_email,
         reconcile.reconcile_payments,
+        ledger.release_holds,
     ]
 
 
@@ -113,6 +117,7 @@ async def run_worker(settings: Settings) -> None:
         sandboxed=settings.workflow_sandbox,
     )
     await apply_reconcile_schedule(client, settings)  # idempotent: every worker may, one schedule results
+    await apply_hold_release_schedule(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -12,6 +12,7 @@ from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.db.models import Order
 from miaofa.errors import InvalidInput
+from miaofa.ledger import order_money
 from miaofa.messaging import outbox
 from miaofa.payments import records as payments
 from miaofa.telemetry import backlog as stages
@@ -28,9 +29,15 @@ class SoldOut(Exception):
 
 
 class OrderActivities:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], metrics: WorkerMetrics | None = None) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        metrics: WorkerMetrics | None = None,
+        coupon_payer: str = "platform",
+    ) -> None:
         self.sessionmaker = sessionmaker
         self.metrics = metrics or WorkerMetrics()
+        self.coupon_payer = coupon_payer  # who pays for a late-delivery coupon's discount
 
     @activity.defn(name=s.OPEN_ORDER)
     async def open_order(self, step: s.OpenOrderStep) -> s.OpenedOrder:
@@ -60,6 +67,7 @@ class OrderActivities:
                         email=step.email,
                         buyer_hash=step.buyer_hash,
                         amount_cents=amount,
+                        list_cents=step.unit_price_cents * step.quantity,
                         currency=step.currency,
                         gateway=step.gateway,
                         status=step.status,
@@ -132,6 +140,8 @@ class OrderActivities:
             await orders.move(session, step.order_id, c.DELIVERED, step.at, delivered_at=step.at)
             first = await orders.add_event(session, step.order_id, "delivered", step.at, {"keys": str(len(key_ids))})
             times = await stages.delivery_times(session, step.order_id) if first else None
+            # Last: it locks the shared accounts, held until this commit.
+            await order_money.post_sale(session, step.order_id, step.at, coupon_payer=self.coupon_payer)
         if times is not None:
             self.metrics.delivered(times)
         return s.Delivered(key_ids)
@@ -177,6 +187,7 @@ class OrderActivities:
             await inventory.release(session, step.order_id)
             await orders.move(session, step.order_id, c.REFUNDED, step.at)
             await payments.mark_refunded(session, step.order_id, step.at)
+            await order_money.post_refund(session, step.order_id, step.at)
             first = await orders.add_event(
                 session, step.order_id, "refunded", step.at, {"reason": step.reason[:200], "actor": step.actor[:40]}
             )

@@ -19,6 +19,7 @@ from api.routes import (
     lookup,
     merchant,
     merchants_admin,
+    money,
     order_events,
     payments,
     shop,
@@ -115,5 +116,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
         app.add_middleware(tracing.HttpSpans, tracer=tracing.tracer())
     for module in (health, admin, merchants_admin, merchant, lookup, shop, order_events, payments, support, codec, web):
         app.include_router(module.router)
+    app.include_router(money.merchant_router)
+    app.include_router(money.admin_router)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")  # the buyer pages' CSS and JS
     return app

@@ -16,6 +16,8 @@ ORDER_WORKFLOW = "OrderWorkflow"
 STRAY_PAYMENT_WORKFLOW = "StrayPaymentWorkflow"
 RECONCILE_WORKFLOW = "ReconcileWorkflow"
 RECONCILE_SCHEDULE_ID = "miaofa-reconcile"
+HOLD_RELEASE_WORKFLOW = "HoldReleaseWorkflow"
+HOLD_RELEASE_SCHEDULE_ID = "miaofa-hold-release"
 
 
 def order_workflow_id(order_id: str) -> str:

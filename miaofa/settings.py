@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     rejected_notify_log_per_second: float = 5  # per gateway; rejected notifies past it are counted, not stored
     late_poll_interval_seconds: int = 60  # during the late-payment watch; doubles up to an hour
     reconcile_interval_seconds: int = 600  # how often the reconcile schedule runs
+    hold_release_interval_seconds: int = Field(default=300, ge=1)  # how often due holds move to available
+    coupon_cost_payer: Literal["platform", "merchant"] = "platform"  # who pays a late-delivery coupon
     reconcile_lookback_seconds: int = 2 * 86400  # the statement window each run compares
     reconcile_grace_seconds: int = 120  # payments younger than this may still be on their way in
     up_workers: int = Field(default=1, ge=1, le=16)  # worker processes `miaofa up` runs

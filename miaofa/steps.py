@@ -25,6 +25,7 @@ SEND_DELIVERY_EMAIL = "send_delivery_email"
 REVIEW_STRAY = "review_stray_payment"
 RECORD_STRAY_REFUND = "record_stray_refund"
 RECONCILE = "reconcile_payments"
+RELEASE_HOLDS = "release_holds"
 
 # Verdicts of ACCEPT_PAYMENT: what a proof of payment means for its order (miaofa.payments.proof.judge).
 ACCEPTED = "accepted"  # the order's payment, paid in full: the order is paid now

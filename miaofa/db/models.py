@@ -189,6 +189,7 @@ class Order(Base):
     email: Mapped[str] = mapped_column(String(254))
     buyer_hash: Mapped[str] = mapped_column(String(32), index=True)
     amount_cents: Mapped[int] = mapped_column(BigInteger)
+    list_cents: Mapped[int | None] = mapped_column(BigInteger)  # before any coupon: who pays the discount
     currency: Mapped[str] = mapped_column(String(8))
     gateway: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(24), index=True)

@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from miaofa.db.engine import async_url
-from miaofa.db.models import Base
+from miaofa.db.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -40,7 +40,27 @@ async def apply_reconcile_schedule(
     client: Client, settings: Settings, task_queue: str = c.TASK_QUEUE, schedule_id: str = c.RECONCILE_SCHEDULE_ID
 ) -> str:
     """Create the reconcile schedule, or bring an existing one in line with the settings."""
-    schedule = reconcile_schedule(settings, task_queue)
+    return await _apply(client, schedule_id, reconcile_schedule(settings, task_queue))
+
+
+def hold_release_schedule(settings: Settings, task_queue: str = c.TASK_QUEUE) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(c.HOLD_RELEASE_WORKFLOW, id="hold-release", task_queue=task_queue),
+        spec=ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.hold_release_interval_seconds))]
+        ),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def apply_hold_release_schedule(
+    client: Client, settings: Settings, task_queue: str = c.TASK_QUEUE, schedule_id: str = c.HOLD_RELEASE_SCHEDULE_ID
+) -> str:
+    """Create the hold-release schedule, or bring an existing one in line with the settings."""
+    return await _apply(client, schedule_id, hold_release_schedule(settings, task_queue))
+
+
+async def _apply(client: Client, schedule_id: str, schedule: Schedule) -> str:
     try:
         await client.create_schedule(schedule_id, schedule)
         return "created"

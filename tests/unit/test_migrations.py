@@ -3,7 +3,7 @@
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from miaofa.db.models import Base
+from miaofa.db.schema import Base
 
 
 async def test_migrations_match_the_models(sessionmaker) -> None:
