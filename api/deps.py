@@ -33,7 +33,9 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
             raise
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the commit happens before the answer is sent, so a client that saw 201 finds the row
+# (since FastAPI 0.118 the default runs this after the response).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def get_desk(state: StateDep) -> OrderDesk:

@@ -187,6 +187,8 @@ async def release_due(session: AsyncSession, now: datetime, batch: int = 500) ->
     )
     for hold in holds:
         amount, hold.remaining, hold.released_at = hold.remaining, 0, now
+        if not amount:  # all of it clawed back by a refund: nothing to move
+            continue
         await post(
             session,
             key=f"release:{hold.id}",

@@ -87,6 +87,8 @@ async def lock(
 ) -> dict[tuple[str, str], Held]:
     """The accounts (owner, kind) in this currency, made if new, locked FOR UPDATE in id order."""
     wanted = sorted(set(accounts))
+    if not wanted:
+        return {}
     await session.execute(
         pg_insert(LedgerAccount)
         .values(

@@ -1,0 +1,299 @@
+"""The merchants' money in the ledger: sales, holds, refunds, the database's refusals, the check."""
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import DBAPIError
+
+from miaofa import contract as c
+from miaofa.db.ledger_tables import LedgerTransaction
+from miaofa.db.models import Merchant
+from miaofa.ledger import check, order_money
+from miaofa.ledger.posting import credit, debit, post
+from tests.api.test_merchants import Shop, _keys, shop_order, shop_product
+from tests.helpers.stack import Stack
+
+
+async def money_shop(stack: Stack, fee_bps: int = 250, hold_seconds: int = 3600, settlement: str = "platform") -> Shop:
+    slug = "m-" + uuid.uuid4().hex[:10]
+    made = await stack.http.post(
+        "/admin/merchants",
+        headers=stack.admin,
+        json={"slug": slug, "name": slug, "fee_bps": fee_bps, "hold_seconds": hold_seconds, "settlement": settlement},
+    )
+    assert made.status_code == 201, made.text
+    body = made.json()
+    return Shop(slug, body["merchant_id"], {"Authorization": f"Bearer {body['owner_token']}"})
+
+
+async def sold(stack: Stack, shop: Shop, price_cents: int = 1000, n: int = 1) -> list[dict[str, Any]]:
+    sku = "p-" + uuid.uuid4().hex[:8]
+    made = await stack.http.post(
+        "/merchant/products",
+        headers=shop.owner,
+        json={"sku": sku, "name": sku, "price_cents": price_cents, "currency": "CNY"},
+    )
+    assert made.status_code == 201, made.text
+    await stack.http.post(
+        f"/merchant/products/{sku}/keys",
+        headers={**shop.owner, "Content-Type": "text/plain"},
+        content="\n".join(_keys(n)),
+    )
+    orders = [await shop_order(stack, shop, sku) for _ in range(n)]
+    await asyncio.gather(*(stack.pay(o) for o in orders))
+    await asyncio.gather(*(stack.wait_status(o, "delivered") for o in orders))
+    return orders
+
+
+async def balance(stack: Stack, shop: Shop) -> dict[str, int]:
+    answer = (await stack.http.get("/merchant/balance", headers=shop.owner)).json()
+    (cny,) = answer["balances"]
+    return {k.removesuffix("_cents"): v for k, v in cny.items() if k != "currency"}
+
+
+async def platform(stack: Stack, kind: str) -> int:
+    async with stack.sessionmaker() as session:
+        found = await session.scalar(
+            text("SELECT balance FROM ledger_accounts WHERE owner = 'platform' AND kind = :k AND currency = 'CNY'"),
+            {"k": kind},
+        )
+    return found or 0
+
+
+async def clean(stack: Stack) -> None:
+    answer = (await stack.http.get("/admin/ledger/check", headers=stack.admin)).json()
+    assert answer == {"ok": True, "violations": []}
+
+
+async def release(stack: Stack, at: datetime) -> int:
+    async with stack.sessionmaker.begin() as session:
+        return await order_money.release_due(session, at)
+
+
+async def refund(stack: Stack, order: dict[str, Any], shop: Shop) -> None:
+    answer = await stack.http.post(
+        f"/merchant/orders/{order['order_id']}/refund", headers=shop.owner, json={"reason": "asked"}
+    )
+    assert answer.status_code == 200, answer.text
+    await stack.wait_status(order, "refunded")
+
+
+async def test_a_sale_is_split_and_held_then_released_by_the_workflow(dev_stack: Stack) -> None:
+    shop = await money_shop(dev_stack, fee_bps=250, hold_seconds=1)
+    (order,) = await sold(dev_stack, shop, price_cents=1000)
+    assert await balance(dev_stack, shop) == {"pending": 975, "available": 0, "reserved": 0, "debt": 0, "payable": 0}
+    held = (await dev_stack.http.get("/merchant/balance", headers=shop.owner)).json()["pending"]
+    assert [(h["order_id"], h["amount_cents"]) for h in held] == [(order["order_id"], 975)]
+    assert "hold of 1 s" in held[0]["reason"]
+    lines = (await dev_stack.http.get("/merchant/ledger", headers=shop.owner)).json()["entries"]
+    assert [(e["kind"], e["account"], e["amount_cents"], e["balance_after_cents"]) for e in lines] == [
+        ("sale", "pending", 975, 975)
+    ]
+    await clean(dev_stack)
+
+    await asyncio.sleep(1.1)
+    released = await dev_stack.env.client.execute_workflow(
+        c.HOLD_RELEASE_WORKFLOW, id=f"hold-release-{uuid.uuid4().hex[:6]}", task_queue=dev_stack.task_queue
+    )
+    assert released >= 1
+    assert await balance(dev_stack, shop) == {"pending": 0, "available": 975, "reserved": 0, "debt": 0, "payable": 0}
+    assert (await dev_stack.http.get("/merchant/balance", headers=shop.owner)).json()["pending"] == []
+    await clean(dev_stack)
+
+
+async def test_a_refund_claws_back_from_pending_then_available_then_debt(dev_stack: Stack) -> None:
+    shop = await money_shop(dev_stack, fee_bps=1000, hold_seconds=3600)
+    first, second, third = await sold(dev_stack, shop, price_cents=2000, n=3)
+    assert (await balance(dev_stack, shop))["pending"] == 3 * 1800
+
+    await refund(dev_stack, first, shop)  # while held: from pending
+    assert await balance(dev_stack, shop) == {"pending": 3600, "available": 0, "reserved": 0, "debt": 0, "payable": 0}
+    assert await release(dev_stack, datetime.now(UTC) + timedelta(hours=2)) == 3  # the first one closes empty
+    await refund(dev_stack, second, shop)  # released: from available
+    assert await balance(dev_stack, shop) == {"pending": 0, "available": 1800, "reserved": 0, "debt": 0, "payable": 0}
+    async with dev_stack.sessionmaker.begin() as session:  # as a withdrawal will: available → reserved
+        await post(
+            session,
+            key=f"test_reserve:{shop.merchant_id}",
+            kind="payout_reserve",
+            currency="CNY",
+            lines=[debit(shop.merchant_id, "available", 1800), credit(shop.merchant_id, "reserved", 1800)],
+            at=datetime.now(UTC),
+            merchant_id=shop.merchant_id,
+        )
+    await refund(dev_stack, third, shop)  # nothing left to take: a debt
+    assert await balance(dev_stack, shop) == {
+        "pending": 0,
+        "available": 0,
+        "reserved": 1800,
+        "debt": 1800,
+        "payable": 0,
+    }
+    await clean(dev_stack)
+
+
+async def test_a_fee_change_never_rewrites_a_posted_sale(dev_stack: Stack) -> None:
+    shop = await money_shop(dev_stack, fee_bps=500, hold_seconds=0)
+    fees_before = await platform(dev_stack, "fees")
+    (order,) = await sold(dev_stack, shop, price_cents=1000)
+    assert (await balance(dev_stack, shop))["available"] == 950  # no hold: available at once
+    assert await platform(dev_stack, "fees") == fees_before + 50
+    async with dev_stack.sessionmaker.begin() as session:
+        await session.execute(update(Merchant).where(Merchant.id == shop.merchant_id).values(fee_bps=2000))
+    await refund(dev_stack, order, shop)
+    assert (await balance(dev_stack, shop))["available"] == 0
+    assert await platform(dev_stack, "fees") == fees_before  # the 50 it took, not 200
+    await clean(dev_stack)
+
+
+async def test_a_direct_merchant_owes_its_fee_and_no_money_passes_the_platform(dev_stack: Stack) -> None:
+    shop = await money_shop(dev_stack, fee_bps=300, hold_seconds=0, settlement="direct")
+    clearing_before = await platform(dev_stack, "gateway_clearing:simulator")
+    await sold(dev_stack, shop, price_cents=1000)
+    assert await balance(dev_stack, shop) == {"pending": 0, "available": 0, "reserved": 0, "debt": 0, "payable": 30}
+    assert await platform(dev_stack, "gateway_clearing:simulator") == clearing_before
+    await clean(dev_stack)
+
+
+async def test_posting_twice_changes_nothing(dev_stack: Stack) -> None:
+    shop = await money_shop(dev_stack, hold_seconds=3600)
+    (order,) = await sold(dev_stack, shop)
+    now = datetime.now(UTC)
+    for _ in range(2):  # a retried activity, a replayed workflow
+        async with dev_stack.sessionmaker.begin() as session:
+            await order_money.post_sale(session, order["order_id"], now)
+    later = now + timedelta(hours=2)
+    assert await release(dev_stack, later) >= 1
+    async with dev_stack.sessionmaker() as session:
+        keys = list(
+            await session.scalars(
+                select(LedgerTransaction.idem_key).where(LedgerTransaction.order_id == order["order_id"])
+            )
+        )
+    assert sorted(k.split(":")[0] for k in keys) == ["release", "sale"]
+    assert await balance(dev_stack, shop) == {"pending": 0, "available": 975, "reserved": 0, "debt": 0, "payable": 0}
+    await clean(dev_stack)
+
+
+async def test_the_database_refuses_to_rewrite_or_unbalance_the_ledger(dev_stack: Stack) -> None:
+    shop = await money_shop(dev_stack)
+    await sold(dev_stack, shop)
+    for statement in (
+        "UPDATE ledger_entries SET amount = amount + 1",
+        "DELETE FROM ledger_entries",
+        "UPDATE ledger_transactions SET memo = 'x'",
+        "DELETE FROM ledger_transactions",
+        "TRUNCATE ledger_entries CASCADE",
+    ):
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with dev_stack.sessionmaker.begin() as session:
+                await session.execute(text(statement))
+    with pytest.raises(DBAPIError, match="does not sum to zero"):
+        async with dev_stack.sessionmaker.begin() as session:
+            txn = await session.scalar(
+                text(
+                    "INSERT INTO ledger_transactions (idem_key, kind, memo, at) "
+                    "VALUES ('forged:1', 'forged', '', now()) RETURNING id"
+                )
+            )
+            account = await session.scalar(text("SELECT id FROM ledger_accounts LIMIT 1"))
+            await session.execute(
+                text(
+                    "INSERT INTO ledger_entries (transaction_id, account_id, amount, currency, balance_after, "
+                    "account_version) VALUES (:t, :a, 100, 'CNY', 0, 0)"
+                ),
+                {"t": txn, "a": account},
+            )
+    with pytest.raises(DBAPIError, match="ck_ledger_accounts_floor"):  # available below zero
+        async with dev_stack.sessionmaker.begin() as session:
+            await post(
+                session,
+                key=f"overdraw:{shop.merchant_id}",
+                kind="payout_reserve",
+                currency="CNY",
+                lines=[debit(shop.merchant_id, "available", 1), credit(shop.merchant_id, "reserved", 1)],
+                at=datetime.now(UTC),
+            )
+    await clean(dev_stack)
+
+
+async def test_the_check_names_what_does_not_add_up(dev_stack: Stack) -> None:
+    """The check is not a formality: a balance changed behind the ledger's back is found."""
+    shop = await money_shop(dev_stack, hold_seconds=3600)
+    await sold(dev_stack, shop)
+    async with dev_stack.sessionmaker.begin() as session:
+        await session.execute(
+            text("UPDATE ledger_accounts SET balance = balance + 7 WHERE owner = :m AND kind = 'pending'"),
+            {"m": shop.merchant_id},
+        )
+    try:
+        async with dev_stack.sessionmaker() as session:
+            found = {v.check for v in await check.run(session)}
+        assert found == {"balance_differs_from_entries", "last_entry_disagrees", "pending_not_held"}
+        answer = (await dev_stack.http.get("/admin/ledger/check", headers=dev_stack.admin)).json()
+        assert answer["ok"] is False and len(answer["violations"]) == 3
+    finally:
+        async with dev_stack.sessionmaker.begin() as session:
+            await session.execute(
+                text("UPDATE ledger_accounts SET balance = balance - 7 WHERE owner = :m AND kind = 'pending'"),
+                {"m": shop.merchant_id},
+            )
+    await clean(dev_stack)
+
+
+async def test_three_shops_with_refunds_racing_deliveries_and_releases_add_up_to_the_cent(dev_stack: Stack) -> None:
+    shops = [await money_shop(dev_stack, fee_bps=fee, hold_seconds=hold) for fee, hold in ((250, 0), (333, 1), (0, 1))]
+    price = 997
+    skus = [await shop_product(dev_stack, shop, _keys(20)) for shop in shops]
+    for shop, sku in zip(shops, skus, strict=True):
+        edited = await dev_stack.http.patch(
+            f"/merchant/products/{sku}", headers=shop.owner, json={"price_cents": price}
+        )
+        assert edited.status_code == 200
+    orders = [
+        (shop, await shop_order(dev_stack, shop, sku)) for shop, sku in zip(shops, skus, strict=True) for _ in range(20)
+    ]
+    refunded = {o["order_id"] for i, (_, o) in enumerate(orders) if i % 3 == 0}
+    stop = asyncio.Event()
+
+    async def releasing() -> None:
+        while not stop.is_set():
+            await release(dev_stack, datetime.now(UTC))
+            await asyncio.sleep(0.05)
+
+    async def one(shop: Shop, order: dict[str, Any]) -> None:
+        await dev_stack.pay(order)
+        await dev_stack.wait_status(order, "delivered", timeout=60)
+        if order["order_id"] in refunded:
+            await refund(dev_stack, order, shop)
+
+    releaser = asyncio.create_task(releasing())
+    try:
+        await asyncio.gather(*(one(shop, order) for shop, order in orders))
+    finally:
+        stop.set()
+        await releaser
+    await asyncio.sleep(1.1)
+    await release(dev_stack, datetime.now(UTC))
+    for shop, fee in zip(shops, (250, 333, 0), strict=True):
+        kept = sum(1 for s, o in orders if s is shop and o["order_id"] not in refunded)
+        net = price - price * fee // 10_000
+        assert await balance(dev_stack, shop) == {
+            "pending": 0,
+            "available": kept * net,
+            "reserved": 0,
+            "debt": 0,
+            "payable": 0,
+        }
+    async with dev_stack.sessionmaker() as session:
+        sales = await session.scalar(
+            select(func.count()).where(
+                LedgerTransaction.kind == "sale", LedgerTransaction.merchant_id.in_([s.merchant_id for s in shops])
+            )
+        )
+    assert sales == 60
+    await clean(dev_stack)
