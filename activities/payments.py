@@ -22,6 +22,7 @@ from miaofa.gateways.base import (
     QueryChannel,
     Unsupported,
 )
+from miaofa.ledger import order_money
 from miaofa.payments import records, strays
 from miaofa.telemetry.metrics import WorkerMetrics
 from miaofa.temporal.signals import signal_payment
@@ -172,6 +173,16 @@ class PaymentActivities:
     async def record_stray_refund(self, step: s.StrayRefunded) -> None:
         async with transaction(self.sessionmaker) as session:
             await records.record_stray_outcome(session, step.stray, step.outcome, step.refund_id, step.at, step.detail)
+            if step.outcome == "refunded":
+                stray = step.stray
+                await order_money.passed_through(
+                    session,
+                    stray.gateway,
+                    (f"stray:{stray.gateway}:{stray.payment_id}", f"stray_refund:{stray.gateway}:{stray.payment_id}"),
+                    stray.amount_cents,
+                    stray.currency,
+                    step.at,
+                )
         if step.outcome == "refunded":
             self.metrics.refunded("stray")
 

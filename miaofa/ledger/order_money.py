@@ -142,20 +142,46 @@ async def post_refund(session: AsyncSession, order_id: str, at: datetime) -> Non
 
 
 async def _passed_through(session: AsyncSession, order: Order, at: datetime) -> None:
-    clearing, paid = f"gateway_clearing:{order.gateway}", order.amount_cents
+    await passed_through(
+        session,
+        order.gateway,
+        (f"unsold:{order.id}", f"refund:{order.id}"),
+        order.amount_cents,
+        order.currency,
+        at,
+        merchant_id=order.merchant_id,
+        order_id=order.id,
+    )
+
+
+async def passed_through(
+    session: AsyncSession,
+    gateway: str,
+    keys: tuple[str, str],
+    amount: int,
+    currency: str,
+    at: datetime,
+    merchant_id: str | None = None,
+    order_id: str | None = None,
+) -> None:
+    """A payment in and out again (refunded without a sale, or a stray): the clearing account sees
+    both, no merchant account anything."""
+    if amount <= 0:
+        return
+    clearing = f"gateway_clearing:{gateway}"
     for key, kind, lines in (
-        (f"unsold:{order.id}", "unsold", [debit(PLATFORM, clearing, paid), credit(PLATFORM, "world", paid)]),
-        (f"refund:{order.id}", "refund", [debit(PLATFORM, "world", paid), credit(PLATFORM, clearing, paid)]),
+        (keys[0], "unsold", [debit(PLATFORM, clearing, amount), credit(PLATFORM, "world", amount)]),
+        (keys[1], "refund", [debit(PLATFORM, "world", amount), credit(PLATFORM, clearing, amount)]),
     ):
         await post(
             session,
-            key=key,
+            key=key[:120],
             kind=kind,
-            currency=order.currency,
+            currency=currency,
             lines=lines,
             at=at,
-            merchant_id=order.merchant_id,
-            order_id=order.id,
+            merchant_id=merchant_id,
+            order_id=order_id,
             memo="a payment refunded without a sale",
         )
 

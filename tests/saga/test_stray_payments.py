@@ -1,6 +1,6 @@
 """Money the saga cannot take goes back: closed orders, wrong amounts, second payments."""
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from temporalio.service import RPCError
 
 from miaofa.db.models import AuditLog, NotifyLog
@@ -87,6 +87,22 @@ async def test_a_payment_of_the_wrong_amount_is_refunded(dev_stack: Stack) -> No
     view = await dev_stack.view(order)
     assert view["status"] == "awaiting_payment" and view["keys"] == []
     assert "paid" not in [e["stage"] for e in view["timeline"]]
+    # In the ledger: in and out of the gateway's clearing account; no merchant's account touched.
+    async with dev_stack.sessionmaker() as session:
+        rows = await session.execute(
+            text(
+                "SELECT t.idem_key, a.owner, a.kind, e.amount FROM ledger_entries e "
+                "JOIN ledger_transactions t ON t.id = e.transaction_id JOIN ledger_accounts a ON a.id = e.account_id "
+                "WHERE t.idem_key LIKE :k ORDER BY e.id"
+            ),
+            {"k": f"%:simulator:{payment_id}"},
+        )
+        assert [tuple(r) for r in rows.all()] == [
+            (f"stray:simulator:{payment_id}", "platform", "gateway_clearing:simulator", 900),
+            (f"stray:simulator:{payment_id}", "platform", "world", -900),
+            (f"stray_refund:simulator:{payment_id}", "platform", "world", 900),
+            (f"stray_refund:simulator:{payment_id}", "platform", "gateway_clearing:simulator", -900),
+        ]
 
 
 async def test_a_wrong_amount_found_by_polling_is_refunded_by_the_order(dev_stack: Stack) -> None:
