@@ -1,0 +1,432 @@
+"""The merchant console (/console): its session cookie, CSRF on every form, the wall between shops on
+every route, the chunked key import, the audited reveal, the order actions, and hostile input."""
+
+import html
+import re
+import uuid
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.console import session as console_session
+from miaofa import contract as c
+from miaofa.db.models import AuditLog, Order, Product
+from tests.api.test_merchants import Shop, open_shop, shop_order, shop_product
+from tests.helpers.stack import Stack
+
+SIGN_IN = "/console/sign-in"
+
+
+class Console:
+    """One browser: its own cookie jar (the stack's shared client must not carry a session)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.http = httpx.AsyncClient(base_url=str(stack.http.base_url), timeout=30)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def csrf(self, page: str, action: str) -> str:
+        """The CSRF token of the form posting to `action` on `page`."""
+        answer = await self.http.get(page)
+        assert answer.status_code == 200, answer.text
+        return token_in(answer.text, action)
+
+    async def post(self, page: str, action: str, data: dict[str, Any], **kwargs: Any) -> httpx.Response:
+        return await self.http.post(action, data={"csrf": await self.csrf(page, action), **data}, **kwargs)
+
+    def token(self, form: str) -> str:
+        """This browser's token for a form by its name (as a page it opened would carry it)."""
+        return self.stack.app.state.miaofa.csrf.token(_FakeRequest(self), form)
+
+    async def sign_in(self, token: str) -> httpx.Response:
+        return await self.post(SIGN_IN, SIGN_IN, {"token": token})
+
+
+def token_in(page: str, action: str) -> str:
+    form = re.search(rf'<form[^>]*action="{re.escape(action)}".*?name="csrf" value="([^"]+)"', page, re.S)
+    assert form is not None, f"no form posting to {action}"
+    return form[1]
+
+
+def import_token(page: str) -> str:
+    found = re.search(r'id="import"[^>]*data-csrf="([^"]+)"', page)
+    assert found is not None
+    return found[1]
+
+
+def bearer(shop: Shop) -> str:
+    return shop.owner["Authorization"].removeprefix("Bearer ")
+
+
+@pytest.fixture
+async def console(dev_stack: Stack):
+    browsers: list[Console] = []
+
+    def make() -> Console:
+        browsers.append(Console(dev_stack))
+        return browsers[-1]
+
+    yield make
+    for browser in browsers:
+        await browser.aclose()
+
+
+async def test_sign_in_sets_a_strict_session_cookie_and_sign_out_clears_it(dev_stack: Stack, console) -> None:
+    shop = await open_shop(dev_stack)
+    browser = console()
+    away = await browser.http.get("/console/")
+    assert (away.status_code, away.headers["location"]) == (303, SIGN_IN)
+
+    bad = await browser.sign_in("mfm_" + "x" * 43)
+    assert bad.status_code == 401
+    assert "That token is not a live merchant token." in bad.text
+    assert "mf_console" not in bad.headers.get("set-cookie", "")
+
+    signed = await browser.sign_in(bearer(shop))
+    assert (signed.status_code, signed.headers["location"]) == (303, "/console/")
+    [cookie] = [h for h in signed.headers.get_list("set-cookie") if h.startswith("mf_console=")]
+    value = cookie.split(";", 1)[0].removeprefix("mf_console=")
+    assert re.fullmatch(r"v1\.[0-9]+\.[0-9]+\.[A-Za-z0-9_-]{43}", value)
+    assert bearer(shop) not in cookie
+    attributes = sorted(part.strip() for part in cookie.split(";")[1:])
+    assert attributes == ["HttpOnly", "Max-Age=43200", "Path=/console", "SameSite=strict"]  # http: not Secure
+
+    home = await browser.http.get("/console/")
+    assert home.status_code == 200
+    assert f"{shop.slug} / owner" in home.text
+    assert bearer(shop) not in home.text
+    assert home.headers["cache-control"] == "no-store"
+    assert "Balance / statements / withdrawals" in home.text
+    zh = await browser.http.get("/console/", headers={"Accept-Language": "zh-CN"})
+    assert "今日订单" in zh.text and "将随账本功能上线" in zh.text
+
+    # A tampered cookie is no session.
+    forged = httpx.AsyncClient(base_url=str(dev_stack.http.base_url), cookies={"mf_console": value[:-2] + "AA"})
+    async with forged:
+        assert (await forged.get("/console/")).status_code == 303
+
+    without = await browser.http.post("/console/sign-out", data={})
+    assert without.status_code == 403
+    assert "This form has expired or came from another site." in without.text
+    page = (await browser.http.get("/console/")).text
+    cross = await browser.http.post(
+        "/console/sign-out",
+        data={"csrf": token_in(page, "/console/sign-out")},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert cross.status_code == 403
+    assert (await browser.http.get("/console/")).status_code == 200  # still signed in
+
+    out = await browser.post("/console/", "/console/sign-out", {})
+    assert (out.status_code, out.headers["location"]) == (303, f"{SIGN_IN}?out=1")
+    [cleared] = [h for h in out.headers.get_list("set-cookie") if h.startswith("mf_console=")]
+    assert "Max-Age=0" in cleared and "Path=/console" in cleared
+    assert (await browser.http.get("/console/")).status_code == 303
+
+
+def test_the_session_cookie_is_secure_over_https() -> None:
+    vault_key = b"k" * 32
+    app = SimpleNamespace(state=SimpleNamespace(miaofa=SimpleNamespace(vault=SimpleNamespace(form_key=vault_key))))
+    app.state.miaofa.csrf = SimpleNamespace(secure=False)
+    scope = {"type": "http", "scheme": "https", "server": ("shop.example", 443), "path": "/console/sign-in"}
+    scope.update(method="POST", headers=[], query_string=b"", app=app, root_path="")
+    response = Response()
+    holder = SimpleNamespace(token_id=7)
+    console_session.start(Request(scope), response, holder)  # type: ignore[arg-type]
+    cookie = response.headers["set-cookie"]
+    assert sorted(p.strip() for p in cookie.split(";")[1:]) == [
+        "HttpOnly",
+        "Max-Age=43200",
+        "Path=/console",
+        "SameSite=strict",
+        "Secure",
+    ]
+    value = cookie.split(";", 1)[0].split("=", 1)[1]
+    assert console_session.opened(vault_key, value) == 7
+    assert console_session.opened(vault_key, value, now=10**11) is None  # expired
+    assert console_session.opened(b"j" * 32, value) is None  # another key
+
+
+async def test_a_revoked_token_ends_its_session_and_staff_cannot_open_tokens(dev_stack: Stack, console) -> None:
+    shop = await open_shop(dev_stack)
+    added = await dev_stack.http.post("/merchant/tokens", headers=shop.owner, json={"name": "kim"})
+    staff = console()
+    assert (await staff.sign_in(added.json()["token"])).status_code == 303
+    assert (await staff.http.get("/console/")).status_code == 200
+    refused = await staff.http.get("/console/staff")
+    assert refused.status_code == 403 and "Only the shop's owner may open this." in html.unescape(refused.text)
+    assert 'href="/console/staff"' not in (await staff.http.get("/console/")).text
+
+    owner = console()
+    await owner.sign_in(bearer(shop))
+    listed = await owner.http.get("/console/staff")
+    assert listed.status_code == 200 and 'data-name="kim"' in listed.text
+    made = await owner.post("/console/staff", "/console/staff", {"name": "lee"})
+    assert made.status_code == 200
+    [shown] = re.findall(r'<code id="new-token">([^<]+)</code>', made.text)
+    assert shown.startswith("mfm_")
+    assert shown not in (await owner.http.get("/console/staff")).text  # shown once
+    revoked = await owner.post("/console/staff", "/console/staff/kim/revoke", {})
+    assert (revoked.status_code, revoked.headers["location"]) == (303, "/console/staff?revoked=kim")
+    again = await staff.http.get("/console/")
+    assert (again.status_code, again.headers["location"]) == (303, SIGN_IN)
+
+
+async def _walk(browser: Console, csrf_page: str, sku: str, order_id: str) -> list[tuple[str, str, int]]:
+    """Every console route with these ids: (method, path, status)."""
+    signed = bool(csrf_page)
+    if signed:
+        assert (await browser.http.get(csrf_page)).status_code == 200
+
+    def form(name: str) -> dict[str, str]:
+        return {"csrf": browser.token(name)} if signed else {}
+
+    product = {"name": "Taken over", "price_cents": "1", "delivery_sla_seconds": "60", "description": ""}
+    reason = {"reason": "not mine", "idem": "i" * 20}
+    steps = [
+        ("GET", f"/console/products/{sku}", None),
+        ("POST", f"/console/products/{sku}", {**form("console-product-edit"), **product}),
+        ("GET", f"/console/products/{sku}/keys", None),
+        ("GET", f"/console/orders/{order_id}", None),
+        ("POST", f"/console/orders/{order_id}/reveal", form("console-reveal")),
+        *[
+            ("POST", f"/console/orders/{order_id}/{action}", {**form("console-order-action"), **reason})
+            for action in ("refund", "resend", "cancel")
+        ],
+    ]
+    seen = []
+    for method, path, data in steps:
+        answer = await browser.http.request(method, path, data=data)
+        seen.append((method, path, answer.status_code))
+    headers = {"Content-Type": "text/plain", "X-CSRF-Token": form("console-import").get("csrf", "")}
+    answer = await browser.http.post(f"/console/products/{sku}/keys/import", content="STOLEN-KEY-1", headers=headers)
+    seen.append(("POST", f"/console/products/{sku}/keys/import", answer.status_code))
+    return seen
+
+
+class _FakeRequest:
+    """Enough of a request for Csrf.token: this browser's nonce cookie."""
+
+    def __init__(self, browser: Console) -> None:
+        self.cookies = {"mf_csrf": browser.http.cookies.get("mf_csrf", "")}
+        self.state = SimpleNamespace()
+
+
+async def test_merchant_b_meets_a_404_on_every_route_with_merchant_a_ids(dev_stack: Stack, console) -> None:
+    shop_a, shop_b = await open_shop(dev_stack, "Shop A"), await open_shop(dev_stack, "Shop B")
+    sku = await shop_product(dev_stack, shop_a, [f"A-{uuid.uuid4().hex}" for _ in range(3)])
+    order = await shop_order(dev_stack, shop_a, sku)
+    stock_before = (await dev_stack.http.get(f"/merchant/products/{sku}/stock", headers=shop_a.owner)).json()
+
+    browser = console()
+    assert (await browser.sign_in(bearer(shop_b))).status_code == 303
+    walked = await _walk(browser, "/console/", sku, order["order_id"])
+    assert [status for _, _, status in walked] == [404] * len(walked), walked
+    listing = await browser.http.get("/console/orders", params={"sku": sku})
+    assert listing.status_code == 200 and order["order_id"] not in listing.text
+    assert sku not in (await browser.http.get("/console/products")).text
+
+    async with dev_stack.sessionmaker() as db:
+        product = await db.scalar(select(Product).where(Product.merchant_id == shop_a.merchant_id, Product.sku == sku))
+        assert product is not None and product.name == f"Card {sku}" and product.price_cents == 500
+        assert await db.scalar(select(Order.status).where(Order.id == order["order_id"])) == c.AWAITING_PAYMENT
+        touched = await db.scalar(
+            select(func.count()).select_from(AuditLog).where(AuditLog.actor.like(f"{shop_b.slug}/%"))
+        )
+        assert touched == 0
+    assert (await dev_stack.http.get(f"/merchant/products/{sku}/stock", headers=shop_a.owner)).json() == stock_before
+
+    stranger = console()
+    for method, path, _ in await _walk(stranger, "", sku, order["order_id"]):
+        answer = await stranger.http.request(method, path)
+        if path.endswith("/keys/import"):
+            assert answer.status_code == 401, path
+        else:
+            assert (answer.status_code, answer.headers["location"]) == (303, SIGN_IN), (method, path)
+    for path in ("/console/", "/console/products", "/console/orders", "/console/staff", "/console"):
+        answer = await stranger.http.get(path)
+        assert answer.status_code == 303, path
+
+
+async def test_the_import_counts_duplicates_and_a_reveal_is_audited_once(dev_stack: Stack, console) -> None:
+    shop = await open_shop(dev_stack)
+    browser = console()
+    await browser.sign_in(bearer(shop))
+    sku = "c-" + uuid.uuid4().hex[:8]
+    made = await browser.post(
+        "/console/products",
+        "/console/products",
+        {"sku": sku, "name": "月卡 Monthly", "currency": "cny", "price_cents": "1990", "delivery_sla_seconds": "60"},
+    )
+    assert (made.status_code, made.headers["location"]) == (303, f"/console/products?created={sku}")
+    keys_page = await browser.http.get(f"/console/products/{sku}/keys")
+    token = import_token(keys_page.text)
+    url = f"/console/products/{sku}/keys/import"
+    keys = [f"CK-{uuid.uuid4().hex}" for _ in range(300)]
+    headers = {"Content-Type": "text/plain; charset=utf-8", "X-CSRF-Token": token}
+    first = await browser.http.post(url, content="\n".join(keys[:200]), headers=headers)
+    assert first.json() == {"imported": 200, "duplicates": 0}
+    second = await browser.http.post(url, content="\n".join(keys[100:300]), headers=headers)
+    assert second.json() == {"imported": 100, "duplicates": 100}
+    no_token = await browser.http.post(url, content=keys[0], headers={"Content-Type": "text/plain"})
+    assert (no_token.status_code, no_token.json()["error"]) == (403, "csrf_refused")
+    cross = await browser.http.post(url, content="X-1", headers={**headers, "Origin": "https://evil.example"})
+    assert cross.status_code == 403
+    listing = await browser.http.get("/console/products")
+    assert re.search(rf'data-sku="{sku}".*?data-available>300<', listing.text, re.S)
+    assert "¥19.90" in listing.text and "月卡 Monthly" in listing.text
+    keys_text = (await browser.http.get(f"/console/products/{sku}/keys")).text
+    assert not any(key in keys_text for key in keys)
+
+    await dev_stack.refresh_stock()
+    order = await shop_order(dev_stack, shop, sku, email="reveal@example.com")
+    await dev_stack.pay(order)
+    await dev_stack.wait_status(order, c.DELIVERED)
+    page = await browser.http.get(f"/console/orders/{order['order_id']}")
+    assert page.status_code == 200 and "Keys delivered" in page.text
+    assert not any(key in page.text for key in keys)
+    shown = await browser.post(
+        f"/console/orders/{order['order_id']}", f"/console/orders/{order['order_id']}/reveal", {}
+    )
+    assert shown.status_code == 200 and shown.headers["cache-control"] == "no-store"
+    [key] = re.findall(r"<code>([^<]+)</code>", shown.text)
+    assert html.unescape(key) in keys
+    async with dev_stack.sessionmaker() as db:
+        rows = list(
+            await db.scalars(
+                select(AuditLog).where(AuditLog.action == "keys.reveal", AuditLog.target == order["order_id"])
+            )
+        )
+    assert [(r.actor, r.merchant_id, r.detail) for r in rows] == [
+        (f"{shop.slug}/owner", shop.merchant_id, {"count": 1})
+    ]
+
+    found = await browser.http.get("/console/orders", params={"email": "reveal@example.com", "status": "delivered"})
+    assert order["order_id"] in found.text
+    dashboard = await browser.http.get("/console/")
+    assert re.search(r'id="today-sales">¥19.90<', dashboard.text), dashboard.text
+
+    refunded = await browser.post(
+        f"/console/orders/{order['order_id']}",
+        f"/console/orders/{order['order_id']}/refund",
+        {"reason": "buyer asked", "idem": "r" * 20},
+    )
+    assert refunded.status_code == 200, refunded.text
+    assert "Done: the order is now Refunded." in refunded.text
+    again = await browser.post(
+        f"/console/orders/{order['order_id']}", f"/console/orders/{order['order_id']}/cancel", {"reason": "late"}
+    )
+    assert 400 <= again.status_code < 500 and 'id="error"' in again.text
+    async with dev_stack.sessionmaker() as db:
+        actors = await db.scalars(
+            select(AuditLog.actor).where(AuditLog.action == "console.refund", AuditLog.target == order["order_id"])
+        )
+        assert list(actors) == [f"{shop.slug}/owner"]
+
+
+async def test_hostile_input_is_refused_with_a_4xx(dev_stack: Stack, console) -> None:
+    shop = await open_shop(dev_stack)
+    sku = await shop_product(dev_stack, shop, ["H-1"])
+    browser = console()
+    assert (await browser.sign_in("mfm_\x00")).status_code == 401
+    assert (await browser.sign_in("令牌" * 50)).status_code == 401
+    assert (await browser.sign_in("x" * 5000)).status_code == 401
+    await browser.sign_in(bearer(shop))
+    for path in (
+        "/console/products/%00",
+        "/console/products/商品",
+        "/console/products/a%00b/keys",
+        "/console/orders/%00",
+        "/console/orders/订单",
+        "/console/orders/%E2%80%AEx",
+        "/console/products/" + "a" * 300,
+    ):
+        answer = await browser.http.get(path)
+        assert answer.status_code == 404, (path, answer.status_code)
+    posts = {
+        "/console/staff/%00/revoke": "console-staff-revoke",
+        "/console/staff/名字/revoke": "console-staff-revoke",
+        "/console/orders/x%00/refund": "console-order-action",
+        "/console/orders/订单/cancel": "console-order-action",
+        f"/console/products/{sku}%00": "console-product-edit",
+        "/console/orders/订单/reveal": "console-reveal",
+        "/console/orders/%00/reveal": "console-reveal",
+    }
+    for path, form_name in posts.items():
+        answer = await browser.http.post(path, data={"csrf": browser.token(form_name), "reason": "\x00名"})
+        assert 400 <= answer.status_code < 500, (path, answer.status_code)
+    own = await shop_order(dev_stack, shop, sku)
+    for reason in ("\x00", "\u202e", ""):
+        path = f"/console/orders/{own['order_id']}/cancel"
+        answer = await browser.http.post(path, data={"csrf": browser.token("console-order-action"), "reason": reason})
+        assert answer.status_code == 422, reason
+
+    base = {
+        "sku": "h-" + uuid.uuid4().hex[:6],
+        "name": "ok",
+        "currency": "CNY",
+        "price_cents": "10",
+        "delivery_sla_seconds": "60",
+        "description": "",
+    }
+    for name, value in [
+        ("sku", "a\x00"),
+        ("sku", "商品"),
+        ("name", "a\x00b"),
+        ("name", "\u202egnp.exe"),
+        ("currency", "人民币"),
+        ("price_cents", "１２"),
+        ("price_cents", "-1"),
+        ("price_cents", "1e3"),
+        ("delivery_sla_seconds", "0"),
+        ("description", "\x00"),
+        ("name", ""),
+    ]:
+        answer = await browser.post("/console/products", "/console/products", {**base, name: value})
+        assert answer.status_code == 422, (name, value, answer.status_code)
+        assert "Please check the form" in answer.text
+    chinese = await browser.post("/console/products", "/console/products", {**base, "name": "中文商品 🎮"})
+    assert chinese.status_code == 303
+    replayed = await browser.post("/console/products", "/console/products", {**base, "name": "中文商品 🎮"})
+    assert replayed.status_code == 409  # the same form twice: the product exists
+    for value in ("\x00", "名字", "a" * 40):
+        answer = await browser.post("/console/staff", "/console/staff", {"name": value})
+        assert answer.status_code == 422, value
+    revoke = {"csrf": browser.token("console-staff-revoke")}
+    twice = [await browser.http.post("/console/staff/nobody/revoke", data=revoke) for _ in range(2)]
+    assert [a.status_code for a in twice] == [404, 404]
+    for params in ({"email": "\x00"}, {"status": "nope"}, {"sku": "商品"}, {"from": "2026-13-01"}, {"to": "\x00"}):
+        answer = await browser.http.get("/console/orders", params=params)
+        assert answer.status_code == 422, params
+    assert (await browser.http.get("/console/orders", params={"email": "买家@例子.中国"})).status_code == 200
+
+    # Bodies over the API's limits (api/limits.py covers /console: 64 KiB).
+    huge = "K-" + "x" * 100 + "\n"
+    token = import_token((await browser.http.get(f"/console/products/{sku}/keys")).text)
+    big = await browser.http.post(
+        f"/console/products/{sku}/keys/import",
+        content=huge * 1000,
+        headers={"Content-Type": "text/plain", "X-CSRF-Token": token},
+    )
+    assert big.status_code == 413
+    form = await browser.post("/console/products", "/console/products", {**base, "description": "d" * 200_000})
+    assert form.status_code == 413
+    nul_key = await browser.http.post(
+        f"/console/products/{sku}/keys/import",
+        content="GOOD-1\nBAD-\x00-2",
+        headers={"Content-Type": "text/plain", "X-CSRF-Token": token},
+    )
+    assert nul_key.status_code == 422 and "\x00" not in nul_key.text
+    wrong_type = await browser.http.post(
+        f"/console/products/{sku}/keys/import",
+        content="{}",
+        headers={"Content-Type": "application/json", "X-CSRF-Token": token},
+    )
+    assert wrong_type.status_code == 415
