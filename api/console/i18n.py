@@ -108,6 +108,7 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
         "{name} 的新令牌。请立即复制：它不会再次显示。",
     ),
     "staff.revoked": ("{name}'s token is revoked.", "{name} 的令牌已吊销。"),
+    "stage.risk": ("Risk checks", "风控检查"),
     "err.title": ("Something is not right", "出现问题"),
     "err.not_found": ("Not found.", "未找到。"),
     "err.forbidden": ("Only the shop's owner may open this.", "只有店主可以打开此页面。"),

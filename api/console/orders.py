@@ -21,6 +21,13 @@ from miaofa.merchants.tokens import MerchantHolder
 
 router = APIRouter(include_in_schema=False, route_class=ConsoleRoute)
 ACTIONS = {"refund": c.REFUND_UPDATE, "resend": c.RESEND_UPDATE, "cancel": c.CANCEL_UPDATE}
+# The buttons an order's page offers in each status; the workflow still decides (a stale page's
+# post is refused there and said on the page).
+OFFERED = {
+    "refund": (c.PAID, c.DELIVERED, c.DELIVERY_FAILED),
+    "resend": (c.DELIVERED,),
+    "cancel": (c.AWAITING_PAYMENT, c.IN_REVIEW),
+}
 _IDEM = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
@@ -92,7 +99,7 @@ async def _order_page(
         keys=keys,
         notice=notice,
         error=error,
-        actions=list(ACTIONS),
+        actions=[action for action, statuses in OFFERED.items() if view["status"] in statuses],
         idem=secrets.token_urlsafe(18),
     )
 
