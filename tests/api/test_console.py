@@ -3,6 +3,7 @@ every route, the chunked key import, the audited reveal and the order actions (h
 test_console_attacks.py)."""
 
 import html
+import logging
 import re
 import uuid
 from datetime import timedelta
@@ -35,7 +36,10 @@ async def console(dev_stack: Stack):
         await browser.aclose()
 
 
-async def test_sign_in_sets_a_strict_session_cookie_and_sign_out_clears_it(dev_stack: Stack, console) -> None:
+async def test_sign_in_sets_a_strict_session_cookie_and_sign_out_clears_it(
+    dev_stack: Stack, console, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     shop = await open_shop(dev_stack)
     browser = console()
     away = await browser.http.get("/console/")
@@ -86,6 +90,9 @@ async def test_sign_in_sets_a_strict_session_cookie_and_sign_out_clears_it(dev_s
     [cleared] = [h for h in out.headers.get_list("set-cookie") if h.startswith("mf_console=")]
     assert "Max-Age=0" in cleared and "Path=/console" in cleared
     assert (await browser.http.get("/console/")).status_code == 303
+    # The server's logs (not this test client's own wire trace) hold neither the token nor the session.
+    served = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore")))
+    assert bearer(shop) not in served and value not in served
 
 
 def test_the_session_cookie_is_secure_over_https() -> None:
@@ -277,11 +284,19 @@ async def test_the_import_counts_duplicates_and_a_reveal_is_audited_once(dev_sta
     assert refunded.status_code == 200, refunded.text
     assert "Done: the order is now Refunded." in refunded.text
     assert 'id="refund"' not in refunded.text  # a refunded order offers no refund
+    replayed = await browser.http.post(
+        f"/console/orders/{order['order_id']}/refund",
+        data={"csrf": browser.token("console-order-action"), "reason": "buyer asked", "idem": "r" * 20},
+    )
+    assert replayed.status_code == 200, replayed.text  # the same click again: answered, not refunded twice
     stale = {"csrf": browser.token("console-order-action"), "reason": "late"}  # a stale page's post
     again = await browser.http.post(f"/console/orders/{order['order_id']}/cancel", data=stale)
     assert 400 <= again.status_code < 500 and 'id="error"' in again.text
     async with dev_stack.sessionmaker() as db:
-        actors = await db.scalars(
-            select(AuditLog.actor).where(AuditLog.action == "console.refund", AuditLog.target == order["order_id"])
+        rows = await db.scalars(
+            select(AuditLog).where(AuditLog.action == "console.refund", AuditLog.target == order["order_id"])
         )
-        assert list(actors) == [f"{shop.slug}/owner"]
+        # Each click is audited; the replay is the same Update (its id carries the form's key): one refund.
+        assert [(r.actor, r.detail["outcome"]) for r in rows] == [(f"{shop.slug}/owner", "done")] * 2
+    assert (await dev_stack.stages_of(order)).count("refunded") == 1
+    assert (await dev_stack.http.get(f"/merchant/products/{sku}/stock", headers=shop.owner)).json()["refunded"] == 1
