@@ -122,3 +122,25 @@ async def test_hostile_input_is_refused_with_a_4xx(dev_stack: Stack, console) ->
         headers={"Content-Type": "application/json", "X-CSRF-Token": token},
     )
     assert wrong_type.status_code == 415
+
+
+async def test_odd_encodings_of_a_form_are_a_4xx(dev_stack: Stack, console) -> None:
+    shop = await open_shop(dev_stack)
+    browser = console()
+    await browser.sign_in(bearer(shop))
+    token = browser.token("console-product")
+    sku = "e-" + uuid.uuid4().hex[:6]
+    fields = {"csrf": token, "sku": sku, "currency": "CNY", "price_cents": "10", "delivery_sla_seconds": "60"}
+    as_file = await browser.http.post("/console/products", data=fields, files={"name": ("n.txt", b"a file")})
+    assert as_file.status_code == 422  # a file where text belongs
+    raw = "&".join(f"{k}={v}" for k, v in fields.items()) + "&name=%FF%FE%00"
+    latin = await browser.http.post(
+        "/console/products", content=raw, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert latin.status_code == 422  # the NUL is refused whatever came before it
+    no_csrf_file = await browser.http.post(
+        "/console/sign-out", files={"csrf": ("c.txt", token.encode())}, data={"x": "1"}
+    )
+    assert no_csrf_file.status_code == 403
+    for method in ("PUT", "DELETE", "PATCH"):
+        assert (await browser.http.request(method, "/console/products")).status_code == 405

@@ -106,6 +106,9 @@ async def test_a_merchant_imports_keys_sees_an_order_and_refunds_it(dev_stack: S
         await page.goto(f"{base}/console/")
         await expect(page.locator("#by-status")).to_contain_text("Refunded 1")
         await page.screenshot(path=str(SHOTS / "console-dashboard-phone.png"), full_page=True)
+        for name, path in (("orders", "/console/orders"), ("products", "/console/products")):
+            await page.goto(base + path)
+            await page.screenshot(path=str(SHOTS / f"console-{name}-phone.png"), full_page=True)
         await page.goto(f"{base}/console/?lang=zh")
         await expect(page.locator("h1")).to_have_text("概览")
         await page.screenshot(path=str(SHOTS / "console-dashboard-phone-zh.png"), full_page=True)
