@@ -50,6 +50,15 @@ async def test_sign_in_sets_a_strict_session_cookie_and_sign_out_clears_it(
     assert "That token is not a live merchant token." in bad.text
     assert "mf_console" not in bad.headers.get("set-cookie", "")
 
+    page = (await browser.http.get(SIGN_IN)).text
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        forged = await browser.http.post(
+            SIGN_IN, data={"csrf": token_in(page, SIGN_IN), "token": bearer(shop)}, headers=headers
+        )
+        assert forged.status_code == 403 and "mf_console" not in forged.headers.get("set-cookie", "")
+    tokenless = await browser.http.post(SIGN_IN, data={"token": bearer(shop)})
+    assert tokenless.status_code == 403 and "mf_console" not in tokenless.headers.get("set-cookie", "")
+
     signed = await browser.sign_in(bearer(shop))
     assert (signed.status_code, signed.headers["location"]) == (303, "/console/")
     [cookie] = [h for h in signed.headers.get_list("set-cookie") if h.startswith("mf_console=")]

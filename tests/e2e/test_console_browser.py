@@ -4,6 +4,7 @@ a form without its CSRF token refused, sign out. Screenshots at phone and deskto
 docs/screenshots/console-*.png."""
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -73,8 +74,10 @@ async def test_a_merchant_imports_keys_sees_an_order_and_refunds_it(dev_stack: S
         await page.locator("#key-file").set_input_files(
             {"name": "keys.txt", "mimeType": "text/plain", "buffer": keys.encode()}
         )
+        started = time.monotonic()
         await page.locator("#import button[type=submit]").click()
         await expect(page.locator("#import-status")).to_have_text("Done: imported 1000, duplicates 0.", timeout=30_000)
+        print(f"1,000 keys imported in 5 chunks from the browser in {time.monotonic() - started:.2f} s")
         seen = await page.evaluate("window.barSeen")
         steps = [value for i, value in enumerate(seen) if i == 0 or seen[i - 1] != value]
         assert steps == [0, 20, 40, 60, 80, 100]  # one step per chunk of 200 lines
