@@ -309,3 +309,39 @@ async def test_the_import_counts_duplicates_and_a_reveal_is_audited_once(dev_sta
         assert [(r.actor, r.detail["outcome"]) for r in rows] == [(f"{shop.slug}/owner", "done")] * 2
     assert (await dev_stack.stages_of(order)).count("refunded") == 1
     assert (await dev_stack.http.get(f"/merchant/products/{sku}/stock", headers=shop.owner)).json()["refunded"] == 1
+
+
+async def test_a_product_is_edited_from_its_page(dev_stack: Stack, console) -> None:
+    shop = await open_shop(dev_stack)
+    sku = await shop_product(dev_stack, shop, ["E-1", "E-2"])
+    browser = console()
+    await browser.sign_in(bearer(shop))
+    page = await browser.http.get(f"/console/products/{sku}")
+    assert page.status_code == 200 and 'data-count="available">2<' in page.text
+    edited = await browser.post(
+        f"/console/products/{sku}",
+        f"/console/products/{sku}",
+        {"name": "茶 Tea", "description": "Green.", "price_cents": "1234", "delivery_sla_seconds": "300"},
+    )  # no "active" box ticked: off sale
+    assert (edited.status_code, edited.headers["location"]) == (303, f"/console/products/{sku}?saved=1")
+    [product] = (await dev_stack.http.get("/merchant/products", headers=shop.owner)).json()["products"]
+    assert {k: product[k] for k in ("name", "description", "price_cents", "delivery_sla_seconds", "active")} == {
+        "name": "茶 Tea",
+        "description": "Green.",
+        "price_cents": 1234,
+        "delivery_sla_seconds": 300,
+        "active": False,
+    }
+    back_on = await browser.post(
+        f"/console/products/{sku}",
+        f"/console/products/{sku}",
+        {"name": "茶 Tea", "description": "", "price_cents": "1234", "delivery_sla_seconds": "300", "active": "on"},
+    )
+    assert back_on.status_code == 303
+    [product] = (await dev_stack.http.get("/merchant/products", headers=shop.owner)).json()["products"]
+    assert product["active"] is True and product["description"] == ""
+    async with dev_stack.sessionmaker() as db:
+        edits = await db.scalar(
+            select(func.count()).select_from(AuditLog).where(AuditLog.action == "product.edit", AuditLog.target == sku)
+        )
+    assert edits == 2

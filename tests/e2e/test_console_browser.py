@@ -127,6 +127,7 @@ async def test_a_merchant_imports_keys_sees_an_order_and_refunds_it(dev_stack: S
             ("orders", "/console/orders"),
             ("order", f"/console/orders/{order['order_id']}"),
             ("keys", f"/console/products/{sku}/keys"),
+            ("product", f"/console/products/{sku}"),
             ("staff", "/console/staff"),
         ):
             await wide.goto(base + path)
