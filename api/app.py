@@ -9,6 +9,8 @@ from fastapi.staticfiles import StaticFiles
 from temporalio.client import Client
 
 from api import docs, errors, http_metrics, limits
+from api.console import pages as console_pages
+from api.console import routes as console
 from api.csrf import Csrf
 from api.merchant_directory import MerchantDirectory
 from api.order_feed import OrderFeed
@@ -118,5 +120,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
         app.include_router(module.router)
     app.include_router(money.merchant_router)
     app.include_router(money.admin_router)
+    app.include_router(console.router)  # the merchant console's pages (hidden from the schema)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")  # the buyer pages' CSS and JS
+    app.mount("/console/static", StaticFiles(directory=console_pages.STATIC), name="console-static")
     return app

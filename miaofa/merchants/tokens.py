@@ -28,6 +28,7 @@ class MerchantHolder:
     slug: str
     name: str
     role: str
+    token_id: int = 0  # the token's row: what a console session names (never the token itself)
 
     @property
     def actor(self) -> str:
@@ -109,4 +110,17 @@ async def holder(sessionmaker: async_sessionmaker[AsyncSession], vault: Vault, t
                 update(MerchantToken).where(MerchantToken.id == row.id).values(last_used_at=func.now())
             )
             await session.commit()
-    return MerchantHolder(row.merchant_id, row.slug, row.name, row.role)
+    return MerchantHolder(row.merchant_id, row.slug, row.name, row.role, row.id)
+
+
+async def holder_by_id(sessionmaker: async_sessionmaker[AsyncSession], token_id: int) -> MerchantHolder | None:
+    """The holder of this token row while it is live (a console session re-checks it on every page)."""
+    async with sessionmaker() as session:
+        row = (
+            await session.execute(
+                select(MerchantToken.merchant_id, Merchant.slug, MerchantToken.name, MerchantToken.role)
+                .join(Merchant, Merchant.id == MerchantToken.merchant_id)
+                .where(MerchantToken.id == token_id, MerchantToken.revoked_at.is_(None))
+            )
+        ).first()
+    return None if row is None else MerchantHolder(row.merchant_id, row.slug, row.name, row.role, token_id)

@@ -1,0 +1,1 @@
+"""The merchant console (/console): server-rendered pages for a shop's owner and staff."""

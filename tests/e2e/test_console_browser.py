@@ -1,0 +1,163 @@
+"""A merchant in a real browser (Debian's chromium, driven by Playwright): sign in to the console,
+create a product, import 1,000 keys watching the progress bar, see a buyer's order and refund it,
+a form without its CSRF token refused, sign out. Screenshots at phone and desktop width go to
+docs/screenshots/console-*.png."""
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from miaofa import contract as c
+from tests.api.test_merchants import open_shop, shop_order
+from tests.helpers.stack import Stack
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists() and not os.environ.get("CI"),
+    reason="no chromium at /usr/bin/chromium (apt-get install chromium)",
+)
+async_api = pytest.importorskip("playwright.async_api", reason="the playwright package is not installed")
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+# Records each value the import's progress bar takes (its value attribute follows the property).
+WATCH_BAR = """() => {
+  window.barSeen = [];
+  const bar = document.getElementById("import-bar");
+  new MutationObserver(() => window.barSeen.push(Number(bar.value))).observe(bar, {attributes: true});
+}"""
+
+
+async def test_a_merchant_imports_keys_sees_an_order_and_refunds_it(dev_stack: Stack) -> None:
+    shop = await open_shop(dev_stack, "Moon Cards")
+    token = shop.owner["Authorization"].removeprefix("Bearer ")
+    base = str(dev_stack.http.base_url).rstrip("/")
+    sku = "moon-" + uuid.uuid4().hex[:6]
+    keys = "\n".join(f"MOON-{i:04d}-{uuid.uuid4().hex[:10]}" for i in range(1000)) + "\n"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    expect = async_api.expect
+    problems: list[str] = []
+
+    async with async_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        phone = await browser.new_context(viewport=PHONE, locale="en-US")
+        page = await phone.new_page()
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+
+        await page.goto(f"{base}/console/")
+        await page.wait_for_url(f"{base}/console/sign-in")
+        await page.screenshot(path=str(SHOTS / "console-sign-in-phone.png"), full_page=True)
+        await page.locator("input[name=token]").fill(token)
+        await page.locator("button[type=submit]").click()
+        await page.wait_for_url(f"{base}/console/")
+        await expect(page.locator(".who")).to_have_text(f"{shop.slug} / owner")
+
+        await page.goto(f"{base}/console/products")
+        form = page.locator("#create-product")
+        await form.locator("input[name=sku]").fill(sku)
+        await form.locator("input[name=name]").fill("Moon card 月卡")
+        await form.locator("textarea[name=description]").fill("Thirty days of moonlight.")
+        await form.locator("input[name=price_cents]").fill("2990")
+        await form.locator("input[name=delivery_sla_seconds]").fill("120")
+        await form.locator("button[type=submit]").click()
+        await page.wait_for_url(f"{base}/console/products?created={sku}")
+        row = page.locator(f'tr[data-sku="{sku}"]')
+        await expect(row.locator("[data-available]")).to_have_text("0")
+
+        await row.get_by_role("link", name="Keys").click()
+        await page.wait_for_url(f"{base}/console/products/{sku}/keys")
+        await page.evaluate(WATCH_BAR)
+        await page.locator("#key-file").set_input_files(
+            {"name": "keys.txt", "mimeType": "text/plain", "buffer": keys.encode()}
+        )
+        started = time.monotonic()
+        await page.locator("#import button[type=submit]").click()
+        await expect(page.locator("#import-status")).to_have_text("Done: imported 1000, duplicates 0.", timeout=30_000)
+        print(f"1,000 keys imported in 5 chunks from the browser in {time.monotonic() - started:.2f} s")
+        seen = await page.evaluate("window.barSeen")
+        steps = [value for i, value in enumerate(seen) if i == 0 or seen[i - 1] != value]
+        assert steps == [0, 20, 40, 60, 80, 100]  # one step per chunk of 200 lines
+        await expect(page.locator('[data-count="available"]')).to_have_text("1000")
+        await page.screenshot(path=str(SHOTS / "console-keys-phone.png"), full_page=True)
+        await page.reload()
+        await expect(page.locator('[data-count="available"]')).to_have_text("1000")
+        assert "MOON-0000" not in await page.content()
+
+        # A buyer orders from this shop and pays.
+        await dev_stack.refresh_stock()
+        order = await shop_order(dev_stack, shop, sku, email=f"moon-{uuid.uuid4().hex[:6]}@example.com")
+        assert (await dev_stack.pay(order)).status_code == 200
+        await dev_stack.wait_status(order, c.DELIVERED)
+
+        await page.goto(f"{base}/console/orders")
+        await page.locator(f'tr[data-order="{order["order_id"]}"] a').click()
+        await page.wait_for_url(f"{base}/console/orders/{order['order_id']}")
+        await expect(page.locator("#status")).to_have_text("Delivered")
+        await expect(page.locator("#timeline")).to_contain_text("Keys delivered")
+        await page.screenshot(path=str(SHOTS / "console-order-phone.png"), full_page=True)
+        refund = page.locator("form#refund")
+        await refund.locator("input[name=reason]").fill("The buyer asked")
+        await refund.locator("button[type=submit]").click()
+        await expect(page.locator("#notice")).to_have_text("Done: the order is now Refunded.")
+        await expect(page.locator("#status")).to_have_text("Refunded")
+        await dev_stack.wait_status(order, c.REFUNDED)
+
+        await page.goto(f"{base}/console/")
+        await expect(page.locator("#by-status")).to_contain_text("Refunded 1")
+        await page.screenshot(path=str(SHOTS / "console-dashboard-phone.png"), full_page=True)
+        for name, path in (("orders", "/console/orders"), ("products", "/console/products")):
+            await page.goto(base + path)
+            await page.screenshot(path=str(SHOTS / f"console-{name}-phone.png"), full_page=True)
+        await page.goto(f"{base}/console/?lang=zh")
+        await expect(page.locator("h1")).to_have_text("概览")
+        await page.screenshot(path=str(SHOTS / "console-dashboard-phone-zh.png"), full_page=True)
+        await page.goto(f"{base}/console/products?lang=en")
+
+        # The same session at desktop width.
+        desktop = await browser.new_context(viewport=DESKTOP, locale="en-US")
+        await desktop.add_cookies(await phone.cookies())
+        wide = await desktop.new_page()
+        for name, path in (
+            ("dashboard", "/console/"),
+            ("products", "/console/products"),
+            ("orders", "/console/orders"),
+            ("order", f"/console/orders/{order['order_id']}"),
+            ("keys", f"/console/products/{sku}/keys"),
+            ("product", f"/console/products/{sku}"),
+            ("staff", "/console/staff"),
+        ):
+            await wide.goto(base + path)
+            await wide.screenshot(path=str(SHOTS / f"console-{name}-desktop.png"), full_page=True)
+        await wide.goto(f"{base}/console/products?lang=zh")
+        await wide.screenshot(path=str(SHOTS / "console-products-desktop-zh.png"), full_page=True)
+        await desktop.close()
+
+        # A form whose CSRF token is gone is refused with a page that says so.
+        await page.goto(f"{base}/console/products")
+        await page.evaluate("document.querySelector('#create-product input[name=csrf]').remove()")
+        await form.locator("input[name=sku]").fill(sku + "-x")
+        await form.locator("input[name=name]").fill("No token")
+        await form.locator("input[name=price_cents]").fill("100")
+        await form.locator("button[type=submit]").click()
+        await expect(page.locator("p.error")).to_contain_text("This form has expired or came from another site.")
+
+        await page.goto(f"{base}/console/")
+        await page.locator(".signout button").click()
+        await page.wait_for_url(f"{base}/console/sign-in?out=1")
+        await expect(page.locator("p.ok")).to_have_text("You are signed out.")
+        await page.goto(f"{base}/console/orders")
+        await page.wait_for_url(f"{base}/console/sign-in")
+        await browser.close()
+
+    # The refused form is the only failed request.
+    assert problems == ["Failed to load resource: the server responded with a status of 403 (Forbidden)"]
+    assert (await dev_stack.http.get(f"/merchant/products/{sku}/stock", headers=shop.owner)).json() == {
+        "available": 999,
+        "reserved": 0,
+        "sold": 0,
+        "refunded": 1,
+    }
