@@ -1,19 +1,23 @@
 """Gauges of what must stay empty, measured by a periodic query in each worker process (every worker
-reports the same numbers, so the alerts take the max): orders paid but not delivered, and reconcile
-mismatches still reported by recent runs."""
+reports the same numbers, so the alerts take the max): orders paid but not delivered, reconcile
+mismatches still reported by recent runs, and the ledger check's violations (a slower cadence: the
+check scans every entry)."""
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.common import MetricMeter
 
+from miaofa.ledger import check
 from miaofa.telemetry import backlog
 from miaofa.telemetry.metrics import seconds_since
 
 log = logging.getLogger("miaofa.telemetry.watch")
 INTERVAL_SECONDS = 15.0
+LEDGER_CHECK_SECONDS = 300.0
 
 
 class Watch:
@@ -23,6 +27,7 @@ class Watch:
         meter: MetricMeter | None,
         reconcile_interval_seconds: int,
         interval_seconds: float = INTERVAL_SECONDS,
+        ledger_check_seconds: float = LEDGER_CHECK_SECONDS,
     ) -> None:
         self.active = meter is not None  # a worker without a metrics endpoint has nobody to tell
         meter = meter or MetricMeter.noop
@@ -40,6 +45,9 @@ class Watch:
         self._findings_age = meter.create_gauge_float(
             "miaofa_reconcile_unrepaired_oldest_seconds", "Age of the oldest mismatch still reported (since first seen)"
         )
+        self._ledger = meter.create_gauge("miaofa_ledger_violations", "Ledger invariants broken at the last check")
+        self.ledger_check_seconds = ledger_check_seconds
+        self._ledger_checked = 0.0
 
     async def measure(self) -> tuple[backlog.Backlog, backlog.Backlog]:
         now = datetime.now(UTC)
@@ -50,7 +58,18 @@ class Watch:
         self._paid_age.set(seconds_since(paid.oldest, now) or 0.0)
         self._findings.set(findings.count)
         self._findings_age.set(seconds_since(findings.oldest, now) or 0.0)
+        if time.monotonic() - self._ledger_checked >= self.ledger_check_seconds:
+            await self.check_ledger()
         return paid, findings
+
+    async def check_ledger(self) -> list[check.Violation]:
+        async with self.sessionmaker() as session:
+            found = await check.run(session)
+        self._ledger_checked = time.monotonic()
+        self._ledger.set(len(found))
+        for violation in found[:10]:  # words about accounts and orders: no key, token or email
+            log.error("ledger check: %s: %s", violation.check, violation.detail)
+        return found
 
     async def run(self, stop: asyncio.Event) -> None:
         while self.active and not stop.is_set():

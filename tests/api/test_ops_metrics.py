@@ -259,3 +259,26 @@ async def test_the_reserved_gauge_counts_keys_held_by_unpaid_orders(metered: Met
         3,
         2,
     )
+
+
+async def test_the_watch_counts_ledger_violations_and_logs_them(metered: Metered, caplog) -> None:
+    from tests.api.test_ledger import money_shop, sold
+
+    stack = metered.stack
+    shop = await money_shop(stack, fee_bps=100, hold_seconds=3600)
+    await sold(stack, shop)
+    watch = Watch(stack.sessionmaker, metered.meter, reconcile_interval_seconds=600, ledger_check_seconds=0)
+    await watch.measure()
+    assert value(await metered.scrape(), "miaofa_ledger_violations") == 0
+    tamper = "UPDATE ledger_accounts SET balance = balance + :d WHERE owner = :m AND kind = 'pending'"
+    async with stack.sessionmaker.begin() as session:
+        await session.execute(text(tamper), {"d": 5, "m": shop.merchant_id})
+    try:
+        await watch.measure()
+        assert value(await metered.scrape(), "miaofa_ledger_violations") == 3
+        assert f"ledger check: pending_not_held: {shop.merchant_id}'s pending CNY differs" in caplog.text
+    finally:
+        async with stack.sessionmaker.begin() as session:
+            await session.execute(text(tamper), {"d": -5, "m": shop.merchant_id})
+    await watch.measure()
+    assert value(await metered.scrape(), "miaofa_ledger_violations") == 0
