@@ -1,11 +1,13 @@
 """A merchant's money as the ledger has it, and the platform's proof that the ledger adds up."""
 
+from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from api.deps import AdminDep, MerchantDep, SessionDep
-from miaofa.ledger import books, check
+from miaofa.errors import InvalidInput
+from miaofa.ledger import books, check, statements
 
 merchant_router = APIRouter(prefix="/merchant", tags=["merchant money"])
 admin_router = APIRouter(prefix="/admin", tags=["ledger"])
@@ -30,6 +32,28 @@ async def ledger(
 ) -> dict[str, Any]:
     """The shop's own ledger lines, newest first; amounts in each account's direction."""
     return {"entries": await books.entries(session, holder.merchant_id, limit, before)}
+
+
+@merchant_router.get("/statements/{day}", responses={200: {"content": {"text/csv": {}}}})
+async def statement(
+    day: Annotated[str, Path(pattern=r"^\d{4}-\d{2}-\d{2}(\.csv)?$", description="YYYY-MM-DD, or YYYY-MM-DD.csv")],
+    holder: MerchantDep,
+    session: SessionDep,
+) -> Any:
+    """A closed day (UTC): opening, every line and closing per currency, and the hash chain."""
+    wants_csv = day.endswith(".csv")
+    try:
+        when = date.fromisoformat(day.removesuffix(".csv"))
+    except ValueError:
+        raise InvalidInput(f"day: {day.removesuffix('.csv')!r} is not a date") from None
+    found = await statements.statement(session, holder.merchant_id, when)
+    if wants_csv:
+        return Response(
+            statements.as_csv(found),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="statement-{when.isoformat()}.csv"'},
+        )
+    return found
 
 
 @admin_router.get("/ledger/check")

@@ -7,7 +7,7 @@ from miaofa.bench.cli import bench_app
 from miaofa.cli import run
 from miaofa.cli.audit import audit_log
 from miaofa.cli.keys import keys_app
-from miaofa.cli.ledger import ledger_app
+from miaofa.cli.ledger import ledger_app, statements_app
 from miaofa.cli.merchants import merchants_app
 from miaofa.cli.notify import gateways, notify_app
 from miaofa.cli.orders import orders_app
@@ -33,5 +33,6 @@ app.add_typer(orders_app, name="orders")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(merchants_app, name="merchants")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(statements_app, name="statements")
 app.command("audit")(audit_log)
 app.add_typer(bench_app, name="bench")

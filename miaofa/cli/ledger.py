@@ -36,3 +36,68 @@ def check_ledger() -> None:
         err.print(f"The ledger does not add up: {len(found)} violations ({took:.2f} s).", markup=False, highlight=False)
         raise typer.Exit(1)
     err.print(f"The ledger adds up ({took:.2f} s).", markup=False, highlight=False)
+
+
+statements_app = typer.Typer(
+    no_args_is_help=True, short_help="A shop's daily statements.", help="A shop's daily statements (UTC days)."
+)
+
+
+def _statement(slug: str, day: str) -> dict:
+    from datetime import date
+
+    from miaofa.errors import MiaofaError
+    from miaofa.ledger import statements
+    from miaofa.merchants import accounts
+
+    try:
+        when = date.fromisoformat(day)
+    except ValueError:
+        _stop(f"{day!r} is not a date: use YYYY-MM-DD.", BAD_INPUT)
+    settings = _settings()
+    _require(settings, "database_url", code=BAD_INPUT)
+
+    async def run() -> dict:
+        async with database(settings) as sessionmaker, sessionmaker.begin() as session:
+            merchant = await accounts.by_slug(session, slug)
+            return await statements.statement(session, merchant.id, when)
+
+    try:
+        return asyncio.run(run())
+    except MiaofaError as exc:
+        _stop(f"Refused: {exc.detail}.", REFUSED)
+    except OSError as exc:
+        _stop(f"Cannot reach the database: {exc.strerror or exc}", REFUSED)
+
+
+@statements_app.command("show")
+def show(slug: str = typer.Argument(..., help="The shop's slug."), day: str = typer.Argument(..., help="YYYY-MM-DD")):
+    """Opening and closing balances per currency, the number of lines, and the hash chain."""
+    from miaofa.ledger.statements import KINDS
+
+    found = _statement(slug, day)
+    for currency, section in found["currencies"].items():
+        opening = " ".join(f"{k} {section['opening'].get(k, 0)}" for k in KINDS)
+        closing = " ".join(f"{k} {section['closing'].get(k, 0)}" for k in KINDS)
+        print(f"{currency}\topening\t{opening}")
+        print(f"{currency}\tlines\t{len(section['lines'])}")
+        print(f"{currency}\tclosing\t{closing}")
+    print(f"prev_hash\t{found['prev_hash']}")
+    print(f"hash\t{found['hash']}")
+
+
+@statements_app.command("export")
+def export(
+    slug: str = typer.Argument(..., help="The shop's slug."),
+    day: str = typer.Argument(..., help="YYYY-MM-DD"),
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of CSV."),
+) -> None:
+    """The whole statement on stdout: CSV (a row per line, opening and closing rows) or JSON."""
+    import json
+
+    from miaofa.ledger import statements
+
+    found = _statement(slug, day)
+    print(
+        json.dumps(found, ensure_ascii=False) if as_json else statements.as_csv(found), end="" if not as_json else "\n"
+    )

@@ -5,9 +5,11 @@ positive, a credit negative), so each transaction's entries sum to zero per curr
 `balance` is kept in its normal direction (what a merchant reads: a credit-normal `available` of
 500 is 500 owed to the merchant) with a version that every posting bumps."""
 
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from miaofa.db.models import Base, created_at_column
@@ -87,3 +89,20 @@ class LedgerHold(Base):
         CheckConstraint("remaining >= 0 and remaining <= amount", name="remaining_range"),
         Index("ix_ledger_holds_due", "release_at", postgresql_where=text("released_at is null")),
     )
+
+
+class LedgerStatement(Base):
+    """A merchant's closed day, made once and never changed: its body (opening, lines, closing per
+    currency) and the hash of the previous statement, so history cannot be rewritten unseen."""
+
+    __tablename__ = "ledger_statements"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(32))
+    day: Mapped[date] = mapped_column(Date)
+    body: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (UniqueConstraint("merchant_id", "day"),)

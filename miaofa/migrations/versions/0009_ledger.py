@@ -8,6 +8,7 @@ Revises: 0008
 """
 from alembic import op
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 revision = '0009'
 down_revision = '0008'
@@ -109,9 +110,21 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_ledger_holds_merchant_id'), 'ledger_holds', ['merchant_id'])
     op.create_index('ix_ledger_holds_due', 'ledger_holds', ['release_at'], postgresql_where=sa.text('released_at is null'))
+    op.create_table(
+        'ledger_statements',
+        sa.Column('id', sa.BigInteger(), nullable=False),
+        sa.Column('merchant_id', sa.String(length=32), nullable=False),
+        sa.Column('day', sa.Date(), nullable=False),
+        sa.Column('body', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column('prev_hash', sa.String(length=64), nullable=False),
+        sa.Column('hash', sa.String(length=64), nullable=False),
+        sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_statements')),
+        sa.UniqueConstraint('merchant_id', 'day', name=op.f('uq_ledger_statements_merchant_id')),
+    )
     op.execute(APPEND_ONLY)
     op.execute(BALANCED)
-    for table in ('ledger_entries', 'ledger_transactions'):
+    for table in ('ledger_entries', 'ledger_transactions', 'ledger_statements'):
         op.execute(
             f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
             "FOR EACH ROW EXECUTE FUNCTION ledger_append_only()"
@@ -127,6 +140,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table('ledger_statements')
     op.drop_table('ledger_holds')
     op.drop_table('ledger_entries')
     op.drop_table('ledger_transactions')
