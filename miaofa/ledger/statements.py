@@ -12,7 +12,7 @@ import json
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import literal_column, select, text
+from sqlalchemy import Label, literal_column, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,7 +60,7 @@ async def _make_up_to(session: AsyncSession, merchant_id: str, day: date) -> Non
     """Store every day with lines, up to and including `day`, that is not stored yet, in order."""
     last = await _last_before(session, merchant_id, day + timedelta(days=1))
     since = _start(last.day + timedelta(days=1)) if last else None
-    busy_day = literal_column("(ledger_transactions.at AT TIME ZONE 'UTC')::date").label("busy")
+    busy_day: Label[date] = literal_column("(ledger_transactions.at AT TIME ZONE 'UTC')::date").label("busy")
     query = (
         select(busy_day)
         .select_from(LedgerTransaction)
