@@ -509,6 +509,21 @@ class ChaosStack:
                     list(db_orders),
                 )
             )
+            # Exactly one sale per delivered order, whatever was killed between payment and posting.
+            sales = Counter(
+                r["order_id"]
+                for r in await conn.fetch(
+                    "SELECT order_id FROM ledger_transactions WHERE kind = 'sale' AND order_id = ANY($1::text[])",
+                    list(db_orders),
+                )
+            )
+            ledger_violations = [
+                r["check"]
+                for r in await conn.fetch(
+                    "SELECT 'unbalanced' AS check FROM ledger_entries "
+                    "GROUP BY transaction_id, currency HAVING sum(amount) <> 0"
+                )
+            ]
         finally:
             await conn.close()
         statement = [p for p in await self.statement() if p["order_id"] in db_orders]
@@ -547,6 +562,8 @@ class ChaosStack:
                     problems.append(f"{order_id} delivered but not paid at the gateway")
                 if delivered_events[order_id] != 1:
                     problems.append(f"{order_id} has {delivered_events[order_id]} 'delivered' events")
+                if sales[order_id] != 1:
+                    problems.append(f"{order_id} delivered with {sales[order_id]} sales in the ledger")
                 late = row["delivered_at"] - row["paid_at"] > timedelta(seconds=SLA_SECONDS)
                 if late and order_id not in coupons:
                     problems.append(f"{order_id} delivered late without a coupon")
@@ -566,6 +583,7 @@ class ChaosStack:
                 problems.append(f"{order_id} has paid_at but is {status}")
             if order_id in paid_at_gateway and status != "delivered":
                 problems.append(f"{order_id} paid at the gateway but {status} here")
+        problems.extend(f"ledger: {v}" for v in ledger_violations)
         sold_codes = [self.vault.decrypt(k["ciphertext"]) for k in keys if k["status"] == "sold"]
         if len(sold_codes) != len(set(sold_codes)):
             problems.append("a key code was sold twice")
