@@ -26,5 +26,6 @@ for name, command in (
     ("up-time", cli_alone.up_time),
     ("risk-chain", cli_alone.risk_chain),
     ("sim-storage", cli_alone.sim_storage),
+    ("ledger-check", cli_alone.ledger_check),
 ):
     bench_app.command(name)(command)

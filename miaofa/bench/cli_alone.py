@@ -67,3 +67,20 @@ def sim_storage(
         json_path=json_path,
         out_dir=out_dir,
     )
+
+
+def ledger_check(
+    orders: Annotated[int, typer.Option(min=10, help="Orders whose books are seeded.")] = 100_000,
+    json_path: JsonPath = None,
+    out_dir: OutDir = Path("."),
+) -> None:
+    """`miaofa ledger check` over the books of N orders, seeded on a PostgreSQL of its own."""
+    from miaofa.bench import ledger_check as scenario
+
+    _alone(
+        "ledger-check",
+        {"orders": orders},
+        lambda b: scenario.run(b, orders),
+        json_path=json_path,
+        out_dir=out_dir,
+    )

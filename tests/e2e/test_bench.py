@@ -151,3 +151,20 @@ def test_a_scenario_that_brings_its_own_services_needs_no_shop(tmp_path: Path) -
     assert record["stack"] == {"started": False, "shop": False}
     assert [(s["first"], s["last"]) for s in record["metrics"]["slices"]] == [(1, 10), (11, 20)]
     assert all(s["ms_per_change"] > 0 for s in record["metrics"]["slices"])
+
+
+def test_the_ledger_check_bench_seeds_books_that_add_up(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIAOFA_")}
+    result = tmp_path / "ledger.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "miaofa.cli", "bench", "ledger-check", "--orders", "200", "--json", str(result)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    metrics = json.loads(result.read_text())["metrics"]
+    assert (metrics["orders"], metrics["entries"]) == (200, 660)  # 3 per sale, 3 per refund of one in ten
+    assert len(metrics["check_seconds"]) == 3
