@@ -22,8 +22,6 @@ from miaofa.db.ledger_tables import LedgerAccount, LedgerEntry, LedgerHold, Ledg
 from miaofa.db.models import Coupon, Merchant, Order
 from miaofa.ledger.posting import PLATFORM, begin, credit, debit, lock, post, write
 
-LATE_DELIVERY = "late_delivery"
-
 
 @dataclass(frozen=True)
 class Split:
@@ -49,8 +47,9 @@ async def post_sale(session: AsyncSession, order_id: str, at: datetime, *, coupo
     assert merchant is not None
     platform_pays = False
     if order.coupon_id is not None and coupon_payer == "platform":
-        reason = await session.scalar(select(Coupon.reason).where(Coupon.id == order.coupon_id))
-        platform_pays = reason == LATE_DELIVERY
+        # A coupon issued for another order's late delivery: the platform's promise, the platform's cost.
+        compensated = await session.scalar(select(Coupon.issued_for_order_id).where(Coupon.id == order.coupon_id))
+        platform_pays = compensated is not None
     money = split(order.amount_cents, order.list_cents, merchant.fee_bps, platform_pays)
     if money.paid + money.discount == 0:
         return

@@ -297,3 +297,25 @@ async def test_three_shops_with_refunds_racing_deliveries_and_releases_add_up_to
         )
     assert sales == 60
     await clean(dev_stack)
+
+
+async def test_a_late_delivery_coupon_is_paid_by_the_platform_not_the_shop(dev_stack: Stack) -> None:
+    from miaofa import coupons
+
+    shop = await money_shop(dev_stack, fee_bps=1000, hold_seconds=0)
+    (late,) = await sold(dev_stack, shop, price_cents=2000)
+    async with dev_stack.sessionmaker.begin() as session:  # as the workflow does when the SLA passes
+        coupon = await coupons.issue_for_late_delivery(session, late["order_id"], "sla_timer", datetime.now(UTC))
+    sku = (await dev_stack.http.get("/merchant/products", headers=shop.owner)).json()["products"][0]["sku"]
+    await dev_stack.http.post(
+        f"/merchant/products/{sku}/keys", headers={**shop.owner, "Content-Type": "text/plain"}, content="MORE-1"
+    )
+    compensation_before = await platform(dev_stack, "compensation")
+    order = await shop_order(dev_stack, shop, sku, coupon_code=coupon.code)
+    assert order["amount_cents"] < 2000
+    discount = 2000 - order["amount_cents"]
+    await dev_stack.pay(order)
+    await dev_stack.wait_status(order, "delivered")
+    assert (await balance(dev_stack, shop))["available"] == 1800 + 1800  # full price less the fee, twice
+    assert await platform(dev_stack, "compensation") == compensation_before + discount
+    await clean(dev_stack)

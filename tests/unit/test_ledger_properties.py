@@ -126,3 +126,11 @@ def test_random_sequences_keep_every_invariant(database_url: str) -> None:
         asyncio.run(_play(database_url, fee_bps, hold_hours, prices, ops))
 
     sequence()
+
+
+def test_the_split_of_a_sale() -> None:
+    assert order_money.split(1000, 1000, 250, True) == order_money.Split(paid=1000, discount=0, fee=25, net=975)
+    # a 10 % late-delivery coupon: the platform pays the 100 (fee on the full price), or the shop does
+    assert order_money.split(900, 1000, 250, True) == order_money.Split(paid=900, discount=100, fee=25, net=975)
+    assert order_money.split(900, 1000, 250, False) == order_money.Split(paid=900, discount=0, fee=22, net=878)
+    assert order_money.split(999, None, 333, True) == order_money.Split(paid=999, discount=0, fee=33, net=966)
