@@ -12,7 +12,7 @@ from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, ForeignKey, 
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from miaofa.db.models import Base, created_at_column
+from miaofa.db.base import Base, created_at_column
 
 # The merchant's accounts that may never go below zero; `debt` and the platform's may.
 FLOORED = ("pending", "available", "reserved")

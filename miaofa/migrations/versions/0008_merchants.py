@@ -31,6 +31,8 @@ def upgrade() -> None:
         sa.Column('status', sa.String(length=16), nullable=False),
         sa.Column('status_reason', sa.String(length=300), server_default='', nullable=False),
         sa.Column('risk_rules', postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False),
+        sa.Column('webhook_url', sa.String(length=500), nullable=True),
+        sa.Column('webhook_secret', sa.LargeBinary(), nullable=True),
         sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
         sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
         sa.CheckConstraint("settlement in ('platform','direct')", name=op.f('ck_merchants_settlement_known')),
