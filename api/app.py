@@ -20,6 +20,7 @@ from api.routes import (
     health,
     lookup,
     merchant,
+    merchant_webhook,
     merchants_admin,
     money,
     order_events,
@@ -119,6 +120,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
     for module in (health, admin, merchants_admin, merchant, lookup, shop, order_events, payments, support, codec, web):
         app.include_router(module.router)
     app.include_router(money.merchant_router)
+    app.include_router(merchant_webhook.router)
     app.include_router(money.admin_router)
     app.include_router(console.router)  # the merchant console's pages (hidden from the schema)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")  # the buyer pages' CSS and JS

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.common import MetricMeter
 
 from miaofa.crypto.vault import Vault
-from miaofa.db.models import Coupon, Order, Product
+from miaofa.db.models import DEFAULT_MERCHANT, Coupon, Merchant, Order, Product
 from miaofa.messaging import emails, outbox, webhooks
 from miaofa.messaging.mailer import Mailer
 
@@ -154,22 +154,27 @@ class Dispatcher:
 
     async def _webhook(self, message: outbox.Claimed) -> str:
         async with self.sessionmaker() as session:
-            order, product = (
+            order, product, merchant = (
                 await session.execute(
-                    select(Order, Product)
+                    select(Order, Product, Merchant)
                     .join(Product, Product.id == Order.product_id)
+                    .join(Merchant, Merchant.id == Order.merchant_id)
                     .where(Order.id == message.order_id)
                 )
             ).one()
             coupon = await session.scalar(select(Coupon).where(Coupon.issued_for_order_id == order.id))
-        # The product's URL as it was when the event was queued (a retry keeps it); rows queued before
-        # URLs were kept on the row read the product's URL now.
+        # The URL as it was when the event was queued (a retry keeps it); rows queued before URLs were
+        # kept on the row read the product's URL now.
         queued_for = message.detail["url"] if "url" in message.detail else product.webhook_url
-        url = queued_for or self.webhook_url
-        if not url or not self.webhook_secret:
+        if merchant.id == DEFAULT_MERCHANT:
+            url, secret = queued_for or self.webhook_url, self.webhook_secret
+        else:  # a shop's events go to its own URL, signed with its own secret: never the platform's
+            url = queued_for
+            secret = self.vault.decrypt(merchant.webhook_secret) if merchant.webhook_secret else ""
+        if not url or not secret:
             return outbox.SKIPPED
         body = webhooks.event_body(message.event_id, message.topic, message.detail.get("at", ""), order, coupon)
-        await webhooks.post(self._http, self._destinations, url, self.webhook_secret, message.event_id, body)
+        await webhooks.post(self._http, self._destinations, url, secret, message.event_id, body)
         return outbox.SENT
 
     # ---- emails ----------------------------------------------------------------------------

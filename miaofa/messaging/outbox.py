@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from miaofa.db.engine import rowcount
-from miaofa.db.models import Order, OutboxMessage, Product
+from miaofa.db.models import Merchant, Order, OutboxMessage, Product
 
 EMAIL, WEBHOOK = "email", "webhook"
 PENDING, SENT, SKIPPED, FAILED = "pending", "sent", "skipped", "failed"
@@ -47,11 +47,13 @@ LOOKUP_TOPIC = "email.lookup"
 
 
 def _webhook_detail(order_id: str, at: datetime) -> ColumnElement[Any]:
-    """{"at", "url"}: the product's webhook URL now (null: MIAOFA_WEBHOOK_URL), read inside the INSERT
-    itself (no round trip), so every retry goes where the event was queued for."""
+    """{"at", "url"}: the product's webhook URL now, else its shop's (null: MIAOFA_WEBHOOK_URL for the
+    default shop, nowhere for another), read inside the INSERT itself (no round trip), so every retry
+    goes where the event was queued for."""
     url = (
-        select(Product.webhook_url)
+        select(func.coalesce(Product.webhook_url, Merchant.webhook_url))
         .join(Order, Order.product_id == Product.id)
+        .join(Merchant, Merchant.id == Order.merchant_id)
         .where(Order.id == order_id)
         .scalar_subquery()
     )
@@ -136,15 +138,17 @@ async def skip_unsendable(session: AsyncSession, *, no_webhook_url: bool, no_mai
     """Mark at once, in one statement each, what has nowhere to go: webhooks queued for no URL of
     their product's own when no global URL is set, and every email when no SMTP server is. Cheaper
     than claiming and reading each row, and most shops have no webhook."""
-    if no_webhook_url:
-        # A row without "url" was queued before rows kept theirs: its product's URL now decides.
-        await session.execute(
-            text("""
-            UPDATE outbox o SET status = 'skipped', sent_at = now()
-            FROM orders r JOIN products p ON p.id = r.product_id
-            WHERE o.status = 'pending' AND o.channel = 'webhook' AND r.id = o.order_id
-              AND (CASE WHEN o.detail -> 'url' IS NULL THEN p.webhook_url ELSE o.detail ->> 'url' END) IS NULL""")
-        )
+    # A row without "url" was queued before rows kept theirs: its product's URL now decides. A shop
+    # other than the default never falls back to the platform's URL.
+    await session.execute(
+        text("""
+        UPDATE outbox o SET status = 'skipped', sent_at = now()
+        FROM orders r JOIN products p ON p.id = r.product_id
+        WHERE o.status = 'pending' AND o.channel = 'webhook' AND r.id = o.order_id
+          AND (CASE WHEN o.detail -> 'url' IS NULL THEN p.webhook_url ELSE o.detail ->> 'url' END) IS NULL
+          AND (:no_global OR r.merchant_id <> 'default')"""),
+        {"no_global": no_webhook_url},
+    )
     if no_mail:
         await session.execute(
             text("UPDATE outbox SET status = 'skipped', sent_at = now() WHERE status = 'pending' AND channel = 'email'")
