@@ -15,7 +15,7 @@ clearing account shows it and stays balanced; no merchant account is touched."""
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa.db.ledger_tables import LedgerAccount, LedgerEntry, LedgerHold, LedgerTransaction
@@ -40,63 +40,73 @@ def split(paid: int, list_cents: int | None, fee_bps: int, platform_pays_discoun
 
 
 async def post_sale(session: AsyncSession, order_id: str, at: datetime, *, coupon_payer: str = "platform") -> None:
-    """The order's sale, once; nothing for a free order."""
-    order = await session.get(Order, order_id)
-    assert order is not None
-    merchant = await session.get(Merchant, order.merchant_id)
-    assert merchant is not None
-    platform_pays = False
-    if order.coupon_id is not None and coupon_payer == "platform":
-        # A coupon issued for another order's late delivery: the platform's promise, the platform's cost.
-        compensated = await session.scalar(select(Coupon.issued_for_order_id).where(Coupon.id == order.coupon_id))
-        platform_pays = compensated is not None
-    money = split(order.amount_cents, order.list_cents, merchant.fee_bps, platform_pays)
+    """The order's sale, once; nothing for a free order. Two round trips: what it needs, the posting."""
+    row = (
+        await session.execute(
+            select(
+                Order.amount_cents,
+                Order.list_cents,
+                Order.currency,
+                Order.gateway,
+                Merchant.id,
+                Merchant.settlement,
+                Merchant.fee_bps,
+                Merchant.hold_seconds,
+                Coupon.issued_for_order_id,
+            )
+            .join(Merchant, Merchant.id == Order.merchant_id)
+            .outerjoin(Coupon, Coupon.id == Order.coupon_id)
+            .where(Order.id == order_id)
+        )
+    ).one()
+    # A coupon issued for another order's late delivery: the platform's promise, the platform's cost.
+    platform_pays = row.issued_for_order_id is not None and coupon_payer == "platform"
+    money = split(row.amount_cents, row.list_cents, row.fee_bps, platform_pays)
     if money.paid + money.discount == 0:
         return
-    key, m = f"sale:{order.id}", merchant.id
-    if merchant.settlement == "direct":
+    key, m = f"sale:{order_id}", row.id
+    if row.settlement == "direct":
         await post(
             session,
             key=key,
             kind="fee",
-            currency=order.currency,
+            currency=row.currency,
             lines=[debit(m, "payable", money.fee), credit(PLATFORM, "fees", money.fee)],
             at=at,
             merchant_id=m,
-            order_id=order.id,
-            memo=f"fee {merchant.fee_bps} bps on {money.paid + money.discount}",
+            order_id=order_id,
+            memo=f"fee {row.fee_bps} bps on {money.paid + money.discount}",
         )
         return
-    held = merchant.hold_seconds > 0
+    held = row.hold_seconds > 0
     transaction_id = await post(
         session,
         key=key,
         kind="sale",
-        currency=order.currency,
+        currency=row.currency,
         lines=[
-            debit(PLATFORM, f"gateway_clearing:{order.gateway}", money.paid),
+            debit(PLATFORM, f"gateway_clearing:{row.gateway}", money.paid),
             debit(PLATFORM, "compensation", money.discount),
             credit(m, "pending" if held else "available", money.net),
             credit(PLATFORM, "fees", money.fee),
         ],
         at=at,
         merchant_id=m,
-        order_id=order.id,
-        memo=f"fee {merchant.fee_bps} bps",
+        order_id=order_id,
+        memo=f"fee {row.fee_bps} bps",
     )
     if transaction_id is not None and held and money.net > 0:
-        session.add(
-            LedgerHold(
+        await session.execute(
+            insert(LedgerHold).values(
                 merchant_id=m,
-                order_id=order.id,
-                currency=order.currency,
+                order_id=order_id,
+                currency=row.currency,
                 amount=money.net,
                 remaining=money.net,
-                reason=f"the platform's hold of {merchant.hold_seconds} s after a sale",
-                release_at=at + timedelta(seconds=merchant.hold_seconds),
+                reason=f"the platform's hold of {row.hold_seconds} s after a sale",
+                release_at=at + timedelta(seconds=row.hold_seconds),
             )
         )
-        await session.flush()
 
 
 async def post_refund(session: AsyncSession, order_id: str, at: datetime) -> None:

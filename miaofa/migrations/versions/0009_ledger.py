@@ -22,6 +22,44 @@ BEGIN
     USING ERRCODE = 'restrict_violation';
 END $$;
 """
+# One round trip for a posting whose lines are known in advance (a sale, a release): the
+# transaction row (once per key), the accounts (made if new, locked in id order), the balances and
+# the entries. NULL when the key was posted before.
+POST = """
+CREATE FUNCTION ledger_post(p_key text, p_kind text, p_merchant text, p_order text, p_memo text, p_at timestamptz,
+                            p_currency text, p_owners text[], p_kinds text[], p_normals text[], p_amounts bigint[])
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+  v_txn bigint;
+  v_balance bigint;
+  v_version bigint;
+  r record;
+BEGIN
+  INSERT INTO ledger_transactions (idem_key, kind, merchant_id, order_id, memo, at)
+  VALUES (p_key, p_kind, p_merchant, p_order, p_memo, p_at)
+  ON CONFLICT (idem_key) DO NOTHING RETURNING id INTO v_txn;
+  IF v_txn IS NULL THEN
+    RETURN NULL;
+  END IF;
+  INSERT INTO ledger_accounts (owner, kind, currency, normal, balance, version)
+  SELECT DISTINCT t.o, t.k, p_currency, t.n, 0, 0 FROM unnest(p_owners, p_kinds, p_normals) AS t(o, k, n)
+  ON CONFLICT (owner, kind, currency) DO NOTHING;
+  PERFORM 1 FROM ledger_accounts a
+  WHERE a.currency = p_currency AND (a.owner, a.kind) IN (SELECT t.o, t.k FROM unnest(p_owners, p_kinds) AS t(o, k))
+  ORDER BY a.id FOR UPDATE;
+  FOR r IN
+    SELECT a.id, t.amount FROM unnest(p_owners, p_kinds, p_amounts) WITH ORDINALITY AS t(o, k, amount, ord)
+    JOIN ledger_accounts a ON a.owner = t.o AND a.kind = t.k AND a.currency = p_currency ORDER BY t.ord
+  LOOP
+    UPDATE ledger_accounts
+    SET balance = balance + CASE WHEN normal = 'debit' THEN r.amount ELSE -r.amount END, version = version + 1
+    WHERE id = r.id RETURNING balance, version INTO v_balance, v_version;
+    INSERT INTO ledger_entries (transaction_id, account_id, amount, currency, balance_after, account_version)
+    VALUES (v_txn, r.id, r.amount, p_currency, v_balance, v_version);
+  END LOOP;
+  RETURN v_txn;
+END $$;
+"""
 BALANCED = """
 CREATE FUNCTION ledger_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -124,6 +162,7 @@ def upgrade() -> None:
     )
     op.execute(APPEND_ONLY)
     op.execute(BALANCED)
+    op.execute(POST)
     for table in ('ledger_entries', 'ledger_transactions', 'ledger_statements'):
         op.execute(
             f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
@@ -145,6 +184,7 @@ def downgrade() -> None:
     op.drop_table('ledger_entries')
     op.drop_table('ledger_transactions')
     op.drop_table('ledger_accounts')
+    op.execute('DROP FUNCTION ledger_post(text, text, text, text, text, timestamptz, text, text[], text[], text[], bigint[])')
     op.execute('DROP FUNCTION ledger_balanced()')
     op.execute('DROP FUNCTION ledger_append_only()')
     op.drop_column('orders', 'list_cents')
