@@ -13,7 +13,6 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
@@ -21,32 +20,11 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from miaofa.db.base import DEFAULT_MERCHANT, Base, created_at_column, merchant_column
 
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-
-def created_at_column() -> Mapped[datetime]:
-    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
-
-
-DEFAULT_MERCHANT = "default"  # a single-shop deployment is the platform with this one merchant
-
-
-def merchant_column() -> Mapped[str]:
-    return mapped_column(
-        String(32), ForeignKey("merchants.id"), server_default=DEFAULT_MERCHANT, nullable=False, index=True
-    )
+__all__ = ["DEFAULT_MERCHANT", "Base"]
 
 
 class Merchant(Base):
@@ -394,3 +372,20 @@ class StaffToken(Base):
         CheckConstraint("role in ('support','admin')", name="role_known"),
         Index("ix_staff_tokens_live_name", "name", unique=True, postgresql_where=text("revoked_at is null")),
     )
+
+
+class MerchantGatewayCredential(Base):
+    """A direct merchant's own account at one gateway: its fields as vault-sealed JSON (bound to the
+    merchant and gateway), and a masked summary that is all anybody is ever shown again."""
+
+    __tablename__ = "merchant_gateway_credentials"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(32), ForeignKey("merchants.id"))
+    gateway: Mapped[str] = mapped_column(String(32))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    summary: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (UniqueConstraint("merchant_id", "gateway"),)
