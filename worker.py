@@ -19,6 +19,7 @@ from activities.reconcile import ReconcileActivities
 from miaofa import contract
 from miaofa.crypto.vault import Vault
 from miaofa.db.engine import make_engine, make_sessionmaker
+from miaofa.direct.book import GatewayBook
 from miaofa.gateways.base import Gateway
 from miaofa.gateways.registry import build_gateways
 from miaofa.messaging.dispatcher import Dispatcher
@@ -51,12 +52,14 @@ def saga_activities(
 ) -> list[Callable]:
     metrics = WorkerMetrics(meter_of(temporal))  # on the worker's /metrics beside the SDK's
     gateways = {name: TimedGateway(gateway, metrics) for name, gateway in gateways.items()}
+    # A direct merchant's orders go through adapters of its own credentials (miaofa/direct/book.py).
+    book = GatewayBook(settings, sessionmaker, vault, gateways, lambda gateway: TimedGateway(gateway, metrics))
     orders = OrderActivities(sessionmaker, metrics)
     payments = PaymentActivities(
-        sessionmaker, gateways, settings.notify_url_base, settings.api_url, vault, temporal, metrics
+        sessionmaker, gateways, settings.notify_url_base, settings.api_url, vault, temporal, metrics, book
     )
     email = EmailActivities(sessionmaker, vault, Mailer(settings.smtp_url, settings.mail_from), settings.api_url)
-    reconcile = ReconcileActivities(sessionmaker, gateways, temporal, metrics)
+    reconcile = ReconcileActivities(sessionmaker, gateways, temporal, metrics, book)
     return [
         orders.open_order,
         orders.record_stage,

@@ -20,6 +20,7 @@ class Shop:
     name: str
     status: str
     status_reason: str
+    settlement: str = "platform"  # direct: its orders use its own gateway credentials
 
     @property
     def open(self) -> bool:
@@ -40,7 +41,7 @@ class MerchantDirectory:
             return remembered[1]
         async with self._sessionmaker() as session:
             row = await session.scalar(select(Merchant).where(Merchant.slug == slug)) if len(slug) <= 32 else None
-        shop = None if row is None else Shop(row.id, row.slug, row.name, row.status, row.status_reason)
+        shop = None if row is None else Shop(row.id, row.slug, row.name, row.status, row.status_reason, row.settlement)
         if len(self._known) >= MAX_REMEMBERED:
             self._known.clear()
         self._known[slug] = (now + TTL_SECONDS, shop)
@@ -52,7 +53,7 @@ class MerchantDirectory:
             rows = await session.scalars(
                 select(Merchant).where(Merchant.status == "active").order_by(Merchant.created_at)
             )
-            return [Shop(m.id, m.slug, m.name, m.status, m.status_reason) for m in rows]
+            return [Shop(m.id, m.slug, m.name, m.status, m.status_reason, m.settlement) for m in rows]
 
     def forget(self, slug: str) -> None:
         """This process changed the shop: the next order reads it again."""

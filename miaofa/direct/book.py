@@ -8,7 +8,8 @@ workflow's payloads: a workflow knows only the gateway's name.
 
 import importlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -41,6 +42,13 @@ def build(settings: Settings, gateway: str, creds: credentials.Credentials, clie
     module = importlib.import_module(f"miaofa.gateways.{gateway}")
     adapter: Gateway = module.build(creds, client)
     return adapter
+
+
+@asynccontextmanager
+async def trial(settings: Settings, gateway: str, creds: credentials.Credentials) -> AsyncIterator[Gateway]:
+    """An adapter for one harmless call, with a client of its own closed afterwards."""
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        yield build(settings, gateway, creds, client)
 
 
 async def account_of(session: AsyncSession, order_id: str) -> str | None:

@@ -57,7 +57,9 @@ async def handle(
     query: Mapping[str, str],
     stored: tuple[Mapping[str, str], bytes],
     may_log_rejected: Callable[[], bool],
+    account: str | None = None,
 ) -> Handled:
+    """account: the direct merchant the notify URL names, whose keys `adapter` holds (None: the platform)."""
     stored_headers, stored_body = stored
     logs.bind_order(None)  # a replay runs many notifies in one task
     try:
@@ -83,7 +85,7 @@ async def handle(
     )
     async with sessionmaker.begin() as session:
         decision = await records.accept_notify(
-            session, gateway, adapter.merchant_id, proof, stored_headers, stored_body
+            session, gateway, adapter.merchant_id, proof, stored_headers, stored_body, account
         )
     logs.bind_order(decision.order_id)
     if decision.outcome == "foreign":
