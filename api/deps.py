@@ -33,7 +33,9 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
             raise
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": committed before the answer is sent. By default FastAPI ends a yield dependency
+# after sending, so a client could act on a 201 (a new merchant's token) before its row was committed.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def get_desk(state: StateDep) -> OrderDesk:

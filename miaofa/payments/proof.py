@@ -44,6 +44,8 @@ class Judgement:
 
 
 FOREIGN = "foreign"  # another merchant's payment: not our money, nothing to refund
+OTHER_ACCOUNT = "another account's order"  # one account's keys spoke for an order of another
+NO_ORDER_HERE = "no order of this merchant"
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,9 @@ def judge(
         return Judgement(FOREIGN, "another merchant")
     if accounts is not None:
         if order is not None and accounts.order != accounts.route:
-            return Judgement(FOREIGN, "another account's order")
+            return Judgement(FOREIGN, OTHER_ACCOUNT)
         if order is None and accounts.route is not None:
-            return Judgement(FOREIGN, "no order of this merchant")
+            return Judgement(FOREIGN, NO_ORDER_HERE)
     if proof.status != "paid":
         return Judgement(s.NOT_PAID, proof.status)
     order = order_at(order, gateway)

@@ -14,7 +14,7 @@ from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.db.models import AuditLog, NotifyLog, Order, Payment
 from miaofa.direct.book import account_of
-from miaofa.payments.proof import FOREIGN, Accounts, Proof, judge, order_at
+from miaofa.payments.proof import FOREIGN, OTHER_ACCOUNT, Accounts, Proof, judge, order_at
 
 # What is kept of a notify: enough to investigate, bounded whatever a client sends. A rejected one
 # (anybody can send it) is kept to ~2 KiB in all: 1 KiB of body, 768 characters of headers.
@@ -134,7 +134,7 @@ async def accept_notify(
         FOREIGN: "foreign",
     }[judgement.verdict]
     # Logged on its order when the notify could be that order's (never on another account's order).
-    ours = order_at(order, gateway) if judgement.verdict != FOREIGN else None
+    ours = order_at(order, gateway) if judgement.reason != OTHER_ACCOUNT else None
     entry = NotifyLog(
         gateway=gateway,
         headers=_stored_headers(headers),
