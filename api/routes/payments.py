@@ -38,7 +38,7 @@ async def merchant_payment_notify(gateway: str, merchant_id: str, request: Reque
 
 async def _handle(gateway: str, adapter: Gateway, account: str | None, request: Request, state: State) -> Response:
     body = await request.body()  # at most MAX_NOTIFY_BODY_BYTES: api/limits.py stops a larger one (413)
-    stored = notify.stored_request(request.method, request.headers, body, request.url.query)
+    stored = notify.stored_request(request.method, request.headers, body, request.url.query, account)
     handled = await notify.handle(
         state.sessionmaker,
         Signaller(state.temporal, state.task_queue),

@@ -17,7 +17,8 @@ from google.protobuf.message import Message
 from sqlalchemy import func, select
 from temporalio.api.common.v1 import Payload
 
-from miaofa.db.models import AuditLog, MerchantGatewayCredential, NotifyLog
+from miaofa import contract as c
+from miaofa.db.models import AuditLog, MerchantGatewayCredential, NotifyLog, ReconcileFinding
 from miaofa.gateways.sim_protocol import SIGNATURE_HEADER, TIMESTAMP_HEADER, make_signature
 from miaofa.temporal.client import codec_for
 from tests.api.test_merchants import Shop, shop_product
@@ -369,3 +370,54 @@ async def test_two_saves_at_once_leave_one_row(stack: Stack) -> None:
             select(func.count()).where(MerchantGatewayCredential.merchant_id == shop.merchant_id)
         )
     assert rows == 1
+
+
+# ---- reconciliation per account ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def closing(dev_env, sessionmaker, sim_url, database_url, smtp) -> AsyncIterator[Stack]:
+    """Orders that expire and whose workflows close within seconds (as tests/saga/test_reconcile.py)."""
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(
+            database_url,
+            smtp[0],
+            payment_window_seconds=2,
+            callback_grace_seconds=1,
+            poll_interval_seconds=1,
+            late_payment_watch_seconds=1,
+            support_window_seconds=1,
+        ),
+    ) as running:
+        yield running
+
+
+async def test_a_direct_merchants_statement_is_reconciled_and_its_stray_refunded_on_its_account(
+    closing: Stack,
+) -> None:
+    shop, account = await with_simulator(closing)
+    order = await closing.ordered(await shop_product(closing, shop, ["R-1"]), merchant=shop.slug)
+    await closing.control(close_fail=True)
+    await closing.wait_status(order, "expired")
+    await closing.handle(order).result()
+    await closing.control(notify="drop")  # only the merchant's own statement can show what comes next
+    payment_id = order["payment"]["payment_id"]
+    assert (await closing.pay(order)).status_code == 200
+    report = await closing.env.client.execute_workflow(
+        c.RECONCILE_WORKFLOW,
+        c.ReconcileInput(lookback_seconds=600, grace_seconds=0),
+        id=f"reconcile-test-{uuid.uuid4().hex[:8]}",
+        task_queue=closing.task_queue,
+        result_type=c.ReconcileReport,
+    )
+    assert report.findings.get("paid_order_closed", 0) >= 1
+    await closing.env.client.get_workflow_handle(f"stray-simulator-{payment_id}").result()
+    assert (await sim_payment(closing, payment_id, account.secret)).json()["status"] == "refunded"
+    async with closing.sessionmaker() as session:
+        kinds = set(
+            await session.scalars(select(ReconcileFinding.kind).where(ReconcileFinding.payment_id == payment_id))
+        )
+    assert kinds == {"paid_order_closed"}
