@@ -22,6 +22,7 @@ from miaofa.db.models import AuditLog, MerchantGatewayCredential, NotifyLog, Rec
 from miaofa.gateways.sim_protocol import SIGNATURE_HEADER, TIMESTAMP_HEADER, make_signature
 from miaofa.temporal.client import codec_for
 from tests.api.test_merchants import Shop, shop_product
+from tests.cli.test_notify_cli import _cli
 from tests.conftest import SIM_CONTROL_TOKEN, stack_settings
 from tests.helpers.fakes.epay import EpayOrder, FakeEpay
 from tests.helpers.servers import bind, serve
@@ -421,3 +422,16 @@ async def test_a_direct_merchants_statement_is_reconciled_and_its_stray_refunded
             await session.scalars(select(ReconcileFinding.kind).where(ReconcileFinding.payment_id == payment_id))
         )
     assert kinds == {"paid_order_closed"}
+
+
+async def test_a_direct_merchants_notify_replays_with_its_own_keys(stack: Stack) -> None:
+    shop, _ = await with_simulator(stack)
+    order = await stack.ordered(await shop_product(stack, shop, ["RP-1"]), merchant=shop.slug)
+    await stack.pay(order)
+    await stack.wait_status(order, "delivered")
+    async with stack.sessionmaker() as session:
+        [first] = await session.scalars(select(NotifyLog).where(NotifyLog.order_id == order["order_id"]))
+    assert first.headers.get(":account") == shop.merchant_id
+    replayed = _cli(stack, "notify", "replay", str(first.id), "--actor", "support:ann")
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.strip() == f"Notify {first.id} replayed: duplicate ({order['order_id']})."
