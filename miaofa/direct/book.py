@@ -31,8 +31,8 @@ PLATFORM = None  # the account of a platform merchant's payments
 
 @dataclass
 class _Cached:
-    adapter: Gateway | None
-    updated_at: datetime | None
+    adapter: Gateway
+    updated_at: datetime
     checked: float
 
 
@@ -97,11 +97,11 @@ class GatewayBook:
             return cached.adapter
         async with self.sessionmaker() as session:
             found = await credentials.load(session, self.vault, account, gateway)
-        if found is None:
-            self._cache[key] = _Cached(None, None, now)
+        if found is None:  # not remembered: credentials saved a moment ago must work at once
+            self._cache.pop(key, None)
             return None
         creds, updated_at = found
-        if cached is not None and cached.updated_at == updated_at and cached.adapter is not None:
+        if cached is not None and cached.updated_at == updated_at:
             cached.checked = now
             return cached.adapter
         adapter = self._wrap(build(self.settings, gateway, creds, self._http()))

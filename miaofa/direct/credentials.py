@@ -6,6 +6,7 @@ host a merchant names (its epay operator, its epusdt server) must be public, lik
 """
 
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -94,15 +95,17 @@ def check(gateway: str, given: Mapping[str, Any], platform: GatewaySettings | No
             raise InvalidInput(f"{name}: {problem}")
     cls = SETTINGS_CLASSES[gateway]
     inherited = platform.model_dump(include=set(cls.urls) - set(spec.fields)) if platform is not None else {}
+    missing = [name for name in cls.required if name not in values and name not in inherited]
+    if missing:
+        raise InvalidInput(f"required: {', '.join(missing)}")
     try:
         settings = cls.model_validate({**inherited, **values})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first.get("loc", ())) or "fields"
         # msg only: pydantic's str(exc) would quote the input, which may be a key.
-        raise InvalidInput(f"{where}: {str(first.get('msg', 'invalid'))[:160]}") from None
-    if not settings.configured():
-        raise InvalidInput(f"required: {', '.join(cls.required)}")
+        said = re.sub(r"MIAOFA_[A-Z]+__([A-Z0-9_]+)", lambda m: m.group(1).lower(), str(first.get("msg", "invalid")))
+        raise InvalidInput(f"{where}: {said[:160]}") from None
     return settings
 
 
