@@ -23,20 +23,23 @@ Fields = Annotated[
 ]
 
 
-def _view(row: Any) -> dict[str, Any]:
+def _view(row: Any, state: Any) -> dict[str, Any]:
+    # Where the gateway must send this account's notifies (Stripe's webhook endpoint is set by hand).
+    notify_url = f"{state.settings.notify_url_base.rstrip('/')}/payments/{row.gateway}/notify/m/{row.merchant_id}"
     return {
         "gateway": row.gateway,
         "summary": row.summary,
+        "notify_url": notify_url,
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
     }
 
 
 @router.get("")
-async def list_gateways(holder: OwnerDep, session: SessionDep) -> dict[str, Any]:
+async def list_gateways(holder: OwnerDep, session: SessionDep, state: StateDep) -> dict[str, Any]:
     """The shop's own gateway accounts, masked."""
     await credentials.ensure_direct(session, holder.merchant_id)
-    return {"gateways": [_view(row) for row in await credentials.listing(session, holder.merchant_id)]}
+    return {"gateways": [_view(row, state) for row in await credentials.listing(session, holder.merchant_id)]}
 
 
 @router.put("/{gateway}")
@@ -57,7 +60,7 @@ async def save_gateway(gateway: GatewayName, fields: Fields, holder: OwnerDep, s
         checked = await probe.probe(gateway, adapter, epay)
     async with state.sessionmaker.begin() as session:
         row = await credentials.save(session, state.vault, holder.merchant_id, gateway, creds, holder.actor)
-        answer = {**_view(row), "checked": checked == "checked"}
+        answer = {**_view(row, state), "checked": checked == "checked"}
     state.book.forget(holder.merchant_id, gateway)
     return answer
 

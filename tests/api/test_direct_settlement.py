@@ -19,18 +19,33 @@ from temporalio.api.common.v1 import Payload
 
 from miaofa import contract as c
 from miaofa.db.models import AuditLog, MerchantGatewayCredential, NotifyLog, ReconcileFinding
+from miaofa.direct import credentials
+from miaofa.gateways.config import StripeSettings
 from miaofa.gateways.sim_protocol import SIGNATURE_HEADER, TIMESTAMP_HEADER, make_signature
 from miaofa.temporal.client import codec_for
 from tests.api.test_merchants import Shop, shop_product
 from tests.cli.test_notify_cli import _cli
 from tests.conftest import SIM_CONTROL_TOKEN, stack_settings
 from tests.helpers.fakes.epay import EpayOrder, FakeEpay
+from tests.helpers.fakes.stripe import FakeStripe
 from tests.helpers.servers import bind, serve
 from tests.helpers.stack import Stack, running_stack
 
+STRIPE_B = ("sk_test_merchant_b_" + secrets.token_hex(8), "whsec_merchant_b_" + secrets.token_hex(8))
+STRIPE_PLATFORM = ("sk_test_platform_" + secrets.token_hex(8), "whsec_platform_" + secrets.token_hex(8))
+
 
 @pytest.fixture(scope="module")
-async def stack(dev_env, sessionmaker, sim_url, database_url, smtp) -> AsyncIterator[Stack]:
+async def stripe_b() -> AsyncIterator[FakeStripe]:
+    """Merchant B's Stripe account. The API host is the platform's setting, shared by every account."""
+    fake = FakeStripe(*STRIPE_B)
+    async with serve(fake.app, bind()) as url:
+        fake.api_base = url
+        yield fake
+
+
+@pytest.fixture(scope="module")
+async def stack(dev_env, sessionmaker, sim_url, database_url, smtp, stripe_b) -> AsyncIterator[Stack]:
     """The dev stack's clocks; merchants' own gateway hosts may be on loopback (the protocol fakes)."""
     async with running_stack(
         dev_env,
@@ -46,6 +61,9 @@ async def stack(dev_env, sessionmaker, sim_url, database_url, smtp) -> AsyncIter
         ),
         rejected_notify_log_per_second=1000,
         webhook_allow_networks="127.0.0.0/8",
+        stripe=StripeSettings(
+            secret_key=STRIPE_PLATFORM[0], webhook_secret=STRIPE_PLATFORM[1], api_base=stripe_b.api_base
+        ),
     ) as running:
         yield running
 
@@ -292,6 +310,56 @@ async def test_epay_a_notify_signed_with_merchant_a_key_for_merchant_b_changes_n
         assert answer.status_code in (400, 404), (url, answer.status_code)
     assert (await stack.view(order))["status"] == "awaiting_payment"
     assert (await op_b.pay(order["order_id"])).text == "success"  # B's own notify, at B's URL
+    await stack.wait_status(order, "delivered")
+
+
+async def test_stripe_a_webhook_signed_with_merchant_a_secret_for_merchant_b_changes_nothing(
+    stack: Stack, stripe_b: FakeStripe
+) -> None:
+    shop_a, shop_b = await direct_shop(stack), await direct_shop(stack)
+    fields_a = {
+        "secret_key": "sk_test_merchant_a_" + secrets.token_hex(8),
+        "webhook_secret": "whsec_merchant_a_" + secrets.token_hex(8),
+    }
+    # A's key is not an account at this Stripe: the harmless query says so, and nothing is saved.
+    refused = await stack.http.put("/merchant/gateways/stripe", headers=shop_a.owner, json=fields_a)
+    assert (refused.status_code, refused.json()["error"]) == (422, "bad_credentials")
+    assert fields_a["secret_key"] not in refused.text
+    async with stack.sessionmaker.begin() as session:  # A's webhook secret verifies A's notifies all the same
+        await credentials.save(
+            session,
+            stack.vault,
+            shop_a.merchant_id,
+            "stripe",
+            credentials.check("stripe", fields_a, stack.settings.stripe),
+            "test",
+        )
+    saved = await stack.http.put(
+        "/merchant/gateways/stripe",
+        headers=shop_b.owner,
+        json={"secret_key": STRIPE_B[0], "webhook_secret": STRIPE_B[1]},
+    )
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["checked"] is True and STRIPE_B[0] not in saved.text and STRIPE_B[1] not in saved.text
+    stripe_b.webhook_url = str(stack.http.base_url) + f"/payments/stripe/notify/m/{shop_b.merchant_id}"
+    assert saved.json()["notify_url"].endswith(f"/payments/stripe/notify/m/{shop_b.merchant_id}")
+
+    order = await stack.ordered(await shop_product(stack, shop_b, ["SB-1"]), merchant=shop_b.slug, gateway="stripe")
+    session_id = order["payment"]["payment_id"]
+    session = {**stripe_b.sessions[session_id], "status": "complete", "payment_status": "paid"}
+    event = stripe_b.event("checkout.session.completed", {**session, "payment_intent": "pi_test_forged"})
+    body = stripe_b.body(event)
+    for url, secret in (
+        (f"/payments/stripe/notify/m/{shop_a.merchant_id}", fields_a["webhook_secret"]),  # A's account, B's order
+        (f"/payments/stripe/notify/m/{shop_b.merchant_id}", fields_a["webhook_secret"]),  # A's signature at B's URL
+        ("/payments/stripe/notify", STRIPE_PLATFORM[1]),  # the platform's secret, B's order
+        ("/payments/stripe/notify", STRIPE_B[1]),  # B's secret at the platform's URL
+    ):
+        headers = {"Stripe-Signature": stripe_b.sign(body, secret=secret), "Content-Type": "application/json"}
+        answer = await stack.http.post(url, content=body, headers=headers)
+        assert (url, answer.status_code) == (url, 400)
+    assert (await stack.view(order))["status"] == "awaiting_payment"
+    await stripe_b.pay(session_id)  # B's own webhook, at B's URL
     await stack.wait_status(order, "delivered")
 
 
