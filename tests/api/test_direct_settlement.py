@@ -27,6 +27,7 @@ from tests.api.test_merchants import Shop, shop_product
 from tests.cli.test_notify_cli import _cli
 from tests.conftest import SIM_CONTROL_TOKEN, stack_settings
 from tests.helpers.fakes.epay import EpayOrder, FakeEpay
+from tests.helpers.fakes.epusdt import FakeEpusdt, go_json
 from tests.helpers.fakes.stripe import FakeStripe
 from tests.helpers.servers import bind, serve
 from tests.helpers.stack import Stack, running_stack
@@ -301,13 +302,13 @@ async def test_epay_a_notify_signed_with_merchant_a_key_for_merchant_b_changes_n
     assert f"{EPAY_NOTIFY}{shop_b.merchant_id}" in op_b.orders[order["order_id"]].notify_url
     at_b = op_b.orders[order["order_id"]]
     as_if_a = EpayOrder("77", at_b.out_trade_no, at_b.type, at_b.name, at_b.money, "", "")
-    for url, fields in (
-        (f"{EPAY_NOTIFY}{shop_a.merchant_id}", op_a.notify_fields(as_if_a)),  # A's account, B's order
-        (f"{EPAY_NOTIFY}{shop_b.merchant_id}", op_a.notify_fields(as_if_a)),  # A's signature at B's URL
-        ("/payments/epay/notify", op_a.notify_fields(as_if_a)),  # no platform epay at all
+    for url, status in (
+        (f"{EPAY_NOTIFY}{shop_a.merchant_id}", 400),  # A's account, B's order
+        (f"{EPAY_NOTIFY}{shop_b.merchant_id}", 400),  # A's signature at B's URL
+        ("/payments/epay/notify", 404),  # no platform epay at all
     ):
-        answer = await stack.http.get(url, params=fields)
-        assert answer.status_code in (400, 404), (url, answer.status_code)
+        answer = await stack.http.get(url, params=op_a.notify_fields(as_if_a))
+        assert (url, answer.status_code) == (url, status)
     assert (await stack.view(order))["status"] == "awaiting_payment"
     assert (await op_b.pay(order["order_id"])).text == "success"  # B's own notify, at B's URL
     await stack.wait_status(order, "delivered")
@@ -360,6 +361,47 @@ async def test_stripe_a_webhook_signed_with_merchant_a_secret_for_merchant_b_cha
         assert (url, answer.status_code) == (url, 400)
     assert (await stack.view(order))["status"] == "awaiting_payment"
     await stripe_b.pay(session_id)  # B's own webhook, at B's URL
+    await stack.wait_status(order, "delivered")
+
+
+@pytest.fixture(scope="module")
+async def usdt_servers() -> AsyncIterator[tuple[FakeEpusdt, FakeEpusdt]]:
+    """Two epusdt servers, one per merchant (each runs its own)."""
+    a, b = FakeEpusdt("usdt-token-a-" + secrets.token_hex(8)), FakeEpusdt("usdt-token-b-" + secrets.token_hex(8))
+    async with serve(a.app, bind()) as url_a, serve(b.app, bind()) as url_b:
+        a.url, b.url = url_a, url_b
+        yield a, b
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_epusdt_a_callback_signed_with_merchant_a_token_for_merchant_b_changes_nothing(
+    stack: Stack, usdt_servers: tuple[FakeEpusdt, FakeEpusdt]
+) -> None:
+    server_a, server_b = usdt_servers
+    shops = []
+    for server in usdt_servers:
+        shop = await direct_shop(stack)
+        fields = {"api_url": server.url, "api_token": server.api_token}
+        saved = await stack.http.put("/merchant/gateways/epusdt", headers=shop.owner, json=fields)
+        assert saved.status_code == 200, saved.text
+        assert saved.json()["checked"] is False  # epusdt has no harmless authenticated call
+        shops.append(shop)
+    shop_a, shop_b = shops
+    order = await stack.ordered(await shop_product(stack, shop_b, ["UB-1"]), merchant=shop_b.slug, gateway="epusdt")
+    trade = server_b.trade_of(order["order_id"])
+    assert trade.notify_url.endswith(f"/payments/epusdt/notify/m/{shop_b.merchant_id}")
+    paid = {"status": 2, "block_transaction_id": "0xforged"}
+    forged = go_json(server_b.callback_fields(trade, api_token=server_a.api_token, **paid))
+    for url, status in (
+        (f"/payments/epusdt/notify/m/{shop_a.merchant_id}", 400),  # A's account, B's order
+        (f"/payments/epusdt/notify/m/{shop_b.merchant_id}", 400),  # A's signature at B's URL
+        ("/payments/epusdt/notify", 404),  # no platform epusdt at all
+    ):
+        answer = await stack.http.post(url, content=forged, headers={"Content-Type": "application/json"})
+        assert (url, answer.status_code) == (url, status)
+    assert (await stack.view(order))["status"] == "awaiting_payment"
+    assert (await server_b.pay(trade.trade_id)).text == "ok"  # B's own callback, at B's URL
     await stack.wait_status(order, "delivered")
 
 
