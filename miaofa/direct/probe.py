@@ -14,7 +14,8 @@ from miaofa.gateways.base import Gateway, GatewayError, GatewayRefused, Unsuppor
 
 Checked = Literal["checked", "unchecked"]
 # Words of our adapters' own error messages that say the gateway refused who we are.
-_REFUSED_US = ("http 401", "http 403", "sign", "unauthorized", "auth", "key")
+# Alipay answers a refused app id or signature with an `error_response` (isv.*).
+_REFUSED_US = ("http 401", "http 403", "sign", "unauthorized", "auth", "key", "error_response", "isv.")
 
 
 def _probe_ids(gateway: str) -> tuple[str, str]:

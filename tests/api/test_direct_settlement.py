@@ -20,12 +20,13 @@ from temporalio.api.common.v1 import Payload
 from miaofa import contract as c
 from miaofa.db.models import AuditLog, MerchantGatewayCredential, NotifyLog, ReconcileFinding
 from miaofa.direct import credentials
-from miaofa.gateways.config import StripeSettings
+from miaofa.gateways.config import AlipaySettings, StripeSettings
 from miaofa.gateways.sim_protocol import SIGNATURE_HEADER, TIMESTAMP_HEADER, make_signature
 from miaofa.temporal.client import codec_for
 from tests.api.test_merchants import Shop, shop_product
 from tests.cli.test_notify_cli import _cli
 from tests.conftest import SIM_CONTROL_TOKEN, stack_settings
+from tests.helpers.fakes.alipay import FakeAlipay, new_key, now_text, private_pem
 from tests.helpers.fakes.epay import EpayOrder, FakeEpay
 from tests.helpers.fakes.epusdt import FakeEpusdt, go_json
 from tests.helpers.fakes.stripe import FakeStripe
@@ -45,8 +46,20 @@ async def stripe_b() -> AsyncIterator[FakeStripe]:
         yield fake
 
 
+APP_KEY_B, APP_KEY_A = new_key(), new_key()
+
+
 @pytest.fixture(scope="module")
-async def stack(dev_env, sessionmaker, sim_url, database_url, smtp, stripe_b) -> AsyncIterator[Stack]:
+async def alipay_b() -> AsyncIterator[FakeAlipay]:
+    """Merchant B's Alipay app. The gateway host is the platform's setting, shared by every app."""
+    fake = FakeAlipay("2021000000000b01", APP_KEY_B.public_key(), "2088000000000b01")
+    async with serve(fake.app, bind()) as url:
+        fake.url = url + "/gateway.do"  # type: ignore[attr-defined]
+        yield fake
+
+
+@pytest.fixture(scope="module")
+async def stack(dev_env, sessionmaker, sim_url, database_url, smtp, stripe_b, alipay_b) -> AsyncIterator[Stack]:
     """The dev stack's clocks; merchants' own gateway hosts may be on loopback (the protocol fakes)."""
     async with running_stack(
         dev_env,
@@ -64,6 +77,13 @@ async def stack(dev_env, sessionmaker, sim_url, database_url, smtp, stripe_b) ->
         webhook_allow_networks="127.0.0.0/8",
         stripe=StripeSettings(
             secret_key=STRIPE_PLATFORM[0], webhook_secret=STRIPE_PLATFORM[1], api_base=stripe_b.api_base
+        ),
+        alipay=AlipaySettings(
+            app_id="2021000000000p01",
+            private_key=private_pem(new_key()),
+            alipay_public_key=alipay_b.public_key_text,
+            seller_id="2088000000000p01",
+            gateway_url=alipay_b.url,  # type: ignore[attr-defined]
         ),
     ) as running:
         yield running
@@ -402,6 +422,54 @@ async def test_epusdt_a_callback_signed_with_merchant_a_token_for_merchant_b_cha
         assert (url, answer.status_code) == (url, status)
     assert (await stack.view(order))["status"] == "awaiting_payment"
     assert (await server_b.pay(trade.trade_id)).text == "ok"  # B's own callback, at B's URL
+    await stack.wait_status(order, "delivered")
+
+
+def _alipay_fields(app_id: str, app_key: Any, alipay_public_key: str, seller_id: str) -> dict[str, str]:
+    return {
+        "app_id": app_id,
+        "private_key": private_pem(app_key),
+        "alipay_public_key": alipay_public_key,
+        "seller_id": seller_id,
+    }
+
+
+async def test_alipay_a_notify_signed_with_merchant_a_key_for_merchant_b_changes_nothing(
+    stack: Stack, alipay_b: FakeAlipay
+) -> None:
+    alipay_a = FakeAlipay("2021000000000a01", APP_KEY_A.public_key(), "2088000000000a01")  # only signs
+    shop_a, shop_b = await direct_shop(stack), await direct_shop(stack)
+    fields_a = _alipay_fields(alipay_a.app_id, APP_KEY_A, alipay_a.public_key_text, alipay_a.seller_id)
+    refused = await stack.http.put("/merchant/gateways/alipay", headers=shop_a.owner, json=fields_a)
+    assert (refused.status_code, refused.json()["error"]) == (422, "bad_credentials")  # not an app of this host
+    assert "PRIVATE KEY" not in refused.text
+    async with stack.sessionmaker.begin() as session:  # A's Alipay key still verifies A's own notifies
+        creds = credentials.check("alipay", fields_a, stack.settings.alipay)
+        await credentials.save(session, stack.vault, shop_a.merchant_id, "alipay", creds, "test")
+    fields_b = _alipay_fields(alipay_b.app_id, APP_KEY_B, alipay_b.public_key_text, alipay_b.seller_id)
+    saved = await stack.http.put("/merchant/gateways/alipay", headers=shop_b.owner, json=fields_b)
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["checked"] is True and "PRIVATE" not in saved.text
+
+    order = await stack.ordered(await shop_product(stack, shop_b, ["AB-1"]), merchant=shop_b.slug, gateway="alipay")
+    async with httpx.AsyncClient() as browser:  # the buyer opens B's cashier: the trade exists at Alipay
+        assert (await browser.get(order["payment"]["pay_url"])).status_code == 200
+    trade = alipay_b.trades[order["order_id"]]
+    assert trade.notify_url.endswith(f"/payments/alipay/notify/m/{shop_b.merchant_id}")
+    paid = {"trade_status": "TRADE_SUCCESS", "gmt_payment": now_text()}
+    forged = alipay_a.sign(alipay_a.notify_params(trade, **paid))  # A's app, seller and key; B's order
+    for url in (
+        f"/payments/alipay/notify/m/{shop_a.merchant_id}",  # A's account, B's order
+        f"/payments/alipay/notify/m/{shop_b.merchant_id}",  # A's signature at B's URL
+        "/payments/alipay/notify",  # the platform's app
+    ):
+        answer = await stack.http.post(
+            url, content=alipay_a.form(forged), headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        assert (url, answer.status_code) == (url, 400)
+    assert (await stack.view(order))["status"] == "awaiting_payment"
+    sent = await alipay_b.pay(order["order_id"])  # B's own notify, at B's URL
+    assert sent is not None and sent.body == "success"
     await stack.wait_status(order, "delivered")
 
 
