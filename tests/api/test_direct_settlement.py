@@ -8,7 +8,8 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -30,6 +31,9 @@ from tests.helpers.fakes.alipay import FakeAlipay, new_key, now_text, private_pe
 from tests.helpers.fakes.epay import EpayOrder, FakeEpay
 from tests.helpers.fakes.epusdt import FakeEpusdt, go_json
 from tests.helpers.fakes.stripe import FakeStripe
+from tests.helpers.fakes.wechat import FakeWechat, WechatKeys, new_rsa_key, self_signed_certificate
+from tests.helpers.fakes.wechat import private_pem as wechat_private_pem
+from tests.helpers.fakes.wechat import public_pem as wechat_public_pem
 from tests.helpers.servers import bind, serve
 from tests.helpers.stack import Stack, running_stack
 
@@ -58,8 +62,25 @@ async def alipay_b() -> AsyncIterator[FakeAlipay]:
         yield fake
 
 
+WECHAT_B = WechatKeys.generate()
+WECHAT_A = WechatKeys(
+    new_rsa_key(), (platform := new_rsa_key()), self_signed_certificate(platform, 7), mchid="1900000a01", appid="wxa01"
+)
+
+
 @pytest.fixture(scope="module")
-async def stack(dev_env, sessionmaker, sim_url, database_url, smtp, stripe_b, alipay_b) -> AsyncIterator[Stack]:
+async def wechat_b() -> AsyncIterator[FakeWechat]:
+    """Merchant B's WeChat Pay account. The API hosts are the platform's settings, shared by every account."""
+    fake = FakeWechat(WECHAT_B)
+    async with serve(fake.app("primary"), bind()) as primary, serve(fake.app("backup"), bind()) as backup:
+        fake.urls = (primary, backup)  # type: ignore[attr-defined]
+        yield fake
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    dev_env, sessionmaker, sim_url, database_url, smtp, stripe_b, alipay_b, wechat_b
+) -> AsyncIterator[Stack]:
     """The dev stack's clocks; merchants' own gateway hosts may be on loopback (the protocol fakes)."""
     async with running_stack(
         dev_env,
@@ -85,6 +106,7 @@ async def stack(dev_env, sessionmaker, sim_url, database_url, smtp, stripe_b, al
             seller_id="2088000000000p01",
             gateway_url=alipay_b.url,  # type: ignore[attr-defined]
         ),
+        wechat=WechatKeys.generate().settings(*wechat_b.urls),  # type: ignore[attr-defined]
     ) as running:
         yield running
 
@@ -470,6 +492,55 @@ async def test_alipay_a_notify_signed_with_merchant_a_key_for_merchant_b_changes
     assert (await stack.view(order))["status"] == "awaiting_payment"
     sent = await alipay_b.pay(order["order_id"])  # B's own notify, at B's URL
     assert sent is not None and sent.body == "success"
+    await stack.wait_status(order, "delivered")
+
+
+def now_text_cn() -> str:
+    return datetime.now(timezone(timedelta(hours=8))).isoformat(timespec="seconds")
+
+
+def _wechat_fields(keys: WechatKeys) -> dict[str, str]:
+    return {
+        "mchid": keys.mchid,
+        "appid": keys.appid,
+        "private_key": wechat_private_pem(keys.merchant_key),
+        "cert_serial_no": keys.merchant_serial,
+        "apiv3_key": keys.apiv3_key,
+        "public_key": wechat_public_pem(keys.platform_key),
+        "public_key_id": keys.public_key_id,
+    }
+
+
+async def test_wechat_a_notify_for_merchant_a_about_merchant_b_order_changes_nothing(
+    stack: Stack, wechat_b: FakeWechat
+) -> None:
+    shop_a, shop_b = await direct_shop(stack), await direct_shop(stack)
+    refused = await stack.http.put("/merchant/gateways/wechat", headers=shop_a.owner, json=_wechat_fields(WECHAT_A))
+    assert (refused.status_code, refused.json()["error"]) == (422, "bad_credentials")  # no such merchant there
+    assert WECHAT_A.apiv3_key not in refused.text
+    async with stack.sessionmaker.begin() as session:  # A's keys still verify A's own notifies
+        creds = credentials.check("wechat", _wechat_fields(WECHAT_A), stack.settings.wechat)
+        await credentials.save(session, stack.vault, shop_a.merchant_id, "wechat", creds, "test")
+    saved = await stack.http.put("/merchant/gateways/wechat", headers=shop_b.owner, json=_wechat_fields(WECHAT_B))
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["checked"] is True and WECHAT_B.apiv3_key not in saved.text
+
+    order = await stack.ordered(await shop_product(stack, shop_b, ["WB-1"]), merchant=shop_b.slug, gateway="wechat")
+    trade = wechat_b.trades[order["order_id"]]
+    assert trade.notify_url.endswith(f"/payments/wechat/notify/m/{shop_b.merchant_id}")
+    paid = replace(trade, state="SUCCESS", success_time=now_text_cn(), transaction_id="4200" + "1" * 24)
+    wechat_a = FakeWechat(WECHAT_A)  # only encrypts and signs: A's APIv3 key, A's WeChat Pay key, A's mchid
+    body, headers = wechat_a.notify(wechat_a.transaction(paid))
+    for url in (
+        f"/payments/wechat/notify/m/{shop_a.merchant_id}",  # A's account, B's order
+        f"/payments/wechat/notify/m/{shop_b.merchant_id}",  # A's keys at B's URL
+        "/payments/wechat/notify",  # the platform's account
+    ):
+        answer = await stack.http.post(url, content=body, headers=headers)
+        assert (url, answer.status_code) == (url, 400)
+    assert (await stack.view(order))["status"] == "awaiting_payment"
+    sent = await wechat_b.pay(order["order_id"])  # B's own notify, at B's URL
+    assert sent is not None and sent.status_code in (200, 204), sent.text
     await stack.wait_status(order, "delivered")
 
 
