@@ -26,7 +26,7 @@ from miaofa.messaging.dispatcher import Dispatcher
 from miaofa.messaging.mailer import Mailer
 from miaofa.settings import Settings, get_settings
 from miaofa.telemetry import tracing
-from miaofa.telemetry.metrics import TimedGateway, WorkerMetrics, meter_of
+from miaofa.telemetry.metrics import TimedGateway, WorkerMetrics, merchant_label, meter_of
 from miaofa.telemetry.watch import Watch
 from miaofa.temporal.client import connect, metrics_runtime
 from miaofa.temporal.schedules import apply_reconcile_schedule
@@ -53,7 +53,9 @@ def saga_activities(
     metrics = WorkerMetrics(meter_of(temporal))  # on the worker's /metrics beside the SDK's
     gateways = {name: TimedGateway(gateway, metrics) for name, gateway in gateways.items()}
     # A direct merchant's orders go through adapters of its own credentials (miaofa/direct/book.py).
-    book = GatewayBook(settings, sessionmaker, vault, gateways, lambda gateway: TimedGateway(gateway, metrics))
+    book = GatewayBook(
+        settings, sessionmaker, vault, gateways, lambda gw: TimedGateway(gw, metrics, merchant_label(gw.name))
+    )
     orders = OrderActivities(sessionmaker, metrics)
     payments = PaymentActivities(
         sessionmaker, gateways, settings.notify_url_base, settings.api_url, vault, temporal, metrics, book

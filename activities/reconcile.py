@@ -13,7 +13,7 @@ from miaofa import steps as s
 from miaofa.direct.book import GatewayBook
 from miaofa.gateways.base import Gateway, GatewayError
 from miaofa.payments import reconcile
-from miaofa.telemetry.metrics import WorkerMetrics
+from miaofa.telemetry.metrics import WorkerMetrics, merchant_label
 from miaofa.temporal.signals import signal_payment, start_stray_review
 
 log = logging.getLogger("miaofa.activities.reconcile")
@@ -45,6 +45,7 @@ class ReconcileActivities:
         if self.book is not None:
             accounts += await self.book.accounts_with_statements()
         for account, name, gateway in accounts:
+            label = name if account is None else merchant_label(name)
             if not getattr(gateway, "has_statement", False):
                 continue  # no bill to compare: the orders' own polls and late watch cover it
             try:
@@ -78,9 +79,9 @@ class ReconcileActivities:
                 await reconcile.save(session, done, step.at)
             for finding in done:
                 report.findings[finding.kind] = report.findings.get(finding.kind, 0) + 1
-                mismatches.add(1, {"gateway": name, "kind": finding.kind, "action": finding.action})
+                mismatches.add(1, {"gateway": label, "kind": finding.kind, "action": finding.action})
             report.checked += len(entries)
-            self.metrics.reconciled(name, report.orders_nudged - nudged, report.refunds_started - refunds)
+            self.metrics.reconciled(label, report.orders_nudged - nudged, report.refunds_started - refunds)
             where = f"{name} of merchant {account}" if account else name
             log.info("reconciled %s: %d payments, %d mismatches", where, len(entries), len(done))
         return report
