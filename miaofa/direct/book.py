@@ -108,6 +108,16 @@ class GatewayBook:
         self._cache[key] = _Cached(adapter, updated_at, now)
         return adapter
 
+    async def offered(self, account: str | None) -> list[str]:
+        """The gateways an account takes payments by: the platform's, or those a direct merchant brought."""
+        if account is PLATFORM:
+            return list(self.platform)
+        async with self.sessionmaker() as session:
+            names = await session.scalars(
+                select(Credential.gateway).where(Credential.merchant_id == account).order_by(Credential.gateway)
+            )
+            return list(names)
+
     def forget(self, account: str, gateway: str) -> None:
         """This process changed the credentials: the next call reads them again."""
         self._cache.pop((account, gateway), None)

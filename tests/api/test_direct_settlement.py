@@ -684,3 +684,15 @@ async def test_a_direct_merchants_notify_replays_with_its_own_keys(stack: Stack)
     replayed = _cli(stack, "notify", "replay", str(first.id), "--actor", "support:ann")
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout.strip() == f"Notify {first.id} replayed: duplicate ({order['order_id']})."
+
+
+async def test_a_direct_shops_storefront_offers_only_its_own_gateways(stack: Stack) -> None:
+    shop, _ = await with_simulator(stack)
+    await shop_product(stack, shop, ["SF-1"])
+    page = await stack.http.get(f"/s/{shop.slug}/")
+    assert page.status_code == 200
+    assert '<option value="simulator">' in page.text
+    for platform_only in ("stripe", "alipay", "wechat"):  # the platform's accounts, not this shop's
+        assert f'<option value="{platform_only}">' not in page.text
+    platform_page = await stack.http.get("/")
+    assert '<option value="stripe">' in platform_page.text
