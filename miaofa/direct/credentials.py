@@ -19,8 +19,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa import audit
+from miaofa import contract as c
 from miaofa.crypto.vault import Vault
-from miaofa.db.models import Merchant, MerchantGatewayCredential
+from miaofa.db.models import Merchant, MerchantGatewayCredential, Order
 from miaofa.errors import Conflict, InvalidInput, NotFound
 from miaofa.gateways.config import GATEWAY_SETTINGS, GatewaySettings
 from miaofa.netaddr import webhook_host_problem
@@ -169,8 +170,20 @@ async def save(
     return row
 
 
+OPEN = (c.AWAITING_PAYMENT, c.IN_REVIEW, c.PAID)  # orders whose payment the gateway account must still answer for
+
+
 async def remove(session: AsyncSession, merchant_id: str, gateway: str, actor: str) -> None:
+    """Refused while an order of the shop is still open at that gateway: its notify, poll, close or
+    refund would have no account to go to."""
     await _direct(session, merchant_id)
+    open_order = await session.scalar(
+        select(Order.id)
+        .where(Order.merchant_id == merchant_id, Order.gateway == gateway, Order.status.in_(OPEN))
+        .limit(1)
+    )
+    if open_order is not None:
+        raise Conflict(f"orders at {gateway} are still open; remove it once they are settled", error="gateway_in_use")
     gone = await session.execute(
         delete(MerchantGatewayCredential)
         .where(MerchantGatewayCredential.merchant_id == merchant_id, MerchantGatewayCredential.gateway == gateway)

@@ -696,3 +696,14 @@ async def test_a_direct_shops_storefront_offers_only_its_own_gateways(stack: Sta
         assert f'<option value="{platform_only}">' not in page.text
     platform_page = await stack.http.get("/")
     assert '<option value="stripe">' in platform_page.text
+
+
+async def test_credentials_stay_while_an_order_at_that_gateway_is_open(stack: Stack) -> None:
+    shop, _ = await with_simulator(stack)
+    order = await stack.ordered(await shop_product(stack, shop, ["OPEN-1"]), merchant=shop.slug)
+    url = "/merchant/gateways/simulator"
+    busy = await stack.http.delete(url, headers=shop.owner)
+    assert (busy.status_code, busy.json()["error"]) == (409, "gateway_in_use")
+    await stack.pay(order)
+    await stack.wait_status(order, "delivered")
+    assert (await stack.http.delete(url, headers=shop.owner)).status_code == 204
