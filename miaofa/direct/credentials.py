@@ -81,6 +81,8 @@ def check(gateway: str, given: Mapping[str, Any], platform: GatewaySettings | No
             raise InvalidInput(f"{name}: a string")
         if len(value) > MAX_VALUE_CHARS or not value.isascii() or "\x00" in value:
             raise InvalidInput(f"{name}: at most {MAX_VALUE_CHARS} ASCII characters, no NUL")
+        if value.startswith("@"):  # "@/path" reads a file of the server's in the platform's settings
+            raise InvalidInput(f"{name}: the value itself (a PEM key or base64), not a file")
         if value:
             values[name] = value
     if gateway == "simulator":

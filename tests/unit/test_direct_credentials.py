@@ -81,6 +81,7 @@ def test_each_gateway_takes_its_own_fields_and_shows_only_a_mask() -> None:
             "32 bytes",
         ),
         ("simulator", {"merchant_id": "a", "secret": "short"}, "secret"),
+        ("wechat", {**WECHAT, "private_key": "@/etc/passwd"}, "not a file"),
         ("alipay", {"app_id": "2021"}, "required"),
     ],
 )
