@@ -20,13 +20,14 @@ from activities.reconcile import ReconcileActivities
 from miaofa import contract
 from miaofa.crypto.vault import Vault
 from miaofa.db.engine import make_engine, make_sessionmaker
+from miaofa.direct.book import GatewayBook
 from miaofa.gateways.base import Gateway
 from miaofa.gateways.registry import build_gateways
 from miaofa.messaging.dispatcher import Dispatcher
 from miaofa.messaging.mailer import Mailer
 from miaofa.settings import Settings, get_settings
 from miaofa.telemetry import tracing
-from miaofa.telemetry.metrics import TimedGateway, WorkerMetrics, meter_of
+from miaofa.telemetry.metrics import TimedGateway, WorkerMetrics, merchant_label, meter_of
 from miaofa.telemetry.watch import Watch
 from miaofa.temporal.client import connect, metrics_runtime
 from miaofa.temporal.schedules import apply_hold_release_schedule, apply_reconcile_schedule
@@ -53,13 +54,17 @@ def saga_activities(
 ) -> list[Callable]:
     metrics = WorkerMetrics(meter_of(temporal))  # on the worker's /metrics beside the SDK's
     gateways = {name: TimedGateway(gateway, metrics) for name, gateway in gateways.items()}
+    # A direct merchant's orders go through adapters of its own credentials (miaofa/direct/book.py).
+    book = GatewayBook(
+        settings, sessionmaker, vault, gateways, lambda gw: TimedGateway(gw, metrics, merchant_label(gw.name))
+    )
     orders = OrderActivities(sessionmaker, metrics, coupon_payer=settings.coupon_cost_payer)
     ledger = LedgerActivities(sessionmaker)
     payments = PaymentActivities(
-        sessionmaker, gateways, settings.notify_url_base, settings.api_url, vault, temporal, metrics
+        sessionmaker, gateways, settings.notify_url_base, settings.api_url, vault, temporal, metrics, book
     )
     email = EmailActivities(sessionmaker, vault, Mailer(settings.smtp_url, settings.mail_from), settings.api_url)
-    reconcile = ReconcileActivities(sessionmaker, gateways, temporal, metrics)
+    reconcile = ReconcileActivities(sessionmaker, gateways, temporal, metrics, book)
     return [
         orders.open_order,
         orders.record_stage,

@@ -13,6 +13,7 @@ from activities.db import transaction
 from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.crypto.vault import Vault
+from miaofa.direct.book import GatewayBook
 from miaofa.gateways.base import (
     Gateway,
     GatewayError,
@@ -52,6 +53,7 @@ class PaymentActivities:
         vault: Vault,
         temporal: Client | None = None,
         metrics: WorkerMetrics | None = None,
+        book: GatewayBook | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.metrics = metrics or WorkerMetrics()
@@ -60,9 +62,21 @@ class PaymentActivities:
         self.shop_url = shop_url.rstrip("/")
         self.vault = vault
         self.temporal = temporal
+        self.book = book  # None: every order is the platform's (no direct merchants, no database)
 
-    def _gateway(self, name: str) -> Gateway:
-        gateway = self.gateways.get(name)
+    async def _account(self, order_id: str) -> str | None:
+        return await self.book.account(order_id) if self.book is not None else None
+
+    async def _gateway(self, name: str, order_id: str) -> Gateway:
+        """The adapter of the account that holds this order's payment."""
+        return await self._adapter(name, await self._account(order_id))
+
+    async def _adapter(self, name: str, account: str | None) -> Gateway:
+        """The platform's adapter (account None), or a direct merchant's own."""
+        if self.book is None:
+            gateway = self.gateways.get(name)
+        else:
+            gateway = await self.book.for_account(name, account)
         if gateway is None:
             raise ApplicationError(f"gateway {name!r} is not configured", type="UnknownGateway", non_retryable=True)
         return gateway
@@ -70,7 +84,12 @@ class PaymentActivities:
     @activity.defn(name=s.CREATE_PAYMENT)
     async def create_payment(self, step: s.CreatePaymentStep) -> c.PaymentLink:
         """Idempotent on the order id at the gateway and here."""
-        gateway = self._gateway(step.gateway)
+        account = await self._account(step.order_id)
+        gateway = await self._adapter(step.gateway, account)
+        # A direct merchant's notifies come to a URL that names it, and are verified with its keys only.
+        notify_url = f"{self.notify_base_url}/payments/{step.gateway}/notify"
+        if account is not None:
+            notify_url += f"/m/{account}"
         # The buyer's browser comes back with a return ticket, never the order token: the pay link (and
         # so this URL) is in every Idempotency-Key replay, and email + key are no proof of being the buyer.
         # The ticket depends only on the step, so a retried create asks the gateway for the same URL.
@@ -83,7 +102,7 @@ class PaymentActivities:
                     amount_cents=step.amount_cents,
                     currency=step.currency,
                     subject=step.subject,
-                    notify_url=f"{self.notify_base_url}/payments/{step.gateway}/notify",
+                    notify_url=notify_url,
                     expires_at=step.expires_at,
                     return_url=return_url,
                 )
@@ -109,7 +128,7 @@ class PaymentActivities:
 
     @activity.defn(name=s.QUERY_PAYMENT)
     async def query_payment(self, step: s.GatewayStep) -> s.PaymentSnapshot:
-        gateway = self._gateway(step.gateway)
+        gateway = await self._gateway(step.gateway, step.order_id)
         if step.channel not in getattr(gateway, "query_channels", ("primary",)):
             raise _gateway_failed(Unsupported(f"{step.gateway} has no {step.channel} query host"))
         if step.channel != "primary" and activity.info().attempt == 1:
@@ -119,7 +138,7 @@ class PaymentActivities:
 
     @activity.defn(name=s.CLOSE_PAYMENT)
     async def close_payment(self, step: s.GatewayStep) -> s.PaymentSnapshot:
-        gateway = self._gateway(step.gateway)
+        gateway = await self._gateway(step.gateway, step.order_id)
         try:
             state = await gateway.close(step.payment_id, step.order_id)
         except Unsupported:
@@ -133,10 +152,9 @@ class PaymentActivities:
 
     @activity.defn(name=s.REFUND_PAYMENT)
     async def refund_payment(self, step: s.RefundStep) -> s.PaymentSnapshot:
+        gateway = await self._gateway(step.gateway, step.order_id)
         try:
-            return await _answer(
-                self._gateway(step.gateway).refund(step.payment_id, step.order_id, step.amount_cents, step.refund_id)
-            )
+            return await _answer(gateway.refund(step.payment_id, step.order_id, step.amount_cents, step.refund_id))
         except ApplicationError as exc:
             if exc.type != "Unsupported":
                 raise
@@ -148,8 +166,10 @@ class PaymentActivities:
 
     @activity.defn(name=s.REVIEW_STRAY)
     async def review_stray(self, stray: c.StrayPayment) -> s.StrayReview:
-        """Ask the gateway about the payment; miaofa/payments/strays.py judges it."""
-        gateway = self._gateway(stray.gateway)
+        """Ask the gateway about the payment; miaofa/payments/strays.py judges it. A stray is only ever
+        started for a payment in its order's own account (a notify or statement of another account is
+        foreign, never a stray), so the order names the account here too."""
+        gateway = await self._gateway(stray.gateway, stray.order_id)
         if not getattr(gateway, "query_proves_payment", True):
             # Its query is unsigned: the verified notify that found this payment is the proof, and
             # nothing else is (a poll or a statement of such a gateway proves nothing).

@@ -10,9 +10,10 @@ from activities.db import transaction
 from activities.payments import _gateway_failed
 from miaofa import contract as c
 from miaofa import steps as s
+from miaofa.direct.book import GatewayBook
 from miaofa.gateways.base import Gateway, GatewayError
 from miaofa.payments import reconcile
-from miaofa.telemetry.metrics import WorkerMetrics
+from miaofa.telemetry.metrics import WorkerMetrics, merchant_label
 from miaofa.temporal.signals import signal_payment, start_stray_review
 
 log = logging.getLogger("miaofa.activities.reconcile")
@@ -25,11 +26,13 @@ class ReconcileActivities:
         gateways: dict[str, Gateway],
         temporal: Client,
         metrics: WorkerMetrics | None = None,
+        book: GatewayBook | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.metrics = metrics or WorkerMetrics()
         self.gateways = gateways
         self.temporal = temporal
+        self.book = book  # the direct merchants' own accounts, each reconciled with its own statement
 
     @activity.defn(name=s.RECONCILE)
     async def reconcile_payments(self, step: s.ReconcileStep) -> c.ReconcileReport:
@@ -38,7 +41,11 @@ class ReconcileActivities:
         mismatches = activity.metric_meter().create_counter(
             "miaofa_reconcile_mismatches", "Mismatches between gateway statements and orders"
         )
-        for name, gateway in self.gateways.items():
+        accounts: list[tuple[str | None, str, Gateway]] = [(None, name, gw) for name, gw in self.gateways.items()]
+        if self.book is not None:
+            accounts += await self.book.accounts_with_statements()
+        for account, name, gateway in accounts:
+            label = name if account is None else merchant_label(name)
             if not getattr(gateway, "has_statement", False):
                 continue  # no bill to compare: the orders' own polls and late watch cover it
             try:
@@ -46,7 +53,7 @@ class ReconcileActivities:
             except GatewayError as exc:
                 raise _gateway_failed(exc) from exc
             async with transaction(self.sessionmaker) as session:
-                findings = await reconcile.compare(session, name, entries, step.start, step.end)
+                findings = await reconcile.compare(session, name, entries, step.start, step.end, account)
             done = []
             nudged, refunds = report.orders_nudged, report.refunds_started
             for finding in findings:
@@ -72,8 +79,9 @@ class ReconcileActivities:
                 await reconcile.save(session, done, step.at)
             for finding in done:
                 report.findings[finding.kind] = report.findings.get(finding.kind, 0) + 1
-                mismatches.add(1, {"gateway": name, "kind": finding.kind, "action": finding.action})
+                mismatches.add(1, {"gateway": label, "kind": finding.kind, "action": finding.action})
             report.checked += len(entries)
-            self.metrics.reconciled(name, report.orders_nudged - nudged, report.refunds_started - refunds)
-            log.info("reconciled %s: %d payments, %d mismatches", name, len(entries), len(done))
+            self.metrics.reconciled(label, report.orders_nudged - nudged, report.refunds_started - refunds)
+            where = f"{name} of merchant {account}" if account else name
+            log.info("reconciled %s: %d payments, %d mismatches", where, len(entries), len(done))
         return report

@@ -20,6 +20,7 @@ from api.routes import (
     health,
     lookup,
     merchant,
+    merchant_gateways,
     merchant_webhook,
     merchants_admin,
     money,
@@ -34,6 +35,7 @@ from api.stock_hint import StockHint
 from miaofa import contract
 from miaofa.crypto.vault import Vault
 from miaofa.db.engine import make_engine, make_sessionmaker
+from miaofa.direct.book import GatewayBook
 from miaofa.gateways.registry import build_gateways
 from miaofa.rate_bound import RateBound
 from miaofa.risk.chain import Chain
@@ -81,6 +83,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
             rejected_notifies=RateBound(settings.rejected_notify_log_per_second),
             csrf=Csrf(vault.form_key, origins=[settings.api_url], secure=settings.api_url.startswith("https:")),
             shops=MerchantDirectory(sessionmaker),
+            book=GatewayBook(settings, sessionmaker, vault, gateways),
         )
         try:
             yield
@@ -89,6 +92,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
             await app.state.miaofa.feed.stop()
             for gateway in gateways.values():
                 await gateway.aclose()
+            await app.state.miaofa.book.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -117,7 +121,8 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
     http_metrics.install(app)
     if tracing.enabled():  # outermost: a request's span is the parent of the workflow it starts
         app.add_middleware(tracing.HttpSpans, tracer=tracing.tracer())
-    for module in (health, admin, merchants_admin, merchant, lookup, shop, order_events, payments, support, codec, web):
+    routers = (health, admin, merchants_admin, merchant, merchant_gateways, lookup)
+    for module in (*routers, shop, order_events, payments, support, codec, web):
         app.include_router(module.router)
     app.include_router(money.merchant_router)
     app.include_router(merchant_webhook.router)

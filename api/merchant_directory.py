@@ -22,6 +22,7 @@ class Shop:
     status: str
     status_reason: str
     risk: dict[str, Any] = field(default_factory=dict)  # its own tightening of the risk rules
+    settlement: str = "platform"  # direct: its orders use its own gateway credentials
 
     @property
     def open(self) -> bool:
@@ -29,7 +30,7 @@ class Shop:
 
 
 def _shop(row: Merchant) -> Shop:
-    return Shop(row.id, row.slug, row.name, row.status, row.status_reason, dict(row.risk_rules or {}))
+    return Shop(row.id, row.slug, row.name, row.status, row.status_reason, dict(row.risk_rules or {}), row.settlement)
 
 
 class MerchantDirectory:

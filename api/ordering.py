@@ -126,7 +126,10 @@ class OrderDesk:
         product = await self.hot.product(body.sku, shop.merchant_id)
         if product is None or not product.active:
             raise NotFound(f"no product with sku {body.sku!r}", error="unknown_product")
-        if body.gateway not in self.gateways:  # a well-formed name that is not configured: not found
+        if shop.settlement == "direct":  # only the gateways the merchant brought its own account for
+            if await self._state.book.for_account(body.gateway, shop.merchant_id) is None:
+                raise NotFound(f"this shop takes no payments by {body.gateway!r}", error="unknown_gateway")
+        elif body.gateway not in self.gateways:  # a well-formed name that is not configured: not found
             raise NotFound(
                 f"unknown gateway {body.gateway!r}; use one of {', '.join(self.gateways)}", error="unknown_gateway"
             )

@@ -11,6 +11,7 @@ from api.order_feed import OrderFeed
 from api.stock_hint import StockHint
 from miaofa.crypto.codec import EncryptionCodec
 from miaofa.crypto.vault import Vault
+from miaofa.direct.book import GatewayBook
 from miaofa.gateways.base import Gateway
 from miaofa.rate_bound import RateBound
 from miaofa.risk.chain import Chain
@@ -37,3 +38,4 @@ class State:
     rejected_notifies: RateBound  # how many rejected notifies are stored, per gateway
     csrf: Csrf  # the HTML forms' CSRF tokens and origin check
     shops: MerchantDirectory  # the merchants by slug, remembered for a moment
+    book: GatewayBook  # the direct merchants' own gateway accounts (miaofa/direct/book.py)

@@ -150,7 +150,7 @@ async def _storefront(
         query=query,
         searchable=total > SEARCH_FROM,
         total=total,
-        gateways=list(state.gateways),
+        gateways=await state.book.offered(shop.merchant_id if shop.settlement == "direct" else None),
         max_quantity=MAX_QUANTITY,
         failed=failed or {},
         idem=secrets.token_urlsafe(18),
@@ -234,7 +234,7 @@ async def buy(request: Request, state: StateDep, desk: DeskDep) -> Response:
                 "sku": fields["sku"],
                 "email": fields["email"],
                 "quantity": fields["quantity"] or "1",
-                "gateway": fields["gateway"] or next(iter(state.gateways), "simulator"),
+                "gateway": fields["gateway"] or next(iter(state.gateways), "simulator"),  # the page always sends one
                 "coupon_code": fields["coupon_code"] or None,
                 "lang": t.lang,
                 "merchant": fields["merchant"] or None,

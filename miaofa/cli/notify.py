@@ -109,22 +109,27 @@ async def _replay(settings: Settings, notify_id: int, actor: str):
     from miaofa import contract as c
     from miaofa.crypto.vault import Vault
     from miaofa.db.models import NotifyLog
+    from miaofa.direct.book import GatewayBook
     from miaofa.gateways.registry import build_gateways
     from miaofa.payments import notify
     from miaofa.temporal.client import connect
     from miaofa.temporal.signals import Signaller
 
     gateways = build_gateways(settings)
+    book: GatewayBook | None = None
     try:
         async with database(settings, pool_size=2) as sessionmaker:
             async with sessionmaker() as session:
                 row = await session.get(NotifyLog, notify_id)
             if row is None:
                 raise LookupError(f"no notify {notify_id}")
-            adapter = gateways.get(row.gateway)
+            vault = Vault(settings.vault_key)
+            # A direct merchant's notify is verified again with that merchant's keys, never the platform's.
+            account = row.headers.get(notify.ACCOUNT_HEADER)
+            book = GatewayBook(settings, sessionmaker, vault, gateways)
+            adapter = await book.for_account(row.gateway, account)
             if adapter is None:
                 raise LookupError(f"the {row.gateway} gateway is not configured here; see `miaofa gateways`")
-            vault = Vault(settings.vault_key)
             signaller = Signaller(await connect(settings, vault), c.TASK_QUEUE)
             headers, body, query = notify.replayed_request(row.headers, row.body)
             stored_headers = {**row.headers, "x-miaofa-replay-of": str(notify_id)}
@@ -138,6 +143,7 @@ async def _replay(settings: Settings, notify_id: int, actor: str):
                 query,
                 (stored_headers, row.body.encode()),
                 lambda: True,
+                account,
             )
             async with sessionmaker.begin() as session:
                 audit.record(session, actor, "notify.replayed", f"notify:{notify_id}", outcome=handled.outcome)
@@ -145,3 +151,5 @@ async def _replay(settings: Settings, notify_id: int, actor: str):
     finally:
         for gateway in gateways.values():
             await gateway.aclose()
+        if book is not None:
+            await book.aclose()

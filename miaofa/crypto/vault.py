@@ -49,6 +49,7 @@ class Vault:
         self._token_key = derive(master, "miaofa/order/access-token")
         self._staff_key = derive(master, "miaofa/staff-token/hmac")
         self._return_key = derive(master, "miaofa/order/return-ticket")
+        self._sealed = AESGCM(derive(master, "miaofa/merchant/gateway-credentials"))
         self.form_key = derive(master, "miaofa/web/csrf")  # api/csrf.py
         self.payload_key = derive(master, "miaofa/temporal/payload-codec")
         self.payload_key_id = "k-" + hashlib.sha256(self.payload_key).hexdigest()[:12]
@@ -59,6 +60,15 @@ class Vault:
 
     def decrypt(self, blob: bytes) -> str:
         return self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], b"card-key").decode()
+
+    def seal(self, plaintext: str, context: str) -> bytes:
+        """Encrypt a merchant's secret under its own subkey, bound to `context` (merchant and gateway):
+        a sealed blob copied into another merchant's row does not open there."""
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._sealed.encrypt(nonce, plaintext.encode(), context.encode())
+
+    def unseal(self, blob: bytes, context: str) -> str:
+        return self._sealed.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context.encode()).decode()
 
     def key_hash(self, plaintext: str) -> bytes:
         return hmac.new(self._hash_key, plaintext.encode(), hashlib.sha256).digest()

@@ -304,3 +304,20 @@ class StaffToken(Base):
         CheckConstraint("role in ('support','admin')", name="role_known"),
         Index("ix_staff_tokens_live_name", "name", unique=True, postgresql_where=text("revoked_at is null")),
     )
+
+
+class MerchantGatewayCredential(Base):
+    """A direct merchant's own account at one gateway: its fields as vault-sealed JSON (bound to the
+    merchant and gateway), and a masked summary that is all anybody is ever shown again."""
+
+    __tablename__ = "merchant_gateway_credentials"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(32), ForeignKey("merchants.id"))
+    gateway: Mapped[str] = mapped_column(String(32))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    summary: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime] = created_at_column()
+
+    __table_args__ = (UniqueConstraint("merchant_id", "gateway"),)

@@ -50,9 +50,10 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
     (
         "delivered_without_sale",
         """SELECT o.id, o.merchant_id, o.amount_cents FROM orders o
+           JOIN merchants m ON m.id = o.merchant_id AND m.settlement = 'platform'
            WHERE o.status = 'delivered' AND o.amount_cents > 0 AND o.list_cents IS NOT NULL
              AND NOT EXISTS (SELECT 1 FROM ledger_transactions t WHERE t.idem_key = 'sale:' || o.id) LIMIT 50""",
-        "order {0} of {1} was delivered ({2}) with no sale posted",
+        "order {0} of {1} (a platform shop) was delivered ({2}) with no sale posted",
     ),
     (
         "refund_without_clawback",

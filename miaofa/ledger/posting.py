@@ -162,7 +162,7 @@ async def post(
     order_id: str | None = None,
     memo: str = "",
 ) -> int | None:
-    """Post lines known in advance, in one round trip (the ledger_post function, migration 0009);
+    """Post lines known in advance, in one round trip (the ledger_post function, migration 0010);
     None when the key was posted before."""
     lines = [line for line in lines if line.amount]
     if sum(line.amount for line in lines) != 0:

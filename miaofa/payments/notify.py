@@ -24,6 +24,7 @@ from miaofa.temporal.signals import Signaller
 
 log = logging.getLogger("miaofa.api.notify")
 METHOD_HEADER = ":method"  # a pseudo-header in the stored headers: GET notifies are replayed as GETs
+ACCOUNT_HEADER = ":account"  # the direct merchant whose URL it came to: replayed with its keys only
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,19 @@ class Handled:
     ack: Ack
 
 
-def stored_request(method: str, headers: Mapping[str, str], body: bytes, query: str) -> tuple[dict[str, str], bytes]:
+def stored_request(
+    method: str, headers: Mapping[str, str], body: bytes, query: str, account: str | None = None
+) -> tuple[dict[str, str], bytes]:
     """Headers and body as the notify log keeps them."""
     kept = {METHOD_HEADER: method, **{name.lower(): value for name, value in headers.items()}}
+    if account is not None:
+        kept[ACCOUNT_HEADER] = account
     return kept, (query.encode() if method == "GET" and not body else body)
 
 
 def replayed_request(headers: Mapping[str, str], body: str) -> tuple[dict[str, str], bytes, QueryParams]:
     """The stored notify back as the adapter first saw it."""
-    request_headers = {name: value for name, value in headers.items() if name != METHOD_HEADER}
+    request_headers = {name: value for name, value in headers.items() if name not in (METHOD_HEADER, ACCOUNT_HEADER)}
     if headers.get(METHOD_HEADER) == "GET":
         return request_headers, b"", QueryParams(body)
     return request_headers, body.encode(), QueryParams("")
@@ -57,7 +62,9 @@ async def handle(
     query: Mapping[str, str],
     stored: tuple[Mapping[str, str], bytes],
     may_log_rejected: Callable[[], bool],
+    account: str | None = None,
 ) -> Handled:
+    """account: the direct merchant the notify URL names, whose keys `adapter` holds (None: the platform)."""
     stored_headers, stored_body = stored
     logs.bind_order(None)  # a replay runs many notifies in one task
     try:
@@ -83,7 +90,7 @@ async def handle(
     )
     async with sessionmaker.begin() as session:
         decision = await records.accept_notify(
-            session, gateway, adapter.merchant_id, proof, stored_headers, stored_body
+            session, gateway, adapter.merchant_id, proof, stored_headers, stored_body, account
         )
     logs.bind_order(decision.order_id)
     if decision.outcome == "foreign":

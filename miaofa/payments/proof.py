@@ -44,6 +44,17 @@ class Judgement:
 
 
 FOREIGN = "foreign"  # another merchant's payment: not our money, nothing to refund
+OTHER_ACCOUNT = "another account's order"  # one account's keys spoke for an order of another
+NO_ORDER_HERE = "no order of this merchant"
+
+
+@dataclass(frozen=True)
+class Accounts:
+    """Whose gateway account a notify was verified for, and whose the order it names is: the
+    platform's (None) or a direct merchant's (its id)."""
+
+    route: str | None
+    order: str | None
 
 
 def order_at(order: Order | None, gateway: str | None) -> Order | None:
@@ -56,16 +67,29 @@ def order_at(order: Order | None, gateway: str | None) -> Order | None:
 
 
 def judge(
-    order: Order | None, payment: Payment | None, proof: Proof, *, gateway: str | None, merchant_id: str | None = None
+    order: Order | None,
+    payment: Payment | None,
+    proof: Proof,
+    *,
+    gateway: str | None,
+    merchant_id: str | None = None,
+    accounts: Accounts | None = None,
 ) -> Judgement:
     """The rule: a paid proof is the order's payment when gateway, merchant, payment id, amount and
     currency match.
 
     merchant_id is None for a proof whose merchant was already checked (a logged notify) or that came
-    from our own authenticated call to the gateway.
+    from our own authenticated call to the gateway. accounts (a notify): the keys of one account
+    never speak for an order of another, and a direct merchant's account has no strays of ours (its
+    money is its own; it refunds it there).
     """
     if merchant_id is not None and proof.merchant_id is not None and proof.merchant_id != merchant_id:
         return Judgement(FOREIGN, "another merchant")
+    if accounts is not None:
+        if order is not None and accounts.order != accounts.route:
+            return Judgement(FOREIGN, OTHER_ACCOUNT)
+        if order is None and accounts.route is not None:
+            return Judgement(FOREIGN, NO_ORDER_HERE)
     if proof.status != "paid":
         return Judgement(s.NOT_PAID, proof.status)
     order = order_at(order, gateway)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from miaofa import audit, orders
 from miaofa import contract as c
 from miaofa import steps as s
-from miaofa.db.models import Order, Payment, ReconcileFinding
+from miaofa.db.models import Merchant, Order, Payment, ReconcileFinding
 from miaofa.gateways.base import PaymentState
 from miaofa.payments.proof import Proof, judge, order_at
 
@@ -52,15 +52,36 @@ class Finding:
 
 
 async def compare(
-    session: AsyncSession, gateway: str, entries: list[PaymentState], start: datetime, end: datetime
+    session: AsyncSession,
+    gateway: str,
+    entries: list[PaymentState],
+    start: datetime,
+    end: datetime,
+    account: str | None = None,
 ) -> list[Finding]:
+    """account: the direct merchant whose own statement this is (None: the platform's). Only orders
+    of that account are its to settle; money in it for another account's order, or for no order of
+    ours in a merchant's account, is flagged for a person: a refund would go through the order's
+    account, which is not where the money is."""
     order_ids = {entry.order_id for entry in entries if len(entry.order_id) <= 40}
     known = {order.id: order for order in await session.scalars(select(Order).where(Order.id.in_(order_ids)))}
     paid_rows = {p.order_id: p for p in await session.scalars(select(Payment).where(Payment.order_id.in_(order_ids)))}
+    direct = set(
+        await session.scalars(
+            select(Order.id)
+            .join(Merchant, Merchant.id == Order.merchant_id)
+            .where(Order.id.in_(order_ids), Merchant.settlement == "direct")
+        )
+    )
     findings = []
     for entry in entries:
         order, payment = known.get(entry.order_id), paid_rows.get(entry.order_id)
         found = _finding(gateway, entry)
+        theirs = order.merchant_id if order is not None and order.id in direct else None
+        if (order is None and account is not None) or (order is not None and theirs != account):
+            if entry.status == "paid":
+                findings.append(replace(found, kind="foreign_account", action=FLAG))
+            continue
         if entry.status == "refunded":
             ours = order_at(order, gateway)
             if (
@@ -78,10 +99,13 @@ async def compare(
         elif judgement.verdict in (s.ACCEPTED, s.DUPLICATE) and order is not None and order.status not in SETTLED:
             findings.append(replace(found, kind="paid_not_delivered", action=NUDGE))
     seen = {entry.payment_id for entry in entries}
+    in_account = Merchant.id == account if account is not None else Merchant.settlement != "direct"
     delivered = await session.execute(
         select(Order.id, Payment.payment_id, Order.amount_cents, Order.currency)
         .join(Payment, Payment.order_id == Order.id)
+        .join(Merchant, Merchant.id == Order.merchant_id)
         .where(Order.gateway == gateway, Order.status == c.DELIVERED, Order.paid_at >= start, Order.paid_at < end)
+        .where(in_account)
     )
     for order_id, payment_id, amount, currency in delivered.all():
         if payment_id not in seen:

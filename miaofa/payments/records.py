@@ -13,7 +13,8 @@ from miaofa import audit, orders
 from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.db.models import AuditLog, NotifyLog, Order, Payment
-from miaofa.payments.proof import FOREIGN, Proof, judge, order_at
+from miaofa.direct.book import account_of
+from miaofa.payments.proof import FOREIGN, OTHER_ACCOUNT, Accounts, Proof, judge, order_at
 
 # What is kept of a notify: enough to investigate, bounded whatever a client sends. A rejected one
 # (anybody can send it) is kept to ~2 KiB in all: 1 KiB of body, 768 characters of headers.
@@ -111,11 +112,20 @@ async def log_rejected_notify(
 
 
 async def accept_notify(
-    session: AsyncSession, gateway: str, merchant_id: str, proof: Proof, headers: Mapping[str, str], body: bytes
+    session: AsyncSession,
+    gateway: str,
+    merchant_id: str,
+    proof: Proof,
+    headers: Mapping[str, str],
+    body: bytes,
+    account: str | None = None,
 ) -> NotifyDecision:
-    """Judge a verified notify and log it with its proof; the caller signals the order or starts a review."""
+    """Judge a verified notify and log it with its proof; the caller signals the order or starts a review.
+    account: the direct merchant whose keys verified it (None: the platform's)."""
     order, payment = await order_and_payment(session, proof.order_id)
-    judgement = judge(order, payment, proof, gateway=gateway, merchant_id=merchant_id)
+    order_account = await account_of(session, order.id) if order is not None else None
+    accounts = Accounts(account, order_account)
+    judgement = judge(order, payment, proof, gateway=gateway, merchant_id=merchant_id, accounts=accounts)
     outcome = {
         s.ACCEPTED: "accepted",
         s.DUPLICATE: "duplicate",
@@ -123,7 +133,8 @@ async def accept_notify(
         s.NOT_PAID: "ignored",
         FOREIGN: "foreign",
     }[judgement.verdict]
-    ours = order_at(order, gateway)  # logged on its order when the notify could be that order's
+    # Logged on its order when the notify could be that order's (never on another account's order).
+    ours = order_at(order, gateway) if judgement.reason != OTHER_ACCOUNT else None
     entry = NotifyLog(
         gateway=gateway,
         headers=_stored_headers(headers),

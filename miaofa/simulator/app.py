@@ -62,6 +62,13 @@ class CreatePaymentIn(BaseModel):
     expires_at: datetime
 
 
+class MerchantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    merchant_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    secret: str = Field(min_length=16, max_length=256, pattern=r"^[\x21-\x7e]+$")
+
+
 class RefundIn(BaseModel):
     refund_id: str = Field(min_length=1, max_length=64)
     amount_cents: StrictInt = Field(gt=0)
@@ -134,8 +141,10 @@ def create_app(
         # Checked before any body parsing, so an anonymous caller learns nothing but 401.
         path = request.url.path
         if path.startswith("/api/"):
-            if not _bearer_is(request, secret):
+            merchant = sim.merchant_of(_bearer(request))
+            if merchant is None:
                 return _error_response(401, "unauthorized", "missing or wrong bearer token")
+            request.state.merchant_id = merchant  # each account sees only its own payments
         elif path == "/control" or path.startswith("/control/"):
             if not control_token:
                 return _error_response(403, "control_disabled", "this simulator has no control token configured")
@@ -146,14 +155,14 @@ def create_app(
     # -- merchant API --
 
     @app.post("/api/payments")
-    async def create_payment(body: CreatePaymentIn) -> JSONResponse:
-        if body.merchant_id != sim.merchant_id:
+    async def create_payment(body: CreatePaymentIn, request: Request) -> JSONResponse:
+        if body.merchant_id != request.state.merchant_id:
             raise SimError(403, "wrong_merchant", "merchant_id does not match this key")
         if sim.control.create_fail:
             raise SimError(503, "unavailable", "payment creation is failing (simulated)")
         currency = body.currency.upper()
         async with sim.lock:
-            existing = sim.by_order.get(body.order_id)
+            existing = sim.by_order.get((body.merchant_id, body.order_id))
             if existing is not None:
                 payment = sim.payments[existing]
                 # Reusing an order_id for another amount is a shop bug; refuse, like real gateways.
@@ -173,41 +182,44 @@ def create_app(
                     return_url=body.return_url,
                 )
                 sim.payments[payment.payment_id] = payment
-                sim.by_order[payment.order_id] = payment.payment_id
+                sim.by_order[(payment.merchant_id, payment.order_id)] = payment.payment_id
                 sim.save(payment)
                 status_code = 201
         content = {"payment_id": payment.payment_id, "pay_url": sim.pay_url(payment), "status": payment.status}
         return JSONResponse(content, status_code=status_code)
 
     @app.get("/api/payments/{payment_id}")
-    async def query_primary(payment_id: str) -> dict[str, Any]:
+    async def query_primary(payment_id: str, request: Request) -> dict[str, Any]:
         sim.check_query_channel("primary")
-        return sim.get(payment_id).state()
+        return sim.get(payment_id, request.state.merchant_id).state()
 
     @app.get("/api/v2/trade/query")
-    async def query_backup(order_id: str) -> dict[str, Any]:
+    async def query_backup(order_id: str, request: Request) -> dict[str, Any]:
         sim.check_query_channel("backup")
-        payment_id = sim.by_order.get(order_id)
+        payment_id = sim.by_order.get((request.state.merchant_id, order_id))
         if payment_id is None:
             raise SimError(404, "not_found", "no payment for this order")
         return sim.payments[payment_id].state()
 
     @app.get("/api/statements")
-    async def statement(start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """The bill download: every payment paid within [start, end), refunded ones included."""
+    async def statement(start: datetime, end: datetime, request: Request) -> list[dict[str, Any]]:
+        """The bill download: every payment of this account paid within [start, end), refunded ones included."""
         since, until = _utc(start), _utc(end)
         return [
             p.state()
             for p in sim.payments.values()
-            if p.paid_at is not None and since <= p.paid_at < until and p.status in ("paid", "refunded")
+            if p.merchant_id == request.state.merchant_id
+            and p.paid_at is not None
+            and since <= p.paid_at < until
+            and p.status in ("paid", "refunded")
         ]
 
     @app.post("/api/payments/{payment_id}/close")
-    async def close_payment(payment_id: str) -> dict[str, Any]:
+    async def close_payment(payment_id: str, request: Request) -> dict[str, Any]:
         if sim.control.close_fail:
             raise SimError(503, "unavailable", "close is failing (simulated)")
         async with sim.lock:
-            payment = sim.get(payment_id)
+            payment = sim.get(payment_id, request.state.merchant_id)
             # Paid (or refunded) wins: the caller sees that state and learns it lost the race.
             if payment.status == "pending":
                 payment.status = "closed"
@@ -215,9 +227,9 @@ def create_app(
             return payment.state()
 
     @app.post("/api/payments/{payment_id}/refund")
-    async def refund_payment(payment_id: str, body: RefundIn) -> dict[str, Any]:
+    async def refund_payment(payment_id: str, body: RefundIn, request: Request) -> dict[str, Any]:
         async with sim.lock:
-            payment = sim.get(payment_id)
+            payment = sim.get(payment_id, request.state.merchant_id)
             if payment.status == "refunded" and payment.refund_id == body.refund_id:
                 if payment.refund_cents != body.amount_cents:
                     raise SimError(409, "refund_mismatch", "refund_id already used with another amount")
@@ -322,6 +334,15 @@ def create_app(
         sim.control = replace(sim.control, **body.model_dump(exclude_none=True))
         return asdict(sim.control)
 
+    @app.post("/control/merchants", status_code=201)
+    async def add_merchant(body: MerchantIn) -> dict[str, str]:
+        """Open another merchant account (a direct merchant of the shop); its secret is never echoed."""
+        known = sim.accounts.get(body.merchant_id)
+        if known is not None and not hmac.compare_digest(known.encode(), body.secret.encode()):
+            raise SimError(409, "merchant_exists", "this merchant id has another secret")
+        sim.accounts[body.merchant_id] = body.secret
+        return {"merchant_id": body.merchant_id}
+
     @app.post("/control/reset")
     async def reset_control() -> dict[str, Any]:
         sim.control = Control()
@@ -338,6 +359,15 @@ def _from_browser(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "") or request.headers.get("content-type", "").startswith(
         "application/x-www-form-urlencoded"
     )
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    try:
+        token.encode("ascii")
+    except UnicodeEncodeError:
+        return ""
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def _bearer_is(request: Request, expected: str) -> bool:

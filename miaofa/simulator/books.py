@@ -1,6 +1,7 @@
 """The simulator's books: its payments, its control knobs, and the notify sender."""
 
 import asyncio
+import hmac
 import json
 import logging
 import time
@@ -117,12 +118,15 @@ class Simulator:
     ) -> None:
         self.merchant_id = merchant_id
         self.secret = secret
+        # More merchant accounts (POST /control/merchants), each with its own secret: the shop's direct
+        # merchants. In memory only: a restart forgets them (the first account is the configured one).
+        self.accounts: dict[str, str] = {merchant_id: secret}
         self.public_url = public_url.rstrip("/")
         self.retry_delays = tuple(retry_delays)
         self.rng = rng
         self.payments: dict[str, Payment] = {}
-        # One merchant only, so its order_id alone is the idempotency key.
-        self.by_order: dict[str, str] = {}
+        # (merchant, order_id) is the idempotency key: each account has its own orders.
+        self.by_order: dict[tuple[str, str], str] = {}
         # Handlers await between reading and writing a record only under this lock.
         self.lock = asyncio.Lock()
         self.control = Control()
@@ -145,7 +149,9 @@ class Simulator:
                     record[name] = datetime.fromisoformat(record[name])
             payment = Payment(**record)
             self.payments[payment.payment_id] = payment
-            self.by_order.setdefault(payment.order_id, payment.payment_id)  # the order's first payment
+            self.by_order.setdefault(
+                (payment.merchant_id, payment.order_id), payment.payment_id
+            )  # the order's first payment
         self._compact()
 
     def _compact(self) -> None:
@@ -160,9 +166,17 @@ class Simulator:
         with self.state_file.open("a") as log:
             log.write(_line(payment))
 
-    def get(self, payment_id: str) -> Payment:
+    def merchant_of(self, token: str) -> str | None:
+        """The account whose secret this bearer token is."""
+        for merchant_id, secret in self.accounts.items():
+            if hmac.compare_digest(token.encode(), secret.encode()):
+                return merchant_id
+        return None
+
+    def get(self, payment_id: str, merchant_id: str | None = None) -> Payment:
+        """merchant_id: the caller's account; another account's payment is not found."""
         payment = self.payments.get(payment_id)
-        if payment is None:
+        if payment is None or (merchant_id is not None and payment.merchant_id != merchant_id):
             raise SimError(404, "not_found", "no such payment")
         return payment
 
@@ -187,7 +201,8 @@ class Simulator:
             logger.info("notify %s status=%s dropped (control)", payment.payment_id, payment.status)
             return
         body = json.dumps(payment.notice(), separators=(",", ":")).encode()
-        self._spawn(self._deliver(payment.notify_url, body, payment.payment_id, control))
+        secret = self.accounts.get(payment.merchant_id, self.secret)  # signed with its own account's secret
+        self._spawn(self._deliver(payment.notify_url, body, payment.payment_id, control, secret))
 
     @property
     def sending(self) -> int:
@@ -199,28 +214,28 @@ class Simulator:
         self._tasks.add(task)  # a bare task may be garbage-collected mid-flight
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, url: str, body: bytes, payment_id: str, control: Control) -> None:
+    async def _deliver(self, url: str, body: bytes, payment_id: str, control: Control, secret: str) -> None:
         if control.notify == "delay" and control.delay_seconds > 0:
             await asyncio.sleep(control.delay_seconds)
         copies = 2 if control.duplicate else 1
         for copy in range(1, copies + 1):
             # Each copy gets its own retry chain, so the second copy follows the first at once.
-            if not await self._send_once(url, body, payment_id, copy, attempt=1):
-                self._spawn(self._retry(url, body, payment_id, copy))
+            if not await self._send_once(url, body, payment_id, copy, 1, secret):
+                self._spawn(self._retry(url, body, payment_id, copy, secret))
 
-    async def _retry(self, url: str, body: bytes, payment_id: str, copy: int) -> None:
+    async def _retry(self, url: str, body: bytes, payment_id: str, copy: int, secret: str) -> None:
         for attempt, delay in enumerate(self.retry_delays, start=2):
             await asyncio.sleep(delay)
-            if await self._send_once(url, body, payment_id, copy, attempt):
+            if await self._send_once(url, body, payment_id, copy, attempt, secret):
                 return
         logger.warning("notify %s copy=%d gave up after %d attempts", payment_id, copy, len(self.retry_delays) + 1)
 
-    async def _send_once(self, url: str, body: bytes, payment_id: str, copy: int, attempt: int) -> bool:
+    async def _send_once(self, url: str, body: bytes, payment_id: str, copy: int, attempt: int, secret: str) -> bool:
         # A fresh timestamp per attempt, so a retry is never stale at the receiver.
         timestamp = int(time.time())
         headers = {
             TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: make_signature(self.secret, timestamp, body),
+            SIGNATURE_HEADER: make_signature(secret, timestamp, body),
             "Content-Type": "application/json",
         }
         where = url.split("?", 1)[0]

@@ -122,12 +122,19 @@ def _observe(histogram: Any, seconds: float | None, labels: dict[str, str]) -> N
 TIMED = frozenset({"create_payment", "query", "close", "refund", "statement"})  # what the worker calls
 
 
+def merchant_label(gateway: str) -> str:
+    """The metrics' gateway label of the direct merchants' own accounts, all together: their outages
+    and their cardinality stay apart from the platform's account."""
+    return f"{gateway}:merchant"
+
+
 class TimedGateway:
     """A gateway whose calls are timed and their failures counted; everything else passes through."""
 
-    def __init__(self, gateway: Any, metrics: WorkerMetrics) -> None:
+    def __init__(self, gateway: Any, metrics: WorkerMetrics, label: str | None = None) -> None:
         self._gateway = gateway
         self._metrics = metrics
+        self._label = label or gateway.name  # "<gateway>:merchant" for direct merchants' own accounts
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._gateway, name)
@@ -145,6 +152,6 @@ class TimedGateway:
                 error = exc
                 raise
             finally:
-                self._metrics.gateway_call(self._gateway.name, operation, time.perf_counter() - started, error)
+                self._metrics.gateway_call(self._label, operation, time.perf_counter() - started, error)
 
         return timed

@@ -316,7 +316,8 @@ async def running_stack(
     )
     task_queue = task_queue or f"tq-{uuid.uuid4()}"
     started = _Started()
-    client = Client(**{**env.client.config(), "interceptors": [started]})
+    connected = env.client.config()  # the env's own interceptors (tracing) stay, the recorder joins them
+    client = Client(**{**connected, "interceptors": [*connected.get("interceptors", []), started]})
     app = create_app(config, temporal=client, task_queue=task_queue)
     gateways = build_gateways(config)
     activities = saga_activities(

@@ -3,15 +3,15 @@
 The database itself refuses an UPDATE, DELETE or TRUNCATE of an entry or a transaction, and a
 transaction whose entries do not sum to zero per currency (checked at commit).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-revision = '0009'
-down_revision = '0008'
+revision = '0010'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
