@@ -34,6 +34,11 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
     "dash.ledger": ("Balance / statements / withdrawals", "余额 / 对账单 / 提现"),
     "dash.ledger_open": ("Balances, held amounts and the ledger", "余额、冻结金额与账本"),
     "money.title": ("Money", "资金"),
+    "money.suspended": (
+        "The platform suspended this shop: {reason} It takes no new orders; "
+        "open orders finish and its money stays its own.",
+        "平台已暂停本店：{reason} 暂不接受新订单；进行中的订单照常完成，资金仍归本店所有。",
+    ),
     "money.help": (
         "Every amount below is read from the shop's double-entry ledger; nothing is estimated.",
         "以下每个金额均来自本店的复式记账账本，没有任何估算。",

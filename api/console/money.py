@@ -38,6 +38,7 @@ async def money_page(request: Request, holder: ConsoleDep, db: DbDep) -> Respons
     return page(
         request,
         "console/money.html",
+        merchant=merchant,
         direct=merchant.settlement == "direct",
         balances=await books.balances(db, holder.merchant_id),
         holds=await books.pending_holds(db, holder.merchant_id),

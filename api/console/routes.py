@@ -16,7 +16,7 @@ from api.console.session import ConsoleDep, DbDep
 from api.deps import StateDep
 from api.routes.web import secure
 from api.web import i18n as web_i18n
-from miaofa.merchants import dashboard, tokens
+from miaofa.merchants import accounts, dashboard, tokens
 from miaofa.staff import MAX_TOKEN_CHARS
 
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
@@ -68,6 +68,7 @@ async def dashboard_page(request: Request, holder: ConsoleDep, db: DbDep) -> Res
     return page(
         request,
         "console/dashboard.html",
+        merchant=await accounts.by_id(db, holder.merchant_id),
         opened=opened,
         sales=sales,
         statuses=await dashboard.by_status(db, holder.merchant_id),
