@@ -10,7 +10,7 @@ to think about there), and these pages share the console's assets, language, CSR
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from api.console import admin_session
+from api.console import admin_session, money
 from api.console.admin_session import AdminConsoleDep
 from api.console.i18n import Translator
 from api.console.pages import ConsoleRoute, field, number, page
@@ -31,13 +31,6 @@ def fee_words(bps: int) -> str:
     return f"{bps // 100}.{bps % 100:02d} %"
 
 
-def hold_words(seconds: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"
-
-
 def _slug(slug: str) -> str:
     """A malformed slug is the same 404 as an unknown one."""
     if not accounts.SLUG.match(slug):
@@ -52,7 +45,7 @@ async def _merchants_page(request: Request, db: DbDep, *, status: int = 200, **c
         status=status,
         merchants=await accounts.listing(db),
         fee_words=fee_words,
-        hold_words=hold_words,
+        hold_words=money.duration,
         max_hold=accounts.MAX_HOLD_SECONDS,
         **context,
     )

@@ -55,6 +55,7 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
     ),
     "money.why_pending": ("Why money is pending", "待结算原因"),
     "money.reason": ("Reason", "原因"),
+    "money.hold_reason": ("The platform's hold of {hold} after each sale", "平台对每笔销售的冻结期：{hold}"),
     "money.release_at": ("Released at", "解冻时间"),
     "money.no_holds": ("Nothing is on hold.", "没有冻结中的金额。"),
     "money.ledger": ("Ledger, newest first", "账本（最新在前）"),
@@ -178,7 +179,7 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
     "admin.status_suspended": ("Suspended", "已暂停"),
     "admin.suspend": ("Suspend", "暂停"),
     "admin.resume": ("Resume", "恢复"),
-    "admin.reason_hint": ("Reason the merchant reads", "商家可见的原因"),
+    "admin.reason_hint": ("Reason (shop sees it)", "原因（商家可见）"),
     "admin.create": ("Open a shop", "开设店铺"),
     "admin.new_token": (
         "Shop {slug} is open. Its owner's token, shown this once; give it to the owner now:",

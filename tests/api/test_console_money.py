@@ -72,7 +72,8 @@ async def test_the_money_page_shows_the_ledgers_numbers_after_a_held_sale(dev_st
     rows = re.findall(r'<tr data-order="([^"]+)">(.*?)</tr>', page.split('id="holds"')[1].split("</table>")[0], re.S)
     assert [order_id for order_id, _ in rows] == [orders[0]["order_id"]]
     assert f'href="/console/orders/{orders[0]["order_id"]}"' in rows[0][1]
-    assert hold["reason"] in html.unescape(rows[0][1]) and "¥9.75" in rows[0][1]
+    assert hold["reason"] == "the platform's hold of 3600 s after a sale"
+    assert "The platform's hold of 1 h after each sale" in html.unescape(rows[0][1]) and "¥9.75" in rows[0][1]
     assert when(hold["release_at"]) in rows[0][1]
 
     # The ledger lines, newest first, exactly the API's; the clawback reads as a minus.
@@ -102,6 +103,7 @@ async def test_the_money_page_shows_the_ledgers_numbers_after_a_held_sale(dev_st
     assert (await staff.sign_in(made.json()["token"])).status_code == 303
     zh = await staff.http.get("/console/money", headers={"Accept-Language": "zh-CN"})
     assert zh.status_code == 200 and "待结算原因" in zh.text and shown(zh.text, "pending") == "¥9.75"
+    assert "平台对每笔销售的冻结期：1 小时" in zh.text
 
 
 async def test_a_direct_merchant_sees_the_fee_it_owes(dev_stack: Stack, console) -> None:
@@ -131,6 +133,18 @@ async def test_merchant_b_sees_none_of_merchant_a_money(dev_stack: Stack, consol
     stranger = console()
     away = await stranger.http.get("/console/money")
     assert (away.status_code, away.headers["location"]) == (303, "/console/sign-in")
+
+
+def test_durations_read_in_the_largest_whole_unit() -> None:
+    assert [console_money.duration(s) for s in (0, 59, 60, 7200, 86400, 90061)] == [
+        "0 s",
+        "59 s",
+        "1 min",
+        "2 h",
+        "1 d",
+        "90061 s",
+    ]
+    assert console_money.duration(172800, "zh") == "2 天"
 
 
 async def test_hostile_paging_is_a_4xx(dev_stack: Stack, console) -> None:
