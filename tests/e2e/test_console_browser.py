@@ -169,7 +169,7 @@ async def test_the_money_page_and_the_admin_console_at_phone_and_desktop_width(d
     from tests.api.test_ledger import money_shop, sold
     from tests.helpers.stack import ADMIN_TOKEN
 
-    shop = await money_shop(dev_stack, fee_bps=250, hold_seconds=3600)
+    shop = await money_shop(dev_stack, fee_bps=250, hold_seconds=30 * 86400)  # test_console_money.HOLD
     orders = await sold(dev_stack, shop, price_cents=2990, n=3)
     refunded = await dev_stack.http.post(
         f"/merchant/orders/{orders[2]['order_id']}/refund", headers=shop.owner, json={"reason": "asked"}
