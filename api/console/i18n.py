@@ -180,6 +180,11 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
     "admin.suspend": ("Suspend", "暂停"),
     "admin.resume": ("Resume", "恢复"),
     "admin.reason_hint": ("Reason (shop sees it)", "原因（商家可见）"),
+    "admin.suspend_hint": (
+        "A suspension needs a reason: the shop reads it in its console. Its open orders still finish and "
+        "its money stays its own.",
+        "暂停店铺须填写原因：商家会在后台看到。进行中的订单照常完成，资金仍归商家所有。",
+    ),
     "admin.create": ("Open a shop", "开设店铺"),
     "admin.new_token": (
         "Shop {slug} is open. Its owner's token, shown this once; give it to the owner now:",

@@ -294,3 +294,9 @@ async def test_hostile_input_to_the_admin_console_is_a_4xx(dev_stack: Stack, con
         assert answer.status_code == 200 and "<script>" not in answer.text
     for method in ("PUT", "DELETE"):
         assert (await browser.http.request(method, "/console/admin/merchants")).status_code == 405
+
+
+async def test_no_console_page_is_in_the_openapi_schema(dev_stack: Stack) -> None:
+    paths = (await dev_stack.http.get("/openapi.json")).json()["paths"]
+    assert [p for p in paths if p.startswith("/console")] == []
+    assert "/admin/merchants" in paths and "/merchant/balance" in paths  # the JSON API is still there
