@@ -88,7 +88,7 @@ async def sign_out(request: Request, state: StateDep) -> Response:
 async def merchants_page(request: Request, actor: AdminConsoleDep, db: DbDep) -> Response:
     done = request.query_params.get("done", "")
     slug = request.query_params.get("slug", "")
-    ok = done in ("suspended", "resumed") and bool(accounts.SLUG.match(slug))
+    ok = done in ("suspended", "resumed", "terms") and bool(accounts.SLUG.match(slug))
     return await _merchants_page(request, db, done=done if ok else "", done_slug=slug if ok else "")
 
 
@@ -130,6 +130,19 @@ async def resume(slug: str, request: Request, actor: AdminConsoleDep, db: DbDep,
     await db.commit()
     state.shops.forget(slug)
     return secure(RedirectResponse(f"{HOME}?done=resumed&slug={slug}", status_code=303), private=True)
+
+
+@router.post("/merchants/{slug}/terms")
+async def terms(slug: str, request: Request, actor: AdminConsoleDep, db: DbDep, state: StateDep) -> Response:
+    """A new fee and hold; sales already made keep theirs."""
+    form = await request.form()
+    state.csrf.check(request, form, "admin-merchant-terms")
+    fee_bps = number(form, "fee_bps", 0, 10000)
+    hold_seconds = number(form, "hold_seconds", 0, accounts.MAX_HOLD_SECONDS)
+    await accounts.set_terms(db, _slug(slug), fee_bps=fee_bps, hold_seconds=hold_seconds, actor=actor)
+    await db.commit()
+    state.shops.forget(slug)
+    return secure(RedirectResponse(f"{HOME}?done=terms&slug={slug}", status_code=303), private=True)
 
 
 @router.get("/key-flags")

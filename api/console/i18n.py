@@ -180,6 +180,15 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
     "admin.suspend": ("Suspend", "暂停"),
     "admin.resume": ("Resume", "恢复"),
     "admin.reason_hint": ("Reason (shop sees it)", "原因（商家可见）"),
+    "admin.terms": ("Fee (bps) and hold (s)", "服务费（基点）与冻结期（秒）"),
+    "admin.terms_hint": (
+        "For later sales only; sales already made keep theirs.",
+        "仅对之后的销售生效；已完成的销售不变。",
+    ),
+    "admin.done_terms": (
+        "{slug}'s fee and hold are changed for later sales.",
+        "{slug} 的服务费与冻结期已修改，仅对之后的销售生效。",
+    ),
     "admin.suspend_hint": (
         "A suspension needs a reason: the shop reads it in its console. Its open orders still finish and "
         "its money stays its own.",

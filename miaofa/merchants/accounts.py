@@ -120,6 +120,26 @@ async def set_status(session: AsyncSession, slug: str, *, status: str, reason: s
     return merchant
 
 
+async def set_terms(session: AsyncSession, slug: str, *, fee_bps: int, hold_seconds: int, actor: str) -> Merchant:
+    """A new fee or hold, for later sales only: a sale's split and its hold's release time are fixed
+    when the payment is accepted (miaofa/ledger/order_money.py)."""
+    merchant = await by_slug(session, slug)
+    _check(merchant.name, merchant.settlement, fee_bps, hold_seconds)
+    was = {"fee_bps": merchant.fee_bps, "hold_seconds": merchant.hold_seconds}
+    merchant.fee_bps, merchant.hold_seconds = fee_bps, hold_seconds
+    audit.record(
+        session,
+        actor,
+        "merchant.terms",
+        merchant.id,
+        merchant_id=merchant.id,
+        was=f"{was['fee_bps']} bps, {was['hold_seconds']} s",
+        now=f"{fee_bps} bps, {hold_seconds} s",
+    )
+    await session.flush()
+    return merchant
+
+
 async def key_flags(session: AsyncSession, limit: int = 500) -> list[dict[str, object]]:
     """Keys one shop imported that another already holds: a possible double sale, to look into."""
     importer, holder = Merchant.__table__.alias("importer"), Merchant.__table__.alias("holder")

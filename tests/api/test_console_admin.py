@@ -300,3 +300,31 @@ async def test_no_console_page_is_in_the_openapi_schema(dev_stack: Stack) -> Non
     paths = (await dev_stack.http.get("/openapi.json")).json()["paths"]
     assert [p for p in paths if p.startswith("/console")] == []
     assert "/admin/merchants" in paths and "/merchant/balance" in paths  # the JSON API is still there
+
+
+async def test_a_new_fee_and_hold_apply_to_later_sales_only_and_are_audited(dev_stack: Stack, console) -> None:
+    from tests.api.test_ledger import money_shop, sold
+
+    shop = await money_shop(dev_stack, fee_bps=1000, hold_seconds=0)
+    await sold(dev_stack, shop, price_cents=1000)  # 900 to the shop at 10 %
+    browser = await admin(console)
+    path = f"/console/admin/merchants/{shop.slug}/terms"
+    for fee, hold in (("10001", "0"), ("-1", "0"), ("\x00", "0"), ("0", str(90 * 86400 + 1)), ("0", "1e3")):
+        refused = await browser.post(HOME, path, {"fee_bps": fee, "hold_seconds": hold})
+        assert refused.status_code == 422, (fee, hold)
+    forged = await browser.http.post(path, data={"fee_bps": "0", "hold_seconds": "0"})
+    assert forged.status_code == 403
+    changed = await browser.post(HOME, path, {"fee_bps": "500", "hold_seconds": "0"})
+    assert (changed.status_code, changed.headers["location"]) == (303, f"{HOME}?done=terms&slug={shop.slug}")
+    listing = (await browser.http.get(changed.headers["location"])).text
+    row = re.search(rf'<tr data-slug="{shop.slug}">(.*?)</tr>', listing, re.S)
+    assert row is not None and "5.00 %" in row[1] and "fee and hold are changed" in listing
+    await sold(dev_stack, shop, price_cents=1000)  # 950 at 5 %; the first sale keeps its 900
+    [cny] = (await dev_stack.http.get("/merchant/balance", headers=shop.owner)).json()["balances"]
+    assert cny["available_cents"] == 900 + 950
+    assert (await audited(dev_stack, shop.merchant_id)).count(("admin", "merchant.terms")) == 1
+    nobody = await browser.http.post(
+        "/console/admin/merchants/nobody-here/terms",
+        data={"csrf": browser.token("admin-merchant-terms"), "fee_bps": "1", "hold_seconds": "0"},
+    )
+    assert nobody.status_code == 404

@@ -217,9 +217,11 @@ async def test_the_money_page_and_the_admin_console_at_phone_and_desktop_width(d
             row = admin.locator(f'tr[data-slug="{closed.slug}"]')
             if size == "phone":
                 await row.locator("input[name=reason]").fill("Chargebacks under review")
-                await row.locator("button[type=submit]").click()
+                await row.locator("form.suspend button").click()
                 await expect(admin.locator("#notice")).to_contain_text(f"{closed.slug} is suspended")
             await expect(row.locator(".reason")).to_have_text("Chargebacks under review")
+            if size == "desktop":  # the fee and hold form, opened
+                await admin.locator(f'tr[data-slug="{shop.slug}"] details.terms summary').click()
             await admin.screenshot(path=str(SHOTS / f"console-admin-merchants-{size}.png"), full_page=True)
             if size == "desktop":
                 for name in ("key-flags", "ledger-check"):
