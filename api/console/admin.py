@@ -3,8 +3,9 @@ shown once, suspend with a reason, resume), keys flagged as possible double sale
 check. Its own session (api/console/admin_session.py); every change is audited with the admin as
 the actor (miaofa/merchants/accounts.py writes the audit rows).
 
-Under /console rather than /admin: /admin/* stays the bearer-token JSON API (no cookies, so no CSRF
-to think about there), and these pages share the console's assets, language, CSRF and error pages.
+Under /console rather than /admin: /admin/* stays the bearer-token JSON API (api/limits.py wants a
+bearer token there before a body is read; no cookies, so no CSRF to think about), and these pages
+share the console's assets, language, CSRF and error pages.
 """
 
 from fastapi import APIRouter, Request
