@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 TEMPLATES = Jinja2Templates(env=Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True))
 STATIC = HERE / "static"
 SIGN_IN = "/console/sign-in"
+ADMIN = "/console/admin"  # the platform admin's pages (api/console/admin.py)
 SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ORDER_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 
@@ -57,6 +58,8 @@ def page(request: Request, name: str, *, status: int = 200, **context: Any) -> R
             "t": t,
             "lang": lang,
             "holder": getattr(request.state, "console_holder", None),
+            "admin": getattr(request.state, "console_admin", None),
+            "admin_area": request.url.path.startswith(ADMIN),
             "money": web_i18n.money,
             "when": when,
             "switch_url": f"{request.url.path}?{urlencode({**query, 'lang': 'en' if lang == 'zh' else 'zh'})}",
@@ -106,7 +109,7 @@ class ConsoleRoute(APIRoute):
             except SignedOut as exc:
                 if _is_script_call(request):
                     return _refusal(request, 401, exc.error, "sign in again")
-                return secure(RedirectResponse(SIGN_IN, status_code=303), private=True)
+                return secure(RedirectResponse(exc.sign_in, status_code=303), private=True)
             except MiaofaError as exc:
                 return _refusal(request, exc.status_code, exc.error, _message(request, exc))
             except RequestValidationError:

@@ -1,5 +1,6 @@
 """The merchant console at /console: sign-in with a merchant token, sign-out, the dashboard, and the
-product, order and staff pages (api/console/{products,orders,staff}.py). Server-rendered, hidden from
+product, order, money and staff pages (api/console/{products,orders,money,staff}.py); the platform
+admin's pages under /console/admin (api/console/admin.py). Server-rendered, hidden from
 the OpenAPI schema; every form carries a CSRF token (api/csrf.py) and every page is scoped to the
 signed-in merchant: another merchant's SKU or order is a 404 page, as if it did not exist."""
 
@@ -8,18 +9,18 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from api.console import orders, products, session, staff
+from api.console import admin, money, orders, products, session, staff
 from api.console.i18n import Translator
 from api.console.pages import SIGN_IN, ConsoleRoute, page
 from api.console.session import ConsoleDep, DbDep
 from api.deps import StateDep
 from api.routes.web import secure
 from api.web import i18n as web_i18n
-from miaofa.merchants import dashboard, tokens
+from miaofa.merchants import accounts, dashboard, tokens
 from miaofa.staff import MAX_TOKEN_CHARS
 
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
-for part in (products.router, orders.router, staff.router):
+for part in (products.router, orders.router, money.router, staff.router, admin.router):
     router.include_router(part)
 
 
@@ -67,6 +68,7 @@ async def dashboard_page(request: Request, holder: ConsoleDep, db: DbDep) -> Res
     return page(
         request,
         "console/dashboard.html",
+        merchant=await accounts.by_id(db, holder.merchant_id),
         opened=opened,
         sales=sales,
         statuses=await dashboard.by_status(db, holder.merchant_id),

@@ -33,6 +33,7 @@ class SignedOut(Unauthorized):
     """No live session: the page answers with a redirect to the sign-in page."""
 
     error = "signed_out"
+    sign_in = "/console/sign-in"  # where the page sends the browser
 
 
 def _key(form_key: bytes) -> bytes:

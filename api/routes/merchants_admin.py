@@ -5,11 +5,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field, StrictInt
-from sqlalchemy import select
 
 from api.deps import AdminDep, SessionDep, StateDep
 from api.schemas import Plain
-from miaofa.db.models import KeyFlag, Merchant, Product
 from miaofa.merchants import accounts
 
 router = APIRouter(prefix="/admin", tags=["merchants"])
@@ -71,18 +69,4 @@ async def resume(slug: Slug, actor: AdminDep, session: SessionDep, state: StateD
 @router.get("/key-flags")
 async def key_flags(_: AdminDep, session: SessionDep) -> dict[str, Any]:
     """Keys one shop imported that another already holds: a possible double sale, to look into."""
-    importer, holder = Merchant.__table__.alias("importer"), Merchant.__table__.alias("holder")
-    rows = await session.execute(
-        select(KeyFlag.id, KeyFlag.created_at, importer.c.slug, Product.sku, holder.c.slug)
-        .join(importer, importer.c.id == KeyFlag.merchant_id)
-        .join(holder, holder.c.id == KeyFlag.held_by)
-        .join(Product, Product.id == KeyFlag.product_id)
-        .order_by(KeyFlag.id.desc())
-        .limit(500)
-    )
-    return {
-        "flags": [
-            {"flag_id": id_, "at": at.isoformat(), "imported_by": by, "sku": sku, "also_held_by": held}
-            for id_, at, by, sku, held in rows.all()
-        ]
-    }
+    return {"flags": await accounts.key_flags(session)}

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa import audit
 from miaofa.crypto.vault import Vault
-from miaofa.db.models import DEFAULT_MERCHANT, Merchant
+from miaofa.db.models import DEFAULT_MERCHANT, KeyFlag, Merchant, Product
 from miaofa.errors import Conflict, InvalidInput, NotFound
 from miaofa.merchants import tokens
 from miaofa.text import control_character
@@ -118,6 +118,43 @@ async def set_status(session: AsyncSession, slug: str, *, status: str, reason: s
     audit.record(session, actor, action, merchant.id, merchant_id=merchant.id, reason=reason)
     await session.flush()
     return merchant
+
+
+async def set_terms(session: AsyncSession, slug: str, *, fee_bps: int, hold_seconds: int, actor: str) -> Merchant:
+    """A new fee or hold, for later sales only: a sale's split and its hold's release time are fixed
+    when the payment is accepted (miaofa/ledger/order_money.py)."""
+    merchant = await by_slug(session, slug)
+    _check(merchant.name, merchant.settlement, fee_bps, hold_seconds)
+    was = {"fee_bps": merchant.fee_bps, "hold_seconds": merchant.hold_seconds}
+    merchant.fee_bps, merchant.hold_seconds = fee_bps, hold_seconds
+    audit.record(
+        session,
+        actor,
+        "merchant.terms",
+        merchant.id,
+        merchant_id=merchant.id,
+        was=f"{was['fee_bps']} bps, {was['hold_seconds']} s",
+        now=f"{fee_bps} bps, {hold_seconds} s",
+    )
+    await session.flush()
+    return merchant
+
+
+async def key_flags(session: AsyncSession, limit: int = 500) -> list[dict[str, object]]:
+    """Keys one shop imported that another already holds: a possible double sale, to look into."""
+    importer, holder = Merchant.__table__.alias("importer"), Merchant.__table__.alias("holder")
+    rows = await session.execute(
+        select(KeyFlag.id, KeyFlag.created_at, importer.c.slug, Product.sku, holder.c.slug)
+        .join(importer, importer.c.id == KeyFlag.merchant_id)
+        .join(holder, holder.c.id == KeyFlag.held_by)
+        .join(Product, Product.id == KeyFlag.product_id)
+        .order_by(KeyFlag.id.desc())
+        .limit(limit)
+    )
+    return [
+        {"flag_id": id_, "at": at.isoformat(), "imported_by": by, "sku": sku, "also_held_by": held}
+        for id_, at, by, sku, held in rows.all()
+    ]
 
 
 def public(merchant: Merchant) -> dict[str, object]:

@@ -75,7 +75,7 @@ async def test_sign_in_sets_a_strict_session_cookie_and_sign_out_clears_it(
     assert home.headers["cache-control"] == "no-store"
     assert "Balance / statements / withdrawals" in home.text
     zh = await browser.http.get("/console/", headers={"Accept-Language": "zh-CN"})
-    assert "今日订单" in zh.text and "将随账本功能上线" in zh.text
+    assert "今日订单" in zh.text and "余额、冻结金额与账本" in zh.text
 
     # A tampered cookie is no session.
     forged = httpx.AsyncClient(base_url=str(dev_stack.http.base_url), cookies={"mf_console": value[:-2] + "AA"})

@@ -161,3 +161,73 @@ async def test_a_merchant_imports_keys_sees_an_order_and_refunds_it(dev_stack: S
         "sold": 0,
         "refunded": 1,
     }
+
+
+async def test_the_money_page_and_the_admin_console_at_phone_and_desktop_width(dev_stack: Stack) -> None:
+    """Screenshots of the Money page (a held sale, a released one, a refund) and the admin's merchants
+    page (one shop suspended with a reason), at phone and desktop width, in both languages."""
+    from tests.api.test_ledger import money_shop, sold
+    from tests.helpers.stack import ADMIN_TOKEN
+
+    shop = await money_shop(dev_stack, fee_bps=250, hold_seconds=30 * 86400)  # test_console_money.HOLD
+    orders = await sold(dev_stack, shop, price_cents=2990, n=3)
+    refunded = await dev_stack.http.post(
+        f"/merchant/orders/{orders[2]['order_id']}/refund", headers=shop.owner, json={"reason": "asked"}
+    )
+    assert refunded.status_code in (200, 202), refunded.text
+    await dev_stack.wait_status(orders[2], c.REFUNDED)
+    closed = await open_shop(dev_stack, "Closed Cards 关门卡店")
+    token = shop.owner["Authorization"].removeprefix("Bearer ")
+    base = str(dev_stack.http.base_url).rstrip("/")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    expect = async_api.expect
+    problems: list[str] = []
+
+    async with async_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        for size, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+            context = await browser.new_context(viewport=viewport, locale="en-US")
+            page = await context.new_page()
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+
+            await page.goto(f"{base}/console/sign-in")
+            await page.locator("input[name=token]").fill(token)
+            await page.locator("button[type=submit]").click()
+            await page.wait_for_url(f"{base}/console/")
+            await page.locator("#money-link").click()
+            await page.wait_for_url(f"{base}/console/money")
+            # two held sales of 2990 less the fee, 74 (2.5 % rounds down)
+            await expect(page.locator('[data-kind="pending"]')).to_have_text("¥58.32")
+            await expect(page.locator("#holds tbody tr")).to_have_count(2)
+            await page.screenshot(path=str(SHOTS / f"console-money-{size}.png"), full_page=True)
+            await page.goto(f"{base}/console/money?lang=zh")
+            await expect(page.locator("h1")).to_have_text("资金")
+            await page.screenshot(path=str(SHOTS / f"console-money-{size}-zh.png"), full_page=True)
+            await page.goto(f"{base}/console/money?lang=en")
+
+            admin = await context.new_page()
+            await admin.goto(f"{base}/console/admin")
+            await admin.wait_for_url(f"{base}/console/admin/sign-in")
+            if size == "phone":
+                await admin.screenshot(path=str(SHOTS / "console-admin-sign-in-phone.png"), full_page=True)
+            await admin.locator("input[name=token]").fill(ADMIN_TOKEN)
+            await admin.locator("button[type=submit]").click()
+            await admin.wait_for_url(f"{base}/console/admin/")
+            row = admin.locator(f'tr[data-slug="{closed.slug}"]')
+            if size == "phone":
+                await row.locator("input[name=reason]").fill("Chargebacks under review")
+                await row.locator("form.suspend button").click()
+                await expect(admin.locator("#notice")).to_contain_text(f"{closed.slug} is suspended")
+            await expect(row.locator(".reason")).to_have_text("Chargebacks under review")
+            if size == "desktop":  # the fee and hold form, opened
+                await admin.locator(f'tr[data-slug="{shop.slug}"] details.terms summary').click()
+            await admin.screenshot(path=str(SHOTS / f"console-admin-merchants-{size}.png"), full_page=True)
+            if size == "desktop":
+                for name in ("key-flags", "ledger-check"):
+                    await admin.goto(f"{base}/console/admin/{name}")
+                    await admin.screenshot(path=str(SHOTS / f"console-admin-{name}-desktop.png"), full_page=True)
+                await expect(admin.locator("#check-result")).to_have_attribute("data-ok", "true")
+            await context.close()
+        await browser.close()
+    assert problems == []
