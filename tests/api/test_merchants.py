@@ -115,6 +115,20 @@ async def test_one_shop_can_neither_see_nor_touch_another(dev_stack: Stack) -> N
 
     other = await dev_stack.http.get("/merchant/orders", headers=b.owner)
     assert other.json() == {"orders": []}
+    only_a = await shop_product(dev_stack, a, _keys(1))  # a SKU B does not have
+    for method, path, kwargs in (
+        ("GET", f"/merchant/products/{only_a}/stock", {}),
+        ("PATCH", f"/merchant/products/{only_a}", {"json": {"price_cents": 1}}),
+        ("POST", f"/merchant/products/{only_a}/keys", {"content": "B-KEY", "headers": {"Content-Type": "text/plain"}}),
+    ):
+        headers = {**b.owner, **kwargs.pop("headers", {})}
+        answer = await dev_stack.http.request(method, path, headers=headers, **kwargs)
+        assert (answer.status_code, answer.json()["error"]) == (404, "unknown_product"), path
+        assert (await dev_stack.http.request(method, path, **kwargs)).status_code == 401, path
+    stock_a = await dev_stack.http.get(f"/merchant/products/{only_a}/stock", headers=a.owner)
+    assert stock_a.json() == {"available": 1, "reserved": 0, "sold": 0, "refunded": 0}
+    listed_a = (await dev_stack.http.get("/merchant/products", headers=a.owner)).json()["products"]
+    assert {p["sku"]: p["price_cents"] for p in listed_a}[only_a] == 500
     for method, path, kwargs in (
         ("GET", f"/merchant/orders/{oid}", {}),
         ("POST", f"/merchant/orders/{oid}/cancel", {"json": {"reason": "mine now"}}),
@@ -133,9 +147,9 @@ async def test_one_shop_can_neither_see_nor_touch_another(dev_stack: Stack) -> N
     mine = (await dev_stack.http.get("/merchant/orders", headers=a.owner)).json()["orders"]
     assert [o["order_id"] for o in mine] == [oid]
     listed = (await dev_stack.http.get("/merchant/products", headers=a.owner)).json()["products"]
-    assert [(p["sku"], p["price_cents"]) for p in listed] == [(sku, 500)]
+    assert sorted((p["sku"], p["price_cents"]) for p in listed) == sorted([(sku, 500), (only_a, 500)])
     shown = await dev_stack.http.get("/products", params={"merchant": a.slug})
-    assert [(p["sku"], p["price_cents"]) for p in shown.json()] == [(sku, 500)]
+    assert sorted(p["sku"] for p in shown.json()) == sorted([sku, only_a])
     support = await dev_stack.http.get("/support/orders", params={"merchant": a.slug}, headers=dev_stack.support)
     assert [o["order_id"] for o in support.json()] == [oid]
     unknown = await dev_stack.http.get("/products", params={"merchant": "s-nobody-here"})
