@@ -33,6 +33,7 @@ _VALUE = re.compile(r"^a1\.([0-9]{1,18})\.([0-9]{1,12})\.([A-Za-z0-9_-]{43})$")
 
 
 class AdminSignedOut(SignedOut):
+    error = "admin_signed_out"  # one class per code (tests/saga/test_contracts.py)
     sign_in = "/console/admin/sign-in"
 
 

@@ -111,7 +111,12 @@ async def test_the_money_page_shows_the_ledgers_numbers_after_a_held_sale(dev_st
 
 
 async def test_a_direct_merchant_sees_the_fee_it_owes(dev_stack: Stack, console) -> None:
+    from tests.api.test_direct_settlement import sim_account
+
     shop = await money_shop(dev_stack, fee_bps=500, hold_seconds=0, settlement="direct")
+    account = await sim_account(dev_stack)  # buyers pay the shop's own account
+    saved = await dev_stack.http.put("/merchant/gateways/simulator", headers=shop.owner, json=account.fields)
+    assert saved.status_code == 200, saved.text
     await sold(dev_stack, shop, price_cents=2000)
     browser = console()
     await browser.sign_in(bearer(shop))
