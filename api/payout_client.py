@@ -1,0 +1,57 @@
+"""Starting and reviewing payout workflows from the API, by the names in miaofa.contract only."""
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from temporalio.client import RPCError, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCStatusCode
+
+from api.state import State
+from miaofa import contract as c
+from miaofa import errors
+from miaofa.errors import Conflict, NotFound, OrderTimeout, TemporalUnavailable
+
+log = logging.getLogger("miaofa.api.payouts")
+
+
+async def start(state: State, payout: c.PayoutInput) -> bool:
+    """Start the withdrawal's workflow, or find it running: one per id, however often this is called.
+    False when Temporal did not answer; the withdrawal stays `requested` and the next GET or replay
+    of the request starts it."""
+    try:
+        await state.temporal.start_workflow(
+            c.PAYOUT_WORKFLOW,
+            payout,
+            id=c.payout_workflow_id(payout.withdrawal_id),
+            task_queue=state.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.ALREADY_EXISTS:  # it ran and closed: nothing to start
+            return True
+        log.warning("payout workflow of %s not started: %s", payout.withdrawal_id, exc.status)
+        return False
+    return True
+
+
+async def review(state: State, withdrawal_id: str, update: str, review: c.PayoutReview) -> c.PayoutState:
+    handle = state.temporal.get_workflow_handle(c.payout_workflow_id(withdrawal_id))
+    timeout = timedelta(seconds=state.settings.update_timeout_seconds)
+    try:
+        async with asyncio.timeout(timeout.total_seconds()):
+            return await handle.execute_update(update, review, result_type=c.PayoutState, rpc_timeout=timeout)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type:
+            raise errors.from_code(cause.type, cause.message, Conflict) from exc
+        raise Conflict("the withdrawal could not do this now; see its timeline", error="refused") from exc
+    except (WorkflowUpdateRPCTimeoutOrCancelledError, TimeoutError) as exc:
+        raise OrderTimeout("the withdrawal did not answer in time; try again") from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise NotFound("no such withdrawal in review", error="withdrawal_not_found") from exc
+        raise TemporalUnavailable("the payout service is not answering") from exc
