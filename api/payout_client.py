@@ -12,7 +12,7 @@ from temporalio.service import RPCStatusCode
 from api.state import State
 from miaofa import contract as c
 from miaofa import errors
-from miaofa.errors import Conflict, NotFound, OrderTimeout, TemporalUnavailable
+from miaofa.errors import Conflict, NotInReview, OrderTimeout, TemporalUnavailable
 
 log = logging.getLogger("miaofa.api.payouts")
 
@@ -52,6 +52,6 @@ async def review(state: State, withdrawal_id: str, update: str, review: c.Payout
     except (WorkflowUpdateRPCTimeoutOrCancelledError, TimeoutError) as exc:
         raise OrderTimeout("the withdrawal did not answer in time; try again") from exc
     except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise NotFound("no such withdrawal in review", error="withdrawal_not_found") from exc
+        if exc.status == RPCStatusCode.NOT_FOUND:  # its workflow has ended: decided long ago
+            raise NotInReview("the withdrawal is no longer in review") from exc
         raise TemporalUnavailable("the payout service is not answering") from exc

@@ -6,12 +6,12 @@ is started only after that commits, so a workflow never runs for a withdrawal th
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Depends, Header, Path
 from pydantic import BaseModel, Field, StrictInt
 
 from api import payout_client
 from api.deps import AdminDep, MerchantDep, OwnerDep, SessionDep, StateDep
-from api.schemas import Plain
+from api.schemas import Plain, plain
 from miaofa import audit
 from miaofa import contract as c
 from miaofa.errors import MissingInput, NotFound
@@ -21,7 +21,14 @@ from miaofa.text import plain_pattern
 merchant_router = APIRouter(prefix="/merchant", tags=["merchant payouts"])
 admin_router = APIRouter(prefix="/admin", tags=["payouts"])
 
-WithdrawalIdPath = Annotated[str, Field(pattern=r"^wd_[0-9a-f]{20}$")]
+
+def _withdrawal_id(
+    withdrawal_id: Annotated[str, Path(min_length=1, max_length=40, json_schema_extra={"pattern": plain_pattern()})],
+) -> str:
+    return plain("withdrawal_id", withdrawal_id)
+
+
+WithdrawalId = Annotated[str, Depends(_withdrawal_id)]
 RequiredKey = Annotated[
     str | None, Header(alias="Idempotency-Key", max_length=200, json_schema_extra={"pattern": plain_pattern()})
 ]
@@ -95,17 +102,17 @@ async def list_withdrawals(holder: MerchantDep, session: SessionDep) -> dict[str
 
 @merchant_router.get("/withdrawals/{withdrawal_id}")
 async def show_withdrawal(
-    withdrawal_id: str, holder: MerchantDep, state: StateDep, session: SessionDep
+    withdrawal_id: WithdrawalId, holder: MerchantDep, state: StateDep, session: SessionDep
 ) -> dict[str, Any]:
     """The withdrawal and its timeline; another shop's id is not found, like a missing one."""
-    withdrawal = await withdrawals.mine(session, holder.merchant_id, withdrawal_id[:40])
+    withdrawal = await withdrawals.mine(session, holder.merchant_id, withdrawal_id)
     if withdrawal.status == c.WITHDRAWAL_REQUESTED:  # its workflow may never have started: start it now
         await payout_client.start(state, withdrawals.payout_input(withdrawal, state.settings))
     return await withdrawals.view(session, withdrawal)
 
 
 async def _review(state, session, withdrawal_id: str, update: str, actor: str, body: ReviewIn | None) -> dict[str, Any]:
-    found = await withdrawals.by_id(session, withdrawal_id[:40])
+    found = await withdrawals.by_id(session, withdrawal_id)
     if found is None:
         raise NotFound("no such withdrawal", error="withdrawal_not_found")
     reason = body.reason.strip() if body else ""
@@ -116,7 +123,7 @@ async def _review(state, session, withdrawal_id: str, update: str, actor: str, b
 
 @admin_router.post("/withdrawals/{withdrawal_id}/approve")
 async def approve_withdrawal(
-    withdrawal_id: str, actor: AdminDep, state: StateDep, session: SessionDep, body: ReviewIn | None = None
+    withdrawal_id: WithdrawalId, actor: AdminDep, state: StateDep, session: SessionDep, body: ReviewIn | None = None
 ) -> dict[str, Any]:
     """Platform finance approves a withdrawal in review (above the second threshold, two people must)."""
     return await _review(state, session, withdrawal_id, c.APPROVE_UPDATE, actor, body)
@@ -124,7 +131,7 @@ async def approve_withdrawal(
 
 @admin_router.post("/withdrawals/{withdrawal_id}/reject")
 async def reject_withdrawal(
-    withdrawal_id: str, actor: AdminDep, state: StateDep, session: SessionDep, body: ReviewIn | None = None
+    withdrawal_id: WithdrawalId, actor: AdminDep, state: StateDep, session: SessionDep, body: ReviewIn | None = None
 ) -> dict[str, Any]:
     """Platform finance rejects a withdrawal in review, with a reason the merchant reads; the money returns."""
     return await _review(state, session, withdrawal_id, c.REJECT_UPDATE, actor, body)
