@@ -149,6 +149,7 @@ async def test_above_the_threshold_finance_approves(payout_stack: Stack) -> None
     assert seen["timeline"][2]["note"] == "Approved by admin: known shop"
     again = await payout_stack.http.post(approve, headers=payout_stack.admin, json={})
     assert (again.status_code, again.json()["error"]) == (409, "not_in_review")
+    await p.record_history(payout_stack, wid, "review_approved")
     await p.clean(payout_stack)
 
 
@@ -163,6 +164,7 @@ async def test_above_the_threshold_finance_rejects_with_a_reason_and_the_money_r
     assert "documents missing" in seen["timeline"][-1]["note"]
     assert (await p.balance(payout_stack, shop))["available"] == 3_000_000
     assert await p.transfers(payout_stack, wid) == []
+    await p.record_history(payout_stack, wid, "review_rejected")
     await p.clean(payout_stack)
 
 
@@ -179,4 +181,5 @@ async def test_above_the_second_threshold_two_different_people_approve(payout_st
     assert support.status_code == 401  # a support token is not finance
     assert (await payout_stack.http.post(approve, headers=second, json={"reason": "ok"})).status_code == 200
     await p.wait_status(payout_stack, shop, wid, c.WITHDRAWAL_PAID)
+    await p.record_history(payout_stack, wid, "two_person_approved")
     await p.clean(payout_stack)

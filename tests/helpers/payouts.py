@@ -1,11 +1,15 @@
 """Payout test helpers: a shop with money, a destination, a withdrawal, waiting for its status."""
 
+import os
+import re
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from miaofa import contract as c
 from miaofa.ledger.posting import PLATFORM, credit, debit, post
 from tests.api.test_merchants import Shop
 from tests.helpers.stack import Stack
@@ -103,3 +107,23 @@ async def balance(stack: Stack, shop: Shop) -> dict[str, int]:
 async def clean(stack: Stack) -> None:
     answer = (await stack.http.get("/admin/ledger/check", headers=stack.admin)).json()
     assert answer == {"ok": True, "violations": []}
+
+
+HISTORIES = Path(__file__).parents[1] / "histories_payout"
+
+
+async def record_history(stack: Stack, withdrawal_id: str, name: str) -> None:
+    """With MIAOFA_RECORD_PAYOUT_HISTORIES=<version> (v1, v2 …), save the finished run's history for the
+    replay test (tests/saga/test_payouts.py). A released history is never overwritten."""
+    version = os.environ.get("MIAOFA_RECORD_PAYOUT_HISTORIES", "")
+    if not version:
+        return
+    if not re.fullmatch(r"v[0-9]+", version):
+        raise AssertionError(f"MIAOFA_RECORD_PAYOUT_HISTORIES must name a version such as v2, not {version!r}")
+    path = HISTORIES / version / f"{name}.json"
+    if path.exists():
+        raise AssertionError(f"{path} is a released history and is never re-recorded: record a new version")
+    handle = stack.env.client.get_workflow_handle(c.payout_workflow_id(withdrawal_id))
+    await handle.result()  # a paid one watches for a return a few seconds more
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text((await handle.fetch_history()).to_json())

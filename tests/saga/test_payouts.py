@@ -2,11 +2,18 @@
 or the money back in the merchant's balance with the rail's reason; never a second transfer."""
 
 import logging
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
 
 from miaofa import contract as c
 from tests.api.test_no_key_leaks import _payload_lists
+from tests.conftest import replay_data_converter
 from tests.helpers import payouts as p
 from tests.helpers.stack import Stack
+from workflows.payout import PayoutWorkflow
 
 # payout_stack: the fee is 50, so a withdrawal of 1000 sends 950.
 
@@ -33,6 +40,7 @@ async def test_normal_is_paid_once(payout_stack: Stack) -> None:
         "debt": 0,
         "payable": 0,
     }
+    await p.record_history(payout_stack, wid, "paid")
     await p.clean(payout_stack)
 
 
@@ -43,6 +51,7 @@ async def test_unknown_then_paid_is_paid_once(payout_stack: Stack) -> None:
     (transfer,) = await p.transfers(payout_stack, wid)
     assert (transfer["status"], transfer["submits"]) == ("paid", 1)  # queried, never resubmitted
     assert (await p.balance(payout_stack, shop))["available"] == 4000
+    await p.record_history(payout_stack, wid, "unknown_then_paid")
     await p.clean(payout_stack)
 
 
@@ -53,6 +62,7 @@ async def test_timeout_then_paid_is_paid_once_under_one_number(payout_stack: Sta
     transfers = await p.transfers(payout_stack, wid)
     assert [(t["transfer_no"], t["status"], t["submits"]) for t in transfers] == [(wid, "paid", 1)]
     assert (await p.balance(payout_stack, shop))["available"] == 4000
+    await p.record_history(payout_stack, wid, "timeout_then_paid")
     await p.clean(payout_stack)
 
 
@@ -69,6 +79,7 @@ async def test_a_definitive_failure_brings_the_money_back_with_the_reason(payout
         "debt": 0,
         "payable": 0,
     }
+    await p.record_history(payout_stack, wid, "failed")
     await p.clean(payout_stack)
 
 
@@ -80,6 +91,7 @@ async def test_a_return_after_paid_is_returned_and_the_money_back(payout_stack: 
     assert (await p.balance(payout_stack, shop))["available"] == 5000  # the fee comes back too
     (transfer,) = await p.transfers(payout_stack, wid)
     assert transfer["submits"] == 1
+    await p.record_history(payout_stack, wid, "returned")
     await p.clean(payout_stack)
 
 
@@ -90,6 +102,7 @@ async def test_await_confirm_without_confirmation_is_cancelled_and_the_money_bac
     (transfer,) = await p.transfers(payout_stack, wid)
     assert transfer["status"] == "cancelled"
     assert (await p.balance(payout_stack, shop))["available"] == 5000
+    await p.record_history(payout_stack, wid, "confirm_timed_out")
     await p.clean(payout_stack)
 
 
@@ -107,6 +120,7 @@ async def test_await_confirm_confirmed_in_time_is_paid(payout_stack: Stack) -> N
     await eventually(confirmed, 5, "the transfer to reach the simulator")
     await p.wait_status(payout_stack, shop, wid, c.WITHDRAWAL_PAID)
     assert (await p.balance(payout_stack, shop))["available"] == 4000
+    await p.record_history(payout_stack, wid, "confirmed")
     await p.clean(payout_stack)
 
 
@@ -143,3 +157,32 @@ async def test_the_destination_is_never_in_clear_in_answers_logs_or_history(payo
     assert any(wid in line for line in ours)
     assert not [line for line in ours if p.ACCOUNT in line or p.NAME in line]
     await p.clean(payout_stack)
+
+
+HISTORIES = sorted(p.HISTORIES.glob("v*/*.json"))
+EVERY_PATH = {
+    "paid",
+    "unknown_then_paid",
+    "timeout_then_paid",
+    "failed",
+    "returned",
+    "confirm_timed_out",
+    "confirmed",
+    "review_approved",
+    "review_rejected",
+    "two_person_approved",
+}
+
+
+def test_the_first_version_covers_every_path() -> None:
+    assert {path.stem for path in (p.HISTORIES / "v1").glob("*.json")} == EVERY_PATH
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[f"{path.parent.name}/{path.stem}" for path in HISTORIES])
+async def test_payout_history_replays_on_todays_workflow(path: Path) -> None:
+    """A change to PayoutWorkflow's commands must go behind workflow.patched until these replay."""
+    history = WorkflowHistory.from_json(f"payout-{path.stem}", path.read_text())
+    result = await Replayer(workflows=[PayoutWorkflow], data_converter=replay_data_converter()).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert result.replay_failure is None, f"{path.parent.name}/{path.name}: {result.replay_failure}"
