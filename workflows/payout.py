@@ -160,8 +160,11 @@ class PayoutWorkflow:
                     await self.stage("await_confirm", "Waiting for the payee to accept the transfer.")
                 if now >= confirm_by:
                     answer = await self.ask(s.CANCEL_TRANSFER)
-                    continue
-                wait = min(backoff, (confirm_by - now).total_seconds())
+                    if answer.status != s.TRANSFER_WAIT_CONFIRM:
+                        continue
+                    wait = backoff  # the rail kept it waiting: try the cancel again later, not at once
+                else:
+                    wait = min(backoff, (confirm_by - now).total_seconds())
             elif not unclear_noted:  # unknown, processing, an unlisted failure: ask again, never fail
                 unclear_noted = True
                 await self.stage("checking", "The rail has not confirmed the outcome yet; we keep asking it.")

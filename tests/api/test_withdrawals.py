@@ -2,9 +2,11 @@
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 from miaofa import contract as c
 from miaofa import staff
+from miaofa.payouts import withdrawals
 from tests.api.test_merchants import Shop
 from tests.helpers import payouts as p
 from tests.helpers.stack import Stack
@@ -182,4 +184,23 @@ async def test_above_the_second_threshold_two_different_people_approve(payout_st
     assert (await payout_stack.http.post(approve, headers=second, json={"reason": "ok"})).status_code == 200
     await p.wait_status(payout_stack, shop, wid, c.WITHDRAWAL_PAID)
     await p.record_history(payout_stack, wid, "two_person_approved")
+    await p.clean(payout_stack)
+
+
+async def test_a_withdrawal_whose_workflow_never_started_is_started_by_its_next_read(payout_stack: Stack) -> None:
+    """Temporal did not answer after the commit: the withdrawal waits, reserved, and the next GET starts it."""
+    shop = await p.funded_shop(payout_stack, 5000)
+    dest = await p.destination(payout_stack, shop)
+    async with payout_stack.sessionmaker.begin() as session:  # what the API commits before it starts the workflow
+        made, fresh = await withdrawals.request(
+            session,
+            payout_stack.settings,
+            shop.merchant_id,
+            withdrawals.Asked(1000, "CNY", dest, uuid.uuid4().hex, "owner"),
+            datetime.now(UTC),
+        )
+    assert fresh and (await p.balance(payout_stack, shop))["reserved"] == 1000
+    await p.clean(payout_stack)
+    await p.wait_status(payout_stack, shop, made.id, c.WITHDRAWAL_PAID)
+    assert (await p.balance(payout_stack, shop))["available"] == 4000
     await p.clean(payout_stack)
