@@ -6,7 +6,7 @@ is started only after that commits, so a workflow never runs for a withdrawal th
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path
+from fastapi import APIRouter, Depends, Header, Path, Query
 from pydantic import BaseModel, Field, StrictInt
 
 from api import payout_client
@@ -14,6 +14,7 @@ from api.deps import AdminDep, MerchantDep, OwnerDep, SessionDep, StateDep
 from api.schemas import Plain, plain
 from miaofa import audit
 from miaofa import contract as c
+from miaofa.db.payout_tables import WITHDRAWAL_STATUSES
 from miaofa.errors import MissingInput, NotFound
 from miaofa.payouts import destinations, withdrawals
 from miaofa.text import plain_pattern
@@ -109,6 +110,18 @@ async def show_withdrawal(
     if withdrawal.status == c.WITHDRAWAL_REQUESTED:  # its workflow may never have started: start it now
         await payout_client.start(state, withdrawals.payout_input(withdrawal, state.settings))
     return await withdrawals.view(session, withdrawal)
+
+
+@admin_router.get("/withdrawals")
+async def review_queue(
+    _: AdminDep,
+    session: SessionDep,
+    status: Annotated[str, Query(pattern="^(" + "|".join(WITHDRAWAL_STATUSES) + ")$")] = c.WITHDRAWAL_IN_REVIEW,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Withdrawals in one status (by default the review queue), oldest first, with their shop."""
+    found = await withdrawals.queue(session, status, limit)
+    return {"withdrawals": [{**withdrawals.summary(w), "merchant_id": w.merchant_id} for w in found]}
 
 
 async def _review(state, session, withdrawal_id: str, update: str, actor: str, body: ReviewIn | None) -> dict[str, Any]:

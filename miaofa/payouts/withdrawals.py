@@ -189,6 +189,17 @@ async def listing(session: AsyncSession, merchant_id: str, limit: int = 100) -> 
     return list(rows)
 
 
+async def queue(session: AsyncSession, status: str, limit: int = 100) -> list[Withdrawal]:
+    """Platform finance's view: withdrawals in one status, oldest first (the review queue)."""
+    rows = await session.scalars(
+        select(Withdrawal)
+        .where(Withdrawal.status == status)
+        .order_by(Withdrawal.created_at, Withdrawal.id)
+        .limit(limit)
+    )
+    return list(rows)
+
+
 def payout_input(withdrawal: Withdrawal, settings: Settings) -> c.PayoutInput:
     return c.PayoutInput(
         withdrawal_id=withdrawal.id,

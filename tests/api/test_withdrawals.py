@@ -4,8 +4,11 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
+from sqlalchemy import text
+
 from miaofa import contract as c
 from miaofa import staff
+from miaofa.ledger import check
 from miaofa.payouts import withdrawals
 from tests.api.test_merchants import Shop
 from tests.helpers import payouts as p
@@ -142,6 +145,10 @@ async def test_above_the_threshold_finance_approves(payout_stack: Stack) -> None
     shop, wid = await _in_review(payout_stack, 200_000)
     seen = await p.view(payout_stack, shop, wid)
     assert p.stages(seen) == ["requested", "in_review"]
+    queue = (await payout_stack.http.get("/admin/withdrawals", headers=payout_stack.admin)).json()["withdrawals"]
+    assert [(w["merchant_id"], w["amount_cents"]) for w in queue if w["withdrawal_id"] == wid] == [
+        (shop.merchant_id, 200_000)
+    ]
     approve = f"/admin/withdrawals/{wid}/approve"
     assert (await payout_stack.http.post(approve, headers=shop.owner, json={})).status_code == 401
     answer = await payout_stack.http.post(approve, headers=payout_stack.admin, json={"reason": "known shop"})
@@ -203,4 +210,18 @@ async def test_a_withdrawal_whose_workflow_never_started_is_started_by_its_next_
     await p.clean(payout_stack)
     await p.wait_status(payout_stack, shop, made.id, c.WITHDRAWAL_PAID)
     assert (await p.balance(payout_stack, shop))["available"] == 4000
+    await p.clean(payout_stack)
+
+
+async def test_the_check_names_a_withdrawal_whose_money_did_not_move_as_its_status_says(payout_stack: Stack) -> None:
+    """The payout checks are not a formality: tampering is named (in a transaction rolled back)."""
+    shop = await p.funded_shop(payout_stack, 5000)
+    wid = await p.withdrawn(payout_stack, shop, 1000, await p.destination(payout_stack, shop))
+    await p.wait_status(payout_stack, shop, wid, c.WITHDRAWAL_PAID)
+    async with payout_stack.sessionmaker() as session:
+        await session.execute(text("UPDATE withdrawals SET status = 'failed' WHERE id = :w"), {"w": wid})
+        found = {(v.check, v.detail) for v in await check.run(session)}
+        await session.rollback()
+    assert ("withdrawal_money_disagrees", f"withdrawal {wid} is failed but its ledger shows [reserved,paid]") in found
+    assert any(name == "payout_clearing_differs" for name, _ in found)
     await p.clean(payout_stack)
