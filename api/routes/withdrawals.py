@@ -88,7 +88,19 @@ async def request_withdrawal(
         raise MissingInput("send an Idempotency-Key header: a retried request must not withdraw twice")
     asked = withdrawals.Asked(body.amount_cents, body.currency, body.destination_id, key.strip(), holder.name)
     async with state.sessionmaker.begin() as session:
-        withdrawal, _ = await withdrawals.request(session, state.settings, holder.merchant_id, asked, datetime.now(UTC))
+        withdrawal, fresh = await withdrawals.request(
+            session, state.settings, holder.merchant_id, asked, datetime.now(UTC)
+        )
+        if fresh:
+            audit.record(
+                session,
+                holder.name,
+                "withdrawal.request",
+                withdrawal.id,
+                merchant_id=holder.merchant_id,
+                amount_cents=withdrawal.amount_cents,
+                destination=withdrawal.destination_id,
+            )
         payout = withdrawals.payout_input(withdrawal, state.settings)
         answer = withdrawals.summary(withdrawal)
     if withdrawal.status == c.WITHDRAWAL_REQUESTED:  # new, or a replay whose first start failed

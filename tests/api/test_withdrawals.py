@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
+from miaofa import audit, staff
 from miaofa import contract as c
-from miaofa import staff
 from miaofa.ledger import check
 from miaofa.payouts import withdrawals
 from tests.api.test_merchants import Shop
@@ -83,6 +83,9 @@ async def test_the_same_idempotency_key_is_the_same_withdrawal(payout_stack: Sta
     assert (await p.balance(payout_stack, shop))["available"] == 4000
     listed = (await payout_stack.http.get("/merchant/withdrawals", headers=shop.owner)).json()["withdrawals"]
     assert [w["withdrawal_id"] for w in listed] == [first.json()["withdrawal_id"]]
+    async with payout_stack.sessionmaker() as session:
+        logged = await audit.entries(session, merchant_id=shop.merchant_id, action_prefix="withdrawal.")
+    assert [(e.action, e.target) for e in logged] == [("withdrawal.request", first.json()["withdrawal_id"])]
     await p.clean(payout_stack)
 
 
