@@ -70,7 +70,7 @@ def saga_activities(
     email = EmailActivities(sessionmaker, vault, Mailer(settings.smtp_url, settings.mail_from), settings.api_url)
     reconcile = ReconcileActivities(sessionmaker, gateways, temporal, metrics)
     rails = build_rails(settings.sim_url, settings.sim_secret, settings.payout_rail_timeout_seconds)
-    payouts = PayoutActivities(sessionmaker, vault, rails)
+    payouts = PayoutActivities(sessionmaker, vault, rails, temporal, settings)
     return [
         orders.open_order,
         orders.record_stage,
@@ -94,6 +94,7 @@ def saga_activities(
         payouts.submit_transfer,
         payouts.query_transfer,
         payouts.cancel_transfer,
+        payouts.start_waiting_payouts,
     ]
 
 

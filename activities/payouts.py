@@ -3,9 +3,11 @@
 Only ids cross into the workflow; the destination is unsealed here, handed to the rail, and dropped."""
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.db import transaction
@@ -13,15 +15,40 @@ from miaofa import steps as s
 from miaofa.crypto.vault import Vault
 from miaofa.payouts import destinations, settle, withdrawals
 from miaofa.payouts.rails import PayoutRail, Transfer
+from miaofa.settings import Settings
+from miaofa.temporal.payouts import start_payout
 
 log = logging.getLogger("miaofa.payouts")
 
 
 class PayoutActivities:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], vault: Vault, rails: dict[str, PayoutRail]):
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        vault: Vault,
+        rails: dict[str, PayoutRail],
+        temporal: Client,
+        settings: Settings,
+    ) -> None:
         self.sessionmaker = sessionmaker
         self.vault = vault
         self.rails = rails
+        self.temporal = temporal
+        self.settings = settings
+
+    @activity.defn(name=s.START_WAITING_PAYOUTS)
+    async def start_waiting_payouts(self, older_than_seconds: int) -> int:
+        """Start the workflow of each withdrawal still `requested` after this long; idempotent by id."""
+        async with self.sessionmaker() as session:
+            waiting = await withdrawals.waiting(session, datetime.now(UTC) - timedelta(seconds=older_than_seconds))
+        started = 0
+        for withdrawal in waiting:
+            payout = withdrawals.payout_input(withdrawal, self.settings)
+            if await start_payout(self.temporal, activity.info().task_queue, payout):
+                started += 1
+        if waiting:
+            log.info("started %d of %d waiting withdrawals", started, len(waiting))
+        return started
 
     @activity.defn(name=s.RECORD_PAYOUT_STAGE)
     async def record_payout_stage(self, step: s.PayoutStageStep) -> None:

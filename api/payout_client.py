@@ -1,11 +1,9 @@
 """Starting and reviewing payout workflows from the API, by the names in miaofa.contract only."""
 
 import asyncio
-import logging
 from datetime import timedelta
 
 from temporalio.client import RPCError, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCStatusCode
 
@@ -13,29 +11,14 @@ from api.state import State
 from miaofa import contract as c
 from miaofa import errors
 from miaofa.errors import Conflict, NotInReview, OrderTimeout, TemporalUnavailable
-
-log = logging.getLogger("miaofa.api.payouts")
+from miaofa.temporal.payouts import start_payout
 
 
 async def start(state: State, payout: c.PayoutInput) -> bool:
-    """Start the withdrawal's workflow, or find it running: one per id, however often this is called.
-    False when Temporal did not answer; the withdrawal stays `requested` and the next GET or replay
-    of the request starts it."""
-    try:
-        await state.temporal.start_workflow(
-            c.PAYOUT_WORKFLOW,
-            payout,
-            id=c.payout_workflow_id(payout.withdrawal_id),
-            task_queue=state.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.ALREADY_EXISTS:  # it ran and closed: nothing to start
-            return True
-        log.warning("payout workflow of %s not started: %s", payout.withdrawal_id, exc.status)
-        return False
-    return True
+    """Start the withdrawal's workflow after its commit. False when Temporal did not answer: the
+    withdrawal stays `requested`, and its next GET, the request replayed, or reconciliation's sweep
+    starts it."""
+    return await start_payout(state.temporal, state.task_queue, payout)
 
 
 async def review(state: State, withdrawal_id: str, update: str, review: c.PayoutReview) -> c.PayoutState:

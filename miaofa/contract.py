@@ -220,6 +220,7 @@ class StrayPayment:
 class ReconcileInput:
     lookback_seconds: int = 2 * 86400
     grace_seconds: int = 120  # payments younger than this may still be on their way in
+    payout_start_grace_seconds: int = 60  # a withdrawal `requested` longer than this has its workflow started
 
 
 @dataclass
@@ -228,6 +229,7 @@ class ReconcileReport:
     findings: dict[str, int] = field(default_factory=dict)  # kind → count
     refunds_started: int = 0
     orders_nudged: int = 0
+    payouts_started: int = 0
 
 
 @dataclass

@@ -189,6 +189,17 @@ async def listing(session: AsyncSession, merchant_id: str, limit: int = 100) -> 
     return list(rows)
 
 
+async def waiting(session: AsyncSession, before: datetime, limit: int = 500) -> list[Withdrawal]:
+    """Withdrawals still `requested` since before `before`: their workflow may never have started."""
+    rows = await session.scalars(
+        select(Withdrawal)
+        .where(Withdrawal.status == c.WITHDRAWAL_REQUESTED, Withdrawal.created_at < before)
+        .order_by(Withdrawal.created_at)
+        .limit(limit)
+    )
+    return list(rows)
+
+
 async def queue(session: AsyncSession, status: str, limit: int = 100) -> list[Withdrawal]:
     """Platform finance's view: withdrawals in one status, oldest first (the review queue)."""
     rows = await session.scalars(

@@ -13,6 +13,7 @@ from miaofa.payouts import withdrawals
 from tests.api.test_merchants import Shop
 from tests.helpers import payouts as p
 from tests.helpers.stack import Stack
+from tests.helpers.waiting import eventually
 
 
 async def test_destinations_are_added_by_the_owner_only_and_shown_masked(payout_stack: Stack) -> None:
@@ -227,4 +228,32 @@ async def test_the_check_names_a_withdrawal_whose_money_did_not_move_as_its_stat
         await session.rollback()
     assert ("withdrawal_money_disagrees", f"withdrawal {wid} is failed but its ledger shows [reserved,paid]") in found
     assert any(name == "payout_clearing_differs" for name, _ in found)
+    await p.clean(payout_stack)
+
+
+async def test_reconciliation_starts_the_workflow_of_a_withdrawal_left_requested(payout_stack: Stack) -> None:
+    shop = await p.funded_shop(payout_stack, 5000)
+    dest = await p.destination(payout_stack, shop)
+    async with payout_stack.sessionmaker.begin() as session:  # committed, and Temporal never heard of it
+        made, _ = await withdrawals.request(
+            session,
+            payout_stack.settings,
+            shop.merchant_id,
+            withdrawals.Asked(1000, "CNY", dest, uuid.uuid4().hex, "owner"),
+            datetime.now(UTC),
+        )
+    report = await payout_stack.env.client.execute_workflow(
+        c.RECONCILE_WORKFLOW,
+        c.ReconcileInput(lookback_seconds=60, grace_seconds=0, payout_start_grace_seconds=0),
+        id=f"reconcile-{uuid.uuid4().hex[:8]}",
+        task_queue=payout_stack.task_queue,
+        result_type=c.ReconcileReport,
+    )
+    assert report.payouts_started >= 1
+
+    async def paid() -> bool:  # read from the database: a GET would start it itself
+        async with payout_stack.sessionmaker() as session:
+            return (await withdrawals.by_id(session, made.id)).status == c.WITHDRAWAL_PAID  # type: ignore[union-attr]
+
+    await eventually(paid, 20, "the swept withdrawal to be paid")
     await p.clean(payout_stack)
