@@ -16,6 +16,7 @@ from activities.email import EmailActivities
 from activities.ledger import LedgerActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
+from activities.payouts import PayoutActivities
 from activities.reconcile import ReconcileActivities
 from miaofa import contract
 from miaofa.crypto.vault import Vault
@@ -25,6 +26,7 @@ from miaofa.gateways.base import Gateway
 from miaofa.gateways.registry import build_gateways
 from miaofa.messaging.dispatcher import Dispatcher
 from miaofa.messaging.mailer import Mailer
+from miaofa.payouts.rails import build_rails
 from miaofa.settings import Settings, get_settings
 from miaofa.telemetry import tracing
 from miaofa.telemetry.metrics import TimedGateway, WorkerMetrics, merchant_label, meter_of
@@ -33,10 +35,17 @@ from miaofa.temporal.client import connect, metrics_runtime
 from miaofa.temporal.schedules import apply_hold_release_schedule, apply_reconcile_schedule
 from workflows.holds import HoldReleaseWorkflow
 from workflows.order import OrderWorkflow
+from workflows.payout import PayoutWorkflow
 from workflows.reconcile import ReconcileWorkflow
 from workflows.stray import StrayPaymentWorkflow
 
-WORKFLOWS: Sequence[type] = (OrderWorkflow, StrayPaymentWorkflow, ReconcileWorkflow, HoldReleaseWorkflow)
+WORKFLOWS: Sequence[type] = (
+    OrderWorkflow,
+    StrayPaymentWorkflow,
+    ReconcileWorkflow,
+    HoldReleaseWorkflow,
+    PayoutWorkflow,
+)
 # The contract and step types are plain, side-effect-free data: importing them once, instead of
 # again in every workflow's sandbox, makes starting an order cheaper.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
@@ -65,6 +74,8 @@ def saga_activities(
     )
     email = EmailActivities(sessionmaker, vault, Mailer(settings.smtp_url, settings.mail_from), settings.api_url)
     reconcile = ReconcileActivities(sessionmaker, gateways, temporal, metrics, book)
+    rails = build_rails(settings.sim_url, settings.sim_secret, settings.payout_rail_timeout_seconds)
+    payouts = PayoutActivities(sessionmaker, vault, rails, temporal, settings)
     return [
         orders.open_order,
         orders.record_stage,
@@ -83,6 +94,12 @@ def saga_activities(
         email.send_delivery_email,
         reconcile.reconcile_payments,
         ledger.release_holds,
+        payouts.record_payout_stage,
+        payouts.settle_payout,
+        payouts.submit_transfer,
+        payouts.query_transfer,
+        payouts.cancel_transfer,
+        payouts.start_waiting_payouts,
     ]
 
 

@@ -29,6 +29,7 @@ from api.routes import (
     shop,
     support,
     web,
+    withdrawals,
 )
 from api.state import State
 from api.stock_hint import StockHint
@@ -127,6 +128,8 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
     app.include_router(money.merchant_router)
     app.include_router(merchant_webhook.router)
     app.include_router(money.admin_router)
+    app.include_router(withdrawals.merchant_router)
+    app.include_router(withdrawals.admin_router)
     app.include_router(console.router)  # the merchant console's pages (hidden from the schema)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")  # the buyer pages' CSS and JS
     app.mount("/console/static", StaticFiles(directory=console_pages.STATIC), name="console-static")

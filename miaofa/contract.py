@@ -220,6 +220,7 @@ class StrayPayment:
 class ReconcileInput:
     lookback_seconds: int = 2 * 86400
     grace_seconds: int = 120  # payments younger than this may still be on their way in
+    payout_start_grace_seconds: int = 60  # a withdrawal `requested` longer than this has its workflow started
 
 
 @dataclass
@@ -228,6 +229,7 @@ class ReconcileReport:
     findings: dict[str, int] = field(default_factory=dict)  # kind → count
     refunds_started: int = 0
     orders_nudged: int = 0
+    payouts_started: int = 0
 
 
 @dataclass
@@ -248,3 +250,69 @@ class OrderState:
     coupon_issued: bool
     delivery_late: bool
     stages: list[str] = field(default_factory=list)
+
+
+# ---- payouts: one PayoutWorkflow per withdrawal (README "Withdrawals") -----------------------------
+
+PAYOUT_WORKFLOW = "PayoutWorkflow"
+
+
+def payout_workflow_id(withdrawal_id: str) -> str:
+    return f"payout-{withdrawal_id}"
+
+
+# Withdrawal statuses (DESIGN.md): the row, the status query and the API agree.
+WITHDRAWAL_REQUESTED = "requested"
+WITHDRAWAL_IN_REVIEW = "in_review"
+WITHDRAWAL_APPROVED = "approved"
+WITHDRAWAL_SUBMITTED = "submitted"
+WITHDRAWAL_PAID = "paid"
+WITHDRAWAL_FAILED = "failed"  # the rail said no for good (or the payee never confirmed): money back
+WITHDRAWAL_REJECTED = "rejected"  # platform finance said no before submit: money back
+WITHDRAWAL_RETURNED = "returned"  # paid, then sent back by the payee's bank: money back
+WITHDRAWAL_OPEN = (WITHDRAWAL_REQUESTED, WITHDRAWAL_IN_REVIEW, WITHDRAWAL_APPROVED, WITHDRAWAL_SUBMITTED)
+
+# Refusal codes of the payout's review Updates (409 with this code); REFUSED_NOT_IN_REVIEW and
+# REFUSED_MISSING_INPUT above are shared with the order's review.
+REFUSED_SAME_APPROVER = "same_approver"
+# The review Updates reuse APPROVE_UPDATE and REJECT_UPDATE; the status query is STATUS_QUERY.
+
+
+@dataclass
+class PayoutTiming:
+    """The payout's thresholds and clocks, fixed when it is requested."""
+
+    auto_approve_cents: int
+    two_person_cents: int
+    review_sla_seconds: int
+    confirm_timeout_seconds: int
+    query_interval_seconds: float
+    query_max_interval_seconds: float
+    return_watch_seconds: int
+    return_poll_seconds: float
+
+
+@dataclass
+class PayoutInput:
+    """Ids and amounts only: the destination stays in the vault, the activities look it up."""
+
+    withdrawal_id: str
+    merchant_id: str
+    amount_cents: int
+    fee_cents: int
+    currency: str
+    rail: str
+    timing: PayoutTiming
+
+
+@dataclass
+class PayoutReview:
+    actor: str = ""
+    reason: str = ""
+
+
+@dataclass
+class PayoutState:
+    withdrawal_id: str
+    status: str
+    approvals: list[str] = field(default_factory=list)

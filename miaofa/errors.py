@@ -202,3 +202,28 @@ class OrderRefused(MiaofaError):
 
     status_code = 403
     error = "order_refused"
+
+
+# ---- payouts (miaofa/payouts/) --------------------------------------------------------------------
+
+
+class InsufficientFunds(Conflict):
+    error = "insufficient_funds"
+
+
+class DebtOutstanding(Conflict):
+    error = "debt_outstanding"
+
+
+class DestinationCoolingOff(Conflict):
+    error = "destination_cooling_off"
+
+
+class IdempotencyKeyReused(Conflict):
+    """The same Idempotency-Key with another body: a client bug, never a second withdrawal."""
+
+    error = "idempotency_key_reused"
+
+
+class SameApprover(Conflict):
+    error = "same_approver"

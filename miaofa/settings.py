@@ -109,6 +109,20 @@ class Settings(BaseSettings):
     sse_max_streams: int = 1000  # live order-event streams in all (per API process)
     sse_feed_interval_seconds: float = 0.5  # the streams' one change feed reads the watched orders this often
     check_payment_interval_seconds: float = 5  # "I have paid" asks the gateway at most this often per order
+    # Payouts (README "Withdrawals"). Amounts in minor units; 0 in a threshold means "no review".
+    payout_min_cents: int = Field(default=100, ge=1)  # the smallest withdrawal
+    payout_fee_cents: int = Field(default=0, ge=0)  # a flat fee per withdrawal, kept from the amount sent
+    payout_fee_bps: int = Field(default=0, ge=0, le=10000)  # plus this share of the amount
+    payout_auto_approve_cents: int = Field(default=100000, ge=0)  # above: platform finance approves it
+    payout_two_person_cents: int = Field(default=1000000, ge=0)  # above: two different people approve it
+    payout_new_destination_delay_seconds: int = Field(default=86400, ge=0)  # cooling-off of a new destination
+    payout_review_sla_seconds: int = Field(default=4 * 3600, ge=1)  # past it, the timeline says review is late
+    payout_confirm_timeout_seconds: int = Field(default=86400, ge=1)  # a payee who has not confirmed: cancel
+    payout_query_interval_seconds: float = Field(default=5, gt=0)  # an unclear answer: ask again, doubling
+    payout_query_max_interval_seconds: float = Field(default=3600, gt=0)
+    payout_return_watch_seconds: int = Field(default=7 * 86400, ge=0)  # after paid: a bank may still return it
+    payout_return_poll_seconds: float = Field(default=6 * 3600, gt=0)
+    payout_rail_timeout_seconds: float = Field(default=10, gt=0)  # one call to a rail; past it: unknown
 
     @field_validator("risk_rules_file")
     @classmethod

@@ -230,3 +230,63 @@ class ReconcileStep:
     start: datetime
     end: datetime
     at: datetime
+
+
+# ---- payouts ------------------------------------------------------------------------------------
+
+RECORD_PAYOUT_STAGE = "record_payout_stage"
+SUBMIT_TRANSFER = "submit_transfer"
+QUERY_TRANSFER = "query_transfer"
+CANCEL_TRANSFER = "cancel_transfer"
+SETTLE_PAYOUT = "settle_payout"
+START_WAITING_PAYOUTS = "start_waiting_payouts"  # reconciliation's sweep: withdrawals left `requested`
+
+# A rail's answer about one transfer (miaofa/payouts/rails.py maps each rail's words to these).
+TRANSFER_PAID = "paid"
+TRANSFER_FAILED = "failed"  # definitive only when TransferAnswer.definitive (a whitelisted code)
+TRANSFER_PROCESSING = "processing"
+TRANSFER_WAIT_CONFIRM = "wait_confirm"  # the payee must accept it (WeChat's WAIT_USER_CONFIRM)
+TRANSFER_UNKNOWN = "unknown"  # a timeout, a 5xx, an unreadable answer: never a failure
+TRANSFER_NOT_FOUND = "not_found"  # the rail never got it: submit again, with the same number
+TRANSFER_RETURNED = "returned"
+TRANSFER_CANCELLED = "cancelled"
+
+# What SETTLE_PAYOUT posts in the ledger, with the status and the timeline line, in one transaction.
+SETTLE_PAID = "paid"  # reserved → payout_clearing (out) and fees: payout_paid:<id>
+SETTLE_RELEASE = "release"  # reserved → available: payout_return:<id>
+SETTLE_RETURN = "return"  # after paid: payout_clearing and fees → available: payout_bounce:<id>
+
+
+@dataclass
+class PayoutStageStep:
+    withdrawal_id: str
+    seq: int
+    stage: str
+    note: str
+    at: datetime
+    status: str = ""  # "": the status stays
+
+
+@dataclass
+class TransferStep:
+    withdrawal_id: str
+
+
+@dataclass
+class TransferAnswer:
+    status: str
+    code: str = ""  # the rail's own code, for finance
+    reason: str = ""  # in plain words, for the merchant
+    definitive: bool = False
+
+
+@dataclass
+class SettleStep:
+    withdrawal_id: str
+    seq: int
+    outcome: str  # SETTLE_PAID, SETTLE_RELEASE or SETTLE_RETURN
+    status: str
+    stage: str
+    note: str
+    at: datetime
+    rail_code: str = ""

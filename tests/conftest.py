@@ -229,3 +229,33 @@ async def quiet_outbox(sessionmaker) -> None:
         await session.execute(
             text("UPDATE outbox SET next_attempt_at = now() + interval '7 days' WHERE status = 'pending'")
         )
+
+
+@pytest.fixture(scope="session")
+async def payout_stack(dev_env, sessionmaker, sim_url, database_url, smtp) -> AsyncIterator[Stack]:
+    """dev_stack's clocks, and payouts on short ones: no cooling-off, quick queries, a 1 s rail timeout
+    (the simulator holds a timeout_then_paid answer for 3 s), a short confirm timeout and return watch."""
+    async with running_stack(
+        dev_env,
+        sessionmaker,
+        sim_url,
+        **stack_settings(
+            database_url,
+            smtp[0],
+            payment_window_seconds=30,
+            callback_grace_seconds=1,
+            poll_interval_seconds=1,
+            late_payment_watch_seconds=60,
+            payout_new_destination_delay_seconds=0,
+            payout_auto_approve_cents=100000,
+            payout_two_person_cents=1000000,
+            payout_query_interval_seconds=0.2,
+            payout_query_max_interval_seconds=1,
+            payout_rail_timeout_seconds=1,
+            payout_confirm_timeout_seconds=2,
+            payout_return_watch_seconds=3,
+            payout_return_poll_seconds=0.5,
+            payout_fee_cents=50,
+        ),
+    ) as stack:
+        yield stack

@@ -1,4 +1,4 @@
-"""The order workflow's patches: each id guards one change of its command sequence.
+"""The workflows' patches: each id guards one change of its command sequence.
 
 A released history is never re-recorded; a run that started on older code replays its history
 on the new code, where `workflow.patched(ID)` answers False and the old branch runs. How a patch is
@@ -15,3 +15,6 @@ CLOSE_UNSUPPORTED_ANSWER = "2026-12-close-unsupported-answer"
 # 2026-12: a late payment claims its coupon again with its keys (RESERVE_AGAIN answers why not); a
 # coupon another order holds now means a refund, never a delivery below the price.
 LATE_PAYMENT_CLAIMS_COUPON = "2026-12-late-payment-claims-coupon"
+# 2026-12: ReconcileWorkflow also starts the workflow of any withdrawal left `requested` (Temporal did
+# not answer the API after the withdrawal's commit).
+RECONCILE_STARTS_WAITING_PAYOUTS = "2026-12-reconcile-starts-waiting-payouts"

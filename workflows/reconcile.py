@@ -8,6 +8,7 @@ from temporalio.common import RetryPolicy
 
 from miaofa import contract as c
 from miaofa import steps as s
+from workflows import patches
 
 
 @workflow.defn(name=c.RECONCILE_WORKFLOW)
@@ -20,7 +21,7 @@ class ReconcileWorkflow:
             end=now - timedelta(seconds=request.grace_seconds),
             at=now,
         )
-        return await workflow.execute_activity(
+        report = await workflow.execute_activity(
             s.RECONCILE,
             window,
             result_type=c.ReconcileReport,
@@ -29,3 +30,12 @@ class ReconcileWorkflow:
                 initial_interval=timedelta(seconds=5), maximum_attempts=5, non_retryable_error_types=[s.DATA_ERROR]
             ),
         )
+        if workflow.patched(patches.RECONCILE_STARTS_WAITING_PAYOUTS):
+            report.payouts_started = await workflow.execute_activity(
+                s.START_WAITING_PAYOUTS,
+                request.payout_start_grace_seconds,
+                result_type=int,
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=5),
+            )
+        return report

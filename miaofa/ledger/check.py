@@ -63,6 +63,43 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
              AND NOT EXISTS (SELECT 1 FROM ledger_transactions t WHERE t.idem_key = 'refund:' || o.id) LIMIT 50""",
         "order {0} of {1} was refunded and its sale was not clawed back",
     ),
+    # Payouts: each withdrawal's money moved exactly as its status says, and what left through a
+    # rail is what the paid withdrawals sent (payout_clearing:<rail> is debit-normal: minus that).
+    (
+        "withdrawal_money_disagrees",
+        """SELECT w.id, w.status, concat_ws(',', r.k, p.k, x.k, b.k) FROM withdrawals w
+           LEFT JOIN LATERAL (SELECT 'reserved' AS k FROM ledger_transactions
+                              WHERE idem_key = 'payout_reserve:' || w.id) r ON true
+           LEFT JOIN LATERAL (SELECT 'paid' AS k FROM ledger_transactions
+                              WHERE idem_key = 'payout_paid:' || w.id) p ON true
+           LEFT JOIN LATERAL (SELECT 'released' AS k FROM ledger_transactions
+                              WHERE idem_key = 'payout_return:' || w.id) x ON true
+           LEFT JOIN LATERAL (SELECT 'bounced' AS k FROM ledger_transactions
+                              WHERE idem_key = 'payout_bounce:' || w.id) b ON true
+           WHERE r.k IS NULL
+              OR (p.k IS NOT NULL) <> (w.status IN ('paid', 'returned'))
+              OR (x.k IS NOT NULL) <> (w.status IN ('failed', 'rejected'))
+              OR (b.k IS NOT NULL) <> (w.status = 'returned') LIMIT 50""",
+        "withdrawal {0} is {1} but its ledger shows [{2}]",
+    ),
+    (
+        "reserved_short_of_withdrawals",
+        """SELECT w.merchant_id, w.currency, sum(w.amount_cents) - coalesce(max(a.balance), 0) FROM withdrawals w
+           LEFT JOIN ledger_accounts a ON a.owner = w.merchant_id AND a.kind = 'reserved' AND a.currency = w.currency
+           WHERE w.status IN ('requested', 'in_review', 'approved', 'submitted')
+           GROUP BY w.merchant_id, w.currency HAVING sum(w.amount_cents) > coalesce(max(a.balance), 0) LIMIT 50""",
+        "{0}'s open withdrawals in {1} exceed its reserved balance by {2}",
+    ),
+    (
+        "payout_clearing_differs",
+        """SELECT coalesce(a.rail, w.rail), coalesce(a.currency, w.currency), coalesce(a.sent, 0), coalesce(w.sent, 0)
+           FROM (SELECT substr(kind, 17) AS rail, currency, -balance AS sent FROM ledger_accounts
+                 WHERE owner = 'platform' AND kind LIKE 'payout\\_clearing:%') a
+           FULL JOIN (SELECT rail, currency, sum(amount_cents - fee_cents) AS sent FROM withdrawals
+                      WHERE status = 'paid' GROUP BY rail, currency) w ON w.rail = a.rail AND w.currency = a.currency
+           WHERE coalesce(a.sent, 0) <> coalesce(w.sent, 0) LIMIT 50""",
+        "payout rail {0} in {1}: the ledger shows {2} sent out, the paid withdrawals {3}",
+    ),
 )
 
 

@@ -30,8 +30,13 @@ NORMALS = {
 
 
 def normal_of(kind: str) -> str:
-    """gateway_clearing:<gw>: what a gateway holds for the platform (an asset: debit)."""
-    return "debit" if kind.startswith("gateway_clearing:") else NORMALS[kind]
+    """gateway_clearing:<gw>: what a gateway holds for the platform (an asset: debit).
+    payout_clearing:<rail>: the platform's funds at a payout rail (an asset: debit). A paid withdrawal
+    credits it (the money went out through the rail), a bank's return debits it back; so its balance
+    is minus what was paid out through that rail, which miaofa/ledger/check.py holds to the payouts."""
+    if kind.startswith(("gateway_clearing:", "payout_clearing:")):
+        return "debit"
+    return NORMALS[kind]
 
 
 @dataclass

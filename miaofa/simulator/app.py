@@ -31,13 +31,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from miaofa.simulator import page
+from miaofa.simulator import page, payouts
 from miaofa.simulator.books import (
     NOTIFY_RETRY_DELAYS,
     Control,
     FailChannel,
     NotifyMode,
     Payment,
+    PayoutMode,
     SimError,
     Simulator,
     _utc,
@@ -89,6 +90,8 @@ class ControlIn(BaseModel):
     query_fail_channel: FailChannel | None = None
     close_fail: StrictBool | None = None
     create_fail: StrictBool | None = None
+    payout: PayoutMode | None = None
+    payout_hang_seconds: float | None = Field(default=None, ge=0, le=60)
 
 
 # ---- the app --------------------------------------------------------------------------------
@@ -244,6 +247,8 @@ def create_app(
             sim.save(payment)
             sim.schedule_notify(payment)
             return payment.state()
+
+    payouts.install(app, sim)
 
     # -- buyer --
 

@@ -25,6 +25,7 @@ NOTIFY_TIMEOUT_SECONDS = 5.0
 SimStatus = Literal["pending", "paid", "closed", "refunded"]
 NotifyMode = Literal["normal", "drop", "delay"]
 FailChannel = Literal["primary", "backup", "both"]
+PayoutMode = Literal["normal", "fail", "unknown", "timeout_then_paid", "return_after_paid", "await_confirm"]
 
 
 class SimError(Exception):
@@ -71,6 +72,8 @@ class Control:
     query_fail_channel: FailChannel = "primary"
     close_fail: bool = False  # the gateway cannot close: the buyer may still pay after our window
     create_fail: bool = False  # creating a payment answers 503 (a gateway blip while orders open)
+    payout: PayoutMode = "normal"  # how the next new payout transfer behaves (miaofa/simulator/payouts.py)
+    payout_hang_seconds: float = 3.0  # timeout_then_paid: how long the submit's answer is held back
 
 
 @dataclass

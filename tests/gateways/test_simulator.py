@@ -253,6 +253,8 @@ async def test_query_failure_on_primary_leaves_backup(env: Env) -> None:
         "query_fail_channel": "primary",
         "close_fail": False,
         "create_fail": False,
+        "payout": "normal",
+        "payout_hang_seconds": 3.0,
     }
 
     with pytest.raises(GatewayError, match="HTTP 503"):
@@ -625,6 +627,8 @@ async def test_control_state_round_trip(env: Env) -> None:
         "query_fail_channel": "primary",
         "close_fail": False,
         "create_fail": False,
+        "payout": "normal",
+        "payout_hang_seconds": 3.0,
     }
     assert (await env.http.get(url, headers=CONTROL)).json() == updated
     assert (await env.http.post(url, headers=CONTROL, json={"query_fail_rate": 1.5})).status_code == 422

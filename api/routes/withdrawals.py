@@ -1,0 +1,162 @@
+"""Payouts over HTTP: a merchant's destinations and withdrawals, and platform finance's review.
+
+A withdrawal is made, and its money reserved, in one database transaction of its own; its workflow
+is started only after that commits, so a workflow never runs for a withdrawal that was rolled back."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query
+from pydantic import BaseModel, Field, StrictInt
+
+from api import payout_client
+from api.deps import AdminDep, MerchantDep, OwnerDep, SessionDep, StateDep
+from api.schemas import Plain, plain
+from miaofa import audit
+from miaofa import contract as c
+from miaofa.db.payout_tables import WITHDRAWAL_STATUSES
+from miaofa.errors import MissingInput, NotFound
+from miaofa.payouts import destinations, withdrawals
+from miaofa.text import plain_pattern
+
+merchant_router = APIRouter(prefix="/merchant", tags=["merchant payouts"])
+admin_router = APIRouter(prefix="/admin", tags=["payouts"])
+
+
+def _withdrawal_id(
+    withdrawal_id: Annotated[str, Path(min_length=1, max_length=40, json_schema_extra={"pattern": plain_pattern()})],
+) -> str:
+    return plain("withdrawal_id", withdrawal_id)
+
+
+WithdrawalId = Annotated[str, Depends(_withdrawal_id)]
+RequiredKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", max_length=200, json_schema_extra={"pattern": plain_pattern()})
+]
+
+
+class DestinationIn(BaseModel):
+    rail: Annotated[str, Field(pattern="^(" + "|".join(destinations.RAILS) + ")$")]
+    account: Annotated[str, Plain, Field(min_length=3, max_length=128)]
+    name: Annotated[str, Plain, Field(min_length=1, max_length=64)]
+
+
+class WithdrawalIn(BaseModel):
+    amount_cents: StrictInt = Field(gt=0, le=10**12)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    destination_id: str = Field(min_length=1, max_length=40, pattern=r"^pd_[0-9a-f]{20}$")
+
+
+class ReviewIn(BaseModel):
+    reason: Annotated[str, Plain, Field(default="", max_length=300)] = ""
+
+
+@merchant_router.post("/payout-destinations", status_code=201)
+async def add_destination(
+    body: DestinationIn, holder: OwnerDep, state: StateDep, session: SessionDep
+) -> dict[str, Any]:
+    """Save where withdrawals go (owner only). Usable after the cooling-off; shown masked from now on."""
+    made = await destinations.add(
+        session,
+        state.vault,
+        merchant_id=holder.merchant_id,
+        rail=body.rail,
+        account=body.account,
+        name=body.name,
+        actor=holder.name,
+        now=datetime.now(UTC),
+        delay_seconds=state.settings.payout_new_destination_delay_seconds,
+    )
+    audit.record(
+        session, holder.name, "payout_destination.add", made.id, merchant_id=holder.merchant_id, masked=made.masked
+    )
+    return destinations.public(made)
+
+
+@merchant_router.get("/payout-destinations")
+async def list_destinations(holder: MerchantDep, session: SessionDep) -> dict[str, Any]:
+    return {"destinations": [destinations.public(d) for d in await destinations.listing(session, holder.merchant_id)]}
+
+
+@merchant_router.post("/withdrawals", status_code=201)
+async def request_withdrawal(
+    body: WithdrawalIn, holder: MerchantDep, state: StateDep, key: RequiredKey = None
+) -> dict[str, Any]:
+    """Withdraw from `available`: the money is reserved at once; the answer's status follows the workflow.
+    The same Idempotency-Key answers the same withdrawal."""
+    if not key or not key.strip():
+        raise MissingInput("send an Idempotency-Key header: a retried request must not withdraw twice")
+    asked = withdrawals.Asked(body.amount_cents, body.currency, body.destination_id, key.strip(), holder.name)
+    async with state.sessionmaker.begin() as session:
+        withdrawal, fresh = await withdrawals.request(
+            session, state.settings, holder.merchant_id, asked, datetime.now(UTC)
+        )
+        if fresh:
+            audit.record(
+                session,
+                holder.name,
+                "withdrawal.request",
+                withdrawal.id,
+                merchant_id=holder.merchant_id,
+                amount_cents=withdrawal.amount_cents,
+                destination=withdrawal.destination_id,
+            )
+        payout = withdrawals.payout_input(withdrawal, state.settings)
+        answer = withdrawals.summary(withdrawal)
+    if withdrawal.status == c.WITHDRAWAL_REQUESTED:  # new, or a replay whose first start failed
+        await payout_client.start(state, payout)
+    return answer
+
+
+@merchant_router.get("/withdrawals")
+async def list_withdrawals(holder: MerchantDep, session: SessionDep) -> dict[str, Any]:
+    return {"withdrawals": [withdrawals.summary(w) for w in await withdrawals.listing(session, holder.merchant_id)]}
+
+
+@merchant_router.get("/withdrawals/{withdrawal_id}")
+async def show_withdrawal(
+    withdrawal_id: WithdrawalId, holder: MerchantDep, state: StateDep, session: SessionDep
+) -> dict[str, Any]:
+    """The withdrawal and its timeline; another shop's id is not found, like a missing one."""
+    withdrawal = await withdrawals.mine(session, holder.merchant_id, withdrawal_id)
+    if withdrawal.status == c.WITHDRAWAL_REQUESTED:  # its workflow may never have started: start it now
+        await payout_client.start(state, withdrawals.payout_input(withdrawal, state.settings))
+    return await withdrawals.view(session, withdrawal)
+
+
+@admin_router.get("/withdrawals")
+async def review_queue(
+    _: AdminDep,
+    session: SessionDep,
+    status: Annotated[str, Query(pattern="^(" + "|".join(WITHDRAWAL_STATUSES) + ")$")] = c.WITHDRAWAL_IN_REVIEW,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Withdrawals in one status (by default the review queue), oldest first, with their shop."""
+    found = await withdrawals.queue(session, status, limit)
+    return {"withdrawals": [{**withdrawals.summary(w), "merchant_id": w.merchant_id} for w in found]}
+
+
+async def _review(state, session, withdrawal_id: str, update: str, actor: str, body: ReviewIn | None) -> dict[str, Any]:
+    found = await withdrawals.by_id(session, withdrawal_id)
+    if found is None:
+        raise NotFound("no such withdrawal", error="withdrawal_not_found")
+    reason = body.reason.strip() if body else ""
+    answer = await payout_client.review(state, found.id, update, c.PayoutReview(actor=actor, reason=reason))
+    audit.record(session, actor, f"withdrawal.{update}", found.id, merchant_id=found.merchant_id, reason=reason)
+    return {"withdrawal_id": answer.withdrawal_id, "status": answer.status, "approvals": answer.approvals}
+
+
+@admin_router.post("/withdrawals/{withdrawal_id}/approve")
+async def approve_withdrawal(
+    withdrawal_id: WithdrawalId, actor: AdminDep, state: StateDep, session: SessionDep, body: ReviewIn | None = None
+) -> dict[str, Any]:
+    """Platform finance approves a withdrawal in review (above the second threshold, two people must)."""
+    return await _review(state, session, withdrawal_id, c.APPROVE_UPDATE, actor, body)
+
+
+@admin_router.post("/withdrawals/{withdrawal_id}/reject")
+async def reject_withdrawal(
+    withdrawal_id: WithdrawalId, actor: AdminDep, state: StateDep, session: SessionDep, body: ReviewIn | None = None
+) -> dict[str, Any]:
+    """Platform finance rejects a withdrawal in review, with a reason the merchant reads; the money returns."""
+    return await _review(state, session, withdrawal_id, c.REJECT_UPDATE, actor, body)

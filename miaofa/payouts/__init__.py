@@ -1,0 +1,1 @@
+"""Payouts: destinations, withdrawals (reserved with their row), the rails, and settling them."""
