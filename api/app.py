@@ -20,6 +20,7 @@ from api.routes import (
     health,
     lookup,
     merchant,
+    merchant_coupons,
     merchant_gateways,
     merchant_webhook,
     merchants_admin,
@@ -127,6 +128,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
         app.include_router(module.router)
     app.include_router(money.merchant_router)
     app.include_router(merchant_webhook.router)
+    app.include_router(merchant_coupons.router)
     app.include_router(money.admin_router)
     app.include_router(withdrawals.merchant_router)
     app.include_router(withdrawals.admin_router)

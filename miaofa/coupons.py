@@ -6,19 +6,25 @@ claim it again (`claim`), and delivery claims it in the transaction that commits
 exactly one delivered order ever spends it, whatever arrives late.
 """
 
+import re
 import secrets
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa.db.engine import rowcount
 from miaofa.db.models import DEFAULT_MERCHANT, Coupon, Order
-from miaofa.errors import CouponCurrency, CouponExpired, CouponNotFound, CouponUsed
+from miaofa.errors import CouponCodeTaken, CouponCurrency, CouponExpired, CouponNotFound, CouponUsed
 
 LATE_DELIVERY_PERCENT_OFF = 10
 COUPON_VALID_FOR = timedelta(days=30)
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: codes get typed by hand
+SHOP_CODE = re.compile(r"^[A-Z0-9][A-Z0-9-]{3,39}$")  # a code a shop chooses: upper-cased before the check
+SHOP_REASON = "shop"
+MAX_VALID_FOR = timedelta(days=366)
+LISTING_LIMIT = 200
 
 
 def new_code() -> str:
@@ -41,6 +47,48 @@ async def issue_for_late_delivery(session: AsyncSession, order_id: str, reason: 
     session.add(coupon)
     await session.flush()
     return coupon
+
+
+async def create_for_shop(
+    session: AsyncSession,
+    merchant_id: str,
+    *,
+    code: str | None,
+    percent_off: int | None,
+    amount_off_cents: int | None,
+    currency: str | None,
+    expires_at: datetime,
+) -> Coupon:
+    """A coupon the shop gives out itself. One INSERT … ON CONFLICT DO NOTHING: of two requests for
+    the same code, one makes it and the other is told the code is taken; nothing is overwritten.
+    The caller has checked the shape (exactly one kind of discount, a code matching SHOP_CODE)."""
+    made = await session.scalar(
+        insert(Coupon)
+        .values(
+            merchant_id=merchant_id,
+            code=code or new_code(),
+            percent_off=percent_off,
+            amount_off_cents=amount_off_cents,
+            currency=currency,
+            expires_at=expires_at,
+            reason=SHOP_REASON,
+        )
+        .on_conflict_do_nothing(index_elements=["merchant_id", "code"])
+        .returning(Coupon.id)
+    )
+    if made is None:
+        raise CouponCodeTaken("this shop already has a coupon with that code")
+    coupon = await session.get(Coupon, made)
+    assert coupon is not None
+    return coupon
+
+
+async def listing(session: AsyncSession, merchant_id: str, limit: int = LISTING_LIMIT) -> list[Coupon]:
+    """The shop's coupons, newest first (its own and the late-delivery ones the platform issued)."""
+    rows = await session.scalars(
+        select(Coupon).where(Coupon.merchant_id == merchant_id).order_by(Coupon.id.desc()).limit(limit)
+    )
+    return list(rows)
 
 
 async def check_usable(

@@ -111,6 +111,10 @@ class CouponCurrency(InvalidInput):
     error = "coupon_currency"
 
 
+class CouponCodeTaken(Conflict):  # the shop already has a coupon with this code
+    error = "coupon_code_taken"
+
+
 # ---- the order's answers to support (codes shared with the workflow through miaofa.contract) ----
 
 

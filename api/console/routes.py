@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from api.console import admin, money, orders, products, session, staff
+from api.console import admin, money, orders, products, session, settings, staff
 from api.console.i18n import Translator
 from api.console.pages import SIGN_IN, ConsoleRoute, page
 from api.console.session import ConsoleDep, DbDep
@@ -20,7 +20,7 @@ from miaofa.merchants import accounts, dashboard, tokens
 from miaofa.staff import MAX_TOKEN_CHARS
 
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
-for part in (products.router, orders.router, money.router, staff.router, admin.router):
+for part in (products.router, orders.router, money.router, staff.router, settings.router, admin.router):
     router.include_router(part)
 
 

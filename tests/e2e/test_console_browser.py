@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from miaofa import contract as c
+from tests.api.test_direct_settlement import direct_shop, sim_account
 from tests.api.test_merchants import open_shop, shop_order
 from tests.helpers.stack import Stack
 
@@ -229,5 +230,65 @@ async def test_the_money_page_and_the_admin_console_at_phone_and_desktop_width(d
                     await admin.screenshot(path=str(SHOTS / f"console-admin-{name}-desktop.png"), full_page=True)
                 await expect(admin.locator("#check-result")).to_have_attribute("data-ok", "true")
             await context.close()
+        await browser.close()
+    assert problems == []
+
+
+async def test_an_owner_sets_up_coupons_a_webhook_and_a_gateway_account_on_a_phone(dev_stack: Stack) -> None:
+    shop, account = await direct_shop(dev_stack), await sim_account(dev_stack)
+    token = shop.owner["Authorization"].removeprefix("Bearer ")
+    base = str(dev_stack.http.base_url).rstrip("/")
+    code = "MOON-" + uuid.uuid4().hex[:6].upper()
+    expect = async_api.expect
+    problems: list[str] = []
+
+    async with async_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        phone = await browser.new_context(viewport=PHONE, locale="en-US")
+        page = await phone.new_page()
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        await page.goto(f"{base}/console/sign-in")
+        await page.locator("input[name=token]").fill(token)
+        await page.locator("button[type=submit]").click()
+        await page.wait_for_url(f"{base}/console/")
+
+        await page.goto(f"{base}/console/coupons")
+        form = page.locator("#create-coupon")
+        await form.locator("input[name=code]").fill(code.lower())
+        await form.locator("input[name=off]").fill("15")
+        await form.locator("button[type=submit]").click()
+        await expect(page.locator("#made")).to_have_text(f"Coupon {code} is ready to give out.")
+        await expect(page.locator(f'tr[data-code="{code}"]')).to_contain_text("15 %")
+        await page.screenshot(path=str(SHOTS / "console-coupons-phone.png"), full_page=True)
+
+        await page.goto(f"{base}/console/webhook")
+        hook = page.locator("#set-webhook")
+        await hook.locator("input[name=url]").fill("https://hooks.example.com/moon")
+        await hook.locator("button[type=submit]").click()
+        await expect(page.locator("#new-secret")).to_contain_text("whsec_")
+        await expect(page.locator("#webhook-url")).to_have_text("https://hooks.example.com/moon")
+        await page.screenshot(path=str(SHOTS / "console-webhook-phone.png"), full_page=True)
+
+        await page.goto(f"{base}/console/gateways")
+        await page.locator("#gateway-simulator summary").click()
+        sim = page.locator("#gateway-simulator form")
+        await sim.locator("input[name=merchant_id]").fill(account.merchant_id)
+        await sim.locator("input[name=secret]").fill(account.secret)
+        await sim.locator("button[type=submit]").click()
+        await expect(page.locator("p.ok")).to_have_text("simulator is saved and checked.")
+        await expect(page.locator('tr[data-gateway="simulator"]')).to_contain_text(account.secret[-4:])
+        assert account.secret not in await page.content()
+        await page.screenshot(path=str(SHOTS / "console-gateways-phone.png"), full_page=True)
+        await page.goto(f"{base}/console/gateways?lang=zh")
+        await expect(page.locator("h1")).to_have_text("收款渠道账户")
+        await page.screenshot(path=str(SHOTS / "console-gateways-phone-zh.png"), full_page=True)
+
+        desktop = await browser.new_context(viewport=DESKTOP, locale="en-US")
+        await desktop.add_cookies(await phone.cookies())
+        wide = await desktop.new_page()
+        for name in ("coupons", "webhook", "gateways"):
+            await wide.goto(f"{base}/console/{name}?lang=en")
+            await wide.screenshot(path=str(SHOTS / f"console-{name}-desktop.png"), full_page=True)
         await browser.close()
     assert problems == []
