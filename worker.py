@@ -26,7 +26,7 @@ from miaofa.gateways.base import Gateway
 from miaofa.gateways.registry import build_gateways
 from miaofa.messaging.dispatcher import Dispatcher
 from miaofa.messaging.mailer import Mailer
-from miaofa.payouts.rails import build_rails
+from miaofa.payouts.rail_set import build_rails
 from miaofa.settings import Settings, get_settings
 from miaofa.telemetry import tracing
 from miaofa.telemetry.metrics import TimedGateway, WorkerMetrics, merchant_label, meter_of
@@ -74,7 +74,7 @@ def saga_activities(
     )
     email = EmailActivities(sessionmaker, vault, Mailer(settings.smtp_url, settings.mail_from), settings.api_url)
     reconcile = ReconcileActivities(sessionmaker, gateways, temporal, metrics, book)
-    rails = build_rails(settings.sim_url, settings.sim_secret, settings.payout_rail_timeout_seconds)
+    rails = build_rails(settings)
     payouts = PayoutActivities(sessionmaker, vault, rails, temporal, settings)
     return [
         orders.open_order,

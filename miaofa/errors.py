@@ -111,6 +111,10 @@ class CouponCurrency(InvalidInput):
     error = "coupon_currency"
 
 
+class RailNotOffered(InvalidInput):  # a payout rail this deployment does not offer
+    error = "rail_not_offered"
+
+
 class CouponCodeTaken(Conflict):  # the shop already has a coupon with this code
     error = "coupon_code_taken"
 

@@ -123,6 +123,7 @@ class Settings(BaseSettings):
     payout_return_watch_seconds: int = Field(default=7 * 86400, ge=0)  # after paid: a bank may still return it
     payout_return_poll_seconds: float = Field(default=6 * 3600, gt=0)
     payout_rail_timeout_seconds: float = Field(default=10, gt=0)  # one call to a rail; past it: unknown
+    payout_alipay: bool = False  # offer Alipay 单笔转账 (needs the platform's Alipay app and that product)
 
     @field_validator("risk_rules_file")
     @classmethod

@@ -15,8 +15,8 @@ from api.schemas import Plain, plain
 from miaofa import audit
 from miaofa import contract as c
 from miaofa.db.payout_tables import WITHDRAWAL_STATUSES
-from miaofa.errors import MissingInput, NotFound
-from miaofa.payouts import destinations, withdrawals
+from miaofa.errors import MissingInput, NotFound, RailNotOffered
+from miaofa.payouts import destinations, rail_set, withdrawals
 from miaofa.text import plain_pattern
 
 merchant_router = APIRouter(prefix="/merchant", tags=["merchant payouts"])
@@ -56,6 +56,9 @@ async def add_destination(
     body: DestinationIn, holder: OwnerDep, state: StateDep, session: SessionDep
 ) -> dict[str, Any]:
     """Save where withdrawals go (owner only). Usable after the cooling-off; shown masked from now on."""
+    offered = rail_set.offered(state.settings)
+    if body.rail not in offered:
+        raise RailNotOffered(f"rail: not offered here; one of: {', '.join(offered) or 'none'}")
     made = await destinations.add(
         session,
         state.vault,

@@ -116,7 +116,7 @@ class AlipayGateway:
             raise GatewayRefused("alipay query: no out_trade_no")
         try:
             data = await self._call("query", "alipay.trade.query", {"out_trade_no": out_trade_no})
-        except _BusinessFailure as failure:
+        except BusinessFailure as failure:
             if failure.sub_code == "ACQ.TRADE_NOT_EXIST":  # not opened or scanned yet
                 return PaymentState(out_trade_no, out_trade_no, "pending", 0, CURRENCY)
             raise failure.refused() from None
@@ -144,7 +144,7 @@ class AlipayGateway:
         out_trade_no = payment_id or order_id
         try:
             data = await self._call("close", "alipay.trade.close", {"out_trade_no": out_trade_no})
-        except _BusinessFailure as failure:
+        except BusinessFailure as failure:
             if failure.sub_code == "ACQ.TRADE_NOT_EXIST":  # never opened; time_expire stops it later
                 return PaymentState(out_trade_no, out_trade_no, "closed", 0, CURRENCY)
             if failure.sub_code == "ACQ.TRADE_STATUS_ERROR":  # paid (or closed) meanwhile: say which
@@ -162,7 +162,7 @@ class AlipayGateway:
         }
         try:
             data = await self._call("refund", "alipay.trade.refund", biz)
-        except _BusinessFailure as failure:
+        except BusinessFailure as failure:
             raise failure.refused() from None
         self._same_trade("refund", data, out_trade_no)
         # fund_change "N" is a repeated out_request_no: the refund was made by the first call.
@@ -208,7 +208,12 @@ class AlipayGateway:
 
     # ---- helpers ----
 
-    def _signed(self, method: str, biz: Mapping[str, str], **extra: str) -> dict[str, str]:
+    async def call(self, op: str, method: str, biz: Mapping[str, Any]) -> dict[str, Any]:
+        """A signed call and its verified 10000 answer, for the payout rail (miaofa/payouts/alipay_rail.py):
+        BusinessFailure for a signed 40004, GatewayRefused for 40001-40003, GatewayError otherwise."""
+        return await self._call(op, method, biz)
+
+    def _signed(self, method: str, biz: Mapping[str, Any], **extra: str) -> dict[str, str]:
         params = {
             "app_id": self._app_id,
             "method": method,
@@ -235,8 +240,8 @@ class AlipayGateway:
             return False
         return True
 
-    async def _call(self, op: str, method: str, biz: Mapping[str, str], **extra: str) -> dict[str, Any]:
-        """The verified `<method>_response` of a 10000 answer; _BusinessFailure for 40004."""
+    async def _call(self, op: str, method: str, biz: Mapping[str, Any], **extra: str) -> dict[str, Any]:
+        """The verified `<method>_response` of a 10000 answer; BusinessFailure for 40004."""
         response = await self._http.request(
             op,
             "POST",
@@ -267,7 +272,7 @@ class AlipayGateway:
         if code == "10000":
             return data
         if code == "40004" and sub_code != "ACQ.SYSTEM_ERROR":
-            raise _BusinessFailure(op, sub_code)
+            raise BusinessFailure(op, sub_code)
         if code in ("40001", "40002", "40003"):  # missing or invalid arguments, no permission: asking again fails
             raise GatewayRefused(f"alipay {op}: {code} {sub_code}")
         raise GatewayError(f"alipay {op}: {code} {sub_code}")  # 20000 and anything unknown: ask again
@@ -279,7 +284,7 @@ class AlipayGateway:
             raise GatewayError(f"alipay {op}: response is for another trade")
 
 
-class _BusinessFailure(Exception):
+class BusinessFailure(Exception):
     """A signed 40004 answer; the caller decides what its sub_code means for the operation."""
 
     def __init__(self, op: str, sub_code: str) -> None:

@@ -105,10 +105,3 @@ class SimulatorRail:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-
-def build_rails(sim_url: str, sim_secret: str, timeout: float) -> dict[str, PayoutRail]:
-    rails: dict[str, PayoutRail] = {}
-    if sim_secret:
-        rails["simulator"] = SimulatorRail(sim_url, sim_secret, timeout)
-    return rails

@@ -92,6 +92,17 @@ class Trade:
 
 
 @dataclass
+class AlipayTransfer:
+    out_biz_no: str
+    trans_amount: str
+    payee: dict[str, Any]
+    status: str  # SUCCESS | DEALING | FAIL | REFUND
+    error_code: str = ""
+    order_id: str = field(default_factory=lambda: "2026" + uuid.uuid4().hex[:28])
+    submits: int = 1
+
+
+@dataclass
 class SentNotify:
     params: dict[str, str]
     status_code: int
@@ -110,6 +121,10 @@ class FakeAlipay:
         self.tamper: dict[str, Any] = {}  # fields forced into every 10000 answer (a confused gateway)
         self.calls: list[tuple[str, dict[str, Any]]] = []  # (method, biz_content) of every verified request
         self.sent: list[SentNotify] = []
+        self.transfers: dict[str, AlipayTransfer] = {}  # out_biz_no → the one transfer under it
+        # What the next new transfer does: "SUCCESS", "DEALING", "REFUND", or "PAYEE_…" (a payee refusal);
+        # "lost": made, but the caller is told 20000 (the answer lost on the way back).
+        self.transfer_mode = "SUCCESS"
         self._tasks: set[asyncio.Task] = set()
         self.app = Starlette(routes=[Route("/gateway.do", self._gateway, methods=["GET", "POST"])])
 
@@ -140,6 +155,8 @@ class FakeAlipay:
             "alipay.trade.query": self._query,
             "alipay.trade.close": self._close,
             "alipay.trade.refund": self._refund,
+            "alipay.fund.trans.uni.transfer": self._transfer,
+            "alipay.fund.trans.common.query": self._transfer_query,
         }.get(method)
         if handler is None or request.method != "POST":
             return self._answer(
@@ -271,6 +288,47 @@ class FakeAlipay:
             "fund_change": fund_change,
             "refund_fee": f"{trade.refund_fee:.2f}",
             "gmt_refund_pay": now_text(),
+        }
+
+    def _transfer(self, biz: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
+        if biz.get("product_code") != "TRANS_ACCOUNT_NO_PWD" or biz.get("biz_scene") != "DIRECT_TRANSFER":
+            return _failed("INVALID_PARAMETER")
+        known = self.transfers.get(biz["out_biz_no"])
+        if known is not None:  # idempotent on out_biz_no: the same transfer, never a second one
+            if known.trans_amount != biz["trans_amount"] or known.payee != biz["payee_info"]:
+                return _failed("PARAM_ILLEGAL")  # the same number with other parameters is refused
+            known.submits += 1
+            return self._transfer_answer(known)
+        mode = self.transfer_mode
+        if mode.startswith("PAYEE_"):
+            return _failed(mode)  # refused at once: no transfer exists under this number
+        status = "SUCCESS" if mode == "lost" else mode
+        transfer = AlipayTransfer(biz["out_biz_no"], biz["trans_amount"], biz["payee_info"], status)
+        self.transfers[transfer.out_biz_no] = transfer
+        if mode == "lost":
+            return {"code": "20000", "msg": "Service Currently Unavailable", "sub_code": "isp.unknow-error"}
+        return self._transfer_answer(transfer)
+
+    def _transfer_query(self, biz: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
+        transfer = self.transfers.get(biz.get("out_biz_no", ""))
+        if transfer is None:
+            return _failed("ORDER_NOT_EXIST")
+        answer = self._transfer_answer(transfer)
+        if transfer.status == "FAIL":
+            answer.update(error_code=transfer.error_code, fail_reason=transfer.error_code.lower())
+        return answer
+
+    @staticmethod
+    def _transfer_answer(transfer: "AlipayTransfer") -> dict[str, Any]:
+        return {
+            "code": "10000",
+            "msg": "Success",
+            "out_biz_no": transfer.out_biz_no,
+            "order_id": transfer.order_id,
+            "pay_fund_order_id": transfer.order_id[::-1],
+            "status": transfer.status,
+            "trans_date": now_text(),
+            "trans_amount": transfer.trans_amount,
         }
 
     # ---- the buyer and the notifies ----
