@@ -5,8 +5,11 @@ out_biz_no whatever is lost on the way, or the money back with the payee-side re
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import parse_qsl
 
+import httpx
 import pytest
+from alipay import AliPay
 
 from miaofa import contract as c
 from miaofa import steps as s
@@ -15,7 +18,7 @@ from miaofa.payouts.rails import Transfer
 from tests.conftest import stack_settings
 from tests.gateways.test_gateway_alipay import settings as alipay_settings
 from tests.helpers import payouts as p
-from tests.helpers.fakes.alipay import FakeAlipay, new_key
+from tests.helpers.fakes.alipay import FakeAlipay, new_key, private_pem, public_pem
 from tests.helpers.servers import bind, serve
 from tests.helpers.stack import Stack, running_stack
 
@@ -202,3 +205,30 @@ async def test_a_rail_the_deployment_does_not_offer_is_refused(dev_stack: Stack)
     )
     assert refused.status_code == 422
     assert refused.json() == {"error": "rail_not_offered", "detail": "rail: not offered here; one of: simulator"}
+
+
+async def test_python_alipay_sdk_agrees_on_the_transfer_request_and_answer(rail, fake, fake_url, app_key) -> None:
+    """The SDK's own signing of a uni.transfer is accepted by the fake, our rail reads the transfer it
+    made, and the SDK verifies the answer the rail verified: the three agree on the wire."""
+    sdk = AliPay(APP_ID, None, private_pem(app_key), public_pem(fake.key), sign_type="RSA2")
+    number = "w_sdk_" + uuid.uuid4().hex[:12]
+    biz = {
+        "out_biz_no": number,
+        "trans_amount": "12.30",
+        "product_code": "TRANS_ACCOUNT_NO_PWD",
+        "biz_scene": "DIRECT_TRANSFER",
+        "payee_info": {"identity": PAYEE, "identity_type": "ALIPAY_LOGON_ID", "name": "张三"},
+    }
+    body = sdk.sign_data(sdk.build_body("alipay.fund.trans.uni.transfer", biz))
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            fake_url[1], content=body, headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"}
+        )
+    made = sdk._verify_and_return_sync_response(answer.text, "alipay_fund_trans_uni_transfer_response")
+    assert (made["out_biz_no"], made["status"]) == (number, "SUCCESS")
+    assert fake.transfers[number].trans_amount == "12.30"
+    assert await rail.query(number) == s.TransferAnswer(s.TRANSFER_PAID, code="SUCCESS")
+
+    ours = rail._alipay._signed("alipay.fund.trans.uni.transfer", biz)  # the rail's request, as sent
+    unsigned = {k: v for k, v in ours.items() if k != "sign"}
+    assert dict(parse_qsl(sdk.sign_data(unsigned)))["sign"] == ours["sign"]
