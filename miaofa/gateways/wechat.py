@@ -5,6 +5,7 @@ Every merchant request is signed with the merchant key; every answer and notify 
 (a 微信支付公钥 named by its id, or the platform certificates from /v3/certificates) and checked here.
 """
 
+import base64
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -13,7 +14,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from miaofa.gateways import wechat_wire as wire
 from miaofa.gateways.base import (
@@ -71,6 +73,7 @@ class WechatGateway:
             load_public_key(settings.public_key, WechatSettings.env_name("public_key")) if settings.public_key else None
         )
         self._public_key_id = settings.public_key_id
+        self._wechat_public_key = public_key  # also seals a payee's name for a transfer
         self._keys = PlatformKeys(public_key, settings.public_key_id, self._fetch_certificates, monotonic)
         self._urls = {"primary": settings.base_url.rstrip("/"), "backup": settings.backup_url.rstrip("/")}
         self._http = GatewayHttp("wechat", client, REQUEST_TIMEOUT_SECONDS)
@@ -279,6 +282,22 @@ class WechatGateway:
         )
 
     # ---- HTTP ----
+
+    async def call(self, op: str, method: str, path: str, payload: dict[str, Any] | None = None) -> httpx.Response:
+        """A signed request and its answer, verified when 2xx, for the payout rail
+        (miaofa/payouts/wechat_rail.py): GatewayError for a 5xx, a transport failure or a bad signature."""
+        return await self._call(op, method, path, payload=payload)
+
+    def seal_for_wechat(self, text: str) -> tuple[str, str]:
+        """A payee's name as WeChat wants it (RSA-OAEP with WeChat Pay's public key) and the key's id;
+        GatewayRefused without a public key (platform certificates are not used for this)."""
+        public = self._wechat_public_key
+        if public is None or not self._public_key_id:
+            raise GatewayRefused("wechat: a payee's name needs MIAOFA_WECHAT__PUBLIC_KEY and PUBLIC_KEY_ID")
+        sealed = public.encrypt(
+            text.encode(), padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+        )
+        return base64.b64encode(sealed).decode(), self._public_key_id
 
     async def _call(
         self,

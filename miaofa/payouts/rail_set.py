@@ -1,9 +1,11 @@
 """The payout rails this deployment offers, built from the settings: the simulator's when it has a
-secret, Alipay's 单笔转账 when PAYOUT_ALIPAY is on and the platform's Alipay app is configured (the
-transfer product is signed for separately at Alipay, so it is never on by default)."""
+secret, Alipay's 单笔转账 when PAYOUT_ALIPAY is on and the platform's Alipay app is configured, WeChat's
+商家转账 when PAYOUT_WECHAT is on and the platform's WeChat Pay merchant is (each transfer product is
+signed for separately, so none is on by default)."""
 
 from miaofa.payouts.alipay_rail import AlipayRail
 from miaofa.payouts.rails import PayoutRail, SimulatorRail
+from miaofa.payouts.wechat_rail import WechatRail
 from miaofa.settings import Settings
 
 
@@ -14,6 +16,8 @@ def offered(settings: Settings) -> tuple[str, ...]:
         rails.append("simulator")
     if settings.payout_alipay and settings.alipay.configured():
         rails.append("alipay")
+    if settings.payout_wechat and settings.wechat.configured():
+        rails.append("wechat")
     return tuple(rails)
 
 
@@ -25,4 +29,7 @@ def build_rails(settings: Settings) -> dict[str, PayoutRail]:
             rails[name] = SimulatorRail(settings.sim_url, settings.sim_secret, timeout)
         elif name == "alipay":
             rails[name] = AlipayRail(settings.alipay)  # its own client, closed with it
+        elif name == "wechat":
+            report = dict(item.split("=", 1) for item in settings.payout_wechat_scene_report.split(";") if "=" in item)
+            rails[name] = WechatRail(settings.wechat, settings.payout_wechat_scene_id, report)
     return rails

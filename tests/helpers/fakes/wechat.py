@@ -134,6 +134,7 @@ class FakeWechat:
         self.refund_status = "PROCESSING"
         self.certificate_fetches = 0
         self.calls: list[tuple[str, str, str]] = []  # (host, method, path) of authenticated requests
+        self.more_routes: list[tuple[str, Any, str]] = []  # (path, handler, method): other products' APIs
 
     @property
     def serial(self) -> str:
@@ -252,6 +253,7 @@ class FakeWechat:
                 route("/v3/pay/transactions/out-trade-no/{no}/close", self._close, "POST"),
                 route("/v3/refund/domestic/refunds", self._refund, "POST"),
                 route("/v3/certificates", self._certificates, "GET"),
+                *[route(path, handler, method) for path, handler, method in self.more_routes],
             ]
         )
 
