@@ -125,6 +125,7 @@ class Settings(BaseSettings):
     payout_rail_timeout_seconds: float = Field(default=10, gt=0)  # one call to a rail; past it: unknown
     payout_alipay: bool = False  # offer Alipay 单笔转账 (needs the platform's Alipay app and that product)
     payout_wechat: bool = False  # offer WeChat 商家转账 (needs the platform's WeChat Pay merchant and that product)
+    payout_stripe: bool = False  # offer Stripe Connect transfers to the merchant's connected account (acct_…)
     payout_wechat_scene_id: str = "1005"  # the transfer scene signed for at WeChat (1005: 佣金报酬)
     payout_wechat_scene_report: str = "岗位类型=店铺经营者;报酬说明=店铺销售结算"  # the scene's report, type=text;…
 

@@ -187,13 +187,26 @@ class StripeGateway:
             return None
         return self._json(op, response)
 
-    async def _call(
-        self, op: str, method: str, path: str, data: dict[str, str] | None = None, idempotency_key: str | None = None
+    async def send(
+        self,
+        op: str,
+        method: str,
+        path: str,
+        data: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        params: dict[str, str] | None = None,
     ) -> httpx.Response:
+        """One authenticated call and Stripe's answer as it is (the payout rail reads its error codes
+        itself); GatewayError only for a transport failure."""
         headers = {"Authorization": f"Bearer {self._secret_key}"}
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
-        response = await self._http.request(op, method, self._base_url + path, headers=headers, data=data)
+        return await self._http.request(op, method, self._base_url + path, headers=headers, data=data, params=params)
+
+    async def _call(
+        self, op: str, method: str, path: str, data: dict[str, str] | None = None, idempotency_key: str | None = None
+    ) -> httpx.Response:
+        response = await self.send(op, method, path, data, idempotency_key)
         if response.status_code < 300:
             return response
         # Stripe's own message may quote part of the key ("sk_test_****abcd"): keep only type and code.

@@ -15,7 +15,12 @@ from miaofa.crypto.vault import Vault
 from miaofa.db.payout_tables import PayoutDestination
 from miaofa.errors import NotFound
 
-RAILS = ("simulator", "alipay", "wechat")  # the rails a destination may name (this deployment offers: rail_set.offered)
+RAILS = (
+    "simulator",
+    "alipay",
+    "wechat",
+    "stripe",
+)  # the rails a destination may name (this deployment offers: rail_set.offered)
 
 
 def mask(account: str, name: str) -> str:
