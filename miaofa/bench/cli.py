@@ -23,6 +23,7 @@ for name, command in (
     ("durability-cost", cli_shop.durability_cost),
     ("import-keys", cli_shop.import_keys),
     ("sync-commit", cli_shop.sync_commit),
+    ("payouts", cli_shop.payouts),
     ("up-time", cli_alone.up_time),
     ("risk-chain", cli_alone.risk_chain),
     ("sim-storage", cli_alone.sim_storage),

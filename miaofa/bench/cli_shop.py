@@ -259,3 +259,33 @@ def sync_commit(
         warmup=warmup,
         at=at,
     )
+
+
+def payouts(
+    withdrawals: Annotated[int, typer.Option(min=1, help="Withdrawals, one after another.")] = 50,
+    amount: Annotated[int, typer.Option(min=1, help="Minor units each (under PAYOUT_AUTO_APPROVE_CENTS).")] = 500,
+    poll_ms: Annotated[float, typer.Option(min=1, help="How often the withdrawal is polled.")] = 20,
+    timeout: Annotated[float, typer.Option(help="Seconds one withdrawal may take.")] = 60,
+    start: Start = False,
+    set_: Set = None,
+    keep_data: KeepData = False,
+    json_path: JsonPath = None,
+    out_dir: OutDir = Path("."),
+    warmup: Warmup = True,
+    at: At = None,
+) -> None:
+    """Withdrawals on the simulator's rail, one at a time: request → paid [p50 ≤ 1 s, p99 ≤ 3 s]."""
+    from miaofa.bench import payouts as scenario
+
+    _go(
+        "payouts",
+        {"withdrawals": withdrawals, "amount": amount, "poll_ms": poll_ms},
+        lambda b: scenario.run(b, withdrawals, amount, poll_ms, timeout),
+        start=start,
+        set_=set_,
+        keep_data=keep_data,
+        json_path=json_path,
+        out_dir=out_dir,
+        warmup=warmup,
+        at=at,
+    )

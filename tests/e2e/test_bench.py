@@ -168,3 +168,36 @@ def test_the_ledger_check_bench_seeds_books_that_add_up(tmp_path: Path) -> None:
     metrics = json.loads(result.read_text())["metrics"]
     assert (metrics["orders"], metrics["entries"]) == (200, 660)  # 3 per sale, 3 per refund of one in ten
     assert len(metrics["check_seconds"]) == 3
+
+
+def test_the_payouts_bench_pays_withdrawals_on_a_started_stack(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIAOFA_")}
+    result = tmp_path / "payouts.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "miaofa.cli",
+            "bench",
+            "payouts",
+            "--start",
+            "--withdrawals",
+            "3",
+            "--json",
+            str(result),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads(result.read_text())
+    assert "error" not in record
+    assert record["params"] == {"withdrawals": 3, "amount": 500, "poll_ms": 20.0}
+    assert record["metrics"]["withdrawals"] == 3
+    for name in ("request_to_paid_db_ms", "request_to_paid_seen_ms"):
+        assert record["metrics"][name]["n"] == 3
+        assert 0 < record["metrics"][name]["p50"] <= record["metrics"][name]["max"]
+    assert [t["name"] for t in record["targets"]] == ["request → paid p50 (DB)", "request → paid p99 (DB)"]
