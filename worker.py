@@ -16,6 +16,7 @@ from activities.email import EmailActivities
 from activities.ledger import LedgerActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
+from activities.payout_reconcile import PayoutReconcileActivities
 from activities.payouts import PayoutActivities
 from activities.reconcile import ReconcileActivities
 from miaofa import contract
@@ -76,6 +77,7 @@ def saga_activities(
     reconcile = ReconcileActivities(sessionmaker, gateways, temporal, metrics, book)
     rails = build_rails(settings)
     payouts = PayoutActivities(sessionmaker, vault, rails, temporal, settings)
+    payout_reconcile = PayoutReconcileActivities(sessionmaker, rails)
     return [
         orders.open_order,
         orders.record_stage,
@@ -100,6 +102,7 @@ def saga_activities(
         payouts.query_transfer,
         payouts.cancel_transfer,
         payouts.start_waiting_payouts,
+        payout_reconcile.reconcile_payouts,
     ]
 
 

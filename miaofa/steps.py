@@ -240,6 +240,7 @@ QUERY_TRANSFER = "query_transfer"
 CANCEL_TRANSFER = "cancel_transfer"
 SETTLE_PAYOUT = "settle_payout"
 START_WAITING_PAYOUTS = "start_waiting_payouts"  # reconciliation's sweep: withdrawals left `requested`
+RECONCILE_PAYOUTS = "reconcile_payouts"  # each rail's record of transfers against the withdrawals
 
 # A rail's answer about one transfer (miaofa/payouts/rails.py maps each rail's words to these).
 TRANSFER_PAID = "paid"

@@ -18,3 +18,5 @@ LATE_PAYMENT_CLAIMS_COUPON = "2026-12-late-payment-claims-coupon"
 # 2026-12: ReconcileWorkflow also starts the workflow of any withdrawal left `requested` (Temporal did
 # not answer the API after the withdrawal's commit).
 RECONCILE_STARTS_WAITING_PAYOUTS = "2026-12-reconcile-starts-waiting-payouts"
+# 2026-12: ReconcileWorkflow also compares each payout rail's record of transfers with the withdrawals.
+RECONCILE_CHECKS_PAYOUTS = "2026-12-reconcile-checks-payouts"

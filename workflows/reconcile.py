@@ -38,4 +38,14 @@ class ReconcileWorkflow:
                 start_to_close_timeout=timedelta(minutes=2),
                 retry_policy=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=5),
             )
+        if workflow.patched(patches.RECONCILE_CHECKS_PAYOUTS):
+            found = await workflow.execute_activity(
+                s.RECONCILE_PAYOUTS,
+                window,
+                result_type=dict[str, int],
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=5),
+            )
+            for kind, count in found.items():
+                report.findings[kind] = report.findings.get(kind, 0) + count
         return report

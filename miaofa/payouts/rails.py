@@ -21,6 +21,16 @@ class Transfer:
     name: str
 
 
+@dataclass(frozen=True)
+class RailTransfer:
+    """One line of a rail's own record of transfers (for reconciliation)."""
+
+    number: str
+    status: str  # a TRANSFER_* status
+    amount_cents: int
+    currency: str
+
+
 class PayoutRail(Protocol):
     name: str
     can_cancel: bool  # a transfer waiting for the payee's confirmation can be withdrawn
@@ -50,6 +60,7 @@ SIMULATOR_STATUSES = {
 class SimulatorRail:
     name = "simulator"
     can_cancel = True
+    has_statement = True  # GET /api/payouts: every transfer it holds (a real rail's bill: issue 22)
 
     def __init__(self, base_url: str, secret: str, timeout: float) -> None:
         self._http = httpx.AsyncClient(
@@ -71,6 +82,20 @@ class SimulatorRail:
 
     async def cancel(self, number: str) -> s.TransferAnswer:
         return await self._call("POST", f"/api/payouts/{number}/cancel")
+
+    async def statement(self) -> list[RailTransfer]:
+        """The rail's record of every transfer; raises httpx.HTTPError or ValueError when unreadable."""
+        response = await self._http.get("/api/payouts")
+        response.raise_for_status()
+        return [
+            RailTransfer(
+                str(t["transfer_no"]),
+                SIMULATOR_STATUSES.get(str(t["status"]), s.TRANSFER_UNKNOWN),
+                int(t["amount_cents"]),
+                str(t["currency"]),
+            )
+            for t in response.json()
+        ]
 
     async def _call(self, method: str, path: str, json: dict[str, Any] | None = None) -> s.TransferAnswer:
         try:
