@@ -12,7 +12,7 @@ from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.direct.book import GatewayBook
 from miaofa.gateways.base import Gateway, GatewayError
-from miaofa.payments import reconcile
+from miaofa.payments import clearing, reconcile
 from miaofa.telemetry.metrics import WorkerMetrics, merchant_label
 from miaofa.temporal.signals import signal_payment, start_stray_review
 
@@ -54,6 +54,8 @@ class ReconcileActivities:
                 raise _gateway_failed(exc) from exc
             async with transaction(self.sessionmaker) as session:
                 findings = await reconcile.compare(session, name, entries, step.start, step.end, account)
+                if account is None:  # the platform's clearing account against its own statement
+                    findings += await clearing.differences(session, name, entries)
             done = []
             nudged, refunds = report.orders_nudged, report.refunds_started
             for finding in findings:

@@ -13,6 +13,7 @@ from temporalio.client import ScheduleIntervalSpec
 
 from miaofa import contract as c
 from miaofa.db.models import ReconcileFinding
+from miaofa.ledger.posting import PLATFORM, credit, debit, post
 from miaofa.payments import reconcile
 from miaofa.temporal.schedules import apply_reconcile_schedule
 from tests.conftest import stack_settings
@@ -183,3 +184,31 @@ async def test_the_reconcile_schedule_is_applied_idempotently(dev_env) -> None:
         assert described.schedule.spec.intervals == [ScheduleIntervalSpec(every=timedelta(seconds=900))]
     finally:
         await handle.delete()
+
+
+async def test_the_clearing_account_is_held_to_the_gateways_statement(dev_stack: Stack) -> None:
+    """A delivered order's payment sits in gateway_clearing exactly as the statement says; a posting
+    that takes some of it out without the gateway's word is a clearing_differs finding."""
+    sku = await dev_stack.product(1)
+    order = await dev_stack.ordered(sku)
+    await dev_stack.pay(order)
+    await dev_stack.wait_status(order, c.DELIVERED)
+    payment_id = order["payment"]["payment_id"]
+    await _reconcile(dev_stack)
+    assert [kind for kind, _, _ in await _findings(dev_stack, payment_id)] == []
+
+    async with dev_stack.sessionmaker.begin() as session:  # money leaves the clearing account unseen
+        await post(
+            session,
+            key=f"refund:{order['order_id']}",
+            kind="test_tamper",
+            currency="CNY",
+            lines=[credit(PLATFORM, "gateway_clearing:simulator", 100), debit(PLATFORM, "world", 100)],
+            at=datetime.now(UTC),
+        )
+    report = await _reconcile(dev_stack)
+    assert report.findings.get("clearing_differs", 0) >= 1
+    assert await _findings(dev_stack, payment_id) == [("clearing_differs", "flag", 1)]
+    async with dev_stack.sessionmaker() as session:
+        row = await session.scalar(select(ReconcileFinding).where(ReconcileFinding.payment_id == payment_id))
+        assert row is not None and row.amount_cents == 100  # what the ledger is short of the statement

@@ -58,10 +58,13 @@ async def test_a_payment_for_a_closed_order_is_refunded(dev_env, sessionmaker, s
 
         async def notify_logged() -> list[NotifyLog]:  # it finds no open order, and hands the money to a review
             async with stack.sessionmaker() as session:
-                return list(await session.scalars(select(NotifyLog).where(NotifyLog.order_id == order["order_id"])))
+                rows = select(NotifyLog).where(NotifyLog.order_id == order["order_id"]).order_by(NotifyLog.id)
+                return list(await session.scalars(rows))
 
         logged = await eventually(notify_logged, message="the late notify to be logged")
-        assert [(row.outcome, row.detail) for row in logged] == [("stray", "order_closed")]
+        # The payment's notify; the refund's own notify may already follow it (the review is quick).
+        assert [(row.outcome, row.detail) for row in logged[:1]] == [("stray", "order_closed")]
+        assert [(row.outcome, row.detail) for row in logged[1:]] in ([], [("ignored", "refunded")])
         assert await _review(stack, payment_id) == "refunded"
         assert (await stack.sim_payment(payment_id))["status"] == "refunded"
         actions = await _audit(stack, payment_id)
