@@ -83,12 +83,17 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         "withdrawal {0} is {1} but its ledger shows [{2}]",
     ),
     (
-        "reserved_short_of_withdrawals",
-        """SELECT w.merchant_id, w.currency, sum(w.amount_cents) - coalesce(max(a.balance), 0) FROM withdrawals w
-           LEFT JOIN ledger_accounts a ON a.owner = w.merchant_id AND a.kind = 'reserved' AND a.currency = w.currency
-           WHERE w.status IN ('requested', 'in_review', 'approved', 'submitted')
-           GROUP BY w.merchant_id, w.currency HAVING sum(w.amount_cents) > coalesce(max(a.balance), 0) LIMIT 50""",
-        "{0}'s open withdrawals in {1} exceed its reserved balance by {2}",
+        # Both ways: money reserved for no open withdrawal is withheld from the merchant just the same.
+        "reserved_differs_from_withdrawals",
+        """SELECT coalesce(a.owner, w.merchant_id), coalesce(a.currency, w.currency),
+                  coalesce(a.balance, 0), coalesce(w.open, 0)
+           FROM (SELECT owner, currency, balance FROM ledger_accounts WHERE kind = 'reserved') a
+           FULL JOIN (SELECT merchant_id, currency, sum(amount_cents) AS open FROM withdrawals
+                      WHERE status IN ('requested', 'in_review', 'approved', 'submitted')
+                      GROUP BY merchant_id, currency) w
+             ON w.merchant_id = a.owner AND w.currency = a.currency
+           WHERE coalesce(a.balance, 0) <> coalesce(w.open, 0) LIMIT 50""",
+        "{0} has {2} reserved in {1}, its open withdrawals {3}",
     ),
     (
         "payout_clearing_differs",

@@ -228,6 +228,12 @@ async def test_the_check_names_a_withdrawal_whose_money_did_not_move_as_its_stat
         await session.rollback()
     assert ("withdrawal_money_disagrees", f"withdrawal {wid} is failed but its ledger shows [reserved,paid]") in found
     assert any(name == "payout_clearing_differs" for name, _ in found)
+    async with payout_stack.sessionmaker() as session:  # open again: it would need money reserved for it
+        await session.execute(text("UPDATE withdrawals SET status = 'submitted' WHERE id = :w"), {"w": wid})
+        found = {(v.check, v.detail) for v in await check.run(session)}
+        await session.rollback()
+    reserved = f"{shop.merchant_id} has 0 reserved in CNY, its open withdrawals 1000"
+    assert ("reserved_differs_from_withdrawals", reserved) in found
     await p.clean(payout_stack)
 
 
