@@ -29,6 +29,11 @@ class MerchantCreated(BaseModel):
     owner_token: str = Field(description="shown this once; only its keyed hash is kept")
 
 
+class TermsBody(BaseModel):
+    fee_bps: StrictInt = Field(ge=0, le=10000, description="the platform fee, basis points, for later sales")
+    hold_seconds: StrictInt = Field(ge=0, le=accounts.MAX_HOLD_SECONDS, description="the hold after each later sale")
+
+
 class StatusBody(BaseModel):
     reason: Annotated[str, Plain] = Field(default="", max_length=300, description="words the merchant reads")
 
@@ -61,6 +66,19 @@ async def suspend(
 @router.post("/merchants/{slug}/resume")
 async def resume(slug: Slug, actor: AdminDep, session: SessionDep, state: StateDep) -> dict[str, Any]:
     merchant = await accounts.set_status(session, slug, status="active", reason="", actor=actor)
+    await session.commit()
+    state.shops.forget(slug)
+    return accounts.public(merchant)
+
+
+@router.post("/merchants/{slug}/terms")
+async def set_terms(
+    slug: Slug, body: TermsBody, actor: AdminDep, session: SessionDep, state: StateDep
+) -> dict[str, Any]:
+    """A new fee and hold, for later sales only: a sale already made keeps its split and release time."""
+    merchant = await accounts.set_terms(
+        session, slug, fee_bps=body.fee_bps, hold_seconds=body.hold_seconds, actor=actor
+    )
     await session.commit()
     state.shops.forget(slug)
     return accounts.public(merchant)

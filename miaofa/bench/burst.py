@@ -8,6 +8,7 @@ every order is delivered. Prints delivered orders/s from the first create to the
 import asyncio
 import time
 
+from miaofa.bench.base import BenchError
 from miaofa.bench.runner import Bench
 from miaofa.bench.shop_client import (
     Sent,
@@ -72,8 +73,25 @@ async def measure(b: Bench, orders: int, buyers: int, timeout: float, label: str
     }
 
 
-async def run(b: Bench, orders: int, buyers: int, timeout: float) -> None:
-    result = await measure(b, orders, buyers, timeout)
+async def run(
+    b: Bench, orders: int, buyers: int, timeout: float, terms: tuple[int | None, int | None] = (None, None)
+) -> None:
+    """terms: the default shop's fee (bps) and hold (s) during the run, so that each sale locks the
+    platform's fees account and makes a hold (the default shop has neither); restored afterwards."""
+    if terms == (None, None):
+        result = await measure(b, orders, buyers, timeout)
+    else:
+        listed = await b.shop.http.get(f"{b.shop.api}/admin/merchants", headers=b.shop.admin)
+        default = next(m for m in listed.json()["merchants"] if m["slug"] == "default")
+        was = {"fee_bps": default["fee_bps"], "hold_seconds": default["hold_seconds"]}
+        wanted = {"fee_bps": terms[0] if terms[0] is not None else was["fee_bps"]}
+        wanted["hold_seconds"] = terms[1] if terms[1] is not None else was["hold_seconds"]
+        await _terms(b, wanted)
+        try:
+            result = await measure(b, orders, buyers, timeout)
+        finally:
+            await _terms(b, was)
+        b.note(f"the default shop's fee {wanted['fee_bps']} bps and hold {wanted['hold_seconds']} s during the run")
     b.metrics.update(result)
     b.check(
         "delivered orders/s, first create → last delivered",
@@ -94,3 +112,9 @@ async def run(b: Bench, orders: int, buyers: int, timeout: float) -> None:
     )
     for error in result["errors"]:
         b.note(f"refused: {error}")
+
+
+async def _terms(b: Bench, terms: dict[str, int]) -> None:
+    answer = await b.shop.http.post(f"{b.shop.api}/admin/merchants/default/terms", headers=b.shop.admin, json=terms)
+    if answer.status_code != 200:
+        raise BenchError(f"POST /admin/merchants/default/terms answered {answer.status_code}: {answer.text[:200]}")

@@ -44,6 +44,12 @@ def burst(
     orders: Annotated[int, typer.Option(min=1)] = 300,
     buyers: Annotated[int, typer.Option(min=1, help="Concurrent buyers, each creating then paying.")] = 16,
     timeout: Timeout = 600,
+    shop_fee_bps: Annotated[
+        int | None, typer.Option(min=0, max=10000, help="The default shop's fee during the run (then restored).")
+    ] = None,
+    shop_hold_seconds: Annotated[
+        int | None, typer.Option(min=0, help="The default shop's hold during the run (then restored).")
+    ] = None,
     start: Start = False,
     set_: Set = None,
     keep_data: KeepData = False,
@@ -55,10 +61,14 @@ def burst(
     """B buyers at once until N orders: delivered orders/s, first create → last delivered [≥ 40/s]."""
     from miaofa.bench import burst as scenario
 
+    terms = (shop_fee_bps, shop_hold_seconds)
+    params: dict[str, int | None] = {"orders": orders, "buyers": buyers}
+    if terms != (None, None):
+        params |= {"shop_fee_bps": shop_fee_bps, "shop_hold_seconds": shop_hold_seconds}
     _go(
         "burst",
-        {"orders": orders, "buyers": buyers},
-        lambda b: scenario.run(b, orders, buyers, timeout),
+        params,
+        lambda b: scenario.run(b, orders, buyers, timeout, terms),
         start=start,
         set_=set_,
         keep_data=keep_data,

@@ -324,3 +324,25 @@ async def test_a_late_delivery_coupon_is_paid_by_the_platform_not_the_shop(dev_s
     assert (await balance(dev_stack, shop))["available"] == 1800 + 1800  # full price less the fee, twice
     assert await platform(dev_stack, "compensation") == compensation_before + discount
     await clean(dev_stack)
+
+
+async def test_the_admin_api_changes_a_shops_terms_for_later_sales_only(dev_stack: Stack) -> None:
+    """POST /admin/merchants/{slug}/terms (what `miaofa bench burst --shop-fee-bps` uses): a later sale
+    pays the new fee and is held the new hold; bad terms change nothing."""
+    shop = await money_shop(dev_stack, fee_bps=0, hold_seconds=0)
+    await sold(dev_stack, shop, price_cents=1000)
+    path = f"/admin/merchants/{shop.slug}/terms"
+    for bad in ({"fee_bps": 10001, "hold_seconds": 0}, {"fee_bps": "250", "hold_seconds": 0}, {"fee_bps": 1}):
+        assert (await dev_stack.http.post(path, headers=dev_stack.admin, json=bad)).status_code == 422, bad
+    assert (await dev_stack.http.post(path, json={"fee_bps": 1, "hold_seconds": 0})).status_code == 401
+    missing = await dev_stack.http.post(
+        "/admin/merchants/nobody-here/terms", headers=dev_stack.admin, json={"fee_bps": 1, "hold_seconds": 0}
+    )
+    assert missing.status_code == 404
+    changed = await dev_stack.http.post(path, headers=dev_stack.admin, json={"fee_bps": 250, "hold_seconds": 86400})
+    assert changed.status_code == 200 and (changed.json()["fee_bps"], changed.json()["hold_seconds"]) == (250, 86400)
+    fees_before = await platform(dev_stack, "fees")
+    await sold(dev_stack, shop, price_cents=1000)
+    assert await balance(dev_stack, shop) == {"pending": 975, "available": 1000, "reserved": 0, "debt": 0, "payable": 0}
+    assert await platform(dev_stack, "fees") == fees_before + 25
+    await clean(dev_stack)
