@@ -122,7 +122,7 @@ async def set_status(session: AsyncSession, slug: str, *, status: str, reason: s
 
 async def set_terms(session: AsyncSession, slug: str, *, fee_bps: int, hold_seconds: int, actor: str) -> Merchant:
     """A new fee or hold, for later sales only: a sale's split and its hold's release time are fixed
-    when the payment is accepted (miaofa/ledger/order_money.py)."""
+    when the sale is posted, with the keys (miaofa/ledger/order_money.py)."""
     merchant = await by_slug(session, slug)
     _check(merchant.name, merchant.settlement, fee_bps, hold_seconds)
     was = {"fee_bps": merchant.fee_bps, "hold_seconds": merchant.hold_seconds}
