@@ -114,9 +114,11 @@ class RequestLimits:
             return
         try:
             await authenticate(scope, headers.get("authorization"))
-        except MiaofaError as exc:
-            http_metrics.REFUSED.labels("unauthorized").inc()
-            await _refuse(scope, receive, send, exc.status_code, exc.error, exc.detail, {"WWW-Authenticate": "Bearer"})
+        except MiaofaError as exc:  # 401, or 403 for a finance token outside finance's routes
+            unknown = exc.status_code == 401
+            http_metrics.REFUSED.labels("unauthorized" if unknown else "forbidden").inc()
+            challenge = {"WWW-Authenticate": "Bearer"} if unknown else None
+            await _refuse(scope, receive, send, exc.status_code, exc.error, exc.detail, challenge)
             return
         limit = body_limit(path, self.settings)
         if limit is None:
