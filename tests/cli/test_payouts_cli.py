@@ -197,7 +197,7 @@ async def test_bad_input_and_tokens_that_may_not_review(payout_stack: Stack, tmp
             support,
             ("approve", wid, "--reason", "ok"),
             2,
-            "The API refused the token: the token is not the admin token.",
+            "The API refused the token: the token is not the admin token or a finance token.",
         ),
         (None, ("list",), 2, "MIAOFA_STAFF_TOKEN is not set: ask an admin for one (`miaofa tokens add`)."),
     ]
