@@ -104,7 +104,7 @@ def show(
         soft_wrap=True,
     )
     if seen.get("review_reason"):
-        console.print(f"A person reviews it: {seen['review_reason']}.", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"Review required: {seen['review_reason']}.", markup=False, highlight=False, soft_wrap=True)
     print_rows(seen["timeline"], TIMELINE, as_json=False, empty="No timeline yet.", title="Timeline")
 
 
