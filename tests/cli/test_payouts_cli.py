@@ -149,7 +149,19 @@ async def test_approve_and_reject_say_what_happened_and_refusals_exit_1(payout_s
     assert (again.returncode, again.stdout) == (1, "")
     assert again.stderr.strip().startswith("Refused (not_in_review): ")
 
-    shop, second = await _in_review(payout_stack)
+    # A suspended shop's small withdrawal: `show` says why a person reviews it.
+    shop = await p.funded_shop(payout_stack, 3_000_000)
+    dest = await p.destination(payout_stack, shop)
+    suspended = await payout_stack.http.post(
+        f"/admin/merchants/{shop.slug}/suspend", headers=payout_stack.admin, json={"reason": "KYC expired"}
+    )
+    assert suspended.status_code == 200, suspended.text
+    second = await p.withdrawn(payout_stack, shop, 1000, dest)
+    await p.wait_status(payout_stack, shop, second, c.WITHDRAWAL_IN_REVIEW)
+    shown = await asyncio.to_thread(_payouts, payout_stack, tmp_path, finance, "show", second)
+    assert shown.stdout.splitlines()[1] == (
+        "Review required: your shop is suspended (KYC expired), so a person checks every withdrawal before it is sent."
+    )
     rejected = await asyncio.to_thread(
         _payouts, payout_stack, tmp_path, finance, "reject", second, "--reason", "payee name unclear"
     )
