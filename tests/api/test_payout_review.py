@@ -216,6 +216,13 @@ async def test_finance_reviews_withdrawals_and_reads_the_ledger_check_and_nothin
     )
     assert [e["stage"] for e in shown["timeline"]] == ["requested", "in_review"]
     assert p.ACCOUNT not in one.text and p.NAME not in one.text
+    unknown = await payout_stack.http.get("/admin/withdrawals?merchant=no-such-shop", headers=finance)
+    assert (unknown.status_code, unknown.json()) == (
+        404,
+        {"error": "unknown_merchant", "detail": "no merchant 'no-such-shop'"},
+    )
+    odd = await payout_stack.http.get("/admin/withdrawals", params={"merchant": "a'b"}, headers=finance)
+    assert odd.status_code == 422 and set(odd.json()) == {"error", "detail"}, odd.text
     check = await payout_stack.http.get("/admin/ledger/check", headers=finance)
     assert check.status_code == 200 and check.json()["ok"] is True, check.text
 
