@@ -132,6 +132,15 @@ async def test_list_and_show_in_a_pipe_whole_ids_and_the_destination_masked(
         _on_terminal, payout_stack, tmp_path, finance, "payouts", "list", "--merchant", shop.slug
     )
     assert "┃ withdrawal" in table and "━" in table and wid in table
+    for each in (shop, other):  # leave no withdrawal waiting for review
+        listed = await payout_stack.http.get(f"/admin/withdrawals?merchant={each.slug}", headers=payout_stack.admin)
+        for row in listed.json()["withdrawals"]:
+            answer = await payout_stack.http.post(
+                f"/admin/withdrawals/{row['withdrawal_id']}/reject", headers=payout_stack.admin, json={"reason": "tidy"}
+            )
+            assert answer.status_code == 200, answer.text
+    await p.wait_status(payout_stack, shop, wid, c.WITHDRAWAL_REJECTED)
+    await p.clean(payout_stack)
 
 
 async def test_approve_and_reject_say_what_happened_and_refusals_exit_1(payout_stack: Stack, tmp_path: Path) -> None:
