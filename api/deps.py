@@ -1,5 +1,6 @@
 """Dependencies for routes: the app state, a session that commits, and token checks."""
 
+import re
 import secrets
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Annotated, Any
@@ -59,36 +60,62 @@ def same_secret(given: str, expected: str) -> bool:
     return secrets.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
 
 
-async def _actor(state: State, authorization: str | None, role: str) -> str:
-    """Who holds this token, if it may act as `role`: the settings' tokens ("admin", "support"), or a
-    named token (miaofa/staff.py). An admin may do what support does."""
+# Which holders' roles each door lets in. An admin may do what support and finance do; finance lists,
+# approves and rejects withdrawals and reads the ledger check, and nothing else.
+DOORS = {
+    "admin": ("admin",),
+    "support": ("admin", "support"),
+    "finance": ("admin", "finance"),
+}
+NOT_YOURS = {
+    "admin": "the token is not the admin token",
+    "support": "the token is not a support token",
+    "finance": "the token is not the admin token or a finance token",
+}
+# The /admin paths behind FinanceDep, for the request-limits middleware: it checks the door before a
+# byte of the body is read, so a finance token sent elsewhere under /admin is refused there (403).
+# A new finance route is added here too, or finance gets 403 before reaching it.
+FINANCE_PATHS = re.compile(r"^/admin/(withdrawals(/[^/]+(/(approve|reject))?)?|ledger/check)/?$")
+FINANCE_ONLY = (
+    "a finance token may list, approve and reject withdrawals and read the ledger check; this needs another role"
+)
+
+
+async def _holder(state: State, authorization: str | None, door: str) -> staff.Holder | None:
+    """Who holds this token: the settings' tokens (the holders "admin" and "support"), or a named
+    token (miaofa/staff.py); None for a token nobody holds."""
     token = _bearer(authorization)
     settings = state.settings
-    if role == "support" and same_secret(token, settings.support_token):
-        return "support"
+    if door == "support" and same_secret(token, settings.support_token):
+        return staff.Holder("support", "support")
     if same_secret(token, settings.admin_token):
-        return "admin"
-    found = await staff.holder(state.sessionmaker, state.vault, token)
-    if found is not None and (found.role == "admin" or role == "support"):
-        return found.name
-    raise Unauthorized(
-        "the token is not the admin token" if role == "admin" else "the token is not a support token",
-        error="invalid_token",
-    )
+        return staff.Holder("admin", "admin")
+    if same_secret(token, settings.support_token):
+        return staff.Holder("support", "support")
+    return await staff.holder(state.sessionmaker, state.vault, token)
 
 
-# The request-limits middleware checks the token first and leaves the holder here, so a request
-# costs one lookup.
+def permit(holder: staff.Holder | None, door: str) -> str:
+    """The holder's name, if its role opens this door. A finance token is known here and refused what
+    is not finance's (403); any other token that does not open the door is not this door's (401)."""
+    if holder is not None and holder.role in DOORS[door]:
+        return holder.name
+    if holder is not None and holder.role == "finance":
+        raise Forbidden(FINANCE_ONLY)
+    raise Unauthorized(NOT_YOURS[door], error="invalid_token")
+
+
+# The request-limits middleware checks the token first and leaves its holder here, so a request
+# costs one lookup whichever doors its route then asks for.
 ACTOR_SCOPE_KEY = "miaofa.actor"
 
 
-async def actor_for(state: State, scope: MutableMapping[str, Any], authorization: str | None, role: str) -> str:
-    known = scope.get(ACTOR_SCOPE_KEY)
-    if known is not None and known[0] == role:
-        return known[1]
-    actor = await _actor(state, authorization, role)
-    scope[ACTOR_SCOPE_KEY] = (role, actor)
-    return actor
+async def actor_for(state: State, scope: MutableMapping[str, Any], authorization: str | None, door: str) -> str:
+    if ACTOR_SCOPE_KEY in scope:
+        return permit(scope[ACTOR_SCOPE_KEY], door)
+    holder = await _holder(state, authorization, door)
+    scope[ACTOR_SCOPE_KEY] = holder
+    return permit(holder, door)
 
 
 async def require_admin(
@@ -103,8 +130,15 @@ async def require_support(
     return await actor_for(state, request.scope, authorization, "support")
 
 
+async def require_finance(
+    request: Request, state: StateDep, authorization: Annotated[str | None, Header()] = None
+) -> str:
+    return await actor_for(state, request.scope, authorization, "finance")
+
+
 AdminDep = Annotated[str, Depends(require_admin)]
 SupportDep = Annotated[str, Depends(require_support)]
+FinanceDep = Annotated[str, Depends(require_finance)]  # withdrawals' review and the ledger check
 
 
 # ---- merchants: a merchant token opens that merchant's own things, and nothing else ----------------

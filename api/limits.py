@@ -3,9 +3,10 @@ merchant callers authenticated before a byte of their body is read.
 
 `RequestLimits` is a pure ASGI middleware, so it decides before any route, dependency or body
 parser runs:
-- /admin…, /support… and /merchant… need a valid bearer token, checked from the headers alone (a named
-  token costs one indexed lookup of its hash) (401); a method their route does not take is a 405
-  with `Allow` first, whoever asks (TRACE included), as on every other path;
+- /admin… (an admin token, or a finance token on finance's paths: 403 elsewhere), /support… and
+  /merchant… need a valid bearer token, checked from the headers alone (a named token costs one
+  indexed lookup of its hash) (401); a method their route does not take is a 405 with `Allow`
+  first, whoever asks (TRACE included), as on every other path;
 - a declared Content-Length over the route's limit is refused at once (413), and a body without
   one (chunked) is counted while the route reads it and stopped at the limit (413);
 - both early refusals close the connection, so the rest of the body is never read.
@@ -87,9 +88,14 @@ def unrouted_method(scope: Scope) -> set[str] | None:
 async def authenticate(scope: Scope, authorization: str | None) -> None:
     """Unauthorized unless the caller may use this path at all (the route decides the rest)."""
     path: str = scope["path"]
-    role = "admin" if _under(path, "/admin") else "support" if _under(path, "/support") else None
-    if role is not None:
-        await deps.actor_for(scope["app"].state.miaofa, scope, authorization, role)
+    # Under /admin, finance's few paths let in finance tokens too; elsewhere a finance token is 403.
+    door = None
+    if _under(path, "/admin"):
+        door = "finance" if deps.FINANCE_PATHS.match(path) else "admin"
+    elif _under(path, "/support"):
+        door = "support"
+    if door is not None:
+        await deps.actor_for(scope["app"].state.miaofa, scope, authorization, door)
     elif _under(path, "/merchant"):
         await deps.merchant_for(scope["app"].state.miaofa, scope, authorization)
 
@@ -111,9 +117,11 @@ class RequestLimits:
             return
         try:
             await authenticate(scope, headers.get("authorization"))
-        except MiaofaError as exc:
-            http_metrics.REFUSED.labels("unauthorized").inc()
-            await _refuse(scope, receive, send, exc.status_code, exc.error, exc.detail, {"WWW-Authenticate": "Bearer"})
+        except MiaofaError as exc:  # 401, or 403 for a finance token outside finance's routes
+            unknown = exc.status_code == 401
+            http_metrics.REFUSED.labels("unauthorized" if unknown else "forbidden").inc()
+            challenge = {"WWW-Authenticate": "Bearer"} if unknown else None
+            await _refuse(scope, receive, send, exc.status_code, exc.error, exc.detail, challenge)
             return
         limit = body_limit(path, self.settings)
         if limit is None:

@@ -25,7 +25,16 @@ from api.state import State
 from api.stock_hint import ProductInfo
 from miaofa import contract as c
 from miaofa import coupons, errors, lang, orders
-from miaofa.errors import Conflict, InvalidInput, MiaofaError, NotFound, OrderTimeout, SoldOut, Unavailable
+from miaofa.errors import (
+    Conflict,
+    InvalidInput,
+    MerchantSuspended,
+    MiaofaError,
+    NotFound,
+    OrderTimeout,
+    SoldOut,
+    Unavailable,
+)
 from miaofa.risk import admission
 
 log = logging.getLogger("miaofa.api.shop")
@@ -120,7 +129,7 @@ class OrderDesk:
         if shop is None:
             raise NotFound(f"no shop {body.merchant!r}", error="unknown_merchant")
         if not shop.open:  # its open orders finish; it takes no new ones
-            raise Conflict("this shop is not taking orders right now", error="merchant_suspended")
+            raise MerchantSuspended("this shop is not taking orders right now")
         with _denials():
             screened = self.chain.screen_shop(attempt, shop.risk, screened)
         product = await self.hot.product(body.sku, shop.merchant_id)

@@ -303,6 +303,9 @@ class PayoutInput:
     currency: str
     rail: str
     timing: PayoutTiming
+    # Set: a person reviews it whatever the amount, and the timeline says why (the shop is suspended).
+    # A field with a default: inputs recorded before it existed decode as "" and replay as they ran.
+    review_reason: str = ""
 
 
 @dataclass

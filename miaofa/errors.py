@@ -84,6 +84,15 @@ def from_code(code: str, detail: str, default: type[MiaofaError]) -> MiaofaError
     return cls(detail) if cls is not None else default(detail, error=code or default.error)
 
 
+# ---- merchants ------------------------------------------------------------------------------
+
+
+class MerchantSuspended(Conflict):
+    """The shop is suspended: it takes no new orders, and its payout destinations cannot change."""
+
+    error = "merchant_suspended"
+
+
 # ---- buyers ----------------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Staff tokens: support and admin are roles, each held by named tokens, so every action has a name.
+"""Staff tokens: support, admin and finance are roles, each held by named tokens, so every action has
+a name. Finance reviews withdrawals and reads the ledger check, nothing else (api/deps.py DOORS).
 
 A token is random, shown once when made, and kept only as a keyed hash (HMAC-SHA256 under a key
 derived from the vault key): a token is found by its hash, one indexed lookup, so checking it takes
@@ -19,7 +20,7 @@ from sqlalchemy.sql import func
 from miaofa.crypto.vault import Vault
 from miaofa.db.models import StaffToken
 
-ROLES = ("support", "admin")
+ROLES = ("support", "admin", "finance")
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 # Names the shop already writes as actors: a person may not pass for the settings' tokens or the system.
 RESERVED = frozenset({"admin", "support", "system", "reconcile"})

@@ -53,13 +53,18 @@ class PayoutWorkflow:
 
     async def review(self) -> bool:
         timing = self.request.timing
-        if timing.auto_approve_cents == 0 or self.request.amount_cents <= timing.auto_approve_cents:
+        # A reason to review (the shop is suspended) overrides the amount's thresholds. Inputs recorded
+        # before the field existed carry "": their commands are exactly as they were.
+        must = self.request.review_reason
+        small = timing.auto_approve_cents == 0 or self.request.amount_cents <= timing.auto_approve_cents
+        if small and not must:
             await self.stage("approved", "Approved automatically.", c.WITHDRAWAL_APPROVED)
             return True
         two = timing.two_person_cents and self.request.amount_cents > timing.two_person_cents
         self.needed = 2 if two else 1
         who = "two people of platform finance" if two else "platform finance"
-        await self.stage("in_review", f"Waiting for review by {who}.", c.WITHDRAWAL_IN_REVIEW)
+        why = f": {must}." if must else "."
+        await self.stage("in_review", f"Waiting for review by {who}{why}", c.WITHDRAWAL_IN_REVIEW)
         seen, late_noted = 0, False
         while True:
             try:

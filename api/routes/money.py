@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
-from api.deps import AdminDep, MerchantDep, SessionDep
+from api.deps import FinanceDep, MerchantDep, SessionDep
 from miaofa.errors import InvalidInput
 from miaofa.ledger import books, check, statements
 
@@ -57,7 +57,7 @@ async def statement(
 
 
 @admin_router.get("/ledger/check")
-async def ledger_check(_: AdminDep, session: SessionDep) -> dict[str, Any]:
+async def ledger_check(_: FinanceDep, session: SessionDep) -> dict[str, Any]:
     """Every invariant of the ledger, checked now: ok, or each violation in words."""
     found = await check.run(session)
     return {"ok": not found, "violations": [{"check": v.check, "detail": v.detail} for v in found]}

@@ -8,14 +8,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query
 from pydantic import BaseModel, Field, StrictInt
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import payout_client
-from api.deps import AdminDep, MerchantDep, OwnerDep, SessionDep, StateDep
+from api.deps import FinanceDep, MerchantDep, OwnerDep, SessionDep, StateDep
 from api.schemas import Plain, plain
+from api.state import State
 from miaofa import audit
 from miaofa import contract as c
 from miaofa.db.payout_tables import WITHDRAWAL_STATUSES
 from miaofa.errors import MissingInput, NotFound, RailNotOffered
+from miaofa.merchants import accounts
 from miaofa.payouts import destinations, rail_set, withdrawals
 from miaofa.text import plain_pattern
 
@@ -55,7 +58,8 @@ class ReviewIn(BaseModel):
 async def add_destination(
     body: DestinationIn, holder: OwnerDep, state: StateDep, session: SessionDep
 ) -> dict[str, Any]:
-    """Save where withdrawals go (owner only). Usable after the cooling-off; shown masked from now on."""
+    """Save where withdrawals go (owner only). Usable after the cooling-off; shown masked from now on.
+    A suspended shop's destinations cannot change (409 merchant_suspended)."""
     offered = rail_set.offered(state.settings)
     if body.rail not in offered:
         raise RailNotOffered(f"rail: not offered here; one of: {', '.join(offered) or 'none'}")
@@ -66,12 +70,12 @@ async def add_destination(
         rail=body.rail,
         account=body.account,
         name=body.name,
-        actor=holder.name,
+        actor=holder.actor,
         now=datetime.now(UTC),
         delay_seconds=state.settings.payout_new_destination_delay_seconds,
     )
     audit.record(
-        session, holder.name, "payout_destination.add", made.id, merchant_id=holder.merchant_id, masked=made.masked
+        session, holder.actor, "payout_destination.add", made.id, merchant_id=holder.merchant_id, masked=made.masked
     )
     return destinations.public(made)
 
@@ -86,10 +90,11 @@ async def request_withdrawal(
     body: WithdrawalIn, holder: MerchantDep, state: StateDep, key: RequiredKey = None
 ) -> dict[str, Any]:
     """Withdraw from `available`: the money is reserved at once; the answer's status follows the workflow.
-    The same Idempotency-Key answers the same withdrawal."""
+    The same Idempotency-Key answers the same withdrawal. While the shop is suspended, a person reviews
+    it whatever its amount, and its timeline says why."""
     if not key or not key.strip():
         raise MissingInput("send an Idempotency-Key header: a retried request must not withdraw twice")
-    asked = withdrawals.Asked(body.amount_cents, body.currency, body.destination_id, key.strip(), holder.name)
+    asked = withdrawals.Asked(body.amount_cents, body.currency, body.destination_id, key.strip(), holder.actor)
     async with state.sessionmaker.begin() as session:
         withdrawal, fresh = await withdrawals.request(
             session, state.settings, holder.merchant_id, asked, datetime.now(UTC)
@@ -97,12 +102,13 @@ async def request_withdrawal(
         if fresh:
             audit.record(
                 session,
-                holder.name,
+                holder.actor,
                 "withdrawal.request",
                 withdrawal.id,
                 merchant_id=holder.merchant_id,
                 amount_cents=withdrawal.amount_cents,
                 destination=withdrawal.destination_id,
+                **({"review": "merchant_suspended"} if withdrawal.review_reason else {}),
             )
         payout = withdrawals.payout_input(withdrawal, state.settings)
         answer = withdrawals.summary(withdrawal)
@@ -129,17 +135,27 @@ async def show_withdrawal(
 
 @admin_router.get("/withdrawals")
 async def review_queue(
-    _: AdminDep,
+    _: FinanceDep,
     session: SessionDep,
     status: Annotated[str, Query(pattern="^(" + "|".join(WITHDRAWAL_STATUSES) + ")$")] = c.WITHDRAWAL_IN_REVIEW,
+    merchant: Annotated[str | None, Query(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    """Withdrawals in one status (by default the review queue), oldest first, with their shop."""
-    found = await withdrawals.queue(session, status, limit)
-    return {"withdrawals": [{**withdrawals.summary(w), "merchant_id": w.merchant_id} for w in found]}
+    """Withdrawals in one status (by default the review queue), oldest first, with their shop and their
+    destination masked; `merchant` (its id or slug) keeps one shop's."""
+    merchant_id = (await accounts.by_id_or_slug(session, merchant)).id if merchant is not None else None
+    return {"withdrawals": await withdrawals.queue(session, status, limit, merchant_id)}
 
 
-async def _review(state, session, withdrawal_id: str, update: str, actor: str, body: ReviewIn | None) -> dict[str, Any]:
+@admin_router.get("/withdrawals/{withdrawal_id}")
+async def finance_withdrawal(withdrawal_id: WithdrawalId, _: FinanceDep, session: SessionDep) -> dict[str, Any]:
+    """One withdrawal with its shop, its destination masked, why it is reviewed, and its timeline."""
+    return await withdrawals.finance_view(session, withdrawal_id)
+
+
+async def _review(
+    state: State, session: AsyncSession, withdrawal_id: str, update: str, actor: str, body: ReviewIn | None
+) -> dict[str, Any]:
     found = await withdrawals.by_id(session, withdrawal_id)
     if found is None:
         raise NotFound("no such withdrawal", error="withdrawal_not_found")
@@ -151,7 +167,7 @@ async def _review(state, session, withdrawal_id: str, update: str, actor: str, b
 
 @admin_router.post("/withdrawals/{withdrawal_id}/approve")
 async def approve_withdrawal(
-    withdrawal_id: WithdrawalId, actor: AdminDep, state: StateDep, session: SessionDep, body: ReviewIn | None = None
+    withdrawal_id: WithdrawalId, actor: FinanceDep, state: StateDep, session: SessionDep, body: ReviewIn | None = None
 ) -> dict[str, Any]:
     """Platform finance approves a withdrawal in review (above the second threshold, two people must)."""
     return await _review(state, session, withdrawal_id, c.APPROVE_UPDATE, actor, body)
@@ -159,7 +175,7 @@ async def approve_withdrawal(
 
 @admin_router.post("/withdrawals/{withdrawal_id}/reject")
 async def reject_withdrawal(
-    withdrawal_id: WithdrawalId, actor: AdminDep, state: StateDep, session: SessionDep, body: ReviewIn | None = None
+    withdrawal_id: WithdrawalId, actor: FinanceDep, state: StateDep, session: SessionDep, body: ReviewIn | None = None
 ) -> dict[str, Any]:
     """Platform finance rejects a withdrawal in review, with a reason the merchant reads; the money returns."""
     return await _review(state, session, withdrawal_id, c.REJECT_UPDATE, actor, body)

@@ -11,6 +11,7 @@ from miaofa.cli.ledger import ledger_app, statements_app
 from miaofa.cli.merchants import merchants_app
 from miaofa.cli.notify import gateways, notify_app
 from miaofa.cli.orders import orders_app
+from miaofa.cli.payouts import payouts_app
 from miaofa.cli.reconcile import reconcile_app, schedules_app
 from miaofa.cli.support import support_app
 from miaofa.cli.tokens import tokens_app
@@ -33,6 +34,7 @@ app.add_typer(orders_app, name="orders")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(merchants_app, name="merchants")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(payouts_app, name="payouts")
 app.add_typer(statements_app, name="statements")
 app.command("audit")(audit_log)
 app.add_typer(bench_app, name="bench")

@@ -87,6 +87,48 @@ def _stop(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+def call_api(method: str, path: str, body: dict[str, Any] | None = None, *, fallback: str) -> dict[str, Any]:
+    """One request to the shop's API (MIAOFA_STAFF_API_URL) with the person's own token
+    (MIAOFA_STAFF_TOKEN; else the settings' token named by `fallback`). Its refusal is printed as one
+    sentence and sets the exit status: 2 for bad input or a token refused, 1 for anything else."""
+    import httpx
+
+    settings = _settings()
+    token = settings.staff_token or getattr(settings, fallback)
+    if not token:
+        _stop("MIAOFA_STAFF_TOKEN is not set: ask an admin for one (`miaofa tokens add`).", BAD_INPUT)
+    base = (settings.staff_api_url or settings.api_url).rstrip("/")
+    try:
+        response = httpx.request(
+            method,
+            base + path,
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=settings.update_timeout_seconds + 10,
+        )
+    except httpx.HTTPError as exc:
+        _stop(f"Cannot reach the API at {base} ({type(exc).__name__}); set MIAOFA_STAFF_API_URL.", REFUSED)
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {}
+    if response.is_success:
+        return answer
+    error = answer.get("error", "") if isinstance(answer, dict) else ""
+    detail = str(answer.get("detail", "")) if isinstance(answer, dict) else ""
+    detail = detail or response.reason_phrase
+    if response.status_code == 401:
+        _stop(f"The API refused the token: {detail}.", BAD_INPUT)
+    if response.status_code in (404, 405) and error in ("not_found", "method_not_allowed"):
+        # A route this API does not have (an older shop): not a refusal of what was asked.
+        _stop(f"This API has no {method} {path.rsplit('/', 1)[-1]} endpoint; it may be an older version.", BAD_INPUT)
+    if response.status_code in (400, 422):
+        _stop(f"Bad input: {detail}.", BAD_INPUT)
+    if response.status_code >= 500:
+        _stop(f"The API could not do it now ({error or response.status_code}): {detail}.", REFUSED)
+    _stop(f"Refused ({error or response.status_code}): {detail}.", REFUSED)
+
+
 def _require(settings: Settings, *names: str, code: int = REFUSED) -> None:
     missing = [f"MIAOFA_{n.upper()}" for n in names if not getattr(settings, n)]
     if missing:

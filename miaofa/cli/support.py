@@ -9,11 +9,10 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import typer
 from rich.table import Table
 
-from miaofa.cli.common import BAD_INPUT, REFUSED, _settings, _stop, console, when
+from miaofa.cli.common import REFUSED, _stop, call_api, console, when
 
 support_app = typer.Typer(
     no_args_is_help=True,
@@ -29,41 +28,7 @@ REASON = typer.Option("", "--reason", help="Why, for the order's timeline and th
 
 
 def _call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One request to the API; its refusal printed as one sentence and the exit status set."""
-    settings = _settings()
-    token = settings.staff_token or settings.support_token
-    if not token:
-        _stop("MIAOFA_STAFF_TOKEN is not set: ask an admin for one (`miaofa tokens add`).", BAD_INPUT)
-    base = (settings.staff_api_url or settings.api_url).rstrip("/")
-    try:
-        response = httpx.request(
-            method,
-            base + path,
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=settings.update_timeout_seconds + 10,
-        )
-    except httpx.HTTPError as exc:
-        _stop(f"Cannot reach the API at {base} ({type(exc).__name__}); set MIAOFA_STAFF_API_URL.", REFUSED)
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = {}
-    if response.is_success:
-        return answer
-    error = answer.get("error", "") if isinstance(answer, dict) else ""
-    detail = str(answer.get("detail", "")) if isinstance(answer, dict) else ""
-    detail = detail or response.reason_phrase
-    if response.status_code == 401:
-        _stop(f"The API refused the token: {detail}.", BAD_INPUT)
-    if response.status_code in (404, 405) and error in ("not_found", "method_not_allowed"):
-        # A route this API does not have (an older shop): not a refusal of the order.
-        _stop(f"This API has no {method} {path.rsplit('/', 1)[-1]} endpoint; it may be an older version.", BAD_INPUT)
-    if response.status_code in (400, 422):
-        _stop(f"Bad input: {detail}.", BAD_INPUT)
-    if response.status_code >= 500:
-        _stop(f"The API could not do it now ({error or response.status_code}): {detail}.", REFUSED)
-    _stop(f"Refused ({error or response.status_code}): {detail}.", REFUSED)
+    return call_api(method, path, body, fallback="support_token")
 
 
 def _order_path(order: str, action: str = "") -> str:

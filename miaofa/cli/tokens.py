@@ -1,4 +1,4 @@
-"""`miaofa tokens …`: named support and admin tokens, so every action in the audit log has a person.
+"""`miaofa tokens …`: named support, admin and finance tokens, so every action in the audit log has a person.
 
 Runs where the shop's settings are: it writes to the database, and hashes with the vault key.
 """
@@ -24,9 +24,9 @@ from miaofa.settings import Settings
 
 tokens_app = typer.Typer(
     no_args_is_help=True,
-    short_help="Named support and admin tokens.",
+    short_help="Named support, admin and finance tokens.",
     help=(
-        "Named support and admin tokens. A token is shown once, when it is made; the database keeps only a "
+        "Named support, admin and finance tokens. A token is shown once, when it is made; the database keeps only a "
         "keyed hash of it. The holder's name is the actor of everything done with it. MIAOFA_ADMIN_TOKEN and "
         "MIAOFA_SUPPORT_TOKEN still work, as the holders admin and support."
     ),
@@ -78,7 +78,9 @@ def _guarded(settings: Settings, work) -> Any:
 @tokens_app.command("add")
 def add(
     name: str = typer.Argument(..., help="Who holds it: lowercase letters, digits, . _ - (e.g. ann)."),
-    role: str = typer.Option(..., "--role", help="support or admin (an admin may do what support does)."),
+    role: str = typer.Option(
+        ..., "--role", help="support, admin or finance (finance reviews withdrawals; an admin may do all three)."
+    ),
 ) -> None:
     """Make a token for NAME and print it once. Hand it over privately; it cannot be shown again."""
     from miaofa import audit, staff

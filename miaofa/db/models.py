@@ -285,7 +285,7 @@ class OrderAdmission(Base):
 
 
 class StaffToken(Base):
-    """A named support or admin token. Only its keyed hash is kept (Vault.staff_token_hash): the
+    """A named support, admin or finance token. Only its keyed hash is kept (Vault.staff_token_hash): the
     token itself is shown once, when it is made. Revoked rows stay, so the audit log's names keep
     meaning something; a name is unique among the live tokens only."""
 
@@ -301,7 +301,7 @@ class StaffToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        CheckConstraint("role in ('support','admin')", name="role_known"),
+        CheckConstraint("role in ('support','admin','finance')", name="role_known"),
         Index("ix_staff_tokens_live_name", "name", unique=True, postgresql_where=text("revoked_at is null")),
     )
 

@@ -50,6 +50,9 @@ class Withdrawal(Base):
     idem_key: Mapped[str] = mapped_column(String(200))
     requested_by: Mapped[str] = mapped_column(String(40))
     rail_code: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # Why a person must review it whatever its amount (the shop was suspended when it was asked for),
+    # in words the merchant reads; empty: the thresholds decide.
+    review_reason: Mapped[str] = mapped_column(String(300), default="", server_default="")
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

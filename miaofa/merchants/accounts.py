@@ -97,6 +97,34 @@ async def by_id(session: AsyncSession, merchant_id: str) -> Merchant:
     return merchant
 
 
+async def by_id_or_slug(session: AsyncSession, merchant: str) -> Merchant:
+    """The shop named by its id (m_…, default) or its slug, as platform staff type it."""
+    found = (
+        await session.scalar(select(Merchant).where((Merchant.id == merchant) | (Merchant.slug == merchant)))
+        if len(merchant) <= 32
+        else None
+    )
+    if found is None:
+        raise NotFound(f"no merchant {merchant[:32]!r}", error="unknown_merchant")
+    return found
+
+
+async def suspension(session: AsyncSession, merchant_id: str) -> str | None:
+    """The suspension's reason while the shop is suspended, else None.
+
+    The shop's row stays locked FOR SHARE until the caller's transaction ends, so a suspension being
+    committed at the same moment is waited for and seen, never missed, and none can commit until the
+    caller's decision is made (set_status updates that row)."""
+    row = (
+        await session.execute(
+            select(Merchant.status, Merchant.status_reason).where(Merchant.id == merchant_id).with_for_update(read=True)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no merchant {merchant_id[:32]!r}", error="unknown_merchant")
+    return (row.status_reason or "no reason given") if row.status == "suspended" else None
+
+
 async def listing(session: AsyncSession) -> list[Merchant]:
     return list(await session.scalars(select(Merchant).order_by(Merchant.created_at, Merchant.id)))
 

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa.crypto.vault import Vault
 from miaofa.db.payout_tables import PayoutDestination
-from miaofa.errors import NotFound
+from miaofa.errors import MerchantSuspended, NotFound
+from miaofa.merchants import accounts
 
 RAILS = (
     "simulator",
@@ -42,6 +43,7 @@ async def add(
     now: datetime,
     delay_seconds: int,
 ) -> PayoutDestination:
+    await refuse_while_suspended(session, merchant_id)
     destination = PayoutDestination(
         id="pd_" + secrets.token_hex(10),
         merchant_id=merchant_id,
@@ -55,6 +57,17 @@ async def add(
     session.add(destination)
     await session.flush()
     return destination
+
+
+async def refuse_while_suspended(session: AsyncSession, merchant_id: str) -> None:
+    """A suspended shop's destinations stay as they are: whoever holds its tokens cannot redirect the
+    money while the platform looks into it. Every change to a destination calls this first."""
+    reason = await accounts.suspension(session, merchant_id)
+    if reason is not None:
+        raise MerchantSuspended(
+            f"the shop is suspended ({reason}); its payout destinations cannot be added or changed until "
+            "the platform resumes it"
+        )
 
 
 async def owned(session: AsyncSession, merchant_id: str, destination_id: str) -> PayoutDestination:

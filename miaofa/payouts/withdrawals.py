@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa import contract as c
 from miaofa.db.ledger_tables import LedgerAccount
-from miaofa.db.payout_tables import Withdrawal, WithdrawalEvent
+from miaofa.db.merchant_tables import Merchant
+from miaofa.db.payout_tables import PayoutDestination, Withdrawal, WithdrawalEvent
 from miaofa.errors import (
     DebtOutstanding,
     DestinationCoolingOff,
@@ -25,6 +26,7 @@ from miaofa.errors import (
 )
 from miaofa.ledger import posting
 from miaofa.ledger.posting import credit, debit
+from miaofa.merchants import accounts
 from miaofa.payouts import destinations
 from miaofa.settings import Settings
 
@@ -64,6 +66,9 @@ async def request(
             f"a new destination can be paid from {destination.usable_at.isoformat()} (a cooling-off that "
             "protects the balance if a token is stolen)"
         )
+    # A suspended shop's money is not frozen, but none of it leaves without a person's review.
+    suspended = await accounts.suspension(session, merchant_id)
+    review_reason = suspended_review(suspended) if suspended is not None else ""
     # Locked in id order; every other withdrawal or posting on these accounts waits here.
     held = await posting.lock(
         session, asked.currency, [(merchant_id, "available"), (merchant_id, "reserved"), (merchant_id, "debt")]
@@ -87,6 +92,7 @@ async def request(
             status=c.WITHDRAWAL_REQUESTED,
             idem_key=asked.idem_key,
             requested_by=asked.actor,
+            review_reason=review_reason,
         )
         .on_conflict_do_nothing(index_elements=["merchant_id", "idem_key"])
         .returning(Withdrawal.id)
@@ -116,6 +122,14 @@ async def request(
     )
     await session.flush()
     return await mine(session, merchant_id, withdrawal_id), True
+
+
+def suspended_review(reason: str) -> str:
+    """Why a suspended shop's withdrawal waits for a person, in words its merchant reads (at most 300
+    characters with the workflow's prefix)."""
+    if len(reason) > 160:
+        reason = reason[:159] + "…"
+    return f"your shop is suspended ({reason}), so a person checks every withdrawal before it is sent"
 
 
 def _same(found: Withdrawal, asked: Asked) -> Withdrawal:
@@ -200,15 +214,47 @@ async def waiting(session: AsyncSession, before: datetime, limit: int = 500) -> 
     return list(rows)
 
 
-async def queue(session: AsyncSession, status: str, limit: int = 100) -> list[Withdrawal]:
-    """Platform finance's view: withdrawals in one status, oldest first (the review queue)."""
-    rows = await session.scalars(
-        select(Withdrawal)
+async def queue(
+    session: AsyncSession, status: str, limit: int = 100, merchant_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Platform finance's view: withdrawals in one status (of one shop, if named), oldest first (the
+    review queue), each with its shop, its destination masked and why a person must review it."""
+    query = (
+        select(Withdrawal, Merchant.slug, PayoutDestination.masked)
+        .join(Merchant, Merchant.id == Withdrawal.merchant_id)
+        .join(PayoutDestination, PayoutDestination.id == Withdrawal.destination_id)
         .where(Withdrawal.status == status)
-        .order_by(Withdrawal.created_at, Withdrawal.id)
-        .limit(limit)
     )
-    return list(rows)
+    if merchant_id is not None:
+        query = query.where(Withdrawal.merchant_id == merchant_id)
+    rows = await session.execute(query.order_by(Withdrawal.created_at, Withdrawal.id).limit(limit))
+    return [for_finance(w, slug, masked) for w, slug, masked in rows.all()]
+
+
+def for_finance(withdrawal: Withdrawal, slug: str, masked: str) -> dict[str, Any]:
+    return {
+        **summary(withdrawal),
+        "merchant_id": withdrawal.merchant_id,
+        "merchant": slug,
+        "destination": masked,
+        "review_reason": withdrawal.review_reason,
+    }
+
+
+async def finance_view(session: AsyncSession, withdrawal_id: str) -> dict[str, Any]:
+    """One withdrawal as finance reads it: its shop, its destination masked, and its timeline."""
+    row = (
+        await session.execute(
+            select(Withdrawal, Merchant.slug, PayoutDestination.masked)
+            .join(Merchant, Merchant.id == Withdrawal.merchant_id)
+            .join(PayoutDestination, PayoutDestination.id == Withdrawal.destination_id)
+            .where(Withdrawal.id == withdrawal_id)
+        )
+    ).first()
+    if row is None:
+        raise NotFound("no such withdrawal", error="withdrawal_not_found")
+    withdrawal, slug, masked = row
+    return {**(await view(session, withdrawal)), **for_finance(withdrawal, slug, masked)}
 
 
 def payout_input(withdrawal: Withdrawal, settings: Settings) -> c.PayoutInput:
@@ -219,6 +265,7 @@ def payout_input(withdrawal: Withdrawal, settings: Settings) -> c.PayoutInput:
         fee_cents=withdrawal.fee_cents,
         currency=withdrawal.currency,
         rail=withdrawal.rail,
+        review_reason=withdrawal.review_reason,
         timing=c.PayoutTiming(
             auto_approve_cents=settings.payout_auto_approve_cents,
             two_person_cents=settings.payout_two_person_cents,

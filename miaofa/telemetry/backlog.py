@@ -1,5 +1,6 @@
 """What ops watch of orders, read from the rows the saga commits: one order's stage times (for
-the stage histograms) and the backlogs that must stay empty (for the gauges the alerts read)."""
+the stage histograms) and the backlogs that must stay empty (for the gauges the alerts read), the
+withdrawals waiting for platform finance's review among them."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -9,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa import contract as c
 from miaofa.db.models import NotifyLog, Order, OrderEvent, ReconcileFinding
+from miaofa.db.payout_tables import Withdrawal
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,17 @@ async def unrepaired_findings(session: AsyncSession, seen_since: datetime) -> Ba
             select(func.count(), func.min(ReconcileFinding.first_seen_at)).where(
                 ReconcileFinding.last_seen_at >= seen_since
             )
+        )
+    ).one()
+    return Backlog(count, oldest)
+
+
+async def withdrawals_in_review(session: AsyncSession) -> Backlog:
+    """Withdrawals waiting for a person of platform finance, and since when they were asked for (a
+    review starts within a second of the request)."""
+    count, oldest = (
+        await session.execute(
+            select(func.count(), func.min(Withdrawal.created_at)).where(Withdrawal.status == c.WITHDRAWAL_IN_REVIEW)
         )
     ).one()
     return Backlog(count, oldest)

@@ -1,7 +1,7 @@
 """Gauges of what must stay empty, measured by a periodic query in each worker process (every worker
 reports the same numbers, so the alerts take the max): orders paid but not delivered, reconcile
-mismatches still reported by recent runs, and the ledger check's violations (a slower cadence: the
-check scans every entry)."""
+mismatches still reported by recent runs, withdrawals waiting for finance's review, and the ledger
+check's violations (a slower cadence: the check scans every entry)."""
 
 import asyncio
 import logging
@@ -45,15 +45,25 @@ class Watch:
         self._findings_age = meter.create_gauge_float(
             "miaofa_reconcile_unrepaired_oldest_seconds", "Age of the oldest mismatch still reported (since first seen)"
         )
+        self._review = meter.create_gauge(
+            "miaofa_withdrawals_waiting_review", "Withdrawals waiting for platform finance's review"
+        )
+        self._review_age = meter.create_gauge_float(
+            "miaofa_withdrawals_waiting_review_oldest_seconds",
+            "Age of the oldest withdrawal waiting for review (since it was asked for)",
+        )
         self._ledger = meter.create_gauge("miaofa_ledger_violations", "Ledger invariants broken at the last check")
         self.ledger_check_seconds = ledger_check_seconds
         self._ledger_checked = 0.0
+        self.waiting_review = backlog.Backlog(0, None)  # the last measure's, for whoever asks
 
     async def measure(self) -> tuple[backlog.Backlog, backlog.Backlog]:
         now = datetime.now(UTC)
         async with self.sessionmaker() as session:
             paid = await backlog.paid_not_delivered(session)
             findings = await backlog.unrepaired_findings(session, now - self.recent)
+            review = await backlog.withdrawals_in_review(session)
+        self.report_review(review, now)
         self._paid.set(paid.count)
         self._paid_age.set(seconds_since(paid.oldest, now) or 0.0)
         self._findings.set(findings.count)
@@ -61,6 +71,11 @@ class Watch:
         if time.monotonic() - self._ledger_checked >= self.ledger_check_seconds:
             await self.check_ledger()
         return paid, findings
+
+    def report_review(self, review: backlog.Backlog, now: datetime) -> None:
+        self.waiting_review = review
+        self._review.set(review.count)
+        self._review_age.set(seconds_since(review.oldest, now) or 0.0)
 
     async def check_ledger(self) -> list[check.Violation]:
         async with self.sessionmaker() as session:

@@ -282,3 +282,55 @@ async def test_the_watch_counts_ledger_violations_and_logs_them(metered: Metered
             await session.execute(text(tamper), {"d": -5, "m": shop.merchant_id})
     await watch.measure()
     assert value(await metered.scrape(), "miaofa_ledger_violations") == 0
+
+
+async def test_the_watch_counts_withdrawals_waiting_for_review(metered: Metered) -> None:
+    """What MiaofaWithdrawalReviewLate reads (deploy/prometheus/alerts.yml): the queue platform finance
+    has not answered, and the age of its oldest withdrawal."""
+    from miaofa import steps as s
+    from miaofa.db.payout_tables import Withdrawal
+    from miaofa.payouts import destinations, settle, withdrawals
+    from tests.helpers import payouts as p
+
+    stack = metered.stack
+    watch = Watch(stack.sessionmaker, metered.meter, reconcile_interval_seconds=600)
+    await watch.measure()
+    before = watch.waiting_review.count
+    shop = await p.funded_shop(stack, 5000)
+    now = datetime.now(UTC)
+    async with stack.sessionmaker.begin() as session:  # asked for five hours ago, and still in review
+        dest = await destinations.add(
+            session,
+            stack.vault,
+            merchant_id=shop.merchant_id,
+            rail="simulator",
+            account=p.ACCOUNT,
+            name=p.NAME,
+            actor="test",
+            now=now,
+            delay_seconds=0,
+        )
+        made, _ = await withdrawals.request(
+            session,
+            stack.settings,
+            shop.merchant_id,
+            withdrawals.Asked(1000, "CNY", dest.id, uuid.uuid4().hex, "test"),
+            now,
+        )
+        await session.execute(
+            update(Withdrawal)
+            .where(Withdrawal.id == made.id)
+            .values(status=c.WITHDRAWAL_IN_REVIEW, created_at=now - timedelta(hours=5))
+        )
+    try:
+        await watch.measure()
+        scraped = await metered.scrape()
+        assert watch.waiting_review.count == before + 1
+        assert value(scraped, "miaofa_withdrawals_waiting_review") == before + 1
+        assert value(scraped, "miaofa_withdrawals_waiting_review_oldest_seconds") >= 5 * 3600
+    finally:  # decided as a reject is: the reservation goes back, and the ledger stays clean
+        async with stack.sessionmaker.begin() as session:
+            step = s.SettleStep(made.id, 1, s.SETTLE_RELEASE, c.WITHDRAWAL_REJECTED, "rejected", "test", now)
+            await settle.settle(session, step)
+    await watch.measure()
+    assert value(await metered.scrape(), "miaofa_withdrawals_waiting_review") == before

@@ -145,7 +145,7 @@ async def test_roles_support_may_not_administer_an_admin_may_support(dev_stack: 
             2,
             "Bad name: 'admin' is reserved (it names the settings' tokens or the shop itself).",
         ),
-        (("add", "ann", "--role", "root"), 2, "--role must be one of: support, admin."),
+        (("add", "ann", "--role", "root"), 2, "--role must be one of: support, admin, finance."),
         (("revoke", "nobody-here"), 1, "Refused: no live token named 'nobody-here'."),
     ],
 )

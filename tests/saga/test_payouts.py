@@ -178,6 +178,11 @@ def test_the_first_version_covers_every_path() -> None:
     assert {path.stem for path in (p.HISTORIES / "v1").glob("*.json")} == EVERY_PATH
 
 
+def test_the_second_version_holds_the_suspended_shops_review() -> None:
+    """v2: PayoutInput.review_reason (a suspended shop's withdrawal, reviewed whatever its amount)."""
+    assert {path.stem for path in (p.HISTORIES / "v2").glob("*.json")} == {"suspended_approved"}
+
+
 @pytest.mark.parametrize("path", HISTORIES, ids=[f"{path.parent.name}/{path.stem}" for path in HISTORIES])
 async def test_payout_history_replays_on_todays_workflow(path: Path) -> None:
     """A change to PayoutWorkflow's commands must go behind workflow.patched until these replay."""
