@@ -1,21 +1,20 @@
 """Payouts over HTTP: a merchant's destinations and withdrawals, and platform finance's review.
 
 A withdrawal is made, and its money reserved, in one database transaction of its own; its workflow
-is started only after that commits, so a workflow never runs for a withdrawal that was rolled back."""
+is started only after that commits, so a workflow never runs for a withdrawal that was rolled back.
+The work is api/payout_actions.py's, shared with the consoles."""
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query
 from pydantic import BaseModel, Field, StrictInt
 
-from api import payout_client
+from api import payout_actions
 from api.deps import AdminDep, MerchantDep, OwnerDep, SessionDep, StateDep
 from api.schemas import Plain, plain
-from miaofa import audit
 from miaofa import contract as c
 from miaofa.db.payout_tables import WITHDRAWAL_STATUSES
-from miaofa.errors import MissingInput, NotFound
+from miaofa.errors import MissingInput
 from miaofa.payouts import destinations, withdrawals
 from miaofa.text import plain_pattern
 
@@ -56,19 +55,8 @@ async def add_destination(
     body: DestinationIn, holder: OwnerDep, state: StateDep, session: SessionDep
 ) -> dict[str, Any]:
     """Save where withdrawals go (owner only). Usable after the cooling-off; shown masked from now on."""
-    made = await destinations.add(
-        session,
-        state.vault,
-        merchant_id=holder.merchant_id,
-        rail=body.rail,
-        account=body.account,
-        name=body.name,
-        actor=holder.name,
-        now=datetime.now(UTC),
-        delay_seconds=state.settings.payout_new_destination_delay_seconds,
-    )
-    audit.record(
-        session, holder.name, "payout_destination.add", made.id, merchant_id=holder.merchant_id, masked=made.masked
+    made = await payout_actions.add_destination(
+        session, state, holder, rail=body.rail, account=body.account, name=body.name
     )
     return destinations.public(made)
 
@@ -87,25 +75,7 @@ async def request_withdrawal(
     if not key or not key.strip():
         raise MissingInput("send an Idempotency-Key header: a retried request must not withdraw twice")
     asked = withdrawals.Asked(body.amount_cents, body.currency, body.destination_id, key.strip(), holder.name)
-    async with state.sessionmaker.begin() as session:
-        withdrawal, fresh = await withdrawals.request(
-            session, state.settings, holder.merchant_id, asked, datetime.now(UTC)
-        )
-        if fresh:
-            audit.record(
-                session,
-                holder.name,
-                "withdrawal.request",
-                withdrawal.id,
-                merchant_id=holder.merchant_id,
-                amount_cents=withdrawal.amount_cents,
-                destination=withdrawal.destination_id,
-            )
-        payout = withdrawals.payout_input(withdrawal, state.settings)
-        answer = withdrawals.summary(withdrawal)
-    if withdrawal.status == c.WITHDRAWAL_REQUESTED:  # new, or a replay whose first start failed
-        await payout_client.start(state, payout)
-    return answer
+    return await payout_actions.request_withdrawal(state, holder, asked)
 
 
 @merchant_router.get("/withdrawals")
@@ -118,10 +88,8 @@ async def show_withdrawal(
     withdrawal_id: WithdrawalId, holder: MerchantDep, state: StateDep, session: SessionDep
 ) -> dict[str, Any]:
     """The withdrawal and its timeline; another shop's id is not found, like a missing one."""
-    withdrawal = await withdrawals.mine(session, holder.merchant_id, withdrawal_id)
-    if withdrawal.status == c.WITHDRAWAL_REQUESTED:  # its workflow may never have started: start it now
-        await payout_client.start(state, withdrawals.payout_input(withdrawal, state.settings))
-    return await withdrawals.view(session, withdrawal)
+    _, seen = await payout_actions.show(state, session, holder.merchant_id, withdrawal_id)
+    return seen
 
 
 @admin_router.get("/withdrawals")
@@ -137,13 +105,8 @@ async def review_queue(
 
 
 async def _review(state, session, withdrawal_id: str, update: str, actor: str, body: ReviewIn | None) -> dict[str, Any]:
-    found = await withdrawals.by_id(session, withdrawal_id)
-    if found is None:
-        raise NotFound("no such withdrawal", error="withdrawal_not_found")
     reason = body.reason.strip() if body else ""
-    answer = await payout_client.review(state, found.id, update, c.PayoutReview(actor=actor, reason=reason))
-    audit.record(session, actor, f"withdrawal.{update}", found.id, merchant_id=found.merchant_id, reason=reason)
-    return {"withdrawal_id": answer.withdrawal_id, "status": answer.status, "approvals": answer.approvals}
+    return await payout_actions.review(state, session, withdrawal_id, update, actor, reason)
 
 
 @admin_router.post("/withdrawals/{withdrawal_id}/approve")
