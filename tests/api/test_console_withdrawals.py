@@ -379,7 +379,7 @@ async def test_the_admin_approves_from_the_console_and_the_withdrawal_is_paid(pa
         ("owner", "withdrawal.request"),
         ("admin", "withdrawal.approve"),
     ]
-    assert (await p.balance(payout_stack, shop))["available"] == 1_000_000
+    assert (await p.balance(payout_stack, shop))["available"] == 2_800_000
     await p.clean(payout_stack)
 
 
