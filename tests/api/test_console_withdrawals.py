@@ -58,11 +58,11 @@ async def add_destination(browser: Console, account: str = p.ACCOUNT, name: str 
     return await browser.post(PAGE, "/console/payout-destinations", fields)
 
 
-async def request(browser: Console, amount: str, destination_id: str, **extra: str) -> httpx.Response:
+async def request(browser: Console, amount: str, dest: str, extra: dict[str, str] | None = None) -> httpx.Response:
     page = (await browser.http.get(PAGE)).text
     fields = hidden_fields(page, PAGE)
     return await browser.http.post(
-        PAGE, data={**fields, "amount": amount, "currency": "CNY", "destination_id": destination_id, **extra}
+        PAGE, data={**fields, "amount": amount, "currency": "CNY", "destination_id": dest, **(extra or {})}
     )
 
 
@@ -223,7 +223,7 @@ async def test_hostile_input_is_a_422_and_changes_nothing(payout_stack: Stack, c
         {"idem": "\x00" * 20},
         {"idem": "短"},
     ):
-        answer = await request(owner, "10", dest, **extra)
+        answer = await request(owner, "10", dest, extra)
         assert answer.status_code == 422, (extra, answer.status_code)
     for name, value in (
         ("rail", "paypal"),
@@ -315,7 +315,11 @@ async def test_another_shops_withdrawal_is_not_found(payout_stack: Stack, consol
         answer = await browser.http.get(path)
         assert answer.status_code == 404 and "Not found." in answer.text, (path, answer.status_code)
     assert wid not in (await browser.http.get(PAGE)).text
-    foreign = await request(browser, "10", (await destination_ids(payout_stack, shop))[0])
+    [theirs] = await destination_ids(payout_stack, shop)
+    forged = {"csrf": browser.token("console-withdrawal"), "idem": uuid.uuid4().hex}  # B has no form: no destination
+    foreign = await browser.http.post(
+        PAGE, data={**forged, "amount": "10", "currency": "CNY", "destination_id": theirs}
+    )
     assert foreign.status_code == 404
     await p.wait_status(payout_stack, shop, wid, c.WITHDRAWAL_PAID)
     await p.clean(payout_stack)
@@ -333,7 +337,9 @@ async def _admin(console, token: str = ADMIN_TOKEN) -> Console:
 async def _review(browser: Console, wid: str, action: str, reason: str, **headers: str) -> httpx.Response:
     page = (await browser.http.get(QUEUE)).text
     path = f"{QUEUE}/{wid}/{action}"
-    return await browser.http.post(path, data={"csrf": token_in(page, path), "reason": reason}, headers=headers)
+    # A decided withdrawal has left the queue: its form is the one of a page opened before.
+    token = token_in(page, path) if path in page else browser.token("admin-withdrawal-review")
+    return await browser.http.post(path, data={"csrf": token, "reason": reason}, headers=headers)
 
 
 async def _in_review(stack: Stack, console, amount_yuan: str) -> tuple[Shop, str, Console]:
