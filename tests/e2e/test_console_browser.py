@@ -334,7 +334,7 @@ async def test_a_merchant_withdraws_on_a_phone_and_finance_approves_a_large_one(
         await form.locator("button[type=submit]").click()
         await page.wait_for_url(re.compile(r".*/console/withdrawals/wd_[0-9a-f]{20}\?done=requested$"))
         await expect(page.locator("#status")).to_have_attribute("data-status", "paid", timeout=20_000)
-        await expect(page.locator('#timeline li[data-stage="paid"] .note')).to_have_text("Paid: 120.00 CNY arrived.")
+        await expect(page.locator('#timeline li[data-stage="paid"] .words')).to_have_text("Paid: 120.00 CNY arrived.")
         paid_url = page.url.split("?")[0]
         await page.screenshot(path=str(SHOTS / "console-withdrawals-timeline-phone.png"), full_page=True)
 
@@ -385,7 +385,7 @@ async def test_a_merchant_withdraws_on_a_phone_and_finance_approves_a_large_one(
 
         await page.goto(f"{base}/console/withdrawals/{large}")
         await expect(page.locator("#status")).to_have_attribute("data-status", "paid", timeout=20_000)
-        await expect(page.locator('#timeline li[data-stage="review_approved"] .note')).to_have_text(
+        await expect(page.locator('#timeline li[data-stage="review_approved"] .words')).to_have_text(
             "Approved by admin: Known shop, documents on file"
         )
         await page.screenshot(path=str(SHOTS / "console-withdrawals-reviewed-phone.png"), full_page=True)
