@@ -1,6 +1,7 @@
 """Every string a merchant reads in the console, in English and Simplified Chinese. The language is
 picked as on the buyer's pages (api/web/i18n.pick: ?lang=, the lang cookie, Accept-Language)."""
 
+from api.console import i18n_payouts
 from api.web import i18n as web
 from api.web.i18n import LANGS
 
@@ -53,10 +54,9 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
     "money.payable": ("Fees payable to the platform", "应付平台服务费"),
     "money.no_balance": ("No money has moved yet.", "暂无资金变动。"),
     "money.later": (
-        "Daily statements and withdrawals are in the merchant API (GET /merchant/statements/<day>, "
-        "POST /merchant/withdrawals); their console pages are not built yet.",
-        "每日对账单与提现可通过商家 API 使用（GET /merchant/statements/<日期>、POST /merchant/withdrawals）；"
-        "后台页面尚未上线。",
+        "Daily statements are in the merchant API (GET /merchant/statements/<day>); their console page is "
+        "not built yet.",
+        "每日对账单可通过商家 API 获取（GET /merchant/statements/<日期>）；后台页面尚未上线。",
     ),
     "money.why_pending": ("Why money is pending", "待结算原因"),
     "money.reason": ("Reason", "原因"),
@@ -300,6 +300,7 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
     "err.generic": ("This did not work: {detail}", "操作未成功：{detail}"),
     "err.back": ("Back to the dashboard", "返回概览"),
 }
+STRINGS.update(i18n_payouts.STRINGS)  # withdrawals and their review
 
 
 def catalogue(lang: str) -> dict[str, str]:

@@ -80,7 +80,14 @@ def error_page(request: Request, status: int, message: str) -> Response:
 
 def _message(request: Request, exc: MiaofaError) -> str:
     t = Translator(web_i18n.pick(request))
-    if exc.error in ("not_found", "unknown_product", "order_not_found", "token_not_found"):
+    if exc.error in (
+        "not_found",
+        "unknown_product",
+        "order_not_found",
+        "token_not_found",
+        "withdrawal_not_found",
+        "destination_not_found",
+    ):
         return t("err.not_found")
     if exc.error in ("forbidden", "csrf_refused"):
         return t(f"err.{exc.error}")

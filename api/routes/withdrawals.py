@@ -1,25 +1,24 @@
 """Payouts over HTTP: a merchant's destinations and withdrawals, and platform finance's review.
 
 A withdrawal is made, and its money reserved, in one database transaction of its own; its workflow
-is started only after that commits, so a workflow never runs for a withdrawal that was rolled back."""
+is started only after that commits, so a workflow never runs for a withdrawal that was rolled back.
+The work is api/payout_actions.py's, shared with the consoles."""
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query
 from pydantic import BaseModel, Field, StrictInt
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api import payout_client
+from api import payout_actions
 from api.deps import FinanceDep, MerchantDep, OwnerDep, SessionDep, StateDep
 from api.schemas import Plain, plain
 from api.state import State
-from miaofa import audit
 from miaofa import contract as c
 from miaofa.db.payout_tables import WITHDRAWAL_STATUSES
-from miaofa.errors import MissingInput, NotFound, RailNotOffered
+from miaofa.errors import MissingInput
 from miaofa.merchants import accounts
-from miaofa.payouts import destinations, rail_set, withdrawals
+from miaofa.payouts import destinations, withdrawals
 from miaofa.text import plain_pattern
 
 merchant_router = APIRouter(prefix="/merchant", tags=["merchant payouts"])
@@ -59,23 +58,10 @@ async def add_destination(
     body: DestinationIn, holder: OwnerDep, state: StateDep, session: SessionDep
 ) -> dict[str, Any]:
     """Save where withdrawals go (owner only). Usable after the cooling-off; shown masked from now on.
-    A suspended shop's destinations cannot change (409 merchant_suspended)."""
-    offered = rail_set.offered(state.settings)
-    if body.rail not in offered:
-        raise RailNotOffered(f"rail: not offered here; one of: {', '.join(offered) or 'none'}")
-    made = await destinations.add(
-        session,
-        state.vault,
-        merchant_id=holder.merchant_id,
-        rail=body.rail,
-        account=body.account,
-        name=body.name,
-        actor=holder.actor,
-        now=datetime.now(UTC),
-        delay_seconds=state.settings.payout_new_destination_delay_seconds,
-    )
-    audit.record(
-        session, holder.actor, "payout_destination.add", made.id, merchant_id=holder.merchant_id, masked=made.masked
+    Only a rail this deployment offers (422 rail_not_offered); a suspended shop's destinations cannot
+    change (409 merchant_suspended)."""
+    made = await payout_actions.add_destination(
+        session, state, holder, rail=body.rail, account=body.account, name=body.name
     )
     return destinations.public(made)
 
@@ -95,26 +81,7 @@ async def request_withdrawal(
     if not key or not key.strip():
         raise MissingInput("send an Idempotency-Key header: a retried request must not withdraw twice")
     asked = withdrawals.Asked(body.amount_cents, body.currency, body.destination_id, key.strip(), holder.actor)
-    async with state.sessionmaker.begin() as session:
-        withdrawal, fresh = await withdrawals.request(
-            session, state.settings, holder.merchant_id, asked, datetime.now(UTC)
-        )
-        if fresh:
-            audit.record(
-                session,
-                holder.actor,
-                "withdrawal.request",
-                withdrawal.id,
-                merchant_id=holder.merchant_id,
-                amount_cents=withdrawal.amount_cents,
-                destination=withdrawal.destination_id,
-                **({"review": "merchant_suspended"} if withdrawal.review_reason else {}),
-            )
-        payout = withdrawals.payout_input(withdrawal, state.settings)
-        answer = withdrawals.summary(withdrawal)
-    if withdrawal.status == c.WITHDRAWAL_REQUESTED:  # new, or a replay whose first start failed
-        await payout_client.start(state, payout)
-    return answer
+    return await payout_actions.request_withdrawal(state, holder, asked)
 
 
 @merchant_router.get("/withdrawals")
@@ -127,10 +94,8 @@ async def show_withdrawal(
     withdrawal_id: WithdrawalId, holder: MerchantDep, state: StateDep, session: SessionDep
 ) -> dict[str, Any]:
     """The withdrawal and its timeline; another shop's id is not found, like a missing one."""
-    withdrawal = await withdrawals.mine(session, holder.merchant_id, withdrawal_id)
-    if withdrawal.status == c.WITHDRAWAL_REQUESTED:  # its workflow may never have started: start it now
-        await payout_client.start(state, withdrawals.payout_input(withdrawal, state.settings))
-    return await withdrawals.view(session, withdrawal)
+    _, seen = await payout_actions.show(state, session, holder.merchant_id, withdrawal_id)
+    return seen
 
 
 @admin_router.get("/withdrawals")
@@ -156,13 +121,8 @@ async def finance_withdrawal(withdrawal_id: WithdrawalId, _: FinanceDep, session
 async def _review(
     state: State, session: AsyncSession, withdrawal_id: str, update: str, actor: str, body: ReviewIn | None
 ) -> dict[str, Any]:
-    found = await withdrawals.by_id(session, withdrawal_id)
-    if found is None:
-        raise NotFound("no such withdrawal", error="withdrawal_not_found")
     reason = body.reason.strip() if body else ""
-    answer = await payout_client.review(state, found.id, update, c.PayoutReview(actor=actor, reason=reason))
-    audit.record(session, actor, f"withdrawal.{update}", found.id, merchant_id=found.merchant_id, reason=reason)
-    return {"withdrawal_id": answer.withdrawal_id, "status": answer.status, "approvals": answer.approvals}
+    return await payout_actions.review(state, session, withdrawal_id, update, actor, reason)
 
 
 @admin_router.post("/withdrawals/{withdrawal_id}/approve")

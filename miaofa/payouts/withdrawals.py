@@ -73,6 +73,11 @@ async def request(
     held = await posting.lock(
         session, asked.currency, [(merchant_id, "available"), (merchant_id, "reserved"), (merchant_id, "debt")]
     )
+    # The same key may have committed while we waited for the lock (a double click): that withdrawal is
+    # the answer, not "insufficient funds" because its own reservation took the money.
+    found = await _by_key(session, merchant_id, asked.idem_key)
+    if found is not None:
+        return _same(found, asked), False
     if held[(merchant_id, "debt")].balance > 0 or await _debt_elsewhere(session, merchant_id):
         raise DebtOutstanding("the shop owes the platform (a refund after its share was paid out); settle it first")
     available = held[(merchant_id, "available")].balance

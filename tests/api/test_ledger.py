@@ -15,6 +15,7 @@ from miaofa.db.models import Merchant
 from miaofa.ledger import check, order_money
 from miaofa.ledger.posting import credit, debit, post
 from tests.api.test_merchants import Shop, _keys, shop_order, shop_product
+from tests.helpers.payouts import reserve_for_withdrawal
 from tests.helpers.stack import Stack
 
 
@@ -115,16 +116,8 @@ async def test_a_refund_claws_back_from_pending_then_available_then_debt(dev_sta
     await release(dev_stack, datetime.now(UTC) + timedelta(hours=2))  # other tests' holds may be due too
     await refund(dev_stack, second, shop)  # released: from available
     assert await balance(dev_stack, shop) == {"pending": 0, "available": 1800, "reserved": 0, "debt": 0, "payable": 0}
-    async with dev_stack.sessionmaker.begin() as session:  # as a withdrawal will: available → reserved
-        await post(
-            session,
-            key=f"test_reserve:{shop.merchant_id}",
-            kind="payout_reserve",
-            currency="CNY",
-            lines=[debit(shop.merchant_id, "available", 1800), credit(shop.merchant_id, "reserved", 1800)],
-            at=datetime.now(UTC),
-            merchant_id=shop.merchant_id,
-        )
+    async with dev_stack.sessionmaker.begin() as session:  # as a withdrawal does: available → reserved
+        await reserve_for_withdrawal(session, shop.merchant_id, 1800, datetime.now(UTC))
     await refund(dev_stack, third, shop)  # nothing left to take: a debt
     assert await balance(dev_stack, shop) == {
         "pending": 0,

@@ -1,9 +1,10 @@
 """A merchant in a real browser (Debian's chromium, driven by Playwright): sign in to the console,
 create a product, import 1,000 keys watching the progress bar, see a buyer's order and refund it,
 a form without its CSRF token refused, sign out. Screenshots at phone and desktop width go to
-docs/screenshots/console-*.png."""
+docs/screenshots/console-*.png (withdrawals: console-withdrawals-*.png)."""
 
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -292,3 +293,104 @@ async def test_an_owner_sets_up_coupons_a_webhook_and_a_gateway_account_on_a_pho
             await wide.screenshot(path=str(SHOTS / f"console-{name}-desktop.png"), full_page=True)
         await browser.close()
     assert problems == []
+
+
+async def test_a_merchant_withdraws_on_a_phone_and_finance_approves_a_large_one(payout_stack: Stack) -> None:
+    """Withdrawals in a real browser: a destination saved (shown masked), a withdrawal requested and
+    seen paid on its timeline (the page reloads itself until then), a refusal said in plain words, a
+    large one approved from the admin console's queue. Screenshots: console-withdrawals-*.png."""
+    from tests.helpers import payouts as p
+    from tests.helpers.stack import ADMIN_TOKEN
+
+    shop = await p.funded_shop(payout_stack, 300_000)  # ¥3000.00 available
+    token = shop.owner["Authorization"].removeprefix("Bearer ")
+    base = str(payout_stack.http.base_url).rstrip("/")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    expect = async_api.expect
+    problems: list[str] = []
+
+    async with async_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        phone = await browser.new_context(viewport=PHONE, locale="en-US")
+        page = await phone.new_page()
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        await page.goto(f"{base}/console/sign-in")
+        await page.locator("input[name=token]").fill(token)
+        await page.locator("button[type=submit]").click()
+        await page.wait_for_url(f"{base}/console/")
+        await page.locator('nav a[href="/console/withdrawals"]').click()
+        await page.wait_for_url(f"{base}/console/withdrawals")
+
+        add = page.locator("#add-destination")
+        await add.locator("input[name=account]").fill(p.ACCOUNT)
+        await add.locator("input[name=name]").fill(p.NAME)
+        await add.locator("button[type=submit]").click()
+        await expect(page.locator("#added")).to_contain_text("****0123 (张*) is saved")
+        assert p.ACCOUNT not in await page.content()
+
+        form = page.locator("#request-withdrawal")
+        await form.locator("input[name=amount]").fill("120.50")
+        await form.locator("button[type=submit]").click()
+        await page.wait_for_url(re.compile(r".*/console/withdrawals/wd_[0-9a-f]{20}\?done=requested$"))
+        await expect(page.locator("#status")).to_have_attribute("data-status", "paid", timeout=20_000)
+        await expect(page.locator('#timeline li[data-stage="paid"] .words')).to_have_text("Paid: 120.00 CNY arrived.")
+        paid_url = page.url.split("?")[0]
+        await page.screenshot(path=str(SHOTS / "console-withdrawals-timeline-phone.png"), full_page=True)
+
+        await page.goto(f"{base}/console/withdrawals")
+        await form.locator("input[name=amount]").fill("2000")  # over the auto-approve limit: finance reviews it
+        await form.locator("button[type=submit]").click()
+        await expect(page.locator("#status")).to_have_attribute("data-status", "in_review", timeout=20_000)
+        large = page.url.split("?")[0].rsplit("/", 1)[1]
+
+        await page.goto(f"{base}/console/withdrawals")
+        await form.locator("input[name=amount]").fill("5000")
+        await form.locator("button[type=submit]").click()
+        await expect(page.locator("#error")).to_have_text("Not enough available money: ¥879.50 can be withdrawn now.")
+        await page.screenshot(path=str(SHOTS / "console-withdrawals-refused-phone.png"))
+        await page.goto(f"{base}/console/withdrawals")
+        await expect(page.locator("#withdrawals tbody tr")).to_have_count(2)
+        await page.screenshot(path=str(SHOTS / "console-withdrawals-phone.png"), full_page=True)
+        await page.goto(f"{base}/console/withdrawals?lang=zh")
+        await expect(page.locator("h1")).to_have_text("提现")
+        await page.screenshot(path=str(SHOTS / "console-withdrawals-phone-zh.png"), full_page=True)
+        await page.goto(f"{paid_url}?lang=zh")
+        await page.screenshot(path=str(SHOTS / "console-withdrawals-timeline-phone-zh.png"), full_page=True)
+        await page.goto(f"{base}/console/withdrawals?lang=en")
+
+        desktop = await browser.new_context(viewport=DESKTOP, locale="en-US")
+        await desktop.add_cookies(await phone.cookies())
+        wide = await desktop.new_page()
+        await wide.goto(f"{base}/console/withdrawals")
+        await wide.screenshot(path=str(SHOTS / "console-withdrawals-desktop.png"), full_page=True)
+        await wide.goto(paid_url)
+        await wide.screenshot(path=str(SHOTS / "console-withdrawals-timeline-desktop.png"), full_page=True)
+
+        for size, context in (("desktop", desktop), ("phone", phone)):
+            admin = await context.new_page()
+            admin.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+            await admin.goto(f"{base}/console/admin/sign-in")
+            await admin.locator("input[name=token]").fill(ADMIN_TOKEN)
+            await admin.locator("button[type=submit]").click()
+            await admin.wait_for_url(f"{base}/console/admin/")
+            await admin.locator('nav a[href="/console/admin/withdrawals"]').click()
+            row = admin.locator(f'tr[data-withdrawal="{large}"]')
+            await expect(row).to_contain_text("¥2000.00")
+            await expect(row).to_contain_text("0 of 1")
+            await admin.screenshot(path=str(SHOTS / f"console-withdrawals-admin-{size}.png"), full_page=True)
+        await row.locator("form.approve input[name=reason]").fill("Known shop, documents on file")
+        await row.locator("form.approve button").click()
+        await expect(admin.locator("#notice")).to_have_text(f"Your approval of {large} is recorded.")
+
+        await page.goto(f"{base}/console/withdrawals/{large}")
+        await expect(page.locator("#status")).to_have_attribute("data-status", "paid", timeout=20_000)
+        await expect(page.locator('#timeline li[data-stage="review_approved"] .words')).to_have_text(
+            "Approved by admin: Known shop, documents on file"
+        )
+        await page.screenshot(path=str(SHOTS / "console-withdrawals-reviewed-phone.png"), full_page=True)
+        await browser.close()
+    # The refused request is the only failed one.
+    assert problems == ["Failed to load resource: the server responded with a status of 409 (Conflict)"]
+    assert (await p.balance(payout_stack, shop))["available"] == 300_000 - 12_050 - 200_000
+    await p.clean(payout_stack)

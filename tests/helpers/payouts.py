@@ -127,3 +127,49 @@ async def record_history(stack: Stack, withdrawal_id: str, name: str) -> None:
     await handle.result()  # a paid one watches for a return a few seconds more
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text((await handle.fetch_history()).to_json())
+
+
+async def reserve_for_withdrawal(session: Any, merchant_id: str, cents: int, at: datetime) -> str:
+    """available → reserved as a withdrawal does, with the open withdrawal row the check holds it to
+    (no workflow: a test that only needs the money set aside). Its id."""
+    from miaofa.db.payout_tables import PayoutDestination, Withdrawal
+
+    wid, destination = "wd_" + uuid.uuid4().hex[:20], "pd_" + uuid.uuid4().hex[:20]
+    session.add(
+        PayoutDestination(
+            id=destination,
+            merchant_id=merchant_id,
+            rail="simulator",
+            sealed=b"-",
+            masked="****",
+            created_by="test",
+            usable_at=at,
+            created_at=at,
+        )
+    )
+    await session.flush()
+    session.add(
+        Withdrawal(
+            id=wid,
+            merchant_id=merchant_id,
+            destination_id=destination,
+            rail="simulator",
+            amount_cents=cents,
+            fee_cents=0,
+            currency="CNY",
+            status=c.WITHDRAWAL_SUBMITTED,
+            idem_key=wid,
+            requested_by="test",
+        )
+    )
+    await session.flush()
+    await post(
+        session,
+        key=f"payout_reserve:{wid}",
+        kind="payout_reserve",
+        currency="CNY",
+        lines=[debit(merchant_id, "available", cents), credit(merchant_id, "reserved", cents)],
+        at=at,
+        merchant_id=merchant_id,
+    )
+    return wid

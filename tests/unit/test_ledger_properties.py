@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from miaofa.db.engine import make_engine, make_sessionmaker
 from miaofa.db.models import Merchant, Order
 from miaofa.ledger import books, check, order_money
-from miaofa.ledger.posting import credit, debit, post
+from tests.helpers.payouts import reserve_for_withdrawal
 
 ORDERS = 4
 op = st.one_of(
@@ -87,15 +87,8 @@ async def _play(url: str, fee_bps: int, hold_hours: int, prices: list[int], ops:
                     (line,) = await books.balances(session, merchant_id) or [{"available_cents": 0}]
                     if line["available_cents"] >= arg:
                         reserved += arg
-                        await post(
-                            session,
-                            key=f"reserve:{merchant_id}:{uuid.uuid4().hex}",
-                            kind="payout_reserve",
-                            currency="CNY",
-                            lines=[debit(merchant_id, "available", arg), credit(merchant_id, "reserved", arg)],
-                            at=clock,
-                            merchant_id=merchant_id,
-                        )
+                        # A reservation is a withdrawal's: the check holds reserved to the open ones.
+                        await reserve_for_withdrawal(session, merchant_id, arg, clock)
                 elif name == "fee":
                     fee_bps = arg
                     await session.execute(update(Merchant).where(Merchant.id == merchant_id).values(fee_bps=arg))
