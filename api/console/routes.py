@@ -1,6 +1,6 @@
 """The merchant console at /console: sign-in with a merchant token, sign-out, the dashboard, and the
-product, order, money and staff pages (api/console/{products,orders,money,staff}.py); the platform
-admin's pages under /console/admin (api/console/admin.py). Server-rendered, hidden from
+product, order, money, statements and staff pages (api/console/{products,orders,money,statements,
+staff}.py); the platform admin's pages under /console/admin (api/console/admin.py). Server-rendered, hidden from
 the OpenAPI schema; every form carries a CSRF token (api/csrf.py) and every page is scoped to the
 signed-in merchant: another merchant's SKU or order is a 404 page, as if it did not exist."""
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from api.console import admin, money, orders, products, session, settings, staff
+from api.console import admin, money, orders, products, session, settings, staff, statements
 from api.console.i18n import Translator
 from api.console.pages import SIGN_IN, ConsoleRoute, page
 from api.console.session import ConsoleDep, DbDep
@@ -20,7 +20,15 @@ from miaofa.merchants import accounts, dashboard, tokens
 from miaofa.staff import MAX_TOKEN_CHARS
 
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=ConsoleRoute)
-for part in (products.router, orders.router, money.router, staff.router, settings.router, admin.router):
+for part in (
+    products.router,
+    orders.router,
+    money.router,
+    statements.router,
+    staff.router,
+    settings.router,
+    admin.router,
+):
     router.include_router(part)
 
 
