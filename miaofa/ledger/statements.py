@@ -345,17 +345,18 @@ def as_csv(found: dict[str, Any]) -> str:
             "currency",
             "row",
             "at",
+            "booked_at",
             "kind",
             "account",
             "amount_cents",
             "balance_after_cents",
             "ref",
-            "booked_at",
         ]
     )
     for currency, section in found["currencies"].items():
         for account in KINDS:
-            writer.writerow([period, currency, "opening", "", "", account, "", section["opening"].get(account, 0), ""])
+            cents = section["opening"].get(account, 0)
+            writer.writerow([period, currency, "opening", "", "", "", account, "", cents, ""])
         for line in section["lines"]:
             writer.writerow(
                 [
@@ -363,17 +364,18 @@ def as_csv(found: dict[str, Any]) -> str:
                     currency,
                     "line",
                     line["at"],
+                    line.get("booked_at", ""),  # statements stored before lines were booked have none
                     line["kind"],
                     line["account"],
                     line["amount_cents"],
                     line["balance_after_cents"],
                     line["ref"],
-                    line.get("booked_at", ""),  # statements stored before lines were booked have none
                 ]
             )
         for account in KINDS:
-            writer.writerow([period, currency, "closing", "", "", account, "", section["closing"].get(account, 0), ""])
-    writer.writerow([period, "", "closed", "", "", "", "", "", "yes" if found["closed"] else "no"])
-    writer.writerow([period, "", "prev_hash", "", "", "", "", "", found["prev_hash"] or ""])
-    writer.writerow([period, "", "hash", "", "", "", "", "", found["hash"] or ""])
+            cents = section["closing"].get(account, 0)
+            writer.writerow([period, currency, "closing", "", "", "", account, "", cents, ""])
+    writer.writerow([period, "", "closed", "", "", "", "", "", "", "yes" if found["closed"] else "no"])
+    writer.writerow([period, "", "prev_hash", "", "", "", "", "", "", found["prev_hash"] or ""])
+    writer.writerow([period, "", "hash", "", "", "", "", "", "", found["hash"] or ""])
     return out.getvalue()

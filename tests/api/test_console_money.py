@@ -84,7 +84,7 @@ async def test_the_money_page_shows_the_ledgers_numbers_after_a_held_sale(dev_st
     lines = (await dev_stack.http.get("/merchant/ledger", headers=shop.owner)).json()["entries"]
     assert entry_ids(page) == [e["entry_id"] for e in lines]
     assert "−¥9.75" in page
-    assert 'id="older"' not in page and "their console pages are not built yet." in page
+    assert 'id="older"' not in page and "their console page is not built yet." in page
 
     # Paged with `before`: a page of two lines, then the rest below the last one shown.
     pager = pytest.MonkeyPatch()
