@@ -1,6 +1,9 @@
 """The merchants' money in the ledger: sales, holds, refunds, the database's refusals, the check."""
 
 import asyncio
+import re
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +18,8 @@ from miaofa.db.models import Merchant
 from miaofa.ledger import check, order_money
 from miaofa.ledger.posting import credit, debit, post
 from tests.api.test_merchants import Shop, _keys, shop_order, shop_product
-from tests.helpers.stack import Stack
+from tests.helpers.stack import Stack, stages
+from tests.helpers.waiting import eventually
 
 
 async def money_shop(stack: Stack, fee_bps: int = 250, hold_seconds: int = 3600, settlement: str = "platform") -> Shop:
@@ -251,17 +255,28 @@ async def test_the_check_names_what_does_not_add_up(dev_stack: Stack) -> None:
 
 
 async def test_three_shops_with_refunds_racing_deliveries_and_releases_add_up_to_the_cent(dev_stack: Stack) -> None:
-    shops = [await money_shop(dev_stack, fee_bps=fee, hold_seconds=hold) for fee, hold in ((250, 0), (333, 1), (0, 1))]
+    """200 orders across three shops, all paid at once; a third refunded the moment each is delivered,
+    while other orders are still delivering and the hold release runs every 50 ms (a 1 s hold: some
+    clawbacks come from pending, others, released meanwhile, from available)."""
+    plans = ((250, 0, 67), (333, 1, 67), (0, 1, 66))  # fee, hold, orders
+    shops = [await money_shop(dev_stack, fee_bps=fee, hold_seconds=hold) for fee, hold, _ in plans]
     price = 997
-    skus = [await shop_product(dev_stack, shop, _keys(20)) for shop in shops]
+    skus = [await shop_product(dev_stack, shop, _keys(n)) for shop, (_, _, n) in zip(shops, plans, strict=True)]
     for shop, sku in zip(shops, skus, strict=True):
         edited = await dev_stack.http.patch(
             f"/merchant/products/{sku}", headers=shop.owner, json={"price_cents": price}
         )
         assert edited.status_code == 200
-    orders = [
-        (shop, await shop_order(dev_stack, shop, sku)) for shop, sku in zip(shops, skus, strict=True) for _ in range(20)
-    ]
+    opening = asyncio.Semaphore(20)
+
+    async def order_from(shop: Shop, sku: str) -> tuple[Shop, dict[str, Any]]:
+        async with opening:
+            return shop, await shop_order(dev_stack, shop, sku)
+
+    orders = await asyncio.gather(
+        *(order_from(shop, sku) for shop, sku, (_, _, n) in zip(shops, skus, plans, strict=True) for _ in range(n))
+    )
+    assert len(orders) == 200
     refunded = {o["order_id"] for i, (_, o) in enumerate(orders) if i % 3 == 0}
     stop = asyncio.Event()
 
@@ -272,7 +287,7 @@ async def test_three_shops_with_refunds_racing_deliveries_and_releases_add_up_to
 
     async def one(shop: Shop, order: dict[str, Any]) -> None:
         await dev_stack.pay(order)
-        await dev_stack.wait_status(order, "delivered", timeout=60)
+        await dev_stack.wait_status(order, "delivered", timeout=180)
         if order["order_id"] in refunded:
             await refund(dev_stack, order, shop)
 
@@ -284,9 +299,36 @@ async def test_three_shops_with_refunds_racing_deliveries_and_releases_add_up_to
         await releaser
     await asyncio.sleep(1.1)
     await release(dev_stack, datetime.now(UTC))
-    for shop, fee in zip(shops, (250, 333, 0), strict=True):
+    ids = [s.merchant_id for s in shops]
+    async with dev_stack.sessionmaker() as session:
+        counts = dict(
+            (
+                await session.execute(
+                    select(LedgerTransaction.kind, func.count())
+                    .where(LedgerTransaction.merchant_id.in_(ids))
+                    .group_by(LedgerTransaction.kind)
+                )
+            ).all()
+        )
+        # What the platform took and what the gateway holds, from these shops' transactions alone.
+        platform_moved = dict(
+            (
+                await session.execute(
+                    text(
+                        "SELECT a.kind, sum(e.amount) FROM ledger_entries e "
+                        "JOIN ledger_accounts a ON a.id = e.account_id "
+                        "JOIN ledger_transactions t ON t.id = e.transaction_id "
+                        "WHERE a.owner = 'platform' AND t.merchant_id = ANY(:ids) GROUP BY a.kind"
+                    ),
+                    {"ids": ids},
+                )
+            ).all()
+        )
+    fees = 0
+    for shop, (fee, _, _) in zip(shops, plans, strict=True):
         kept = sum(1 for s, o in orders if s is shop and o["order_id"] not in refunded)
         net = price - price * fee // 10_000
+        fees += kept * (price * fee // 10_000)
         assert await balance(dev_stack, shop) == {
             "pending": 0,
             "available": kept * net,
@@ -294,13 +336,103 @@ async def test_three_shops_with_refunds_racing_deliveries_and_releases_add_up_to
             "debt": 0,
             "payable": 0,
         }
+    assert counts["sale"] == 200 and counts["refund"] == len(refunded) == 67
+    assert counts["release"] <= 67 + 66  # at most one per sale of the two shops with a hold
+    kept_all = 200 - len(refunded)
+    assert platform_moved == {"gateway_clearing:simulator": kept_all * price, "fees": -fees}
+    await clean(dev_stack)
+
+
+async def test_a_payment_refunded_without_a_sale_leaves_the_shop_untouched(dev_stack: Stack) -> None:
+    """A paid order that never became a sale (cancelled, its only key sold to another buyer, then
+    paid all the same) is refunded; its payment passes through the clearing account and back
+    (unsold:, refund:), no shop account moves, and the clearing account is balanced for it."""
+    shop = await money_shop(dev_stack, fee_bps=500, hold_seconds=0)
+    sku = await shop_product(dev_stack, shop, _keys(1))  # 500 a card
+    await dev_stack.control(close_fail=True)  # the gateway keeps the payment open after the cancel
+    late = await shop_order(dev_stack, shop, sku)
+    cancelled = await dev_stack.http.post(
+        f"/merchant/orders/{late['order_id']}/cancel", headers=shop.owner, json={"reason": "buyer asked"}
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    await dev_stack.control(close_fail=False)
+
+    async def rival_order() -> dict[str, Any] | None:  # once the cancel has given the key back
+        await dev_stack.refresh_stock()
+        answer = await dev_stack.order(sku, merchant=shop.slug, email="rival@example.com")
+        return answer.json() if answer.status_code == 201 else None
+
+    rival = await eventually(rival_order, message="another buyer orders the released key")
+    await dev_stack.pay(rival)
+    await dev_stack.wait_status(rival, "delivered")
+    assert (await dev_stack.pay(late)).status_code == 200
+    view = await dev_stack.wait_status(late, "refunded", timeout=60)
+    assert "paid_after_expiry" in stages(view) and "delivered" not in stages(view)
+
     async with dev_stack.sessionmaker() as session:
-        sales = await session.scalar(
-            select(func.count()).where(
-                LedgerTransaction.kind == "sale", LedgerTransaction.merchant_id.in_([s.merchant_id for s in shops])
+        moved = (
+            await session.execute(
+                text(
+                    "SELECT t.idem_key, a.owner, a.kind, e.amount FROM ledger_entries e "
+                    "JOIN ledger_accounts a ON a.id = e.account_id "
+                    "JOIN ledger_transactions t ON t.id = e.transaction_id "
+                    "WHERE t.order_id = :o ORDER BY e.id"
+                ),
+                {"o": late["order_id"]},
             )
+        ).all()
+    o = late["order_id"]
+    assert [tuple(row) for row in moved] == [
+        (f"unsold:{o}", "platform", "gateway_clearing:simulator", 500),
+        (f"unsold:{o}", "platform", "world", -500),
+        (f"refund:{o}", "platform", "world", 500),
+        (f"refund:{o}", "platform", "gateway_clearing:simulator", -500),
+    ]
+    # The shop has the rival's sale and nothing else; its ledger never names the late order.
+    assert await balance(dev_stack, shop) == {"pending": 0, "available": 475, "reserved": 0, "debt": 0, "payable": 0}
+    lines = (await dev_stack.http.get("/merchant/ledger", headers=shop.owner)).json()["entries"]
+    assert [(e["kind"], e["order_id"]) for e in lines] == [("sale", rival["order_id"])]
+    await clean(dev_stack)
+
+
+async def test_the_ledger_check_cli_exits_0_when_clean_and_1_naming_each_violation(dev_stack: Stack, tmp_path) -> None:
+    from tests.cli.test_support_cli import cli, cli_env
+
+    shop = await money_shop(dev_stack, hold_seconds=0)
+    await sold(dev_stack, shop)
+    ok = await asyncio.to_thread(cli, dev_stack, tmp_path, "ledger", "check")
+    assert (ok.returncode, ok.stdout) == (0, ""), ok.stderr
+    assert re.fullmatch(r"The ledger adds up \([0-9.]+ s\)\.\n", ok.stderr)
+
+    # A balance changed behind the ledger's back (accounts are the one table that allows it).
+    plant = "UPDATE ledger_accounts SET balance = balance + :d WHERE owner = :m AND kind = 'available'"
+    async with dev_stack.sessionmaker.begin() as session:
+        await session.execute(text(plant), {"d": 7, "m": shop.merchant_id})
+        account = await session.scalar(
+            text("SELECT id FROM ledger_accounts WHERE owner = :m AND kind = 'available'"), {"m": shop.merchant_id}
         )
-    assert sales == 60
+    try:
+        bad = await asyncio.to_thread(cli, dev_stack, tmp_path, "ledger", "check")
+    finally:
+        async with dev_stack.sessionmaker.begin() as session:
+            await session.execute(text(plant), {"d": -7, "m": shop.merchant_id})
+    assert bad.returncode == 1
+    assert re.fullmatch(r"The ledger does not add up: 2 violations \([0-9.]+ s\)\.\n", bad.stderr), bad.stderr
+    assert bad.stdout.splitlines() == [
+        f"balance_differs_from_entries\taccount {account} says 982, its entries sum to 975",
+        f"last_entry_disagrees\taccount {account} says 982, its last entry 975",
+    ]
+    env = {**cli_env(dev_stack, tmp_path), "MIAOFA_DATABASE_URL": "postgresql://miaofa@127.0.0.1:9/miaofa"}
+    away = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "miaofa.cli", "ledger", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert away.returncode == 1 and away.stderr.startswith("Cannot reach the database"), away.stderr
+    assert len(away.stderr.strip().splitlines()) == 1
     await clean(dev_stack)
 
 
