@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from miaofa.db.ledger_tables import LedgerStatement, LedgerTransaction
+from miaofa.errors import InvalidInput
 from miaofa.ledger import check, statements
 from miaofa.ledger.posting import PLATFORM, Line, credit, debit, lock, post, write
 from tests.api.test_ledger import clean, money_shop
@@ -344,3 +345,13 @@ async def test_the_cli_shows_and_exports_a_statement(dev_stack: Stack, tmp_path)
     tomorrow = (TODAY + timedelta(days=1)).isoformat()
     early = await asyncio.to_thread(cli, dev_stack, tmp_path, "statements", "show", shop.slug, tomorrow)
     assert early.returncode == 1 and "has not begun" in early.stderr
+
+
+def test_a_period_is_a_day_or_a_month_in_ascii_digits() -> None:
+    assert statements.parse_period("2024-02") == statements.Period(date(2024, 2, 1), date(2024, 2, 29), "2024-02")
+    assert statements.parse_period("2026-12-05") == statements.Period(
+        date(2026, 12, 5), date(2026, 12, 5), "2026-12-05"
+    )
+    for bad in ("2026-12\n", "２０２６-１２", "2026-13", "2026-02-29", "0000-01", "2026-12-05T00", "", "2026"):
+        with pytest.raises(InvalidInput):
+            statements.parse_period(bad)
