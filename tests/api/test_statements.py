@@ -126,10 +126,10 @@ async def test_a_posting_dated_into_a_stored_day_is_booked_on_the_day_it_is_writ
     m = shop.merchant_id
     async with dev_stack.sessionmaker.begin() as session:
         await book(
-            session, f"t-sale1:{m}", noon(DAYS[0]), [debit(PLATFORM, CLEARING, 1000), credit(m, "pending", 1000)], m
+            session, f"t-sale1:{m}", noon(DAYS[0]), [debit(PLATFORM, CLEARING, 1000), credit(m, "available", 1000)], m
         )
     before = await _get(dev_stack, shop, DAYS[0].isoformat())
-    assert before["closed"] and before["currencies"]["CNY"]["closing"]["pending"] == 1000
+    assert before["closed"] and before["currencies"]["CNY"]["closing"]["available"] == 1000
 
     late = datetime.combine(DAYS[0], time(23, 59), tzinfo=UTC)  # what the workflow's step carries
     async with dev_stack.sessionmaker.begin() as session:
@@ -138,14 +138,14 @@ async def test_a_posting_dated_into_a_stored_day_is_booked_on_the_day_it_is_writ
             key=f"t-late:{m}",
             kind="sale",
             currency="CNY",
-            lines=[debit(PLATFORM, CLEARING, 300), credit(m, "pending", 300)],
+            lines=[debit(PLATFORM, CLEARING, 300), credit(m, "available", 300)],
             at=late,
             merchant_id=m,
         )
     assert await _get(dev_stack, shop, DAYS[0].isoformat()) == before  # stored: never changes
     today = await _get(dev_stack, shop, TODAY.isoformat())
     cny = today["currencies"]["CNY"]
-    assert cny["opening"] == {**ZERO, "pending": 1000} and cny["closing"] == {**ZERO, "pending": 1300}
+    assert cny["opening"] == {**ZERO, "available": 1000} and cny["closing"] == {**ZERO, "available": 1300}
     [line] = cny["lines"]
     assert (line["ref"], line["at"], datetime.fromisoformat(line["booked_at"]).date()) == (
         f"t-late:{m}",
@@ -159,11 +159,11 @@ async def test_a_posting_dated_into_a_stored_day_is_booked_on_the_day_it_is_writ
     # Were a line booked into the stored day all the same, the check names it (rolled back).
     async with dev_stack.sessionmaker() as session:
         try:
-            forged = [debit(PLATFORM, CLEARING, 5), credit(m, "pending", 5)]
+            forged = [debit(PLATFORM, CLEARING, 5), credit(m, "available", 5)]
             await book(session, f"t-forged:{m}", noon(DAYS[0]), forged, m)
             found = [v for v in await check.run(session) if v.check == "statement_differs_from_entries"]
             assert [v.detail for v in found] == [
-                f"{m}'s statement of {DAYS[0].isoformat()} closes pending in CNY at 1000; "
+                f"{m}'s statement of {DAYS[0].isoformat()} closes available in CNY at 1000; "
                 "its entries booked by then sum to 1005"
             ]
         finally:
