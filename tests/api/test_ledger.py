@@ -258,7 +258,7 @@ async def test_three_shops_with_refunds_racing_deliveries_and_releases_add_up_to
     """200 orders across three shops, ordered and paid together (50 in flight at a time: the API,
     the worker and the test share one event loop on two cores); a third refunded the moment each is
     delivered, while other orders are still delivering and the hold release runs every 50 ms (a 1 s
-    hold: some clawbacks come from pending, others, released meanwhile, from available)."""
+    hold: a refund may find the shop's share still pending or already released to available)."""
     plans = ((250, 0, 67), (333, 1, 67), (0, 1, 66))  # fee, hold, orders
     shops = [await money_shop(dev_stack, fee_bps=fee, hold_seconds=hold) for fee, hold, _ in plans]
     price = 997
