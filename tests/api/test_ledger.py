@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
@@ -255,7 +256,7 @@ async def test_the_check_names_what_does_not_add_up(dev_stack: Stack) -> None:
 
 
 async def test_three_shops_with_refunds_racing_deliveries_and_releases_add_up_to_the_cent(dev_stack: Stack) -> None:
-    """200 orders across three shops, ordered and paid together (50 in flight at a time: the API,
+    """200 orders across three shops, ordered and paid together (40 in flight at a time: the API,
     the worker and the test share one event loop on two cores); a third refunded the moment each is
     delivered, while other orders are still delivering and the hold release runs every 50 ms (a 1 s
     hold: a refund may find the shop's share still pending or already released to available)."""
@@ -273,7 +274,7 @@ async def test_three_shops_with_refunds_racing_deliveries_and_releases_add_up_to
     plan = [(shop, sku, i % 3 == 0) for i, (shop, sku) in enumerate(steps)]
     assert len(plan) == 200
     stop = asyncio.Event()
-    in_flight = asyncio.Semaphore(50)
+    in_flight = asyncio.Semaphore(40)
 
     async def releasing() -> None:
         while not stop.is_set():
@@ -281,15 +282,20 @@ async def test_three_shops_with_refunds_racing_deliveries_and_releases_add_up_to
             await asyncio.sleep(0.05)
 
     async def refund_now(order: dict[str, Any], shop: Shop) -> None:
-        """As a client would: a 503 (the order's workflow busy) is asked again, same Idempotency-Key."""
+        """As a client would: a 503 or a timeout (the order's workflow busy) is asked again with the
+        same Idempotency-Key, so it is the same refund."""
         headers = {**shop.owner, "Idempotency-Key": f"race-{order['order_id']}"}
+        answer: httpx.Response | None = None
         for _ in range(6):
-            answer = await dev_stack.http.post(
-                f"/merchant/orders/{order['order_id']}/refund", headers=headers, json={"reason": "race"}
-            )
+            try:
+                answer = await dev_stack.http.post(
+                    f"/merchant/orders/{order['order_id']}/refund", headers=headers, json={"reason": "race"}
+                )
+            except httpx.TimeoutException:
+                continue
             if answer.status_code != 503:
                 break
-        assert answer.status_code == 200, answer.text
+        assert answer is not None and answer.status_code == 200, answer and answer.text
         await dev_stack.wait_status(order, "refunded", timeout=60)
 
     async def one(shop: Shop, sku: str, refunds: bool) -> tuple[Shop, bool]:
