@@ -53,11 +53,7 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
     "money.debt": ("Debt", "欠款"),
     "money.payable": ("Fees payable to the platform", "应付平台服务费"),
     "money.no_balance": ("No money has moved yet.", "暂无资金变动。"),
-    "money.later": (
-        "Daily statements are in the merchant API (GET /merchant/statements/<day>); their console page is "
-        "not built yet.",
-        "每日对账单可通过商家 API 获取（GET /merchant/statements/<日期>）；后台页面尚未上线。",
-    ),
+    "money.statements": ("Statements, by day or month", "对账单（按日或按月）"),
     "money.why_pending": ("Why money is pending", "待结算原因"),
     "money.reason": ("Reason", "原因"),
     "money.hold_reason": ("The platform's hold of {hold} after each sale", "平台对每笔销售的冻结期：{hold}"),
@@ -72,6 +68,39 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
     "money.no_lines": ("No ledger lines.", "没有账本记录。"),
     "money.older": ("Older lines", "更早的记录"),
     "money.newest": ("Newest lines", "最新记录"),
+    "stmt.title": ("Statements", "对账单"),
+    "stmt.help": (
+        "A statement of a UTC day or a month: each account's opening and closing balance and every "
+        "ledger line between. A day closes an hour after it ends; then its statement is stored, never "
+        "changes, and carries the hash of the one before it. Until then it is computed as it stands now.",
+        "按 UTC 日或按月的对账单：每个账户的期初、期末余额及其间的每一笔账本记录。每日结束一小时后关账，"
+        "对账单随即保存、不再更改，并附带上一份对账单的哈希值；关账前显示的是当前实时计算的结果。",
+    ),
+    "stmt.day": ("Day (UTC)", "日期（UTC）"),
+    "stmt.month": ("Month", "月份"),
+    "stmt.show": ("Show", "查看"),
+    "stmt.of_day": ("Statement of {period}", "{period} 对账单"),
+    "stmt.of_month": ("Statement of the month {period}", "{period} 月度对账单"),
+    "stmt.closed": ("Closed: stored, and never changed.", "已关账：已保存，不会再更改。"),
+    "stmt.open": (
+        "Open: computed now; lines may still be added until it closes.",
+        "未关账：为实时计算结果，关账前仍可能增加记录。",
+    ),
+    "stmt.hash": ("Hash", "哈希"),
+    "stmt.prev_hash": ("Previous statement's hash", "上一份对账单哈希"),
+    "stmt.csv": ("Download CSV", "下载 CSV"),
+    "stmt.opening": ("Opening", "期初"),
+    "stmt.change": ("Change", "变动"),
+    "stmt.closing": ("Closing", "期末"),
+    "stmt.booked": ("Booked", "入账时间"),
+    "stmt.dated": ("dated {at}", "发生于 {at}"),
+    "stmt.cut": (
+        "The first {shown} of {total} lines; the CSV has them all.",
+        "仅显示 {total} 条记录中的前 {shown} 条；CSV 包含全部记录。",
+    ),
+    "stmt.no_lines": ("No lines in this period.", "本期没有记录。"),
+    "stmt.nothing": ("No money had moved by the end of this period.", "截至本期末暂无资金变动。"),
+    "stmt.back": ("Back to Money", "返回资金"),
     "tx.sale": ("Sale", "销售"),
     "tx.refund": ("Refund", "退款"),
     "tx.release": ("Hold released", "解冻"),

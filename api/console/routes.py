@@ -1,16 +1,27 @@
 """The merchant console at /console: sign-in with a merchant token, sign-out, the dashboard, and the
-product, order, money, withdrawal, staff and settings pages (api/console/{products,orders,money,
-withdrawals,staff,settings}.py); the platform admin's pages under /console/admin (api/console/admin.py,
-admin_withdrawals.py). Server-rendered, hidden from the OpenAPI schema; every form carries a CSRF token
-(api/csrf.py) and every page is scoped to the signed-in merchant: another merchant's SKU, order or
-withdrawal is a 404 page, as if it did not exist."""
+product, order, money, statements, withdrawal, staff and settings pages (api/console/{products,orders,
+money,statements,withdrawals,staff,settings}.py); the platform admin's pages under /console/admin
+(api/console/admin.py, admin_withdrawals.py). Server-rendered, hidden from the OpenAPI schema; every
+form carries a CSRF token (api/csrf.py) and every page is scoped to the signed-in merchant: another
+merchant's SKU, order or withdrawal is a 404 page, as if it did not exist."""
 
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from api.console import admin, admin_withdrawals, money, orders, products, session, settings, staff, withdrawals
+from api.console import (
+    admin,
+    admin_withdrawals,
+    money,
+    orders,
+    products,
+    session,
+    settings,
+    staff,
+    statements,
+    withdrawals,
+)
 from api.console.i18n import Translator
 from api.console.pages import SIGN_IN, ConsoleRoute, page
 from api.console.session import ConsoleDep, DbDep
@@ -25,6 +36,7 @@ for part in (
     products.router,
     orders.router,
     money.router,
+    statements.router,
     withdrawals.router,
     staff.router,
     settings.router,

@@ -1,12 +1,10 @@
 """A merchant's money as the ledger has it, and the platform's proof that the ledger adds up."""
 
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
 from api.deps import FinanceDep, MerchantDep, SessionDep
-from miaofa.errors import InvalidInput
 from miaofa.ledger import books, check, statements
 
 merchant_router = APIRouter(prefix="/merchant", tags=["merchant money"])
@@ -34,24 +32,26 @@ async def ledger(
     return {"entries": await books.entries(session, holder.merchant_id, limit, before)}
 
 
-@merchant_router.get("/statements/{day}", responses={200: {"content": {"text/csv": {}}}})
+@merchant_router.get("/statements/{period}", responses={200: {"content": {"text/csv": {}}}})
 async def statement(
-    day: Annotated[str, Path(pattern=r"^\d{4}-\d{2}-\d{2}(\.csv)?$", description="YYYY-MM-DD, or YYYY-MM-DD.csv")],
+    period: Annotated[
+        str,
+        Path(max_length=20, description="a UTC day YYYY-MM-DD or a month YYYY-MM; add .csv for CSV"),
+    ],
     holder: MerchantDep,
     session: SessionDep,
 ) -> Any:
-    """A closed day (UTC): opening, every line and closing per currency, and the hash chain."""
-    wants_csv = day.endswith(".csv")
-    try:
-        when = date.fromisoformat(day.removesuffix(".csv"))
-    except ValueError:
-        raise InvalidInput(f"day: {day.removesuffix('.csv')!r} is not a date") from None
-    found = await statements.statement(session, holder.merchant_id, when)
+    """A UTC day or a month: opening, every line and closing per currency. A closed day (an hour
+    after it ends) is stored once and chained by hash; a day or month still open is computed live
+    (`closed: false`, no hash). A day or month that has not begun: 409 statement_not_ready."""
+    wants_csv = period.endswith(".csv")
+    asked = statements.parse_period(period.removesuffix(".csv"))
+    found = await statements.of_period(session, holder.merchant_id, asked)
     if wants_csv:
         return Response(
             statements.as_csv(found),
             media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="statement-{when.isoformat()}.csv"'},
+            headers={"Content-Disposition": f'attachment; filename="statement-{asked.label}.csv"'},
         )
     return found
 

@@ -3,8 +3,9 @@
 Seeds, set-based in SQL (a posting at a time would take minutes): 100 merchants, N delivered orders
 each with its sale (gateway clearing Dr, the merchant's pending or available Cr, fees Cr), a hold for
 half of them, and a refund (the sale reversed) for one in ten; every balance and `balance_after`
-exactly what the entries say. Then times the whole check (miaofa.ledger.check.run) a few times, and
-asserts it found nothing: a check that is fast because it is wrong would be worthless."""
+exactly what the entries say; a stored statement per merchant closing on its balances. Then times
+the whole check (miaofa.ledger.check.run) a few times, and asserts it found nothing: a check that
+is fast because it is wrong would be worthless."""
 
 import asyncio
 import tempfile
@@ -63,6 +64,14 @@ UPDATE ledger_accounts a SET balance = s.balance, version = s.version FROM (
 INSERT INTO ledger_holds (merchant_id, order_id, currency, amount, remaining, reason, release_at)
 SELECT o.merchant_id, o.id, 'CNY', 975, 975, 'bench', now() + interval '1 hour'
 FROM orders o WHERE substr(o.id, 3)::int % 2 = 0 AND o.status = 'delivered';
+-- a stored statement per merchant closing on its balances, so the statement check reads every entry
+INSERT INTO ledger_statements (merchant_id, day, body, prev_hash, hash)
+SELECT a.owner, (now() AT TIME ZONE 'UTC')::date,
+       jsonb_build_object('merchant_id', a.owner, 'currencies', jsonb_build_object('CNY', jsonb_build_object(
+         'opening', '{}'::jsonb, 'lines', '[]'::jsonb,
+         'closing', jsonb_object_agg(a.kind, a.balance) || '{"reserved": 0, "debt": 0, "payable": 0}'::jsonb))),
+       repeat('0', 64), repeat('0', 64)
+FROM ledger_accounts a WHERE a.owner <> 'platform' GROUP BY a.owner;
 """
 
 

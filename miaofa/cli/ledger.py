@@ -39,28 +39,29 @@ def check_ledger() -> None:
 
 
 statements_app = typer.Typer(
-    no_args_is_help=True, short_help="A shop's daily statements.", help="A shop's daily statements (UTC days)."
+    no_args_is_help=True,
+    short_help="A shop's statements, of a day or a month.",
+    help="A shop's statements, of a UTC day (YYYY-MM-DD) or a month (YYYY-MM).",
 )
+PERIOD_HELP = "A UTC day YYYY-MM-DD, or a month YYYY-MM."
 
 
-def _statement(slug: str, day: str) -> dict:
-    from datetime import date
-
-    from miaofa.errors import MiaofaError
+def _statement(slug: str, period: str) -> dict:
+    from miaofa.errors import InvalidInput, MiaofaError
     from miaofa.ledger import statements
     from miaofa.merchants import accounts
 
     try:
-        when = date.fromisoformat(day)
-    except ValueError:
-        _stop(f"{day!r} is not a date: use YYYY-MM-DD.", BAD_INPUT)
+        asked = statements.parse_period(period)
+    except InvalidInput:
+        _stop(f"{period!r} is not a day or a month: use YYYY-MM-DD or YYYY-MM.", BAD_INPUT)
     settings = _settings()
     _require(settings, "database_url", code=BAD_INPUT)
 
     async def run() -> dict:
         async with database(settings) as sessionmaker, sessionmaker.begin() as session:
             merchant = await accounts.by_slug(session, slug)
-            return await statements.statement(session, merchant.id, when)
+            return await statements.of_period(session, merchant.id, asked)
 
     try:
         return asyncio.run(run())
@@ -71,17 +72,21 @@ def _statement(slug: str, day: str) -> dict:
 
 
 @statements_app.command("show")
-def show(slug: str = typer.Argument(..., help="The shop's slug."), day: str = typer.Argument(..., help="YYYY-MM-DD")):
-    """Opening and closing balances per currency, the number of lines, and the hash chain."""
+def show(slug: str = typer.Argument(..., help="The shop's slug."), period: str = typer.Argument(..., help=PERIOD_HELP)):
+    """Opening and closing balances per currency, the number of lines, and the hash chain (none
+    while the day or month is still open: it is computed live, not stored)."""
     from miaofa.ledger.statements import KINDS
 
-    found = _statement(slug, day)
+    found = _statement(slug, period)
     for currency, section in found["currencies"].items():
         opening = " ".join(f"{k} {section['opening'].get(k, 0)}" for k in KINDS)
         closing = " ".join(f"{k} {section['closing'].get(k, 0)}" for k in KINDS)
         print(f"{currency}\topening\t{opening}")
         print(f"{currency}\tlines\t{len(section['lines'])}")
         print(f"{currency}\tclosing\t{closing}")
+    if not found["closed"]:
+        print("open\tnot closed yet: computed now, stored an hour after the day ends (UTC)")
+        return
     print(f"prev_hash\t{found['prev_hash']}")
     print(f"hash\t{found['hash']}")
 
@@ -89,7 +94,7 @@ def show(slug: str = typer.Argument(..., help="The shop's slug."), day: str = ty
 @statements_app.command("export")
 def export(
     slug: str = typer.Argument(..., help="The shop's slug."),
-    day: str = typer.Argument(..., help="YYYY-MM-DD"),
+    period: str = typer.Argument(..., help=PERIOD_HELP),
     as_json: bool = typer.Option(False, "--json", help="JSON instead of CSV."),
 ) -> None:
     """The whole statement on stdout: CSV (a row per line, opening and closing rows) or JSON."""
@@ -97,7 +102,7 @@ def export(
 
     from miaofa.ledger import statements
 
-    found = _statement(slug, day)
+    found = _statement(slug, period)
     print(
         json.dumps(found, ensure_ascii=False) if as_json else statements.as_csv(found), end="" if not as_json else "\n"
     )

@@ -63,6 +63,30 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
              AND NOT EXISTS (SELECT 1 FROM ledger_transactions t WHERE t.idem_key = 'refund:' || o.id) LIMIT 50""",
         "order {0} of {1} was refunded and its sale was not clawed back",
     ),
+    # A stored statement never changes, so nothing may be booked into its day afterwards: each
+    # merchant's last stored closing is what its entries booked by the end of that day sum to.
+    (
+        "statement_differs_from_entries",
+        """WITH last AS (SELECT DISTINCT ON (merchant_id) merchant_id, day, body FROM ledger_statements
+                         ORDER BY merchant_id, day DESC),
+           stated AS (SELECT l.merchant_id, c.key AS currency, k.key AS kind, k.value::bigint AS cents
+                      FROM last l, jsonb_each(l.body -> 'currencies') c, jsonb_each_text(c.value -> 'closing') k),
+           summed AS (SELECT l.merchant_id, a.currency, a.kind,
+                             sum(CASE WHEN a.normal = 'debit' THEN e.amount ELSE -e.amount END) AS cents
+                      FROM last l JOIN ledger_accounts a ON a.owner = l.merchant_id
+                      JOIN ledger_entries e ON e.account_id = a.id
+                      JOIN ledger_transactions t ON t.id = e.transaction_id
+                      WHERE t.created_at < (l.day + 1)::timestamp AT TIME ZONE 'UTC'
+                      GROUP BY l.merchant_id, a.currency, a.kind)
+           SELECT m.merchant_id, l.day::text, m.currency, m.kind, m.stated, m.summed FROM (
+             SELECT coalesce(s.merchant_id, x.merchant_id) AS merchant_id, coalesce(s.currency, x.currency) AS currency,
+                    coalesce(s.kind, x.kind) AS kind, coalesce(s.cents, 0) AS stated, coalesce(x.cents, 0) AS summed
+             FROM stated s FULL JOIN summed x
+               ON x.merchant_id = s.merchant_id AND x.currency = s.currency AND x.kind = s.kind) m
+           JOIN last l ON l.merchant_id = m.merchant_id
+           WHERE m.stated <> m.summed LIMIT 50""",
+        "{0}'s statement of {1} closes {3} in {2} at {4}; its entries booked by then sum to {5}",
+    ),
     # Payouts: each withdrawal's money moved exactly as its status says, and what left through a
     # rail is what the paid withdrawals sent (payout_clearing:<rail> is debit-normal: minus that).
     (

@@ -1,10 +1,14 @@
 """The merchants' money in the ledger: sales, holds, refunds, the database's refusals, the check."""
 
 import asyncio
+import re
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
@@ -16,7 +20,8 @@ from miaofa.ledger import check, order_money
 from miaofa.ledger.posting import credit, debit, post
 from tests.api.test_merchants import Shop, _keys, shop_order, shop_product
 from tests.helpers.payouts import reserve_for_withdrawal
-from tests.helpers.stack import Stack
+from tests.helpers.stack import Stack, stages
+from tests.helpers.waiting import eventually
 
 
 async def money_shop(stack: Stack, fee_bps: int = 250, hold_seconds: int = 3600, settlement: str = "platform") -> Shop:
@@ -244,42 +249,95 @@ async def test_the_check_names_what_does_not_add_up(dev_stack: Stack) -> None:
 
 
 async def test_three_shops_with_refunds_racing_deliveries_and_releases_add_up_to_the_cent(dev_stack: Stack) -> None:
-    shops = [await money_shop(dev_stack, fee_bps=fee, hold_seconds=hold) for fee, hold in ((250, 0), (333, 1), (0, 1))]
+    """200 orders across three shops, ordered and paid together (40 in flight at a time: the API,
+    the worker and the test share one event loop on two cores); a third refunded the moment each is
+    delivered, while other orders are still delivering and the hold release runs every 50 ms (a 1 s
+    hold: a refund may find the shop's share still pending or already released to available)."""
+    plans = ((250, 0, 67), (333, 1, 67), (0, 1, 66))  # fee, hold, orders
+    shops = [await money_shop(dev_stack, fee_bps=fee, hold_seconds=hold) for fee, hold, _ in plans]
     price = 997
-    skus = [await shop_product(dev_stack, shop, _keys(20)) for shop in shops]
+    skus = [await shop_product(dev_stack, shop, _keys(n)) for shop, (_, _, n) in zip(shops, plans, strict=True)]
     for shop, sku in zip(shops, skus, strict=True):
         edited = await dev_stack.http.patch(
             f"/merchant/products/{sku}", headers=shop.owner, json={"price_cents": price}
         )
         assert edited.status_code == 200
-    orders = [
-        (shop, await shop_order(dev_stack, shop, sku)) for shop, sku in zip(shops, skus, strict=True) for _ in range(20)
-    ]
-    refunded = {o["order_id"] for i, (_, o) in enumerate(orders) if i % 3 == 0}
+    # (shop, sku, refunded?): every third order, spread over the three shops
+    steps = [(shop, sku) for shop, sku, (_, _, n) in zip(shops, skus, plans, strict=True) for _ in range(n)]
+    plan = [(shop, sku, i % 3 == 0) for i, (shop, sku) in enumerate(steps)]
+    assert len(plan) == 200
     stop = asyncio.Event()
+    in_flight = asyncio.Semaphore(40)
 
     async def releasing() -> None:
         while not stop.is_set():
             await release(dev_stack, datetime.now(UTC))
             await asyncio.sleep(0.05)
 
-    async def one(shop: Shop, order: dict[str, Any]) -> None:
-        await dev_stack.pay(order)
-        await dev_stack.wait_status(order, "delivered", timeout=60)
-        if order["order_id"] in refunded:
-            await refund(dev_stack, order, shop)
+    async def refund_now(order: dict[str, Any], shop: Shop) -> None:
+        """As a client would: a 503 or a timeout (the order's workflow busy) is asked again with the
+        same Idempotency-Key, so it is the same refund."""
+        headers = {**shop.owner, "Idempotency-Key": f"race-{order['order_id']}"}
+        answer: httpx.Response | None = None
+        for _ in range(6):
+            try:
+                answer = await dev_stack.http.post(
+                    f"/merchant/orders/{order['order_id']}/refund", headers=headers, json={"reason": "race"}
+                )
+            except httpx.TimeoutException:
+                continue
+            if answer.status_code != 503:
+                break
+        assert answer is not None and answer.status_code == 200, answer and answer.text
+        await dev_stack.wait_status(order, "refunded", timeout=60)
+
+    async def one(shop: Shop, sku: str, refunds: bool) -> tuple[Shop, bool]:
+        async with in_flight:  # ordered and paid at once: the payment window is 30 s here
+            order = await shop_order(dev_stack, shop, sku)
+            await dev_stack.pay(order)
+            await dev_stack.wait_status(order, "delivered", timeout=180)
+            if refunds:
+                await refund_now(order, shop)
+            return shop, refunds
 
     releaser = asyncio.create_task(releasing())
     try:
-        await asyncio.gather(*(one(shop, order) for shop, order in orders))
+        outcomes = await asyncio.gather(*(one(*step) for step in plan))
     finally:
         stop.set()
         await releaser
     await asyncio.sleep(1.1)
     await release(dev_stack, datetime.now(UTC))
-    for shop, fee in zip(shops, (250, 333, 0), strict=True):
-        kept = sum(1 for s, o in orders if s is shop and o["order_id"] not in refunded)
+    ids = [s.merchant_id for s in shops]
+    async with dev_stack.sessionmaker() as session:
+        counts = dict(
+            (
+                await session.execute(
+                    select(LedgerTransaction.kind, func.count())
+                    .where(LedgerTransaction.merchant_id.in_(ids))
+                    .group_by(LedgerTransaction.kind)
+                )
+            ).all()
+        )
+        # What the platform took and what the gateway holds, from these shops' transactions alone.
+        platform_moved = dict(
+            (
+                await session.execute(
+                    text(
+                        "SELECT a.kind, sum(e.amount) FROM ledger_entries e "
+                        "JOIN ledger_accounts a ON a.id = e.account_id "
+                        "JOIN ledger_transactions t ON t.id = e.transaction_id "
+                        "WHERE a.owner = 'platform' AND t.merchant_id = ANY(:ids) GROUP BY a.kind"
+                    ),
+                    {"ids": ids},
+                )
+            ).all()
+        )
+    fees = 0
+    for shop, (fee, _, _) in zip(shops, plans, strict=True):
+        kept = sum(1 for s, refunds in outcomes if s is shop and not refunds)
         net = price - price * fee // 10_000
+        fees += kept * (price * fee // 10_000)
         assert await balance(dev_stack, shop) == {
             "pending": 0,
             "available": kept * net,
@@ -287,13 +345,103 @@ async def test_three_shops_with_refunds_racing_deliveries_and_releases_add_up_to
             "debt": 0,
             "payable": 0,
         }
+    refunded = sum(1 for _, refunds in outcomes if refunds)
+    assert counts["sale"] == 200 and counts["refund"] == refunded == 67
+    assert counts["release"] <= 67 + 66  # at most one per sale of the two shops with a hold
+    assert platform_moved == {"gateway_clearing:simulator": (200 - refunded) * price, "fees": -fees}
+    await clean(dev_stack)
+
+
+async def test_a_payment_refunded_without_a_sale_leaves_the_shop_untouched(dev_stack: Stack) -> None:
+    """A paid order that never became a sale (cancelled, its only key sold to another buyer, then
+    paid all the same) is refunded; its payment passes through the clearing account and back
+    (unsold:, refund:), no shop account moves, and the clearing account is balanced for it."""
+    shop = await money_shop(dev_stack, fee_bps=500, hold_seconds=0)
+    sku = await shop_product(dev_stack, shop, _keys(1))  # 500 a card
+    await dev_stack.control(close_fail=True)  # the gateway keeps the payment open after the cancel
+    late = await shop_order(dev_stack, shop, sku)
+    cancelled = await dev_stack.http.post(
+        f"/merchant/orders/{late['order_id']}/cancel", headers=shop.owner, json={"reason": "buyer asked"}
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    await dev_stack.control(close_fail=False)
+
+    async def rival_order() -> dict[str, Any] | None:  # once the cancel has given the key back
+        await dev_stack.refresh_stock()
+        answer = await dev_stack.order(sku, merchant=shop.slug, email="rival@example.com")
+        return answer.json() if answer.status_code == 201 else None
+
+    rival = await eventually(rival_order, message="another buyer orders the released key")
+    await dev_stack.pay(rival)
+    await dev_stack.wait_status(rival, "delivered")
+    assert (await dev_stack.pay(late)).status_code == 200
+    view = await dev_stack.wait_status(late, "refunded", timeout=60)
+    assert "paid_after_expiry" in stages(view) and "delivered" not in stages(view)
+
     async with dev_stack.sessionmaker() as session:
-        sales = await session.scalar(
-            select(func.count()).where(
-                LedgerTransaction.kind == "sale", LedgerTransaction.merchant_id.in_([s.merchant_id for s in shops])
+        moved = (
+            await session.execute(
+                text(
+                    "SELECT t.idem_key, a.owner, a.kind, e.amount FROM ledger_entries e "
+                    "JOIN ledger_accounts a ON a.id = e.account_id "
+                    "JOIN ledger_transactions t ON t.id = e.transaction_id "
+                    "WHERE t.order_id = :o ORDER BY e.id"
+                ),
+                {"o": late["order_id"]},
             )
+        ).all()
+    o = late["order_id"]
+    assert [tuple(row) for row in moved] == [
+        (f"unsold:{o}", "platform", "gateway_clearing:simulator", 500),
+        (f"unsold:{o}", "platform", "world", -500),
+        (f"refund:{o}", "platform", "world", 500),
+        (f"refund:{o}", "platform", "gateway_clearing:simulator", -500),
+    ]
+    # The shop has the rival's sale and nothing else; its ledger never names the late order.
+    assert await balance(dev_stack, shop) == {"pending": 0, "available": 475, "reserved": 0, "debt": 0, "payable": 0}
+    lines = (await dev_stack.http.get("/merchant/ledger", headers=shop.owner)).json()["entries"]
+    assert [(e["kind"], e["order_id"]) for e in lines] == [("sale", rival["order_id"])]
+    await clean(dev_stack)
+
+
+async def test_the_ledger_check_cli_exits_0_when_clean_and_1_naming_each_violation(dev_stack: Stack, tmp_path) -> None:
+    from tests.cli.test_support_cli import cli, cli_env
+
+    shop = await money_shop(dev_stack, hold_seconds=0)
+    await sold(dev_stack, shop)
+    ok = await asyncio.to_thread(cli, dev_stack, tmp_path, "ledger", "check")
+    assert (ok.returncode, ok.stdout) == (0, ""), ok.stderr
+    assert re.fullmatch(r"The ledger adds up \([0-9.]+ s\)\.\n", ok.stderr)
+
+    # A balance changed behind the ledger's back (accounts are the one table that allows it).
+    plant = "UPDATE ledger_accounts SET balance = balance + :d WHERE owner = :m AND kind = 'available'"
+    async with dev_stack.sessionmaker.begin() as session:
+        await session.execute(text(plant), {"d": 7, "m": shop.merchant_id})
+        account = await session.scalar(
+            text("SELECT id FROM ledger_accounts WHERE owner = :m AND kind = 'available'"), {"m": shop.merchant_id}
         )
-    assert sales == 60
+    try:
+        bad = await asyncio.to_thread(cli, dev_stack, tmp_path, "ledger", "check")
+    finally:
+        async with dev_stack.sessionmaker.begin() as session:
+            await session.execute(text(plant), {"d": -7, "m": shop.merchant_id})
+    assert bad.returncode == 1
+    assert re.fullmatch(r"The ledger does not add up: 2 violations \([0-9.]+ s\)\.\n", bad.stderr), bad.stderr
+    assert bad.stdout.splitlines() == [
+        f"balance_differs_from_entries\taccount {account} says 982, its entries sum to 975",
+        f"last_entry_disagrees\taccount {account} says 982, its last entry 975",
+    ]
+    env = {**cli_env(dev_stack, tmp_path), "MIAOFA_DATABASE_URL": "postgresql://miaofa@127.0.0.1:9/miaofa"}
+    away = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "miaofa.cli", "ledger", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert away.returncode == 1 and away.stderr.startswith("Cannot reach the database"), away.stderr
+    assert len(away.stderr.strip().splitlines()) == 1
     await clean(dev_stack)
 
 

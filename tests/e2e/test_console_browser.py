@@ -394,3 +394,63 @@ async def test_a_merchant_withdraws_on_a_phone_and_finance_approves_a_large_one(
     assert problems == ["Failed to load resource: the server responded with a status of 409 (Conflict)"]
     assert (await p.balance(payout_stack, shop))["available"] == 300_000 - 12_050 - 200_000
     await p.clean(payout_stack)
+
+
+async def test_the_statements_page_at_phone_and_desktop_width(dev_stack: Stack) -> None:
+    """Screenshots of the Statements page, reached from Money: this month (open: today's sales and a
+    refund), and a closed day picked with the day field (stored, with its hash), in both languages."""
+    from miaofa.ledger.posting import PLATFORM, credit, debit
+    from tests.api.test_ledger import money_shop, sold
+    from tests.api.test_statements import CLEARING, DAYS, book, noon
+
+    shop = await money_shop(dev_stack, fee_bps=250, hold_seconds=30 * 86400)
+    m = shop.merchant_id
+    async with dev_stack.sessionmaker.begin() as session:  # a sale of days ago, released since
+        await book(
+            session, f"t-old:{m}", noon(DAYS[0]), [debit(PLATFORM, CLEARING, 5000), credit(m, "available", 5000)], m
+        )
+    orders = await sold(dev_stack, shop, price_cents=2990, n=3)
+    refunded = await dev_stack.http.post(
+        f"/merchant/orders/{orders[2]['order_id']}/refund", headers=shop.owner, json={"reason": "asked"}
+    )
+    assert refunded.status_code in (200, 202), refunded.text
+    await dev_stack.wait_status(orders[2], c.REFUNDED)
+    token = shop.owner["Authorization"].removeprefix("Bearer ")
+    base = str(dev_stack.http.base_url).rstrip("/")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    expect = async_api.expect
+    problems: list[str] = []
+
+    async with async_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        for size, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+            context = await browser.new_context(viewport=viewport, locale="en-US")
+            page = await context.new_page()
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            await page.goto(f"{base}/console/sign-in")
+            await page.locator("input[name=token]").fill(token)
+            await page.locator("button[type=submit]").click()
+            await page.wait_for_url(f"{base}/console/")
+            await page.goto(f"{base}/console/money")
+            await page.locator("#statements-link").click()
+            await page.wait_for_url(f"{base}/console/statements")
+            await expect(page.locator("#statement")).to_have_attribute("data-closed", "no")
+            # 5000 then, two held sales of 2990 less 74 each (the third clawed back)
+            closing = page.locator('[data-currency="CNY"] tr[data-account="pending"] [data-closing]')
+            await expect(closing).to_have_text("¥58.32")
+            await page.screenshot(path=str(SHOTS / f"console-statements-month-{size}.png"), full_page=True)
+
+            await page.locator("#pick-day input[name=period]").fill(DAYS[0].isoformat())
+            await page.locator("#pick-day button[type=submit]").click()
+            await page.wait_for_url(f"{base}/console/statements?period={DAYS[0].isoformat()}")
+            await expect(page.locator("#statement")).to_have_attribute("data-closed", "yes")
+            await expect(page.locator("#hash")).to_have_text(re.compile("^[0-9a-f]{64}$"))
+            await page.screenshot(path=str(SHOTS / f"console-statements-day-{size}.png"), full_page=True)
+            await page.goto(f"{base}/console/statements?lang=zh")
+            await expect(page.locator("h1")).to_have_text("对账单")
+            await page.screenshot(path=str(SHOTS / f"console-statements-month-{size}-zh.png"), full_page=True)
+            await page.goto(f"{base}/console/statements?lang=en")
+            await context.close()
+        await browser.close()
+    assert problems == []
