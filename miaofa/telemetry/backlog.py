@@ -78,3 +78,16 @@ async def withdrawals_in_review(session: AsyncSession) -> Backlog:
         )
     ).one()
     return Backlog(count, oldest)
+
+
+async def withdrawals_unsettled(session: AsyncSession) -> Backlog:
+    """Withdrawals approved or sent to a rail whose outcome is not final yet (the rail has not said,
+    or the payee has not confirmed), and since when they were asked for."""
+    count, oldest = (
+        await session.execute(
+            select(func.count(), func.min(Withdrawal.created_at)).where(
+                Withdrawal.status.in_((c.WITHDRAWAL_APPROVED, c.WITHDRAWAL_SUBMITTED))
+            )
+        )
+    ).one()
+    return Backlog(count, oldest)

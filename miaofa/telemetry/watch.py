@@ -52,6 +52,13 @@ class Watch:
             "miaofa_withdrawals_waiting_review_oldest_seconds",
             "Age of the oldest withdrawal waiting for review (since it was asked for)",
         )
+        self._unsettled = meter.create_gauge(
+            "miaofa_withdrawals_unsettled", "Withdrawals sent to a rail whose outcome is not final yet"
+        )
+        self._unsettled_age = meter.create_gauge_float(
+            "miaofa_withdrawals_unsettled_oldest_seconds",
+            "Age of the oldest withdrawal whose outcome is not final yet (since it was asked for)",
+        )
         self._ledger = meter.create_gauge("miaofa_ledger_violations", "Ledger invariants broken at the last check")
         self.ledger_check_seconds = ledger_check_seconds
         self._ledger_checked = 0.0
@@ -63,7 +70,10 @@ class Watch:
             paid = await backlog.paid_not_delivered(session)
             findings = await backlog.unrepaired_findings(session, now - self.recent)
             review = await backlog.withdrawals_in_review(session)
+            unsettled = await backlog.withdrawals_unsettled(session)
         self.report_review(review, now)
+        self._unsettled.set(unsettled.count)
+        self._unsettled_age.set(seconds_since(unsettled.oldest, now) or 0.0)
         self._paid.set(paid.count)
         self._paid_age.set(seconds_since(paid.oldest, now) or 0.0)
         self._findings.set(findings.count)

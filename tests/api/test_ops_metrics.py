@@ -328,6 +328,16 @@ async def test_the_watch_counts_withdrawals_waiting_for_review(metered: Metered)
         assert watch.waiting_review.count == before + 1
         assert value(scraped, "miaofa_withdrawals_waiting_review") == before + 1
         assert value(scraped, "miaofa_withdrawals_waiting_review_oldest_seconds") >= 5 * 3600
+        async with stack.sessionmaker.begin() as session:  # sent a day and two hours ago, outcome unknown
+            await session.execute(
+                update(Withdrawal)
+                .where(Withdrawal.id == made.id)
+                .values(status=c.WITHDRAWAL_SUBMITTED, created_at=now - timedelta(hours=26))
+            )
+        await watch.measure()
+        scraped = await metered.scrape()
+        assert value(scraped, "miaofa_withdrawals_unsettled") >= 1
+        assert value(scraped, "miaofa_withdrawals_unsettled_oldest_seconds") >= 26 * 3600
     finally:  # decided as a reject is: the reservation goes back, and the ledger stays clean
         async with stack.sessionmaker.begin() as session:
             step = s.SettleStep(made.id, 1, s.SETTLE_RELEASE, c.WITHDRAWAL_REJECTED, "rejected", "test", now)
