@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -154,12 +155,18 @@ async def test_admin_endpoints_need_the_admin_token(dev_stack: Stack) -> None:
         ("POST", f"/admin/products/{sku}/keys", {"content": b"K-unauth"}),
         ("GET", f"/admin/products/{sku}/stock", {}),
     ]
+
+    # A refusal closes its connection (api/limits.py: the body is never read), so each call gets its own.
+    async def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=dev_stack.http.base_url, timeout=30) as fresh:
+            return await fresh.request(method, path, **kwargs)
+
     for method, path, kwargs in calls:
-        missing = await dev_stack.http.request(method, path, **kwargs)
+        missing = await call(method, path, **kwargs)
         assert missing.status_code == 401
         assert missing.json() == {"error": "missing_token", "detail": "send Authorization: Bearer <token>"}
         for token in ("wrong-token", dev_stack.support["Authorization"].removeprefix("Bearer ")):
-            wrong = await dev_stack.http.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs)
+            wrong = await call(method, path, headers={"Authorization": f"Bearer {token}"}, **kwargs)
             assert wrong.status_code == 401
             assert wrong.json() == {"error": "invalid_token", "detail": "the token is not the admin token"}
     assert await dev_stack.stock(sku) == {"available": 0, "reserved": 0, "sold": 0, "refunded": 0}
