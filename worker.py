@@ -3,9 +3,11 @@
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
+from typing import Any
 
+import uvloop
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.runtime import Runtime
@@ -52,6 +54,13 @@ WORKFLOWS: Sequence[type] = (
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("miaofa.contract", "miaofa.steps")
 )
+
+
+def run_on_uvloop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop, as uvicorn runs the API: the worker's socket writes and callbacks cost less in C
+    (docs/benchmarks.md, "Flash-sale throughput")."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def saga_activities(
@@ -188,4 +197,4 @@ if __name__ == "__main__":
     from miaofa.telemetry import logs
 
     logs.configure(get_settings().log_level, get_settings().log_format)  # as `miaofa worker` logs
-    asyncio.run(run_worker(get_settings()))
+    run_on_uvloop(run_worker(get_settings()))

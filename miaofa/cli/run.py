@@ -1,6 +1,5 @@
 """`miaofa up` (the whole shop), each piece alone (`api`, `worker`, `sim`) and `miaofa db`."""
 
-import asyncio
 
 import typer
 
@@ -40,13 +39,13 @@ def api() -> None:
 
 def worker() -> None:
     """Run the Temporal worker."""
-    from worker import run_worker
+    from worker import run_on_uvloop, run_worker
 
     settings = _settings()
     _require(settings, "database_url", "vault_key")
     _logging(settings)
     try:
-        asyncio.run(run_worker(settings))
+        run_on_uvloop(run_worker(settings))
     except KeyboardInterrupt:
         pass
 
