@@ -1,6 +1,5 @@
 """`miaofa up` (the whole shop), each piece alone (`api`, `worker`, `sim`) and `miaofa db`."""
 
-
 import typer
 
 from miaofa.cli.common import _fail, _load_settings, _logging, _require, _settings, console
