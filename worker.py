@@ -138,7 +138,7 @@ def build_worker(
 
 async def run_worker(settings: Settings) -> None:
     vault = Vault(settings.vault_key)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pre_ping=False)  # every step is retried by Temporal
     runtime = metrics_runtime(settings.worker_metrics_address) if settings.worker_metrics_address else None
     tracing.setup(settings, "miaofa-worker")
     client = await connect(settings, vault, runtime)

@@ -14,10 +14,13 @@ def async_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    # hide_parameters: an error's text (logged, or carried in a Temporal failure) never holds the values.
+def make_engine(url: str, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
+    """pre_ping=False: no round trip to test a connection before each transaction, for callers that
+    retry anyway (the worker's steps: a connection found dead fails one attempt, and SQLAlchemy then
+    drops the whole pool's connections). hide_parameters: an error's text (logged, or carried in a
+    Temporal failure) never holds the values."""
     return create_async_engine(
-        async_url(url), pool_size=pool_size, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+        async_url(url), pool_size=pool_size, max_overflow=20, pool_pre_ping=pre_ping, hide_parameters=True
     )
 
 
