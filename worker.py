@@ -49,10 +49,13 @@ WORKFLOWS: Sequence[type] = (
     HoldReleaseWorkflow,
     PayoutWorkflow,
 )
-# The contract and step types are plain, side-effect-free data: importing them once, instead of
-# again in every workflow's sandbox, makes starting an order cheaper.
+# The contract, the step types and our workflow modules are imported once, not again in every new
+# workflow's sandbox: that import was a third of the worker's CPU per order (docs/benchmarks.md).
+# They hold no state between runs (tests/unit/test_sandbox.py), and the sandbox's runtime checks still
+# refuse a non-deterministic call in them (datetime.now, random, I/O).
+PASSTHROUGH = ("miaofa.contract", "miaofa.steps", "workflows")
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("miaofa.contract", "miaofa.steps")
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
 )
 
 
