@@ -49,13 +49,13 @@ WORKFLOWS: Sequence[type] = (
     HoldReleaseWorkflow,
     PayoutWorkflow,
 )
-# The contract, the step types and our workflow modules are imported once, not again in every new
-# workflow's sandbox: that import was a third of the worker's CPU per order (docs/benchmarks.md).
-# They hold no state between runs (tests/unit/test_sandbox.py), and the sandbox's runtime checks still
-# refuse a non-deterministic call in them (datetime.now, random, I/O).
-PASSTHROUGH = ("miaofa.contract", "miaofa.steps", "workflows")
-WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+# The sandbox re-imports the workflow modules for every new workflow: a third of the worker's CPU per
+# order (docs/benchmarks.md). So production runs them unsandboxed (WORKFLOW_SANDBOX=false), and the
+# tests run every workflow path on this guarded runner, which refuses a non-deterministic call
+# (tests/saga/test_sandbox.py). Passing our modules through would not help: the sandbox does not
+# check a passed-through module's calls. The contract and step types are plain data: imported once.
+GUARDED_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("miaofa.contract", "miaofa.steps")
 )
 
 
@@ -126,8 +126,9 @@ def build_worker(
     sandboxed: bool = True,
     workflows: Sequence[type] = WORKFLOWS,
 ) -> Worker:
-    """`workflows`: today's by default; the upgrade test runs a released OrderWorkflow first."""
-    runner = WORKFLOW_RUNNER if sandboxed else UnsandboxedWorkflowRunner()
+    """`workflows`: today's by default; the upgrade test runs a released OrderWorkflow first.
+    `sandboxed`: on for tests (the guard), off in production unless WORKFLOW_SANDBOX says so."""
+    runner = GUARDED_RUNNER if sandboxed else UnsandboxedWorkflowRunner()
     return Worker(
         client,
         task_queue=task_queue,

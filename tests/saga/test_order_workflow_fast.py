@@ -22,7 +22,7 @@ from miaofa import steps as s
 from miaofa.devstack.temporal import venv_binary
 from tests.conftest import register_search_attributes, replay_data_converter
 from tests.helpers.waiting import eventually
-from worker import WORKFLOW_RUNNER
+from worker import GUARDED_RUNNER
 from workflows.order import OrderWorkflow
 
 WINDOW = 60  # the payment window: polls at 15 s (the grace) and 45 s, and a last look at 60 s
@@ -240,7 +240,7 @@ async def saga(fast_env: WorkflowEnvironment) -> AsyncIterator[Saga]:
         task_queue=task_queue,
         workflows=[OrderWorkflow],
         activities=fake.activities(),
-        workflow_runner=WORKFLOW_RUNNER,
+        workflow_runner=GUARDED_RUNNER,
     ):
         started = Saga(ts_env, fake, task_queue)
         try:
