@@ -7,6 +7,7 @@ or refund's amount is what the buyer paid or got back, and that is what is compa
 Format and sources: docs/gateway-bills.md.
 """
 
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,7 +32,7 @@ async def bill_lines(send: Send, start: datetime, end: datetime) -> tuple[list[B
     (another integration on the same account: not ours to judge)."""
     sessions = await _sessions(send, start - SESSION_LIFETIME, end)
     lines, foreign = [], 0
-    window = {"created[gte]": str(int(start.timestamp())), "created[lt]": str(int(end.timestamp()))}
+    window = _window(start, end)
     async for item in _pages(send, "/v1/balance_transactions", {**window, "expand[]": "data.source"}):
         kind = item.get("type")
         if kind not in PAYMENTS and kind not in REFUNDS:
@@ -64,7 +65,7 @@ async def bill_lines(send: Send, start: datetime, end: datetime) -> tuple[list[B
 
 async def _sessions(send: Send, start: datetime, end: datetime) -> dict[str, tuple[str, str]]:
     """payment_intent → (session id, order id) of the completed sessions created in [start, end)."""
-    window = {"created[gte]": str(int(start.timestamp())), "created[lt]": str(int(end.timestamp()))}
+    window = _window(start, end)
     found = {}
     async for session in _pages(send, "/v1/checkout/sessions", {**window, "status": "complete"}):
         mapped = _mapped(session)
@@ -117,6 +118,11 @@ async def _pages(send: Send, path: str, params: dict[str, str]) -> AsyncIterator
             raise GatewayError("stripe statement: malformed list (id)")
         after = last
     raise GatewayError("stripe statement: more pages than any window should have")
+
+
+def _window(start: datetime, end: datetime) -> dict[str, str]:
+    # Stripe's times are whole seconds: ask for every second the window touches; states() cuts exactly.
+    return {"created[gte]": str(math.floor(start.timestamp())), "created[lt]": str(math.ceil(end.timestamp()))}
 
 
 def _int(value: Any) -> int:
