@@ -1,6 +1,7 @@
 """Reconciliation's side effects: fetch each gateway's statement, compare, and repair."""
 
 import logging
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -11,7 +12,8 @@ from activities.payments import _gateway_failed
 from miaofa import contract as c
 from miaofa import steps as s
 from miaofa.direct.book import GatewayBook
-from miaofa.gateways.base import Gateway, GatewayError
+from miaofa.gateways.base import Gateway, GatewayError, PaymentState, StatementNotReady
+from miaofa.gateways.bills import day_pieces
 from miaofa.payments import clearing, reconcile
 from miaofa.telemetry.metrics import WorkerMetrics, merchant_label
 from miaofa.temporal.signals import signal_payment, start_stray_review
@@ -38,52 +40,81 @@ class ReconcileActivities:
     async def reconcile_payments(self, step: s.ReconcileStep) -> c.ReconcileReport:
         """Idempotent: a retry finds the same mismatches; nudges and reviews are safe to repeat."""
         report = c.ReconcileReport(checked=0)
-        mismatches = activity.metric_meter().create_counter(
-            "miaofa_reconcile_mismatches", "Mismatches between gateway statements and orders"
-        )
         accounts: list[tuple[str | None, str, Gateway]] = [(None, name, gw) for name, gw in self.gateways.items()]
         if self.book is not None:
             accounts += await self.book.accounts_with_statements()
         for account, name, gateway in accounts:
-            label = name if account is None else merchant_label(name)
+            if step.gateway is not None and name != step.gateway:
+                continue
             if not getattr(gateway, "has_statement", False):
                 continue  # no bill to compare: the orders' own polls and late watch cover it
-            try:
-                entries = await gateway.statement(step.start, step.end)
-            except GatewayError as exc:
-                raise _gateway_failed(exc) from exc
-            async with transaction(self.sessionmaker) as session:
-                findings = await reconcile.compare(session, name, entries, step.start, step.end, account)
-                if account is None:  # the platform's clearing account against its own statement
-                    findings += await clearing.differences(session, name, entries)
-            done = []
-            nudged, refunds = report.orders_nudged, report.refunds_started
-            for finding in findings:
-                if finding.action == reconcile.NUDGE:
-                    if await signal_payment(self.temporal, finding.order_id, source="reconcile"):
-                        report.orders_nudged += 1
-                        done.append(finding)
-                        continue
-                    finding = reconcile.Finding(
-                        "paid_order_closed",
-                        reconcile.REFUND,
-                        finding.gateway,
-                        finding.payment_id,
-                        finding.order_id,
-                        finding.amount_cents,
-                        finding.currency,
-                    )
-                if finding.action == reconcile.REFUND:
-                    await start_stray_review(self.temporal, activity.info().task_queue, finding.stray())
-                    report.refunds_started += 1
-                done.append(finding)
-            async with transaction(self.sessionmaker) as session:
-                await reconcile.save(session, done, step.at)
-            for finding in done:
-                report.findings[finding.kind] = report.findings.get(finding.kind, 0) + 1
-                mismatches.add(1, {"gateway": label, "kind": finding.kind, "action": finding.action})
-            report.checked += len(entries)
-            self.metrics.reconciled(label, report.orders_nudged - nudged, report.refunds_started - refunds)
             where = f"{name} of merchant {account}" if account else name
-            log.info("reconciled %s: %d payments, %d mismatches", where, len(entries), len(done))
+            # A gateway with day bills is compared day by day: a day whose bill is not out yet is left
+            # for a later run (the lookback covers it again), and the days that are out still count.
+            zone = getattr(gateway, "bill_zone", None)
+            pieces = (
+                [(step.start, step.end)]
+                if zone is None
+                else [(a, b) for _, a, b in day_pieces(step.start, step.end, zone)]
+            )
+            for start, end in pieces:
+                try:
+                    entries = await gateway.statement(start, end)
+                except StatementNotReady as exc:
+                    report.not_ready.append(f"{where} {exc.day}")
+                    log.info("reconcile %s: the bill of %s is not ready, try later", where, exc.day)
+                    continue
+                except GatewayError as exc:
+                    raise _gateway_failed(exc) from exc
+                await self._settle(report, account, name, entries, start, end, step.at)
         return report
+
+    async def _settle(
+        self,
+        report: c.ReconcileReport,
+        account: str | None,
+        name: str,
+        entries: list[PaymentState],
+        start: datetime,
+        end: datetime,
+        at: datetime,
+    ) -> None:
+        """Compare one account's statement of [start, end) with our orders, and repair what can be."""
+        label = name if account is None else merchant_label(name)
+        mismatches = activity.metric_meter().create_counter(
+            "miaofa_reconcile_mismatches", "Mismatches between gateway statements and orders"
+        )
+        async with transaction(self.sessionmaker) as session:
+            findings = await reconcile.compare(session, name, entries, start, end, account)
+            if account is None:  # the platform's clearing account against its own statement
+                findings += await clearing.differences(session, name, entries)
+        done = []
+        nudged, refunds = report.orders_nudged, report.refunds_started
+        for finding in findings:
+            if finding.action == reconcile.NUDGE:
+                if await signal_payment(self.temporal, finding.order_id, source="reconcile"):
+                    report.orders_nudged += 1
+                    done.append(finding)
+                    continue
+                finding = reconcile.Finding(
+                    "paid_order_closed",
+                    reconcile.REFUND,
+                    finding.gateway,
+                    finding.payment_id,
+                    finding.order_id,
+                    finding.amount_cents,
+                    finding.currency,
+                )
+            if finding.action == reconcile.REFUND:
+                await start_stray_review(self.temporal, activity.info().task_queue, finding.stray())
+                report.refunds_started += 1
+            done.append(finding)
+        async with transaction(self.sessionmaker) as session:
+            await reconcile.save(session, done, at)
+        for finding in done:
+            report.findings[finding.kind] = report.findings.get(finding.kind, 0) + 1
+            mismatches.add(1, {"gateway": label, "kind": finding.kind, "action": finding.action})
+        report.checked += len(entries)
+        self.metrics.reconciled(label, report.orders_nudged - nudged, report.refunds_started - refunds)
+        where = f"{name} of merchant {account}" if account else name
+        log.info("reconciled %s: %d payments, %d mismatches", where, len(entries), len(done))

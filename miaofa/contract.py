@@ -221,6 +221,7 @@ class ReconcileInput:
     lookback_seconds: int = 2 * 86400
     grace_seconds: int = 120  # payments younger than this may still be on their way in
     payout_start_grace_seconds: int = 60  # a withdrawal `requested` longer than this has its workflow started
+    gateway: str | None = None  # only this gateway's statements; None: every gateway
 
 
 @dataclass
@@ -230,6 +231,7 @@ class ReconcileReport:
     refunds_started: int = 0
     orders_nudged: int = 0
     payouts_started: int = 0
+    not_ready: list[str] = field(default_factory=list)  # "<gateway> <day>": a bill not out yet, tried next run
 
 
 @dataclass

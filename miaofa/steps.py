@@ -230,6 +230,7 @@ class ReconcileStep:
     start: datetime
     end: datetime
     at: datetime
+    gateway: str | None = None  # only this gateway's statements (`miaofa reconcile run --gateway`)
 
 
 # ---- payouts ------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ class ReconcileWorkflow:
             start=now - timedelta(seconds=request.lookback_seconds),
             end=now - timedelta(seconds=request.grace_seconds),
             at=now,
+            gateway=request.gateway,
         )
         report = await workflow.execute_activity(
             s.RECONCILE,

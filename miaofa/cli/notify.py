@@ -19,7 +19,7 @@ NOTIFY_COLUMNS = (
     Column("order_id", "order", show=lambda order: order or "", whole=True),
     Column("detail", show=lambda detail: detail[:60]),
 )
-GATEWAY_COLUMNS = (Column("gateway"), Column("state"), Column("needs", show=", ".join))
+GATEWAY_COLUMNS = (Column("gateway"), Column("state"), Column("needs", show=", ".join), Column("bill"))
 
 
 @notify_app.command("list")
@@ -69,10 +69,15 @@ def notify_replay(
 
 def gateways(as_json: bool = typer.Option(False, "--json", help="JSON lines for scripts.")) -> None:
     """Which payment gateways are on, and what each one that is off still needs."""
-    from miaofa.gateways.registry import gateway_statuses
+    from miaofa.gateways.registry import BILLS, gateway_statuses
 
     rows = [
-        {"gateway": status.name, "state": "on" if status.enabled else "off", "needs": list(status.missing)}
+        {
+            "gateway": status.name,
+            "state": "on" if status.enabled else "off",
+            "needs": list(status.missing),
+            "bill": BILLS.get(status.name, "none"),
+        }
         for status in gateway_statuses(_settings())
     ]
     print_rows(rows, GATEWAY_COLUMNS, as_json=as_json, empty="No gateways.")

@@ -54,15 +54,29 @@ def schedules_apply() -> None:
     _leave(0)
 
 
+GATEWAYS = ("simulator", "alipay", "wechat", "stripe", "epay", "epusdt")
+ALIASES = {"wechatpay": "wechat"}  # the name WeChat Pay goes by in its own API
+
+
 @reconcile_app.command("run")
-def reconcile_run() -> None:
+def reconcile_run(
+    gateway: str | None = typer.Option(
+        None, "--gateway", help="Only this gateway's bills: alipay, wechat (or wechatpay), stripe, simulator …"
+    ),
+) -> None:
     """Reconcile now and print what was found (the worker must be running)."""
     settings = _settings()
     _require(settings, "vault_key")
+    if gateway is not None:
+        gateway = ALIASES.get(gateway.lower(), gateway.lower())
+        if gateway not in GATEWAYS:
+            _fail(f"unknown gateway {gateway[:20]!r}: one of {', '.join(GATEWAYS)}")
 
     async def run() -> c.ReconcileReport:
         client = await _client(settings)
-        window = c.ReconcileInput(settings.reconcile_lookback_seconds, settings.reconcile_grace_seconds)
+        window = c.ReconcileInput(
+            settings.reconcile_lookback_seconds, settings.reconcile_grace_seconds, gateway=gateway
+        )
         return await client.execute_workflow(
             c.RECONCILE_WORKFLOW,
             window,
@@ -80,6 +94,8 @@ def reconcile_run() -> None:
         f"Checked {report.checked} payments: {found}. "
         f"Refunds started: {report.refunds_started}. Orders nudged: {report.orders_nudged}."
     )
+    for day in report.not_ready:
+        console.print(f"Not ready, try later: the bill of {day}.")
     _leave(0)
 
 

@@ -29,6 +29,15 @@ class Unsupported(GatewayError):
     """The gateway has no such operation (a statement, a backup query host): asking again changes nothing."""
 
 
+class StatementNotReady(GatewayError):
+    """The gateway has not published the bill of this day yet (a day bill comes out the next
+    morning): try again later; never a sign that a payment is missing."""
+
+    def __init__(self, gateway: str, day: str) -> None:
+        super().__init__(f"{gateway}: the bill of {day} is not ready yet")
+        self.gateway, self.day = gateway, day
+
+
 @dataclass(frozen=True)
 class PaymentRequest:
     order_id: str
@@ -104,7 +113,8 @@ class Gateway(Protocol):
 
     async def statement(self, start: datetime, end: datetime) -> list[PaymentState]:
         """Every payment paid within [start, end), refunded ones included (the bill download).
-        Raises Unsupported when has_statement is False."""
+        Raises Unsupported when has_statement is False, StatementNotReady for a day whose bill is not
+        out yet. A gateway with day bills also has `bill_zone` (the zone its days are cut in)."""
         ...
 
     async def verify_notify(self, headers: Mapping[str, str], body: bytes, query: Mapping[str, str]) -> Notice:

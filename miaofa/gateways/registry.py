@@ -21,6 +21,17 @@ if TYPE_CHECKING:  # the settings hold the gateways' sections (miaofa/gateways/c
     from miaofa.settings import Settings
 
 
+# What each gateway's own record offers reconciliation (docs/gateway-bills.md).
+BILLS = {
+    "simulator": "statement API, live",
+    "alipay": "trade bill by day, out the next morning",
+    "wechat": "trade bill by day, out after 10:00 the next day",
+    "stripe": "balance transactions, live",
+    "epay": "none: its order list is unsigned, only a notify proves a payment",
+    "epusdt": "none: no order list; only a notify proves a payment",
+}
+
+
 @dataclass(frozen=True)
 class GatewayStatus:
     name: str

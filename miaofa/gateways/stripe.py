@@ -4,6 +4,7 @@ Speaks the HTTP API by hand (form-encoded POSTs, Bearer key): the `stripe` packa
 dependency, and inside this module `import stripe` would import it, so it never appears here.
 """
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -23,8 +24,10 @@ from miaofa.gateways.base import (
     QueryChannel,
     Unsupported,
 )
+from miaofa.gateways.bills import states
 from miaofa.gateways.config import StripeSettings
 from miaofa.gateways.http import GatewayHttp
+from miaofa.gateways.stripe_bill import bill_lines
 from miaofa.gateways.stripe_wire import (
     ERROR_WORD_RE,
     ID_RE,
@@ -40,6 +43,7 @@ from miaofa.gateways.stripe_wire import (
     stripe_id,
 )
 
+log = logging.getLogger("miaofa.gateways.stripe")
 REQUEST_TIMEOUT_SECONDS = 10.0
 # Stripe accepts expires_at 30 min … 24 h after creation. The value must also be the same on every
 # retry of the create (a replayed Idempotency-Key with other parameters is refused), so it is derived
@@ -55,7 +59,7 @@ class _Missing(GatewayRefused):
 class StripeGateway:
     name = "stripe"
     query_channels: tuple[QueryChannel, ...] = ("primary",)
-    has_statement = False
+    has_statement = True
     partial_refund = True
     query_proves_payment = True
     # Stripe events carry no merchant id: the webhook secret authenticates the account, so every
@@ -155,7 +159,13 @@ class StripeGateway:
         )
 
     async def statement(self, start: datetime, end: datetime) -> list[PaymentState]:
-        raise Unsupported("stripe: no statement download here (has_statement is False)")
+        async def get(op: str, method: str, path: str, params: dict[str, str]) -> httpx.Response:
+            return await self.send(op, method, path, params=params)
+
+        lines, foreign = await bill_lines(get, start, end)
+        if foreign:
+            log.info("stripe statement: %d charges of no Checkout Session of ours left out", foreign)
+        return states(lines, start, end)
 
     # ---- webhook ----
 

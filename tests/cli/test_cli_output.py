@@ -1,5 +1,6 @@
 """How `miaofa` listings print: a table for a person at a terminal, whole values for a pipe."""
 
+import base64
 import json
 import os
 import subprocess
@@ -45,5 +46,34 @@ def test_gateways_in_a_pipe_and_as_json(tmp_path: Path) -> None:
         return done.stdout.splitlines()
 
     header, first, *_ = gateways()
-    assert (header, first) == ("gateway\tstate\tneeds", 'simulator\toff\t["MIAOFA_SIM_SECRET"]')
-    assert json.loads(gateways("--json")[0]) == {"gateway": "simulator", "state": "off", "needs": ["MIAOFA_SIM_SECRET"]}
+    assert (header, first) == (
+        "gateway\tstate\tneeds\tbill",
+        'simulator\toff\t["MIAOFA_SIM_SECRET"]\tstatement API, live',
+    )
+    assert json.loads(gateways("--json")[0]) == {
+        "gateway": "simulator",
+        "state": "off",
+        "needs": ["MIAOFA_SIM_SECRET"],
+        "bill": "statement API, live",
+    }
+
+
+def test_reconcile_run_refuses_an_unknown_gateway_before_reaching_temporal(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIAOFA_")}
+    env.update(
+        MIAOFA_DATA_DIR=str(tmp_path),
+        MIAOFA_VAULT_KEY=base64.b64encode(b"k" * 32).decode(),
+        MIAOFA_TEMPORAL_ADDRESS="127.0.0.1:9",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "miaofa.cli", "reconcile", "run", "--gateway", "paypal"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert (
+        "unknown gateway 'paypal': one of simulator, alipay, wechat, stripe, epay, epusdt" in done.stderr + done.stdout
+    )

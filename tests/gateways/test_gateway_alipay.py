@@ -21,7 +21,14 @@ from sqlalchemy import func, select
 from miaofa.db.models import NotifyLog, Payment
 from miaofa.gateways.alipay import AlipayGateway
 from miaofa.gateways.alipay_wire import response_members
-from miaofa.gateways.base import GatewayError, GatewayRefused, InvalidNotify, PaymentRequest, Unsupported
+from miaofa.gateways.base import (
+    GatewayError,
+    GatewayRefused,
+    InvalidNotify,
+    PaymentRequest,
+    StatementNotReady,
+    Unsupported,
+)
 from miaofa.gateways.config import AlipaySettings
 from tests.conftest import stack_settings
 from tests.helpers.fakes.alipay import (
@@ -217,11 +224,11 @@ async def test_answers_that_cannot_be_trusted_are_gateway_errors(fake, fake_url,
         await unreachable.query("err-0001", "err-0001")
     with pytest.raises(Unsupported):
         await gateway.query("err-0001", "err-0001", "backup")
-    with pytest.raises(Unsupported):
-        await gateway.statement(datetime.now(UTC), datetime.now(UTC))
+    with pytest.raises(StatementNotReady):  # today's bill comes out tomorrow
+        await gateway.statement(datetime.now(UTC) - timedelta(minutes=1), datetime.now(UTC))
     with pytest.raises(GatewayRefused, match="only CNY"):
         await gateway.create_payment(request("err-0003", currency="USD"))
-    assert (gateway.query_channels, gateway.has_statement, gateway.partial_refund) == (("primary",), False, True)
+    assert (gateway.query_channels, gateway.has_statement, gateway.partial_refund) == (("primary",), True, True)
     assert gateway.merchant_id == SELLER
     for adapter in (other_key, wrong_app_key, unreachable):
         await adapter.aclose()

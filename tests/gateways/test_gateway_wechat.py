@@ -20,7 +20,14 @@ from wechatpayv3 import WeChatPay, WeChatPayType
 from wechatpayv3.utils import aes_decrypt, build_authorization
 
 from miaofa.db.models import NotifyLog, OrderEvent, Payment
-from miaofa.gateways.base import GatewayError, GatewayRefused, Notice, PaymentRequest, PaymentState, Unsupported
+from miaofa.gateways.base import (
+    GatewayError,
+    GatewayRefused,
+    Notice,
+    PaymentRequest,
+    PaymentState,
+    StatementNotReady,
+)
 from miaofa.gateways.registry import build_gateways
 from miaofa.gateways.wechat import WechatGateway
 from miaofa.gateways.wechat_crypto import encrypt
@@ -119,8 +126,8 @@ async def test_create_query_close_and_refund(keys: WechatKeys) -> None:
         assert (await gateway.query("nosuchorder0", "")).status == "unknown"
         with pytest.raises(GatewayRefused):
             await gateway.create_payment(_request(_order_id(), currency="USD"))
-        with pytest.raises(Unsupported):
-            await gateway.statement(datetime.now(UTC), datetime.now(UTC))
+        with pytest.raises(StatementNotReady):  # today's bill comes out tomorrow
+            await gateway.statement(datetime.now(UTC) - timedelta(minutes=1), datetime.now(UTC))
         assert {path for _, _, path in fake.calls} >= {
             "/v3/pay/transactions/native",
             f"/v3/pay/transactions/out-trade-no/{order_id}",
@@ -207,7 +214,7 @@ async def test_registry_builds_wechat_from_its_settings(keys: WechatKeys) -> Non
     assert (gateway.merchant_id, gateway.query_channels, gateway.has_statement, gateway.partial_refund) == (
         keys.mchid,
         ("primary", "backup"),
-        False,
+        True,
         True,
     )
 

@@ -89,6 +89,7 @@ class Trade:
     gmt_payment: str = ""
     refund_fee: Decimal = Decimal("0.00")
     refunds: dict[str, Decimal] = field(default_factory=dict)  # out_request_no → amount
+    refunded_at: dict[str, str] = field(default_factory=dict)  # out_request_no → when (for the bill)
 
 
 @dataclass
@@ -126,6 +127,8 @@ class FakeAlipay:
         # "lost": made, but the caller is told 20000 (the answer lost on the way back).
         self.transfer_mode = "SUCCESS"
         self._tasks: set[asyncio.Task] = set()
+        self.more_methods: dict[str, Any] = {}  # method → handler(biz, params): other products (bills)
+        self.origin = ""  # where the fake is served, seen on its last request
         self.app = Starlette(routes=[Route("/gateway.do", self._gateway, methods=["GET", "POST"])])
 
     @property
@@ -148,6 +151,7 @@ class FakeAlipay:
             )
         biz = json.loads(params["biz_content"])
         self.calls.append((method, biz))
+        self.origin = str(request.base_url).rstrip("/")
         if method == "alipay.trade.page.pay" and request.method == "GET":
             return self._open_page(biz, params)
         handler = {
@@ -157,6 +161,7 @@ class FakeAlipay:
             "alipay.trade.refund": self._refund,
             "alipay.fund.trans.uni.transfer": self._transfer,
             "alipay.fund.trans.common.query": self._transfer_query,
+            **self.more_methods,
         }.get(method)
         if handler is None or request.method != "POST":
             return self._answer(
@@ -267,6 +272,7 @@ class FakeAlipay:
             if trade.refund_fee + amount > Decimal(trade.total_amount):
                 return _failed("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL")
             trade.refunds[request_no] = amount
+            trade.refunded_at[request_no] = now_text()
             trade.refund_fee += amount
             fund_change = "Y"
             full = trade.refund_fee == Decimal(trade.total_amount)

@@ -241,7 +241,10 @@ class FakeWechat:
                 if error := self._check_authorization(request, body):
                     return self._answer(401, {"code": "SIGN_ERROR", "message": error})
                 self.calls.append((host, request.method, request.url.path))
-                status, data = handler(request, _json(body))
+                answer = handler(request, _json(body))
+                if isinstance(answer, Response):  # a file (a bill), served as it is
+                    return answer
+                status, data = answer
                 return self._answer(status, data)
 
             return Route(path, endpoint, methods=[method])
