@@ -261,9 +261,12 @@ RESERVE_SQL = text("""
 """)
 
 
-async def reserve(session: AsyncSession, *, product_id: int, order_id: str, quantity: int, at: datetime) -> list[int]:
-    """Reserve keys for the order; returns fewer ids than asked when stock is short (caller rolls back)."""
-    held = await reserved_or_sold_ids(session, order_id)
+async def reserve(
+    session: AsyncSession, *, product_id: int, order_id: str, quantity: int, at: datetime, new_order: bool = False
+) -> list[int]:
+    """Reserve keys for the order; returns fewer ids than asked when stock is short (caller rolls back).
+    new_order: inserted in this transaction, so it cannot hold keys yet (no look first)."""
+    held = [] if new_order else await reserved_or_sold_ids(session, order_id)
     if held:  # a retried step: the order already holds its keys
         return held
     rows = await session.execute(

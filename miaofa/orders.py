@@ -84,6 +84,14 @@ async def add_event(
     return first is not None
 
 
+async def add_new_events(
+    session: AsyncSession, order_id: str, at: datetime, stages: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """The first stages of an order inserted in this transaction: nothing to look for, one statement."""
+    rows = [{"order_id": order_id, "stage": stage, "at": at, "detail": detail} for stage, detail in stages]
+    await session.execute(insert(EVENTS).values(rows))
+
+
 async def move(session: AsyncSession, order_id: str, to: str, at: datetime, **values: Any) -> bool:
     """The one writer of orders.status: move the order to `to` (with `values`, e.g. paid_at) if the
     table allows it from its status now, checked in the UPDATE, and queue the event it announces.
