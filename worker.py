@@ -95,6 +95,7 @@ def saga_activities(
         orders.record_stage,
         orders.accept_payment,
         orders.deliver_keys,
+        orders.accept_and_deliver,
         orders.release_stock,
         orders.reserve_again,
         orders.refund_keys,

@@ -1,6 +1,7 @@
 """Order, inventory and coupon side effects of the saga, each one PostgreSQL transaction."""
 
 import logging
+from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Table, insert, select
@@ -134,25 +135,51 @@ class OrderActivities:
     @activity.defn(name=s.DELIVER_KEYS)
     async def deliver_keys(self, step: s.DeliverStep) -> s.Delivered:
         async with transaction(self.sessionmaker) as session:
-            # The coupon is spent in the transaction that commits the keys: one delivered order per coupon.
-            if not await coupons.spend(session, step.order_id, step.at):
-                raise ApplicationError(
-                    "the order's coupon is held by another order", type=s.COUPON_SPENT, non_retryable=True
-                )
-            key_ids = await inventory.commit_sold(session, step.order_id, step.at)
-            if not key_ids:
-                # A broken invariant, not an outage: retrying cannot conjure keys.
-                raise ApplicationError(
-                    "the order holds no reserved keys to deliver", type=s.NO_RESERVED_KEYS, non_retryable=True
-                )
-            await orders.move(session, step.order_id, c.DELIVERED, step.at, delivered_at=step.at)
-            first = await orders.add_event(session, step.order_id, "delivered", step.at, {"keys": str(len(key_ids))})
-            times = await stages.delivery_times(session, step.order_id) if first else None
-            # Last: it locks the shared accounts, held until this commit.
-            await order_money.post_sale(session, step.order_id, step.at, coupon_payer=self.coupon_payer)
+            key_ids, times = await self._commit_sale(session, step.order_id, step.at)
         if times is not None:
             self.metrics.delivered(times)
         return s.Delivered(key_ids)
+
+    @activity.defn(name=s.ACCEPT_AND_DELIVER)
+    async def accept_and_deliver(self, step: s.AcceptAndDeliverStep) -> s.AcceptedAndDelivered:
+        """ACCEPT_PAYMENT and, for the order's payment, DELIVER_KEYS in one transaction. A delivery that
+        cannot be made rolls the acceptance back too: the workflow then takes the two steps apart."""
+        key_ids: list[int] = []
+        times = None
+        async with transaction(self.sessionmaker) as session:
+            verdict = await payments.accept_proof(session, step.proof)
+            # DUPLICATE: a retry of this step whose first attempt committed (its answer was lost).
+            if verdict.verdict in (s.ACCEPTED, s.DUPLICATE):
+                key_ids, times = await self._commit_sale(session, step.proof.order_id, step.at)
+            order = await session.get(Order, step.proof.order_id) if verdict.verdict == s.ACCEPTED else None
+            gateway = order.gateway if order is not None else ""
+        if verdict.verdict == s.ACCEPTED:
+            self.metrics.paid(gateway, step.proof.source)
+        if times is not None:
+            self.metrics.delivered(times)
+        return s.AcceptedAndDelivered(verdict, key_ids)
+
+    async def _commit_sale(
+        self, session: AsyncSession, order_id: str, at: datetime
+    ) -> tuple[list[int], stages.DeliveryTimes | None]:
+        """The delivery's writes: the coupon spent, the keys sold, the order delivered, the sale booked."""
+        # The coupon is spent in the transaction that commits the keys: one delivered order per coupon.
+        if not await coupons.spend(session, order_id, at):
+            raise ApplicationError(
+                "the order's coupon is held by another order", type=s.COUPON_SPENT, non_retryable=True
+            )
+        key_ids = await inventory.commit_sold(session, order_id, at)
+        if not key_ids:
+            # A broken invariant, not an outage: retrying cannot conjure keys.
+            raise ApplicationError(
+                "the order holds no reserved keys to deliver", type=s.NO_RESERVED_KEYS, non_retryable=True
+            )
+        await orders.move(session, order_id, c.DELIVERED, at, delivered_at=at)
+        first = await orders.add_event(session, order_id, "delivered", at, {"keys": str(len(key_ids))})
+        times = await stages.delivery_times(session, order_id) if first else None
+        # Last: it locks the shared accounts, held until this commit.
+        await order_money.post_sale(session, order_id, at, coupon_payer=self.coupon_payer)
+        return key_ids, times
 
     @activity.defn(name=s.RELEASE_STOCK)
     async def release_stock(self, step: s.ReleaseStep) -> None:

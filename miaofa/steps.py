@@ -17,6 +17,7 @@ REFUND_PAYMENT = "refund_payment"
 RECORD_STAGE = "record_stage"
 ACCEPT_PAYMENT = "accept_payment"
 DELIVER_KEYS = "deliver_keys"
+ACCEPT_AND_DELIVER = "accept_and_deliver"  # ACCEPT_PAYMENT then DELIVER_KEYS, in one transaction
 RELEASE_STOCK = "release_stock"
 RESERVE_AGAIN = "reserve_again"
 REFUND_KEYS = "refund_keys"
@@ -172,6 +173,18 @@ class DeliverStep:
 @dataclass
 class Delivered:
     key_ids: list[int]
+
+
+@dataclass
+class AcceptAndDeliverStep:
+    proof: AcceptPaymentStep
+    at: datetime  # the delivery's time (delivered_at), as DeliverStep's
+
+
+@dataclass
+class AcceptedAndDelivered:
+    verdict: PaymentVerdict
+    key_ids: list[int]  # empty unless the proof was the order's payment: then its keys, sold
 
 
 @dataclass

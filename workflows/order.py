@@ -51,6 +51,7 @@ class OrderWorkflow(PaymentProofs, SupportActions):
         self._cancel_requested = False
         self._cancel_actor = "system"
         self._delivered_key_ids: list[int] = []
+        self._keys_committed = False  # by ACCEPT_AND_DELIVER: _deliver has no keys left to commit
         self._coupon_issued = False
         self._refund_refused = False
         self._stages: list[str] = []
@@ -175,7 +176,7 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             timing.poll_max_interval_seconds,
         )
         while True:
-            await self._settle_proofs()
+            await self._settle_proofs(deliver=True)
             if self._paid is not None:
                 return True
             if self._cancel_requested or workflow.now() >= self._expires_at:
@@ -189,7 +190,7 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             await self._wait_until(self._has_news, min(polls.next_at, self._expires_at))
         if not self._cancel_requested:
             await self._poll_gateway("poll")  # the last look before the window closes
-            await self._settle_proofs()
+            await self._settle_proofs(deliver=True)
         return self._paid is not None
 
     async def _close_unpaid(self) -> None:
@@ -301,6 +302,9 @@ class OrderWorkflow(PaymentProofs, SupportActions):
             await self._record(s.StageStep(self._order_id, "email_failed", workflow.now()))
 
     async def _commit_keys(self) -> None:
+        if self._keys_committed:  # with the payment's acceptance
+            self._keys_committed = False
+            return
         delivered = await workflow.execute_local_activity(
             s.DELIVER_KEYS, s.DeliverStep(self._order_id, workflow.now()), result_type=s.Delivered, **DB_STEP
         )

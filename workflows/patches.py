@@ -20,3 +20,6 @@ LATE_PAYMENT_CLAIMS_COUPON = "2026-12-late-payment-claims-coupon"
 RECONCILE_STARTS_WAITING_PAYOUTS = "2026-12-reconcile-starts-waiting-payouts"
 # 2026-12: ReconcileWorkflow also compares each payout rail's record of transfers with the withdrawals.
 RECONCILE_CHECKS_PAYOUTS = "2026-12-reconcile-checks-payouts"
+# 2026-12: while the order awaits payment, a proof is judged and, when it is the order's payment, its
+# keys are committed in the same transaction (ACCEPT_AND_DELIVER): one step, not two, on a sale's path.
+ACCEPT_DELIVERS = "2026-12-accept-delivers"

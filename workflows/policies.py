@@ -36,6 +36,8 @@ DB_STEP: LocalStepOptions = dict(
 )
 # One query attempt per channel: the workflow does the failover and the backoff itself.
 QUERY_RETRY = RetryPolicy(maximum_attempts=1)
+# A step with a fallback (ACCEPT_AND_DELIVER: the two steps apart): one attempt, then the fallback.
+ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
 QUERY_TIMEOUT = timedelta(seconds=10)
 # A gateway call that must happen (a refund, a stray review): transient errors are retried for as long
 # as it takes; a refusal (GatewayRefused, Unsupported, bad data) is final and handled by the caller.

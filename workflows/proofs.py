@@ -10,7 +10,16 @@ from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 
 from miaofa import contract as c
 from miaofa import steps as s
-from workflows.policies import DB_STEP, MAX_QUEUED_PROOFS, QUERY_RETRY, QUERY_TIMEOUT
+from workflows import patches
+from workflows.policies import (
+    DB_STEP,
+    DB_TIMEOUT,
+    MAX_QUEUED_PROOFS,
+    ONE_ATTEMPT,
+    QUERY_RETRY,
+    QUERY_TIMEOUT,
+    STEP_FAILED,
+)
 from workflows.state import SagaState
 from workflows.support import refuse
 
@@ -44,14 +53,20 @@ class PaymentProofs(SagaState):
         if self._payment is None:
             raise refuse("this order has no payment to check", c.REFUSED_NO_PAYMENT)
 
-    async def _settle_proofs(self) -> None:
+    async def _settle_proofs(self, deliver: bool = False) -> None:
         """Judge each queued proof (miaofa.payments.proof.judge, in one local step): the order's own
-        payment makes it paid; money it cannot take goes to a stray-payment review and refund."""
+        payment makes it paid; money it cannot take goes to a stray-payment review and refund.
+        deliver: the order awaits payment, so its payment's keys go out in the same step (_deliver
+        then finds them committed)."""
         while self._proofs:
             proof = self._proofs.pop(0)
-            verdict = await workflow.execute_local_activity(
-                s.ACCEPT_PAYMENT, proof, result_type=s.PaymentVerdict, **DB_STEP
-            )
+            verdict = None
+            if deliver and self._paid is None and workflow.patched(patches.ACCEPT_DELIVERS):
+                verdict = await self._accept_and_deliver(proof)
+            if verdict is None:
+                verdict = await workflow.execute_local_activity(
+                    s.ACCEPT_PAYMENT, proof, result_type=s.PaymentVerdict, **DB_STEP
+                )
             if verdict.verdict in (s.ACCEPTED, s.DUPLICATE):  # a duplicate after a lost answer is still ours
                 if self._paid is None:
                     self._paid = verdict
@@ -59,6 +74,25 @@ class PaymentProofs(SagaState):
                 await self._hand_over_stray(verdict, proof.source)
             elif verdict.verdict == s.UNCONFIRMED:
                 workflow.logger.warning("order %s: payment signal without a verified notify ignored", self._order_id)
+
+    async def _accept_and_deliver(self, proof: s.AcceptPaymentStep) -> s.PaymentVerdict | None:
+        """None when the step failed (no keys, its coupon elsewhere, the database away): nothing was
+        written, or it was and a repeat finds it so; the proof is judged alone and _deliver does the rest,
+        refunding what cannot be delivered (_delivery_failed) and watching the SLA while it is retried."""
+        try:
+            done = await workflow.execute_local_activity(
+                s.ACCEPT_AND_DELIVER,
+                s.AcceptAndDeliverStep(proof, workflow.now()),
+                result_type=s.AcceptedAndDelivered,
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=ONE_ATTEMPT,  # any failure: the two steps apart, the delivery under its SLA watch
+            )
+        except STEP_FAILED:
+            return None
+        if done.key_ids:
+            self._delivered_key_ids = done.key_ids
+            self._keys_committed = True
+        return done.verdict
 
     async def _hand_over_stray(self, verdict: s.PaymentVerdict, source: str) -> None:
         if verdict.payment_id in self._strays:

@@ -29,6 +29,8 @@ class SagaState:
     _proofs: list[s.AcceptPaymentStep]
     _seen_notifies: set[int]
     _refund_refused: bool
+    _delivered_key_ids: list[int]
+    _keys_committed: bool
     _stages: list[str]
     _look_requested: bool
     _strays: set[str]

@@ -39,6 +39,14 @@ SLA = 60
 PAYMENT_ID = "pay-fast-1"
 OPENING = [s.OPEN_ORDER, s.CREATE_PAYMENT]
 DELIVERING = [s.DELIVER_KEYS, s.SEND_DELIVERY_EMAIL]
+FOLD_FAILED = f"{s.ACCEPT_AND_DELIVER}:failed"  # then the proof is judged alone and delivered apart
+
+
+def paid_and_delivered(source: str) -> list[str]:
+    """While the order awaits payment, its payment is accepted and delivered in one step."""
+    return [f"{s.ACCEPT_AND_DELIVER}:{source}", s.SEND_DELIVERY_EMAIL]
+
+
 NEVER_PAID = [f"{s.QUERY_PAYMENT}:primary"] * 3  # the two polls and the last look
 EXPIRED_AFTER_A_FAILED_CLOSE = [s.CLOSE_PAYMENT] * 3 + [
     f"{s.RECORD_STAGE}:close_failed",
@@ -72,6 +80,7 @@ class FakeSaga:
             self.refund_payment,
             self.record_stage,
             self.accept_payment,
+            self.accept_and_deliver,
             self.deliver_keys,
             self.release_stock,
             self.reserve_again,
@@ -126,6 +135,17 @@ class FakeSaga:
         """Every proof is the order's own payment, paid in full, when the proof says (or now)."""
         self.calls.append(f"{s.ACCEPT_PAYMENT}:{step.source}")
         return s.PaymentVerdict(s.ACCEPTED, PAYMENT_ID, 990, "CNY", paid_at=step.paid_at or step.at)
+
+    @activity.defn(name=s.ACCEPT_AND_DELIVER)
+    async def accept_and_deliver(self, step: s.AcceptAndDeliverStep) -> s.AcceptedAndDelivered:
+        if self.no_reserved_keys or self.database_down:
+            self.calls.append(FOLD_FAILED)
+            if self.database_down:
+                raise RuntimeError("database unavailable (fake)")
+            raise ApplicationError("no reserved keys (fake)", type=s.NO_RESERVED_KEYS, non_retryable=True)
+        self.calls.append(f"{s.ACCEPT_AND_DELIVER}:{step.proof.source}")
+        paid_at = step.proof.paid_at or step.proof.at
+        return s.AcceptedAndDelivered(s.PaymentVerdict(s.ACCEPTED, PAYMENT_ID, 990, "CNY", paid_at=paid_at), [101])
 
     @activity.defn(name=s.DELIVER_KEYS)
     async def deliver_keys(self, step: s.DeliverStep) -> s.Delivered:
@@ -257,7 +277,7 @@ async def test_paid_by_notify_is_delivered(saga: Saga) -> None:
     await saga.state(handle, c.AWAITING_PAYMENT)
     await saga.notify(handle)
     assert await saga.result(handle) == c.OrderResult(saga.order_id(handle), c.OPENED, c.DELIVERED)
-    assert saga.fake.calls == OPENING + [f"{s.ACCEPT_PAYMENT}:notify"] + DELIVERING
+    assert saga.fake.calls == OPENING + paid_and_delivered("notify")
     state = await handle.query(OrderWorkflow.state)
     assert (state.stages, state.delivered_key_count, state.coupon_issued) == (
         [c.AWAITING_PAYMENT, c.PAID, c.DELIVERED],
@@ -270,19 +290,17 @@ async def test_a_lost_callback_is_found_by_the_poll(saga: Saga) -> None:
     saga.fake.gateway_status = "paid"
     handle = await saga.start()
     assert await saga.result(handle) == c.OrderResult(saga.order_id(handle), c.OPENED, c.DELIVERED)
-    assert saga.fake.calls == OPENING + [f"{s.QUERY_PAYMENT}:primary", f"{s.ACCEPT_PAYMENT}:poll"] + DELIVERING
+    assert saga.fake.calls == OPENING + [f"{s.QUERY_PAYMENT}:primary"] + paid_and_delivered("poll")
 
 
 async def test_the_backup_channel_answers_when_the_primary_fails(saga: Saga) -> None:
     saga.fake.gateway_status, saga.fake.gateway_down = "paid", {"primary"}
     handle = await saga.start()
     assert await saga.result(handle) == c.OrderResult(saga.order_id(handle), c.OPENED, c.DELIVERED)
-    assert (
-        saga.fake.calls
-        == OPENING
-        + [f"{s.QUERY_PAYMENT}:primary", f"{s.QUERY_PAYMENT}:backup", f"{s.ACCEPT_PAYMENT}:poll_backup"]
-        + DELIVERING
-    )
+    assert saga.fake.calls == OPENING + [
+        f"{s.QUERY_PAYMENT}:primary",
+        f"{s.QUERY_PAYMENT}:backup",
+    ] + paid_and_delivered("poll_backup")
 
 
 async def test_never_paid_expires_closes_and_releases(saga: Saga) -> None:
@@ -359,6 +377,7 @@ async def test_a_delivery_without_reserved_keys_fails_and_is_refunded(saga: Saga
     await saga.notify(handle)
     assert await saga.result(handle) == c.OrderResult(saga.order_id(handle), c.OPENED, c.REFUNDED)
     assert saga.fake.calls == OPENING + [
+        FOLD_FAILED,
         f"{s.ACCEPT_PAYMENT}:notify",
         s.DELIVER_KEYS,
         f"{s.RECORD_STAGE}:delivery_failed",
@@ -390,6 +409,7 @@ async def test_the_sla_passing_during_a_delivery_earns_one_coupon(saga: Saga) ->
     calls = saga.fake.calls
     assert calls.index(f"{s.DELIVER_KEYS}:failed") < calls.index(f"{s.ISSUE_COUPON}:sla_timer")
     assert [call for call in calls if call != f"{s.DELIVER_KEYS}:failed"] == OPENING + [
+        FOLD_FAILED,
         f"{s.ACCEPT_PAYMENT}:notify",
         f"{s.ISSUE_COUPON}:sla_timer",
     ] + DELIVERING  # one coupon, not two

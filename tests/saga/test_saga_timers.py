@@ -149,8 +149,15 @@ async def test_sla_timer_fires_while_delivery_is_still_retrying(
             raise RuntimeError("database unavailable (simulated)")
         return await real.deliver_keys(step)
 
+    @activity.defn(name=steps.ACCEPT_AND_DELIVER)
+    async def accept_and_deliver(step: steps.AcceptAndDeliverStep) -> steps.AcceptedAndDelivered:
+        if database_down:  # its one attempt fails: the payment is accepted alone, the delivery retried
+            raise RuntimeError("database unavailable (simulated)")
+        return await real.accept_and_deliver(step)
+
+    replaced = [deliver_keys, accept_and_deliver]
     async with running_stack(
-        ts_env, sessionmaker, sim_url, replace_activities=[deliver_keys], **stack_settings(database_url, smtp[0])
+        ts_env, sessionmaker, sim_url, replace_activities=replaced, **stack_settings(database_url, smtp[0])
     ) as stack:
         sku = await stack.product(1, sla=60)
         order = await stack.ordered(sku)
