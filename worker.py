@@ -115,6 +115,7 @@ def saga_activities(
         payouts.cancel_transfer,
         payouts.start_waiting_payouts,
         payout_reconcile.reconcile_payouts,
+        payout_reconcile.reconcile_payout_bills,
     ]
 
 

@@ -20,3 +20,6 @@ LATE_PAYMENT_CLAIMS_COUPON = "2026-12-late-payment-claims-coupon"
 RECONCILE_STARTS_WAITING_PAYOUTS = "2026-12-reconcile-starts-waiting-payouts"
 # 2026-12: ReconcileWorkflow also compares each payout rail's record of transfers with the withdrawals.
 RECONCILE_CHECKS_PAYOUTS = "2026-12-reconcile-checks-payouts"
+# 2026-12: payout reconciliation reads the real rails' day bills; a day not out yet is reported in
+# ReconcileReport.not_ready (activity RECONCILE_PAYOUT_BILLS), never a finding.
+RECONCILE_PAYOUT_BILLS = "2026-12-reconcile-payout-bills"
