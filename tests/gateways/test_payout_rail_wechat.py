@@ -1,10 +1,12 @@
 """WeChat Pay 商家转账 as a payout rail (transfer-bills: submit, the payee's confirmation, cancel,
 query) against the fake WeChat over loopback, cross-checked with the wechatpayv3 SDK, then through
-PayoutWorkflow: paid once the payee confirms, cancelled with the money back when they never do."""
+PayoutWorkflow: paid once the payee confirms, cancelled with the money back when they never do; and
+reconciled against the fund-flow bill's 商家转账 rows."""
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 
 import pytest
 from wechatpayv3 import WeChatPay, WeChatPayType
@@ -15,8 +17,9 @@ from miaofa.payouts.rails import Transfer
 from miaofa.payouts.wechat_rail import WechatRail, bill_no
 from tests.conftest import stack_settings
 from tests.helpers import payouts as p
-from tests.helpers.fakes.wechat import FakeWechat, WechatKeys, private_pem, public_pem
-from tests.helpers.fakes.wechat_transfers import TransferBills
+from tests.helpers.fakes.bill_servers import WechatBills
+from tests.helpers.fakes.wechat import CHINA, FakeWechat, WechatKeys, private_pem, public_pem
+from tests.helpers.fakes.wechat_transfers import Bill, TransferBills
 from tests.helpers.servers import bind, serve
 from tests.helpers.stack import Stack, running_stack
 from tests.helpers.waiting import eventually
@@ -34,6 +37,7 @@ def keys() -> WechatKeys:
 async def fake_urls(keys) -> AsyncIterator[tuple[FakeWechat, TransferBills, str, str]]:
     fake = FakeWechat(keys)
     bills = TransferBills(fake)
+    WechatBills(fake, bills)  # the trade and fund-flow bills, for reconciliation
     async with serve(fake.app("primary"), bind()) as primary, serve(fake.app("backup"), bind()) as backup:
         yield fake, bills, primary, backup
 
@@ -214,3 +218,30 @@ async def test_a_wechat_withdrawal_nobody_confirms_is_cancelled_and_the_money_ba
     assert bills.bills[bill_no(wid)].state == "CANCELLED"
     assert (await p.balance(wechat_payouts, shop))["available"] == 5000
     await p.clean(wechat_payouts)
+
+
+async def test_the_fund_flow_bill_finds_an_unknown_transfer_and_a_wrong_amount_not_a_paid_one(
+    wechat_payouts: Stack, bills
+) -> None:
+    """Two days ago: one withdrawal paid as asked, one whose money left for less, and one 商家转账
+    our books never asked for (the bill names it by WeChat's transfer_bill_no only)."""
+    when = (datetime.now(CHINA) - timedelta(days=2)).replace(hour=12).strftime("%Y-%m-%d %H:%M:%S")
+    made = []
+    for _ in range(2):
+        shop, wid = await _wechat_withdrawal(wechat_payouts)
+        await eventually(lambda: bill_no(wid) in bills.bills, 10, "the bill to be made")  # noqa: B023
+        bills.confirm(bill_no(wid))
+        await p.wait_status(wechat_payouts, shop, wid, c.WITHDRAWAL_PAID)
+        bills.bills[bill_no(wid)].at = when
+        made.append(wid)
+    paid, short = made
+    bills.bills[bill_no(short)].amount = 940
+    unknown = Bill("wd" + uuid.uuid4().hex[:20], 700, OPENID, "SUCCESS", at=when)
+    bills.bills[unknown.out_bill_no] = unknown
+
+    report = await p.reconcile(wechat_payouts, 3 * 86400, gateway="wechat")
+    assert await p.findings(wechat_payouts, paid) == []
+    assert await p.findings(wechat_payouts, short) == [("payout:wechat", "payout_amount_mismatch", "flag", 1)]
+    found = await p.findings(wechat_payouts, unknown.transfer_bill_no)
+    assert found == [("payout:wechat", "payout_unknown_transfer", "flag", 1)]
+    assert f"payout:wechat {datetime.now(CHINA).date()}" in report.not_ready  # today's bill: tomorrow
