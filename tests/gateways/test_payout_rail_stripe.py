@@ -5,8 +5,10 @@ list of transfers."""
 
 import asyncio
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 import stripe  # the SDK, a test-only dependency
@@ -134,6 +136,23 @@ async def test_the_stripe_sdk_agrees_on_transfers(rail, connect, served) -> None
 
 
 # ---- through the workflow ----
+
+
+async def test_the_transfer_list_is_read_page_by_page_within_the_window(rail, connect) -> None:
+    at, tag = int(time.time()) - 7200, secrets.token_hex(4)  # two hours ago: outside other tests' windows
+    made = {f"tr_{tag}{n:04d}": f"wd_{tag}{n:04d}" for n in range(105)}
+    for transfer_id, group in made.items():
+        connect.transfers[transfer_id] = {"id": transfer_id, "object": "transfer", "amount": 950, "amount_reversed": 0}
+        connect.transfers[transfer_id] |= {"currency": "cny", "created": at, "reversed": False, "transfer_group": group}
+    pages = connect.pages
+    try:
+        found = await rail.statement(datetime.fromtimestamp(at, UTC), datetime.fromtimestamp(at + 1, UTC))
+        assert sorted(t.number for t in found) == sorted(made.values())  # 105: two pages of 100
+        assert connect.pages - pages == 2
+        assert await rail.statement(datetime.fromtimestamp(at + 1, UTC), datetime.fromtimestamp(at + 2, UTC)) == []
+    finally:
+        for transfer_id in made:
+            del connect.transfers[transfer_id]
 
 
 @pytest.fixture(scope="module")

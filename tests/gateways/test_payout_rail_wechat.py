@@ -13,7 +13,9 @@ from wechatpayv3 import WeChatPay, WeChatPayType
 
 from miaofa import contract as c
 from miaofa import steps as s
-from miaofa.payouts.rails import Transfer
+from miaofa.gateways.base import StatementNotReady
+from miaofa.gateways.bills import day_window
+from miaofa.payouts.rails import RailTransfer, Transfer
 from miaofa.payouts.wechat_rail import WechatRail, bill_no
 from tests.conftest import stack_settings
 from tests.helpers import payouts as p
@@ -34,17 +36,17 @@ def keys() -> WechatKeys:
 
 
 @pytest.fixture(scope="module")
-async def fake_urls(keys) -> AsyncIterator[tuple[FakeWechat, TransferBills, str, str]]:
+async def fake_urls(keys) -> AsyncIterator[tuple[FakeWechat, TransferBills, str, str, WechatBills]]:
     fake = FakeWechat(keys)
     bills = TransferBills(fake)
-    WechatBills(fake, bills)  # the trade and fund-flow bills, for reconciliation
+    funds = WechatBills(fake, bills)  # the trade and fund-flow bills, for reconciliation
     async with serve(fake.app("primary"), bind()) as primary, serve(fake.app("backup"), bind()) as backup:
-        yield fake, bills, primary, backup
+        yield fake, bills, primary, backup, funds
 
 
 @pytest.fixture
 def bills(fake_urls) -> TransferBills:
-    fake, bills, _, _ = fake_urls
+    fake, bills, *_ = fake_urls
     fake.sign_answers, fake.answer_key, bills.mode = True, None, "WAIT_USER_CONFIRM"
     return bills
 
@@ -159,6 +161,24 @@ async def test_the_wechatpayv3_sdk_agrees_on_the_transfer_bill(rail, bills, keys
     code, _ = await asyncio.to_thread(sdk.mch_transfer_bills_cancel, bill_no(number))
     assert code == 200
     assert (await rail.query(number)).status == s.TRANSFER_CANCELLED
+
+
+async def test_a_fund_flow_bill_still_being_made_is_not_ready_then_ties_our_transfer(rail, bills, fake_urls) -> None:
+    funds, day = fake_urls[4], (datetime.now(CHINA) - timedelta(days=2)).date()
+    sent = transfer()
+    await rail.submit(sent)
+    bills.confirm(bill_no(sent.number))
+    bills.bills[bill_no(sent.number)].at = f"{day} 12:00:00"
+    funds.creating.add(str(day))  # STATEMENT_CREATING
+    try:
+        with pytest.raises(StatementNotReady):
+            await rail.statement(*day_window(day), [sent.number])
+    finally:
+        funds.creating.discard(str(day))
+    found = await rail.statement(*day_window(day), [sent.number])  # tied by the query's transfer_bill_no
+    assert RailTransfer(sent.number, s.TRANSFER_PAID, 950, "CNY") in found
+    with pytest.raises(StatementNotReady):  # today's bill: not asked before 10:00 tomorrow
+        await rail.statement(*day_window(datetime.now(CHINA).date()), [])
 
 
 # ---- through the workflow ----
