@@ -108,9 +108,9 @@ class StripeRail:
 
         found = []
         async for item in pages(get, "/v1/transfers", window(start, end)):
-            record = _record(item)
-            if record is not None and start.timestamp() <= record[0] < end.timestamp():
-                found.append(record[1])
+            created, transfer = _record(item)
+            if start.timestamp() <= created < end.timestamp():  # the list asked for whole seconds
+                found.append(transfer)
         return found
 
 
@@ -122,7 +122,7 @@ def _state(transfer: dict[str, Any]) -> s.TransferAnswer:
     return s.TransferAnswer(s.TRANSFER_PAID, code="transfer")
 
 
-def _record(item: dict[str, Any]) -> tuple[int, RailTransfer] | None:
+def _record(item: dict[str, Any]) -> tuple[int, RailTransfer]:
     """A listed transfer under our number (its transfer_group; a transfer of another integration
     keeps its tr_ id, so it is found as unknown), with what it still pays after reversals."""
     currency = item.get("currency")
