@@ -116,6 +116,7 @@ def saga_activities(
         payouts.cancel_transfer,
         payouts.start_waiting_payouts,
         payout_reconcile.reconcile_payouts,
+        payout_reconcile.reconcile_payout_bills,
     ]
 
 

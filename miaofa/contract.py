@@ -235,6 +235,12 @@ class ReconcileReport:
 
 
 @dataclass
+class PayoutReconcileReport:
+    findings: dict[str, int] = field(default_factory=dict)  # kind → count
+    not_ready: list[str] = field(default_factory=list)  # "payout:<rail> <day>": a rail's bill not out yet
+
+
+@dataclass
 class SupportResult:
     order_id: str
     status: str

@@ -255,6 +255,7 @@ CANCEL_TRANSFER = "cancel_transfer"
 SETTLE_PAYOUT = "settle_payout"
 START_WAITING_PAYOUTS = "start_waiting_payouts"  # reconciliation's sweep: withdrawals left `requested`
 RECONCILE_PAYOUTS = "reconcile_payouts"  # each rail's record of transfers against the withdrawals
+RECONCILE_PAYOUT_BILLS = "reconcile_payout_bills"  # the same, and the rails' days not out yet
 
 # A rail's answer about one transfer (miaofa/payouts/rails.py maps each rail's words to these).
 TRANSFER_PAID = "paid"

@@ -23,3 +23,6 @@ RECONCILE_CHECKS_PAYOUTS = "2026-12-reconcile-checks-payouts"
 # 2026-12: while the order awaits payment, a proof is judged and, when it is the order's payment, its
 # keys are committed in the same transaction (ACCEPT_AND_DELIVER): one step, not two, on a sale's path.
 ACCEPT_DELIVERS = "2026-12-accept-delivers"
+# 2026-12: payout reconciliation reads the real rails' day bills; a day not out yet is reported in
+# ReconcileReport.not_ready (activity RECONCILE_PAYOUT_BILLS), never a finding.
+RECONCILE_PAYOUT_BILLS = "2026-12-reconcile-payout-bills"

@@ -40,13 +40,25 @@ class ReconcileWorkflow:
                 retry_policy=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=5),
             )
         if workflow.patched(patches.RECONCILE_CHECKS_PAYOUTS):
-            found = await workflow.execute_activity(
-                s.RECONCILE_PAYOUTS,
-                window,
-                result_type=dict[str, int],
-                start_to_close_timeout=timedelta(minutes=5),
-                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=5),
-            )
+            retry = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=5)
+            if workflow.patched(patches.RECONCILE_PAYOUT_BILLS):
+                payouts = await workflow.execute_activity(
+                    s.RECONCILE_PAYOUT_BILLS,
+                    window,
+                    result_type=c.PayoutReconcileReport,
+                    start_to_close_timeout=timedelta(minutes=10),
+                    retry_policy=retry,
+                )
+                found = payouts.findings
+                report.not_ready += payouts.not_ready
+            else:
+                found = await workflow.execute_activity(
+                    s.RECONCILE_PAYOUTS,
+                    window,
+                    result_type=dict[str, int],
+                    start_to_close_timeout=timedelta(minutes=5),
+                    retry_policy=retry,
+                )
             for kind, count in found.items():
                 report.findings[kind] = report.findings.get(kind, 0) + count
         return report

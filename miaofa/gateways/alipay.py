@@ -202,13 +202,22 @@ class AlipayGateway:
         cached = self._bills.get("trade", day)
         if cached is not None:
             return cached
+        data = await self.bill_zip("statement", "trade", day)
+        try:
+            lines = parse_zip(data) if data is not None else []
+        except BillError as exc:
+            raise GatewayError(str(exc)) from None
+        self._bills.put("trade", day, lines)
+        return lines
+
+    async def bill_zip(self, op: str, bill_type: str, day: date) -> bytes | None:
+        """A day's bill zip (`trade`, or `signcustomer`: the account's 账务明细), None for a day
+        without any; StatementNotReady while Alipay makes it."""
         now = self._clock()
         check_ready("alipay", day, now)
         try:
             data = await self._call(
-                "statement",
-                "alipay.data.dataservice.bill.downloadurl.query",
-                {"bill_type": "trade", "bill_date": str(day)},
+                op, "alipay.data.dataservice.bill.downloadurl.query", {"bill_type": bill_type, "bill_date": str(day)}
             )
         except BusinessFailure as failure:
             if failure.sub_code != "isp.bill_not_exist":
@@ -217,20 +226,14 @@ class AlipayGateway:
             # is taken as empty only once its bill is well past due.
             if now < day_window(day)[1] + BILL_SURELY_OUT:
                 raise StatementNotReady("alipay", str(day)) from None
-            lines: list[BillLine] = []
-        else:
-            url = data.get("bill_download_url")
-            if not download_url_ok(url):
-                raise GatewayError("alipay statement: malformed bill_download_url")
-            response = await self._http.request("statement download", "GET", url)
-            if response.status_code != 200:
-                raise GatewayError(f"alipay statement download: HTTP {response.status_code}")
-            try:
-                lines = parse_zip(response.content)
-            except BillError as exc:
-                raise GatewayError(str(exc)) from None
-        self._bills.put("trade", day, lines)
-        return lines
+            return None
+        url = data.get("bill_download_url")
+        if not download_url_ok(url):
+            raise GatewayError(f"alipay {op}: malformed bill_download_url")
+        response = await self._http.request(f"{op} download", "GET", url)
+        if response.status_code != 200:
+            raise GatewayError(f"alipay {op} download: HTTP {response.status_code}")
+        return response.content
 
     # ---- notify ----
 

@@ -32,8 +32,8 @@ async def bill_lines(send: Send, start: datetime, end: datetime) -> tuple[list[B
     (another integration on the same account: not ours to judge)."""
     sessions = await _sessions(send, start - SESSION_LIFETIME, end)
     lines, foreign = [], 0
-    window = _window(start, end)
-    async for item in _pages(send, "/v1/balance_transactions", {**window, "expand[]": "data.source"}):
+    created = window(start, end)
+    async for item in pages(send, "/v1/balance_transactions", {**created, "expand[]": "data.source"}):
         kind = item.get("type")
         if kind not in PAYMENTS and kind not in REFUNDS:
             continue  # payouts, fees, adjustments: money of the account, not of an order
@@ -65,9 +65,9 @@ async def bill_lines(send: Send, start: datetime, end: datetime) -> tuple[list[B
 
 async def _sessions(send: Send, start: datetime, end: datetime) -> dict[str, tuple[str, str]]:
     """payment_intent → (session id, order id) of the completed sessions created in [start, end)."""
-    window = _window(start, end)
+    created = window(start, end)
     found = {}
-    async for session in _pages(send, "/v1/checkout/sessions", {**window, "status": "complete"}):
+    async for session in pages(send, "/v1/checkout/sessions", {**created, "status": "complete"}):
         mapped = _mapped(session)
         if mapped is not None:
             found[mapped[0]] = mapped[1]
@@ -75,7 +75,7 @@ async def _sessions(send: Send, start: datetime, end: datetime) -> dict[str, tup
 
 
 async def _session_of(send: Send, intent: str) -> tuple[str, str] | None:
-    async for session in _pages(send, "/v1/checkout/sessions", {"payment_intent": intent}):
+    async for session in pages(send, "/v1/checkout/sessions", {"payment_intent": intent}):
         mapped = _mapped(session)
         if mapped is not None:
             return mapped[1]
@@ -94,7 +94,7 @@ def _mapped(session: dict[str, Any]) -> tuple[str, tuple[str, str]] | None:
     return intent, (session_id, order_id)
 
 
-async def _pages(send: Send, path: str, params: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+async def pages(send: Send, path: str, params: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
     after = None
     for _ in range(MAX_PAGES):
         query = {**params, "limit": str(PAGE), **({"starting_after": after} if after else {})}
@@ -120,7 +120,7 @@ async def _pages(send: Send, path: str, params: dict[str, str]) -> AsyncIterator
     raise GatewayError("stripe statement: more pages than any window should have")
 
 
-def _window(start: datetime, end: datetime) -> dict[str, str]:
+def window(start: datetime, end: datetime) -> dict[str, str]:
     # Stripe's times are whole seconds: ask for every second the window touches; states() cuts exactly.
     return {"created[gte]": str(math.floor(start.timestamp())), "created[lt]": str(math.ceil(end.timestamp()))}
 

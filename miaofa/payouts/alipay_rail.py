@@ -9,21 +9,28 @@ formats and sources are in docs/payout-rails.md.
 """
 
 import re
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
 
 import httpx
 
 from miaofa import steps as s
 from miaofa.gateways.alipay import AlipayGateway, BusinessFailure
+from miaofa.gateways.alipay_bill import AccountLine, parse_account_zip
 from miaofa.gateways.alipay_wire import CURRENCY, error_code
 from miaofa.gateways.base import GatewayError, GatewayRefused
+from miaofa.gateways.bills import DAYS_KEPT, SHANGHAI, BillError, bill_days
 from miaofa.gateways.config import AlipaySettings
 from miaofa.gateways.money import to_major
-from miaofa.payouts.rails import Transfer
+from miaofa.payouts.rails import RailTransfer, Transfer
 
 TRANSFER = "alipay.fund.trans.uni.transfer"
 QUERY = "alipay.fund.trans.common.query"
 PRODUCT = "TRANS_ACCOUNT_NO_PWD"
 SCENE = "DIRECT_TRANSFER"
+# 业务类型 of a 单笔转账 in the account bill (as Alipay's bills show it; not in a published list).
+TRANSFER_KINDS = frozenset({"转账"})
 USER_ID = re.compile(r"^2088\d{12}$")  # an Alipay user id; anything else is a logon id (phone or email)
 
 # The payee's side said no: the money did not leave, and asking again will not change it.
@@ -45,9 +52,17 @@ STATUSES = {
 class AlipayRail:
     name = "alipay"
     can_cancel = False  # an Alipay transfer is not waiting for anyone: there is nothing to withdraw
+    has_statement = True  # the account bill (账务明细, bill_type=signcustomer), by Beijing day
+    bill_zone = SHANGHAI
 
-    def __init__(self, settings: AlipaySettings, client: httpx.AsyncClient | None = None) -> None:
-        self._alipay = AlipayGateway(settings, client)
+    def __init__(
+        self,
+        settings: AlipaySettings,
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._alipay = AlipayGateway(settings, client, clock)
+        self._days: OrderedDict[date, list[AccountLine]] = OrderedDict()
 
     async def submit(self, transfer: Transfer) -> s.TransferAnswer:
         if transfer.currency != CURRENCY:  # refused before anything is sent: definitive, the money comes back
@@ -74,6 +89,22 @@ class AlipayRail:
 
     async def aclose(self) -> None:
         await self._alipay.aclose()
+
+    async def statement(self, start: datetime, end: datetime, ours: Sequence[str] = ()) -> list[RailTransfer]:
+        """The transfers out of the platform's Alipay account in [start, end), from its account bill;
+        StatementNotReady for a day not out yet."""
+        lines: list[AccountLine] = []
+        for day in bill_days(start, end, SHANGHAI):
+            if day not in self._days:
+                data = await self._alipay.bill_zip("payout statement", "signcustomer", day)
+                try:
+                    self._days[day] = parse_account_zip(data) if data is not None else []
+                except BillError as exc:
+                    raise GatewayError(str(exc)) from None
+                while len(self._days) > DAYS_KEPT:
+                    self._days.popitem(last=False)
+            lines += [line for line in self._days[day] if start <= line.at < end and line.kind in TRANSFER_KINDS]
+        return account_transfers(lines)
 
     async def _ask(self, op: str, method: str, biz: dict, number: str) -> s.TransferAnswer:
         try:
@@ -107,6 +138,23 @@ class AlipayRail:
             return s.TransferAnswer(s.TRANSFER_FAILED, code=sub_code, reason=words, definitive=True)
         # SYSTEM_ERROR, a balance or limit of ours, anything unfamiliar: maybe sent, maybe not; ask again
         return s.TransferAnswer(s.TRANSFER_UNKNOWN, code=sub_code[:64], reason="Alipay answered an unfamiliar code")
+
+
+def account_transfers(lines: list[AccountLine]) -> list[RailTransfer]:
+    """Each number's transfer out; money back under the same number (a bank card's return) makes it
+    returned. A 转账 into the account with no transfer out is someone paying us: not a payout."""
+    out: dict[str, int] = {}
+    back: dict[str, int] = {}
+    for line in lines:
+        if line.cents < 0:
+            out[line.number] = out.get(line.number, 0) - line.cents
+        else:
+            back[line.number] = back.get(line.number, 0) + line.cents
+    returned = {number for number, amount in out.items() if back.get(number, 0) >= amount}
+    return [
+        RailTransfer(number, s.TRANSFER_RETURNED if number in returned else s.TRANSFER_PAID, amount, CURRENCY)
+        for number, amount in out.items()
+    ]
 
 
 def _code_of(exc: Exception) -> str:

@@ -4,7 +4,9 @@ Only a whitelist of each rail's failure codes counts as definitive (the payee's 
 say); anything else the rail answers unclearly, or a timeout, is `unknown`, and unknown is asked
 again, never failed. The destination reaches the rail and nothing else: no log line, no error."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
@@ -29,6 +31,16 @@ class RailTransfer:
     status: str  # a TRANSFER_* status
     amount_cents: int
     currency: str
+
+
+class RailRecord(Protocol):
+    """A rail with its own record of transfers (`has_statement`): the transfers of [start, end).
+    `ours` names the withdrawals made or moved then, for a record that names them otherwise. A rail
+    with day bills also has `bill_zone` and raises StatementNotReady for a day not out yet."""
+
+    has_statement: bool
+
+    async def statement(self, start: datetime, end: datetime, ours: Sequence[str]) -> list[RailTransfer]: ...
 
 
 class PayoutRail(Protocol):
@@ -60,7 +72,7 @@ SIMULATOR_STATUSES = {
 class SimulatorRail:
     name = "simulator"
     can_cancel = True
-    has_statement = True  # GET /api/payouts: every transfer it holds (a real rail's bill: issue 22)
+    has_statement = True  # GET /api/payouts: every transfer it holds
 
     def __init__(self, base_url: str, secret: str, timeout: float) -> None:
         self._http = httpx.AsyncClient(
@@ -83,8 +95,9 @@ class SimulatorRail:
     async def cancel(self, number: str) -> s.TransferAnswer:
         return await self._call("POST", f"/api/payouts/{number}/cancel")
 
-    async def statement(self) -> list[RailTransfer]:
-        """The rail's record of every transfer; raises httpx.HTTPError or ValueError when unreadable."""
+    async def statement(self, start: datetime, end: datetime, ours: Sequence[str] = ()) -> list[RailTransfer]:
+        """The rail's record of every transfer (whatever the window); raises httpx.HTTPError or
+        ValueError when unreadable."""
         response = await self._http.get("/api/payouts")
         response.raise_for_status()
         return [

@@ -52,10 +52,23 @@ async def compare(
         elif withdrawal.status in c.WITHDRAWAL_OPEN and withdrawal.updated_at < end:
             found("payout_paid_not_settled", number, transfer.amount_cents, transfer.currency)
     for number, withdrawal in ours.items():
-        if withdrawal.status != c.WITHDRAWAL_PAID:
+        # Paid after the stretch read (a day bill not out yet): that later day's bill will show it.
+        if withdrawal.status != c.WITHDRAWAL_PAID or withdrawal.updated_at >= end:
             continue
         at_rail = by_number.get(number)
         if at_rail is None or at_rail.status not in (s.TRANSFER_PAID, s.TRANSFER_RETURNED):
             sent = withdrawal.amount_cents - withdrawal.fee_cents
             found("payout_paid_not_at_rail", number, sent, withdrawal.currency)
     return findings
+
+
+async def numbers(session: AsyncSession, rail: str, start: datetime, end: datetime) -> list[str]:
+    """The transfer numbers of the withdrawals on a rail made or moved in the window: a rail whose
+    record names transfers by its own numbers (WeChat's fund-flow bill) looks these up."""
+    rows = await session.scalars(
+        select(Withdrawal.id).where(
+            Withdrawal.rail == rail,
+            or_(Withdrawal.created_at.between(start, end), Withdrawal.updated_at.between(start, end)),
+        )
+    )
+    return list(rows)

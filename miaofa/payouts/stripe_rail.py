@@ -9,6 +9,8 @@ dashboard). Formats and sources: docs/payout-rails.md.
 """
 
 import re
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -17,7 +19,8 @@ from miaofa import steps as s
 from miaofa.gateways.base import GatewayError
 from miaofa.gateways.config import StripeSettings
 from miaofa.gateways.stripe import StripeGateway
-from miaofa.payouts.rails import Transfer
+from miaofa.gateways.stripe_bill import pages, window
+from miaofa.payouts.rails import RailTransfer, Transfer
 
 ACCOUNT = re.compile(r"^acct_[A-Za-z0-9]{6,64}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -33,6 +36,7 @@ DEFINITIVE = {
 class StripeRail:
     name = "stripe"
     can_cancel = False  # a transfer is done at once; a reversal is a new movement, not a cancel
+    has_statement = True  # GET /v1/transfers by `created`: live, so never "not ready"
 
     def __init__(self, settings: StripeSettings, client: httpx.AsyncClient | None = None) -> None:
         self._stripe = StripeGateway(settings, client)
@@ -96,6 +100,19 @@ class StripeRail:
     async def aclose(self) -> None:
         await self._stripe.aclose()
 
+    async def statement(self, start: datetime, end: datetime, ours: Sequence[str] = ()) -> list[RailTransfer]:
+        """Every transfer the platform made in [start, end), ours or not (GET /v1/transfers, paged)."""
+
+        async def get(op: str, method: str, path: str, params: dict[str, str]) -> httpx.Response:
+            return await self._stripe.send(f"payout {op}", method, path, params=params)
+
+        found = []
+        async for item in pages(get, "/v1/transfers", window(start, end)):
+            created, transfer = _record(item)
+            if start.timestamp() <= created < end.timestamp():  # the list asked for whole seconds
+                found.append(transfer)
+        return found
+
 
 def _state(transfer: dict[str, Any]) -> s.TransferAnswer:
     if transfer.get("object") != "transfer" or not str(transfer.get("id", "")).startswith("tr_"):
@@ -103,6 +120,29 @@ def _state(transfer: dict[str, Any]) -> s.TransferAnswer:
     if transfer.get("reversed"):
         return s.TransferAnswer(s.TRANSFER_RETURNED, code="reversed", reason="the transfer was reversed at Stripe")
     return s.TransferAnswer(s.TRANSFER_PAID, code="transfer")
+
+
+def _record(item: dict[str, Any]) -> tuple[int, RailTransfer]:
+    """A listed transfer under our number (its transfer_group; a transfer of another integration
+    keeps its tr_ id, so it is found as unknown), with what it still pays after reversals."""
+    currency = item.get("currency")
+    try:
+        created, amount, reversed_ = (_whole(item.get(key, 0)) for key in ("created", "amount", "amount_reversed"))
+    except ValueError:
+        raise GatewayError("stripe payout statement: malformed transfer") from None
+    if not isinstance(currency, str) or amount <= 0:
+        raise GatewayError("stripe payout statement: malformed transfer")
+    group = item.get("transfer_group")
+    number = group if isinstance(group, str) and group else str(item.get("id", ""))
+    if item.get("reversed") or reversed_ >= amount:
+        return created, RailTransfer(number[:64], s.TRANSFER_RETURNED, amount, currency.upper())
+    return created, RailTransfer(number[:64], s.TRANSFER_PAID, amount - reversed_, currency.upper())
+
+
+def _whole(value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError("not a whole number")
+    return value
 
 
 def _json(response: httpx.Response) -> dict[str, Any] | None:

@@ -8,6 +8,8 @@ number. A bill in `FAIL` is final (nothing was paid): its `fail_reason` is said 
 it. Formats and sources: docs/payout-rails.md.
 """
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -15,11 +17,12 @@ import httpx
 from miaofa import steps as s
 from miaofa.gateways import wechat_wire as wire
 from miaofa.gateways.base import GatewayError, GatewayRefused
+from miaofa.gateways.bills import SHANGHAI
 from miaofa.gateways.config import WechatSettings
 from miaofa.gateways.wechat import WechatGateway
-from miaofa.payouts.rails import Transfer
+from miaofa.payouts.rails import RailTransfer, Transfer
+from miaofa.payouts.wechat_record import BILLS, FundFlowRecord, bill_no
 
-BILLS = "/v3/fund-app/mch-transfer/transfer-bills"
 NAME_REQUIRED_FROM_FEN = 200000  # from 2,000 yuan WeChat requires the payee's real name (sealed)
 
 STATES = {
@@ -46,14 +49,11 @@ FAIL_REASONS = {
 }
 
 
-def bill_no(number: str) -> str:
-    """WeChat takes letters and digits only: the withdrawal id without its underscore (still unique)."""
-    return number.replace("_", "")
-
-
 class WechatRail:
     name = "wechat"
     can_cancel = True  # a bill waiting for the payee's confirmation can be withdrawn
+    has_statement = True  # the fund-flow bill's 商家转账 rows, by Beijing day (wechat_record.py)
+    bill_zone = SHANGHAI
 
     def __init__(
         self,
@@ -66,6 +66,7 @@ class WechatRail:
         self._appid = settings.appid
         self._scene_id = scene_id
         self._scene_report = scene_report
+        self._record = FundFlowRecord(self._wechat)
 
     async def submit(self, transfer: Transfer) -> s.TransferAnswer:
         if transfer.currency != "CNY":
@@ -101,6 +102,9 @@ class WechatRail:
 
     async def aclose(self) -> None:
         await self._wechat.aclose()
+
+    async def statement(self, start: datetime, end: datetime, ours: Sequence[str] = ()) -> list[RailTransfer]:
+        return await self._record.transfers(start, end, ours)
 
     async def _ask(
         self, op: str, method: str, path: str, number: str, payload: dict[str, Any] | None = None

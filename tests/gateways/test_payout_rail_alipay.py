@@ -1,10 +1,12 @@
 """Alipay as a payout rail (单笔转账 uni.transfer + common.query) against the fake Alipay over
 loopback, then through PayoutWorkflow on real Temporal and PostgreSQL: paid once under one
-out_biz_no whatever is lost on the way, or the money back with the payee-side reason in words."""
+out_biz_no whatever is lost on the way, or the money back with the payee-side reason in words; and
+reconciled against Alipay's account bill (账务明细)."""
 
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, time, timedelta
 from urllib.parse import parse_qsl
 
 import httpx
@@ -13,12 +15,16 @@ from alipay import AliPay
 
 from miaofa import contract as c
 from miaofa import steps as s
+from miaofa.gateways.base import StatementNotReady
+from miaofa.gateways.bills import day_window
 from miaofa.payouts.alipay_rail import AlipayRail
-from miaofa.payouts.rails import Transfer
+from miaofa.payouts.rails import RailTransfer, Transfer
 from tests.conftest import stack_settings
 from tests.gateways.test_gateway_alipay import settings as alipay_settings
 from tests.helpers import payouts as p
-from tests.helpers.fakes.alipay import FakeAlipay, new_key, private_pem, public_pem
+from tests.helpers.fakes.alipay import FORMAT, SHANGHAI, AlipayTransfer, FakeAlipay, new_key, private_pem, public_pem
+from tests.helpers.fakes.bill_servers import AlipayBills
+from tests.helpers.fakes.bills import AlipayAccountRow as AccountRow
 from tests.helpers.servers import bind, serve
 from tests.helpers.stack import Stack, running_stack
 
@@ -33,10 +39,11 @@ def app_key():
 
 
 @pytest.fixture(scope="module")
-async def fake_url(app_key) -> AsyncIterator[tuple[FakeAlipay, str]]:
+async def fake_url(app_key) -> AsyncIterator[tuple[FakeAlipay, str, AlipayBills]]:
     fake = FakeAlipay(APP_ID, app_key.public_key(), SELLER)
+    bills = AlipayBills(fake)  # the trade bill and the account bill, for reconciliation
     async with serve(fake.app, bind()) as url:
-        yield fake, url + "/gateway.do"
+        yield fake, url + "/gateway.do", bills
 
 
 @pytest.fixture
@@ -137,12 +144,33 @@ async def test_an_unverifiable_or_confused_answer_is_unknown_and_other_currencie
     assert PAYEE not in caplog.text
 
 
+async def test_the_account_bill_is_not_asked_before_it_is_out_and_a_transfer_by_hand_is_unknown(
+    fake, fake_url, app_key
+) -> None:
+    day = (datetime.now(SHANGHAI) - timedelta(days=2)).date()
+    morning = datetime.combine(day + timedelta(days=1), time(9, 59), SHANGHAI).astimezone(UTC)
+    early = AlipayRail(alipay_settings(fake, fake_url[1], app_key), clock=lambda: morning)
+    late = AlipayRail(alipay_settings(fake, fake_url[1], app_key))
+    hand = AccountRow("39001", "", "转账", f"{day} 08:00:00", expense="-3.00")  # made in Alipay's own app
+    fake_url[2].extra.append(hand)
+    try:
+        asked = len(fake.calls)
+        with pytest.raises(StatementNotReady):  # 09:59 the next morning: Alipay is not even asked
+            await early.statement(*day_window(day))
+        assert len(fake.calls) == asked
+        assert RailTransfer("39001", s.TRANSFER_PAID, 300, "CNY") in await late.statement(*day_window(day))
+    finally:
+        fake_url[2].extra.remove(hand)
+        await early.aclose()
+        await late.aclose()
+
+
 # ---- through the workflow ----
 
 
 @pytest.fixture(scope="module")
 async def alipay_payouts(dev_env, sessionmaker, sim_url, database_url, smtp, fake_url, app_key) -> AsyncIterator[Stack]:
-    fake, url = fake_url
+    fake, url, _ = fake_url
     async with running_stack(
         dev_env,
         sessionmaker,
@@ -232,3 +260,31 @@ async def test_python_alipay_sdk_agrees_on_the_transfer_request_and_answer(rail,
     ours = rail._alipay._signed("alipay.fund.trans.uni.transfer", biz)  # the rail's request, as sent
     unsigned = {k: v for k, v in ours.items() if k != "sign"}
     assert dict(parse_qsl(sdk.sign_data(unsigned)))["sign"] == ours["sign"]
+
+
+async def test_the_account_bill_finds_an_unknown_transfer_and_a_wrong_amount_not_a_paid_one(
+    alipay_payouts: Stack, fake
+) -> None:
+    """Two days ago (a day whose bill is out whatever the hour): one withdrawal paid as asked, one
+    whose transfer left for less, and one transfer our books never asked for."""
+    when = (datetime.now(SHANGHAI) - timedelta(days=2)).replace(hour=12).strftime(FORMAT)
+    made = []
+    for _ in range(2):
+        shop, wid = await _alipay_withdrawal(alipay_payouts)
+        await p.wait_status(alipay_payouts, shop, wid, c.WITHDRAWAL_PAID)
+        fake.transfers[wid].trans_date = when
+        made.append(wid)
+    paid, short = made
+    fake.transfers[short].trans_amount = "9.40"
+    unknown = "wd_" + uuid.uuid4().hex[:20]
+    fake.transfers[unknown] = AlipayTransfer(unknown, "7.00", {}, "SUCCESS", trans_date=when)
+
+    report = await p.reconcile(alipay_payouts, 3 * 86400, gateway="alipay")
+    assert await p.findings(alipay_payouts, paid) == []
+    assert await p.findings(alipay_payouts, short) == [("payout:alipay", "payout_amount_mismatch", "flag", 1)]
+    assert await p.findings(alipay_payouts, unknown) == [("payout:alipay", "payout_unknown_transfer", "flag", 1)]
+    assert f"payout:alipay {datetime.now(SHANGHAI).date()}" in report.not_ready  # today's bill: tomorrow
+    assert (
+        "alipay.data.dataservice.bill.downloadurl.query",
+        {"bill_type": "signcustomer", "bill_date": when[:10]},
+    ) in (fake.calls)

@@ -1,11 +1,14 @@
 """Stripe Connect transfers as a payout rail against the fake Stripe over loopback, cross-checked
 with the stripe SDK, then through PayoutWorkflow: paid once under one transfer group whatever is
-lost on the way, or the money back when the account cannot take it."""
+lost on the way, or the money back when the account cannot take it; and reconciled against Stripe's
+list of transfers."""
 
 import asyncio
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 import stripe  # the SDK, a test-only dependency
@@ -17,6 +20,7 @@ from miaofa.payouts.rails import Transfer
 from miaofa.payouts.stripe_rail import StripeRail
 from tests.conftest import stack_settings
 from tests.helpers import payouts as p
+from tests.helpers.fakes.bill_servers import StripeBills
 from tests.helpers.fakes.stripe import FakeStripe
 from tests.helpers.fakes.stripe_transfers import StripeTransfers
 from tests.helpers.servers import bind, serve
@@ -30,6 +34,7 @@ WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
 async def served() -> AsyncIterator[tuple[FakeStripe, StripeTransfers]]:
     fake = FakeStripe(SECRET_KEY, WEBHOOK_SECRET)
     transfers = StripeTransfers(fake)
+    StripeBills(fake)  # balance transactions, for the payment side of a reconciliation
     async with serve(fake.app, bind()) as url:
         fake.api_base = url
         yield fake, transfers
@@ -133,6 +138,23 @@ async def test_the_stripe_sdk_agrees_on_transfers(rail, connect, served) -> None
 # ---- through the workflow ----
 
 
+async def test_the_transfer_list_is_read_page_by_page_within_the_window(rail, connect) -> None:
+    at, tag = int(time.time()) - 7200, secrets.token_hex(4)  # two hours ago: outside other tests' windows
+    made = {f"tr_{tag}{n:04d}": f"wd_{tag}{n:04d}" for n in range(105)}
+    for transfer_id, group in made.items():
+        connect.transfers[transfer_id] = {"id": transfer_id, "object": "transfer", "amount": 950, "amount_reversed": 0}
+        connect.transfers[transfer_id] |= {"currency": "cny", "created": at, "reversed": False, "transfer_group": group}
+    pages = connect.pages
+    try:
+        found = await rail.statement(datetime.fromtimestamp(at, UTC), datetime.fromtimestamp(at + 1, UTC))
+        assert sorted(t.number for t in found) == sorted(made.values())  # 105: two pages of 100
+        assert connect.pages - pages == 2
+        assert await rail.statement(datetime.fromtimestamp(at + 1, UTC), datetime.fromtimestamp(at + 2, UTC)) == []
+    finally:
+        for transfer_id in made:
+            del connect.transfers[transfer_id]
+
+
 @pytest.fixture(scope="module")
 async def stripe_payouts(dev_env, sessionmaker, sim_url, database_url, smtp, served) -> AsyncIterator[Stack]:
     async with running_stack(
@@ -181,3 +203,30 @@ async def test_a_stripe_account_that_cannot_take_it_brings_the_money_back(stripe
     assert "cannot receive transfers yet" in seen["timeline"][-1]["note"]
     assert (await p.balance(stripe_payouts, shop))["available"] == 5000
     await p.clean(stripe_payouts)
+
+
+async def test_the_transfer_list_finds_an_unknown_transfer_and_a_wrong_amount_not_a_paid_one(
+    stripe_payouts: Stack, connect
+) -> None:
+    """Stripe's list is live: one withdrawal paid as asked, one whose transfer was partly reversed
+    (it pays less), and one transfer our books never asked for, all in the last minutes."""
+    account = connect.connect()
+    made = []
+    for _ in range(2):
+        shop, wid = await _stripe_withdrawal(stripe_payouts, account)
+        await p.wait_status(stripe_payouts, shop, wid, c.WITHDRAWAL_PAID)
+        made.append(wid)
+    paid, short = made
+    [transfer] = [t for t in connect.transfers.values() if t["transfer_group"] == short]
+    transfer["amount_reversed"] = 10
+    unknown = "wd_" + uuid.uuid4().hex[:20]
+    created = dict(transfer, id="tr_" + uuid.uuid4().hex[:24], transfer_group=unknown, amount_reversed=0)
+    connect.transfers[created["id"]] = created
+    pages = connect.pages
+
+    report = await p.reconcile(stripe_payouts, 600, gateway="stripe")
+    assert await p.findings(stripe_payouts, paid) == []
+    assert await p.findings(stripe_payouts, short) == [("payout:stripe", "payout_amount_mismatch", "flag", 1)]
+    assert await p.findings(stripe_payouts, unknown) == [("payout:stripe", "payout_unknown_transfer", "flag", 1)]
+    assert not [day for day in report.not_ready if day.startswith("payout:stripe")]  # a live list: never late
+    assert connect.pages > pages

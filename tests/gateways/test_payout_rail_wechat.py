@@ -1,22 +1,27 @@
 """WeChat Pay 商家转账 as a payout rail (transfer-bills: submit, the payee's confirmation, cancel,
 query) against the fake WeChat over loopback, cross-checked with the wechatpayv3 SDK, then through
-PayoutWorkflow: paid once the payee confirms, cancelled with the money back when they never do."""
+PayoutWorkflow: paid once the payee confirms, cancelled with the money back when they never do; and
+reconciled against the fund-flow bill's 商家转账 rows."""
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 
 import pytest
 from wechatpayv3 import WeChatPay, WeChatPayType
 
 from miaofa import contract as c
 from miaofa import steps as s
-from miaofa.payouts.rails import Transfer
+from miaofa.gateways.base import StatementNotReady
+from miaofa.gateways.bills import day_window
+from miaofa.payouts.rails import RailTransfer, Transfer
 from miaofa.payouts.wechat_rail import WechatRail, bill_no
 from tests.conftest import stack_settings
 from tests.helpers import payouts as p
-from tests.helpers.fakes.wechat import FakeWechat, WechatKeys, private_pem, public_pem
-from tests.helpers.fakes.wechat_transfers import TransferBills
+from tests.helpers.fakes.bill_servers import WechatBills
+from tests.helpers.fakes.wechat import CHINA, FakeWechat, WechatKeys, private_pem, public_pem
+from tests.helpers.fakes.wechat_transfers import Bill, TransferBills
 from tests.helpers.servers import bind, serve
 from tests.helpers.stack import Stack, running_stack
 from tests.helpers.waiting import eventually
@@ -31,16 +36,17 @@ def keys() -> WechatKeys:
 
 
 @pytest.fixture(scope="module")
-async def fake_urls(keys) -> AsyncIterator[tuple[FakeWechat, TransferBills, str, str]]:
+async def fake_urls(keys) -> AsyncIterator[tuple[FakeWechat, TransferBills, str, str, WechatBills]]:
     fake = FakeWechat(keys)
     bills = TransferBills(fake)
+    funds = WechatBills(fake, bills)  # the trade and fund-flow bills, for reconciliation
     async with serve(fake.app("primary"), bind()) as primary, serve(fake.app("backup"), bind()) as backup:
-        yield fake, bills, primary, backup
+        yield fake, bills, primary, backup, funds
 
 
 @pytest.fixture
 def bills(fake_urls) -> TransferBills:
-    fake, bills, _, _ = fake_urls
+    fake, bills, *_ = fake_urls
     fake.sign_answers, fake.answer_key, bills.mode = True, None, "WAIT_USER_CONFIRM"
     return bills
 
@@ -157,6 +163,24 @@ async def test_the_wechatpayv3_sdk_agrees_on_the_transfer_bill(rail, bills, keys
     assert (await rail.query(number)).status == s.TRANSFER_CANCELLED
 
 
+async def test_a_fund_flow_bill_still_being_made_is_not_ready_then_ties_our_transfer(rail, bills, fake_urls) -> None:
+    funds, day = fake_urls[4], (datetime.now(CHINA) - timedelta(days=2)).date()
+    sent = transfer()
+    await rail.submit(sent)
+    bills.confirm(bill_no(sent.number))
+    bills.bills[bill_no(sent.number)].at = f"{day} 12:00:00"
+    funds.creating.add(str(day))  # STATEMENT_CREATING
+    try:
+        with pytest.raises(StatementNotReady):
+            await rail.statement(*day_window(day), [sent.number])
+    finally:
+        funds.creating.discard(str(day))
+    found = await rail.statement(*day_window(day), [sent.number])  # tied by the query's transfer_bill_no
+    assert RailTransfer(sent.number, s.TRANSFER_PAID, 950, "CNY") in found
+    with pytest.raises(StatementNotReady):  # today's bill: not asked before 10:00 tomorrow
+        await rail.statement(*day_window(datetime.now(CHINA).date()), [])
+
+
 # ---- through the workflow ----
 
 
@@ -214,3 +238,30 @@ async def test_a_wechat_withdrawal_nobody_confirms_is_cancelled_and_the_money_ba
     assert bills.bills[bill_no(wid)].state == "CANCELLED"
     assert (await p.balance(wechat_payouts, shop))["available"] == 5000
     await p.clean(wechat_payouts)
+
+
+async def test_the_fund_flow_bill_finds_an_unknown_transfer_and_a_wrong_amount_not_a_paid_one(
+    wechat_payouts: Stack, bills
+) -> None:
+    """Two days ago: one withdrawal paid as asked, one whose money left for less, and one 商家转账
+    our books never asked for (the bill names it by WeChat's transfer_bill_no only)."""
+    when = (datetime.now(CHINA) - timedelta(days=2)).replace(hour=12).strftime("%Y-%m-%d %H:%M:%S")
+    made = []
+    for _ in range(2):
+        shop, wid = await _wechat_withdrawal(wechat_payouts)
+        await eventually(lambda: bill_no(wid) in bills.bills, 10, "the bill to be made")  # noqa: B023
+        bills.confirm(bill_no(wid))
+        await p.wait_status(wechat_payouts, shop, wid, c.WITHDRAWAL_PAID)
+        bills.bills[bill_no(wid)].at = when
+        made.append(wid)
+    paid, short = made
+    bills.bills[bill_no(short)].amount = 940
+    unknown = Bill("wd" + uuid.uuid4().hex[:20], 700, OPENID, "SUCCESS", at=when)
+    bills.bills[unknown.out_bill_no] = unknown
+
+    report = await p.reconcile(wechat_payouts, 3 * 86400, gateway="wechat")
+    assert await p.findings(wechat_payouts, paid) == []
+    assert await p.findings(wechat_payouts, short) == [("payout:wechat", "payout_amount_mismatch", "flag", 1)]
+    found = await p.findings(wechat_payouts, unknown.transfer_bill_no)
+    assert found == [("payout:wechat", "payout_unknown_transfer", "flag", 1)]
+    assert f"payout:wechat {datetime.now(CHINA).date()}" in report.not_ready  # today's bill: tomorrow

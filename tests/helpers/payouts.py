@@ -173,3 +173,25 @@ async def reserve_for_withdrawal(session: Any, merchant_id: str, cents: int, at:
         merchant_id=merchant_id,
     )
     return wid
+
+
+async def reconcile(stack: Stack, lookback_seconds: int, gateway: str | None = None) -> c.ReconcileReport:
+    """One ReconcileWorkflow run now; `gateway` keeps the payment side to that gateway's bill."""
+    return await stack.env.client.execute_workflow(
+        c.RECONCILE_WORKFLOW,
+        c.ReconcileInput(lookback_seconds=lookback_seconds, grace_seconds=0, gateway=gateway),
+        id=f"reconcile-payouts-{uuid.uuid4().hex[:8]}",
+        task_queue=stack.task_queue,
+        result_type=c.ReconcileReport,
+    )
+
+
+async def findings(stack: Stack, number: str) -> list[tuple[str, str, str, int]]:
+    """(gateway, kind, action, times seen) of the reconciliation findings about this transfer number."""
+    from sqlalchemy import select
+
+    from miaofa.db.models import ReconcileFinding
+
+    async with stack.sessionmaker() as session:
+        rows = await session.scalars(select(ReconcileFinding).where(ReconcileFinding.payment_id == number))
+        return [(row.gateway, row.kind, row.action, row.times_seen) for row in rows]

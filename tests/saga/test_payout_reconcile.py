@@ -1,17 +1,23 @@
 """Payout reconciliation: the simulator rail's record of transfers against the withdrawals, run by
 ReconcileWorkflow. A clean run finds nothing; a transfer we never asked for, a paid transfer whose
 money our books gave back, and a withdrawal we call paid that the rail never paid are each found
-once and kept for a person."""
+once and kept for a person. A run recorded on the released workflow replays on today's."""
 
 import uuid
 
 from sqlalchemy import select, update
+from temporalio.worker import Replayer
 
 from miaofa import contract as c
+from miaofa import steps as s
 from miaofa.db.models import ReconcileFinding
 from miaofa.db.payout_tables import Withdrawal
+from tests.conftest import replay_data_converter
 from tests.helpers import payouts as p
+from tests.helpers.released.reconcile_v1 import ReconcileWorkflow as Released
 from tests.helpers.stack import Stack
+from worker import build_worker
+from workflows.reconcile import ReconcileWorkflow
 
 
 async def _reconcile(stack: Stack) -> c.ReconcileReport:
@@ -86,3 +92,37 @@ async def test_paid_at_the_rail_but_released_here_and_paid_here_but_not_at_the_r
         await payout_stack.control(payout="normal")
     assert report.findings.get("payout_paid_not_at_rail", 0) >= 1
     assert await _findings(payout_stack, failed) == [("payout:simulator", "payout_paid_not_at_rail", "flag", 1)]
+
+
+async def test_a_run_of_the_released_reconcile_workflow_replays_on_todays(payout_stack: Stack) -> None:
+    """A run recorded on the released workflow (payouts through RECONCILE_PAYOUTS) replays on today's:
+    RECONCILE_PAYOUT_BILLS keeps it on its old branch; a new run takes the new activity."""
+    queue = f"tq-released-{uuid.uuid4().hex[:8]}"
+    client = payout_stack.env.client
+    async with build_worker(client, activities=payout_stack.activities, task_queue=queue, workflows=[Released]):
+        handle = await client.start_workflow(
+            c.RECONCILE_WORKFLOW,
+            c.ReconcileInput(lookback_seconds=600, grace_seconds=0),
+            id=f"reconcile-released-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+            result_type=c.ReconcileReport,
+        )
+        await handle.result()
+    replayer = Replayer(workflows=[ReconcileWorkflow], data_converter=replay_data_converter())
+    released = await replayer.replay_workflow(await handle.fetch_history(), raise_on_replay_failure=False)
+    assert released.replay_failure is None, released.replay_failure
+
+    today = await client.start_workflow(
+        c.RECONCILE_WORKFLOW,
+        c.ReconcileInput(lookback_seconds=600, grace_seconds=0),
+        id=f"reconcile-today-{uuid.uuid4().hex[:8]}",
+        task_queue=payout_stack.task_queue,
+        result_type=c.ReconcileReport,
+    )
+    await today.result()
+    ran = [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        async for event in today.fetch_history_events()
+        if event.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert s.RECONCILE_PAYOUT_BILLS in ran and s.RECONCILE_PAYOUTS not in ran

@@ -101,6 +101,7 @@ class AlipayTransfer:
     error_code: str = ""
     order_id: str = field(default_factory=lambda: "2026" + uuid.uuid4().hex[:28])
     submits: int = 1
+    trans_date: str = field(default_factory=lambda: now_text())  # Beijing: when the money left
 
 
 @dataclass

@@ -13,9 +13,20 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.helpers.fakes.alipay import SHANGHAI, FakeAlipay, _failed
-from tests.helpers.fakes.bills import AlipayRow, WechatRow, alipay_zip, wechat_download, wechat_trade
+from tests.helpers.fakes.bills import AlipayAccountRow as AccountRow
+from tests.helpers.fakes.bills import (
+    AlipayRow,
+    WechatFundRow,
+    WechatRow,
+    alipay_account_zip,
+    alipay_zip,
+    wechat_download,
+    wechat_fund,
+    wechat_trade,
+)
 from tests.helpers.fakes.stripe import FakeStripe
 from tests.helpers.fakes.wechat import FakeWechat
+from tests.helpers.fakes.wechat_transfers import TransferBills
 
 
 def _beijing_day(text: str) -> date:
@@ -36,6 +47,7 @@ class AlipayBills:
         self.downloads = 0
         self.mangle: Callable[[bytes], bytes] | None = None  # what happens to a zip on its way
         self._links: dict[str, bytes] = {}
+        self.extra: list[AccountRow] = []  # movements of the account made elsewhere (by hand, another app)
         fake.more_methods["alipay.data.dataservice.bill.downloadurl.query"] = self._url
         fake.app.router.routes.append(Route("/downloadBillFile.resource", self._download, methods=["GET"]))
 
@@ -64,8 +76,17 @@ class AlipayBills:
                     )
         return sorted(rows, key=lambda row: row.finished)
 
+    def account_rows(self, day: date) -> list[AccountRow]:
+        """The account bill: each transfer out that Alipay paid, plus what the test adds (`extra`)."""
+        rows = [
+            AccountRow(t.order_id[-14:], t.out_biz_no, "转账", t.trans_date, expense=f"-{Decimal(t.trans_amount):.2f}")
+            for t in self.fake.transfers.values()
+            if t.status in ("SUCCESS", "REFUND") and _beijing_day(t.trans_date) == day
+        ]
+        return sorted(rows + [r for r in self.extra if _beijing_day(r.at) == day], key=lambda row: row.at)
+
     def _url(self, biz: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
-        if biz.get("bill_type") != "trade":
+        if biz.get("bill_type") not in ("trade", "signcustomer"):
             return _failed("isv.invalid-arguments")
         try:
             day = date.fromisoformat(biz.get("bill_date", ""))
@@ -74,9 +95,12 @@ class AlipayBills:
         if biz["bill_date"] in self.not_out or day >= datetime.now(SHANGHAI).date():
             return _failed("isp.bill_not_exist")
         token = secrets.token_hex(16)
-        data = alipay_zip(self.fake.seller_id, day, self.rows(day))
+        if biz["bill_type"] == "trade":
+            data, kind = alipay_zip(self.fake.seller_id, day, self.rows(day)), "trade"
+        else:  # the account bill's link says bizType=fnd
+            data, kind = alipay_account_zip(self.fake.seller_id, day, self.account_rows(day)), "fnd"
         self._links[token] = self.mangle(data) if self.mangle else data
-        url = f"{self.fake.origin}/downloadBillFile.resource?bizType=trade&fileType=csv.zip&bizDates={day:%Y%m%d}"
+        url = f"{self.fake.origin}/downloadBillFile.resource?bizType={kind}&fileType=csv.zip&bizDates={day:%Y%m%d}"
         return {"code": "10000", "msg": "Success", "bill_download_url": f"{url}&token={token}"}
 
     async def _download(self, request: Request) -> Response:
@@ -90,13 +114,16 @@ class AlipayBills:
 class WechatBills:
     """GET /v3/bill/tradebill (signed JSON: hash and link) and the file at the link (unsigned)."""
 
-    def __init__(self, fake: FakeWechat) -> None:
+    def __init__(self, fake: FakeWechat, transfers: TransferBills | None = None) -> None:
         self.fake = fake
+        self.transfers = transfers  # 商家转账 bills: the fund-flow bill's 支出 rows
         self.creating: set[str] = set()  # days answering STATEMENT_CREATING
         self.corrupt = False  # the download does not match its hash
+        self.extra_funds: list[WechatFundRow] = []  # movements made elsewhere
         self._files: dict[str, bytes] = {}
         fake.more_routes += [
             ("/v3/bill/tradebill", self._tradebill, "GET"),
+            ("/v3/bill/fundflowbill", self._fundflowbill, "GET"),
             ("/v3/billdownload/file", self._download, "GET"),
         ]
 
@@ -126,7 +153,26 @@ class WechatBills:
                     )
         return sorted(rows, key=lambda row: row.at)
 
+    def fund_rows(self, day: date) -> list[WechatFundRow]:
+        """The basic account's 商家转账 movements: each bill WeChat paid is money out under its transfer_bill_no."""
+        rows = [
+            WechatFundRow(
+                b.at, b.transfer_bill_no, "商家转账", "企业付款", False, f"{Decimal(b.amount).scaleb(-2):.2f}"
+            )
+            for b in (self.transfers.bills.values() if self.transfers else [])
+            if b.state == "SUCCESS" and _beijing_day(b.at) == day
+        ]
+        return sorted(rows + [r for r in self.extra_funds if _beijing_day(r.at) == day], key=lambda row: row.at)
+
     def _tradebill(self, request: Request, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self._bill(request, self.rows, wechat_trade)
+
+    def _fundflowbill(self, request: Request, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if request.query_params.get("account_type", "BASIC") != "BASIC":
+            return 400, {"code": "PARAM_ERROR", "message": "参数错误"}
+        return self._bill(request, self.fund_rows, wechat_fund)
+
+    def _bill(self, request: Request, rows_of: Callable[[date], list[Any]], text_of: Callable[[Any], str]) -> Any:
         query = request.query_params
         try:
             day = date.fromisoformat(query.get("bill_date", ""))
@@ -134,10 +180,10 @@ class WechatBills:
             return 400, {"code": "PARAM_ERROR", "message": "参数错误"}
         if str(day) in self.creating:
             return 400, {"code": "STATEMENT_CREATING", "message": "账单生成中"}
-        rows = self.rows(day)
+        rows = rows_of(day)
         if day >= datetime.now(SHANGHAI).date() or not rows:
             return 400, {"code": "NO_STATEMENT_EXIST", "message": "账单文件不存在"}
-        text, gzipped = wechat_trade(rows), query.get("tar_type") == "GZIP"
+        text, gzipped = text_of(rows), query.get("tar_type") == "GZIP"
         body, sha1 = wechat_download(text, gzipped)
         if self.corrupt:  # a file changed on its way: a row's amount, the hash still the original's
             body = wechat_download(text.replace("`0.", "`1.", 1), gzipped)[0]

@@ -86,6 +86,79 @@ def alipay_zip(pid: str, day: date, rows: list[AlipayRow], detail: str | None = 
     return buffer.getvalue()
 
 
+ALIPAY_ACCOUNT_HEADER = (
+    "账务流水号,业务流水号,商户订单号,商品名称,发生时间,对方账号,收入金额（+元）,支出金额（-元）,账户余额（元）,"
+    "交易渠道,业务类型,备注"
+)
+
+
+@dataclass
+class AlipayAccountRow:
+    """One movement of the account bill (账务明细): money in (income) or out (expense, written negative)."""
+
+    serial: str  # 账务流水号
+    order_no: str  # 商户订单号: a transfer's out_biz_no
+    kind: str  # 业务类型: 转账 | 在线支付 | 交易退款 | 收费 …
+    at: str  # yyyy-MM-dd HH:mm:ss, Beijing
+    income: str = "0.00"
+    expense: str = "0.00"  # "-9.50" in today's bills; "9.50" in older ones
+    subject: str = "提现"
+    other: str = "张* (payee@example.com)"
+
+
+def alipay_account_detail(pid: str, day: date, rows: list[AlipayAccountRow]) -> str:
+    d, balance = day.strftime("%Y年%m月%d日"), 10000.0
+    lines = [
+        "#支付宝账务明细查询",
+        f"#账号：[{pid}0156]",
+        f"#起始日期：[{d} 00:00:00]   终止日期：[{d} 23:59:59]",
+        "#-----------------------------------------账务明细列表----------------------------------------",
+        ALIPAY_ACCOUNT_HEADER,
+    ]
+    for r in rows:
+        balance += float(r.income) - abs(float(r.expense))
+        # Numbers and names are followed by a tab (Excel keeps them as text); amounts are not.
+        fields = [f"{r.serial}\t", f"2026{r.serial}\t", f"{r.order_no}\t", _quoted(r.subject) + "\t", r.at]
+        fields += [_quoted(r.other) + "\t", r.income, r.expense, f"{balance:.2f}", "支付宝", r.kind, ""]
+        lines.append(",".join(fields))
+    out = [r for r in rows if float(r.expense)]
+    into = [r for r in rows if float(r.income)]
+    lines += [
+        "#----------------------------------------账务明细列表结束-------------------------------------",
+        f"#支出合计：{len(out)}笔，共{sum(abs(float(r.expense)) for r in out):.2f}元",
+        f"#收入合计：{len(into)}笔，共{sum(float(r.income) for r in into):.2f}元",
+        f"#导出时间：[{d} 09:30:00]",
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def alipay_account_zip(pid: str, day: date, rows: list[AlipayAccountRow], detail: str | None = None) -> bytes:
+    """The zip bill_type=signcustomer's link serves: the 账务明细 and its summary, GBK, GBK names."""
+    summary = "\r\n".join(
+        [
+            "#支付宝账务汇总查询",
+            f"#账号：[{pid}0156]",
+            "#-----------------------------------------账务汇总列表----------------------------------------",
+            "类型,收入笔数,收入金额（+元）,支出笔数,支出金额（-元）",
+            "合计,0,0.00,0,0.00",
+            "#----------------------------------------账务汇总列表结束-------------------------------------",
+        ]
+    )
+    text = detail if detail is not None else alipay_account_detail(pid, day, rows)
+    return _zip(day, [(f"{pid}_{day:%Y%m%d}_账务明细(汇总).csv", summary), (f"{pid}_{day:%Y%m%d}_账务明细.csv", text)])
+
+
+def _zip(day: date, files: list[tuple[str, str]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in files:
+            info = zipfile.ZipInfo(
+                name.encode("gbk").decode("cp437"), date_time=(day.year, day.month, day.day, 9, 0, 0)
+            )
+            archive.writestr(info, text.encode("gbk"), zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
 WECHAT_TRADE_HEADER = (
     "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,"
     "应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,"

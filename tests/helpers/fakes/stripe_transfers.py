@@ -1,7 +1,7 @@
 """Stripe Connect transfers on the fake Stripe: `POST /v1/transfers` (idempotent on its key, through
-the fake's own idempotency) and `GET /v1/transfers?transfer_group=`. Only the connected accounts the
-test names exist; `balance` is the platform's available balance per currency; `lost` makes the next
-transfer and answers 500, as if the answer never came back."""
+the fake's own idempotency) and `GET /v1/transfers` (by transfer_group, or by created and paged).
+Only the connected accounts the test names exist; `balance` is the platform's available balance per
+currency; `lost` makes the next transfer and answers 500, as if the answer never came back."""
 
 import secrets
 from typing import Any
@@ -21,6 +21,7 @@ class StripeTransfers:
         self.restricted: set[str] = set()  # connected, onboarding unfinished
         self.balance: dict[str, int] = {}
         self.lost = False
+        self.pages = 0  # list pages served
         fake.app.router.routes += [
             Route("/v1/transfers", self._create, methods=["POST"]),
             Route("/v1/transfers", self._list, methods=["GET"]),
@@ -86,9 +87,19 @@ class StripeTransfers:
     async def _list(self, request: Request) -> JSONResponse:
         if (refused := await self.fake._guard(request)) is not None:
             return refused
-        group = request.query_params.get("transfer_group")
+        query = request.query_params
+        group = query.get("transfer_group")
         found = [t for t in self.transfers.values() if group is None or t["transfer_group"] == group]
-        limit = int(request.query_params.get("limit", "10"))
+        if "created[gte]" in query:
+            found = [t for t in found if t["created"] >= int(query["created[gte]"])]
+        if "created[lt]" in query:
+            found = [t for t in found if t["created"] < int(query["created[lt]"])]
+        found.sort(key=lambda t: (t["created"], t["id"]), reverse=True)  # newest first, as Stripe lists
+        if "starting_after" in query:
+            ids = [t["id"] for t in found]
+            found = found[ids.index(query["starting_after"]) + 1 :]
+        limit = int(query.get("limit", "10"))
+        self.pages += 1
         return JSONResponse(
             {"object": "list", "data": found[:limit], "has_more": len(found) > limit, "url": "/v1/transfers"}
         )

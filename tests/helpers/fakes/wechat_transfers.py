@@ -31,6 +31,7 @@ class Bill:
     fail_reason: str = ""
     transfer_bill_no: str = field(default_factory=lambda: "1330" + secrets.token_hex(14))
     submits: int = 1
+    at: str = field(default_factory=lambda: datetime.now(CHINA).strftime("%Y-%m-%d %H:%M:%S"))  # when it left
 
 
 class TransferBills:
