@@ -34,6 +34,7 @@ from api.routes import (
     withdrawals,
 )
 from api.state import State
+from api.stock_events import StockEvents
 from api.stock_hint import StockHint
 from miaofa import contract
 from miaofa.crypto.vault import Vault
@@ -64,6 +65,8 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
         stock_hint = StockHint(sessionmaker)
         await stock_hint.refresh()
         stock_hint.start()
+        stock_events = StockEvents(engine, stock_hint)
+        stock_events.start()
         chain = Chain(settings)
         gate = FrontGate(settings, sessionmaker, chain)
         await gate.start()
@@ -95,6 +98,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
         try:
             yield
         finally:
+            await stock_events.stop()
             await stock_hint.stop()
             await gate.stop()
             await app.state.miaofa.feed.stop()

@@ -126,3 +126,26 @@ async def test_a_buyer_over_the_rate_is_refused_across_api_processes(
         assert answers[-1].json()["error"] == "too_many_requests"
         assert int(answers[-1].headers["Retry-After"]) >= 1
         assert (await one.stock(sku))["reserved"] == 3
+
+
+async def test_keys_imported_through_one_api_sell_on_the_other_at_once(
+    dev_env, sessionmaker, sim_url, database_url, smtp
+) -> None:
+    async with AsyncExitStack() as stacks:
+        one, other = [
+            await stacks.enter_async_context(
+                running_stack(dev_env, sessionmaker, sim_url, **stack_settings(database_url, smtp[0]))
+            )
+            for _ in range(2)
+        ]
+        sku = await one.product([])
+        assert (await other.order(sku)).status_code == 409  # the other process knows it, sold out
+        hint = other.app.state.miaofa.hot
+        product = await hint.product(sku)
+        imported = await one.http.post(
+            f"/admin/products/{sku}/keys", headers={**one.admin, "Content-Type": "text/plain"}, content="K-1\nK-2"
+        )
+        assert imported.status_code == 200, imported.text
+        # Told by PostgreSQL, not by its own once-a-second refresh: well within that second.
+        await eventually(lambda: hint.available(product.id) == 2, 0.5, "the other process's hint to see the keys")
+        assert (await other.order(sku)).status_code == 201

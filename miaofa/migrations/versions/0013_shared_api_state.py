@@ -46,6 +46,23 @@ $$
 """
 
 
+# Keys imported (by any API process or the CLI): every API process refreshes its stock hint at once, so
+# none of them still answers "sold out" for a second. One notification per transaction (PostgreSQL folds
+# identical ones), a statement-level trigger: an import of 10,000 keys costs one call.
+STOCK_NOTIFY = """
+CREATE FUNCTION miaofa_stock_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('miaofa_stock', '');
+    RETURN NULL;
+END
+$$
+"""
+STOCK_TRIGGER = (
+    "CREATE TRIGGER card_keys_imported AFTER INSERT ON card_keys "
+    "FOR EACH STATEMENT EXECUTE FUNCTION miaofa_stock_changed()"
+)
+
+
 def upgrade() -> None:
     op.create_table(
         'order_start_slots',
@@ -65,9 +82,13 @@ def upgrade() -> None:
         prefixes=['UNLOGGED'],
     )
     op.execute(RATE_HIT)
+    op.execute(STOCK_NOTIFY)
+    op.execute(STOCK_TRIGGER)
 
 
 def downgrade() -> None:
+    op.execute('DROP TRIGGER card_keys_imported ON card_keys')
+    op.execute('DROP FUNCTION miaofa_stock_changed()')
     op.execute('DROP FUNCTION miaofa_rate_hit(text[], int[], float8)')
     op.drop_table('rate_hits')
     op.drop_table('order_start_slots')
