@@ -96,7 +96,7 @@ async def test_two_apis_share_the_rates_and_sell_a_flash_sale_exactly(two_apis: 
 
     async def buyer(index: int) -> None:
         client = clients[index % len(clients)]
-        headers = {**_buyer(f"10.99.{index // 250}.{index % 250 + 1}"), "Idempotency-Key": f"sale-{index}"}
+        headers = {**_buyer(f"10.99.{index // 250}.{index % 250 + 1}"), "Idempotency-Key": f"sale-{sku}-{index:06d}"}
         body = {"sku": sku, "quantity": 1, "email": f"sale{index}@example.com", "gateway": "simulator"}
         began = time.monotonic()
         for attempt in range(1, 200):
@@ -130,7 +130,7 @@ async def test_two_apis_share_the_rates_and_sell_a_flash_sale_exactly(two_apis: 
     for instance, (client, *_) in zip(by_instance, (one_group for one_group in by_instance.values()), strict=True):
         metrics = (await client.get("/metrics")).text
         opened[instance] = sum(
-            float(v) for v in re.findall(r'^miaofa_orders_opened_total\{outcome="opened"\} (\S+)$', metrics, re.M)
+            float(v) for v in re.findall(r'^miaofa_orders_opened_total\{outcome="created"\} (\S+)$', metrics, re.M)
         )
     log(f"orders opened per API process: {opened}")
     assert all(count > 0 for count in opened.values()), opened
