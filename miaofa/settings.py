@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     api_reuse_port: bool = False  # bind API_PORT with SO_REUSEPORT (`miaofa up` sets it for UP_APIS > 1)
     # Order starts in flight (README "Capacity"): past either bound POST /orders answers 503 busy at once,
     # with Retry-After. 0 turns a bound off. The total is shared by all API processes (PostgreSQL).
-    order_starts_per_process: int = Field(default=16, ge=0)
+    order_starts_per_process: int = Field(default=4, ge=0)  # measured: docs/benchmarks.md
     order_starts_total: int = Field(default=0, ge=0)
     busy_retry_after_seconds: int = Field(default=2, ge=1, le=60)
     # The per-buyer rates (RISK_RATE_*) counted in PostgreSQL too, so N API processes do not give N× the
