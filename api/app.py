@@ -12,6 +12,7 @@ from api import docs, errors, http_metrics, limits
 from api.console import pages as console_pages
 from api.console import routes as console
 from api.csrf import Csrf
+from api.front_gate import FrontGate
 from api.merchant_directory import MerchantDirectory
 from api.order_feed import OrderFeed
 from api.routes import (
@@ -33,6 +34,7 @@ from api.routes import (
     withdrawals,
 )
 from api.state import State
+from api.stock_events import StockEvents
 from api.stock_hint import StockHint
 from miaofa import contract
 from miaofa.crypto.vault import Vault
@@ -63,6 +65,11 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
         stock_hint = StockHint(sessionmaker)
         await stock_hint.refresh()
         stock_hint.start()
+        stock_events = StockEvents(engine, stock_hint)
+        stock_events.start()
+        chain = Chain(settings)
+        gate = FrontGate(settings, sessionmaker, chain)
+        await gate.start()
         app.state.miaofa = State(
             settings=settings,
             vault=vault,
@@ -73,7 +80,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
             gateways=gateways,
             hot=stock_hint,
             task_queue=task_queue,
-            chain=Chain(settings),
+            chain=chain,
             guards=Guards(settings),
             feed=OrderFeed(
                 sessionmaker,
@@ -86,11 +93,14 @@ def create_app(settings: Settings, *, temporal: Client | None = None, task_queue
             csrf=Csrf(vault.form_key, origins=[settings.api_url], secure=settings.api_url.startswith("https:")),
             shops=MerchantDirectory(sessionmaker),
             book=GatewayBook(settings, sessionmaker, vault, gateways),
+            gate=gate,
         )
         try:
             yield
         finally:
+            await stock_events.stop()
             await stock_hint.stop()
+            await gate.stop()
             await app.state.miaofa.feed.stop()
             for gateway in gateways.values():
                 await gateway.aclose()

@@ -99,13 +99,15 @@ class OrderDesk:
         self.settings, self.vault, self.sessionmaker = state.settings, state.vault, state.sessionmaker
         self.hot, self.chain, self.gateways = state.hot, state.chain, state.gateways
         self._state = state  # for the workflow client (order_client)
+        self._gate = state.gate
 
     async def place(self, body: OrderCreate, asker: Asker, idempotency_key: str | None = None) -> Placed:
         """Place an order, timed by its answer: a sold-out answer's own cost, apart from the time a
         request queues for the event loop (which miaofa_http_request_seconds includes)."""
         started, status = time.perf_counter(), 500
         try:
-            placed = await self._place(body, asker, idempotency_key)
+            async with self._gate.ticket():  # the place enter() takes below goes back however this ends
+                placed = await self._place(body, asker, idempotency_key)
             status = placed.status_code
             return placed
         except MiaofaError as exc:
@@ -150,6 +152,7 @@ class OrderDesk:
                 return replayed
         elif not self.hot.has_stock(product.id, body.quantity):  # answered from memory
             raise self._sold_out("sold_out_hint")
+        await self._gate.enter(order_id, attempt)  # past capacity: 503 busy at once; then the shared rates
         if body.coupon_code:
             async with self.sessionmaker() as session:
                 await coupons.check_usable(

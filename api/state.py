@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.csrf import Csrf
+from api.front_gate import FrontGate
 from api.merchant_directory import MerchantDirectory
 from api.order_feed import OrderFeed
 from api.stock_hint import StockHint
@@ -39,3 +40,4 @@ class State:
     csrf: Csrf  # the HTML forms' CSRF tokens and origin check
     shops: MerchantDirectory  # the merchants by slug, remembered for a moment
     book: GatewayBook  # the direct merchants' own gateway accounts (miaofa/direct/book.py)
+    gate: FrontGate  # order starts in flight and the shared rates (api/front_gate.py)

@@ -186,6 +186,19 @@ class TooManyRequests(MiaofaError):
         self.headers = {"Retry-After": str(self.retry_after)}
 
 
+class Busy(MiaofaError):
+    """Past the order starts in flight (README "Capacity"): nothing was reserved; come back in
+    `retry_after` seconds."""
+
+    status_code = 503
+    error = "busy"
+
+    def __init__(self, detail: str, *, retry_after: int = 2, **kwargs) -> None:
+        super().__init__(detail, **kwargs)
+        self.retry_after = max(1, retry_after)
+        self.headers = {"Retry-After": str(self.retry_after)}
+
+
 class TooManyOpenOrders(MiaofaError):
     status_code = 403
     error = "too_many_open_orders"

@@ -82,12 +82,22 @@ class Settings(BaseSettings):
     reconcile_lookback_seconds: int = 2 * 86400  # the statement window each run compares
     reconcile_grace_seconds: int = 120  # payments younger than this may still be on their way in
     up_workers: int = Field(default=1, ge=1, le=16)  # worker processes `miaofa up` runs
+    up_apis: int = Field(default=1, ge=1, le=16)  # API processes `miaofa up` runs, all on API_PORT
+    api_reuse_port: bool = False  # bind API_PORT with SO_REUSEPORT (`miaofa up` sets it for UP_APIS > 1)
+    # Order starts in flight (README "Capacity"): past either bound POST /orders answers 503 busy at once,
+    # with Retry-After. 0 turns a bound off. The total is shared by all API processes (PostgreSQL).
+    order_starts_per_process: int = Field(default=4, ge=0)  # measured: docs/benchmarks.md
+    order_starts_total: int = Field(default=0, ge=0)
+    busy_retry_after_seconds: int = Field(default=2, ge=1, le=60)
+    # The per-buyer rates (RISK_RATE_*) counted in PostgreSQL too, so N API processes do not give N× the
+    # limit; the in-process windows stay as a flood brake before any database round trip.
+    risk_shared_rates: bool = True
     # Temporal's sandbox re-imports workflow code per new workflow; the tests run it sandboxed (worker.py)
     workflow_sandbox: bool = False
     # Order admission (miaofa/risk/, defaults of its rules), cheapest first; 0 turns a rule off. "Open"
     # = awaiting payment or in review.
-    risk_rate_per_ip_per_minute: int = 20  # order attempts per client address (sliding minute, per API process)
-    risk_rate_per_email_per_minute: int = 5  # order attempts per buyer email (sliding minute, per API process)
+    risk_rate_per_ip_per_minute: int = 20  # order attempts per client address (sliding minute, all API processes)
+    risk_rate_per_email_per_minute: int = 5  # order attempts per buyer email (sliding minute, all API processes)
     risk_max_open_orders_per_email: int = 3  # unpaid orders one buyer email may hold at once
     risk_max_open_orders_per_ip: int = 10  # unpaid orders one client address may hold at once
     risk_max_open_units_per_ip: int = 20  # units those unpaid orders of one client address may hold
@@ -99,7 +109,7 @@ class Settings(BaseSettings):
     # network holding none of it unpaid, for one unit: a cap that does not grow with addresses.
     risk_max_unpaid_share: float = Field(default=0.5, ge=0, le=1)
     risk_exempt_networks: str = ""  # CIDRs whose clients skip the admission rules and caps (a load generator)
-    risk_rate_per_device_per_minute: int = 5  # order attempts per X-Device-Id (sliding minute, per API process)
+    risk_rate_per_device_per_minute: int = 5  # order attempts per X-Device-Id (sliding minute, all API processes)
     risk_new_device_review_cents: int = 50000  # above this, a device new to the email's delivered orders: review
     risk_history_multiple: float = 10  # above N × the median of the email's delivered orders: review
     risk_rules_file: str = ""  # a TOML rules file over these defaults (miaofa/risk/rules.py), re-read on change

@@ -184,6 +184,8 @@ def describe(t: i18n.Translator, code: str, detail: str, retry_after: str | None
         return t("err.invalid_input", detail=detail)
     if code == "too_many_requests":
         return t("err.too_many_requests", s=retry_after or "60")
+    if code == "busy":
+        return t("err.busy", s=retry_after or "2")
     if code in ("unavailable", "order_timeout", "temporal_unavailable"):
         return t("err.unavailable")
     if f"err.{code}" in t.strings:

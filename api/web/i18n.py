@@ -66,6 +66,10 @@ STRINGS: dict[str, tuple[str, str]] = {  # key: (English, 简体中文)
         "Too many attempts. Please wait {s} seconds and try again.",
         "操作过于频繁，请 {s} 秒后再试。",
     ),
+    "err.busy": (
+        "Many buyers are checking out right now. Nothing was reserved yet: please try again in {s} seconds.",
+        "当前下单人数较多，尚未为您锁定库存，请 {s} 秒后再试。",
+    ),
     "err.too_many_open_orders": (
         "You already have unpaid orders. Pay or wait for them to expire first.",
         "您有未支付的订单，请先支付或等待其过期。",

@@ -72,6 +72,9 @@ def stack_defaults() -> dict[str, str]:
             defaults[name] = "127.0.0.0/8,::1/128"
         elif name.endswith("rules_file"):
             defaults[name] = ""  # no rules file: its rules could hold orders for review
+    # Unbounded order starts: bursts and flash-sale buyers do not retry a busy answer. See past capacity
+    # with `--set ORDER_STARTS_PER_PROCESS=2` (docs/benchmarks.md).
+    defaults["order_starts_per_process"] = "0"
     return defaults
 
 

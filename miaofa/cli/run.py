@@ -1,5 +1,7 @@
 """`miaofa up` (the whole shop), each piece alone (`api`, `worker`, `sim`) and `miaofa db`."""
 
+import socket
+
 import typer
 
 from miaofa.cli.common import _fail, _load_settings, _logging, _require, _settings, console
@@ -26,7 +28,7 @@ def api() -> None:
     _logging(settings)
     # proxy_headers=False: uvicorn would take X-Forwarded-For from any local peer as the client; the
     # API reads it itself, from MIAOFA_TRUSTED_PROXIES only (api/client_ip.py).
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
@@ -34,6 +36,22 @@ def api() -> None:
         access_log=False,
         proxy_headers=False,
     )
+    if not settings.api_reuse_port:
+        uvicorn.Server(config).run()
+        return
+    # N processes on one port (UP_APIS): the kernel spreads new connections over the listening ones, and a
+    # process that died simply stops getting them. Bound here, listened on only once the app has started.
+    uvicorn.Server(config).run(sockets=[reuse_port_socket(settings.api_host, settings.api_port)])
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
 
 
 def worker() -> None:

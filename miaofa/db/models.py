@@ -24,8 +24,18 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from miaofa.db.base import DEFAULT_MERCHANT, NAMING_CONVENTION, Base, created_at_column, merchant_column
 from miaofa.db.merchant_tables import KeyFlag, Merchant, MerchantToken
+from miaofa.db.shared_tables import OrderStartSlot, RateHit
 
-__all__ = ["DEFAULT_MERCHANT", "NAMING_CONVENTION", "Base", "KeyFlag", "Merchant", "MerchantToken"]
+__all__ = [
+    "DEFAULT_MERCHANT",
+    "NAMING_CONVENTION",
+    "Base",
+    "KeyFlag",
+    "Merchant",
+    "MerchantToken",
+    "OrderStartSlot",
+    "RateHit",
+]
 
 
 class Product(Base):

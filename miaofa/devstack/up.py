@@ -112,6 +112,7 @@ def run_up(settings: Settings) -> int:
     make_private(data)
     children: dict[str, subprocess.Popen] = {}
     workers = ["worker", *(f"worker-{number}" for number in range(2, settings.up_workers + 1))]
+    apis = ["api", *(f"api-{number}" for number in range(2, settings.up_apis + 1))]
     metrics = worker_metrics_addresses(settings)
     watched: list[Supervised] = []
     postgres: LocalPostgres | None = None
@@ -164,10 +165,12 @@ def run_up(settings: Settings) -> int:
             ]
             starters["mail"] = _starter(mail_args, logs / "mail.log", env)
             children["mail"] = starters["mail"]()
-        for name in ("sim", *workers, "api"):
-            command = "worker" if name in workers else name
+        for name in ("sim", *workers, *apis):
+            command = "worker" if name in workers else "api" if name in apis else name
             # Each worker serves its own metrics, on the next port after the previous worker's.
             own_env = {**env, "MIAOFA_WORKER_METRICS_ADDRESS": metrics[workers.index(name)]} if name in workers else env
+            if name in apis and len(apis) > 1:  # all on API_PORT (miaofa/cli/run.py)
+                own_env = {**env, "MIAOFA_API_REUSE_PORT": "true"}
             starters[name] = _starter([sys.executable, "-m", "miaofa.cli", command], logs / f"{name}.log", own_env)
             children[name] = starters[name]()
         _wait_healthy(f"{settings.api_url}/healthz", children)
@@ -192,7 +195,7 @@ def run_up(settings: Settings) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan anything
         children.update({child.name: child.proc for child in watched if child.name != "postgres"})
-        for name in ("api", *workers, "sim", "mail", "ui", "temporal"):
+        for name in (*apis, *workers, "sim", "mail", "ui", "temporal"):
             if name in children:
                 procs.stop(children[name])
         if postgres is not None:
@@ -226,7 +229,8 @@ def _mail_destination(settings: Settings, caught: bool) -> str:
 def _print_ready(settings: Settings, seconds: float, catch_mail: bool = False) -> None:
     api = settings.api_url
     console.print(f"\n[bold green]Miaofa is up[/] in {seconds:.1f} s.\n")
-    console.print(f"  Shop              {api}/")
+    processes = f" ({settings.up_apis} API processes on one port)" if settings.up_apis > 1 else ""
+    console.print(f"  Shop              {api}/{processes}")
     console.print(f"  API docs          {api}/docs")
     writes = "writes on: MIAOFA_TEMPORAL_UI_WRITES" if settings.temporal_ui_writes else "read-only"
     console.print(f"  Temporal UI       http://127.0.0.1:{settings.temporal_ui_port} ({writes})")

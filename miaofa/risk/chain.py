@@ -188,6 +188,34 @@ class Chain:
                 self._windows[name].hit(key, now)
         return decision
 
+    def rate_keys(self, attempt: Attempt) -> list[tuple[str, int, str]]:
+        """The attempt's rate windows as (key, limit, who), counted across processes by
+        miaofa/risk/shared_rates.py; none for an exempt network."""
+        if attempt.ip is None:
+            return []
+        rules = self.rules()
+        return [
+            (f"{name}:{key}", limit, who)
+            for name, key, limit, who in (
+                ("rate_ip", attempt.client_hash, rules.rate_per_ip, "your address"),
+                ("rate_email", attempt.buyer_hash, rules.rate_per_email, "this email"),
+                ("rate_device", attempt.device_hash, rules.rate_per_device, "this device"),
+            )
+            if key and limit and rules.verdict(name) != OFF
+        ]
+
+    def forgive(self, attempt: Attempt) -> None:
+        """Take back what screen() counted: the attempt was answered busy, and its retry counts instead."""
+        if attempt.ip is None:
+            return
+        for name, key in (
+            ("rate_ip", attempt.client_hash),
+            ("rate_email", attempt.buyer_hash),
+            ("rate_device", attempt.device_hash),
+        ):
+            if key and name in self._windows:
+                self._windows[name].unhit(key)
+
     def _rate_check(self, name: str, key: str | None, who: str, now: float) -> Callable[[], MiaofaError | None]:
         def check() -> MiaofaError | None:
             wait = self._windows[name].wait(key, now) if key else 0

@@ -72,6 +72,12 @@ class SlidingWindow:
             self._hits.move_to_end(key)
         hits.append(now)
 
+    def unhit(self, key: str) -> None:
+        """Take back the latest hit of `key` (an attempt the shop did not serve: answered busy)."""
+        hits = self._hits.get(key)
+        if hits:
+            hits.pop()
+
 
 class MinInterval:
     """One pass per key every `seconds` (e.g. "I have paid" per order)."""

@@ -243,11 +243,20 @@ async def _open_orders(api: str, count: int) -> list[dict]:
     async with httpx.AsyncClient(timeout=60) as http:
 
         async def one(i: int) -> dict:
-            answer = await http.post(
-                f"{api}/orders",
-                json={"sku": "demo-gift-card", "quantity": 1, "email": f"buyer{i}@example.com", "gateway": "simulator"},
-                headers={"Idempotency-Key": f"supervise-order-{i:06d}"},
-            )
+            for _ in range(30):  # ten at once is past ORDER_STARTS_PER_PROCESS: busy ones retry as told
+                answer = await http.post(
+                    f"{api}/orders",
+                    json={
+                        "sku": "demo-gift-card",
+                        "quantity": 1,
+                        "email": f"buyer{i}@example.com",
+                        "gateway": "simulator",
+                    },
+                    headers={"Idempotency-Key": f"supervise-order-{i:06d}"},
+                )
+                if answer.status_code != 503 or answer.json()["error"] != "busy":
+                    break
+                await asyncio.sleep(int(answer.headers["Retry-After"]))
             assert answer.status_code == 201, answer.text
             return answer.json()
 

@@ -305,7 +305,8 @@ async def running_stack(
 
     The buyer rate limits and open-order caps are off unless a test sets them: the tests order
     many times from one address and one email (tests/api/test_abuse.py turns them on)."""
-    settings = {**RISK_OFF, **settings}
+    # No bound on order starts in flight either: the tests' bursts are not load (tests/api/test_busy.py sets it).
+    settings = {**RISK_OFF, "order_starts_per_process": 0, **settings}
     sock = bind()
     config = Settings(
         api_port=sock.getsockname()[1],

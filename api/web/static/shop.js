@@ -37,6 +37,7 @@
       return say("err.invalid_input", { detail: detail });
     }
     if (code === "too_many_requests") return say("err.too_many_requests", { s: retryAfter || "60" });
+    if (code === "busy") return say("err.busy", { s: retryAfter || "2" });
     if (code === "unavailable" || code === "order_timeout" || code === "temporal_unavailable") return say("err.unavailable");
     return S["err." + code] ? say("err." + code) : say("err.generic");
   }
