@@ -107,6 +107,15 @@ class Bench:
         text = shown if shown is not None else ("no value" if value is None else f"{value:g} {unit}")
         self.rows.append((measure, text, target, "[green]PASS[/]" if check.passed else "[red]FAIL[/]"))
 
+    def _check_cpu_per_order(self) -> None:
+        """Issue 21's target, where a started stack delivered orders: CPU per order, every process summed."""
+        stack = (self.facts.get("cpu") or {}).get("stack_seconds")
+        delivered = self.metrics.get("delivered")
+        if stack and isinstance(delivered, int) and delivered > 0:
+            per_order = round(1000 * sum(stack.values()) / delivered, 1)
+            self.metrics["cpu_ms_per_delivered_order"] = per_order
+            self.check("CPU per delivered order, every process of the stack", per_order, "<=", 50, "ms")
+
     def note(self, text: str) -> None:
         self.notes.append(text)
 
@@ -215,6 +224,7 @@ class Bench:
                 self.facts["measure_finished_at"] = datetime.now(UTC).isoformat()
                 self.facts["load_at_end"] = loadavg()
                 self.facts["cpu"] = self._cpu_account(ticks, cpu, client_cpu, wall)
+                self._check_cpu_per_order()
         finally:
             await self._close()
 
