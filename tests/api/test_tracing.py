@@ -77,10 +77,10 @@ async def test_one_order_is_one_trace_from_the_api_to_the_activities(
         "RunActivity:open_order",
         "StartActivity:create_payment",
         "RunActivity:create_payment",
-        "StartActivity:deliver_keys",
-        "RunActivity:deliver_keys",
+        "StartActivity:accept_and_deliver",
+        "RunActivity:accept_and_deliver",
     } <= in_trace
-    for name in ("RunWorkflow:OrderWorkflow", "RunActivity:deliver_keys"):
+    for name in ("RunWorkflow:OrderWorkflow", "RunActivity:accept_and_deliver"):
         assert _by_name(spans, name).attributes["temporalWorkflowID"] == workflow_id
 
     # Ids, routes and statuses only.
