@@ -40,6 +40,8 @@ class ReconcileActivities:
     async def reconcile_payments(self, step: s.ReconcileStep) -> c.ReconcileReport:
         """Idempotent: a retry finds the same mismatches; nudges and reviews are safe to repeat."""
         report = c.ReconcileReport(checked=0)
+        failures: list[GatewayError] = []
+        compared = 0
         accounts: list[tuple[str | None, str, Gateway]] = [(None, name, gw) for name, gw in self.gateways.items()]
         if self.book is not None:
             accounts += await self.book.accounts_with_statements()
@@ -65,8 +67,16 @@ class ReconcileActivities:
                     log.info("reconcile %s: the bill of %s is not ready, try later", where, exc.day)
                     continue
                 except GatewayError as exc:
-                    raise _gateway_failed(exc) from exc
+                    # One account's outage (a direct merchant's revoked key, a gateway down) must not hold
+                    # up every other account's reconciliation: it is reported, and the next run tries again.
+                    failures.append(exc)
+                    report.unavailable.append(f"{where}: {type(exc).__name__}")
+                    log.warning("reconcile %s: its bill could not be fetched (%s)", where, type(exc).__name__)
+                    break
+                compared += 1
                 await self._settle(report, account, name, entries, start, end, step.at)
+        if failures and not compared:  # nothing could be fetched at all: an outage, retried by Temporal
+            raise _gateway_failed(failures[0]) from failures[0]
         return report
 
     async def _settle(

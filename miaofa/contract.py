@@ -232,6 +232,8 @@ class ReconcileReport:
     orders_nudged: int = 0
     payouts_started: int = 0
     not_ready: list[str] = field(default_factory=list)  # "<gateway> <day>": a bill not out yet, tried next run
+    # "<gateway[ of merchant m]>: <error class>": an account whose bill could not be fetched, tried next run
+    unavailable: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -96,6 +96,8 @@ def reconcile_run(
     )
     for day in report.not_ready:
         console.print(f"Not ready, try later: the bill of {day}.")
+    for account in report.unavailable:
+        console.print(f"Could not fetch the bill of {account}; the next run tries again.")
     _leave(0)
 
 

@@ -212,3 +212,36 @@ async def test_the_clearing_account_is_held_to_the_gateways_statement(dev_stack:
     async with dev_stack.sessionmaker() as session:
         row = await session.scalar(select(ReconcileFinding).where(ReconcileFinding.payment_id == payment_id))
         assert row is not None and row.amount_cents == 100  # what the ledger is short of the statement
+
+
+async def test_one_accounts_bill_outage_does_not_hold_up_the_others(dev_env, sessionmaker, sim_url) -> None:
+    """A direct merchant's revoked key or a gateway that is down is reported; the other bills still count.
+    Only when no bill at all could be fetched does the step fail (and Temporal retries it)."""
+    import socket
+
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.reconcile import ReconcileActivities
+    from miaofa import steps as s
+    from miaofa.gateways.simulator import SimulatorGateway
+    from tests.conftest import SIM_MERCHANT, SIM_SECRET
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    good = SimulatorGateway(sim_url, SIM_MERCHANT, SIM_SECRET)
+    down = SimulatorGateway(f"http://127.0.0.1:{closed.getsockname()[1]}", SIM_MERCHANT, SIM_SECRET)
+    now = datetime.now(UTC)
+    step = s.ReconcileStep(start=now - timedelta(minutes=10), end=now, at=now)
+    try:
+        both = ReconcileActivities(sessionmaker, {"simulator": good, "elsewhere": down}, dev_env.client)
+        report = await ActivityEnvironment().run(both.reconcile_payments, step)
+        assert [entry.split(":")[0] for entry in report.unavailable] == ["elsewhere"]
+        assert SIM_SECRET not in report.unavailable[0]
+        only_down = ReconcileActivities(sessionmaker, {"elsewhere": down}, dev_env.client)
+        with pytest.raises(ApplicationError):
+            await ActivityEnvironment().run(only_down.reconcile_payments, step)
+    finally:
+        await good.aclose()
+        await down.aclose()
+        closed.close()
