@@ -63,7 +63,8 @@ class StockEvents:
                     except TimeoutError:
                         continue
                     changed.clear()  # notifications during the refresh bring one more
-                    await self.hint.refresh()
+                    if self.hint.refreshing:
+                        await self.hint.refresh()
             finally:
                 if not raw.is_closed():
                     await raw.remove_listener(CHANNEL, notified)

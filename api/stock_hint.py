@@ -205,6 +205,11 @@ class StockHint:
     def start(self) -> None:
         self._task = asyncio.create_task(self._refresh_forever())
 
+    @property
+    def refreshing(self) -> bool:
+        """Off while stopped: the stock notifications (api/stock_events.py) then do not refresh either."""
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
@@ -212,6 +217,8 @@ class StockHint:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        async with self._refresh_lock:  # a refresh a notification began ends before stop returns
+            pass
 
     async def _refresh_forever(self) -> None:
         while True:
